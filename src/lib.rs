@@ -1,0 +1,13 @@
+//! sipconf: an embedded SIP audio conference bridge.
+//!
+//! The signalling plane (tokio) runs SIP, call routing and records; the media plane
+//! (one dedicated thread) runs RTP, codecs and the mixer on a 20 ms clock. See
+//! `DESIGN.md` in the steering repository and the README for the whole picture.
+
+pub mod app; // wires the planes together: start-up, sd_notify, shutdown
+pub mod calls; // call records and routing of incoming calls to rooms
+pub mod conference; // conference and member records and their state machines
+pub mod config; // TOML -> typed, validated Config
+pub mod media; // the media plane: RTP, jitter buffer, codecs, mixer, engine thread
+pub mod sip; // sans-IO SIP user agent and its tokio transport shell
+pub mod testphone; // a scriptable SIP phone on loopback, for tests and the load generator

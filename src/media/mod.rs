@@ -1,0 +1,1 @@
+//! The media plane. Placeholder until the media kernels land.
