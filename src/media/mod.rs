@@ -1,1 +1,6 @@
-//! The media plane. Placeholder until the media kernels land.
+//! The media plane: RTP in and out, jitter buffers, codecs and the conference
+//! mixer, run by one dedicated thread on a 20 ms clock (see DESIGN.md, "One 20 ms tick").
+
+pub mod codec;
+
+pub use codec::Codec;
