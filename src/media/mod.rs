@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod jitter;
+pub mod mixer;
 pub mod rtp;
 
 pub use codec::Codec;

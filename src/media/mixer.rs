@@ -1,0 +1,405 @@
+//! The conference mix kernel: sum the talkers once, give each talker the sum
+//! minus itself, and give every other listener one shared encoded payload per
+//! codec. Sans-IO and allocation-free after construction; cost grows with
+//! talkers, not with listeners squared. Also the per-member noise gate that
+//! decides who is a talker.
+
+use crate::media::codec::Codec;
+
+/// The mix runs on a 20 ms tick.
+pub const TICKS_PER_SECOND: u32 = 50;
+/// Highest conference sample rate the buffers are sized for (wideband).
+pub const SAMPLE_RATE_MAX_HZ: u32 = 16_000;
+/// Samples in one frame at `SAMPLE_RATE_MAX_HZ`.
+pub const FRAME_SAMPLES_MAX: usize = (SAMPLE_RATE_MAX_HZ / TICKS_PER_SECOND) as usize;
+/// Encoded bytes one frame can take at most (G.711 and G.722 both take at most one per sample).
+pub const ENCODED_FRAME_BYTES_MAX: usize = FRAME_SAMPLES_MAX;
+
+/// Samples in one 20 ms frame at `rate_hz`.
+pub const fn frame_samples(rate_hz: u32) -> usize {
+    (rate_hz / TICKS_PER_SECOND) as usize
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MixError {
+    /// Not a whole number of samples per 20 ms, or above `SAMPLE_RATE_MAX_HZ`.
+    UnsupportedRate { rate_hz: u32 },
+}
+
+/// Below this level (-6 dBFS) the limiter is the identity.
+const LIMITER_KNEE: i32 = 16_384;
+const LIMITER_HEADROOM: i64 = (i16::MAX as i32 - LIMITER_KNEE) as i64;
+
+/// Maps a sum of talkers to 16 bits: identity up to -6 dBFS, then a rational
+/// curve `knee + h*d/(h+d)` whose slope is 1 at the knee and which approaches
+/// full scale without reaching it. Monotonic, symmetric, no clipping clicks.
+#[inline]
+pub fn soft_limit(sample: i32) -> i16 {
+    let magnitude = sample.unsigned_abs() as i64;
+    if magnitude <= LIMITER_KNEE as i64 {
+        return sample as i16;
+    }
+    let over = magnitude - LIMITER_KNEE as i64;
+    let denominator = LIMITER_HEADROOM + over;
+    // Rounded, so the curve leaves the knee with slope one rather than a flat step.
+    let limited = LIMITER_KNEE as i64 + (LIMITER_HEADROOM * over + denominator / 2) / denominator;
+    if sample < 0 {
+        -(limited as i16)
+    } else {
+        limited as i16
+    }
+}
+
+struct SharedPayload {
+    ready: bool,
+    bytes: Box<[u8]>,
+}
+
+/// One conference's mix for the current tick.
+pub struct Mix {
+    frame_samples: usize,
+    sum: Box<[i32]>,
+    talkers: u32,
+    /// The sum holds samples from an earlier tick and must be cleared.
+    sum_dirty: bool,
+    shared: [SharedPayload; Codec::ALL.len()],
+    limited: Box<[i16]>,
+}
+
+impl Mix {
+    /// Allocates every buffer for `FRAME_SAMPLES_MAX`, so the rate can change later without allocating.
+    pub fn new(rate_hz: u32) -> Result<Self, MixError> {
+        let shared = || SharedPayload {
+            ready: false,
+            bytes: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+        };
+        let mut mix = Mix {
+            frame_samples: 0,
+            sum: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            talkers: 0,
+            sum_dirty: false,
+            shared: [shared(), shared()],
+            limited: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+        };
+        mix.set_rate(rate_hz)?;
+        Ok(mix)
+    }
+
+    pub fn set_rate(&mut self, rate_hz: u32) -> Result<(), MixError> {
+        if rate_hz == 0 || rate_hz > SAMPLE_RATE_MAX_HZ || !rate_hz.is_multiple_of(TICKS_PER_SECOND)
+        {
+            return Err(MixError::UnsupportedRate { rate_hz });
+        }
+        self.frame_samples = frame_samples(rate_hz);
+        self.sum_dirty = true;
+        Ok(())
+    }
+
+    pub fn frame_samples(&self) -> usize {
+        self.frame_samples
+    }
+
+    /// Talkers added this tick.
+    pub fn talkers(&self) -> u32 {
+        self.talkers
+    }
+
+    /// Starts a tick: no talkers yet, shared payloads stale.
+    pub fn begin_tick(&mut self) {
+        if self.sum_dirty {
+            self.sum[..self.frame_samples].fill(0);
+            self.sum_dirty = false;
+        }
+        self.talkers = 0;
+        for shared in self.shared.iter_mut() {
+            shared.ready = false;
+        }
+    }
+
+    /// Adds one talker's decoded frame; samples past the frame length are ignored.
+    pub fn add_talker(&mut self, pcm: &[i16]) {
+        for (total, &sample) in self.sum[..self.frame_samples].iter_mut().zip(pcm) {
+            *total += i32::from(sample);
+        }
+        self.talkers += 1;
+        self.sum_dirty = true;
+    }
+
+    /// What a talker hears: everyone else, limited to 16 bits.
+    pub fn render_for_talker(&self, own: &[i16], out: &mut [i16]) {
+        let frame = self.frame_samples;
+        let own = own.iter().copied().chain(std::iter::repeat(0));
+        for ((sample, &total), own) in out[..frame].iter_mut().zip(&self.sum[..frame]).zip(own) {
+            *sample = soft_limit(total - i32::from(own));
+        }
+    }
+
+    /// What a member who did not talk hears: everyone, limited to 16 bits.
+    pub fn render_for_listener(&self, out: &mut [i16]) {
+        let frame = self.frame_samples;
+        for (sample, &total) in out[..frame].iter_mut().zip(&self.sum[..frame]) {
+            *sample = soft_limit(total);
+        }
+    }
+
+    /// Encodes a talker's own mix into `out`; returns the payload length.
+    pub fn encode_for_talker(&mut self, own: &[i16], codec: Codec, out: &mut [u8]) -> usize {
+        let mut limited = std::mem::take(&mut self.limited);
+        self.render_for_talker(own, &mut limited);
+        let len = codec.encode(&limited[..self.frame_samples], out);
+        self.limited = limited;
+        len
+    }
+
+    /// The payload every non-talking listener with `codec` receives, encoded on
+    /// first request in a tick and shared by all later ones.
+    pub fn encoded_for_listener(&mut self, codec: Codec) -> &[u8] {
+        let frame = self.frame_samples;
+        let index = codec.index();
+        if !self.shared[index].ready {
+            let bytes = &mut self.shared[index].bytes;
+            if self.talkers == 0 {
+                bytes[..frame].fill(codec.silence_byte());
+            } else {
+                for (sample, &total) in self.limited[..frame].iter_mut().zip(&self.sum[..frame]) {
+                    *sample = soft_limit(total);
+                }
+                codec.encode(&self.limited[..frame], &mut bytes[..frame]);
+            }
+            self.shared[index].ready = true;
+        }
+        &self.shared[index].bytes[..frame * codec.bytes_per_sample()]
+    }
+}
+
+/// Who is talking: frame energy against a threshold, with hysteresis and
+/// hangover so the gate does not chatter between words. A closed gate keeps a
+/// member's line noise out of the conference.
+#[derive(Clone, Debug)]
+pub struct NoiseGate {
+    open_mean_square: u64,
+    close_mean_square: u64,
+    hangover_frames: u32,
+    hangover_left: u32,
+    open: bool,
+}
+
+/// The gate closes this far below where it opens.
+const GATE_HYSTERESIS_DB: f32 = 6.0;
+
+impl NoiseGate {
+    pub fn new(threshold_dbfs: f32, hangover_frames: u32) -> Self {
+        let mut gate = NoiseGate {
+            open_mean_square: 0,
+            close_mean_square: 0,
+            hangover_frames,
+            hangover_left: 0,
+            open: false,
+        };
+        gate.set_threshold(threshold_dbfs);
+        gate
+    }
+
+    /// Moves the opening threshold; the closing one follows `GATE_HYSTERESIS_DB` below.
+    pub fn set_threshold(&mut self, threshold_dbfs: f32) {
+        self.open_mean_square = mean_square_at(threshold_dbfs);
+        self.close_mean_square = mean_square_at(threshold_dbfs - GATE_HYSTERESIS_DB);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Closes at once (muted, held, or the stream stopped).
+    pub fn close(&mut self) {
+        self.open = false;
+        self.hangover_left = 0;
+    }
+
+    /// Feeds one frame; returns whether the gate is open for it.
+    pub fn update(&mut self, pcm: &[i16]) -> bool {
+        if pcm.is_empty() {
+            return self.open;
+        }
+        let energy: u64 = pcm
+            .iter()
+            .map(|&sample| (i64::from(sample) * i64::from(sample)) as u64)
+            .sum();
+        let mean_square = energy / pcm.len() as u64;
+        if mean_square >= self.open_mean_square {
+            self.open = true;
+            self.hangover_left = self.hangover_frames;
+        } else if self.open && mean_square < self.close_mean_square {
+            if self.hangover_left == 0 {
+                self.open = false;
+            } else {
+                self.hangover_left -= 1;
+            }
+        }
+        self.open
+    }
+}
+
+/// Mean square of a full-scale-relative level, e.g. -50 dBFS.
+fn mean_square_at(level_dbfs: f32) -> u64 {
+    let amplitude = f64::from(i16::MAX) * 10f64.powf(f64::from(level_dbfs) / 20.0);
+    (amplitude * amplitude) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(frequency_hz: f64, amplitude: f64, rate_hz: u32) -> Vec<i16> {
+        (0..frame_samples(rate_hz))
+            .map(|n| {
+                let phase =
+                    2.0 * std::f64::consts::PI * frequency_hz * n as f64 / f64::from(rate_hz);
+                (amplitude * phase.sin()).round() as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_talker_hears_the_other_two_and_not_itself() {
+        let mut mix = Mix::new(8000).expect("rate");
+        let talkers = [
+            sine(300.0, 4000.0, 8000),
+            sine(700.0, 4000.0, 8000),
+            sine(1100.0, 4000.0, 8000),
+        ];
+        mix.begin_tick();
+        for pcm in &talkers {
+            mix.add_talker(pcm);
+        }
+        for (me, own) in talkers.iter().enumerate() {
+            let mut heard = [0i16; FRAME_SAMPLES_MAX];
+            mix.render_for_talker(own, &mut heard);
+            for n in 0..160 {
+                let others: i32 = (0..3)
+                    .filter(|&other| other != me)
+                    .map(|other| i32::from(talkers[other][n]))
+                    .sum();
+                assert_eq!(i32::from(heard[n]), others, "talker {me} sample {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn listeners_share_one_payload_per_codec_holding_everyone() {
+        let mut mix = Mix::new(8000).expect("rate");
+        let a = sine(300.0, 3000.0, 8000);
+        let b = sine(500.0, 3000.0, 8000);
+        mix.begin_tick();
+        mix.add_talker(&a);
+        mix.add_talker(&b);
+        let first = mix.encoded_for_listener(Codec::Pcmu).as_ptr();
+        let second = mix.encoded_for_listener(Codec::Pcmu);
+        assert_eq!(first, second.as_ptr(), "encoded once, shared");
+        let expected: Vec<i16> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let mut encoded = [0u8; 160];
+        Codec::Pcmu.encode(&expected, &mut encoded);
+        assert_eq!(second, &encoded[..]);
+        assert_eq!(mix.encoded_for_listener(Codec::Pcma).len(), 160);
+    }
+
+    #[test]
+    fn a_talker_encoding_matches_its_rendered_mix() {
+        let mut mix = Mix::new(8000).expect("rate");
+        let a = sine(300.0, 3000.0, 8000);
+        let b = sine(500.0, 3000.0, 8000);
+        mix.begin_tick();
+        mix.add_talker(&a);
+        mix.add_talker(&b);
+        let mut out = [0u8; ENCODED_FRAME_BYTES_MAX];
+        assert_eq!(mix.encode_for_talker(&a, Codec::Pcma, &mut out), 160);
+        let mut expected = [0u8; 160];
+        Codec::Pcma.encode(&b, &mut expected);
+        assert_eq!(&out[..160], &expected[..]);
+    }
+
+    #[test]
+    fn a_mix_without_talkers_is_encoded_silence_and_forgets_the_last_tick() {
+        let mut mix = Mix::new(8000).expect("rate");
+        mix.begin_tick();
+        mix.add_talker(&sine(300.0, 3000.0, 8000));
+        mix.begin_tick();
+        assert!(mix
+            .encoded_for_listener(Codec::Pcmu)
+            .iter()
+            .all(|&byte| byte == 0xFF));
+        let mut heard = [1i16; FRAME_SAMPLES_MAX];
+        mix.render_for_listener(&mut heard);
+        assert!(heard[..160].iter().all(|&sample| sample == 0));
+    }
+
+    #[test]
+    fn wideband_frames_are_320_samples() {
+        let mut mix = Mix::new(16_000).expect("rate");
+        assert_eq!(mix.frame_samples(), 320);
+        let tone = sine(1000.0, 2000.0, 16_000);
+        mix.begin_tick();
+        mix.add_talker(&tone);
+        let mut heard = [0i16; FRAME_SAMPLES_MAX];
+        mix.render_for_listener(&mut heard);
+        assert_eq!(&heard[..], &tone[..]);
+        assert_eq!(mix.encoded_for_listener(Codec::Pcmu).len(), 320);
+        assert_eq!(
+            Mix::new(44_100).err(),
+            Some(MixError::UnsupportedRate { rate_hz: 44_100 })
+        );
+        assert!(mix.set_rate(8000).is_ok());
+        assert_eq!(mix.frame_samples(), 160);
+    }
+
+    #[test]
+    fn soft_limit_is_identity_below_the_knee() {
+        for sample in -LIMITER_KNEE..=LIMITER_KNEE {
+            assert_eq!(i32::from(soft_limit(sample)), sample);
+        }
+    }
+
+    #[test]
+    fn soft_limit_is_monotonic_and_never_clips() {
+        let mut previous = soft_limit(-40 * 32768);
+        for sample in (-40 * 32768..=40 * 32768).step_by(7) {
+            let limited = soft_limit(sample);
+            assert!(limited >= previous, "{sample}");
+            assert!(limited > i16::MIN);
+            previous = limited;
+        }
+        assert!(soft_limit(i32::MAX) > 32_000);
+        assert_eq!(soft_limit(i32::MIN), -soft_limit(i32::MAX));
+        // Slope one at the knee: the first step above it is still one.
+        assert_eq!(soft_limit(LIMITER_KNEE + 1), LIMITER_KNEE as i16 + 1);
+    }
+
+    #[test]
+    fn gate_opens_on_speech_and_stays_shut_on_line_noise() {
+        let mut gate = NoiseGate::new(-50.0, 3);
+        assert!(!gate.update(&sine(300.0, 20.0, 8000)), "-64 dBFS noise");
+        assert!(gate.update(&sine(300.0, 3000.0, 8000)), "speech level");
+    }
+
+    #[test]
+    fn gate_holds_open_for_the_hangover_then_closes() {
+        let mut gate = NoiseGate::new(-30.0, 2);
+        gate.update(&sine(300.0, 3000.0, 8000));
+        let quiet = [0i16; 160];
+        assert!(gate.update(&quiet));
+        assert!(gate.update(&quiet));
+        assert!(!gate.update(&quiet));
+    }
+
+    #[test]
+    fn gate_hysteresis_keeps_it_open_just_below_the_threshold() {
+        // Threshold -30 dBFS is an RMS of about 1036; a sine of peak 1000 has RMS 707 (-33 dBFS).
+        let mut gate = NoiseGate::new(-30.0, 0);
+        let just_below = sine(400.0, 1000.0, 8000);
+        assert!(!gate.update(&just_below));
+        gate.update(&sine(400.0, 3000.0, 8000));
+        for _ in 0..10 {
+            assert!(gate.update(&just_below));
+        }
+    }
+}
