@@ -1,9 +1,276 @@
 //! The media plane: RTP in and out, jitter buffers, codecs and the conference
 //! mixer, run by one dedicated thread on a 20 ms clock (see DESIGN.md, "One 20 ms tick").
+//!
+//! The signalling plane talks to it only through `MediaHandle`: bounded
+//! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.
 
 pub mod codec;
+pub mod engine;
 pub mod jitter;
 pub mod mixer;
 pub mod rtp;
+pub mod slot;
 
 pub use codec::Codec;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A member's identity in the media plane: slot index plus a generation so stale events are ignorable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberKey {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// muted = not heard; deaf = hears nothing; held = neither heard nor hears, and
+/// no RTP is sent to it nor expected from it (no RTP timeout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberFlags {
+    pub muted: bool,
+    pub deaf: bool,
+    pub held: bool,
+}
+
+/// Media plane settings; every buffer is sized from these at start.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Member slots, and conference mixes, allocated at start.
+    pub max_members: usize,
+    /// No valid RTP for this long (while not held) raises `Event::RtpTimeout`.
+    pub rtp_timeout: Duration,
+    /// Playout delay of the jitter buffer in 20 ms frames.
+    pub jitter_frames: usize,
+    /// Noise gate opening level; -50 dBFS is about -47 dBm0 for G.711.
+    pub gate_threshold_dbfs: f32,
+    /// Frames the gate stays open after speech falls below the closing level.
+    pub gate_hangover_frames: u32,
+    /// Interval between RTCP reports per member (RFC 3550 suggests 5 s minimum).
+    pub rtcp_interval: Duration,
+    /// Slots in the command queue; a full queue makes `MediaHandle::send` fail.
+    pub command_queue_len: usize,
+    /// Slots in the event queue; events that do not fit are counted and `Event::QueueFull` follows.
+    pub event_queue_len: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_members: 64,
+            rtp_timeout: Duration::from_secs(30),
+            jitter_frames: 2,
+            gate_threshold_dbfs: -50.0,
+            gate_hangover_frames: 10,
+            rtcp_interval: Duration::from_secs(5),
+            command_queue_len: 256,
+            event_queue_len: 1024,
+        }
+    }
+}
+
+/// Everything the media thread needs to start serving a member.
+#[derive(Debug)]
+pub struct AddMember {
+    pub key: MemberKey,
+    /// Conference mix index, < max_members, chosen by the caller.
+    pub mix: u32,
+    /// Already bound by the caller; the media thread sets it nonblocking.
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    /// From SDP; replaced by the source of the member's RTP once it arrives (symmetric RTP).
+    pub remote_rtp: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+    pub codec: Codec,
+    pub telephone_event_pt: Option<u8>,
+    pub flags: MemberFlags,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    /// Boxed by the signalling side; dropping it on the media thread is acceptable.
+    AddMember(Box<AddMember>),
+    SetFlags {
+        key: MemberKey,
+        flags: MemberFlags,
+    },
+    SetRemote {
+        key: MemberKey,
+        remote_rtp: SocketAddr,
+        remote_rtcp: SocketAddr,
+    },
+    /// Sends RTCP BYE and frees the slot.
+    RemoveMember {
+        key: MemberKey,
+    },
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    RtpTimeout {
+        key: MemberKey,
+    },
+    Talking {
+        key: MemberKey,
+        talking: bool,
+    },
+    /// Events were dropped because the queue was full (counted in `MediaStats::events_dropped`).
+    QueueFull,
+}
+
+/// Counters the media thread publishes; read them with `Ordering::Relaxed`.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub ticks: AtomicU64,
+    /// Ticks that started more than one tick late.
+    pub late_ticks: AtomicU64,
+    /// Times the clock fell so far behind that the schedule was restarted.
+    pub clock_resyncs: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    /// Frames missing at playout time and concealed.
+    pub packets_lost: AtomicU64,
+    /// Datagrams that were not valid RTP/RTCP, or carried a payload type not negotiated.
+    pub malformed: AtomicU64,
+    /// Commands that referred to a stale key or could not be carried out.
+    pub commands_dropped: AtomicU64,
+    pub events_dropped: AtomicU64,
+    /// Sends that failed (socket buffer full, unreachable).
+    pub send_errors: AtomicU64,
+    pub last_tick_ns: AtomicU64,
+    pub max_tick_ns: AtomicU64,
+}
+
+/// Signalling-side handle. Not Sync; the caller wraps it in a Mutex.
+pub struct MediaHandle {
+    commands: rtrb::Producer<Command>,
+    events: rtrb::Consumer<Event>,
+    stats: Arc<MediaStats>,
+    /// Free slot indices, lowest on top.
+    free_slots: Vec<u32>,
+    generations: Vec<u32>,
+    in_use: Vec<bool>,
+}
+
+impl MediaHandle {
+    /// A fresh key, or None when all `max_members` slots are taken (the caller answers 486).
+    pub fn allocate(&mut self) -> Option<MemberKey> {
+        let slot = self.free_slots.pop()?;
+        let index = slot as usize;
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        self.in_use[index] = true;
+        Some(MemberKey {
+            slot,
+            generation: self.generations[index],
+        })
+    }
+
+    /// Queues a command; Err gives it back when the queue is full.
+    pub fn send(&mut self, command: Command) -> Result<(), Command> {
+        self.commands.push(command).map_err(|full| match full {
+            rtrb::PushError::Full(command) => command,
+        })
+    }
+
+    /// Returns the key's slot to the pool. Call after sending `RemoveMember`: the
+    /// queue is FIFO, so the media thread frees the slot before any reuse arrives.
+    pub fn release(&mut self, key: MemberKey) {
+        let index = key.slot as usize;
+        let current = self.generations.get(index) == Some(&key.generation);
+        if current && self.in_use[index] {
+            self.in_use[index] = false;
+            self.free_slots.push(key.slot);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop().ok()
+    }
+
+    pub fn stats(&self) -> Arc<MediaStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// `max_members`.
+    pub fn capacity(&self) -> usize {
+        self.generations.len()
+    }
+}
+
+/// Starts the media thread (named "sipconf-media"). Returns the handle and the thread's JoinHandle.
+pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::JoinHandle<()>)> {
+    if config.max_members == 0 || u32::try_from(config.max_members).is_err() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "media.max_members must be between 1 and 2^32-1",
+        ));
+    }
+    let (command_producer, command_consumer) =
+        rtrb::RingBuffer::new(config.command_queue_len.max(1));
+    let (event_producer, event_consumer) = rtrb::RingBuffer::new(config.event_queue_len.max(1));
+    let stats = Arc::new(MediaStats::default());
+    let capacity = config.max_members;
+    let engine = engine::Engine::new(config, command_consumer, event_producer, Arc::clone(&stats));
+    let thread = std::thread::Builder::new()
+        .name("sipconf-media".into())
+        .spawn(move || engine.run())?;
+    let handle = MediaHandle {
+        commands: command_producer,
+        events: event_consumer,
+        stats,
+        free_slots: (0..capacity as u32).rev().collect(),
+        generations: vec![0; capacity],
+        in_use: vec![false; capacity],
+    };
+    Ok((handle, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle_with(max_members: usize) -> (MediaHandle, std::thread::JoinHandle<()>) {
+        spawn(MediaConfig {
+            max_members,
+            ..MediaConfig::default()
+        })
+        .expect("spawn")
+    }
+
+    #[test]
+    fn allocate_refuses_beyond_capacity_and_release_makes_room() {
+        let (mut media, thread) = handle_with(2);
+        assert_eq!(media.capacity(), 2);
+        let first = media.allocate().expect("slot");
+        let second = media.allocate().expect("slot");
+        assert_ne!(first.slot, second.slot);
+        assert_eq!(media.allocate(), None);
+        media.release(first);
+        let reused = media.allocate().expect("slot");
+        assert_eq!(reused.slot, first.slot);
+        assert_ne!(reused.generation, first.generation);
+        // A stale key does not free the slot twice.
+        media.release(first);
+        assert_eq!(media.allocate(), None);
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+    }
+
+    #[test]
+    fn spawn_rejects_zero_members() {
+        assert!(spawn(MediaConfig {
+            max_members: 0,
+            ..MediaConfig::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn dropping_the_handle_stops_the_thread() {
+        let (media, thread) = handle_with(1);
+        drop(media);
+        thread.join().expect("media thread");
+    }
+}

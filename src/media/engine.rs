@@ -1,0 +1,658 @@
+//! The media thread: a 20 ms tick on an absolute schedule that drains commands,
+//! receives RTP from every member, mixes each conference, and sends one RTP
+//! packet per listener. It is the IO shell around the sans-IO kernels in
+//! `slot`, `jitter`, `mixer` and `codec`: the only place that reads the clock
+//! or touches a socket. Nothing on the tick allocates, locks, logs or blocks.
+
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::media::mixer::{frame_samples, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX};
+use crate::media::rtp::{
+    check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
+};
+use crate::media::slot::{Played, Received, Slot};
+use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey};
+
+/// One tick of audio.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Every codec we speak today is narrowband, so every conference mixes at 8 kHz.
+pub const CONFERENCE_RATE_HZ: u32 = 8000;
+/// Further behind than this, the schedule restarts from now instead of catching up.
+const MAX_TICKS_BEHIND: u32 = 5;
+/// Commands handled per tick, so a burst cannot stretch one tick.
+const COMMANDS_PER_TICK: usize = 64;
+/// Datagrams read per socket per tick, so a flood on one member cannot starve the rest.
+const DATAGRAMS_PER_TICK: usize = 16;
+/// Large enough for any RTP packet we accept (and then some: oversize ones are refused by size).
+const RECEIVE_BUFFER_BYTES: usize = 1500;
+
+pub struct Engine {
+    config: MediaConfig,
+    slots: Vec<Slot>,
+    mixes: Vec<Mix>,
+    /// Members per mix; a mix with none is skipped.
+    mix_members: Vec<u32>,
+    commands: rtrb::Consumer<Command>,
+    events: rtrb::Producer<Event>,
+    /// Events were dropped; `Event::QueueFull` is owed.
+    events_overflowed: bool,
+    stats: Arc<MediaStats>,
+    receive_buffer: Box<[u8]>,
+    send_buffer: Box<[u8]>,
+    payload_buffer: Box<[u8]>,
+    rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES],
+    rng: SmallRng,
+}
+
+/// What one tick decided about the thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Continue {
+    Running,
+    ShutDown,
+}
+
+impl Engine {
+    /// Allocates every slot, mix and buffer for `config.max_members`.
+    pub fn new(
+        config: MediaConfig,
+        commands: rtrb::Consumer<Command>,
+        events: rtrb::Producer<Event>,
+        stats: Arc<MediaStats>,
+    ) -> Self {
+        let now = Instant::now();
+        let gate = NoiseGate::new(config.gate_threshold_dbfs, config.gate_hangover_frames);
+        let slots = (0..config.max_members)
+            .map(|_| Slot::new(now, config.jitter_frames, gate.clone()))
+            .collect();
+        let mixes = (0..config.max_members)
+            .map(|_| Mix::new(CONFERENCE_RATE_HZ).expect("8 kHz is a supported mix rate"))
+            .collect();
+        Engine {
+            slots,
+            mixes,
+            mix_members: vec![0; config.max_members],
+            commands,
+            events,
+            events_overflowed: false,
+            stats,
+            receive_buffer: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
+            send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            config,
+        }
+    }
+
+    /// The thread body: tick every 20 ms on an absolute schedule until shut down.
+    pub fn run(mut self) {
+        tracing::info!(
+            max_members = self.config.max_members,
+            "media thread started"
+        );
+        let mut next_tick_at = Instant::now();
+        loop {
+            let now = Instant::now();
+            if next_tick_at > now {
+                std::thread::sleep(next_tick_at - now);
+            }
+            let started_at = Instant::now();
+            let behind = started_at.saturating_duration_since(next_tick_at);
+            if behind > TICK {
+                self.stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            }
+            if behind > TICK * MAX_TICKS_BEHIND {
+                // Catching up would burst many packets at every phone; start afresh.
+                self.stats.clock_resyncs.fetch_add(1, Ordering::Relaxed);
+                next_tick_at = started_at;
+            }
+            let outcome = self.tick(started_at, ntp_now());
+            let tick_ns = started_at.elapsed().as_nanos() as u64;
+            self.stats.last_tick_ns.store(tick_ns, Ordering::Relaxed);
+            self.stats.max_tick_ns.fetch_max(tick_ns, Ordering::Relaxed);
+            self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+            if outcome == Continue::ShutDown {
+                break;
+            }
+            next_tick_at += TICK;
+        }
+        tracing::info!(
+            ticks = self.stats.ticks.load(Ordering::Relaxed),
+            late_ticks = self.stats.late_ticks.load(Ordering::Relaxed),
+            "media thread stopped"
+        );
+    }
+
+    /// One 20 ms tick at `now`; `ntp_timestamp` is wall time for RTCP sender reports.
+    pub fn tick(&mut self, now: Instant, ntp_timestamp: u64) -> Continue {
+        if self.drain_commands(now, ntp_timestamp) == Continue::ShutDown {
+            return Continue::ShutDown;
+        }
+        for (mix, &members) in self.mixes.iter_mut().zip(&self.mix_members) {
+            if members > 0 {
+                mix.begin_tick();
+            }
+        }
+        for index in 0..self.slots.len() {
+            if self.slots[index].active {
+                self.receive_and_mix(index, now);
+            }
+        }
+        for index in 0..self.slots.len() {
+            if self.slots[index].active {
+                self.send_rtp(index);
+                if now >= self.slots[index].next_rtcp_at {
+                    self.send_rtcp(index, ntp_timestamp, false);
+                    self.slots[index].next_rtcp_at = now + self.rtcp_interval();
+                }
+            }
+        }
+        Continue::Running
+    }
+
+    fn drain_commands(&mut self, now: Instant, ntp_timestamp: u64) -> Continue {
+        if self.commands.is_abandoned() && self.commands.is_empty() {
+            self.remove_all(ntp_timestamp);
+            return Continue::ShutDown;
+        }
+        for _ in 0..COMMANDS_PER_TICK {
+            let Ok(command) = self.commands.pop() else {
+                break;
+            };
+            match command {
+                Command::AddMember(add) => self.add_member(*add, now),
+                Command::SetFlags { key, flags } => match self.slot_of(key) {
+                    Some(index) => self.slots[index].set_flags(flags, now),
+                    None => self.count_dropped_command(),
+                },
+                Command::SetRemote {
+                    key,
+                    remote_rtp,
+                    remote_rtcp,
+                } => match self.slot_of(key) {
+                    Some(index) => self.slots[index].set_remote(remote_rtp, remote_rtcp),
+                    None => self.count_dropped_command(),
+                },
+                Command::RemoveMember { key } => match self.slot_of(key) {
+                    Some(index) => self.remove_member(index, ntp_timestamp),
+                    None => self.count_dropped_command(),
+                },
+                Command::Shutdown => {
+                    self.remove_all(ntp_timestamp);
+                    return Continue::ShutDown;
+                }
+            }
+        }
+        Continue::Running
+    }
+
+    fn count_dropped_command(&self) {
+        self.stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The slot a key names, if that member is still there.
+    fn slot_of(&self, key: MemberKey) -> Option<usize> {
+        let index = usize::try_from(key.slot).ok()?;
+        let slot = self.slots.get(index)?;
+        (slot.active && slot.key == key).then_some(index)
+    }
+
+    fn add_member(&mut self, add: AddMember, now: Instant) {
+        let index = add.key.slot as usize;
+        let mix = add.mix as usize;
+        if index >= self.slots.len() || mix >= self.mixes.len() {
+            self.count_dropped_command();
+            return;
+        }
+        let nonblocking = add
+            .rtp
+            .set_nonblocking(true)
+            .and_then(|()| add.rtcp.set_nonblocking(true));
+        if nonblocking.is_err() {
+            self.count_dropped_command();
+            return;
+        }
+        if self.slots[index].active {
+            // The caller reused a slot without removing its member first.
+            self.count_dropped_command();
+            self.stop_slot(index);
+        }
+        let sender = RtpSender::new(self.rng.random(), self.rng.random(), self.rng.random());
+        // RFC 3550 §6.2: randomise the first report over half to one and a half intervals.
+        let first_rtcp_at = now
+            + self
+                .rtcp_interval()
+                .mul_f64(self.rng.random_range(0.5..1.5));
+        let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
+        let slot = &mut self.slots[index];
+        slot.start(
+            add.key,
+            add.mix,
+            add.codec,
+            add.telephone_event_pt,
+            add.flags,
+            add.remote_rtp,
+            add.remote_rtcp,
+            sender,
+            frame_samples,
+            now,
+            first_rtcp_at,
+        );
+        slot.rtp_socket = Some(add.rtp);
+        slot.rtcp_socket = Some(add.rtcp);
+        self.mix_members[mix] += 1;
+    }
+
+    fn remove_member(&mut self, index: usize, ntp_timestamp: u64) {
+        self.send_rtcp(index, ntp_timestamp, true);
+        self.stop_slot(index);
+    }
+
+    fn remove_all(&mut self, ntp_timestamp: u64) {
+        for index in 0..self.slots.len() {
+            if self.slots[index].active {
+                self.remove_member(index, ntp_timestamp);
+            }
+        }
+    }
+
+    fn stop_slot(&mut self, index: usize) {
+        let mix = self.slots[index].mix as usize;
+        self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
+        self.slots[index].stop();
+    }
+
+    fn rtcp_interval(&self) -> Duration {
+        self.config.rtcp_interval
+    }
+
+    /// Receives the member's datagrams, plays one frame and adds it to the mix if it talks.
+    fn receive_and_mix(&mut self, index: usize, now: Instant) {
+        let Engine {
+            slots,
+            mixes,
+            stats,
+            receive_buffer,
+            ..
+        } = self;
+        let slot = &mut slots[index];
+        let mut packets_in = 0;
+        let mut malformed = 0;
+        for _ in 0..DATAGRAMS_PER_TICK {
+            let Some(socket) = slot.rtp_socket.as_ref() else {
+                break;
+            };
+            let (len, source) = match socket.recv_from(receive_buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                // ICMP port unreachable and the like surface here; they are not ours to handle.
+                Err(_) => continue,
+            };
+            match slot.receive_rtp(&receive_buffer[..len], source, now) {
+                Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
+                Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
+                Received::ForeignSource => {}
+            }
+        }
+        for _ in 0..DATAGRAMS_PER_TICK {
+            let Some(socket) = slot.rtcp_socket.as_ref() else {
+                break;
+            };
+            let (len, source) = match socket.recv_from(receive_buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            if check_rtcp(&receive_buffer[..len]).is_ok() {
+                slot.latch_rtcp(source);
+            } else {
+                malformed += 1;
+            }
+        }
+        add(&stats.packets_in, packets_in);
+        add(&stats.malformed, malformed);
+
+        let mix = &mut mixes[slot.mix as usize];
+        if slot.play_frame(mix.frame_samples()) == Played::Lost {
+            add(&stats.packets_lost, 1);
+        }
+        let may_talk = !slot.flags.muted && !slot.flags.held;
+        let talking = if may_talk {
+            slot.gate.update(&slot.pcm[..mix.frame_samples()])
+        } else {
+            slot.gate.close();
+            false
+        };
+        slot.contributed = talking;
+        if talking {
+            mix.add_talker(&slot.pcm);
+        }
+        let key = slot.key;
+        let talking_changed = talking != slot.talking_reported;
+        slot.talking_reported = talking;
+        let timed_out = slot.check_rtp_timeout(now, self.config.rtp_timeout);
+        if talking_changed {
+            self.emit(Event::Talking { key, talking });
+        }
+        if timed_out {
+            self.emit(Event::RtpTimeout { key });
+        }
+    }
+
+    /// Sends this tick's packet: the member's own mix if it talked, the shared
+    /// mix if it did not, silence if deaf (to keep NAT bindings open), nothing if held.
+    fn send_rtp(&mut self, index: usize) {
+        let Engine {
+            slots,
+            mixes,
+            stats,
+            send_buffer,
+            payload_buffer,
+            ..
+        } = self;
+        let slot = &mut slots[index];
+        let mix = &mut mixes[slot.mix as usize];
+        let frame = mix.frame_samples();
+        let frame_samples = frame as u32;
+        if slot.flags.held {
+            slot.sender.skip(frame_samples);
+            return;
+        }
+        let codec = slot.codec;
+        let payload: &[u8] = if slot.flags.deaf {
+            payload_buffer[..frame].fill(codec.silence_byte());
+            &payload_buffer[..frame]
+        } else if slot.contributed {
+            let len = mix.encode_for_talker(&slot.pcm, codec, payload_buffer);
+            &payload_buffer[..len]
+        } else {
+            mix.encoded_for_listener(codec)
+        };
+        let Ok(len) =
+            slot.sender
+                .write_next(codec.payload_type(), payload, frame_samples, send_buffer)
+        else {
+            add(&stats.send_errors, 1);
+            return;
+        };
+        let Some(socket) = slot.rtp_socket.as_ref() else {
+            return;
+        };
+        match socket.send_to(&send_buffer[..len], slot.remote_rtp) {
+            Ok(_) => add(&stats.packets_out, 1),
+            Err(_) => add(&stats.send_errors, 1),
+        }
+    }
+
+    /// Sends an SR (or RR if we never sent), SDES CNAME, and BYE when `bye`.
+    fn send_rtcp(&mut self, index: usize, ntp_timestamp: u64, bye: bool) {
+        let slot = &mut self.slots[index];
+        let sender = &slot.sender;
+        let info = SenderInfo {
+            ntp_timestamp,
+            rtp_timestamp: sender.timestamp(),
+            packets_sent: sender.packets_sent,
+            octets_sent: sender.octets_sent,
+        };
+        let sender_info = (sender.packets_sent > 0).then_some(&info);
+        let block = slot.reception.report_block();
+        let Ok(len) = write_rtcp_report(
+            sender.ssrc,
+            sender_info,
+            block.as_ref(),
+            bye,
+            &mut self.rtcp_buffer,
+        ) else {
+            add(&self.stats.send_errors, 1);
+            return;
+        };
+        if let Some(socket) = slot.rtcp_socket.as_ref() {
+            if socket
+                .send_to(&self.rtcp_buffer[..len], slot.remote_rtcp)
+                .is_err()
+            {
+                add(&self.stats.send_errors, 1);
+            }
+        }
+    }
+
+    /// Queues an event; if the queue is full, counts it and owes an `Event::QueueFull`.
+    fn emit(&mut self, event: Event) {
+        if self.events_overflowed {
+            if self.events.push(Event::QueueFull).is_err() {
+                add(&self.stats.events_dropped, 1);
+                return;
+            }
+            self.events_overflowed = false;
+        }
+        if self.events.push(event).is_err() {
+            add(&self.stats.events_dropped, 1);
+            self.events_overflowed = true;
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, amount: u64) {
+    if amount > 0 {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}
+
+/// Seconds from 1900 (NTP era 0) to 1970 (Unix epoch).
+const NTP_UNIX_OFFSET_SECONDS: u64 = 2_208_988_800;
+
+/// Wall time as a 64-bit NTP timestamp, for RTCP sender reports.
+fn ntp_now() -> u64 {
+    let since_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let seconds = since_unix.as_secs() + NTP_UNIX_OFFSET_SECONDS;
+    let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (seconds << 32) | fraction
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Codec;
+    use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
+    use crate::media::{spawn, MediaHandle, MemberFlags};
+    use std::net::{SocketAddr, UdpSocket};
+
+    fn loopback_socket() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").expect("bind loopback")
+    }
+
+    fn address(socket: &UdpSocket) -> SocketAddr {
+        socket.local_addr().expect("bound")
+    }
+
+    /// A phone on loopback: its RTP socket and the engine socket it talks to.
+    struct Phone {
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        bridge: SocketAddr,
+        tone_hz: f64,
+    }
+
+    /// Adds a member whose bridge-side sockets face `phone`, and returns the key.
+    fn add_member(media: &mut MediaHandle, tone_hz: f64) -> (MemberKey, Phone) {
+        let key = media.allocate().expect("slot");
+        let (member_rtp, member_rtcp) = (loopback_socket(), loopback_socket());
+        let phone = Phone {
+            rtp: loopback_socket(),
+            rtcp: loopback_socket(),
+            bridge: address(&member_rtp),
+            tone_hz,
+        };
+        let add = AddMember {
+            key,
+            mix: 0,
+            rtp: member_rtp,
+            rtcp: member_rtcp,
+            remote_rtp: address(&phone.rtp),
+            remote_rtcp: address(&phone.rtcp),
+            codec: Codec::Pcmu,
+            telephone_event_pt: Some(101),
+            flags: MemberFlags::default(),
+        };
+        media
+            .send(Command::AddMember(Box::new(add)))
+            .expect("queue has room");
+        (key, phone)
+    }
+
+    /// Sends `frames` 20 ms frames of the phone's tone at real-time pace; returns
+    /// the audio it received, decoded.
+    fn talk_and_listen(phone: &Phone, frames: u32) -> Vec<i16> {
+        phone.rtp.set_nonblocking(true).expect("nonblocking");
+        let mut heard = Vec::new();
+        let mut datagram = [0u8; 1500];
+        let mut pcm = [0i16; 160];
+        let mut payload = [0u8; 160];
+        let started = Instant::now();
+        for frame in 0..frames {
+            for (n, sample) in pcm.iter_mut().enumerate() {
+                let t = f64::from(frame * 160 + n as u32) / 8000.0;
+                *sample = (8000.0 * (2.0 * std::f64::consts::PI * phone.tone_hz * t).sin()) as i16;
+            }
+            Codec::Pcmu.encode(&pcm, &mut payload);
+            let header = RtpHeader {
+                payload_type: 0,
+                marker: frame == 0,
+                sequence: frame as u16,
+                timestamp: frame * 160,
+                ssrc: 0x5EED,
+            };
+            let len = write_rtp(&header, &payload, &mut datagram).expect("fits");
+            phone
+                .rtp
+                .send_to(&datagram[..len], phone.bridge)
+                .expect("send");
+            while let Ok((len, _)) = phone.rtp.recv_from(&mut datagram) {
+                let packet =
+                    RtpPacket::new_checked(&datagram[..len]).expect("bridge sends valid RTP");
+                assert_eq!(packet.payload_type(), 0);
+                let mut decoded = [0i16; 160];
+                let samples = Codec::Pcmu.decode(packet.payload(), &mut decoded);
+                heard.extend_from_slice(&decoded[..samples]);
+            }
+            let next_frame_at = started + TICK * (frame + 1);
+            std::thread::sleep(next_frame_at.saturating_duration_since(Instant::now()));
+        }
+        heard
+    }
+
+    /// Power of `frequency_hz` in `samples` (Goertzel).
+    fn tone_power(samples: &[i16], frequency_hz: f64) -> f64 {
+        let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency_hz / 8000.0).cos();
+        let (mut previous, mut before_previous) = (0.0, 0.0);
+        for &sample in samples {
+            let current = f64::from(sample) + coefficient * previous - before_previous;
+            before_previous = previous;
+            previous = current;
+        }
+        previous * previous + before_previous * before_previous
+            - coefficient * previous * before_previous
+    }
+
+    #[test]
+    fn two_phones_each_hear_the_other_and_not_themselves() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 4,
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let (_, high) = add_member(&mut media, 1000.0);
+        let (_, low) = add_member(&mut media, 400.0);
+        let (heard_by_high, heard_by_low) = std::thread::scope(|scope| {
+            let high = scope.spawn(|| talk_and_listen(&high, 50));
+            let low = scope.spawn(|| talk_and_listen(&low, 50));
+            (high.join().expect("phone"), low.join().expect("phone"))
+        });
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+
+        for (heard, own_hz, other_hz) in [
+            (&heard_by_high, 1000.0, 400.0),
+            (&heard_by_low, 400.0, 1000.0),
+        ] {
+            assert!(
+                heard.len() >= 160 * 20,
+                "only {} samples arrived",
+                heard.len()
+            );
+            let other = tone_power(heard, other_hz);
+            let own = tone_power(heard, own_hz);
+            assert!(
+                other > 1000.0 * own,
+                "{own_hz} Hz phone: other {other:e}, own {own:e}"
+            );
+        }
+        let stats = media.stats();
+        assert!(stats.packets_in.load(Ordering::Relaxed) >= 80);
+        assert!(stats.packets_out.load(Ordering::Relaxed) >= 80);
+        assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_silent_member_raises_one_rtp_timeout() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 2,
+            rtp_timeout: Duration::from_millis(300),
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let (key, _phone) = add_member(&mut media, 1000.0);
+        let started = Instant::now();
+        let mut timeouts = Vec::new();
+        while started.elapsed() < Duration::from_millis(1000) {
+            while let Some(event) = media.poll_event() {
+                if let Event::RtpTimeout { key } = event {
+                    timeouts.push((key, started.elapsed()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        media
+            .send(Command::RemoveMember { key })
+            .expect("queue has room");
+        media.release(key);
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+        assert_eq!(timeouts.len(), 1, "{timeouts:?}");
+        assert_eq!(timeouts[0].0, key);
+        assert!(timeouts[0].1 >= Duration::from_millis(280));
+    }
+
+    #[test]
+    fn removing_a_member_sends_rtcp_bye() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 1,
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let (key, phone) = add_member(&mut media, 1000.0);
+        media
+            .send(Command::RemoveMember { key })
+            .expect("queue has room");
+        media.release(key);
+        phone
+            .rtcp
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut datagram = [0u8; 256];
+        let (len, _) = phone.rtcp.recv_from(&mut datagram).expect("an RTCP packet");
+        let summary = check_rtcp(&datagram[..len]).expect("valid RTCP");
+        assert!(summary.has_bye);
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+        assert_eq!(media.stats().commands_dropped.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,389 @@
+//! One member's media state in the engine: sockets, addresses, jitter buffer,
+//! RTP sender, noise gate and this tick's decoded frame. Everything is
+//! allocated when the engine starts; a slot is reused for member after member.
+//!
+//! The per-packet and per-frame logic here takes time as input and does no IO;
+//! `engine.rs` owns the clock and performs the socket calls.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::media::codec::Codec;
+use crate::media::jitter::{JitterBuffer, Pop, Push};
+use crate::media::mixer::{NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
+use crate::media::{MemberFlags, MemberKey};
+
+/// A new source address only takes over the stream after the latched one has
+/// been silent this long, so a stray or spoofed packet cannot steal the media.
+pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// Lost frames are filled by repeating the last one, halved each time, this
+/// many times; then silence.
+const CONCEAL_REPEAT_FRAMES: u32 = 3;
+
+/// What became of one datagram received on the RTP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Audio, handed to the jitter buffer (which may still drop it as late or duplicate).
+    Audio(Push),
+    /// An RFC 4733 event packet: proves the stream is alive; DTMF is decoded elsewhere.
+    TelephoneEvent,
+    /// Not RTP.
+    Malformed,
+    /// A payload type that was not negotiated.
+    UnexpectedPayloadType(u8),
+    /// Valid RTP from an address other than the latched one, while that one is alive.
+    ForeignSource,
+}
+
+/// Where this tick's frame came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Played {
+    Frame,
+    /// A missing frame, concealed.
+    Lost,
+    /// Nothing buffered; concealed or silent.
+    Empty,
+}
+
+pub struct Slot {
+    pub key: MemberKey,
+    pub active: bool,
+    pub mix: u32,
+    pub codec: Codec,
+    pub telephone_event_pt: Option<u8>,
+    pub flags: MemberFlags,
+    pub rtp_socket: Option<UdpSocket>,
+    pub rtcp_socket: Option<UdpSocket>,
+    pub remote_rtp: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+    /// Some once RTP arrived: when the latched address last sent valid RTP.
+    last_from_remote_at: Option<Instant>,
+    rtcp_latched: bool,
+    pub jitter: JitterBuffer,
+    pub reception: ReceptionStats,
+    pub sender: RtpSender,
+    pub gate: NoiseGate,
+    /// This tick's decoded or concealed frame.
+    pub pcm: Box<[i16]>,
+    concealed_frames: u32,
+    /// The member's frame went into its mix this tick.
+    pub contributed: bool,
+    /// Last talking state reported in an event.
+    pub talking_reported: bool,
+    /// When valid RTP last arrived, or the member was added or taken off hold.
+    pub last_valid_rtp_at: Instant,
+    pub timeout_reported: bool,
+    pub next_rtcp_at: Instant,
+}
+
+impl Slot {
+    /// An idle slot with all buffers allocated.
+    pub fn new(now: Instant, jitter_frames: usize, gate: NoiseGate) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Slot {
+            key: MemberKey {
+                slot: 0,
+                generation: 0,
+            },
+            active: false,
+            mix: 0,
+            codec: Codec::Pcmu,
+            telephone_event_pt: None,
+            flags: MemberFlags::default(),
+            rtp_socket: None,
+            rtcp_socket: None,
+            remote_rtp: unspecified,
+            remote_rtcp: unspecified,
+            last_from_remote_at: None,
+            rtcp_latched: false,
+            jitter: JitterBuffer::new(jitter_frames, 160),
+            reception: ReceptionStats::default(),
+            sender: RtpSender::new(0, 0, 0),
+            gate,
+            pcm: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            concealed_frames: 0,
+            contributed: false,
+            talking_reported: false,
+            last_valid_rtp_at: now,
+            timeout_reported: false,
+            next_rtcp_at: now,
+        }
+    }
+
+    /// Sets the slot up for a new member; the sockets are set by the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &mut self,
+        key: MemberKey,
+        mix: u32,
+        codec: Codec,
+        telephone_event_pt: Option<u8>,
+        flags: MemberFlags,
+        remote_rtp: SocketAddr,
+        remote_rtcp: SocketAddr,
+        sender: RtpSender,
+        frame_samples: u32,
+        now: Instant,
+        first_rtcp_at: Instant,
+    ) {
+        self.key = key;
+        self.active = true;
+        self.mix = mix;
+        self.codec = codec;
+        self.telephone_event_pt = telephone_event_pt;
+        self.flags = flags;
+        self.remote_rtp = remote_rtp;
+        self.remote_rtcp = remote_rtcp;
+        self.last_from_remote_at = None;
+        self.rtcp_latched = false;
+        self.jitter.reset(frame_samples);
+        self.reception = ReceptionStats::default();
+        self.sender = sender;
+        self.gate.close();
+        self.pcm.fill(0);
+        self.concealed_frames = 0;
+        self.contributed = false;
+        self.talking_reported = false;
+        self.last_valid_rtp_at = now;
+        self.timeout_reported = false;
+        self.next_rtcp_at = first_rtcp_at;
+    }
+
+    /// Frees the slot; dropping the sockets closes them.
+    pub fn stop(&mut self) {
+        self.active = false;
+        self.rtp_socket = None;
+        self.rtcp_socket = None;
+    }
+
+    /// New addresses from a re-INVITE: latching starts over.
+    pub fn set_remote(&mut self, remote_rtp: SocketAddr, remote_rtcp: SocketAddr) {
+        self.remote_rtp = remote_rtp;
+        self.remote_rtcp = remote_rtcp;
+        self.last_from_remote_at = None;
+        self.rtcp_latched = false;
+    }
+
+    /// New flags; coming off hold restarts the RTP timeout.
+    pub fn set_flags(&mut self, flags: MemberFlags, now: Instant) {
+        if self.flags.held && !flags.held {
+            self.last_valid_rtp_at = now;
+            self.timeout_reported = false;
+        }
+        self.flags = flags;
+    }
+
+    /// Takes one datagram from the RTP socket.
+    pub fn receive_rtp(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) -> Received {
+        let Ok(packet) = RtpPacket::new_checked(datagram) else {
+            return Received::Malformed;
+        };
+        let payload_type = packet.payload_type();
+        let is_event = Some(payload_type) == self.telephone_event_pt;
+        if payload_type != self.codec.payload_type() && !is_event {
+            return Received::UnexpectedPayloadType(payload_type);
+        }
+        if source != self.remote_rtp {
+            let latched_is_alive = self
+                .last_from_remote_at
+                .is_some_and(|at| now.saturating_duration_since(at) < RELATCH_AFTER);
+            if latched_is_alive {
+                return Received::ForeignSource;
+            }
+            // Symmetric RTP (RFC 4961): answer where the media comes from.
+            self.remote_rtp = source;
+            if !self.rtcp_latched {
+                self.remote_rtcp = SocketAddr::new(source.ip(), source.port().wrapping_add(1));
+            }
+        }
+        self.last_from_remote_at = Some(now);
+        self.last_valid_rtp_at = now;
+        self.timeout_reported = false;
+        self.reception.on_packet(packet.ssrc(), packet.sequence());
+        if is_event {
+            return Received::TelephoneEvent;
+        }
+        let pushed = self.jitter.push(
+            packet.sequence(),
+            packet.timestamp(),
+            packet.ssrc(),
+            packet.payload(),
+        );
+        Received::Audio(pushed)
+    }
+
+    /// A valid RTCP packet arrived from `source`: send our reports there.
+    pub fn latch_rtcp(&mut self, source: SocketAddr) {
+        self.remote_rtcp = source;
+        self.rtcp_latched = true;
+    }
+
+    /// Fills `pcm` with this tick's frame: decoded, concealed, or silence.
+    pub fn play_frame(&mut self, frame_samples: usize) -> Played {
+        let pcm = &mut self.pcm[..frame_samples];
+        let played = match self.jitter.pop() {
+            Pop::Frame(payload) => {
+                let decoded = self.codec.decode(payload, pcm);
+                pcm[decoded..].fill(0);
+                self.concealed_frames = 0;
+                return Played::Frame;
+            }
+            Pop::Lost => Played::Lost,
+            Pop::Empty => Played::Empty,
+        };
+        if self.concealed_frames < CONCEAL_REPEAT_FRAMES {
+            for sample in pcm.iter_mut() {
+                *sample /= 2;
+            }
+        } else {
+            pcm.fill(0);
+        }
+        self.concealed_frames = self.concealed_frames.saturating_add(1);
+        played
+    }
+
+    /// True once per silence longer than `rtp_timeout` while not held.
+    pub fn check_rtp_timeout(&mut self, now: Instant, rtp_timeout: Duration) -> bool {
+        if self.flags.held || self.timeout_reported {
+            return false;
+        }
+        if now.saturating_duration_since(self.last_valid_rtp_at) >= rtp_timeout {
+            self.timeout_reported = true;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::{write_rtp, RtpHeader};
+
+    const PHONE: ([u8; 4], u16) = ([192, 0, 2, 10], 4000);
+
+    fn member(now: Instant) -> Slot {
+        let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
+        slot.start(
+            MemberKey {
+                slot: 0,
+                generation: 1,
+            },
+            0,
+            Codec::Pcmu,
+            Some(101),
+            MemberFlags::default(),
+            SocketAddr::from(PHONE),
+            SocketAddr::from(([192, 0, 2, 10], 4001)),
+            RtpSender::new(1, 0, 0),
+            160,
+            now,
+            now,
+        );
+        slot
+    }
+
+    fn rtp(payload_type: u8, sequence: u16, payload: &[u8]) -> Vec<u8> {
+        let header = RtpHeader {
+            payload_type,
+            marker: false,
+            sequence,
+            timestamp: u32::from(sequence) * 160,
+            ssrc: 77,
+        };
+        let mut out = vec![0u8; 12 + payload.len()];
+        write_rtp(&header, payload, &mut out).expect("fits");
+        out
+    }
+
+    #[test]
+    fn rtp_from_a_new_address_latches_when_nothing_came_before() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let behind_nat = SocketAddr::from(([203, 0, 113, 5], 30_000));
+        let pushed = slot.receive_rtp(&rtp(0, 1, &[0xFF; 160]), behind_nat, now);
+        assert_eq!(pushed, Received::Audio(Push::Resynced));
+        assert_eq!(slot.remote_rtp, behind_nat);
+        assert_eq!(
+            slot.remote_rtcp,
+            SocketAddr::from(([203, 0, 113, 5], 30_001))
+        );
+    }
+
+    #[test]
+    fn a_second_source_cannot_steal_a_live_stream_but_takes_over_a_dead_one() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        slot.receive_rtp(&rtp(0, 1, &[0xFF; 160]), SocketAddr::from(PHONE), now);
+        let intruder = SocketAddr::from(([198, 51, 100, 1], 5000));
+        let soon = now + Duration::from_millis(100);
+        assert_eq!(
+            slot.receive_rtp(&rtp(0, 2, &[0xFF; 160]), intruder, soon),
+            Received::ForeignSource
+        );
+        let later = now + RELATCH_AFTER + Duration::from_millis(1);
+        assert!(matches!(
+            slot.receive_rtp(&rtp(0, 3, &[0xFF; 160]), intruder, later),
+            Received::Audio(_)
+        ));
+        assert_eq!(slot.remote_rtp, intruder);
+    }
+
+    #[test]
+    fn unnegotiated_payload_types_and_garbage_are_refused() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let from = SocketAddr::from(PHONE);
+        assert_eq!(
+            slot.receive_rtp(&rtp(8, 1, &[0xD5; 160]), from, now),
+            Received::UnexpectedPayloadType(8)
+        );
+        assert_eq!(slot.receive_rtp(&[1, 2, 3], from, now), Received::Malformed);
+        assert_eq!(
+            slot.receive_rtp(&rtp(101, 1, &[1, 0, 0, 160]), from, now),
+            Received::TelephoneEvent
+        );
+    }
+
+    #[test]
+    fn a_lost_frame_repeats_the_last_one_quieter_then_fades_to_silence() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let from = SocketAddr::from(PHONE);
+        slot.receive_rtp(&rtp(0, 1, &[0x80; 160]), from, now); // u-law 0x80 = 32124
+        slot.receive_rtp(&rtp(0, 6, &[0x80; 160]), from, now);
+        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert_eq!(slot.pcm[0], 32124);
+        let mut levels = Vec::new();
+        for _ in 0..4 {
+            assert_eq!(slot.play_frame(160), Played::Lost);
+            levels.push(slot.pcm[0]);
+        }
+        assert_eq!(levels, [16062, 8031, 4015, 0]);
+    }
+
+    #[test]
+    fn rtp_timeout_fires_once_and_not_while_held() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let timeout = Duration::from_millis(300);
+        assert!(!slot.check_rtp_timeout(now + Duration::from_millis(299), timeout));
+        assert!(slot.check_rtp_timeout(now + Duration::from_millis(300), timeout));
+        assert!(!slot.check_rtp_timeout(now + Duration::from_millis(900), timeout));
+
+        let mut held = member(now);
+        held.set_flags(
+            MemberFlags {
+                held: true,
+                ..MemberFlags::default()
+            },
+            now,
+        );
+        assert!(!held.check_rtp_timeout(now + Duration::from_secs(5), timeout));
+        held.set_flags(MemberFlags::default(), now + Duration::from_secs(5));
+        assert!(!held.check_rtp_timeout(now + Duration::from_millis(5200), timeout));
+        assert!(held.check_rtp_timeout(now + Duration::from_millis(5300), timeout));
+    }
+}
