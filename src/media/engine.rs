@@ -230,22 +230,7 @@ impl Engine {
                 .rtcp_interval()
                 .mul_f64(self.rng.random_range(0.5..1.5));
         let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
-        let slot = &mut self.slots[index];
-        slot.start(
-            add.key,
-            add.mix,
-            add.codec,
-            add.telephone_event_pt,
-            add.flags,
-            add.remote_rtp,
-            add.remote_rtcp,
-            sender,
-            frame_samples,
-            now,
-            first_rtcp_at,
-        );
-        slot.rtp_socket = Some(add.rtp);
-        slot.rtcp_socket = Some(add.rtcp);
+        self.slots[index].start(add, sender, frame_samples, now, first_rtcp_at);
         self.mix_members[mix] += 1;
     }
 

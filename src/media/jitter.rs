@@ -178,6 +178,35 @@ impl JitterBuffer {
         outcome
     }
 
+    /// Holds the place of a packet that carries no audio (an RFC 4733 event): it
+    /// plays as an empty frame. Its timestamp (the event start) is not audio
+    /// time, so it takes no part in jump detection.
+    pub fn push_placeholder(&mut self, sequence: u16, ssrc: u32) -> Push {
+        if self.ssrc != Some(ssrc) {
+            return Push::Late;
+        }
+        let ahead = i32::from(sequence.wrapping_sub(self.next_sequence) as i16);
+        if ahead < 0 || ahead as usize >= CAPACITY_FRAMES {
+            self.stats.late += u64::from(ahead < 0);
+            return Push::Late;
+        }
+        let entry = &mut self.entries[Self::index(sequence)];
+        if entry.occupied && entry.sequence == sequence {
+            self.stats.duplicates += 1;
+            return Push::Duplicate;
+        }
+        if !entry.occupied {
+            self.buffered += 1;
+        }
+        entry.occupied = true;
+        entry.sequence = sequence;
+        entry.len_bytes = 0;
+        if (sequence.wrapping_sub(self.highest_sequence) as i16) > 0 {
+            self.highest_sequence = sequence;
+        }
+        Push::Stored
+    }
+
     /// A sequence or timestamp far from where the stream was heading.
     fn is_jump(&self, sequence: u16, timestamp: u32) -> bool {
         let sequence_step = i64::from(sequence.wrapping_sub(self.last_sequence) as i16);
@@ -387,6 +416,18 @@ mod tests {
         assert_eq!(buffer.buffered_frames(), CAPACITY_FRAMES);
         assert_eq!(buffer.stats.overflowed, 4);
         assert_eq!(pop_sequence(&mut buffer), Some(4));
+    }
+
+    #[test]
+    fn a_placeholder_plays_as_an_empty_frame_in_sequence() {
+        let mut buffer = JitterBuffer::new(1, 160);
+        push(&mut buffer, 1);
+        assert_eq!(buffer.push_placeholder(2, SSRC), Push::Stored);
+        push(&mut buffer, 3);
+        assert_eq!(pop_sequence(&mut buffer), Some(1));
+        assert_eq!(buffer.pop(), Pop::Frame(&[]));
+        assert_eq!(pop_sequence(&mut buffer), Some(3));
+        assert_eq!(buffer.push_placeholder(9, SSRC + 1), Push::Late);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::media::codec::Codec;
 use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::mixer::{NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
-use crate::media::{MemberFlags, MemberKey};
+use crate::media::{AddMember, MemberFlags, MemberKey};
 
 /// A new source address only takes over the stream after the latched one has
 /// been silent this long, so a stray or spoofed packet cannot steal the media.
@@ -112,30 +112,25 @@ impl Slot {
         }
     }
 
-    /// Sets the slot up for a new member; the sockets are set by the caller.
-    #[allow(clippy::too_many_arguments)]
+    /// Sets the slot up for a new member, taking its sockets.
     pub fn start(
         &mut self,
-        key: MemberKey,
-        mix: u32,
-        codec: Codec,
-        telephone_event_pt: Option<u8>,
-        flags: MemberFlags,
-        remote_rtp: SocketAddr,
-        remote_rtcp: SocketAddr,
+        add: AddMember,
         sender: RtpSender,
         frame_samples: u32,
         now: Instant,
         first_rtcp_at: Instant,
     ) {
-        self.key = key;
+        self.key = add.key;
         self.active = true;
-        self.mix = mix;
-        self.codec = codec;
-        self.telephone_event_pt = telephone_event_pt;
-        self.flags = flags;
-        self.remote_rtp = remote_rtp;
-        self.remote_rtcp = remote_rtcp;
+        self.mix = add.mix;
+        self.codec = add.codec;
+        self.telephone_event_pt = add.telephone_event_pt;
+        self.flags = add.flags;
+        self.rtp_socket = Some(add.rtp);
+        self.rtcp_socket = Some(add.rtcp);
+        self.remote_rtp = add.remote_rtp;
+        self.remote_rtcp = add.remote_rtcp;
         self.last_from_remote_at = None;
         self.rtcp_latched = false;
         self.jitter.reset(frame_samples);
@@ -203,6 +198,10 @@ impl Slot {
         self.timeout_reported = false;
         self.reception.on_packet(packet.ssrc(), packet.sequence());
         if is_event {
+            // Hold the event's place in the sequence so it plays as silence, not as
+            // a loss to conceal: others should not hear the keypress (DESIGN.md, DTMF).
+            self.jitter
+                .push_placeholder(packet.sequence(), packet.ssrc());
             return Received::TelephoneEvent;
         }
         let pushed = self.jitter.push(
@@ -265,23 +264,23 @@ mod tests {
     const PHONE: ([u8; 4], u16) = ([192, 0, 2, 10], 4000);
 
     fn member(now: Instant) -> Slot {
-        let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
-        slot.start(
-            MemberKey {
+        let socket = || UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        let add = AddMember {
+            key: MemberKey {
                 slot: 0,
                 generation: 1,
             },
-            0,
-            Codec::Pcmu,
-            Some(101),
-            MemberFlags::default(),
-            SocketAddr::from(PHONE),
-            SocketAddr::from(([192, 0, 2, 10], 4001)),
-            RtpSender::new(1, 0, 0),
-            160,
-            now,
-            now,
-        );
+            mix: 0,
+            rtp: socket(),
+            rtcp: socket(),
+            remote_rtp: SocketAddr::from(PHONE),
+            remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
+            codec: Codec::Pcmu,
+            telephone_event_pt: Some(101),
+            flags: MemberFlags::default(),
+        };
+        let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
+        slot.start(add, RtpSender::new(1, 0, 0), 160, now, now);
         slot
     }
 
@@ -345,6 +344,21 @@ mod tests {
             slot.receive_rtp(&rtp(101, 1, &[1, 0, 0, 160]), from, now),
             Received::TelephoneEvent
         );
+    }
+
+    #[test]
+    fn telephone_event_packets_play_as_silence_not_as_loss() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let from = SocketAddr::from(PHONE);
+        slot.receive_rtp(&rtp(0, 1, &[0x80; 160]), from, now);
+        slot.receive_rtp(&rtp(101, 2, &[1, 0, 0, 160]), from, now);
+        slot.receive_rtp(&rtp(0, 3, &[0x80; 160]), from, now);
+        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert!(slot.pcm[..160].iter().all(|&sample| sample == 0));
+        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert_eq!(slot.jitter.stats.lost, 0);
     }
 
     #[test]
