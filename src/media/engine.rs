@@ -466,9 +466,8 @@ mod tests {
         tone_hz: f64,
     }
 
-    /// Adds a member whose bridge-side sockets face `phone`, and returns the key.
-    fn add_member(media: &mut MediaHandle, tone_hz: f64) -> (MemberKey, Phone) {
-        let key = media.allocate().expect("slot");
+    /// A member's bridge-side sockets and the phone facing them.
+    fn member_with_phone(key: MemberKey, flags: MemberFlags, tone_hz: f64) -> (AddMember, Phone) {
         let (member_rtp, member_rtcp) = (loopback_socket(), loopback_socket());
         let phone = Phone {
             rtp: loopback_socket(),
@@ -485,49 +484,74 @@ mod tests {
             remote_rtcp: address(&phone.rtcp),
             codec: Codec::Pcmu,
             telephone_event_pt: Some(101),
-            flags: MemberFlags::default(),
+            flags,
         };
+        (add, phone)
+    }
+
+    /// Adds a member to a running engine; returns its key and phone.
+    fn add_member(media: &mut MediaHandle, tone_hz: f64) -> (MemberKey, Phone) {
+        let key = media.allocate().expect("slot");
+        let (add, phone) = member_with_phone(key, MemberFlags::default(), tone_hz);
         media
             .send(Command::AddMember(Box::new(add)))
             .expect("queue has room");
         (key, phone)
     }
 
+    /// One frame of the phone's tone as an RTP packet.
+    fn tone_packet(phone: &Phone, frame: u32, datagram: &mut [u8]) -> usize {
+        let mut pcm = [0i16; 160];
+        for (n, sample) in pcm.iter_mut().enumerate() {
+            let t = f64::from(frame * 160 + n as u32) / 8000.0;
+            *sample = (8000.0 * (2.0 * std::f64::consts::PI * phone.tone_hz * t).sin()) as i16;
+        }
+        let mut payload = [0u8; 160];
+        Codec::Pcmu.encode(&pcm, &mut payload);
+        let header = RtpHeader {
+            payload_type: 0,
+            marker: frame == 0,
+            sequence: frame as u16,
+            timestamp: frame * 160,
+            ssrc: 0x5EED,
+        };
+        write_rtp(&header, &payload, datagram).expect("fits")
+    }
+
+    /// Every RTP payload waiting on the phone's socket.
+    fn received_payloads(phone: &Phone) -> Vec<Vec<u8>> {
+        phone.rtp.set_nonblocking(true).expect("nonblocking");
+        let mut datagram = [0u8; 1500];
+        let mut payloads = Vec::new();
+        while let Ok((len, _)) = phone.rtp.recv_from(&mut datagram) {
+            let packet = RtpPacket::new_checked(&datagram[..len]).expect("bridge sends valid RTP");
+            payloads.push(packet.payload().to_vec());
+        }
+        payloads
+    }
+
+    fn decoded(payloads: &[Vec<u8>]) -> Vec<i16> {
+        let mut pcm = vec![0i16; payloads.iter().map(Vec::len).sum()];
+        let mut at = 0;
+        for payload in payloads {
+            at += Codec::Pcmu.decode(payload, &mut pcm[at..]);
+        }
+        pcm
+    }
+
     /// Sends `frames` 20 ms frames of the phone's tone at real-time pace; returns
     /// the audio it received, decoded.
     fn talk_and_listen(phone: &Phone, frames: u32) -> Vec<i16> {
-        phone.rtp.set_nonblocking(true).expect("nonblocking");
         let mut heard = Vec::new();
         let mut datagram = [0u8; 1500];
-        let mut pcm = [0i16; 160];
-        let mut payload = [0u8; 160];
         let started = Instant::now();
         for frame in 0..frames {
-            for (n, sample) in pcm.iter_mut().enumerate() {
-                let t = f64::from(frame * 160 + n as u32) / 8000.0;
-                *sample = (8000.0 * (2.0 * std::f64::consts::PI * phone.tone_hz * t).sin()) as i16;
-            }
-            Codec::Pcmu.encode(&pcm, &mut payload);
-            let header = RtpHeader {
-                payload_type: 0,
-                marker: frame == 0,
-                sequence: frame as u16,
-                timestamp: frame * 160,
-                ssrc: 0x5EED,
-            };
-            let len = write_rtp(&header, &payload, &mut datagram).expect("fits");
+            let len = tone_packet(phone, frame, &mut datagram);
             phone
                 .rtp
                 .send_to(&datagram[..len], phone.bridge)
                 .expect("send");
-            while let Ok((len, _)) = phone.rtp.recv_from(&mut datagram) {
-                let packet =
-                    RtpPacket::new_checked(&datagram[..len]).expect("bridge sends valid RTP");
-                assert_eq!(packet.payload_type(), 0);
-                let mut decoded = [0i16; 160];
-                let samples = Codec::Pcmu.decode(packet.payload(), &mut decoded);
-                heard.extend_from_slice(&decoded[..samples]);
-            }
+            heard.extend(decoded(&received_payloads(phone)));
             let next_frame_at = started + TICK * (frame + 1);
             std::thread::sleep(next_frame_at.saturating_duration_since(Instant::now()));
         }
@@ -639,5 +663,79 @@ mod tests {
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
         assert_eq!(media.stats().commands_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn muted_is_not_heard_deaf_hears_silence_and_held_gets_nothing() {
+        let (_commands_in, commands) = rtrb::RingBuffer::new(16);
+        let (events, mut events_out) = rtrb::RingBuffer::new(16);
+        let stats = Arc::new(MediaStats::default());
+        let config = MediaConfig {
+            max_members: 5,
+            ..MediaConfig::default()
+        };
+        let mut engine = Engine::new(config, commands, events, Arc::clone(&stats));
+        let flags = [
+            MemberFlags::default(),
+            MemberFlags {
+                muted: true,
+                ..MemberFlags::default()
+            },
+            MemberFlags {
+                deaf: true,
+                ..MemberFlags::default()
+            },
+            MemberFlags {
+                held: true,
+                ..MemberFlags::default()
+            },
+            MemberFlags::default(),
+        ];
+        let tones = [1000.0, 400.0, 0.0, 0.0, 0.0];
+        let start = Instant::now();
+        let phones: Vec<(MemberKey, Phone)> = (0..5)
+            .map(|slot| {
+                let key = MemberKey {
+                    slot,
+                    generation: 1,
+                };
+                let (add, phone) =
+                    member_with_phone(key, flags[slot as usize], tones[slot as usize]);
+                engine.add_member(add, start);
+                (key, phone)
+            })
+            .collect();
+        let mut datagram = [0u8; 1500];
+        for frame in 0..20u32 {
+            for (_, phone) in &phones[..2] {
+                let len = tone_packet(phone, frame, &mut datagram);
+                phone
+                    .rtp
+                    .send_to(&datagram[..len], phone.bridge)
+                    .expect("send");
+            }
+            // Faster than real time: the engine takes the time it is given.
+            std::thread::sleep(Duration::from_millis(1));
+            assert_eq!(engine.tick(start + TICK * frame, 0), Continue::Running);
+        }
+
+        let listener = decoded(&received_payloads(&phones[4].1));
+        assert!(tone_power(&listener, 1000.0) > 1000.0 * tone_power(&listener, 400.0));
+        let deaf = received_payloads(&phones[2].1);
+        assert_eq!(deaf.len(), 20);
+        assert!(deaf
+            .iter()
+            .flatten()
+            .all(|&byte| byte == Codec::Pcmu.silence_byte()));
+        assert!(received_payloads(&phones[3].1).is_empty());
+
+        let talker = phones[0].0;
+        let mut talking = Vec::new();
+        while let Ok(event) = events_out.pop() {
+            if let Event::Talking { key, talking: on } = event {
+                talking.push((key, on));
+            }
+        }
+        assert_eq!(talking, [(talker, true)]);
     }
 }
