@@ -128,10 +128,7 @@ impl Mix {
     /// What a talker hears: everyone else, limited to 16 bits.
     pub fn render_for_talker(&self, own: &[i16], out: &mut [i16]) {
         let frame = self.frame_samples;
-        let own = own.iter().copied().chain(std::iter::repeat(0));
-        for ((sample, &total), own) in out[..frame].iter_mut().zip(&self.sum[..frame]).zip(own) {
-            *sample = soft_limit(total - i32::from(own));
-        }
+        limit_without_own(&self.sum[..frame], own, &mut out[..frame]);
     }
 
     /// What a member who did not talk hears: everyone, limited to 16 bits.
@@ -144,11 +141,9 @@ impl Mix {
 
     /// Encodes a talker's own mix into `out`; returns the payload length.
     pub fn encode_for_talker(&mut self, own: &[i16], codec: Codec, out: &mut [u8]) -> usize {
-        let mut limited = std::mem::take(&mut self.limited);
-        self.render_for_talker(own, &mut limited);
-        let len = codec.encode(&limited[..self.frame_samples], out);
-        self.limited = limited;
-        len
+        let frame = self.frame_samples;
+        limit_without_own(&self.sum[..frame], own, &mut self.limited[..frame]);
+        codec.encode(&self.limited[..frame], out)
     }
 
     /// The payload every non-talking listener with `codec` receives, encoded on
@@ -169,6 +164,14 @@ impl Mix {
             self.shared[index].ready = true;
         }
         &self.shared[index].bytes[..frame * codec.bytes_per_sample()]
+    }
+}
+
+/// `out = soft_limit(sum - own)`; a missing tail of `own` counts as silence.
+fn limit_without_own(sum: &[i32], own: &[i16], out: &mut [i16]) {
+    let own = own.iter().copied().chain(std::iter::repeat(0));
+    for ((sample, &total), own) in out.iter_mut().zip(sum).zip(own) {
+        *sample = soft_limit(total - i32::from(own));
     }
 }
 
