@@ -1,1 +1,4 @@
-//! The SIP user agent. Placeholder until the SIP core lands.
+//! The SIP user agent: a sans-IO protocol core (message, transaction, dialog, sdp,
+//! endpoint) and its tokio shell (transport).
+
+pub mod sdp;
