@@ -1,4 +1,5 @@
 //! The SIP user agent: a sans-IO protocol core (message, transaction, dialog, sdp,
 //! endpoint) and its tokio shell (transport).
 
+pub mod message;
 pub mod sdp;
