@@ -113,11 +113,17 @@ pub enum Message {
 pub struct Malformed {
     pub error: ParseError,
     pub echo: Option<Box<EchoHeaders>>,
+    /// The request method when the start line parsed (never answer an ACK).
+    pub method: Option<Method>,
 }
 
 impl Malformed {
     fn unanswerable(error: ParseError) -> Self {
-        Malformed { error, echo: None }
+        Malformed {
+            error,
+            echo: None,
+            method: None,
+        }
     }
 }
 
@@ -215,8 +221,10 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         }
     }
     // From here on a request can be answered.
+    let request_method = start.request_method().cloned();
     let fail = |error: ParseError| Malformed {
         error,
+        method: request_method.clone(),
         echo: is_request.then(|| Box::new(echo.clone())),
     };
 
