@@ -1361,3 +1361,7 @@ fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
             reason: format!("Not Acceptable Here ({error})"),
         })
 }
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;
