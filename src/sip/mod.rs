@@ -6,5 +6,6 @@ pub mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;
 
 pub use endpoint::*;
