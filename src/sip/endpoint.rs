@@ -303,7 +303,7 @@ impl Endpoint {
                         let tag = self.random_token();
                         let bytes = message::write_response(
                             &echo,
-                            400,
+                            malformed.error.status_code(),
                             &reason,
                             Some(&tag),
                             &[],

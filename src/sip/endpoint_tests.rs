@@ -661,3 +661,69 @@ fn tcp_bye_is_not_retransmitted() {
     endpoint.handle_timeout(now + T1 * 2);
     assert!(sent(&mut endpoint).is_empty());
 }
+
+#[test]
+fn tel_request_uri_gets_416() {
+    let mut endpoint = endpoint();
+    let text = request("INVITE", "tel", 1, None, OFFER).replace(
+        "INVITE sip:1000@192.0.2.1 SIP/2.0",
+        "INVITE tel:+15551000 SIP/2.0",
+    );
+    feed(&mut endpoint, Instant::now(), &text);
+    assert_eq!(
+        status_line(&sent(&mut endpoint)[0]),
+        "SIP/2.0 416 Unsupported URI Scheme"
+    );
+    assert!(events(&mut endpoint).is_empty());
+}
+
+#[test]
+fn ipv6_via_is_answered_with_received() {
+    let mut endpoint = endpoint();
+    let source: SocketAddr = "[2001:db8::7]:5062".parse().expect("addr");
+    let text = request("OPTIONS", "v6", 1, None, "")
+        .replace("192.0.2.7:5062;branch", "[2001:db8::7]:5062;branch");
+    endpoint.handle_datagram(Instant::now(), Transport::Udp, source, text.as_bytes());
+    let out = endpoint.poll_transmit().expect("answer");
+    assert_eq!(out.destination, source);
+    let text = String::from_utf8(out.bytes.to_vec()).expect("utf8");
+    assert!(
+        text.contains("Via: SIP/2.0/UDP [2001:db8::7]:5062;branch=z9hG4bKv6;rport=5062;received=2001:db8::7\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mutated_messages_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3261);
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let seeds = [
+        request("INVITE", "m", 1, None, OFFER),
+        request("BYE", "m", 2, Some("x"), ""),
+        request("OPTIONS", "m", 1, None, ""),
+    ];
+    for round in 0..3000 {
+        let mut bytes = seeds[round % seeds.len()].clone().into_bytes();
+        for _ in 0..rng.random_range(1..8) {
+            let at = rng.random_range(0..bytes.len());
+            match rng.random_range(0..3) {
+                0 => bytes[at] = rng.random(),
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(
+                    at,
+                    *b":;,<>\r\n \"@="
+                        .get(rng.random_range(0..12))
+                        .unwrap_or(&b'x'),
+                ),
+            }
+        }
+        endpoint.handle_datagram(now, Transport::Udp, phone(), &bytes);
+        while endpoint.poll_transmit().is_some() {}
+        while endpoint.poll_event().is_some() {}
+    }
+    endpoint.handle_timeout(now + T1 * 64);
+}

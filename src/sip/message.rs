@@ -30,6 +30,10 @@ pub enum ParseError {
     IncompleteHead,
     #[error("Malformed start line")]
     MalformedStartLine,
+    #[error("Malformed Request-URI")]
+    MalformedRequestUri,
+    #[error("Unsupported URI Scheme")]
+    UnsupportedUriScheme,
     #[error("Missing Via header")]
     MissingVia,
     #[error("Malformed Via")]
@@ -54,6 +58,48 @@ pub enum ParseError {
     MalformedContentLength,
     #[error("Content-Length mismatch")]
     ContentLengthMismatch,
+}
+
+impl ParseError {
+    /// The status code of the answer to a request with this error.
+    pub fn status_code(self) -> u16 {
+        match self {
+            // RFC 3261 8.2.2.1
+            ParseError::UnsupportedUriScheme => 416,
+            _ => 400,
+        }
+    }
+}
+
+/// The first line: parsed, or a request line whose Request-URI we cannot use but whose
+/// request can still be answered once the Via is known.
+enum StartLine {
+    Parsed(MessageLine),
+    UnusableRequest(Method, ParseError),
+}
+
+/// `METHOD uri SIP/2.0` where `uri` is not a SIP URI we can parse.
+fn unusable_request_line(line: &str) -> Option<StartLine> {
+    let mut parts = line.split_ascii_whitespace();
+    let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "SIP/2.0" || method.is_empty() {
+        return None;
+    }
+    if !method
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+    {
+        return None;
+    }
+    let error = match uri.split_once(':') {
+        Some((scheme, _))
+            if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") =>
+        {
+            ParseError::UnsupportedUriScheme
+        }
+        _ => ParseError::MalformedRequestUri,
+    };
+    Some(StartLine::UnusableRequest(Method::from(method), error))
 }
 
 /// Header values a response must copy from its request (RFC 3261 section 8.2.6.2), kept
@@ -169,7 +215,9 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     let start = std::str::from_utf8(&start_bytes)
         .ok()
         .and_then(|s| MessageLine::parse(&start_bytes)(s).ok())
-        .map(|(_, line)| line)
+        .filter(|(rest, _)| rest.trim().is_empty())
+        .map(|(_, line)| StartLine::Parsed(line))
+        .or_else(|| unusable_request_line(start_line.trim()))
         .ok_or(Malformed::unanswerable(ParseError::MalformedStartLine))?;
 
     let mut headers = Headers::new();
@@ -195,7 +243,10 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     let head_end = lines.head_end().min(datagram.len());
     let available = &datagram[head_end..];
 
-    let is_request = start.is_request();
+    let is_request = match &start {
+        StartLine::Parsed(line) => line.is_request(),
+        StartLine::UnusableRequest(..) => true,
+    };
     let mut echo = EchoHeaders {
         vias: headers
             .get_raw(&Name::VIA)
@@ -221,6 +272,16 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         }
     }
     // From here on a request can be answered.
+    let start = match start {
+        StartLine::Parsed(line) => line,
+        StartLine::UnusableRequest(method, error) => {
+            return Err(Malformed {
+                error,
+                echo: Some(Box::new(echo)),
+                method: Some(method),
+            })
+        }
+    };
     let request_method = start.request_method().cloned();
     let fail = |error: ParseError| Malformed {
         error,
