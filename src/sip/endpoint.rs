@@ -206,6 +206,35 @@ pub struct Endpoint {
     rng: StdRng,
 }
 
+/// One response to send: status, extra headers after the mandatory ones, optional body.
+struct Reply<'a> {
+    code: u16,
+    reason: &'a str,
+    extra: &'a [(&'a str, &'a str)],
+    body: Option<Body<'a>>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(code: u16, reason: &'a str) -> Self {
+        Reply {
+            code,
+            reason,
+            extra: &[],
+            body: None,
+        }
+    }
+
+    fn extra(mut self, extra: &'a [(&'a str, &'a str)]) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    fn body(mut self, body: Body<'a>) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
 /// The parts of a request needed to answer it.
 struct Origin {
     transport: Transport,
@@ -361,10 +390,7 @@ impl Endpoint {
                     key,
                     &request,
                     None,
-                    420,
-                    "Bad Extension",
-                    &extra,
-                    None,
+                    Reply::new(420, "Bad Extension").extra(&extra),
                 );
                 return;
             }
@@ -383,7 +409,14 @@ impl Endpoint {
                 ("Accept", SDP_CONTENT_TYPE),
                 ("Supported", ""),
             ];
-            self.respond(now, &origin, key, &request, None, 200, "OK", &extra, None);
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                None,
+                Reply::new(200, "OK").extra(&extra),
+            );
         } else if KNOWN_NOT_ALLOWED
             .iter()
             .any(|known| method.to_string().eq_ignore_ascii_case(known))
@@ -395,10 +428,7 @@ impl Endpoint {
                 key,
                 &request,
                 None,
-                405,
-                "Method Not Allowed",
-                &extra,
-                None,
+                Reply::new(405, "Method Not Allowed").extra(&extra),
             );
         } else {
             let extra = [("Allow", ALLOW)];
@@ -408,10 +438,7 @@ impl Endpoint {
                 key,
                 &request,
                 None,
-                501,
-                "Not Implemented",
-                &extra,
-                None,
+                Reply::new(501, "Not Implemented").extra(&extra),
             );
         }
     }
@@ -433,7 +460,6 @@ impl Endpoint {
 
     /// Create a server transaction for `request` and send one final response in it.
     /// `to_tag` defaults to a fresh tag (RFC 3261 8.2.6.2).
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         &mut self,
         now: Instant,
@@ -441,11 +467,14 @@ impl Endpoint {
         key: ServerKey,
         request: &Request,
         to_tag: Option<&str>,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-        body: Option<Body<'_>>,
+        reply: Reply<'_>,
     ) {
+        let Reply {
+            code,
+            reason,
+            extra,
+            body,
+        } = reply;
         let tag = match to_tag {
             Some(tag) => tag.to_owned(),
             None => self.random_token(),
@@ -472,18 +501,20 @@ impl Endpoint {
     }
 
     /// Send a response inside an existing server transaction.
-    #[allow(clippy::too_many_arguments)]
     fn respond_in(
         &mut self,
         now: Instant,
         key: &ServerKey,
         echo: &EchoHeaders,
         to_tag: &str,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &str)],
-        body: Option<Body<'_>>,
+        reply: Reply<'_>,
     ) -> Option<Bytes> {
+        let Reply {
+            code,
+            reason,
+            extra,
+            body,
+        } = reply;
         let bytes = message::write_response(
             echo,
             code,
@@ -529,10 +560,7 @@ impl Endpoint {
                     key,
                     &request,
                     None,
-                    488,
-                    "SDP Offer Required",
-                    &[],
-                    None,
+                    Reply::new(488, "SDP Offer Required"),
                 );
                 return;
             }
@@ -544,10 +572,7 @@ impl Endpoint {
                     key,
                     &request,
                     None,
-                    refusal.code,
-                    &refusal.reason,
-                    &extra,
-                    None,
+                    Reply::new(refusal.code, &refusal.reason).extra(&extra),
                 );
                 return;
             }
@@ -618,10 +643,7 @@ impl Endpoint {
                 key.clone(),
                 request,
                 None,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
+                Reply::new(481, "Call/Transaction Does Not Exist"),
             );
             return None;
         };
@@ -638,10 +660,7 @@ impl Endpoint {
                 key.clone(),
                 request,
                 Some(&local_tag),
-                500,
-                "CSeq Out Of Order",
-                &[],
-                None,
+                Reply::new(500, "CSeq Out Of Order"),
             );
             return None;
         }
@@ -669,10 +688,7 @@ impl Endpoint {
                 key,
                 &request,
                 Some(&local_tag),
-                500,
-                "Offer Pending",
-                &extra,
-                None,
+                Reply::new(500, "Offer Pending").extra(&extra),
             );
             return;
         }
@@ -718,10 +734,7 @@ impl Endpoint {
                         key,
                         &request,
                         Some(&local_tag),
-                        488,
-                        "Not Acceptable Here",
-                        &[],
-                        None,
+                        Reply::new(488, "Not Acceptable Here"),
                     );
                     return;
                 };
@@ -735,10 +748,7 @@ impl Endpoint {
                     key,
                     &request,
                     Some(&local_tag),
-                    refusal.code,
-                    &refusal.reason,
-                    &[],
-                    None,
+                    Reply::new(refusal.code, &refusal.reason),
                 );
             }
         }
@@ -772,9 +782,13 @@ impl Endpoint {
             content_type: SDP_CONTENT_TYPE,
             text: sdp_text,
         };
-        let Some(bytes) =
-            self.respond_in(now, key, echo, &local_tag, 200, "OK", &extra, Some(body))
-        else {
+        let Some(bytes) = self.respond_in(
+            now,
+            key,
+            echo,
+            &local_tag,
+            Reply::new(200, "OK").extra(&extra).body(body),
+        ) else {
             return;
         };
         if let Some(call) = self.calls.get_mut(&call_key) {
@@ -804,10 +818,7 @@ impl Endpoint {
                 key,
                 &request,
                 Some(&local_tag),
-                500,
-                "Offer Pending",
-                &extra,
-                None,
+                Reply::new(500, "Offer Pending").extra(&extra),
             );
             return;
         }
@@ -847,10 +858,7 @@ impl Endpoint {
                     key,
                     &request,
                     Some(&local_tag),
-                    200,
-                    "OK",
-                    &extra,
-                    None,
+                    Reply::new(200, "OK").extra(&extra),
                 );
             }
             Err(refusal) => {
@@ -860,10 +868,7 @@ impl Endpoint {
                     key,
                     &request,
                     Some(&local_tag),
-                    refusal.code,
-                    &refusal.reason,
-                    &[],
-                    None,
+                    Reply::new(refusal.code, &refusal.reason),
                 );
             }
         }
@@ -925,10 +930,7 @@ impl Endpoint {
                 key,
                 request,
                 None,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
+                Reply::new(481, "Call/Transaction Does Not Exist"),
             );
             return;
         };
@@ -943,10 +945,7 @@ impl Endpoint {
             key,
             request,
             local_tag.as_deref(),
-            200,
-            "OK",
-            &[],
-            None,
+            Reply::new(200, "OK"),
         );
         let Some(call_key) = call_key else {
             return;
@@ -954,10 +953,23 @@ impl Endpoint {
         if !unanswered {
             return;
         }
-        let Some(call) = self.calls.get(&call_key) else {
+        let Some(call) = self.calls.get_mut(&call_key) else {
             return;
         };
         if call.phase != CallPhase::Offered {
+            // A cancelled re-INVITE fails and leaves the session as it was (RFC 3261 14.2);
+            // the call layer's later answer to its Reoffer is then ignored.
+            let cancelled = call.reoffer.take_if(|pending| pending.key == invite_key);
+            if let Some(pending) = cancelled {
+                let tag = call.dialog.id.local_tag.clone();
+                self.respond_in(
+                    now,
+                    &pending.key,
+                    &pending.echo,
+                    &tag,
+                    Reply::new(487, "Request Terminated"),
+                );
+            }
             return;
         }
         let echo = call.invite_echo.clone();
@@ -967,10 +979,7 @@ impl Endpoint {
             &invite_key,
             &echo,
             &tag,
-            487,
-            "Request Terminated",
-            &[],
-            None,
+            Reply::new(487, "Request Terminated"),
         );
         self.events
             .push_back(SipEvent::Cancelled { call: call_key });
@@ -988,10 +997,7 @@ impl Endpoint {
             key,
             request,
             Some(&local_tag),
-            200,
-            "OK",
-            &[],
-            None,
+            Reply::new(200, "OK"),
         );
         self.abort_pending(now, call_key);
         self.end_call(call_key, EndReason::RemoteBye);
@@ -1012,14 +1018,17 @@ impl Endpoint {
                 &pending.key,
                 &pending.echo,
                 &tag,
-                487,
-                "Request Terminated",
-                &[],
-                None,
+                Reply::new(487, "Request Terminated"),
             );
         }
         if let Some((key, echo)) = invite {
-            self.respond_in(now, &key, &echo, &tag, 487, "Request Terminated", &[], None);
+            self.respond_in(
+                now,
+                &key,
+                &echo,
+                &tag,
+                Reply::new(487, "Request Terminated"),
+            );
         }
     }
 
@@ -1174,7 +1183,13 @@ impl Endpoint {
         );
         let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
         let extra = [("Contact", contact.as_str())];
-        self.respond_in(now, &key, &echo, &tag, 180, "Ringing", &extra, None);
+        self.respond_in(
+            now,
+            &key,
+            &echo,
+            &tag,
+            Reply::new(180, "Ringing").extra(&extra),
+        );
     }
 
     /// 200 OK with our SDP answer; retransmitted until ACK.
@@ -1208,7 +1223,7 @@ impl Endpoint {
             c.invite_echo.clone(),
             c.dialog.id.local_tag.clone(),
         );
-        self.respond_in(now, &key, &echo, &tag, code, reason, &[], None);
+        self.respond_in(now, &key, &echo, &tag, Reply::new(code, reason));
         self.end_call(call, EndReason::Rejected);
     }
 
@@ -1244,10 +1259,7 @@ impl Endpoint {
             &pending.key,
             &pending.echo,
             &tag,
-            200,
-            "OK",
-            &extra,
-            Some(body),
+            Reply::new(200, "OK").extra(&extra).body(body),
         );
     }
 
@@ -1266,10 +1278,7 @@ impl Endpoint {
             &pending.key,
             &pending.echo,
             &tag,
-            code,
-            reason,
-            &[],
-            None,
+            Reply::new(code, reason),
         );
     }
 

@@ -727,3 +727,29 @@ fn mutated_messages_never_panic() {
     }
     endpoint.handle_timeout(now + T1 * 64);
 }
+
+#[test]
+fn cancelled_reinvite_gets_487_and_keeps_the_call() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (call, tag) = confirmed_call(&mut endpoint, now);
+    feed(
+        &mut endpoint,
+        now,
+        &request("INVITE", "inv2", 2, Some(&tag), OFFER),
+    );
+    sent(&mut endpoint);
+    events(&mut endpoint);
+    feed(
+        &mut endpoint,
+        now,
+        &request("CANCEL", "inv2", 2, Some(&tag), ""),
+    );
+    let out = sent(&mut endpoint);
+    assert_eq!(status_line(&out[0]), "SIP/2.0 200 OK");
+    assert_eq!(status_line(&out[1]), "SIP/2.0 487 Request Terminated");
+    endpoint.accept_reoffer(now, call, ANSWER.to_owned());
+    assert!(sent(&mut endpoint).is_empty());
+    assert!(events(&mut endpoint).is_empty());
+    assert_eq!(endpoint.stats().calls_in_use, 1);
+}
