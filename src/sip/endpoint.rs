@@ -137,6 +137,8 @@ const KNOWN_NOT_ALLOWED: [&str; 8] = [
     "PUBLISH",
 ];
 const SDP_CONTENT_TYPE: &str = "application/sdp";
+/// How long an incoming call may stay unanswered before we refuse it with 480.
+pub const UNANSWERED_CALL_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallPhase {
@@ -171,12 +173,16 @@ struct Call {
     phase: CallPhase,
     invite_key: ServerKey,
     invite_echo: EchoHeaders,
+    invite_cseq: u32,
     /// Request-URI user, for our Contact.
     local_user: String,
     pending_2xx: Option<Pending2xx>,
     reoffer: Option<PendingReoffer>,
     /// Our last SDP, offered again when a re-INVITE comes without an offer.
     local_sdp: Option<String>,
+    /// When the call layer must have answered the INVITE or the pending re-offer; after
+    /// that we refuse it ourselves so no transaction waits forever.
+    answer_due: Option<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -287,11 +293,13 @@ impl Endpoint {
             .client_txns
             .values()
             .filter_map(|e| e.txn.poll_timeout());
-        let calls = self
-            .calls
-            .values()
-            .filter_map(|c| c.pending_2xx.as_ref())
-            .map(|p| p.retransmission.poll_timeout());
+        let calls = self.calls.values().flat_map(|c| {
+            let retransmit = c
+                .pending_2xx
+                .as_ref()
+                .map(|p| p.retransmission.poll_timeout());
+            retransmit.into_iter().chain(c.answer_due)
+        });
         servers.chain(clients).chain(calls).min()
     }
 
@@ -609,10 +617,12 @@ impl Endpoint {
                 phase: CallPhase::Offered,
                 invite_key: key,
                 invite_echo: request.echo.clone(),
+                invite_cseq: request.cseq,
                 local_user: request.uri_user.clone(),
                 pending_2xx: None,
                 reoffer: None,
                 local_sdp: None,
+                answer_due: Some(now + UNANSWERED_CALL_TIMEOUT),
             },
         );
         self.events.push_back(SipEvent::IncomingCall {
@@ -718,6 +728,7 @@ impl Endpoint {
                         is_invite: true,
                         cseq: request.cseq,
                     });
+                    call.answer_due = Some(now + self.timers.timeout());
                 }
                 self.events.push_back(SipEvent::Reoffer {
                     call: call_key,
@@ -832,6 +843,7 @@ impl Endpoint {
                         is_invite: false,
                         cseq: request.cseq,
                     });
+                    call.answer_due = Some(now + self.timers.timeout());
                 }
                 self.events.push_back(SipEvent::Reoffer {
                     call: call_key,
@@ -1139,7 +1151,12 @@ impl Endpoint {
         }
 
         let mut ack_timeouts = Vec::new();
+        let mut unanswered = Vec::new();
         for (call_key, call) in self.calls.iter_mut() {
+            if call.answer_due.is_some_and(|at| at <= now) {
+                call.answer_due = None;
+                unanswered.push(*call_key);
+            }
             let Some(pending) = call.pending_2xx.as_mut() else {
                 continue;
             };
@@ -1163,6 +1180,11 @@ impl Endpoint {
                 self.send_bye(now, &mut call.dialog, None);
                 self.end_call(call_key, EndReason::AckTimeout);
             }
+        }
+        // The call layer never answered: refuse so the caller is not left waiting.
+        for call_key in unanswered {
+            self.reject(now, call_key, 480, "Temporarily Unavailable");
+            self.reject_reoffer(now, call_key, 500, "Offer Not Answered");
         }
     }
 
@@ -1201,11 +1223,8 @@ impl Endpoint {
             return;
         }
         c.phase = CallPhase::Answered;
-        let (key, echo, cseq) = (
-            c.invite_key.clone(),
-            c.invite_echo.clone(),
-            c.dialog.remote_cseq,
-        );
+        c.answer_due = None;
+        let (key, echo, cseq) = (c.invite_key.clone(), c.invite_echo.clone(), c.invite_cseq);
         self.send_invite_2xx(now, call, &key, &echo, cseq, &answer_sdp);
     }
 
@@ -1235,6 +1254,7 @@ impl Endpoint {
         let Some(pending) = c.reoffer.take() else {
             return;
         };
+        c.answer_due = None;
         if pending.is_invite {
             self.send_invite_2xx(
                 now,
@@ -1271,6 +1291,7 @@ impl Endpoint {
         let Some(pending) = c.reoffer.take() else {
             return;
         };
+        c.answer_due = None;
         let tag = c.dialog.id.local_tag.clone();
         let code = final_failure_code(code);
         self.respond_in(

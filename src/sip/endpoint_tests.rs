@@ -753,3 +753,42 @@ fn cancelled_reinvite_gets_487_and_keeps_the_call() {
     assert!(events(&mut endpoint).is_empty());
     assert_eq!(endpoint.stats().calls_in_use, 1);
 }
+
+#[test]
+fn unanswered_call_is_refused_with_480() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let call = incoming_call(&mut endpoint, now);
+    assert_eq!(endpoint.poll_timeout(), Some(now + UNANSWERED_CALL_TIMEOUT));
+    endpoint.handle_timeout(now + UNANSWERED_CALL_TIMEOUT);
+    assert_eq!(
+        status_line(&sent(&mut endpoint)[0]),
+        "SIP/2.0 480 Temporarily Unavailable"
+    );
+    assert_eq!(
+        events(&mut endpoint),
+        vec![SipEvent::Ended {
+            call,
+            reason: EndReason::Rejected
+        }]
+    );
+}
+
+#[test]
+fn unanswered_reoffer_is_refused_and_call_stays() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (_, tag) = confirmed_call(&mut endpoint, now);
+    feed(
+        &mut endpoint,
+        now,
+        &request("UPDATE", "u", 2, Some(&tag), OFFER),
+    );
+    events(&mut endpoint);
+    endpoint.handle_timeout(now + T1 * 64);
+    assert_eq!(
+        status_line(&sent(&mut endpoint)[0]),
+        "SIP/2.0 500 Offer Not Answered"
+    );
+    assert_eq!(endpoint.stats().calls_in_use, 1);
+}
