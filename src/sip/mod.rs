@@ -1,1 +1,11 @@
-//! The SIP user agent. Placeholder until the SIP core lands.
+//! The SIP user agent: a sans-IO protocol core (message, transaction, dialog, sdp,
+//! endpoint) and its tokio shell (transport).
+
+pub mod dialog;
+pub mod endpoint;
+pub mod message;
+pub mod sdp;
+pub mod transaction;
+pub mod transport;
+
+pub use endpoint::*;

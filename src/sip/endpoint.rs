@@ -1,0 +1,1397 @@
+//! The sans-IO SIP user agent of the bridge: feed it datagrams and timeouts, take out
+//! what to send and what happened. It answers INVITEs on behalf of the call layer,
+//! keeps transactions and dialogs in bounded tables and never reads a clock.
+
+use super::dialog::{Dialog, DialogId};
+use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};
+use super::sdp;
+use super::transaction::{
+    ClientOutcome, ClientTransaction, Retransmission, RetransmitStep, ServerKey, ServerState,
+    ServerTimeout, ServerTransaction, Timers,
+};
+use bytes::Bytes;
+use ezk_sip_types::{Method, Name};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// The Via transport token.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// Opaque handle for one call (one INVITE dialog) in the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallKey(pub u64);
+
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Address written into Via and Contact: the bound address, or the advertised one
+    /// when bound to a wildcard address.
+    pub local_addr: SocketAddr,
+    pub user_agent: String,
+    /// Server plus client transactions alive at once; beyond this new requests get 503.
+    pub max_transactions: usize,
+    /// Calls alive at once; beyond this new INVITEs get 503.
+    pub max_dialogs: usize,
+    pub t1: Duration,
+    pub t2: Duration,
+}
+
+impl EndpointConfig {
+    /// RFC 3261 default timers (T1 500 ms, T2 4 s) and tables sized for a small board.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        EndpointConfig {
+            local_addr,
+            user_agent: "sipconf".to_owned(),
+            max_transactions: 1024,
+            max_dialogs: 256,
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub transport: Transport,
+    pub destination: SocketAddr,
+    pub bytes: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    RemoteBye,
+    LocalBye,
+    AckTimeout,
+    Cancelled,
+    Rejected,
+}
+
+/// What happened, for the call layer. Every call that was announced with `IncomingCall`
+/// gets exactly one `Ended`, always its last event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipEvent {
+    /// A new INVITE. The endpoint has already sent 100 Trying. The call layer must answer
+    /// with `accept`, or `reject`.
+    IncomingCall {
+        call: CallKey,
+        /// Request-URI user part.
+        user: String,
+        /// From URI.
+        from: String,
+        to: String,
+        offer: sdp::Offer,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// ACK received for our 2xx: the call is up.
+    Confirmed { call: CallKey },
+    /// The caller sent CANCEL before we answered (we already replied 487). `Ended` with
+    /// reason `Cancelled` follows.
+    Cancelled { call: CallKey },
+    /// re-INVITE or UPDATE with a new offer; answer with `accept_reoffer` or `reject_reoffer`.
+    Reoffer { call: CallKey, offer: sdp::Offer },
+    /// The call is over: BYE from the far end (already answered 200), our BYE completed or
+    /// timed out, or no ACK within 64*T1.
+    Ended { call: CallKey, reason: EndReason },
+}
+
+/// Counters for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub requests_total: u64,
+    pub responses_total: u64,
+    /// Messages that failed to parse (answered 400 when possible, else dropped).
+    pub malformed_total: u64,
+    /// Requests refused with 503 because a table was full.
+    pub overload_rejections_total: u64,
+    pub transactions_in_use: usize,
+    pub calls_in_use: usize,
+}
+
+/// Methods we implement, for Allow (RFC 3261 20.5).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
+/// Methods we recognise but refuse with 405.
+const KNOWN_NOT_ALLOWED: [&str; 8] = [
+    "REGISTER",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "REFER",
+    "INFO",
+    "PRACK",
+    "PUBLISH",
+];
+const SDP_CONTENT_TYPE: &str = "application/sdp";
+/// How long an incoming call may stay unanswered before we refuse it with 480.
+pub const UNANSWERED_CALL_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallPhase {
+    /// INVITE received; waiting for the call layer to accept or reject.
+    Offered,
+    /// 2xx sent, retransmitting until ACK.
+    Answered,
+    Confirmed,
+    /// Our BYE is outstanding.
+    Terminating,
+}
+
+/// An offer in a re-INVITE or UPDATE waiting for the call layer's answer.
+#[derive(Clone, Debug)]
+struct PendingReoffer {
+    key: ServerKey,
+    echo: EchoHeaders,
+    is_invite: bool,
+    cseq: u32,
+}
+
+/// A 2xx to an INVITE retransmitted until its ACK (RFC 3261 13.3.1.4).
+#[derive(Clone, Debug)]
+struct Pending2xx {
+    cseq: u32,
+    retransmission: Retransmission,
+}
+
+#[derive(Clone, Debug)]
+struct Call {
+    dialog: Dialog,
+    phase: CallPhase,
+    invite_key: ServerKey,
+    invite_echo: EchoHeaders,
+    invite_cseq: u32,
+    /// Request-URI user, for our Contact.
+    local_user: String,
+    pending_2xx: Option<Pending2xx>,
+    reoffer: Option<PendingReoffer>,
+    /// Our last SDP, offered again when a re-INVITE comes without an offer.
+    local_sdp: Option<String>,
+    /// When the call layer must have answered the INVITE or the pending re-offer; after
+    /// that we refuse it ourselves so no transaction waits forever.
+    answer_due: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+struct ServerEntry {
+    txn: ServerTransaction,
+    call: Option<CallKey>,
+}
+
+#[derive(Clone, Debug)]
+struct ClientEntry {
+    txn: ClientTransaction,
+    call: Option<CallKey>,
+}
+
+pub struct Endpoint {
+    config: EndpointConfig,
+    timers: Timers,
+    server_txns: HashMap<ServerKey, ServerEntry>,
+    /// Keyed by the branch we generated.
+    client_txns: HashMap<String, ClientEntry>,
+    calls: HashMap<CallKey, Call>,
+    dialogs: HashMap<DialogId, CallKey>,
+    next_call: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SipEvent>,
+    stats: EndpointStats,
+    rng: StdRng,
+}
+
+/// One response to send: status, extra headers after the mandatory ones, optional body.
+struct Reply<'a> {
+    code: u16,
+    reason: &'a str,
+    extra: &'a [(&'a str, &'a str)],
+    body: Option<Body<'a>>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(code: u16, reason: &'a str) -> Self {
+        Reply {
+            code,
+            reason,
+            extra: &[],
+            body: None,
+        }
+    }
+
+    fn extra(mut self, extra: &'a [(&'a str, &'a str)]) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    fn body(mut self, body: Body<'a>) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// The parts of a request needed to answer it.
+struct Origin {
+    transport: Transport,
+    source: SocketAddr,
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig) -> Self {
+        Endpoint {
+            timers: Timers {
+                t1: config.t1,
+                t2: config.t2,
+            },
+            config,
+            server_txns: HashMap::new(),
+            client_txns: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            next_call: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            transactions_in_use: self.transaction_count(),
+            calls_in_use: self.calls.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SipEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest instant at which `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let servers = self
+            .server_txns
+            .values()
+            .filter_map(|e| e.txn.poll_timeout());
+        let clients = self
+            .client_txns
+            .values()
+            .filter_map(|e| e.txn.poll_timeout());
+        let calls = self.calls.values().flat_map(|c| {
+            let retransmit = c
+                .pending_2xx
+                .as_ref()
+                .map(|p| p.retransmission.poll_timeout());
+            retransmit.into_iter().chain(c.answer_due)
+        });
+        servers.chain(clients).chain(calls).min()
+    }
+
+    fn transaction_count(&self) -> usize {
+        self.server_txns.len() + self.client_txns.len()
+    }
+
+    fn random_token(&mut self) -> String {
+        format!("{:016x}", self.rng.random::<u64>())
+    }
+
+    fn transmit(&mut self, transport: Transport, destination: SocketAddr, bytes: Bytes) {
+        self.transmits.push_back(Transmit {
+            transport,
+            destination,
+            bytes,
+        });
+    }
+
+    // ==== input ====
+
+    /// One datagram (UDP) or one complete framed message (TCP) from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        bytes: &[u8],
+    ) {
+        match message::parse(bytes, source) {
+            Err(malformed) => {
+                self.stats.malformed_total += 1;
+                tracing::debug!(%source, error = %malformed.error, "malformed SIP message");
+                // Answer requests (never an ACK) whose Via we could read; drop the rest.
+                if let Some(echo) = malformed.echo {
+                    if malformed.method != Some(Method::ACK) {
+                        let reason = malformed.error.to_string();
+                        let tag = self.random_token();
+                        let bytes = message::write_response(
+                            &echo,
+                            malformed.error.status_code(),
+                            &reason,
+                            Some(&tag),
+                            &[],
+                            None,
+                            &self.config.user_agent,
+                        );
+                        self.transmit(transport, source, bytes);
+                    }
+                }
+            }
+            Ok(Message::Response(response)) => {
+                self.stats.responses_total += 1;
+                self.handle_response(*response);
+            }
+            Ok(Message::Request(request)) => {
+                self.stats.requests_total += 1;
+                self.handle_request(now, Origin { transport, source }, *request);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, origin: Origin, request: Request) {
+        if request.method == Method::ACK {
+            self.handle_ack(now, &request);
+            return;
+        }
+        let key = ServerKey::new(
+            &request.branch,
+            &request.sent_by,
+            &request.method,
+            &request.call_id,
+            request.cseq,
+            request.from_tag.as_deref(),
+        );
+        // A retransmission belongs to its transaction (RFC 3261 17.2.3).
+        if let Some(entry) = self.server_txns.get(&key) {
+            if let Some(bytes) = entry.txn.on_request_retransmission() {
+                let (transport, peer) = (entry.txn.transport, entry.txn.peer);
+                self.transmit(transport, peer, bytes);
+            }
+            return;
+        }
+        if self.transaction_count() >= self.config.max_transactions {
+            self.stats.overload_rejections_total += 1;
+            self.respond_stateless(&origin, &request, 503, "Service Unavailable");
+            return;
+        }
+        let method = request.method.clone();
+        if method != Method::CANCEL {
+            if let Some(unsupported) = required_extensions(&request) {
+                let extra = [("Unsupported", unsupported.as_str())];
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    None,
+                    Reply::new(420, "Bad Extension").extra(&extra),
+                );
+                return;
+            }
+        }
+        if method == Method::INVITE {
+            self.handle_invite(now, origin, key, request);
+        } else if method == Method::CANCEL {
+            self.handle_cancel(now, origin, key, &request);
+        } else if method == Method::BYE {
+            self.handle_bye(now, origin, key, &request);
+        } else if method == Method::UPDATE {
+            self.handle_update(now, origin, key, request);
+        } else if method == Method::OPTIONS {
+            let extra = [
+                ("Allow", ALLOW),
+                ("Accept", SDP_CONTENT_TYPE),
+                ("Supported", ""),
+            ];
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                None,
+                Reply::new(200, "OK").extra(&extra),
+            );
+        } else if KNOWN_NOT_ALLOWED
+            .iter()
+            .any(|known| method.to_string().eq_ignore_ascii_case(known))
+        {
+            let extra = [("Allow", ALLOW)];
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                None,
+                Reply::new(405, "Method Not Allowed").extra(&extra),
+            );
+        } else {
+            let extra = [("Allow", ALLOW)];
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                None,
+                Reply::new(501, "Not Implemented").extra(&extra),
+            );
+        }
+    }
+
+    /// Answer without keeping state: only for refusals under overload.
+    fn respond_stateless(&mut self, origin: &Origin, request: &Request, code: u16, reason: &str) {
+        let tag = self.random_token();
+        let bytes = message::write_response(
+            &request.echo,
+            code,
+            reason,
+            Some(&tag),
+            &[("Retry-After", "5")],
+            None,
+            &self.config.user_agent,
+        );
+        self.transmit(origin.transport, origin.source, bytes);
+    }
+
+    /// Create a server transaction for `request` and send one final response in it.
+    /// `to_tag` defaults to a fresh tag (RFC 3261 8.2.6.2).
+    fn respond(
+        &mut self,
+        now: Instant,
+        origin: &Origin,
+        key: ServerKey,
+        request: &Request,
+        to_tag: Option<&str>,
+        reply: Reply<'_>,
+    ) {
+        let Reply {
+            code,
+            reason,
+            extra,
+            body,
+        } = reply;
+        let tag = match to_tag {
+            Some(tag) => tag.to_owned(),
+            None => self.random_token(),
+        };
+        let bytes = message::write_response(
+            &request.echo,
+            code,
+            reason,
+            Some(&tag),
+            extra,
+            body,
+            &self.config.user_agent,
+        );
+        let mut txn = ServerTransaction::new(
+            request.method == Method::INVITE,
+            origin.transport,
+            origin.source,
+            self.timers,
+        );
+        let bytes = txn.send_response(now, code, bytes);
+        self.server_txns
+            .insert(key, ServerEntry { txn, call: None });
+        self.transmit(origin.transport, origin.source, bytes);
+    }
+
+    /// Send a response inside an existing server transaction.
+    fn respond_in(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        echo: &EchoHeaders,
+        to_tag: &str,
+        reply: Reply<'_>,
+    ) -> Option<Bytes> {
+        let Reply {
+            code,
+            reason,
+            extra,
+            body,
+        } = reply;
+        let bytes = message::write_response(
+            echo,
+            code,
+            reason,
+            Some(to_tag),
+            extra,
+            body,
+            &self.config.user_agent,
+        );
+        let entry = self.server_txns.get_mut(key)?;
+        if entry.txn.state != ServerState::Proceeding {
+            return None;
+        }
+        let bytes = entry.txn.send_response(now, code, bytes);
+        let (transport, peer) = (entry.txn.transport, entry.txn.peer);
+        self.transmit(transport, peer, bytes.clone());
+        Some(bytes)
+    }
+
+    fn open_server_txn(&mut self, key: ServerKey, origin: &Origin, is_invite: bool) {
+        let txn = ServerTransaction::new(is_invite, origin.transport, origin.source, self.timers);
+        self.server_txns
+            .insert(key, ServerEntry { txn, call: None });
+    }
+
+    fn handle_invite(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
+        if request.to_tag.is_some() {
+            self.handle_reinvite(now, origin, key, request);
+            return;
+        }
+        if self.calls.len() >= self.config.max_dialogs {
+            self.stats.overload_rejections_total += 1;
+            self.respond_stateless(&origin, &request, 503, "Service Unavailable");
+            return;
+        }
+        let offer = match parse_sdp_body(&request) {
+            Ok(Some(offer)) => offer,
+            Ok(None) => {
+                // We need the caller's offer to pick a codec (offerless INVITE unsupported).
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    None,
+                    Reply::new(488, "SDP Offer Required"),
+                );
+                return;
+            }
+            Err(refusal) => {
+                let extra = [("Accept", SDP_CONTENT_TYPE)];
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    None,
+                    Reply::new(refusal.code, &refusal.reason).extra(&extra),
+                );
+                return;
+            }
+        };
+
+        let call_key = CallKey(self.next_call);
+        self.next_call += 1;
+        let local_tag = self.random_token();
+        let dialog = Dialog::from_invite(&request, local_tag, origin.transport, origin.source);
+        self.open_server_txn(key.clone(), &origin, true);
+        if let Some(entry) = self.server_txns.get_mut(&key) {
+            entry.call = Some(call_key);
+        }
+        // 100 Trying at once so the caller stops retransmitting (RFC 3261 17.2.1).
+        // It carries no To tag: it does not create a dialog.
+        let trying = message::write_response(
+            &request.echo,
+            100,
+            "Trying",
+            None,
+            &[],
+            None,
+            &self.config.user_agent,
+        );
+        if let Some(entry) = self.server_txns.get_mut(&key) {
+            let bytes = entry.txn.send_response(now, 100, trying);
+            self.transmit(origin.transport, origin.source, bytes);
+        }
+        self.dialogs.insert(dialog.id.clone(), call_key);
+        self.calls.insert(
+            call_key,
+            Call {
+                dialog,
+                phase: CallPhase::Offered,
+                invite_key: key,
+                invite_echo: request.echo.clone(),
+                invite_cseq: request.cseq,
+                local_user: request.uri_user.clone(),
+                pending_2xx: None,
+                reoffer: None,
+                local_sdp: None,
+                answer_due: Some(now + UNANSWERED_CALL_TIMEOUT),
+            },
+        );
+        self.events.push_back(SipEvent::IncomingCall {
+            call: call_key,
+            user: request.uri_user,
+            from: request.from_uri,
+            to: request.to_uri,
+            offer,
+            source: origin.source,
+            transport: origin.transport,
+        });
+    }
+
+    /// Find the call of an in-dialog request and check its CSeq; answers 481 or 500
+    /// itself and returns `None` when the request cannot go on.
+    fn in_dialog_call(
+        &mut self,
+        now: Instant,
+        origin: &Origin,
+        key: &ServerKey,
+        request: &Request,
+    ) -> Option<CallKey> {
+        let call_key = DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied());
+        let Some(call_key) = call_key else {
+            self.respond(
+                now,
+                origin,
+                key.clone(),
+                request,
+                None,
+                Reply::new(481, "Call/Transaction Does Not Exist"),
+            );
+            return None;
+        };
+        let local_tag = request.to_tag.clone().unwrap_or_default();
+        let in_order = self
+            .calls
+            .get_mut(&call_key)
+            .map(|call| call.dialog.check_remote_cseq(request.cseq).is_ok())
+            .unwrap_or(false);
+        if !in_order {
+            self.respond(
+                now,
+                origin,
+                key.clone(),
+                request,
+                Some(&local_tag),
+                Reply::new(500, "CSeq Out Of Order"),
+            );
+            return None;
+        }
+        Some(call_key)
+    }
+
+    fn handle_reinvite(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
+        let Some(call_key) = self.in_dialog_call(now, &origin, &key, &request) else {
+            return;
+        };
+        let local_tag = request.to_tag.clone().unwrap_or_default();
+        let Some(call) = self.calls.get(&call_key) else {
+            return;
+        };
+        // RFC 3261 14.2: one offer at a time.
+        let busy = call.reoffer.is_some()
+            || call.pending_2xx.is_some()
+            || call.phase != CallPhase::Confirmed;
+        let local_sdp = call.local_sdp.clone();
+        if busy {
+            let extra = [("Retry-After", "1")];
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                Some(&local_tag),
+                Reply::new(500, "Offer Pending").extra(&extra),
+            );
+            return;
+        }
+        match parse_sdp_body(&request) {
+            Ok(Some(offer)) => {
+                self.open_server_txn(key.clone(), &origin, true);
+                if let Some(entry) = self.server_txns.get_mut(&key) {
+                    entry.call = Some(call_key);
+                }
+                let trying = message::write_response(
+                    &request.echo,
+                    100,
+                    "Trying",
+                    None,
+                    &[],
+                    None,
+                    &self.config.user_agent,
+                );
+                if let Some(entry) = self.server_txns.get_mut(&key) {
+                    let bytes = entry.txn.send_response(now, 100, trying);
+                    self.transmit(origin.transport, origin.source, bytes);
+                }
+                if let Some(call) = self.calls.get_mut(&call_key) {
+                    call.reoffer = Some(PendingReoffer {
+                        key,
+                        echo: request.echo,
+                        is_invite: true,
+                        cseq: request.cseq,
+                    });
+                    call.answer_due = Some(now + self.timers.timeout());
+                }
+                self.events.push_back(SipEvent::Reoffer {
+                    call: call_key,
+                    offer,
+                });
+            }
+            Ok(None) => {
+                // Offerless re-INVITE (e.g. a session refresh): offer our current SDP again;
+                // the answer comes in the ACK and changes nothing we need.
+                let Some(sdp_text) = local_sdp else {
+                    self.respond(
+                        now,
+                        &origin,
+                        key,
+                        &request,
+                        Some(&local_tag),
+                        Reply::new(488, "Not Acceptable Here"),
+                    );
+                    return;
+                };
+                self.open_server_txn(key.clone(), &origin, true);
+                self.send_invite_2xx(now, call_key, &key, &request.echo, request.cseq, &sdp_text);
+            }
+            Err(refusal) => {
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    Some(&local_tag),
+                    Reply::new(refusal.code, &refusal.reason),
+                );
+            }
+        }
+    }
+
+    /// Send 200 with SDP to an INVITE of `call` and retransmit it until ACK.
+    fn send_invite_2xx(
+        &mut self,
+        now: Instant,
+        call_key: CallKey,
+        key: &ServerKey,
+        echo: &EchoHeaders,
+        cseq: u32,
+        sdp_text: &str,
+    ) {
+        let Some(call) = self.calls.get(&call_key) else {
+            return;
+        };
+        let contact = contact_header(
+            self.config.local_addr,
+            &call.local_user,
+            call.dialog.transport,
+        );
+        let local_tag = call.dialog.id.local_tag.clone();
+        let extra = [
+            ("Contact", contact.as_str()),
+            ("Allow", ALLOW),
+            ("Supported", ""),
+        ];
+        let body = Body {
+            content_type: SDP_CONTENT_TYPE,
+            text: sdp_text,
+        };
+        let Some(bytes) = self.respond_in(
+            now,
+            key,
+            echo,
+            &local_tag,
+            Reply::new(200, "OK").extra(&extra).body(body),
+        ) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&call_key) {
+            // The 2xx is retransmitted on every transport: proxies may drop it (13.3.1.4).
+            call.pending_2xx = Some(Pending2xx {
+                cseq,
+                retransmission: Retransmission::new(now, bytes, self.timers, true),
+            });
+            call.local_sdp = Some(sdp_text.to_owned());
+        }
+    }
+
+    fn handle_update(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
+        let Some(call_key) = self.in_dialog_call(now, &origin, &key, &request) else {
+            return;
+        };
+        let local_tag = request.to_tag.clone().unwrap_or_default();
+        let busy = self
+            .calls
+            .get(&call_key)
+            .is_none_or(|call| call.reoffer.is_some());
+        if busy {
+            let extra = [("Retry-After", "1")];
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                Some(&local_tag),
+                Reply::new(500, "Offer Pending").extra(&extra),
+            );
+            return;
+        }
+        match parse_sdp_body(&request) {
+            Ok(Some(offer)) => {
+                self.open_server_txn(key.clone(), &origin, false);
+                if let Some(call) = self.calls.get_mut(&call_key) {
+                    call.reoffer = Some(PendingReoffer {
+                        key,
+                        echo: request.echo,
+                        is_invite: false,
+                        cseq: request.cseq,
+                    });
+                    call.answer_due = Some(now + self.timers.timeout());
+                }
+                self.events.push_back(SipEvent::Reoffer {
+                    call: call_key,
+                    offer,
+                });
+            }
+            // UPDATE without a body refreshes the session (RFC 3311, RFC 4028).
+            Ok(None) => {
+                let contact = self
+                    .calls
+                    .get(&call_key)
+                    .map(|call| {
+                        contact_header(
+                            self.config.local_addr,
+                            &call.local_user,
+                            call.dialog.transport,
+                        )
+                    })
+                    .unwrap_or_default();
+                let extra = [("Contact", contact.as_str())];
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    Some(&local_tag),
+                    Reply::new(200, "OK").extra(&extra),
+                );
+            }
+            Err(refusal) => {
+                self.respond(
+                    now,
+                    &origin,
+                    key,
+                    &request,
+                    Some(&local_tag),
+                    Reply::new(refusal.code, &refusal.reason),
+                );
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, request: &Request) {
+        let key = ServerKey::new(
+            &request.branch,
+            &request.sent_by,
+            &Method::INVITE,
+            &request.call_id,
+            request.cseq,
+            request.from_tag.as_deref(),
+        );
+        // ACK for a non-2xx final response: same branch as the INVITE (17.2.1).
+        if let Some(entry) = self.server_txns.get_mut(&key) {
+            if entry.txn.state == ServerState::Completed {
+                entry.txn.on_ack(now);
+                return;
+            }
+        }
+        // ACK for a 2xx: its own transaction, matched to the dialog (13.3.1.4).
+        let Some(call_key) =
+            DialogId::of_request(request).and_then(|id| self.dialogs.get(&id).copied())
+        else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_key) else {
+            return;
+        };
+        if call
+            .pending_2xx
+            .as_ref()
+            .is_some_and(|pending| pending.cseq == request.cseq)
+        {
+            call.pending_2xx = None;
+            if call.phase == CallPhase::Answered {
+                call.phase = CallPhase::Confirmed;
+                self.events
+                    .push_back(SipEvent::Confirmed { call: call_key });
+            }
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, origin: Origin, key: ServerKey, request: &Request) {
+        // CANCEL matches the INVITE's server transaction (RFC 3261 9.2).
+        let invite_key = ServerKey::new(
+            &request.branch,
+            &request.sent_by,
+            &Method::INVITE,
+            &request.call_id,
+            request.cseq,
+            request.from_tag.as_deref(),
+        );
+        let Some(entry) = self.server_txns.get(&invite_key) else {
+            self.respond(
+                now,
+                &origin,
+                key,
+                request,
+                None,
+                Reply::new(481, "Call/Transaction Does Not Exist"),
+            );
+            return;
+        };
+        let call_key = entry.call;
+        let unanswered = entry.txn.state == ServerState::Proceeding;
+        let local_tag = call_key
+            .and_then(|k| self.calls.get(&k))
+            .map(|call| call.dialog.id.local_tag.clone());
+        self.respond(
+            now,
+            &origin,
+            key,
+            request,
+            local_tag.as_deref(),
+            Reply::new(200, "OK"),
+        );
+        let Some(call_key) = call_key else {
+            return;
+        };
+        if !unanswered {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&call_key) else {
+            return;
+        };
+        if call.phase != CallPhase::Offered {
+            // A cancelled re-INVITE fails and leaves the session as it was (RFC 3261 14.2);
+            // the call layer's later answer to its Reoffer is then ignored.
+            let cancelled = call.reoffer.take_if(|pending| pending.key == invite_key);
+            if let Some(pending) = cancelled {
+                let tag = call.dialog.id.local_tag.clone();
+                self.respond_in(
+                    now,
+                    &pending.key,
+                    &pending.echo,
+                    &tag,
+                    Reply::new(487, "Request Terminated"),
+                );
+            }
+            return;
+        }
+        let echo = call.invite_echo.clone();
+        let tag = call.dialog.id.local_tag.clone();
+        self.respond_in(
+            now,
+            &invite_key,
+            &echo,
+            &tag,
+            Reply::new(487, "Request Terminated"),
+        );
+        self.events
+            .push_back(SipEvent::Cancelled { call: call_key });
+        self.end_call(call_key, EndReason::Cancelled);
+    }
+
+    fn handle_bye(&mut self, now: Instant, origin: Origin, key: ServerKey, request: &Request) {
+        let Some(call_key) = self.in_dialog_call(now, &origin, &key, request) else {
+            return;
+        };
+        let local_tag = request.to_tag.clone().unwrap_or_default();
+        self.respond(
+            now,
+            &origin,
+            key,
+            request,
+            Some(&local_tag),
+            Reply::new(200, "OK"),
+        );
+        self.abort_pending(now, call_key);
+        self.end_call(call_key, EndReason::RemoteBye);
+    }
+
+    /// Answer any INVITE or re-offer of `call` still waiting for the call layer with 487.
+    fn abort_pending(&mut self, now: Instant, call_key: CallKey) {
+        let Some(call) = self.calls.get_mut(&call_key) else {
+            return;
+        };
+        let tag = call.dialog.id.local_tag.clone();
+        let reoffer = call.reoffer.take();
+        let invite = (call.phase == CallPhase::Offered)
+            .then(|| (call.invite_key.clone(), call.invite_echo.clone()));
+        if let Some(pending) = reoffer {
+            self.respond_in(
+                now,
+                &pending.key,
+                &pending.echo,
+                &tag,
+                Reply::new(487, "Request Terminated"),
+            );
+        }
+        if let Some((key, echo)) = invite {
+            self.respond_in(
+                now,
+                &key,
+                &echo,
+                &tag,
+                Reply::new(487, "Request Terminated"),
+            );
+        }
+    }
+
+    /// Forget a call and report its end (exactly once per call).
+    fn end_call(&mut self, call_key: CallKey, reason: EndReason) {
+        if let Some(call) = self.calls.remove(&call_key) {
+            self.dialogs.remove(&call.dialog.id);
+            self.events.push_back(SipEvent::Ended {
+                call: call_key,
+                reason,
+            });
+        }
+    }
+
+    fn handle_response(&mut self, response: Response) {
+        let Some(entry) = self.client_txns.get_mut(&response.branch) else {
+            return;
+        };
+        if response.cseq_method != Method::BYE {
+            return;
+        }
+        if let ClientOutcome::Finished(_) = entry.txn.on_response(response.code) {
+            let call = entry.call;
+            self.client_txns.remove(&response.branch);
+            if let Some(call_key) = call {
+                self.end_call(call_key, EndReason::LocalBye);
+            }
+        }
+    }
+
+    /// Send a BYE in `call`'s dialog (RFC 3261 15.1.1) in a new client transaction.
+    /// `report` is the call to end when the BYE completes (`None` if already ended).
+    fn send_bye(&mut self, now: Instant, dialog: &mut Dialog, report: Option<CallKey>) {
+        let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            dialog.transport.via_token(),
+            self.config.local_addr
+        );
+        let cseq = dialog.next_local_cseq();
+        let bytes = message::write_request(&OutgoingRequest {
+            method: "BYE",
+            request_uri: &dialog.remote_target,
+            via: &via,
+            routes: &dialog.route_set,
+            from: &dialog.local_party,
+            to: &dialog.remote_party,
+            call_id: &dialog.id.call_id,
+            cseq,
+            extra: &[],
+            body: None,
+            user_agent: &self.config.user_agent,
+        });
+        let txn = ClientTransaction::new(
+            now,
+            dialog.transport,
+            dialog.peer,
+            bytes.clone(),
+            self.timers,
+        );
+        self.client_txns
+            .insert(branch, ClientEntry { txn, call: report });
+        self.transmit(dialog.transport, dialog.peer, bytes);
+    }
+
+    // ==== timers ====
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut finished_servers = Vec::new();
+        let mut resend = Vec::new();
+        for (key, entry) in self.server_txns.iter_mut() {
+            if entry.txn.poll_timeout().is_none_or(|at| at > now) {
+                continue;
+            }
+            match entry.txn.handle_timeout(now) {
+                ServerTimeout::Nothing => {}
+                ServerTimeout::Resend(bytes) => {
+                    resend.push((entry.txn.transport, entry.txn.peer, bytes));
+                }
+                ServerTimeout::AckTimeout | ServerTimeout::Terminated => {
+                    finished_servers.push(key.clone());
+                }
+            }
+        }
+        for key in finished_servers {
+            self.server_txns.remove(&key);
+        }
+
+        let mut finished_clients = Vec::new();
+        for (branch, entry) in self.client_txns.iter_mut() {
+            if entry.txn.poll_timeout().is_none_or(|at| at > now) {
+                continue;
+            }
+            match entry.txn.handle_timeout(now) {
+                ClientOutcome::Nothing => {}
+                ClientOutcome::Resend(bytes) => {
+                    resend.push((entry.txn.transport, entry.txn.peer, bytes));
+                }
+                ClientOutcome::Finished(_) => finished_clients.push((branch.clone(), entry.call)),
+            }
+        }
+        for (branch, call) in finished_clients {
+            self.client_txns.remove(&branch);
+            // Timer F: the far end never answered our BYE; the call is over anyway.
+            if let Some(call_key) = call {
+                self.end_call(call_key, EndReason::LocalBye);
+            }
+        }
+
+        let mut ack_timeouts = Vec::new();
+        let mut unanswered = Vec::new();
+        for (call_key, call) in self.calls.iter_mut() {
+            if call.answer_due.is_some_and(|at| at <= now) {
+                call.answer_due = None;
+                unanswered.push(*call_key);
+            }
+            let Some(pending) = call.pending_2xx.as_mut() else {
+                continue;
+            };
+            if pending.retransmission.poll_timeout() > now {
+                continue;
+            }
+            match pending.retransmission.handle_timeout(now) {
+                RetransmitStep::Nothing => {}
+                RetransmitStep::Resend(bytes) => {
+                    resend.push((call.dialog.transport, call.dialog.peer, bytes));
+                }
+                RetransmitStep::GiveUp => ack_timeouts.push(*call_key),
+            }
+        }
+        for (transport, peer, bytes) in resend {
+            self.transmit(transport, peer, bytes);
+        }
+        // RFC 3261 13.3.1.4: no ACK within 64*T1 -> the session ends with a BYE.
+        for call_key in ack_timeouts {
+            if let Some(mut call) = self.calls.get(&call_key).cloned() {
+                self.send_bye(now, &mut call.dialog, None);
+                self.end_call(call_key, EndReason::AckTimeout);
+            }
+        }
+        // The call layer never answered: refuse so the caller is not left waiting.
+        for call_key in unanswered {
+            self.reject(now, call_key, 480, "Temporarily Unavailable");
+            self.reject_reoffer(now, call_key, 500, "Offer Not Answered");
+        }
+    }
+
+    // ==== commands from the call layer ====
+
+    /// 180 Ringing for an INVITE not answered yet.
+    pub fn ring(&mut self, now: Instant, call: CallKey) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.phase != CallPhase::Offered {
+            return;
+        }
+        let (key, echo, tag) = (
+            c.invite_key.clone(),
+            c.invite_echo.clone(),
+            c.dialog.id.local_tag.clone(),
+        );
+        let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
+        let extra = [("Contact", contact.as_str())];
+        self.respond_in(
+            now,
+            &key,
+            &echo,
+            &tag,
+            Reply::new(180, "Ringing").extra(&extra),
+        );
+    }
+
+    /// 200 OK with our SDP answer; retransmitted until ACK.
+    pub fn accept(&mut self, now: Instant, call: CallKey, answer_sdp: String) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.phase != CallPhase::Offered {
+            return;
+        }
+        c.phase = CallPhase::Answered;
+        c.answer_due = None;
+        let (key, echo, cseq) = (c.invite_key.clone(), c.invite_echo.clone(), c.invite_cseq);
+        self.send_invite_2xx(now, call, &key, &echo, cseq, &answer_sdp);
+    }
+
+    /// Final refusal of an INVITE not answered yet (404, 486, 488, 603...).
+    pub fn reject(&mut self, now: Instant, call: CallKey, code: u16, reason: &str) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.phase != CallPhase::Offered {
+            return;
+        }
+        let code = final_failure_code(code);
+        let (key, echo, tag) = (
+            c.invite_key.clone(),
+            c.invite_echo.clone(),
+            c.dialog.id.local_tag.clone(),
+        );
+        self.respond_in(now, &key, &echo, &tag, Reply::new(code, reason));
+        self.end_call(call, EndReason::Rejected);
+    }
+
+    /// Answer the pending re-INVITE or UPDATE offer with our SDP.
+    pub fn accept_reoffer(&mut self, now: Instant, call: CallKey, answer_sdp: String) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(pending) = c.reoffer.take() else {
+            return;
+        };
+        c.answer_due = None;
+        if pending.is_invite {
+            self.send_invite_2xx(
+                now,
+                call,
+                &pending.key,
+                &pending.echo,
+                pending.cseq,
+                &answer_sdp,
+            );
+            return;
+        }
+        c.local_sdp = Some(answer_sdp.clone());
+        let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
+        let tag = c.dialog.id.local_tag.clone();
+        let extra = [("Contact", contact.as_str())];
+        let body = Body {
+            content_type: SDP_CONTENT_TYPE,
+            text: &answer_sdp,
+        };
+        self.respond_in(
+            now,
+            &pending.key,
+            &pending.echo,
+            &tag,
+            Reply::new(200, "OK").extra(&extra).body(body),
+        );
+    }
+
+    /// Refuse the pending re-offer; the session stays as it was (RFC 3261 14.2).
+    pub fn reject_reoffer(&mut self, now: Instant, call: CallKey, code: u16, reason: &str) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(pending) = c.reoffer.take() else {
+            return;
+        };
+        c.answer_due = None;
+        let tag = c.dialog.id.local_tag.clone();
+        let code = final_failure_code(code);
+        self.respond_in(
+            now,
+            &pending.key,
+            &pending.echo,
+            &tag,
+            Reply::new(code, reason),
+        );
+    }
+
+    /// End the call from our side: BYE once answered, 487 to the INVITE before that.
+    pub fn hangup(&mut self, now: Instant, call: CallKey) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        match c.phase {
+            CallPhase::Offered => {
+                self.abort_pending(now, call);
+                self.end_call(call, EndReason::LocalBye);
+            }
+            CallPhase::Answered | CallPhase::Confirmed => {
+                self.abort_pending(now, call);
+                let Some(mut c) = self.calls.get(&call).cloned() else {
+                    return;
+                };
+                // Sending BYE before the ACK stops our 2xx retransmissions early; the
+                // caller's ACK, if it comes, finds no dialog and is ignored.
+                c.pending_2xx = None;
+                c.phase = CallPhase::Terminating;
+                self.send_bye(now, &mut c.dialog, Some(call));
+                self.calls.insert(call, c);
+            }
+            CallPhase::Terminating => {}
+        }
+    }
+}
+
+/// Our Contact for a call reached at `user` (RFC 3261 12.1.1: a SIP URI we can be reached at).
+fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> String {
+    let transport_param = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+    };
+    if user.is_empty() {
+        format!("<sip:{local_addr}{transport_param}>")
+    } else {
+        format!("<sip:{user}@{local_addr}{transport_param}>")
+    }
+}
+
+/// The Require option tags we do not support, if any (RFC 3261 8.2.2.3). We support none.
+fn required_extensions(request: &Request) -> Option<String> {
+    let tags: Vec<String> = request
+        .headers
+        .get_raw(&Name::REQUIRE)
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
+/// Keep a refusal code in 300..=699 so the call layer cannot send a 2xx by mistake.
+fn final_failure_code(code: u16) -> u16 {
+    if (300..=699).contains(&code) {
+        code
+    } else {
+        500
+    }
+}
+
+/// A request body we refuse, with the response to send.
+struct SdpRefusal {
+    code: u16,
+    reason: String,
+}
+
+/// The SDP offer in a request: `Ok(None)` without a body.
+fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
+    if request.body.is_empty() {
+        return Ok(None);
+    }
+    match request.content_type() {
+        Some(content_type) if content_type == SDP_CONTENT_TYPE => {}
+        _ => {
+            return Err(SdpRefusal {
+                code: 415,
+                reason: "Unsupported Media Type".to_owned(),
+            })
+        }
+    }
+    sdp::parse_offer(&request.body)
+        .map(Some)
+        .map_err(|error| SdpRefusal {
+            code: 488,
+            reason: format!("Not Acceptable Here ({error})"),
+        })
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

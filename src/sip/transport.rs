@@ -1,0 +1,409 @@
+//! The tokio shell around [`Endpoint`]: UDP and TCP sockets on one port, the clock, and
+//! the channels to the call layer. All protocol decisions are in the sans-IO core.
+//!
+//! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
+//! tasks, on commands and on the endpoint's next timeout.
+
+use super::{CallKey, Endpoint, EndpointConfig, SipEvent, Transmit, Transport};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Largest SIP message we accept on TCP; a longer one closes the connection.
+pub const MAX_TCP_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest UDP datagram.
+const MAX_DATAGRAM_BYTES: usize = 65_535;
+const COMMAND_QUEUE_LEN: usize = 256;
+const EVENT_QUEUE_LEN: usize = 256;
+const TCP_QUEUE_LEN: usize = 256;
+/// Messages waiting for one TCP connection's writer.
+const TCP_WRITE_QUEUE_LEN: usize = 64;
+
+/// What the call layer asks the SIP endpoint to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SipCommand {
+    Ring(CallKey),
+    Accept(CallKey, String),
+    Reject(CallKey, u16, String),
+    AcceptReoffer(CallKey, String),
+    RejectReoffer(CallKey, u16, String),
+    Hangup(CallKey),
+}
+
+/// Sends commands to the SIP task. The task stops when every handle is dropped.
+#[derive(Clone, Debug)]
+pub struct SipHandle {
+    commands: mpsc::Sender<SipCommand>,
+}
+
+impl SipHandle {
+    /// Queue a command; `false` if the SIP task has stopped.
+    pub async fn send(&self, cmd: SipCommand) -> bool {
+        self.commands.send(cmd).await.is_ok()
+    }
+}
+
+/// What TCP connection tasks tell the endpoint task.
+enum TcpInput {
+    Connected(SocketAddr, mpsc::Sender<Bytes>),
+    Message(SocketAddr, Bytes),
+    Closed(SocketAddr),
+}
+
+/// Binds UDP and TCP on `listen` (same port; port 0 = pick one for UDP and use the same
+/// for TCP) and starts the SIP task. Returns the command handle, the event stream and the
+/// bound address.
+///
+/// When bound to a specific address it becomes `config.local_addr` (Via, Contact); when
+/// bound to a wildcard address the caller's advertised address is kept, with the bound
+/// port if it gave port 0.
+pub async fn start(
+    listen: SocketAddr,
+    mut config: EndpointConfig,
+) -> io::Result<(SipHandle, mpsc::Receiver<SipEvent>, SocketAddr)> {
+    let udp = UdpSocket::bind(listen).await?;
+    let bound = udp.local_addr()?;
+    let tcp = TcpListener::bind(bound).await?;
+    if !bound.ip().is_unspecified() {
+        config.local_addr = bound;
+    } else if config.local_addr.port() == 0 {
+        config.local_addr.set_port(bound.port());
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
+    let (tcp_tx, tcp_rx) = mpsc::channel(TCP_QUEUE_LEN);
+    tokio::spawn(accept_loop(tcp, tcp_tx));
+    tokio::spawn(run(
+        Endpoint::new(config),
+        udp,
+        tcp_rx,
+        command_rx,
+        event_tx,
+    ));
+    Ok((
+        SipHandle {
+            commands: command_tx,
+        },
+        event_rx,
+        bound,
+    ))
+}
+
+async fn run(
+    mut endpoint: Endpoint,
+    udp: UdpSocket,
+    mut tcp_rx: mpsc::Receiver<TcpInput>,
+    mut command_rx: mpsc::Receiver<SipCommand>,
+    event_tx: mpsc::Sender<SipEvent>,
+) {
+    let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
+    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    loop {
+        let wake_at = endpoint.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            received = udp.recv_from(&mut datagram) => match received {
+                Ok((len, source)) => {
+                    let now = Instant::now().into_std();
+                    endpoint.handle_datagram(now, Transport::Udp, source, &datagram[..len]);
+                }
+                // ICMP errors from earlier sends surface here on some systems; keep going.
+                Err(error) => tracing::debug!(%error, "UDP receive failed"),
+            },
+            Some(input) = tcp_rx.recv() => match input {
+                TcpInput::Connected(peer, writer) => {
+                    tcp_writers.insert(peer, writer);
+                }
+                TcpInput::Message(peer, message) => {
+                    let now = Instant::now().into_std();
+                    endpoint.handle_datagram(now, Transport::Tcp, peer, &message);
+                }
+                TcpInput::Closed(peer) => {
+                    tcp_writers.remove(&peer);
+                }
+            },
+            command = command_rx.recv() => {
+                let Some(command) = command else {
+                    tracing::debug!("every SipHandle dropped, SIP task stops");
+                    return;
+                };
+                apply(&mut endpoint, Instant::now().into_std(), command);
+            },
+            () = sleep_until_or_forever(wake_at) => {
+                endpoint.handle_timeout(Instant::now().into_std());
+            },
+        }
+        while let Some(transmit) = endpoint.poll_transmit() {
+            send(&udp, &tcp_writers, transmit).await;
+        }
+        while let Some(event) = endpoint.poll_event() {
+            if event_tx.send(event).await.is_err() {
+                tracing::debug!("SIP event receiver dropped, SIP task stops");
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) {
+    match command {
+        SipCommand::Ring(call) => endpoint.ring(now, call),
+        SipCommand::Accept(call, sdp) => endpoint.accept(now, call, sdp),
+        SipCommand::Reject(call, code, reason) => endpoint.reject(now, call, code, &reason),
+        SipCommand::AcceptReoffer(call, sdp) => endpoint.accept_reoffer(now, call, sdp),
+        SipCommand::RejectReoffer(call, code, reason) => {
+            endpoint.reject_reoffer(now, call, code, &reason)
+        }
+        SipCommand::Hangup(call) => endpoint.hangup(now, call),
+    }
+}
+
+async fn send(
+    udp: &UdpSocket,
+    tcp_writers: &HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    transmit: Transmit,
+) {
+    match transmit.transport {
+        Transport::Udp => {
+            if let Err(error) = udp.send_to(&transmit.bytes, transmit.destination).await {
+                tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
+            }
+        }
+        // Responses and in-dialog requests go back on the caller's connection; we do not
+        // open connections ourselves.
+        Transport::Tcp => match tcp_writers.get(&transmit.destination) {
+            Some(writer) => {
+                if writer.try_send(transmit.bytes).is_err() {
+                    tracing::debug!(peer = %transmit.destination, "TCP writer full or gone, message dropped");
+                }
+            }
+            None => {
+                tracing::debug!(peer = %transmit.destination, "no TCP connection, message dropped")
+            }
+        },
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "TCP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
+        if tcp_tx
+            .send(TcpInput::Connected(peer, writer_tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(connection(stream, peer, tcp_tx.clone(), writer_rx));
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tcp_tx: mpsc::Sender<TcpInput>,
+    mut writer_rx: mpsc::Receiver<Bytes>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let write = async move {
+        while let Some(bytes) = writer_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read_tx = tcp_tx.clone();
+    let read = async move {
+        let mut buffer = BytesMut::with_capacity(4096);
+        loop {
+            loop {
+                match next_frame(&mut buffer) {
+                    Ok(Some(message)) => {
+                        if read_tx
+                            .send(TcpInput::Message(peer, message))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "bad SIP framing on TCP, closing");
+                        return;
+                    }
+                }
+            }
+            match reader.read_buf(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    // Either side ending ends the connection.
+    tokio::select! {
+        () = write => {}
+        () = read => {}
+    }
+    let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+}
+
+/// Why a TCP byte stream cannot be cut into SIP messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("message longer than {MAX_TCP_MESSAGE_BYTES} bytes")]
+    TooLong,
+    #[error("malformed Content-Length")]
+    MalformedContentLength,
+}
+
+/// Cut one message off the front of `buffer` using Content-Length (RFC 3261 18.3).
+/// `Ok(None)` means more bytes are needed. Leading CRLFs (keep-alives, RFC 5626) are
+/// skipped; a missing Content-Length means an empty body.
+pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+    let blank = buffer
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    buffer.advance(blank);
+    let Some(head_len) = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+    else {
+        return if buffer.len() > MAX_TCP_MESSAGE_BYTES {
+            Err(FramingError::TooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    let head = std::str::from_utf8(&buffer[..head_len])
+        .map_err(|_| FramingError::MalformedContentLength)?;
+    let mut body_len = 0usize;
+    for line in head.split("\r\n") {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+            body_len = value
+                .trim()
+                .parse()
+                .map_err(|_| FramingError::MalformedContentLength)?;
+        }
+    }
+    let total = head_len
+        .checked_add(body_len)
+        .filter(|&total| total <= MAX_TCP_MESSAGE_BYTES)
+        .ok_or(FramingError::TooLong)?;
+    if buffer.len() < total {
+        return Ok(None);
+    }
+    Ok(Some(buffer.split_to(total).freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    fn options(transport: &str, local: SocketAddr, branch: &str) -> String {
+        format!(
+            "OPTIONS sip:bridge@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\n\
+             From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:bridge@127.0.0.1>\r\n\
+             Call-ID: {branch}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn framing_splits_on_content_length_and_skips_keepalives() {
+        let mut buffer = BytesMut::from(
+            &b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcBYE sip:a SIP/2.0\r\n"[..],
+        );
+        let first = next_frame(&mut buffer).expect("ok").expect("frame");
+        assert_eq!(&first[..], b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabc");
+        assert_eq!(next_frame(&mut buffer), Ok(None));
+        assert_eq!(&buffer[..], b"BYE sip:a SIP/2.0\r\n");
+
+        let mut bad = BytesMut::from(&b"X sip:a SIP/2.0\r\nContent-Length: x\r\n\r\n"[..]);
+        assert_eq!(
+            next_frame(&mut bad),
+            Err(FramingError::MalformedContentLength)
+        );
+        let mut huge = BytesMut::from(&b"X sip:a SIP/2.0\r\nContent-Length: 999999\r\n\r\n"[..]);
+        assert_eq!(next_frame(&mut huge), Err(FramingError::TooLong));
+        let mut endless = BytesMut::from(&vec![b'a'; MAX_TCP_MESSAGE_BYTES + 1][..]);
+        assert_eq!(next_frame(&mut endless), Err(FramingError::TooLong));
+    }
+
+    #[tokio::test]
+    async fn options_over_udp_and_tcp_get_200() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        assert_ne!(bound.port(), 0);
+
+        let phone = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let local = phone.local_addr().expect("addr");
+        phone
+            .send_to(options("UDP", local, "udp1").as_bytes(), bound)
+            .await
+            .expect("send");
+        let mut buffer = vec![0u8; 4096];
+        let (len, from) =
+            tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buffer))
+                .await
+                .expect("answer in time")
+                .expect("recv");
+        assert_eq!(from, bound);
+        let answer = std::str::from_utf8(&buffer[..len]).expect("utf8");
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert!(answer.contains(&format!("rport={}", local.port())));
+
+        let mut stream = TcpStream::connect(bound).await.expect("connect");
+        let local = stream.local_addr().expect("addr");
+        stream
+            .write_all(options("TCP", local, "tcp1").as_bytes())
+            .await
+            .expect("write");
+        let mut received = BytesMut::new();
+        let frame = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(frame) = next_frame(&mut received).expect("framing") {
+                    return frame;
+                }
+                let n = stream.read_buf(&mut received).await.expect("read");
+                assert_ne!(n, 0, "connection closed early");
+            }
+        })
+        .await
+        .expect("answer in time");
+        let answer = std::str::from_utf8(&frame).expect("utf8");
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("Allow: INVITE"));
+    }
+}
