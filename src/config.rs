@@ -1,1 +1,479 @@
-//! placeholder
+//! The configuration file: TOML in, a typed and validated [`Config`] out.
+//!
+//! Every key has a default (documented in `config/sipconf.toml`), unknown keys are
+//! refused, and every error names the key and the line it is on.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The path `sipconf` reads when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/sipconf.toml";
+
+/// A configuration error that names the key and the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is in (or `<string>` when parsed from memory).
+    pub file: String,
+    /// 1-based line number, when the error could be placed.
+    pub line: Option<usize>,
+    /// The dotted key (`media.rtp_ports`), when the error is about one key.
+    pub key: Option<String>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaSettings,
+    pub log: LogConfig,
+    pub rooms: Vec<Room>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// Address for both UDP and TCP.
+    pub listen: SocketAddr,
+    /// Address written in Via and Contact; `None` = the address each request arrived on.
+    pub advertised_address: Option<IpAddr>,
+    pub max_transactions: usize,
+    pub t1: Duration,
+    pub t2: Duration,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Address written in SDP answers; `None` = the local address that routes to the caller.
+    pub address: Option<IpAddr>,
+    /// Local address RTP sockets are bound to.
+    pub bind_address: IpAddr,
+    /// RTP ports (even ones carry RTP, the odd port above carries RTCP).
+    pub rtp_ports: Range<u16>,
+    pub max_members: usize,
+    pub rtp_timeout: Duration,
+    pub jitter_frames: usize,
+    pub gate_threshold_dbfs: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing filter directive such as `info` or `sipconf=debug`.
+    pub level: String,
+}
+
+/// A dial-in room: calls to `number` join this room's conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub number: String,
+    pub name: String,
+    pub max_members: usize,
+    /// Ring this long (180 Ringing) before answering; 0 answers at once.
+    pub answer_delay: Duration,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let at = |span: Option<Range<usize>>, key: Option<&str>, message: String| ConfigError {
+            file: file.to_string(),
+            line: span.map(|s| line_of(text, s.start)),
+            key: key.map(str::to_string),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            at(
+                e.span(),
+                None,
+                e.message().trim().replace('\n', " ").to_string(),
+            )
+        })?;
+        raw.validate()
+            .map_err(|(span, key, message)| at(Some(span), Some(&key), message))
+    }
+
+    /// The configuration used when the file sets nothing.
+    pub fn default_config() -> Config {
+        Config::parse("", "<defaults>").expect("the built-in defaults are valid")
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+type Invalid = (Range<usize>, String, String);
+
+fn invalid<T>(value: &Spanned<T>, key: &str, message: impl Into<String>) -> Invalid {
+    (value.span(), key.to_string(), message.into())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    sip: RawSip,
+    media: RawMedia,
+    log: RawLog,
+    room: Vec<RawRoom>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSip {
+    listen: Spanned<String>,
+    advertised_address: Spanned<String>,
+    max_transactions: Spanned<i64>,
+    t1_ms: Spanned<i64>,
+    t2_ms: Spanned<i64>,
+    user_agent: Spanned<String>,
+}
+
+impl Default for RawSip {
+    fn default() -> Self {
+        RawSip {
+            listen: unspanned("0.0.0.0:5060".to_string()),
+            advertised_address: unspanned(String::new()),
+            max_transactions: unspanned(4096),
+            t1_ms: unspanned(500),
+            t2_ms: unspanned(4000),
+            user_agent: unspanned(format!("sipconf/{}", env!("CARGO_PKG_VERSION"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMedia {
+    address: Spanned<String>,
+    bind_address: Spanned<String>,
+    rtp_ports: Spanned<String>,
+    max_members: Spanned<i64>,
+    rtp_timeout: Spanned<i64>,
+    jitter_frames: Spanned<i64>,
+    gate_threshold_dbfs: Spanned<f64>,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            address: unspanned(String::new()),
+            bind_address: unspanned("0.0.0.0".to_string()),
+            rtp_ports: unspanned("20000-29999".to_string()),
+            max_members: unspanned(1000),
+            rtp_timeout: unspanned(30),
+            jitter_frames: unspanned(2),
+            gate_threshold_dbfs: unspanned(-55.0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: Spanned<String>,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: unspanned("info".to_string()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    number: Spanned<String>,
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    max_members: Option<Spanned<i64>>,
+    #[serde(default)]
+    answer_delay_ms: Option<Spanned<i64>>,
+}
+
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+fn in_range(value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, Invalid> {
+    let v = *value.get_ref();
+    if v < min || v > max {
+        return Err(invalid(
+            value,
+            key,
+            format!("{v} is out of range: must be {min}..={max}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn optional_ip(value: &Spanned<String>, key: &str) -> Result<Option<IpAddr>, Invalid> {
+    let text = value.get_ref().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| invalid(value, key, format!("`{text}` is not an IP address")))
+}
+
+fn parse_port_range(value: &Spanned<String>) -> Result<Range<u16>, Invalid> {
+    const KEY: &str = "media.rtp_ports";
+    let text = value.get_ref().trim();
+    let bad = || {
+        invalid(
+            value,
+            KEY,
+            format!("`{text}` is not a port range like \"20000-29999\""),
+        )
+    };
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low < 1024 || high <= low || high - low < 1 {
+        return Err(invalid(
+            value,
+            KEY,
+            format!("{text}: need 1024 <= first < last (one call takes an even port and the odd one above it)"),
+        ));
+    }
+    Ok(low..high.saturating_add(1))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let listen: SocketAddr = self.sip.listen.get_ref().trim().parse().map_err(|_| {
+            invalid(
+                &self.sip.listen,
+                "sip.listen",
+                format!(
+                    "`{}` is not an address:port like \"0.0.0.0:5060\"",
+                    self.sip.listen.get_ref()
+                ),
+            )
+        })?;
+        let t1_ms = in_range(&self.sip.t1_ms, "sip.t1_ms", 50, 10_000)?;
+        let t2_ms = in_range(&self.sip.t2_ms, "sip.t2_ms", t1_ms, 60_000)?;
+        let sip = SipConfig {
+            listen,
+            advertised_address: optional_ip(
+                &self.sip.advertised_address,
+                "sip.advertised_address",
+            )?,
+            max_transactions: in_range(
+                &self.sip.max_transactions,
+                "sip.max_transactions",
+                16,
+                1_000_000,
+            )? as usize,
+            t1: Duration::from_millis(t1_ms as u64),
+            t2: Duration::from_millis(t2_ms as u64),
+            user_agent: self.sip.user_agent.get_ref().clone(),
+        };
+        let gate = *self.media.gate_threshold_dbfs.get_ref();
+        if !(-96.0..=0.0).contains(&gate) {
+            return Err(invalid(
+                &self.media.gate_threshold_dbfs,
+                "media.gate_threshold_dbfs",
+                format!("{gate} is out of range: must be -96..=0"),
+            ));
+        }
+        let media = MediaSettings {
+            address: optional_ip(&self.media.address, "media.address")?,
+            bind_address: optional_ip(&self.media.bind_address, "media.bind_address")?.ok_or_else(
+                || {
+                    invalid(
+                        &self.media.bind_address,
+                        "media.bind_address",
+                        "must not be empty",
+                    )
+                },
+            )?,
+            rtp_ports: parse_port_range(&self.media.rtp_ports)?,
+            max_members: in_range(&self.media.max_members, "media.max_members", 2, 100_000)?
+                as usize,
+            rtp_timeout: Duration::from_secs(in_range(
+                &self.media.rtp_timeout,
+                "media.rtp_timeout",
+                1,
+                3600,
+            )? as u64),
+            jitter_frames: in_range(&self.media.jitter_frames, "media.jitter_frames", 0, 10)?
+                as usize,
+            gate_threshold_dbfs: gate as f32,
+        };
+        let log = LogConfig {
+            level: self.log.level.get_ref().clone(),
+        };
+        if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+            return Err(invalid(
+                &self.log.level,
+                "log.level",
+                format!("`{}` is not a log filter like \"info\"", log.level),
+            ));
+        }
+        let raw_rooms = if self.room.is_empty() {
+            vec![RawRoom {
+                number: unspanned("1000".to_string()),
+                name: None,
+                max_members: None,
+                answer_delay_ms: None,
+            }]
+        } else {
+            self.room
+        };
+        let mut rooms: Vec<Room> = Vec::with_capacity(raw_rooms.len());
+        for raw in raw_rooms {
+            let number = raw.number.get_ref().trim().to_string();
+            if number.is_empty()
+                || !number
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+            {
+                return Err(invalid(
+                    &raw.number,
+                    "room.number",
+                    format!(
+                        "`{number}` is not a dialable number (letters, digits and + - _ . * #)"
+                    ),
+                ));
+            }
+            if rooms.iter().any(|r| r.number == number) {
+                return Err(invalid(
+                    &raw.number,
+                    "room.number",
+                    format!("room `{number}` is configured twice"),
+                ));
+            }
+            let max_members = match &raw.max_members {
+                Some(v) => in_range(v, "room.max_members", 1, media.max_members as i64)? as usize,
+                None => media.max_members,
+            };
+            let name = raw
+                .name
+                .map(|n| n.into_inner())
+                .unwrap_or_else(|| format!("Room {number}"));
+            let answer_delay = match &raw.answer_delay_ms {
+                Some(v) => {
+                    Duration::from_millis(in_range(v, "room.answer_delay_ms", 0, 60_000)? as u64)
+                }
+                None => Duration::ZERO,
+            };
+            rooms.push(Room {
+                number,
+                name,
+                max_members,
+                answer_delay,
+            });
+        }
+        Ok(Config {
+            sip,
+            media,
+            log,
+            rooms,
+        })
+    }
+}
+
+/// Where the configuration comes from: `--config`, or the default path.
+pub fn resolve_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.sip.listen, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(c.media.rtp_ports, 20000..30000);
+        assert_eq!(c.media.rtp_timeout, Duration::from_secs(30));
+        assert_eq!(c.rooms.len(), 1);
+        assert_eq!(c.rooms[0].number, "1000");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let text = "[sip]\nlisten = \"0.0.0.0:5060\"\n\n[media]\nrtp_ports = \"30000\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.key.as_deref(), Some("media.rtp_ports"));
+        assert!(e.to_string().starts_with("x.toml:5: key `media.rtp_ports`"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = "[media]\nmax_members = 10\nmax_memberz = 10\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("max_memberz"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = Config::parse("[sip]\nlisten = \n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn room_limits_are_checked() {
+        let text = "[media]\nmax_members = 10\n[[room]]\nnumber = \"1\"\nmax_members = 11\n";
+        let e = Config::parse(text, "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("room.max_members"));
+        assert_eq!(e.line, Some(5));
+        let dup = "[[room]]\nnumber = \"1\"\n[[room]]\nnumber = \"1\"\n";
+        assert_eq!(Config::parse(dup, "x").unwrap_err().line, Some(4));
+    }
+
+    #[test]
+    fn rooms_get_names_and_limits() {
+        let text = "[[room]]\nnumber = \"1000\"\nname = \"Sales\"\nmax_members = 3\n[[room]]\nnumber = \"2000\"\n";
+        let c = Config::parse(text, "x").unwrap();
+        assert_eq!(
+            c.rooms[0],
+            Room {
+                number: "1000".into(),
+                name: "Sales".into(),
+                max_members: 3,
+                answer_delay: Duration::ZERO,
+            }
+        );
+        assert_eq!(c.rooms[1].name, "Room 2000");
+    }
+}
