@@ -1,1 +1,795 @@
-//! placeholder
+//! A scriptable SIP phone for loopback tests and the load generator: it places a
+//! call over UDP, sends a known signal as G.711 RTP at real pace, and records and
+//! decodes what it receives.
+//!
+//! Its SIP side is deliberately independent of the bridge's parser (plain text in
+//! and out), so a test that uses it checks the bridge against a second reading of
+//! RFC 3261 rather than against itself.
+
+use crate::media::Codec;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::time::{timeout_at, Instant};
+
+/// 8 kHz samples in one 20 ms frame.
+const SAMPLES_PER_FRAME: usize = 160;
+/// How long the phone waits for any one SIP answer.
+const SIP_WAIT: Duration = Duration::from_secs(5);
+
+/// What to dial and how.
+#[derive(Debug, Clone)]
+pub struct PhoneOptions {
+    /// The bridge's SIP address.
+    pub server: SocketAddr,
+    /// The number dialled (Request-URI user).
+    pub number: String,
+    /// Codecs offered, in order of preference.
+    pub codecs: Vec<Codec>,
+    /// Offer `telephone-event` with this payload type.
+    pub telephone_event: Option<u8>,
+    /// Local address for the phone's sockets (loopback in tests).
+    pub local_ip: IpAddr,
+    /// Extra SDP media attribute lines (for example `a=sendonly`).
+    pub extra_sdp: Vec<String>,
+    /// Payload types the phone offers besides its G.711 codecs: `(pt, "G729/8000")`.
+    pub other_payloads: Vec<(u8, String)>,
+}
+
+impl PhoneOptions {
+    pub fn new(server: SocketAddr, number: &str, codec: Codec) -> PhoneOptions {
+        PhoneOptions {
+            server,
+            number: number.to_string(),
+            codecs: vec![codec],
+            telephone_event: Some(101),
+            local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            extra_sdp: Vec::new(),
+            other_payloads: Vec::new(),
+        }
+    }
+}
+
+/// Why a call attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the bridge answered {0} {1}")]
+    Rejected(u16, String),
+    #[error("no answer to {0} within the wait")]
+    Timeout(&'static str),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unusable answer from the bridge: {0}")]
+    BadResponse(String),
+}
+
+/// A SIP message as the phone reads it: enough of RFC 3261 to run a call.
+#[derive(Debug, Clone)]
+pub struct SipText {
+    /// `Some(code)` for responses.
+    pub status: Option<u16>,
+    pub reason: String,
+    /// The request method, for requests.
+    pub method: Option<String>,
+    headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl SipText {
+    /// Reads a message; `None` when it is not one.
+    pub fn parse(bytes: &[u8]) -> Option<SipText> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let first = lines.next()?;
+        let (status, reason, method) = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
+            let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            (Some(code.parse().ok()?), reason.to_string(), None)
+        } else {
+            let method = first.split(' ').next()?.to_string();
+            (None, String::new(), Some(method))
+        };
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (long_header_name(n.trim()), v.trim().to_string()))
+            .collect();
+        Some(SipText {
+            status,
+            reason,
+            method,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    /// The first value of a header (long or compact name, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = long_header_name(name);
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a header, in order.
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        let name = long_header_name(name);
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+}
+
+fn long_header_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let long = match lower.as_str() {
+        "v" => "via",
+        "f" => "from",
+        "t" => "to",
+        "i" => "call-id",
+        "m" => "contact",
+        "l" => "content-length",
+        "c" => "content-type",
+        "k" => "supported",
+        other => other,
+    };
+    long.to_string()
+}
+
+fn tag_param(header: &str) -> Option<String> {
+    header
+        .split(';')
+        .skip(1)
+        .find_map(|p| p.trim().strip_prefix("tag="))
+        .map(str::to_string)
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// A signal the phone sends.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Silence,
+    /// A sine at `freq_hz` with peak `amplitude` (16-bit linear).
+    Sine {
+        freq_hz: f64,
+        amplitude: f64,
+    },
+    /// Given samples, then silence.
+    Samples(Arc<[i16]>),
+}
+
+impl Signal {
+    fn sample(&self, n: usize) -> i16 {
+        match self {
+            Signal::Silence => 0,
+            Signal::Sine { freq_hz, amplitude } => {
+                let phase = 2.0 * std::f64::consts::PI * freq_hz * n as f64 / 8000.0;
+                (amplitude * phase.sin()).round() as i16
+            }
+            Signal::Samples(s) => s.get(n).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What the phone received during a media run.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    /// Decoded audio, in arrival order.
+    pub samples: Vec<i16>,
+    pub packets: usize,
+    /// Packets with a payload type other than the negotiated codec's.
+    pub other_packets: usize,
+    /// Distinct source addresses RTP came from.
+    pub sources: Vec<SocketAddr>,
+}
+
+/// One call in progress.
+pub struct Phone {
+    options: PhoneOptions,
+    sip: UdpSocket,
+    rtp: Arc<UdpSocket>,
+    call_id: String,
+    from_tag: String,
+    to_tag: String,
+    to_header: String,
+    cseq: u32,
+    /// The bridge's Contact, where in-dialog requests go.
+    remote_target: String,
+    /// Where the bridge said to send RTP.
+    pub remote_rtp: SocketAddr,
+    /// The codec the bridge chose.
+    pub codec: Codec,
+    /// The bridge's SDP answer.
+    pub answer_sdp: String,
+    /// The telephone-event payload type the bridge answered, if any.
+    pub telephone_event: Option<u8>,
+    /// Requests the bridge sent to the phone (methods), answered with 200.
+    pub requests_seen: Vec<String>,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    sent_samples: usize,
+    sdp_version: u32,
+}
+
+impl Phone {
+    /// Places a call and returns once it is answered and acknowledged.
+    pub async fn call(options: PhoneOptions) -> Result<Phone, CallError> {
+        let mut phone = Phone::new(options).await?;
+        let sdp = phone.offer("sendrecv");
+        let invite = phone.request("INVITE", &phone.invite_uri(), &sdp);
+        let response = phone.transact("INVITE", invite).await?;
+        phone.accept_answer(&response)?;
+        Ok(phone)
+    }
+
+    /// Sends an INVITE, waits for a provisional answer, then CANCELs it. Returns the
+    /// final status of the INVITE (487 expected) and that of the CANCEL.
+    pub async fn call_and_cancel(options: PhoneOptions) -> Result<(u16, u16), CallError> {
+        let mut phone = Phone::new(options).await?;
+        let sdp = phone.offer("sendrecv");
+        let invite = phone.request("INVITE", &phone.invite_uri(), &sdp);
+        let branch = branch_of(&invite);
+        phone.send(&invite).await?;
+        phone
+            .wait_for(|m| m.status.is_some_and(|s| s < 200))
+            .await?;
+        let cancel = phone.cancel_for(&invite, &branch);
+        phone.send(&cancel).await?;
+        let mut cancel_status = None;
+        let mut invite_status = None;
+        let deadline = Instant::now() + SIP_WAIT;
+        while cancel_status.is_none() || invite_status.is_none() {
+            let m = phone.receive(deadline, "CANCEL").await?;
+            match (m.status, m.cseq_method()) {
+                (Some(s), Some("CANCEL")) if s >= 200 => cancel_status = Some(s),
+                (Some(s), Some("INVITE")) if s >= 200 => {
+                    invite_status = Some(s);
+                    phone.to_tag = m.header("To").and_then(tag_param).unwrap_or_default();
+                    phone.to_header = m.header("To").unwrap_or_default().to_string();
+                    let ack = phone.ack_for_failure(&invite, &branch);
+                    phone.send(&ack).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok((invite_status.unwrap_or(0), cancel_status.unwrap_or(0)))
+    }
+
+    async fn new(options: PhoneOptions) -> Result<Phone, CallError> {
+        let sip = UdpSocket::bind((options.local_ip, 0)).await?;
+        let rtp = Arc::new(UdpSocket::bind((options.local_ip, 0)).await?);
+        let codec = options.codecs.first().copied().unwrap_or(Codec::Pcmu);
+        use rand::Rng;
+        Ok(Phone {
+            sip,
+            rtp,
+            call_id: format!("{}@testphone", random_token()),
+            from_tag: random_token(),
+            to_tag: String::new(),
+            to_header: format!("<sip:{}@{}>", options.number, options.server),
+            cseq: 0,
+            remote_target: String::new(),
+            remote_rtp: options.server,
+            codec,
+            answer_sdp: String::new(),
+            telephone_event: None,
+            requests_seen: Vec::new(),
+            ssrc: rand::rng().random(),
+            seq: rand::rng().random(),
+            timestamp: rand::rng().random(),
+            sent_samples: 0,
+            sdp_version: 1,
+            options,
+        })
+    }
+
+    fn invite_uri(&self) -> String {
+        format!("sip:{}@{}", self.options.number, self.options.server)
+    }
+
+    fn local_sip(&self) -> SocketAddr {
+        self.sip
+            .local_addr()
+            .unwrap_or(SocketAddr::new(self.options.local_ip, 0))
+    }
+
+    /// The phone's RTP address.
+    pub fn rtp_addr(&self) -> SocketAddr {
+        self.rtp
+            .local_addr()
+            .unwrap_or(SocketAddr::new(self.options.local_ip, 0))
+    }
+
+    /// An SDP offer with the given direction attribute.
+    fn offer(&mut self, direction: &str) -> String {
+        self.sdp_version += 1;
+        let ip = self.options.local_ip;
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let connection = if direction == "hold-c0" {
+            "0.0.0.0".to_string()
+        } else {
+            ip.to_string()
+        };
+        let mut pts: Vec<String> = self
+            .options
+            .codecs
+            .iter()
+            .map(|c| c.payload_type().to_string())
+            .collect();
+        pts.extend(
+            self.options
+                .other_payloads
+                .iter()
+                .map(|(pt, _)| pt.to_string()),
+        );
+        if let Some(te) = self.options.telephone_event {
+            pts.push(te.to_string());
+        }
+        let mut sdp = format!(
+            "v=0\r\no=testphone 1 {} IN {family} {ip}\r\ns=-\r\nc=IN {family} {connection}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
+            self.sdp_version,
+            self.rtp_addr().port(),
+            pts.join(" ")
+        );
+        for c in &self.options.codecs {
+            let name = match c {
+                Codec::Pcmu => "PCMU",
+                Codec::Pcma => "PCMA",
+            };
+            sdp.push_str(&format!("a=rtpmap:{} {name}/8000\r\n", c.payload_type()));
+        }
+        for (pt, name) in &self.options.other_payloads {
+            sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
+        }
+        if let Some(te) = self.options.telephone_event {
+            sdp.push_str(&format!(
+                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+            ));
+        }
+        sdp.push_str("a=ptime:20\r\n");
+        if direction != "hold-c0" {
+            sdp.push_str(&format!("a={direction}\r\n"));
+        }
+        for extra in &self.options.extra_sdp {
+            sdp.push_str(extra);
+            sdp.push_str("\r\n");
+        }
+        sdp
+    }
+
+    /// Builds a request in the dialog (or the initial INVITE).
+    fn request(&mut self, method: &str, uri: &str, body: &str) -> String {
+        if method != "ACK" && method != "CANCEL" {
+            self.cseq += 1;
+        }
+        let local = self.local_sip();
+        let to = if self.to_tag.is_empty() || self.to_header.contains(";tag=") {
+            self.to_header.clone()
+        } else {
+            format!("{};tag={}", self.to_header, self.to_tag)
+        };
+        let content_type = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:phone@{local}>\r\nUser-Agent: sipconf-testphone\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+            random_token(),
+            local.ip(),
+            self.from_tag,
+            self.call_id,
+            self.cseq,
+            body.len()
+        )
+    }
+
+    fn cancel_for(&self, invite: &str, branch: &str) -> String {
+        let local = self.local_sip();
+        format!(
+            "CANCEL {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            request_uri_of(invite),
+            local.ip(),
+            self.from_tag,
+            self.to_header,
+            self.call_id,
+            self.cseq
+        )
+    }
+
+    /// ACK for a non-2xx final response: same branch as the INVITE (RFC 3261 17.1.1.3).
+    fn ack_for_failure(&self, invite: &str, branch: &str) -> String {
+        let local = self.local_sip();
+        let to = if self.to_header.contains("tag=") || self.to_tag.is_empty() {
+            self.to_header.clone()
+        } else {
+            format!("{};tag={}", self.to_header, self.to_tag)
+        };
+        format!(
+            "ACK {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            request_uri_of(invite),
+            local.ip(),
+            self.from_tag,
+            self.call_id,
+            self.cseq
+        )
+    }
+
+    async fn send(&self, text: &str) -> Result<(), CallError> {
+        self.sip
+            .send_to(text.as_bytes(), self.options.server)
+            .await?;
+        Ok(())
+    }
+
+    /// Sends raw bytes to the bridge's SIP port from this phone's SIP socket.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), CallError> {
+        self.sip.send_to(bytes, self.options.server).await?;
+        Ok(())
+    }
+
+    /// Receives the next SIP message; requests from the bridge are answered 200 and
+    /// remembered, and still returned.
+    async fn receive(
+        &mut self,
+        deadline: Instant,
+        waiting_for: &'static str,
+    ) -> Result<SipText, CallError> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, from) = match timeout_at(deadline, self.sip.recv_from(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(CallError::Timeout(waiting_for)),
+            };
+            let Some(message) = SipText::parse(&buf[..n]) else {
+                continue;
+            };
+            if let Some(method) = &message.method {
+                self.requests_seen.push(method.clone());
+                if method != "ACK" {
+                    let ok = response_to(&buf[..n], 200, "OK");
+                    self.sip.send_to(ok.as_bytes(), from).await?;
+                }
+            }
+            return Ok(message);
+        }
+    }
+
+    async fn wait_for(&mut self, want: impl Fn(&SipText) -> bool) -> Result<SipText, CallError> {
+        let deadline = Instant::now() + SIP_WAIT;
+        loop {
+            let m = self.receive(deadline, "a request").await?;
+            if want(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Sends a request and waits for its final response, retransmitting on UDP at
+    /// 500 ms intervals. A 2xx to an INVITE is acknowledged; a failure is returned
+    /// as `Rejected` (and acknowledged for INVITE).
+    async fn transact(
+        &mut self,
+        method: &'static str,
+        request: String,
+    ) -> Result<SipText, CallError> {
+        let deadline = Instant::now() + SIP_WAIT;
+        let branch = branch_of(&request);
+        self.send(&request).await?;
+        let mut next_retransmit = Instant::now() + Duration::from_millis(500);
+        let mut provisional = false;
+        loop {
+            let wait = if provisional {
+                deadline
+            } else {
+                next_retransmit.min(deadline)
+            };
+            let message = match self.receive(wait, method).await {
+                Ok(m) => m,
+                Err(CallError::Timeout(_)) if Instant::now() < deadline => {
+                    self.send(&request).await?;
+                    next_retransmit = Instant::now() + Duration::from_millis(500);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if message.cseq_method() != Some(method) || message.status.is_none() {
+                continue;
+            }
+            let status = message.status.unwrap_or(0);
+            if status < 200 {
+                provisional = true;
+                continue;
+            }
+            if method == "INVITE" {
+                if let Some(to) = message.header("To") {
+                    self.to_header = to.to_string();
+                    self.to_tag = tag_param(to).unwrap_or_default();
+                }
+                if status < 300 {
+                    if let Some(contact) = message.header("Contact") {
+                        self.remote_target = uri_of(contact);
+                    }
+                    let target = if self.remote_target.is_empty() {
+                        self.invite_uri()
+                    } else {
+                        self.remote_target.clone()
+                    };
+                    let ack = self.request("ACK", &target, "");
+                    self.send(&ack).await?;
+                } else {
+                    let ack = self.ack_for_failure(&request, &branch);
+                    self.send(&ack).await?;
+                }
+            }
+            if status >= 300 {
+                return Err(CallError::Rejected(status, message.reason.clone()));
+            }
+            return Ok(message);
+        }
+    }
+
+    fn accept_answer(&mut self, response: &SipText) -> Result<(), CallError> {
+        let sdp = &response.body;
+        let bad = |what: &str| CallError::BadResponse(format!("{what} in SDP answer:\n{sdp}"));
+        let ip: IpAddr = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 ").or(l.strip_prefix("c=IN IP6 ")))
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| bad("no connection address"))?;
+        let media = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .ok_or_else(|| bad("no m=audio line"))?;
+        let mut fields = media.split_whitespace();
+        let port: u16 = fields
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| bad("no port"))?;
+        let pts: Vec<u8> = fields.skip(1).filter_map(|p| p.parse().ok()).collect();
+        let first = *pts.first().ok_or_else(|| bad("no payload type"))?;
+        self.codec = match first {
+            0 => Codec::Pcmu,
+            8 => Codec::Pcma,
+            _ => return Err(bad("an unexpected first payload type")),
+        };
+        let rtpmaps: HashMap<u8, String> = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(pt, name)| Some((pt.parse().ok()?, name.trim().to_string())))
+            .collect();
+        self.telephone_event = rtpmaps
+            .iter()
+            .find(|(_, n)| n.to_ascii_lowercase().starts_with("telephone-event"))
+            .map(|(pt, _)| *pt);
+        self.remote_rtp = SocketAddr::new(ip, port);
+        self.answer_sdp = sdp.clone();
+        Ok(())
+    }
+
+    /// Sends a re-INVITE with the given direction (`sendonly`, `inactive`,
+    /// `sendrecv`, or `hold-c0` for the RFC 2543 `c=0.0.0.0` hold) and returns the
+    /// bridge's SDP answer.
+    pub async fn reinvite(&mut self, direction: &str) -> Result<String, CallError> {
+        let sdp = self.offer(direction);
+        let target = self.remote_target.clone();
+        let request = self.request("INVITE", &target, &sdp);
+        let response = self.transact("INVITE", request).await?;
+        Ok(response.body)
+    }
+
+    /// Hangs up with BYE; returns the final status.
+    pub async fn hangup(&mut self) -> Result<u16, CallError> {
+        let target = self.remote_target.clone();
+        let request = self.request("BYE", &target, "");
+        let response = self.transact("BYE", request).await?;
+        Ok(response.status.unwrap_or(0))
+    }
+
+    /// Waits until the bridge sends BYE (answered 200); true if it came in time.
+    pub async fn wait_for_bye(&mut self, within: Duration) -> bool {
+        if self.requests_seen.iter().any(|m| m == "BYE") {
+            return true;
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match self.receive(deadline, "BYE").await {
+                Ok(m) if m.method.as_deref() == Some("BYE") => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Sends `signal` at real pace (one packet per 20 ms on an absolute schedule)
+    /// for `duration`, while recording what arrives. Returns the recording.
+    pub async fn stream(
+        &mut self,
+        signal: &Signal,
+        duration: Duration,
+    ) -> Result<Recording, CallError> {
+        let frames = (duration.as_millis() / 20) as usize;
+        let mut recording = Recording::default();
+        let mut pcm = [0i16; SAMPLES_PER_FRAME];
+        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        for frame in 0..=frames {
+            if frame < frames {
+                for (i, s) in pcm.iter_mut().enumerate() {
+                    *s = signal.sample(self.sent_samples + i);
+                }
+                self.sent_samples += SAMPLES_PER_FRAME;
+                self.build_rtp(&pcm, &mut packet);
+                self.rtp.send_to(&packet, self.remote_rtp).await?;
+            }
+            let next = start + Duration::from_millis(20 * (frame as u64 + 1));
+            loop {
+                match timeout_at(next, self.rtp.recv_from(&mut buf)).await {
+                    Ok(Ok((n, from))) => self.record(&buf[..n], from, &mut recording),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(recording)
+    }
+
+    /// Sends one RTP packet with an arbitrary payload type and payload (for
+    /// telephone-event and malformed-input tests).
+    pub async fn send_rtp_raw(&self, bytes: &[u8]) -> Result<(), CallError> {
+        self.rtp.send_to(bytes, self.remote_rtp).await?;
+        Ok(())
+    }
+
+    fn build_rtp(&mut self, pcm: &[i16], packet: &mut [u8]) {
+        packet[0] = 0x80;
+        packet[1] = self.codec.payload_type();
+        packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        self.codec.encode(pcm, &mut packet[12..12 + pcm.len()]);
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(pcm.len() as u32);
+    }
+
+    fn record(&self, packet: &[u8], from: SocketAddr, recording: &mut Recording) {
+        if packet.len() < 12 || packet[0] >> 6 != 2 {
+            return;
+        }
+        if !recording.sources.contains(&from) {
+            recording.sources.push(from);
+        }
+        let pt = packet[1] & 0x7f;
+        let csrc = (packet[0] & 0x0f) as usize;
+        let header = 12 + 4 * csrc;
+        if pt != self.codec.payload_type() || packet.len() < header {
+            recording.other_packets += 1;
+            return;
+        }
+        let payload = &packet[header..];
+        let start = recording.samples.len();
+        recording.samples.resize(start + payload.len(), 0);
+        self.codec.decode(payload, &mut recording.samples[start..]);
+        recording.packets += 1;
+    }
+}
+
+fn branch_of(request: &str) -> String {
+    request
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .and_then(|v| v.split(';').find_map(|p| p.strip_prefix("branch=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn request_uri_of(request: &str) -> String {
+    request
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn uri_of(name_addr: &str) -> String {
+    match (name_addr.find('<'), name_addr.find('>')) {
+        (Some(a), Some(b)) if a < b => name_addr[a + 1..b].to_string(),
+        _ => name_addr
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// A response to a request, copying Via, From, To, Call-ID and CSeq.
+fn response_to(request: &[u8], code: u16, reason: &str) -> String {
+    let text = String::from_utf8_lossy(request);
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in text.split("\r\n").skip(1) {
+        if line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap_or_default().trim();
+        let long = long_header_name(name);
+        if ["via", "from", "to", "call-id", "cseq"].contains(&long.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// The amplitude (peak, 16-bit linear) of the `freq_hz` component of `samples`
+/// at 8 kHz, by the Goertzel algorithm over the whole slice.
+pub fn tone_amplitude(samples: &[i16], freq_hz: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let n = samples.len() as f64;
+    let w = 2.0 * std::f64::consts::PI * freq_hz / 8000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / n
+}
+
+/// `20 log10(a / b)`, with a floor so silence compares as very quiet.
+pub fn db_ratio(a: f64, b: f64) -> f64 {
+    20.0 * (a.max(1e-3) / b.max(1e-3)).log10()
+}
+
+/// Peak absolute sample value.
+pub fn peak(samples: &[i16]) -> i32 {
+    samples.iter().map(|&s| (s as i32).abs()).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goertzel_measures_a_sine_amplitude() {
+        let s: Vec<i16> = (0..8000)
+            .map(|n| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 697.0 * n as f64 / 8000.0).sin()) as i16
+            })
+            .collect();
+        let a = tone_amplitude(&s, 697.0);
+        assert!((a - 8000.0).abs() < 20.0, "{a}");
+        assert!(tone_amplitude(&s, 1209.0) < 50.0);
+    }
+
+    #[test]
+    fn parses_responses_with_compact_headers() {
+        let m = SipText::parse(b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP x;branch=z9hG4bK1\r\nt: <sip:a@b>;tag=xyz\r\nCSeq: 1 INVITE\r\n\r\nbody").unwrap();
+        assert_eq!(m.status, Some(200));
+        assert_eq!(tag_param(m.header("To").unwrap()).as_deref(), Some("xyz"));
+        assert_eq!(m.cseq_method(), Some("INVITE"));
+        assert_eq!(m.body, "body");
+    }
+}
