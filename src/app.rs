@@ -1,1 +1,137 @@
-//! placeholder
+//! Wires the planes together: starts the media thread, the SIP transport and the
+//! call manager; tells systemd when it is ready, pings its watchdog from the
+//! media clock, and on SIGTERM/SIGINT hangs up every call before exiting.
+
+use crate::calls::{self, Manager, Shared};
+use crate::conference::Registry;
+use crate::config::Config;
+use crate::media::{self, MediaConfig};
+use crate::sip::{self, EndpointConfig};
+use sd_notify::NotifyState;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the media thread: {0}")]
+    Media(std::io::Error),
+    #[error("cannot listen for SIP on {0}: {1}")]
+    Sip(SocketAddr, std::io::Error),
+}
+
+/// The address put in Via and Contact: the configured one, the listen address
+/// when it is specific, or the address of the interface that holds the default
+/// route (found by a route lookup; no packet is sent).
+fn advertised_sip_address(config: &Config) -> IpAddr {
+    if let Some(address) = config.sip.advertised_address {
+        return address;
+    }
+    let listen = config.sip.listen.ip();
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let routed = calls::local_address_towards(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    if routed.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        routed
+    }
+}
+
+/// Runs the bridge until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let media_config = MediaConfig {
+        max_members: config.media.max_members,
+        rtp_timeout: config.media.rtp_timeout,
+        jitter_frames: config.media.jitter_frames,
+        gate_threshold_dbfs: config.media.gate_threshold_dbfs,
+        ..MediaConfig::default()
+    };
+    let (media, media_thread) = media::spawn(media_config).map_err(StartError::Media)?;
+    let stats = media.stats();
+
+    let advertised = advertised_sip_address(&config);
+    let endpoint_config = EndpointConfig {
+        local_addr: SocketAddr::new(advertised, config.sip.listen.port()),
+        user_agent: config.sip.user_agent.clone(),
+        max_transactions: config.sip.max_transactions,
+        // Every member is a dialog; calls still ringing or being refused need room too.
+        max_dialogs: config.media.max_members + 64,
+        t1: config.sip.t1,
+        t2: config.sip.t2,
+    };
+    let (sip_handle, sip_events, bound) = sip::transport::start(config.sip.listen, endpoint_config)
+        .await
+        .map_err(|e| StartError::Sip(config.sip.listen, e))?;
+
+    let shared = Arc::new(Shared {
+        registry: Mutex::new(Registry::new()),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let manager = Manager::new(config.clone(), sip_handle, media, shared);
+    let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx));
+
+    tracing::info!(
+        sip = %bound,
+        rooms = config.rooms.len(),
+        max_members = config.media.max_members,
+        "sipconf ready"
+    );
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let watchdog = tokio::spawn(watchdog(stats.clone()));
+
+    wait_for_stop_signal().await;
+    tracing::info!("stopping: hanging up calls");
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    let _ = manager_task.await;
+    watchdog.abort();
+    // The manager sent Shutdown to the media thread; it stops within one tick.
+    let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Pings the systemd watchdog only while the media clock advances, so a stuck
+/// media thread gets the service restarted.
+async fn watchdog(stats: Arc<media::MediaStats>) {
+    let Some(timeout) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let period = (timeout / 2).max(Duration::from_millis(100));
+    let mut last_ticks = stats.ticks.load(Ordering::Relaxed);
+    let mut interval = tokio::time::interval(period);
+    loop {
+        interval.tick().await;
+        let ticks = stats.ticks.load(Ordering::Relaxed);
+        if ticks != last_ticks {
+            let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                "the media clock has not ticked for {period:?}: not pinging the watchdog"
+            );
+        }
+        last_ticks = ticks;
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; wait forever.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

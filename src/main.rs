@@ -1,1 +1,97 @@
-fn main() {}
+//! The `sipconf` command: run the bridge (the default) or check a configuration.
+
+use clap::{Parser, Subcommand};
+use sipconf::config::{self, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sipconf",
+    version,
+    about = "An embedded SIP audio conference bridge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    /// Configuration file (default: config/sipconf.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the bridge (the default when no command is given).
+    Run,
+    /// Check a configuration file; print the first error with its key and line.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = config::resolve_path(cli.config);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sipconf: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command.unwrap_or(Commands::Run) {
+        Commands::CheckConfig => {
+            println!(
+                "{}: ok ({} room{}, SIP on {}, RTP ports {}-{})",
+                path.display(),
+                config.rooms.len(),
+                if config.rooms.len() == 1 { "" } else { "s" },
+                config.sip.listen,
+                config.media.rtp_ports.start,
+                config.media.rtp_ports.end - 1
+            );
+            ExitCode::SUCCESS
+        }
+        Commands::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sipconf-signal")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sipconf: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(sipconf::app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sipconf: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs to journald when systemd started us with its journal on stderr, else to
+/// the terminal (stderr).
+fn init_logging(level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPCONF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            registry.with(journald).init();
+            return;
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
