@@ -1,0 +1,209 @@
+//! Shared test harness: runs the real `sipconf` binary on loopback with a
+//! configuration of the test's choosing, and stops it with SIGTERM.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 after 100 tries");
+}
+
+/// A block of RTP ports for one daemon, different for every daemon a test
+/// process starts (ports taken by someone else are skipped by the bridge).
+fn rtp_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = NEXT.fetch_add(1, Ordering::Relaxed);
+    let base = 30_000 + ((std::process::id() as u16 % 40) * 700) + (block % 7) * 100;
+    (base, base + 99)
+}
+
+/// A running bridge.
+pub struct Daemon {
+    child: Child,
+    pub sip: SocketAddr,
+    pub config_path: PathBuf,
+    /// Everything the daemon logged so far (stderr lines).
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempdir::TempDir,
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(prefix: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "{prefix}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the bridge with `[sip]` on a free loopback port, a private RTP
+    /// range, and `extra` appended to the configuration (rooms, media keys...).
+    pub fn start(media_extra: &str, rooms: &str) -> Daemon {
+        let port = free_port();
+        let (low, high) = rtp_range();
+        let dir = tempdir::TempDir::new("sipconf-test");
+        let config_path = dir.path().join("sipconf.toml");
+        let config = format!(
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\nbind_address = \"127.0.0.1\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{rooms}\n"
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("SIPCONF_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipconf");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sipconf ready") {
+                    let _ = ready_tx.send(());
+                }
+                if std::env::var_os("SIPCONF_TEST_LOG").is_some() {
+                    eprintln!("[daemon] {line}");
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "sipconf did not become ready; log:\n{}",
+                log.lock().expect("log").join("\n")
+            );
+        }
+        Daemon {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            config_path,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The default test rooms: 1000 (roomy) and 2000 (two members at most).
+    pub fn with_rooms() -> Daemon {
+        Daemon::start(
+            "",
+            "[[room]]\nnumber = \"1000\"\n\n[[room]]\nnumber = \"2000\"\nmax_members = 2\n",
+        )
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.logged(needle)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether an external tool is on PATH. In CI (`CI` set) a missing tool is a
+/// failure, never a silent skip; locally the test says clearly why it skips.
+pub fn require_tool(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: `{tool}` is required in CI but is not installed (.ci/run installs it)");
+        }
+        eprintln!(
+            "SKIPPED {test}: `{tool}` is not installed (apt-get install it to run this test)"
+        );
+    }
+    found
+}

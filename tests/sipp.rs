@@ -1,0 +1,217 @@
+//! Interop with a real SIP peer: sipp (Debian `sip-tester`) places calls against
+//! the daemon, with RTP replayed from pcap files, and a CANCEL before answer.
+//! A test phone in the same room checks that sipp's audio went through the mixer.
+
+mod common;
+
+use common::{require_tool, tempdir::TempDir, Daemon};
+use sipconf::media::Codec;
+use sipconf::testphone::{tone_amplitude, Phone, PhoneOptions, Signal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The tone in the PCMU pcap this test writes.
+const PCAP_TONE_HZ: f64 = 1000.0;
+
+/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `seconds` of a 1 kHz sine as RTP
+/// with `codec`, one packet per 20 ms, for sipp's `play_pcap_audio`.
+fn write_tone_pcap(path: &Path, codec: Codec, seconds: u32) {
+    let mut out = Vec::new();
+    // pcap global header: magic, v2.4, GMT offset, accuracy, snaplen, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let frames = seconds * 50;
+    let mut pcm = [0i16; 160];
+    for frame in 0..frames {
+        for (i, s) in pcm.iter_mut().enumerate() {
+            let n = (frame * 160) as f64 + i as f64;
+            *s = (8000.0 * (2.0 * std::f64::consts::PI * PCAP_TONE_HZ * n / 8000.0).sin()) as i16;
+        }
+        let mut rtp = vec![0x80, codec.payload_type()];
+        rtp.extend_from_slice(&(frame as u16).to_be_bytes());
+        rtp.extend_from_slice(&(frame * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x5150_0001u32.to_be_bytes());
+        let mut payload = [0u8; 160];
+        codec.encode(&pcm, &mut payload);
+        rtp.extend_from_slice(&payload);
+
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut ip = vec![
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        let checksum = ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+        let mut packet = vec![0u8; 12];
+        packet.extend_from_slice(&[0x08, 0x00]);
+        packet.extend_from_slice(&ip);
+        packet.extend_from_slice(&6000u16.to_be_bytes());
+        packet.extend_from_slice(&6000u16.to_be_bytes());
+        packet.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        packet.extend_from_slice(&0u16.to_be_bytes());
+        packet.extend_from_slice(&rtp);
+
+        let usec = frame * 20_000;
+        out.extend_from_slice(&(usec / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(usec % 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        out.extend_from_slice(&packet);
+    }
+    std::fs::write(path, out).expect("write pcap");
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// Runs sipp as a UAC against the daemon: one call, bounded in time. Returns
+/// whether sipp reported success, and its error log.
+fn run_sipp(
+    bridge: std::net::SocketAddr,
+    dir: &TempDir,
+    scenario_file: &Path,
+    service: &str,
+) -> (bool, String) {
+    let port = common::free_port();
+    let media_port = common::free_port();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario_file)
+        .args(["-s", service, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+        .args(["-m", "1", "-l", "1", "-timeout", "30", "-timeout_error"])
+        .args(["-trace_err", "-error_file", "errors.log", "-nostdin"])
+        .arg(bridge.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = cmd.output().expect("run sipp");
+    let errors = std::fs::read_to_string(dir.path().join("errors.log")).unwrap_or_default();
+    (
+        output.status.success(),
+        format!("{}\n{errors}", String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+/// sipp calls room 1000 and plays `pcap`; a test phone in the room listens.
+/// Returns the phone's recording and sipp's outcome.
+async fn sipp_call_with_listener(pcap: PathBuf, pt: u8, seconds: u32) -> (Vec<i16>, bool, String) {
+    let daemon = Daemon::with_rooms();
+    let dir = TempDir::new("sipconf-sipp");
+    let mut listener = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("listener joins");
+    // sipp takes no injected values in play_pcap_audio: fill the template instead.
+    let template = std::fs::read_to_string(scenario("uac_pcap.xml")).expect("scenario");
+    let filled = template
+        .replace("@PT@", &pt.to_string())
+        .replace("@PCAP@", &pcap.display().to_string())
+        .replace("@PAUSE_MS@", &(seconds * 1000).to_string());
+    let scenario_file = dir.path().join("uac_pcap.xml");
+    std::fs::write(&scenario_file, filled).expect("write scenario");
+    let bridge = daemon.sip;
+    let sipp = tokio::task::spawn_blocking(move || {
+        let r = run_sipp(bridge, &dir, &scenario_file, "1000");
+        drop(dir);
+        r
+    });
+    let recording = listener
+        .stream(
+            &Signal::Silence,
+            Duration::from_millis(u64::from(seconds) * 1000 + 1500),
+        )
+        .await
+        .expect("listener media");
+    let (ok, log) = sipp.await.expect("sipp task");
+    listener.hangup().await.expect("listener bye");
+    drop(daemon);
+    (recording.samples, ok, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_with_pcmu_rtp_and_the_room_hears_it() {
+    if !require_tool("sipp", "sipp_calls_with_pcmu_rtp_and_the_room_hears_it") {
+        return;
+    }
+    let dir = TempDir::new("sipconf-pcap");
+    let pcap = dir.path().join("tone_pcmu.pcap");
+    write_tone_pcap(&pcap, Codec::Pcmu, 3);
+    let (heard, ok, log) = sipp_call_with_listener(pcap, 0, 3).await;
+    assert!(ok, "sipp failed:\n{log}");
+    let level = tone_amplitude(&heard, PCAP_TONE_HZ);
+    assert!(
+        (level / 8000.0) > 0.3,
+        "the listener heard sipp's 1 kHz tone at amplitude {level:.0} of 8000 (over {} samples)",
+        heard.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_with_pcma_rtp_and_the_room_hears_it() {
+    if !require_tool("sipp", "sipp_calls_with_pcma_rtp_and_the_room_hears_it") {
+        return;
+    }
+    let dir = TempDir::new("sipconf-pcap");
+    let pcap = dir.path().join("tone_pcma.pcap");
+    write_tone_pcap(&pcap, Codec::Pcma, 3);
+    let (heard, ok, log) = sipp_call_with_listener(pcap, 8, 3).await;
+    assert!(ok, "sipp failed:\n{log}");
+    let level = tone_amplitude(&heard, PCAP_TONE_HZ);
+    assert!(
+        (level / 8000.0) > 0.3,
+        "the listener heard sipp's 1 kHz A-law tone at amplitude {level:.0} of 8000 (over {} samples)",
+        heard.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_cancel_before_answer_gets_487() {
+    if !require_tool("sipp", "sipp_cancel_before_answer_gets_487") {
+        return;
+    }
+    let daemon = Daemon::start("", "[[room]]\nnumber = \"3000\"\nanswer_delay_ms = 2000\n");
+    let dir = TempDir::new("sipconf-sipp");
+    let bridge = daemon.sip;
+    let (ok, log) = tokio::task::spawn_blocking(move || {
+        let r = run_sipp(bridge, &dir, &scenario("uac_cancel.xml"), "3000");
+        drop(dir);
+        r
+    })
+    .await
+    .expect("sipp task");
+    drop(daemon);
+    assert!(ok, "sipp cancel scenario failed:\n{log}");
+}
