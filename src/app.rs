@@ -106,6 +106,8 @@ async fn watchdog(stats: Arc<media::MediaStats>) {
     let period = (timeout / 2).max(Duration::from_millis(100));
     let mut last_ticks = stats.ticks.load(Ordering::Relaxed);
     let mut interval = tokio::time::interval(period);
+    // The first tick is immediate; the clock cannot have advanced yet.
+    interval.tick().await;
     loop {
         interval.tick().await;
         let ticks = stats.ticks.load(Ordering::Relaxed);

@@ -76,6 +76,11 @@ impl Daemon {
     /// Starts the bridge with `[sip]` on a free loopback port, a private RTP
     /// range, and `extra` appended to the configuration (rooms, media keys...).
     pub fn start(media_extra: &str, rooms: &str) -> Daemon {
+        Daemon::start_with_env(media_extra, rooms, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(media_extra: &str, rooms: &str, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let (low, high) = rtp_range();
         let dir = tempdir::TempDir::new("sipconf-test");
@@ -90,6 +95,7 @@ impl Daemon {
             .arg(&config_path)
             .env_remove("SIPCONF_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
