@@ -5,7 +5,9 @@ mod common;
 
 use common::Daemon;
 use sipconf::media::Codec;
-use sipconf::testphone::{db_ratio, peak, tone_amplitude, CallError, Phone, PhoneOptions, Signal};
+use sipconf::testphone::{
+    db_ratio, peak, tone_amplitude, CallError, Phone, PhoneOptions, Recording, Signal,
+};
 use std::time::Duration;
 
 /// Peak amplitude of each test sine: three of them sum below the limiter knee.
@@ -27,6 +29,31 @@ fn steady(samples: &[i16]) -> &[i16] {
     &samples[start..end]
 }
 
+/// Every phone streams its signal at the same time for `duration`; returns the
+/// phones with what each received, in order.
+async fn stream_together(
+    phones: Vec<Phone>,
+    signals: &[Signal],
+    duration: Duration,
+) -> Vec<(Phone, Recording)> {
+    let tasks: Vec<_> = phones
+        .into_iter()
+        .zip(signals.iter().cloned())
+        .map(|(mut phone, signal)| {
+            tokio::spawn(async move {
+                let recording = phone.stream(&signal, duration).await;
+                (phone, recording)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        let (phone, recording) = task.await.expect("phone task");
+        results.push((phone, recording.expect("phone media")));
+    }
+    results
+}
+
 async fn three_phones_hear_the_others_and_not_themselves(codecs: [Codec; 3]) {
     let daemon = Daemon::with_rooms();
     let freqs = [500.0, 800.0, 1300.0];
@@ -41,18 +68,8 @@ async fn three_phones_hear_the_others_and_not_themselves(codecs: [Codec; 3]) {
         );
         phones.push(phone);
     }
-    let mut tasks = Vec::new();
-    for (mut phone, f) in phones.into_iter().zip(freqs) {
-        tasks.push(tokio::spawn(async move {
-            let rec = phone.stream(&sine(f), Duration::from_millis(2000)).await;
-            (phone, rec)
-        }));
-    }
-    let mut results = Vec::new();
-    for t in tasks {
-        let (phone, rec) = t.await.expect("task");
-        results.push((phone, rec.expect("media")));
-    }
+    let signals: Vec<Signal> = freqs.iter().map(|&f| sine(f)).collect();
+    let results = stream_together(phones, &signals, Duration::from_millis(2000)).await;
     for (i, (_, rec)) in results.iter().enumerate() {
         assert!(
             rec.packets > 80,
@@ -120,7 +137,7 @@ async fn the_first_offered_supported_codec_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_on_hold_is_not_heard_and_hears_silence_then_resumes() {
     let daemon = Daemon::with_rooms();
-    let mut a = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+    let a = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
         .await
         .expect("a");
     let mut b = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
@@ -130,18 +147,10 @@ async fn a_phone_on_hold_is_not_heard_and_hears_silence_then_resumes() {
     let answer = b.reinvite("sendonly").await.expect("hold accepted");
     assert!(answer.contains("a=recvonly"), "hold answer: {answer}");
 
-    let ta = tokio::spawn(async move {
-        let rec = a.stream(&sine(600.0), Duration::from_millis(1500)).await;
-        (a, rec)
-    });
-    let tb = tokio::spawn(async move {
-        let rec = b.stream(&sine(900.0), Duration::from_millis(1500)).await;
-        (b, rec)
-    });
-    let (mut a, rec_a) = ta.await.expect("a task");
-    let (mut b, rec_b) = tb.await.expect("b task");
-    let rec_a = rec_a.expect("a media");
-    let rec_b = rec_b.expect("b media");
+    let signals = [sine(600.0), sine(900.0)];
+    let mut results = stream_together(vec![a, b], &signals, Duration::from_millis(1500)).await;
+    let (mut b, rec_b) = results.pop().expect("b");
+    let (a, rec_a) = results.pop().expect("a");
     let heard_b = tone_amplitude(steady(&rec_a.samples), 900.0);
     assert!(
         db_ratio(heard_b, AMPLITUDE) < -40.0,
@@ -156,18 +165,9 @@ async fn a_phone_on_hold_is_not_heard_and_hears_silence_then_resumes() {
 
     let answer = b.reinvite("sendrecv").await.expect("resume accepted");
     assert!(answer.contains("a=sendrecv"), "resume answer: {answer}");
-    let ta = tokio::spawn(async move {
-        let rec = a.stream(&sine(600.0), Duration::from_millis(1500)).await;
-        (a, rec)
-    });
-    let (_, rec_b) = (
-        (),
-        b.stream(&sine(900.0), Duration::from_millis(1500))
-            .await
-            .expect("b"),
-    );
-    let (mut a, rec_a) = ta.await.expect("a task");
-    let rec_a = rec_a.expect("a media");
+    let mut results = stream_together(vec![a, b], &signals, Duration::from_millis(1500)).await;
+    let (mut b, rec_b) = results.pop().expect("b");
+    let (mut a, rec_a) = results.pop().expect("a");
     assert!(
         db_ratio(tone_amplitude(steady(&rec_a.samples), 900.0), AMPLITUDE).abs() <= 1.0,
         "after resume a hears b"
