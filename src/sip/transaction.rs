@@ -489,11 +489,6 @@ impl InviteClientTransaction {
             }
         }
     }
-
-    /// The call is over before any final response (e.g. gave up after CANCEL).
-    pub fn terminate(&mut self) {
-        self.state = InviteClientState::Terminated;
-    }
 }
 
 #[cfg(test)]

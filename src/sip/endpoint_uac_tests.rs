@@ -1,0 +1,1 @@
+//! Outbound calls (UAC) driven with literal SIP text and fake instants.
