@@ -4,14 +4,14 @@
 //! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
 //! tasks, on commands and on the endpoint's next timeout.
 
-use super::{CallKey, Endpoint, EndpointConfig, SipEvent, Transmit, Transport};
+use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Largest SIP message we accept on TCP; a longer one closes the connection.
@@ -35,16 +35,36 @@ pub enum SipCommand {
     Hangup(CallKey),
 }
 
+/// What the SIP task receives from handles: a command, or an outgoing call that needs
+/// its key back.
+#[derive(Debug)]
+enum HandleInput {
+    Command(SipCommand),
+    Invite(Box<OutgoingCall>, oneshot::Sender<Option<CallKey>>),
+}
+
 /// Sends commands to the SIP task. The task stops when every handle is dropped.
 #[derive(Clone, Debug)]
 pub struct SipHandle {
-    commands: mpsc::Sender<SipCommand>,
+    commands: mpsc::Sender<HandleInput>,
 }
 
 impl SipHandle {
     /// Queue a command; `false` if the SIP task has stopped.
     pub async fn send(&self, cmd: SipCommand) -> bool {
-        self.commands.send(cmd).await.is_ok()
+        self.commands.send(HandleInput::Command(cmd)).await.is_ok()
+    }
+
+    /// Place a call: the INVITE is on its way when this returns the call's key. `None`
+    /// when the call or transaction table is full, the transport is not supported, or
+    /// the SIP task has stopped. Progress, answer and failure arrive as [`SipEvent`]s.
+    pub async fn invite(&self, call: OutgoingCall) -> Option<CallKey> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.commands
+            .send(HandleInput::Invite(Box::new(call), reply_tx))
+            .await
+            .ok()?;
+        reply_rx.await.ok().flatten()
     }
 }
 
@@ -99,7 +119,7 @@ async fn run(
     mut endpoint: Endpoint,
     udp: UdpSocket,
     mut tcp_rx: mpsc::Receiver<TcpInput>,
-    mut command_rx: mpsc::Receiver<SipCommand>,
+    mut command_rx: mpsc::Receiver<HandleInput>,
     event_tx: mpsc::Sender<SipEvent>,
 ) {
     let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
@@ -132,7 +152,19 @@ async fn run(
                     tracing::debug!("every SipHandle dropped, SIP task stops");
                     return;
                 };
-                apply(&mut endpoint, Instant::now().into_std(), command);
+                let now = Instant::now().into_std();
+                match command {
+                    HandleInput::Command(command) => apply(&mut endpoint, now, command),
+                    HandleInput::Invite(call, reply) => {
+                        let placed = endpoint.invite(now, *call);
+                        if let Err(error) = &placed {
+                            tracing::warn!(%error, "outgoing call not placed");
+                        }
+                        // The caller may have given up waiting; the call then runs
+                        // without it, as an unanswered call would.
+                        let _ = reply.send(placed.ok());
+                    }
+                }
             },
             () = sleep_until_or_forever(wake_at) => {
                 endpoint.handle_timeout(Instant::now().into_std());
@@ -405,5 +437,112 @@ mod tests {
         let answer = std::str::from_utf8(&frame).expect("utf8");
         assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
         assert!(answer.contains("Allow: INVITE"));
+    }
+
+    /// The value of header `name` in a message we received.
+    fn header_value<'a>(message: &'a str, name: &str) -> &'a str {
+        let prefix = format!("{name}: ");
+        message
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {message}"))
+    }
+
+    async fn next_event(events: &mut mpsc::Receiver<SipEvent>) -> SipEvent {
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("event in time")
+            .expect("event")
+    }
+
+    async fn receive(socket: &UdpSocket) -> String {
+        let mut buffer = vec![0u8; 4096];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+            .await
+            .expect("message in time")
+            .expect("recv");
+        String::from_utf8(buffer[..len].to_vec()).expect("utf8")
+    }
+
+    #[tokio::test]
+    async fn outgoing_call_over_udp_rings_is_answered_and_acked() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (handle, mut events, bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        let callee = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let callee_addr = callee.local_addr().expect("addr");
+        let offer = crate::sip::sdp::build_offer(
+            crate::sip::sdp::SdpSession::new(1),
+            "127.0.0.1:20000".parse().expect("addr"),
+            101,
+        );
+        let call = handle
+            .invite(OutgoingCall {
+                request_uri: format!("sip:alice@{callee_addr}"),
+                from_uri: "sip:1000@bridge".to_owned(),
+                from_display: None,
+                destination: callee_addr,
+                transport: Transport::Udp,
+                offer_sdp: offer,
+                credentials: None,
+            })
+            .await
+            .expect("call placed");
+
+        let invite = receive(&callee).await;
+        assert!(
+            invite.starts_with(&format!("INVITE sip:alice@{callee_addr} SIP/2.0\r\n")),
+            "{invite}"
+        );
+        let echo = format!(
+            "Via: {}\r\nFrom: {}\r\nTo: {};tag=callee\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+            header_value(&invite, "Via"),
+            header_value(&invite, "From"),
+            header_value(&invite, "To"),
+            header_value(&invite, "Call-ID"),
+            header_value(&invite, "CSeq"),
+        );
+        let ringing = format!("SIP/2.0 180 Ringing\r\n{echo}Content-Length: 0\r\n\r\n");
+        callee
+            .send_to(ringing.as_bytes(), bound)
+            .await
+            .expect("send");
+        let answer = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                      m=audio 30000 RTP/AVP 0\r\n";
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{echo}Contact: <sip:alice@{callee_addr}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        callee.send_to(ok.as_bytes(), bound).await.expect("send");
+
+        assert_eq!(
+            next_event(&mut events).await,
+            SipEvent::Progress { call, code: 180 }
+        );
+        match next_event(&mut events).await {
+            SipEvent::Answered {
+                call: answered,
+                answer,
+            } => {
+                assert_eq!(answered, call);
+                assert_eq!(answer.audio_port, 30000);
+            }
+            other => panic!("expected Answered, got {other:?}"),
+        }
+        // INVITE retransmissions may still be in flight before the ACK.
+        let ack = loop {
+            let message = receive(&callee).await;
+            if !message.starts_with("INVITE ") {
+                break message;
+            }
+        };
+        assert!(
+            ack.starts_with(&format!("ACK sip:alice@{callee_addr} SIP/2.0\r\n")),
+            "{ack}"
+        );
+        assert_eq!(header_value(&ack, "CSeq"), "1 ACK");
+        assert!(header_value(&ack, "To").ends_with(";tag=callee"));
     }
 }
