@@ -59,7 +59,7 @@ pub struct OutgoingCall {
     pub from_display: Option<String>,
     /// Next hop: the Request-URI's host and port, or the outbound proxy.
     pub destination: SocketAddr,
-    /// Only UDP: the transport shell does not open TCP connections (see `invite`).
+    /// UDP, or TCP: the transport shell opens the connection to `destination`.
     pub transport: Transport,
     pub offer_sdp: String,
     /// Answer digest challenges with these; without them a 401/407 fails the call.
@@ -71,8 +71,6 @@ pub struct OutgoingCall {
 pub enum InviteError {
     #[error("call or transaction table full")]
     TableFull,
-    #[error("outgoing calls over TCP are not supported")]
-    UnsupportedTransport,
 }
 
 /// Opaque handle for one call (one INVITE dialog) in the endpoint.

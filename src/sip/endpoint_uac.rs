@@ -37,17 +37,10 @@ fn quoted_display(display: &str) -> String {
 impl Endpoint {
     /// Place a call: send the INVITE and return its key. Events follow: `Progress`, then
     /// `Answered` or `Failed` + `Ended`.
-    ///
-    /// Only UDP is supported: the transport shell sends TCP only on connections the far
-    /// end opened, so a TCP call could not reach a callee that never connected to us.
     pub fn invite(&mut self, now: Instant, call: OutgoingCall) -> Result<CallKey, InviteError> {
-        if call.transport != Transport::Udp {
-            return Err(InviteError::UnsupportedTransport);
-        }
         if self.calls.len() >= self.config.max_dialogs
             || self.transaction_count() >= self.config.max_transactions
         {
-            self.stats.overload_rejections_total += 1;
             return Err(InviteError::TableFull);
         }
         let call_key = CallKey(self.next_call);

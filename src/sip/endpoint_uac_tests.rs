@@ -777,17 +777,30 @@ fn answer_without_usable_sdp_is_acked_byed_and_failed() {
 }
 
 #[test]
-fn tcp_and_full_tables_are_refused() {
+fn invite_over_tcp_says_so_and_is_not_resent() {
     let mut endpoint = endpoint();
-    let now = Instant::now();
+    let start = Instant::now();
     let tcp = OutgoingCall {
         transport: Transport::Tcp,
         ..outgoing(None)
     };
+    endpoint.invite(start, tcp).expect("invite");
+    let transmit = endpoint.poll_transmit().expect("INVITE");
+    assert_eq!(transmit.transport, Transport::Tcp);
+    let invite = String::from_utf8(transmit.bytes.to_vec()).expect("utf8");
+    assert!(header(&invite, "Via").starts_with("SIP/2.0/TCP 192.0.2.1:5060;branch="));
     assert_eq!(
-        endpoint.invite(now, tcp),
-        Err(InviteError::UnsupportedTransport)
+        header(&invite, "Contact"),
+        "<sip:1000@192.0.2.1:5060;transport=tcp>"
     );
+    // Reliable transport: no timer A, only timer B.
+    assert_eq!(endpoint.poll_timeout(), Some(start + 64 * T1));
+}
+
+#[test]
+fn full_call_table_refuses_new_calls() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
     for _ in 0..4 {
         endpoint.invite(now, outgoing(None)).expect("room left");
     }
