@@ -255,6 +255,8 @@ struct Outgoing {
     authorizations: Vec<SentAuthorization>,
     /// (status code, realm) of every challenge answered so far.
     challenges_answered: Vec<(u16, String)>,
+    /// A challenge with `stale=true` was answered again once already.
+    stale_retried: bool,
     provisional_received: bool,
     progress_reported: Vec<u16>,
     hangup: Hangup,
@@ -276,7 +278,8 @@ struct Call {
     uas_invite: Option<UasInvite>,
     /// Our INVITE while we wait for its final response, for calls we place.
     outgoing: Option<Outgoing>,
-    /// Request-URI user, for our Contact.
+    /// Our user part for Contact: the Request-URI user of a call we answer, the From
+    /// user of a call we place.
     local_user: String,
     pending_2xx: Option<Pending2xx>,
     reoffer: Option<PendingReoffer>,

@@ -78,6 +78,7 @@ impl Endpoint {
                     invite_cseq: 0,
                     authorizations: Vec::new(),
                     challenges_answered: Vec::new(),
+                    stale_retried: false,
                     provisional_received: false,
                     progress_reported: Vec::new(),
                     hangup: Hangup::NotWanted,
@@ -170,12 +171,12 @@ impl Endpoint {
             InviteResponse::Final => self.on_invite_failure(now, call_key, &response),
             InviteResponse::Retransmitted2xx => {
                 let ack = entry.ack_2xx.clone();
-                // Only the 2xx that established the dialog is ACKed again; a 2xx from
-                // another fork of a forking proxy is ignored (one dialog per call).
-                let same_dialog = self.calls.get(&call_key).is_none_or(|call| {
-                    Some(&call.dialog.id.remote_tag) == response.to_tag.as_ref()
+                let other_fork = self.calls.get(&call_key).is_some_and(|call| {
+                    Some(&call.dialog.id.remote_tag) != response.to_tag.as_ref()
                 });
-                if let Some(ack) = ack.filter(|_| same_dialog) {
+                if other_fork {
+                    self.end_other_fork(now, call_key, &response);
+                } else if let Some(ack) = ack {
                     self.transmits.push_back(ack);
                 }
             }
@@ -221,21 +222,16 @@ impl Endpoint {
         }
     }
 
-    fn on_invite_2xx(&mut self, now: Instant, call_key: CallKey, response: &Response) {
-        let user_agent = self.config.user_agent.clone();
-        let ack_branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
-        let local_addr = self.config.local_addr;
-        let Some((dialog, outgoing)) = self.calling(call_key) else {
-            return;
-        };
-        let hung_up = outgoing.hangup != Hangup::NotWanted;
-        dialog.establish_from_2xx(response);
-        // The ACK of a 2xx is a new transaction sent along the dialog (RFC 3261 13.2.2.4).
+    /// The ACK of a 2xx: a new transaction sent along the dialog (RFC 3261 13.2.2.4),
+    /// with the INVITE's CSeq number.
+    fn ack_2xx(&mut self, dialog: &Dialog, invite_cseq: u32) -> Transmit {
+        let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
         let via = format!(
-            "SIP/2.0/{} {local_addr};branch={ack_branch};rport",
-            dialog.transport.via_token()
+            "SIP/2.0/{} {};branch={branch};rport",
+            dialog.transport.via_token(),
+            self.config.local_addr
         );
-        let ack = message::write_request(&OutgoingRequest {
+        let bytes = message::write_request(&OutgoingRequest {
             method: "ACK",
             request_uri: &dialog.remote_target,
             via: &via,
@@ -243,17 +239,41 @@ impl Endpoint {
             from: &dialog.local_party,
             to: &dialog.remote_party,
             call_id: &dialog.id.call_id,
-            cseq: outgoing.invite_cseq,
+            cseq: invite_cseq,
             extra: &[],
             body: None,
-            user_agent: &user_agent,
+            user_agent: &self.config.user_agent,
         });
-        let ack = Transmit {
+        Transmit {
             transport: dialog.transport,
             destination: dialog.peer,
-            bytes: ack,
+            bytes,
+        }
+    }
+
+    /// A 2xx from a second fork of a forking proxy: we keep one dialog per call, so this
+    /// one is ACKed and ended at once (RFC 3261 13.2.2.4).
+    fn end_other_fork(&mut self, now: Instant, call_key: CallKey, response: &Response) {
+        let Some(mut fork) = self.calls.get(&call_key).map(|call| call.dialog.clone()) else {
+            return;
         };
-        let dialog_id = dialog.id.clone();
+        fork.establish_from_2xx(response);
+        fork.local_cseq = response.cseq;
+        let ack = self.ack_2xx(&fork, response.cseq);
+        self.transmits.push_back(ack);
+        self.send_bye(now, &mut fork, None);
+    }
+
+    fn on_invite_2xx(&mut self, now: Instant, call_key: CallKey, response: &Response) {
+        let Some((dialog, outgoing)) = self.calling(call_key) else {
+            return;
+        };
+        let hung_up = outgoing.hangup != Hangup::NotWanted;
+        let invite_cseq = outgoing.invite_cseq;
+        dialog.establish_from_2xx(response);
+        let dialog = dialog.clone();
+        let ack = self.ack_2xx(&dialog, invite_cseq);
+        let dialog_id = dialog.id;
         if let Some(entry) = self.invite_txns.get_mut(&response.branch) {
             entry.ack_2xx = Some(ack.clone());
         }
@@ -366,8 +386,15 @@ impl Endpoint {
             };
             let seen = (response.code, challenge.realm.clone());
             if outgoing.challenges_answered.contains(&seen) {
-                // Our credentials for this realm were refused: give up (RFC 3261 22.2).
-                return false;
+                // Our credentials for this realm were refused: give up (RFC 3261 22.2),
+                // unless only the nonce had expired (stale, RFC 2617 3.2.1); that is
+                // retried once so a server that always says stale cannot loop us.
+                if !challenge.stale || outgoing.stale_retried {
+                    return false;
+                }
+                outgoing.stale_retried = true;
+            } else {
+                outgoing.challenges_answered.push(seen);
             }
             let value = auth::authorization(
                 &challenge,
@@ -385,7 +412,6 @@ impl Endpoint {
                 realm: challenge.realm,
                 value,
             });
-            outgoing.challenges_answered.push(seen);
             answered_any = true;
         }
         answered_any

@@ -447,6 +447,64 @@ fn www_authenticate_challenge_is_answered_once_with_cseq_2() {
 }
 
 #[test]
+fn stale_nonce_is_retried_once_with_the_new_nonce() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let call = endpoint
+        .invite(now, outgoing(credentials()))
+        .expect("invite");
+    let first = sent_one(&mut endpoint, callee());
+    let challenge = |nonce: &str, stale: bool| {
+        let stale = if stale { ", stale=true" } else { "" };
+        format!("WWW-Authenticate: Digest realm=\"sip.example\", nonce=\"{nonce}\"{stale}\r\n")
+    };
+    feed(
+        &mut endpoint,
+        now,
+        &reply(
+            &first,
+            401,
+            "Unauthorized",
+            Some("a"),
+            &challenge("n1", false),
+        ),
+    );
+    let second = sent(&mut endpoint).remove(1).1;
+    feed(
+        &mut endpoint,
+        now,
+        &reply(
+            &second,
+            401,
+            "Unauthorized",
+            Some("b"),
+            &challenge("n2", true),
+        ),
+    );
+    let third = sent(&mut endpoint).remove(1).1;
+    assert_eq!(header(&third, "CSeq"), "3 INVITE");
+    assert_eq!(digest_param(header(&third, "Authorization"), "nonce"), "n2");
+    assert_eq!(events(&mut endpoint), vec![]);
+    // Stale again: no endless loop, the call fails.
+    feed(
+        &mut endpoint,
+        now,
+        &reply(
+            &third,
+            401,
+            "Unauthorized",
+            Some("c"),
+            &challenge("n3", true),
+        ),
+    );
+    assert_eq!(sent(&mut endpoint).len(), 1, "only the ACK");
+    assert!(matches!(
+        events(&mut endpoint).as_slice(),
+        [SipEvent::Failed { code: 401, .. }, SipEvent::Ended { call: ended, .. }] if *ended == call
+    ));
+}
+
+#[test]
 fn proxy_challenge_is_answered_with_proxy_authorization() {
     let mut endpoint = endpoint();
     let now = Instant::now();
@@ -646,6 +704,35 @@ fn answer_crossing_our_cancel_is_acked_then_ended_with_bye() {
             reason: EndReason::LocalBye
         }]
     );
+}
+
+#[test]
+fn answer_from_a_second_fork_is_acked_and_ended() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (call, invite) = answered_call(&mut endpoint, now, "");
+    let other_contact = "Contact: <sip:alice@192.0.2.10:5080>\r\n";
+    let fork_ok = reply_with_body(&invite, 200, "OK", Some("fork-2"), other_contact, ANSWER);
+    feed(&mut endpoint, now, &fork_ok);
+    let fork: SocketAddr = "192.0.2.10:5080".parse().expect("addr");
+    let out = sent(&mut endpoint);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].0, fork);
+    assert_eq!(
+        start_line(&out[0].1),
+        "ACK sip:alice@192.0.2.10:5080 SIP/2.0"
+    );
+    assert_eq!(header(&out[0].1, "CSeq"), "1 ACK");
+    assert_eq!(
+        start_line(&out[1].1),
+        "BYE sip:alice@192.0.2.10:5080 SIP/2.0"
+    );
+    assert!(header(&out[1].1, "To").ends_with(";tag=fork-2"));
+    // The call itself is untouched.
+    assert_eq!(events(&mut endpoint), vec![]);
+    endpoint.hangup(now, call);
+    let bye = sent_one(&mut endpoint, "192.0.2.9:5071".parse().expect("addr"));
+    assert!(header(&bye, "To").ends_with(";tag=callee-tag"));
 }
 
 #[test]
