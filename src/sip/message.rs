@@ -466,8 +466,8 @@ impl Response {
         content_type(&self.headers)
     }
 
-    /// Every value of a header (one per line or comma-separated item is not split:
-    /// challenges contain commas).
+    /// Every value of header `name` as written, one per header line; not split at
+    /// commas, which challenges contain.
     pub fn header_values(&self, name: &Name) -> Vec<String> {
         self.headers
             .get_raw(name)
