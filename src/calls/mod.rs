@@ -218,6 +218,12 @@ impl Manager {
                 };
                 self.end_call(call, why);
             }
+            // Outbound calls: the API engineer wires these to POST /calls.
+            event @ (SipEvent::Progress { .. }
+            | SipEvent::Answered { .. }
+            | SipEvent::Failed { .. }) => {
+                tracing::debug!(?event, "outbound call event not handled yet");
+            }
         }
     }
 
