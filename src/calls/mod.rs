@@ -441,6 +441,12 @@ impl Manager {
                 };
                 self.finish(call, CallState::Completed, cause, why);
             }
+            // Outbound calls: the API engineer wires these to POST /calls.
+            event @ (SipEvent::Progress { .. }
+            | SipEvent::Answered { .. }
+            | SipEvent::Failed { .. }) => {
+                tracing::debug!(?event, "outbound call event not handled yet");
+            }
         }
     }
 

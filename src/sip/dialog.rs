@@ -1,7 +1,7 @@
-//! The INVITE dialog as the UAS sees it (RFC 3261 section 12): identity, the parties and
-//! route set for requests we send inside it (BYE), and the CSeq spaces of both sides.
+//! The INVITE dialog (RFC 3261 section 12) on either side: identity, the parties and
+//! route set for requests we send inside it (BYE, ACK), and the CSeq spaces of both sides.
 
-use super::message::Request;
+use super::message::{Request, Response};
 use super::Transport;
 use std::net::SocketAddr;
 
@@ -40,13 +40,15 @@ pub struct Dialog {
     pub local_party: String,
     /// Their side written as a To value: the INVITE's From, with their tag.
     pub remote_party: String,
-    /// Request-URI for our requests: the caller's Contact (RFC 3261 12.1.1).
+    /// Request-URI for our requests: the far end's Contact (RFC 3261 12.1.1, 12.1.2).
     pub remote_target: String,
-    /// Record-Route of the INVITE in order, sent back as Route (RFC 3261 12.1.1).
+    /// Route headers of our requests: Record-Route of the INVITE in order as UAS, of the
+    /// 2xx reversed as UAC (RFC 3261 12.1.1, 12.1.2).
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
-    /// Where the caller's INVITE came from; our requests go there on the same transport.
+    /// Next hop of our requests: where the caller's INVITE came from (UAS), or the
+    /// callee's Contact / our outbound next hop (UAC).
     pub transport: Transport,
     pub peer: SocketAddr,
 }
@@ -79,6 +81,53 @@ impl Dialog {
         }
     }
 
+    /// The UAC side before any answer: our From (with our tag) and To (no tag yet),
+    /// the Request-URI as target. The INVITE takes the first [`Dialog::next_local_cseq`].
+    pub fn for_outgoing(
+        call_id: String,
+        local_tag: String,
+        local_party: String,
+        remote_party: String,
+        request_uri: String,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag: String::new(),
+            },
+            local_party,
+            remote_party,
+            remote_target: request_uri,
+            route_set: Vec::new(),
+            local_cseq: 0,
+            remote_cseq: 0,
+            transport,
+            peer,
+        }
+    }
+
+    /// Complete the UAC side from the 2xx that establishes it (RFC 3261 12.1.2): the
+    /// callee's tag and To, its Contact as remote target, Record-Route reversed.
+    /// Requests go straight to the Contact when it names an IP address and there is no
+    /// route set; otherwise to the next hop we sent the INVITE to.
+    pub fn establish_from_2xx(&mut self, ok: &Response) {
+        self.id.remote_tag = ok.to_tag.clone().unwrap_or_default();
+        self.remote_party = ok.to.clone();
+        if let Some(contact) = ok.contact_uri() {
+            self.remote_target = contact;
+        }
+        self.route_set = ok.record_routes();
+        self.route_set.reverse();
+        if self.route_set.is_empty() {
+            if let Some(addr) = literal_addr(&self.remote_target) {
+                self.peer = addr;
+            }
+        }
+    }
+
     /// Check and record the CSeq of a new request from the far end.
     pub fn check_remote_cseq(&mut self, cseq: u32) -> Result<(), CSeqError> {
         if cseq < self.remote_cseq {
@@ -92,5 +141,43 @@ impl Dialog {
     pub fn next_local_cseq(&mut self) -> u32 {
         self.local_cseq = self.local_cseq.wrapping_add(1);
         self.local_cseq
+    }
+}
+
+/// The socket address of a SIP URI whose host is an IP literal (`sip:u@192.0.2.1:5062`,
+/// `sip:[2001:db8::1]`), port 5060 when absent; `None` for names, which we do not resolve.
+pub fn literal_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host_port = host_port.split([';', '?', '>']).next().unwrap_or_default();
+    if let Ok(addr) = host_port.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let host = host_port.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_addresses_are_read_and_names_are_not() {
+        let cases = [
+            ("sip:alice@192.0.2.7:5062", Some("192.0.2.7:5062")),
+            ("sip:alice@192.0.2.7;transport=udp", Some("192.0.2.7:5060")),
+            ("sip:[2001:db8::1]:5070", Some("[2001:db8::1]:5070")),
+            ("sip:bob@[2001:db8::1]", Some("[2001:db8::1]:5060")),
+            ("sip:alice@pbx.example.com", None),
+            ("tel:+15551234", None),
+        ];
+        for (uri, expected) in cases {
+            let expected = expected.map(|a| a.parse::<SocketAddr>().expect("addr"));
+            assert_eq!(literal_addr(uri), expected, "{uri}");
+        }
     }
 }

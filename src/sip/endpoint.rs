@@ -6,8 +6,8 @@ use super::dialog::{Dialog, DialogId};
 use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};
 use super::sdp;
 use super::transaction::{
-    ClientOutcome, ClientTransaction, Retransmission, RetransmitStep, ServerKey, ServerState,
-    ServerTimeout, ServerTransaction, Timers,
+    ClientOutcome, ClientTransaction, InviteClientTransaction, Retransmission, RetransmitStep,
+    ServerKey, ServerState, ServerTimeout, ServerTransaction, Timers,
 };
 use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
@@ -31,6 +31,46 @@ impl Transport {
             Transport::Tcp => "TCP",
         }
     }
+}
+
+/// Digest credentials for calls we place (config `[sip.outbound]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The password must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call the bridge places: an INVITE with our SDP offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingCall {
+    /// Request-URI, e.g. `sip:alice@127.0.0.1:5070`; also the To URI.
+    pub request_uri: String,
+    /// Our From URI, e.g. `sip:1000@bridge`.
+    pub from_uri: String,
+    pub from_display: Option<String>,
+    /// Next hop: the Request-URI's host and port, or the outbound proxy.
+    pub destination: SocketAddr,
+    /// UDP, or TCP: the transport shell opens the connection to `destination`.
+    pub transport: Transport,
+    pub offer_sdp: String,
+    /// Answer digest challenges with these; without them a 401/407 fails the call.
+    pub credentials: Option<Credentials>,
+}
+
+/// Why an outgoing call could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InviteError {
+    #[error("call or transaction table full")]
+    TableFull,
 }
 
 /// Opaque handle for one call (one INVITE dialog) in the endpoint.
@@ -82,7 +122,7 @@ pub enum EndReason {
 }
 
 /// What happened, for the call layer. Every call that was announced with `IncomingCall`
-/// gets exactly one `Ended`, always its last event.
+/// or started with `Endpoint::invite` gets exactly one `Ended`, always its last event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SipEvent {
     /// A new INVITE. The endpoint has already sent 100 Trying. The call layer must answer
@@ -108,6 +148,18 @@ pub enum SipEvent {
     /// The call is over: BYE from the far end (already answered 200), our BYE completed or
     /// timed out, or no ACK within 64*T1.
     Ended { call: CallKey, reason: EndReason },
+    /// A call we placed is ringing (180) or has early media (183); once per code.
+    Progress { call: CallKey, code: u16 },
+    /// A call we placed was answered with this SDP; we have already sent the ACK.
+    Answered { call: CallKey, answer: sdp::Offer },
+    /// A call we placed failed: its non-2xx final response, 408 when nothing answered
+    /// within 64*T1, 487 after our CANCEL, 488 for an unusable answer. `Ended` with
+    /// reason `Rejected` follows.
+    Failed {
+        call: CallKey,
+        code: u16,
+        reason: String,
+    },
 }
 
 /// Counters for metrics and tests.
@@ -142,6 +194,8 @@ pub const UNANSWERED_CALL_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallPhase {
+    /// We sent the INVITE; waiting for its final response.
+    Calling,
     /// INVITE received; waiting for the call layer to accept or reject.
     Offered,
     /// 2xx sent, retransmitting until ACK.
@@ -167,14 +221,65 @@ struct Pending2xx {
     retransmission: Retransmission,
 }
 
+/// Whether the call layer hung up a call we placed before it was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hangup {
+    NotWanted,
+    /// No provisional response yet: CANCEL must wait for one (RFC 3261 9.1).
+    Wanted,
+    /// CANCEL sent; without a final response by then the call is given up (RFC 3261 9.1).
+    CancelSent {
+        give_up_at: Instant,
+    },
+}
+
+/// A credential sent on every later INVITE of the call (RFC 3261 22.3).
+#[derive(Clone, Debug)]
+struct SentAuthorization {
+    /// `Authorization` or `Proxy-Authorization`.
+    header: &'static str,
+    realm: String,
+    value: String,
+}
+
+/// Our INVITE of a call we place, while no final response has settled it.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    destination: SocketAddr,
+    credentials: Option<Credentials>,
+    /// Via of the INVITE in progress; CANCEL and the non-2xx ACK reuse it (RFC 3261 9.1,
+    /// 17.1.1.3).
+    via: String,
+    branch: String,
+    invite_cseq: u32,
+    authorizations: Vec<SentAuthorization>,
+    /// (status code, realm) of every challenge answered so far.
+    challenges_answered: Vec<(u16, String)>,
+    /// A challenge with `stale=true` was answered again once already.
+    stale_retried: bool,
+    provisional_received: bool,
+    progress_reported: Vec<u16>,
+    hangup: Hangup,
+}
+
+/// The dialog-creating INVITE of a call we answer.
+#[derive(Clone, Debug)]
+struct UasInvite {
+    key: ServerKey,
+    echo: EchoHeaders,
+    cseq: u32,
+}
+
 #[derive(Clone, Debug)]
 struct Call {
     dialog: Dialog,
     phase: CallPhase,
-    invite_key: ServerKey,
-    invite_echo: EchoHeaders,
-    invite_cseq: u32,
-    /// Request-URI user, for our Contact.
+    /// The INVITE that created the call, for calls we answer; `None` for calls we place.
+    uas_invite: Option<UasInvite>,
+    /// Our INVITE while we wait for its final response, for calls we place.
+    outgoing: Option<Outgoing>,
+    /// Our user part for Contact: the Request-URI user of a call we answer, the From
+    /// user of a call we place.
     local_user: String,
     pending_2xx: Option<Pending2xx>,
     reoffer: Option<PendingReoffer>,
@@ -197,12 +302,24 @@ struct ClientEntry {
     call: Option<CallKey>,
 }
 
+#[derive(Clone, Debug)]
+struct InviteClientEntry {
+    txn: InviteClientTransaction,
+    call: CallKey,
+    /// The ACK of the 2xx that established the call, resent for each retransmitted 2xx
+    /// (RFC 3261 13.2.2.4).
+    ack_2xx: Option<Transmit>,
+}
+
 pub struct Endpoint {
     config: EndpointConfig,
     timers: Timers,
     server_txns: HashMap<ServerKey, ServerEntry>,
-    /// Keyed by the branch we generated.
+    /// Non-INVITE (BYE, CANCEL), keyed by the branch we generated. A CANCEL shares its
+    /// INVITE's branch; the two live in different tables.
     client_txns: HashMap<String, ClientEntry>,
+    /// Our INVITEs, keyed by branch.
+    invite_txns: HashMap<String, InviteClientEntry>,
     calls: HashMap<CallKey, Call>,
     dialogs: HashMap<DialogId, CallKey>,
     next_call: u64,
@@ -257,6 +374,7 @@ impl Endpoint {
             config,
             server_txns: HashMap::new(),
             client_txns: HashMap::new(),
+            invite_txns: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             next_call: 1,
@@ -293,18 +411,29 @@ impl Endpoint {
             .client_txns
             .values()
             .filter_map(|e| e.txn.poll_timeout());
+        let invites = self
+            .invite_txns
+            .values()
+            .filter_map(|e| e.txn.poll_timeout());
         let calls = self.calls.values().flat_map(|c| {
             let retransmit = c
                 .pending_2xx
                 .as_ref()
                 .map(|p| p.retransmission.poll_timeout());
-            retransmit.into_iter().chain(c.answer_due)
+            let cancel_give_up = c.outgoing.as_ref().and_then(|o| match o.hangup {
+                Hangup::CancelSent { give_up_at } => Some(give_up_at),
+                _ => None,
+            });
+            retransmit
+                .into_iter()
+                .chain(c.answer_due)
+                .chain(cancel_give_up)
         });
-        servers.chain(clients).chain(calls).min()
+        servers.chain(clients).chain(invites).chain(calls).min()
     }
 
     fn transaction_count(&self) -> usize {
-        self.server_txns.len() + self.client_txns.len()
+        self.server_txns.len() + self.client_txns.len() + self.invite_txns.len()
     }
 
     fn random_token(&mut self) -> String {
@@ -353,7 +482,7 @@ impl Endpoint {
             }
             Ok(Message::Response(response)) => {
                 self.stats.responses_total += 1;
-                self.handle_response(*response);
+                self.handle_response(now, *response);
             }
             Ok(Message::Request(request)) => {
                 self.stats.requests_total += 1;
@@ -615,9 +744,12 @@ impl Endpoint {
             Call {
                 dialog,
                 phase: CallPhase::Offered,
-                invite_key: key,
-                invite_echo: request.echo.clone(),
-                invite_cseq: request.cseq,
+                uas_invite: Some(UasInvite {
+                    key,
+                    echo: request.echo.clone(),
+                    cseq: request.cseq,
+                }),
+                outgoing: None,
                 local_user: request.uri_user.clone(),
                 pending_2xx: None,
                 reoffer: None,
@@ -984,7 +1116,9 @@ impl Endpoint {
             }
             return;
         }
-        let echo = call.invite_echo.clone();
+        let Some(echo) = call.uas_invite.as_ref().map(|uas| uas.echo.clone()) else {
+            return;
+        };
         let tag = call.dialog.id.local_tag.clone();
         self.respond_in(
             now,
@@ -1022,8 +1156,11 @@ impl Endpoint {
         };
         let tag = call.dialog.id.local_tag.clone();
         let reoffer = call.reoffer.take();
-        let invite = (call.phase == CallPhase::Offered)
-            .then(|| (call.invite_key.clone(), call.invite_echo.clone()));
+        let invite = call
+            .uas_invite
+            .as_ref()
+            .filter(|_| call.phase == CallPhase::Offered)
+            .map(|uas| (uas.key.clone(), uas.echo.clone()));
         if let Some(pending) = reoffer {
             self.respond_in(
                 now,
@@ -1055,11 +1192,15 @@ impl Endpoint {
         }
     }
 
-    fn handle_response(&mut self, response: Response) {
+    fn handle_response(&mut self, now: Instant, response: Response) {
+        if response.cseq_method == Method::INVITE {
+            self.handle_invite_response(now, response);
+            return;
+        }
         let Some(entry) = self.client_txns.get_mut(&response.branch) else {
             return;
         };
-        if response.cseq_method != Method::BYE {
+        if response.cseq_method != Method::BYE && response.cseq_method != Method::CANCEL {
             return;
         }
         if let ClientOutcome::Finished(_) = entry.txn.on_response(response.code) {
@@ -1149,6 +1290,7 @@ impl Endpoint {
                 self.end_call(call_key, EndReason::LocalBye);
             }
         }
+        self.handle_invite_timeouts(now, &mut resend);
 
         let mut ack_timeouts = Vec::new();
         let mut unanswered = Vec::new();
@@ -1195,12 +1337,16 @@ impl Endpoint {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.phase != CallPhase::Offered {
+        let Some(uas) = c
+            .uas_invite
+            .as_ref()
+            .filter(|_| c.phase == CallPhase::Offered)
+        else {
             return;
-        }
+        };
         let (key, echo, tag) = (
-            c.invite_key.clone(),
-            c.invite_echo.clone(),
+            uas.key.clone(),
+            uas.echo.clone(),
             c.dialog.id.local_tag.clone(),
         );
         let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
@@ -1219,12 +1365,16 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if c.phase != CallPhase::Offered {
+        let Some(uas) = c
+            .uas_invite
+            .as_ref()
+            .filter(|_| c.phase == CallPhase::Offered)
+        else {
             return;
-        }
+        };
+        let (key, echo, cseq) = (uas.key.clone(), uas.echo.clone(), uas.cseq);
         c.phase = CallPhase::Answered;
         c.answer_due = None;
-        let (key, echo, cseq) = (c.invite_key.clone(), c.invite_echo.clone(), c.invite_cseq);
         self.send_invite_2xx(now, call, &key, &echo, cseq, &answer_sdp);
     }
 
@@ -1233,13 +1383,17 @@ impl Endpoint {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.phase != CallPhase::Offered {
+        let Some(uas) = c
+            .uas_invite
+            .as_ref()
+            .filter(|_| c.phase == CallPhase::Offered)
+        else {
             return;
-        }
+        };
         let code = final_failure_code(code);
         let (key, echo, tag) = (
-            c.invite_key.clone(),
-            c.invite_echo.clone(),
+            uas.key.clone(),
+            uas.echo.clone(),
             c.dialog.id.local_tag.clone(),
         );
         self.respond_in(now, &key, &echo, &tag, Reply::new(code, reason));
@@ -1303,7 +1457,8 @@ impl Endpoint {
         );
     }
 
-    /// End the call from our side: BYE once answered, 487 to the INVITE before that.
+    /// End the call from our side: BYE once answered; before that 487 to an INVITE we
+    /// received, or CANCEL of one we sent.
     pub fn hangup(&mut self, now: Instant, call: CallKey) {
         let Some(c) = self.calls.get(&call) else {
             return;
@@ -1325,6 +1480,7 @@ impl Endpoint {
                 self.send_bye(now, &mut c.dialog, Some(call));
                 self.calls.insert(call, c);
             }
+            CallPhase::Calling => self.cancel_outgoing(now, call),
             CallPhase::Terminating => {}
         }
     }
@@ -1392,6 +1548,13 @@ fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
         })
 }
 
+#[path = "endpoint_uac.rs"]
+mod uac;
+
 #[cfg(test)]
 #[path = "endpoint_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "endpoint_uac_tests.rs"]
+mod uac_tests;

@@ -139,7 +139,11 @@ pub struct Request {
 #[derive(Clone, Debug)]
 pub struct Response {
     pub code: u16,
+    pub reason: String,
     pub headers: Headers,
+    /// To as written, with the callee's tag: the remote party of a dialog we create.
+    pub to: String,
+    pub to_tag: Option<String>,
     pub body: Bytes,
     pub branch: String,
     pub call_id: String,
@@ -366,6 +370,9 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         }
         MessageLine::Response(line) => Ok(Message::Response(Box::new(Response {
             code: line.code.into_u16(),
+            reason: line.reason.map(|r| r.to_string()).unwrap_or_default(),
+            to: echo.to.clone().unwrap_or_default(),
+            to_tag: to.tag.map(|t| t.to_string()),
             headers,
             body,
             branch,
@@ -397,34 +404,75 @@ fn stamp_received(value: &str, source: SocketAddr) -> String {
     format!("{}{}", via.default_print_ctx(), rest)
 }
 
+/// The first Contact URI, if any.
+fn contact_uri(headers: &Headers) -> Option<String> {
+    match headers.try_get_named::<Vec<Contact>>() {
+        Some(Ok(contacts)) => contacts
+            .first()
+            .map(|c| c.uri.uri.default_print_ctx().to_string()),
+        _ => None,
+    }
+}
+
+/// Record-Route values in the order of the message.
+fn record_routes(headers: &Headers) -> Vec<String> {
+    headers
+        .get_raw(&Name::RECORD_ROUTE)
+        .flat_map(|v| split_commas(v.as_str()))
+        .collect()
+}
+
+/// Content-Type without parameters, lower case; `None` when absent.
+fn content_type(headers: &Headers) -> Option<String> {
+    raw_value(headers, &Name::CONTENT_TYPE).map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
 impl Request {
     /// The Contact URI (remote target for requests we send in the dialog), if any.
     pub fn contact_uri(&self) -> Option<String> {
-        match self.headers.try_get_named::<Vec<Contact>>() {
-            Some(Ok(contacts)) => contacts
-                .first()
-                .map(|c| c.uri.uri.default_print_ctx().to_string()),
-            _ => None,
-        }
+        contact_uri(&self.headers)
     }
 
     /// Record-Route values in order; a UAS keeps them as its route set (RFC 3261 12.1.1).
     pub fn record_routes(&self) -> Vec<String> {
-        self.headers
-            .get_raw(&Name::RECORD_ROUTE)
-            .flat_map(|v| split_commas(v.as_str()))
-            .collect()
+        record_routes(&self.headers)
     }
 
     /// Content-Type without parameters, lower case; `None` when absent.
     pub fn content_type(&self) -> Option<String> {
-        raw_value(&self.headers, &Name::CONTENT_TYPE).map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        content_type(&self.headers)
+    }
+}
+
+impl Response {
+    /// The callee's Contact URI: the remote target of a dialog we create.
+    pub fn contact_uri(&self) -> Option<String> {
+        contact_uri(&self.headers)
+    }
+
+    /// Record-Route values in order; a UAC keeps them reversed (RFC 3261 12.1.2).
+    pub fn record_routes(&self) -> Vec<String> {
+        record_routes(&self.headers)
+    }
+
+    /// Content-Type without parameters, lower case; `None` when absent.
+    pub fn content_type(&self) -> Option<String> {
+        content_type(&self.headers)
+    }
+
+    /// Every value of header `name` as written, one per header line; not split at
+    /// commas, which challenges contain.
+    pub fn header_values(&self, name: &Name) -> Vec<String> {
+        self.headers
+            .get_raw(name)
+            .map(|v| v.trim().to_owned())
+            .collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! SDP offer/answer for one audio stream (RFC 4566, RFC 3264): parse the caller's offer,
-//! pick a codec we can mix, and write the answer.
+//! pick a codec we can mix, and write the answer; for outbound calls, write our offer
+//! and read the callee's answer.
 //!
 //! A hand parser: we read only the handful of lines an audio call needs, and every
 //! rejection names the line that was wrong.
@@ -213,21 +214,71 @@ impl SdpSession {
     }
 }
 
-/// Write an SDP answer for one audio stream.
-pub fn build_answer(
-    session: SdpSession,
-    local_rtp_addr: SocketAddr,
-    negotiated: &Negotiated,
-) -> String {
+/// The session part of our SDP: v=, o=, s=, c= and t= lines.
+fn write_session_head(sdp: &mut String, session: SdpSession, local_rtp_addr: SocketAddr) {
     let ip = local_rtp_addr.ip();
     let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let mut sdp = String::with_capacity(256);
     // Writing to a String cannot fail.
     let _ = write!(
         sdp,
         "v=0\r\no=sipconf {} {} IN {addr_type} {ip}\r\ns=sipconf\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\n",
         session.session_id, session.session_version
     );
+}
+
+/// Write the SDP offer of an outbound call: every codec we mix, in our order of
+/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv.
+pub fn build_offer(
+    session: SdpSession,
+    local_rtp_addr: SocketAddr,
+    telephone_event_pt: u8,
+) -> String {
+    let mut sdp = String::with_capacity(320);
+    write_session_head(&mut sdp, session, local_rtp_addr);
+    let _ = write!(sdp, "m=audio {} RTP/AVP", local_rtp_addr.port());
+    for codec in SdpCodec::SUPPORTED {
+        let _ = write!(sdp, " {}", codec.static_pt());
+    }
+    let _ = write!(sdp, " {telephone_event_pt}\r\n");
+    for codec in SdpCodec::SUPPORTED {
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{} {}/{}\r\n",
+            codec.static_pt(),
+            codec.encoding_name(),
+            codec.rtp_clock_rate_hz()
+        );
+    }
+    let _ = write!(
+        sdp,
+        "a=rtpmap:{telephone_event_pt} telephone-event/8000\r\na=fmtp:{telephone_event_pt} 0-15\r\n\
+         a=ptime:{PTIME_MS}\r\na={}\r\n",
+        Direction::SendRecv.as_str()
+    );
+    sdp
+}
+
+/// Parse the SDP answer to our offer. An answer has the structure of an offer (RFC 3264
+/// section 6), so the same reader applies.
+pub fn parse_answer(body: &[u8]) -> Result<Offer, SdpError> {
+    parse_offer(body)
+}
+
+/// What an answer to our offer settles: the answerer's first codec we support (RFC 3264
+/// 6.1 lets the answerer order them), its telephone-event type, and the direction we send
+/// in, mirrored from the answer's.
+pub fn negotiate_answer(answer: &Offer) -> Result<Negotiated, NoCommonCodec> {
+    negotiate(answer)
+}
+
+/// Write an SDP answer for one audio stream.
+pub fn build_answer(
+    session: SdpSession,
+    local_rtp_addr: SocketAddr,
+    negotiated: &Negotiated,
+) -> String {
+    let mut sdp = String::with_capacity(256);
+    write_session_head(&mut sdp, session, local_rtp_addr);
     let _ = write!(
         sdp,
         "m=audio {} RTP/AVP {}",
@@ -629,6 +680,48 @@ mod tests {
             ),
             Err(SdpError::MalformedRtpmap("zz PCMU/8000".into()))
         );
+    }
+
+    #[test]
+    fn offer_lists_pcmu_pcma_and_telephone_event() {
+        let sdp = build_offer(
+            SdpSession::new(9),
+            "198.51.100.1:20002".parse().expect("addr"),
+            101,
+        );
+        assert_eq!(
+            sdp,
+            "v=0\r\no=sipconf 9 9 IN IP4 198.51.100.1\r\ns=sipconf\r\nc=IN IP4 198.51.100.1\r\n\
+             t=0 0\r\nm=audio 20002 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+        // Our own offer reads back as what we meant.
+        let parsed = parse_offer(sdp.as_bytes()).expect("own offer parses");
+        assert_eq!(parsed.telephone_event_pt, Some(101));
+        assert_eq!(parsed.payloads.len(), 3);
+    }
+
+    #[test]
+    fn answer_picks_the_answerers_first_supported_codec() {
+        let sdp = offer(
+            "m=audio 5004 RTP/AVP 8 0 96",
+            "a=rtpmap:96 telephone-event/8000\r\na=recvonly\r\n",
+        );
+        let answer = parse_answer(sdp.as_bytes()).expect("answer");
+        let negotiated = negotiate_answer(&answer).expect("codec");
+        assert_eq!(negotiated.codec, SdpCodec::Pcma);
+        assert_eq!(negotiated.codec_pt, 8);
+        assert_eq!(negotiated.telephone_event_pt, Some(96));
+        assert_eq!(
+            negotiated.remote_rtp_addr,
+            "192.0.2.10:5004".parse().expect("addr")
+        );
+        // They only receive: we only send.
+        assert_eq!(negotiated.direction, Direction::SendOnly);
+
+        let sdp = offer("m=audio 5004 RTP/AVP 18", "");
+        let answer = parse_answer(sdp.as_bytes()).expect("answer");
+        assert_eq!(negotiate_answer(&answer), Err(NoCommonCodec));
     }
 
     #[test]

@@ -58,6 +58,20 @@ impl Retransmission {
         }
     }
 
+    /// Timers A and B of an INVITE client transaction (RFC 3261 17.1.1.2): the interval
+    /// doubles without the T2 cap until 64*T1.
+    pub fn for_invite(now: Instant, bytes: Bytes, timers: Timers, retransmit: bool) -> Self {
+        Retransmission {
+            cap: timers.timeout(),
+            ..Retransmission::new(now, bytes, timers, retransmit)
+        }
+    }
+
+    /// Stop resending but keep the deadline (a provisional response arrived).
+    pub fn stop_resending(&mut self) {
+        self.next_at = None;
+    }
+
     pub fn poll_timeout(&self) -> Instant {
         match self.next_at {
             Some(at) => at.min(self.give_up_at),
@@ -324,6 +338,159 @@ impl ClientTransaction {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InviteClientState {
+    /// INVITE sent, nothing heard: timer A resends, timer B gives up.
+    Calling,
+    /// A provisional response arrived: no more resending, no timeout at this layer.
+    Proceeding,
+    /// A non-2xx final response arrived and was ACKed; absorbing its retransmissions
+    /// until timer D.
+    Completed,
+    /// A 2xx arrived (RFC 6026); its retransmissions go to the dialog layer until timer M.
+    Accepted,
+    Terminated,
+}
+
+/// What the endpoint learns from a response to our INVITE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InviteResponse {
+    /// 1xx while no final response has arrived.
+    Provisional,
+    /// The first final response; for a non-2xx the caller must pass the ACK to
+    /// [`InviteClientTransaction::ack_final`].
+    Final,
+    /// A 2xx again (a retransmission, or another fork): the dialog layer ACKs it.
+    Retransmitted2xx,
+    /// The non-2xx final again: resend this ACK (RFC 3261 17.1.1.2).
+    ResendAck(Bytes),
+    /// Late or stray: nothing to do.
+    Ignore,
+}
+
+/// What the endpoint learns when an INVITE client transaction's timer fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InviteClientTimeout {
+    Nothing,
+    Resend(Bytes),
+    /// Timer B: no response at all within 64*T1 (the call fails with 408).
+    TimedOut,
+    /// Timer D or M ended the transaction; it can be removed.
+    Terminated,
+}
+
+/// INVITE client transaction (RFC 3261 17.1.1 with the Accepted state of RFC 6026).
+#[derive(Clone, Debug)]
+pub struct InviteClientTransaction {
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    pub state: InviteClientState,
+    retransmission: Retransmission,
+    /// ACK of a non-2xx final response, sent again for each retransmission of it.
+    ack: Option<Bytes>,
+    /// When the Completed or Accepted state ends (timers D and M).
+    linger_until: Option<Instant>,
+    timers: Timers,
+}
+
+impl InviteClientTransaction {
+    pub fn new(
+        now: Instant,
+        transport: Transport,
+        peer: SocketAddr,
+        invite: Bytes,
+        timers: Timers,
+    ) -> Self {
+        InviteClientTransaction {
+            transport,
+            peer,
+            state: InviteClientState::Calling,
+            retransmission: Retransmission::for_invite(
+                now,
+                invite,
+                timers,
+                transport == Transport::Udp,
+            ),
+            ack: None,
+            linger_until: None,
+            timers,
+        }
+    }
+
+    pub fn on_response(&mut self, now: Instant, code: u16) -> InviteResponse {
+        use InviteClientState::*;
+        match (self.state, code) {
+            (Calling | Proceeding, 100..=199) => {
+                self.state = Proceeding;
+                self.retransmission.stop_resending();
+                InviteResponse::Provisional
+            }
+            (Calling | Proceeding, 200..=299) => {
+                self.state = Accepted;
+                self.linger_until = Some(now + self.timers.timeout());
+                InviteResponse::Final
+            }
+            (Calling | Proceeding, _) => {
+                self.state = Completed;
+                self.retransmission.stop_resending();
+                // Timer D: at least 32 s on UDP, zero on reliable transports.
+                let linger = if self.transport == Transport::Udp {
+                    self.timers.timeout().max(Duration::from_secs(32))
+                } else {
+                    Duration::ZERO
+                };
+                self.linger_until = Some(now + linger);
+                InviteResponse::Final
+            }
+            (Accepted, 200..=299) => InviteResponse::Retransmitted2xx,
+            (Completed, 300..=699) => match &self.ack {
+                Some(ack) => InviteResponse::ResendAck(ack.clone()),
+                None => InviteResponse::Ignore,
+            },
+            _ => InviteResponse::Ignore,
+        }
+    }
+
+    /// Record the ACK we sent for the non-2xx final response (same branch as the INVITE).
+    pub fn ack_final(&mut self, ack: Bytes) {
+        if self.state == InviteClientState::Completed {
+            self.ack = Some(ack);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            InviteClientState::Calling => Some(self.retransmission.poll_timeout()),
+            InviteClientState::Completed | InviteClientState::Accepted => self.linger_until,
+            InviteClientState::Proceeding | InviteClientState::Terminated => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> InviteClientTimeout {
+        match self.state {
+            InviteClientState::Calling => match self.retransmission.handle_timeout(now) {
+                RetransmitStep::Nothing => InviteClientTimeout::Nothing,
+                RetransmitStep::Resend(bytes) => InviteClientTimeout::Resend(bytes),
+                RetransmitStep::GiveUp => {
+                    self.state = InviteClientState::Terminated;
+                    InviteClientTimeout::TimedOut
+                }
+            },
+            InviteClientState::Completed | InviteClientState::Accepted => {
+                if self.linger_until.is_some_and(|at| now >= at) {
+                    self.state = InviteClientState::Terminated;
+                    InviteClientTimeout::Terminated
+                } else {
+                    InviteClientTimeout::Nothing
+                }
+            }
+            InviteClientState::Proceeding | InviteClientState::Terminated => {
+                InviteClientTimeout::Nothing
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +607,73 @@ mod tests {
             lost.handle_timeout(start + TIMERS.timeout()),
             ClientOutcome::Finished(None)
         );
+    }
+
+    #[test]
+    fn invite_timer_a_doubles_without_t2_cap_until_timer_b() {
+        let start = Instant::now();
+        let mut invite = InviteClientTransaction::new(
+            start,
+            Transport::Udp,
+            peer(),
+            Bytes::from_static(b"INVITE"),
+            TIMERS,
+        );
+        let mut sent_at_ms = Vec::new();
+        let timed_out_at = loop {
+            let now = invite.poll_timeout().expect("timer running");
+            match invite.handle_timeout(now) {
+                InviteClientTimeout::Resend(_) => sent_at_ms.push((now - start).as_millis()),
+                InviteClientTimeout::TimedOut => break now,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(sent_at_ms, vec![500, 1500, 3500, 7500, 15500, 31500]);
+        assert_eq!(timed_out_at - start, Duration::from_secs(32));
+    }
+
+    #[test]
+    fn invite_provisional_stops_timers_and_non_2xx_ack_is_resent() {
+        let start = Instant::now();
+        let mut invite = InviteClientTransaction::new(
+            start,
+            Transport::Udp,
+            peer(),
+            Bytes::from_static(b"INVITE"),
+            TIMERS,
+        );
+        assert_eq!(invite.on_response(start, 180), InviteResponse::Provisional);
+        assert_eq!(invite.poll_timeout(), None);
+        assert_eq!(invite.on_response(start, 486), InviteResponse::Final);
+        invite.ack_final(Bytes::from_static(b"ACK"));
+        assert_eq!(
+            invite.on_response(start, 486),
+            InviteResponse::ResendAck(Bytes::from_static(b"ACK"))
+        );
+        assert_eq!(invite.on_response(start, 200), InviteResponse::Ignore);
+        let timer_d = invite.poll_timeout().expect("timer D");
+        assert_eq!(timer_d - start, Duration::from_secs(32));
+        assert_eq!(
+            invite.handle_timeout(timer_d),
+            InviteClientTimeout::Terminated
+        );
+    }
+
+    #[test]
+    fn invite_2xx_retransmissions_are_reported_until_timer_m() {
+        let start = Instant::now();
+        let mut invite = InviteClientTransaction::new(
+            start,
+            Transport::Tcp,
+            peer(),
+            Bytes::from_static(b"INVITE"),
+            TIMERS,
+        );
+        assert_eq!(invite.on_response(start, 200), InviteResponse::Final);
+        assert_eq!(
+            invite.on_response(start, 200),
+            InviteResponse::Retransmitted2xx
+        );
+        assert_eq!(invite.poll_timeout(), Some(start + TIMERS.timeout()));
     }
 }

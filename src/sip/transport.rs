@@ -2,16 +2,17 @@
 //! the channels to the call layer. All protocol decisions are in the sans-IO core.
 //!
 //! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
-//! tasks, on commands and on the endpoint's next timeout.
+//! tasks (accepted, or opened for requests we originate), on commands and on the
+//! endpoint's next timeout.
 
-use super::{CallKey, Endpoint, EndpointConfig, SipEvent, Transmit, Transport};
+use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Largest SIP message we accept on TCP; a longer one closes the connection.
@@ -23,6 +24,9 @@ const EVENT_QUEUE_LEN: usize = 256;
 const TCP_QUEUE_LEN: usize = 256;
 /// Messages waiting for one TCP connection's writer.
 const TCP_WRITE_QUEUE_LEN: usize = 64;
+/// How long opening a connection for an outgoing request may take; the transaction's
+/// own timer B/F still bounds the request.
+const TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the call layer asks the SIP endpoint to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,16 +39,35 @@ pub enum SipCommand {
     Hangup(CallKey),
 }
 
+/// What the SIP task receives from handles: a command, or an outgoing call that needs
+/// its key back.
+#[derive(Debug)]
+enum HandleInput {
+    Command(SipCommand),
+    Invite(Box<OutgoingCall>, oneshot::Sender<Option<CallKey>>),
+}
+
 /// Sends commands to the SIP task. The task stops when every handle is dropped.
 #[derive(Clone, Debug)]
 pub struct SipHandle {
-    commands: mpsc::Sender<SipCommand>,
+    commands: mpsc::Sender<HandleInput>,
 }
 
 impl SipHandle {
     /// Queue a command; `false` if the SIP task has stopped.
     pub async fn send(&self, cmd: SipCommand) -> bool {
-        self.commands.send(cmd).await.is_ok()
+        self.commands.send(HandleInput::Command(cmd)).await.is_ok()
+    }
+
+    /// Place a call: the INVITE is on its way when this returns the call's key. `None`
+    /// when the call or transaction table is full or the SIP task has stopped. Progress, answer and failure arrive as [`SipEvent`]s.
+    pub async fn invite(&self, call: OutgoingCall) -> Option<CallKey> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.commands
+            .send(HandleInput::Invite(Box::new(call), reply_tx))
+            .await
+            .ok()?;
+        reply_rx.await.ok().flatten()
     }
 }
 
@@ -78,11 +101,11 @@ pub async fn start(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
     let (tcp_tx, tcp_rx) = mpsc::channel(TCP_QUEUE_LEN);
-    tokio::spawn(accept_loop(tcp, tcp_tx));
+    tokio::spawn(accept_loop(tcp, tcp_tx.clone()));
     tokio::spawn(run(
         Endpoint::new(config),
         udp,
-        tcp_rx,
+        (tcp_tx, tcp_rx),
         command_rx,
         event_tx,
     ));
@@ -98,8 +121,8 @@ pub async fn start(
 async fn run(
     mut endpoint: Endpoint,
     udp: UdpSocket,
-    mut tcp_rx: mpsc::Receiver<TcpInput>,
-    mut command_rx: mpsc::Receiver<SipCommand>,
+    (tcp_tx, mut tcp_rx): (mpsc::Sender<TcpInput>, mpsc::Receiver<TcpInput>),
+    mut command_rx: mpsc::Receiver<HandleInput>,
     event_tx: mpsc::Sender<SipEvent>,
 ) {
     let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
@@ -132,14 +155,26 @@ async fn run(
                     tracing::debug!("every SipHandle dropped, SIP task stops");
                     return;
                 };
-                apply(&mut endpoint, Instant::now().into_std(), command);
+                let now = Instant::now().into_std();
+                match command {
+                    HandleInput::Command(command) => apply(&mut endpoint, now, command),
+                    HandleInput::Invite(call, reply) => {
+                        let placed = endpoint.invite(now, *call);
+                        if let Err(error) = &placed {
+                            tracing::warn!(%error, "outgoing call not placed");
+                        }
+                        // The caller may have given up waiting; the call then runs
+                        // without it, as an unanswered call would.
+                        let _ = reply.send(placed.ok());
+                    }
+                }
             },
             () = sleep_until_or_forever(wake_at) => {
                 endpoint.handle_timeout(Instant::now().into_std());
             },
         }
         while let Some(transmit) = endpoint.poll_transmit() {
-            send(&udp, &tcp_writers, transmit).await;
+            send(&udp, &mut tcp_writers, &tcp_tx, transmit).await;
         }
         while let Some(event) = endpoint.poll_event() {
             if event_tx.send(event).await.is_err() {
@@ -172,7 +207,8 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
 
 async fn send(
     udp: &UdpSocket,
-    tcp_writers: &HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_tx: &mpsc::Sender<TcpInput>,
     transmit: Transmit,
 ) {
     match transmit.transport {
@@ -181,9 +217,17 @@ async fn send(
                 tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
             }
         }
-        // Responses and in-dialog requests go back on the caller's connection; we do not
-        // open connections ourselves.
+        // Messages go on the open connection to the peer. Without one, a request we
+        // originate opens it (RFC 3261 18.1.1); a response is dropped, as the caller's
+        // connection is gone.
         Transport::Tcp => match tcp_writers.get(&transmit.destination) {
+            None if !transmit.bytes.starts_with(b"SIP/2.0 ") => {
+                let writer = connect(transmit.destination, tcp_tx.clone());
+                if writer.try_send(transmit.bytes).is_err() {
+                    tracing::debug!(peer = %transmit.destination, "TCP writer full, message dropped");
+                }
+                tcp_writers.insert(transmit.destination, writer);
+            }
             Some(writer) => {
                 if writer.try_send(transmit.bytes).is_err() {
                     tracing::debug!(peer = %transmit.destination, "TCP writer full or gone, message dropped");
@@ -194,6 +238,26 @@ async fn send(
             }
         },
     }
+}
+
+/// Open a connection to `peer` in the background. Messages wait in the returned writer's
+/// queue until it is up; if it cannot be opened, `Closed` drops the writer again.
+fn connect(peer: SocketAddr, tcp_tx: mpsc::Sender<TcpInput>) -> mpsc::Sender<Bytes> {
+    let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
+    tokio::spawn(async move {
+        match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+            Ok(Ok(stream)) => connection(stream, peer, tcp_tx, writer_rx).await,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TCP connect failed");
+                let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TCP connect timed out");
+                let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+            }
+        }
+    });
+    writer_tx
 }
 
 async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
@@ -405,5 +469,176 @@ mod tests {
         let answer = std::str::from_utf8(&frame).expect("utf8");
         assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
         assert!(answer.contains("Allow: INVITE"));
+    }
+
+    /// The value of header `name` in a message we received.
+    fn header_value<'a>(message: &'a str, name: &str) -> &'a str {
+        let prefix = format!("{name}: ");
+        message
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {message}"))
+    }
+
+    async fn next_event(events: &mut mpsc::Receiver<SipEvent>) -> SipEvent {
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("event in time")
+            .expect("event")
+    }
+
+    /// The next SIP message on a TCP stream.
+    async fn read_message(stream: &mut TcpStream, received: &mut BytesMut) -> String {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(frame) = next_frame(received).expect("framing") {
+                    return String::from_utf8(frame.to_vec()).expect("utf8");
+                }
+                let n = stream.read_buf(received).await.expect("read");
+                assert_ne!(n, 0, "connection closed early");
+            }
+        })
+        .await
+        .expect("message in time")
+    }
+
+    async fn receive(socket: &UdpSocket) -> String {
+        let mut buffer = vec![0u8; 4096];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+            .await
+            .expect("message in time")
+            .expect("recv");
+        String::from_utf8(buffer[..len].to_vec()).expect("utf8")
+    }
+
+    #[tokio::test]
+    async fn outgoing_call_over_udp_rings_is_answered_and_acked() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (handle, mut events, bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        let callee = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let callee_addr = callee.local_addr().expect("addr");
+        let offer = crate::sip::sdp::build_offer(
+            crate::sip::sdp::SdpSession::new(1),
+            "127.0.0.1:20000".parse().expect("addr"),
+            101,
+        );
+        let call = handle
+            .invite(OutgoingCall {
+                request_uri: format!("sip:alice@{callee_addr}"),
+                from_uri: "sip:1000@bridge".to_owned(),
+                from_display: None,
+                destination: callee_addr,
+                transport: Transport::Udp,
+                offer_sdp: offer,
+                credentials: None,
+            })
+            .await
+            .expect("call placed");
+
+        let invite = receive(&callee).await;
+        assert!(
+            invite.starts_with(&format!("INVITE sip:alice@{callee_addr} SIP/2.0\r\n")),
+            "{invite}"
+        );
+        let echo = format!(
+            "Via: {}\r\nFrom: {}\r\nTo: {};tag=callee\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+            header_value(&invite, "Via"),
+            header_value(&invite, "From"),
+            header_value(&invite, "To"),
+            header_value(&invite, "Call-ID"),
+            header_value(&invite, "CSeq"),
+        );
+        let ringing = format!("SIP/2.0 180 Ringing\r\n{echo}Content-Length: 0\r\n\r\n");
+        callee
+            .send_to(ringing.as_bytes(), bound)
+            .await
+            .expect("send");
+        let answer = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                      m=audio 30000 RTP/AVP 0\r\n";
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{echo}Contact: <sip:alice@{callee_addr}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        callee.send_to(ok.as_bytes(), bound).await.expect("send");
+
+        assert_eq!(
+            next_event(&mut events).await,
+            SipEvent::Progress { call, code: 180 }
+        );
+        match next_event(&mut events).await {
+            SipEvent::Answered {
+                call: answered,
+                answer,
+            } => {
+                assert_eq!(answered, call);
+                assert_eq!(answer.audio_port, 30000);
+            }
+            other => panic!("expected Answered, got {other:?}"),
+        }
+        // INVITE retransmissions may still be in flight before the ACK.
+        let ack = loop {
+            let message = receive(&callee).await;
+            if !message.starts_with("INVITE ") {
+                break message;
+            }
+        };
+        assert!(
+            ack.starts_with(&format!("ACK sip:alice@{callee_addr} SIP/2.0\r\n")),
+            "{ack}"
+        );
+        assert_eq!(header_value(&ack, "CSeq"), "1 ACK");
+        assert!(header_value(&ack, "To").ends_with(";tag=callee"));
+    }
+
+    #[tokio::test]
+    async fn outgoing_call_over_tcp_opens_the_connection_and_acks_on_it() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (handle, mut events, _bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        let callee = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let callee_addr = callee.local_addr().expect("addr");
+        let call = handle
+            .invite(OutgoingCall {
+                request_uri: format!("sip:alice@{callee_addr};transport=tcp"),
+                from_uri: "sip:1000@bridge".to_owned(),
+                from_display: None,
+                destination: callee_addr,
+                transport: Transport::Tcp,
+                offer_sdp: "v=0\r\n".to_owned(),
+                credentials: None,
+            })
+            .await
+            .expect("call placed");
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), callee.accept())
+            .await
+            .expect("connection in time")
+            .expect("accept");
+        let mut received = BytesMut::new();
+        let invite = read_message(&mut stream, &mut received).await;
+        assert!(invite.starts_with("INVITE sip:alice@"), "{invite}");
+        assert!(header_value(&invite, "Via").starts_with("SIP/2.0/TCP "));
+        let answer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30000 RTP/AVP 0\r\n";
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=callee\r\nCall-ID: {}\r\n\
+             CSeq: {}\r\nContact: <sip:alice@{callee_addr};transport=tcp>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            header_value(&invite, "Via"),
+            header_value(&invite, "From"),
+            header_value(&invite, "To"),
+            header_value(&invite, "Call-ID"),
+            header_value(&invite, "CSeq"),
+            answer.len()
+        );
+        stream.write_all(ok.as_bytes()).await.expect("write");
+        let ack = read_message(&mut stream, &mut received).await;
+        assert!(ack.starts_with("ACK sip:alice@"), "{ack}");
+        assert!(matches!(
+            next_event(&mut events).await,
+            SipEvent::Answered { call: answered, .. } if answered == call
+        ));
     }
 }
