@@ -25,8 +25,6 @@ pub enum ApiError {
     NotFound,
     MethodNotAllowed,
     Record(RecordError),
-    /// `POST /calls` needs the SIP client, which this build does not have yet.
-    OutboundUnavailable,
 }
 
 impl From<RecordError> for ApiError {
@@ -100,12 +98,6 @@ impl ApiError {
                 "method-not-allowed",
                 "This resource does not support this method".into(),
             ),
-            ApiError::OutboundUnavailable => (
-                S::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "outbound-calls-unavailable",
-                "This bridge cannot place outbound calls yet".into(),
-            ),
             ApiError::Record(e) => {
                 let message = e.to_string();
                 match e {
@@ -136,6 +128,9 @@ impl ApiError {
                         "call-unavailable",
                         message,
                     ),
+                    RecordError::BadTarget(_) => {
+                        (S::BAD_REQUEST, "bad-request", "invalid-to", message)
+                    }
                     RecordError::Busy(_) => (
                         S::SERVICE_UNAVAILABLE,
                         "unavailable",

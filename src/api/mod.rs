@@ -9,7 +9,7 @@ mod input;
 
 pub use error::ApiError;
 
-use crate::calls::{ConferenceChange, ManagerHandle, MemberChange, Shared};
+use crate::calls::{ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest, Shared};
 use crate::conference::{
     CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions,
     MemberState, Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
@@ -598,11 +598,30 @@ async fn update_call(
     Ok(ok())
 }
 
-async fn create_call(body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn create_call(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let input = body_input(body)?;
-    input.required_string("from")?;
-    input.required_string("to")?;
-    Err(ApiError::OutboundUnavailable)
+    let call_timeout = match input.number("callTimeout")? {
+        None => crate::calls::DEFAULT_CALL_TIMEOUT,
+        Some(s) if (1..=300).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::Validation(
+                "The property callTimeout must be between 1 and 300 seconds".into(),
+            ))
+        }
+    };
+    let request = OutgoingRequest {
+        from: input.required_string("from")?,
+        to: input.required_string("to")?,
+        callback_url: input.url("callbackUrl")?.flatten(),
+        conference_id: input.string("conferenceId")?.filter(|c| !c.is_empty()),
+        call_timeout,
+        tag: input.string("tag")?.filter(|t| !t.is_empty()),
+    };
+    let id = state.manager.create_call(request).await?;
+    created(format!("{}/calls/{id}", state.user_base()))
 }
 
 /// 200 while the media clock ticks; 503 when it has stopped.

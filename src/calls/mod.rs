@@ -189,6 +189,11 @@ pub enum ApiRequest {
         change: ConferenceChange,
         reply: oneshot::Sender<Result<(), RecordError>>,
     },
+    /// Places an outbound call; replies with its id.
+    CreateCall {
+        call: OutgoingRequest,
+        reply: oneshot::Sender<Result<String, RecordError>>,
+    },
     /// Answer (`Active`), reject (`Rejected`) or hang up (`Completed`).
     SetCallState {
         call_id: String,
@@ -196,6 +201,24 @@ pub enum ApiRequest {
         reply: oneshot::Sender<Result<(), RecordError>>,
     },
 }
+
+/// `POST /calls` as the manager needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    /// A number or a `sip:` URI; our From.
+    pub from: String,
+    /// A `sip:` URI, or a number reached through `sip.outbound.proxy`.
+    pub to: String,
+    pub callback_url: Option<String>,
+    /// Join this conference once answered.
+    pub conference_id: Option<String>,
+    /// Give up (CANCEL) when not answered within this.
+    pub call_timeout: Duration,
+    pub tag: Option<String>,
+}
+
+/// The default `callTimeout` of outbound calls.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The API's way to the manager.
 #[derive(Clone, Debug)]
@@ -259,6 +282,12 @@ impl ManagerHandle {
         .await
     }
 
+    /// Places an outbound call; returns its id at once (it rings afterwards).
+    pub async fn create_call(&self, call: OutgoingRequest) -> Result<String, RecordError> {
+        self.ask(|reply| ApiRequest::CreateCall { call, reply })
+            .await
+    }
+
     pub async fn set_call_state(
         &self,
         call_id: String,
@@ -290,6 +319,19 @@ struct Ringing {
     source: SocketAddr,
 }
 
+/// An outbound call waiting for its answer.
+struct Outgoing {
+    id: String,
+    rtp_port: u16,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    media_address: IpAddr,
+    session: sdp::SdpSession,
+    conference_id: Option<String>,
+    /// Set when our `callTimeout` cancelled it, so the cause is NO_ANSWER.
+    timed_out: bool,
+}
+
 /// What a timer set for a ringing call asks for.
 #[derive(Debug, Clone, Copy)]
 enum Due {
@@ -297,6 +339,8 @@ enum Due {
     Answer,
     /// Nobody answered within `application.answer_timeout`: 480.
     GiveUp,
+    /// An outbound call's `callTimeout` is over: CANCEL.
+    CallTimeout,
 }
 
 /// Routes calls to rooms and applications and keeps records and media in step with SIP.
@@ -313,6 +357,7 @@ pub struct Manager {
     /// Every live call (ringing or answered) by its `c-` id.
     by_id: HashMap<String, CallKey>,
     ringing: HashMap<CallKey, Ringing>,
+    outgoing: HashMap<CallKey, Outgoing>,
     due_tx: mpsc::UnboundedSender<(CallKey, Due)>,
     due_rx: Option<mpsc::UnboundedReceiver<(CallKey, Due)>>,
     api_rx: Option<mpsc::Receiver<ApiRequest>>,
@@ -333,6 +378,7 @@ impl Manager {
         let (api_tx, api_rx) = mpsc::channel(API_QUEUE_LEN);
         let manager = Manager {
             ringing: HashMap::new(),
+            outgoing: HashMap::new(),
             due_tx,
             due_rx: Some(due_rx),
             api_rx: Some(api_rx),
@@ -382,6 +428,11 @@ impl Manager {
     }
 
     async fn hang_up_all(&mut self, sip_events: &mut mpsc::Receiver<SipEvent>) {
+        let outgoing: Vec<CallKey> = self.outgoing.keys().copied().collect();
+        for key in outgoing {
+            self.sip.send(SipCommand::Hangup(key)).await;
+            self.finish(key, CallState::Completed, NORMAL_CLEARING, "shutdown");
+        }
         let ringing: Vec<CallKey> = self.ringing.keys().copied().collect();
         for key in ringing {
             self.reject(key, 503, "Service Unavailable").await;
@@ -441,11 +492,27 @@ impl Manager {
                 };
                 self.finish(call, CallState::Completed, cause, why);
             }
-            // Outbound calls: the API engineer wires these to POST /calls.
-            event @ (SipEvent::Progress { .. }
-            | SipEvent::Answered { .. }
-            | SipEvent::Failed { .. }) => {
-                tracing::debug!(?event, "outbound call event not handled yet");
+            SipEvent::Progress { call, code } => {
+                if let Some(o) = self.outgoing.get(&call) {
+                    tracing::info!(call = %o.id, code, "outbound call progressing");
+                }
+            }
+            SipEvent::Answered { call, answer } => self.on_outgoing_answered(call, &answer).await,
+            SipEvent::Failed { call, code, reason } => {
+                let timed_out = self.outgoing.get(&call).is_some_and(|o| o.timed_out);
+                let (state, cause) = match code {
+                    _ if timed_out => (CallState::Completed, NO_ANSWER),
+                    486 | 600 => (CallState::Rejected, USER_BUSY),
+                    408 | 480 => (CallState::Completed, NO_ANSWER),
+                    487 => (CallState::Completed, ORIGINATOR_CANCEL),
+                    _ => (CallState::Rejected, CALL_REJECTED),
+                };
+                self.finish(
+                    call,
+                    state,
+                    cause,
+                    &format!("outbound call failed: {code} {reason}"),
+                );
             }
         }
     }
@@ -549,6 +616,13 @@ impl Manager {
                     tracing::info!("nobody answered within application.answer_timeout: 480");
                     self.reject(call, 480, "Temporarily Unavailable").await;
                     self.finish(call, CallState::Completed, NO_ANSWER, "not answered");
+                }
+            }
+            Due::CallTimeout => {
+                if let Some(o) = self.outgoing.get_mut(&call) {
+                    tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
+                    o.timed_out = true;
+                    self.sip.send(SipCommand::Hangup(call)).await;
                 }
             }
         }
@@ -812,17 +886,20 @@ impl Manager {
     /// Ends a call everywhere: ringing state, mixer, ports, records, and the
     /// `hangup` event. Idempotent.
     fn finish(&mut self, key: CallKey, state: CallState, cause: &str, why: &str) {
-        let id = match (self.ringing.remove(&key), self.calls.contains_key(&key)) {
-            (Some(ringing), _) => ringing.id,
-            (None, true) => {
-                self.detach(key, why);
-                let Some(call) = self.calls.remove(&key) else {
-                    return;
-                };
-                self.ports.release(call.rtp_port);
-                call.id
-            }
-            (None, false) => return,
+        let id = if let Some(outgoing) = self.outgoing.remove(&key) {
+            self.ports.release(outgoing.rtp_port);
+            outgoing.id
+        } else if let Some(ringing) = self.ringing.remove(&key) {
+            ringing.id
+        } else if self.calls.contains_key(&key) {
+            self.detach(key, why);
+            let Some(call) = self.calls.remove(&key) else {
+                return;
+            };
+            self.ports.release(call.rtp_port);
+            call.id
+        } else {
+            return;
         };
         self.by_id.remove(&id);
         let mut registry = self.shared.registry();
@@ -921,6 +998,10 @@ impl Manager {
                 let result = self.api_update_conference(&conference_id, change);
                 let _ = reply.send(result);
             }
+            ApiRequest::CreateCall { call, reply } => {
+                let result = self.api_create_call(call).await;
+                let _ = reply.send(result);
+            }
             ApiRequest::SetCallState {
                 call_id,
                 state,
@@ -928,6 +1009,158 @@ impl Manager {
             } => {
                 let result = self.api_set_call_state(&call_id, state).await;
                 let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Places an outbound call: RTP ports, an offer, the INVITE, the record.
+    async fn api_create_call(&mut self, request: OutgoingRequest) -> Result<String, RecordError> {
+        let target = outbound_target(&request.to, self.config.sip.outbound.proxy.as_deref())
+            .await
+            .map_err(RecordError::BadTarget)?;
+        if let Some(conference_id) = &request.conference_id {
+            let registry = self.shared.registry();
+            let c = registry
+                .conference(conference_id)
+                .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.clone()))?;
+            if c.state == ConferenceState::Completed {
+                return Err(RecordError::ConferenceCompleted);
+            }
+        }
+        let Some((rtp_port, rtp, rtcp)) = self.ports.bind_pair() else {
+            return Err(RecordError::Busy("no free RTP port"));
+        };
+        let media_address = self
+            .config
+            .media
+            .address
+            .unwrap_or_else(|| local_address_towards(target.destination.ip()));
+        use rand::Rng;
+        let session = sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64));
+        let offer_sdp = sdp::build_offer(
+            session,
+            SocketAddr::new(media_address, rtp_port),
+            OFFERED_TELEPHONE_EVENT_PT,
+        );
+        let from_uri = if request.from.starts_with("sip:") {
+            request.from.clone()
+        } else {
+            format!("sip:{}@{}", request.from, media_address)
+        };
+        let outbound = &self.config.sip.outbound;
+        let credentials = (!outbound.username.is_empty()).then(|| crate::sip::Credentials {
+            username: outbound.username.clone(),
+            password: outbound.password.clone(),
+        });
+        let id = {
+            let mut registry = self.shared.registry();
+            let id = registry
+                .create_call(
+                    CallDirection::Out,
+                    &request.from,
+                    &request.to,
+                    SystemTime::now(),
+                )
+                .id
+                .clone();
+            let _ = registry.update_call(&id, |c| {
+                c.callback_url = request.callback_url.clone();
+                c.tag = request.tag.clone();
+            });
+            id
+        };
+        let invite = crate::sip::OutgoingCall {
+            request_uri: target.request_uri.clone(),
+            from_uri,
+            from_display: None,
+            destination: target.destination,
+            transport: target.transport,
+            offer_sdp,
+            credentials,
+        };
+        let Some(key) = self.sip.invite(invite).await else {
+            self.ports.release(rtp_port);
+            self.shared.registry().end_call(
+                &id,
+                CallState::Rejected,
+                CALL_REJECTED,
+                SystemTime::now(),
+            );
+            return Err(RecordError::Busy("the SIP call table is full"));
+        };
+        tracing::info!(call = %id, to = %target.request_uri, via = %target.destination, "outbound call placed");
+        self.by_id.insert(id.clone(), key);
+        self.outgoing.insert(
+            key,
+            Outgoing {
+                id: id.clone(),
+                rtp_port,
+                rtp,
+                rtcp,
+                media_address,
+                session,
+                conference_id: request.conference_id,
+                timed_out: false,
+            },
+        );
+        let due_tx = self.due_tx.clone();
+        let timeout = request.call_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = due_tx.send((key, Due::CallTimeout));
+        });
+        Ok(id)
+    }
+
+    /// An outbound call was answered: media as the answer says, the record,
+    /// the `answer` event, and the conference it was placed for.
+    async fn on_outgoing_answered(&mut self, key: CallKey, answer: &Offer) {
+        let Some(outgoing) = self.outgoing.remove(&key) else {
+            return;
+        };
+        let negotiated = match sdp::negotiate_answer(answer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
+                self.sip.send(SipCommand::Hangup(key)).await;
+                self.ports.release(outgoing.rtp_port);
+                self.by_id.remove(&outgoing.id);
+                let mut registry = self.shared.registry();
+                if registry.end_call(
+                    &outgoing.id,
+                    CallState::Completed,
+                    NORMAL_CLEARING,
+                    SystemTime::now(),
+                ) {
+                    self.shared.call_event(&registry, &outgoing.id, "hangup");
+                }
+                return;
+            }
+        };
+        let id = outgoing.id.clone();
+        tracing::info!(call = %id, codec = ?negotiated.codec, "outbound call answered");
+        self.calls.insert(
+            key,
+            Call {
+                id: outgoing.id,
+                rtp_port: outgoing.rtp_port,
+                rtp: outgoing.rtp,
+                rtcp: outgoing.rtcp,
+                media_address: outgoing.media_address,
+                negotiated,
+                session: outgoing.session,
+                held: answer.is_hold(),
+                joined: None,
+            },
+        );
+        {
+            let mut registry = self.shared.registry();
+            registry.answer_call(&id, SystemTime::now());
+            self.shared.call_event(&registry, &id, "answer");
+        }
+        if let Some(conference_id) = outgoing.conference_id {
+            if let Err(e) = self.join(key, &conference_id, MemberOptions::default()) {
+                tracing::warn!(call = %id, conference = %conference_id, "answered but cannot join: {e}");
             }
         }
     }
@@ -1129,6 +1362,25 @@ impl Manager {
             .map(|c| c.state)
             .ok_or_else(|| RecordError::CallNotFound(call_id.to_string()))?;
         let key = self.by_id.get(call_id).copied();
+        if let Some(key) = key.filter(|k| self.outgoing.contains_key(k)) {
+            // Our own call, still ringing: only hanging up (CANCEL) makes sense.
+            return match state {
+                CallState::Completed => {
+                    self.sip.send(SipCommand::Hangup(key)).await;
+                    self.finish(
+                        key,
+                        CallState::Completed,
+                        ORIGINATOR_CANCEL,
+                        "cancelled through the API",
+                    );
+                    Ok(())
+                }
+                _ => Err(RecordError::CallInvalidState(
+                    call_id.to_string(),
+                    "started",
+                )),
+            };
+        }
         match (state, current, key) {
             (CallState::Active, CallState::Active, _) => Ok(()),
             (CallState::Active, CallState::Started, Some(key)) => {
@@ -1238,6 +1490,78 @@ impl Manager {
             self.mixes.release(conference_id);
         }
     }
+}
+
+/// The telephone-event payload type we offer on outbound calls.
+const OFFERED_TELEPHONE_EVENT_PT: u8 = 101;
+
+/// Where an outbound INVITE goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OutboundTarget {
+    request_uri: String,
+    destination: SocketAddr,
+    transport: crate::sip::Transport,
+}
+
+/// `to` as a Request-URI and next hop: a `sip:` URI goes to its own host
+/// (`;transport=tcp` honoured), a number goes to `sip.outbound.proxy`.
+async fn outbound_target(to: &str, proxy: Option<&str>) -> Result<OutboundTarget, String> {
+    let to = to.trim();
+    let (request_uri, hostport, params) = match to.strip_prefix("sip:") {
+        Some(rest) => {
+            let (address, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let hostport = address.rsplit_once('@').map_or(address, |(_, h)| h);
+            (to.to_string(), hostport.to_string(), params.to_string())
+        }
+        None => {
+            let Some(proxy) = proxy else {
+                return Err(format!(
+                    "{to} is not a sip: URI and no sip.outbound.proxy is configured"
+                ));
+            };
+            if to.is_empty()
+                || !to
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+            {
+                return Err(format!("{to} is neither a sip: URI nor a number"));
+            }
+            (
+                format!("sip:{to}@{proxy}"),
+                proxy.to_string(),
+                String::new(),
+            )
+        }
+    };
+    let transport = if params
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("transport=tcp"))
+    {
+        crate::sip::Transport::Tcp
+    } else {
+        crate::sip::Transport::Udp
+    };
+    let with_port = if hostport.starts_with('[') {
+        if hostport.contains("]:") {
+            hostport.clone()
+        } else {
+            format!("{hostport}:5060")
+        }
+    } else if hostport.contains(':') {
+        hostport.clone()
+    } else {
+        format!("{hostport}:5060")
+    };
+    let destination = tokio::net::lookup_host(&with_port)
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| format!("cannot resolve {hostport}"))?;
+    Ok(OutboundTarget {
+        request_uri,
+        destination,
+        transport,
+    })
 }
 
 /// What the mixer applies to a member: its own flags, its conference's, and a

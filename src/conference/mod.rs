@@ -288,6 +288,8 @@ pub enum RecordError {
     CallInvalidState(String, &'static str),
     #[error("The bridge is busy: {0}")]
     Busy(&'static str),
+    #[error("Cannot call {0}")]
+    BadTarget(String),
 }
 
 /// All conference, member and call records; every change is written through
