@@ -197,6 +197,35 @@ async fn an_answered_incoming_call_joins_a_room_hears_it_and_is_controlled_throu
         "a muted member is still heard at {level:.1} dB"
     );
 
+    // Unmuted, but the whole conference on hold: nobody hears anybody.
+    let unmuted = api
+        .post(
+            &format!("/conferences/{room_id}/members/{b_member}"),
+            json!({"mute": false}),
+        )
+        .await;
+    assert_eq!(unmuted.status, 200);
+    let held = api
+        .post(&format!("/conferences/{room_id}"), json!({"hold": true}))
+        .await;
+    assert_eq!(held.status, 200);
+    let (a, b, heard) = stream_both(a, b, 700.0).await;
+    let level = db_ratio(tone_amplitude(steady(&heard), 700.0), AMPLITUDE);
+    assert!(
+        level < -40.0,
+        "a held conference is still heard at {level:.1} dB"
+    );
+    let resumed = api
+        .post(&format!("/conferences/{room_id}"), json!({"hold": "false"}))
+        .await;
+    assert_eq!(resumed.status, 200);
+    let (a, b, heard) = stream_both(a, b, 700.0).await;
+    let level = db_ratio(tone_amplitude(steady(&heard), 700.0), AMPLITUDE);
+    assert!(
+        level.abs() < 1.5,
+        "after the hold it is heard at {level:.1} dB"
+    );
+
     // The call is in the room; it cannot be in another conference too.
     let other = api.create_conference(json!({"from": "2"})).await;
     let twice = api

@@ -330,7 +330,7 @@ async fn metrics_are_prometheus_text() {
         "sipconf_members_active 0",
         "sipconf_conferences{state=\"created\"} 1",
         "sipconf_media_ticks_total ",
-        "sipconf_media_tick_max_seconds_e9 ",
+        "sipconf_media_tick_seconds{tick=\"max\"} 0.",
         "sipconf_rtp_packets_in_total ",
         "sipconf_rtp_packets_out_total ",
         "sipconf_rtp_packets_lost_total ",

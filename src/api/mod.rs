@@ -650,37 +650,37 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     let events = &state.shared.events.stats;
     let outbox = state.store.outbox_len().unwrap_or(0);
     let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(text, "# HELP {name} {help}");
         let _ = writeln!(text, "# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(text, "{name}{labels} {value}");
         }
     };
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     metric(
         "sipconf_calls",
         "gauge",
         "Calls by state.",
         &[
-            ("{state=\"started\"}", calls[0]),
-            ("{state=\"active\"}", calls[1]),
+            ("{state=\"started\"}", calls[0] as f64),
+            ("{state=\"active\"}", calls[1] as f64),
         ],
     );
     metric(
         "sipconf_members_active",
         "gauge",
         "Active conference members.",
-        &[("", members)],
+        &[("", members as f64)],
     );
     metric(
         "sipconf_conferences",
         "gauge",
         "Conferences by state.",
         &[
-            ("{state=\"created\"}", conferences[0]),
-            ("{state=\"active\"}", conferences[1]),
-            ("{state=\"completed\"}", conferences[2]),
+            ("{state=\"created\"}", conferences[0] as f64),
+            ("{state=\"active\"}", conferences[1] as f64),
+            ("{state=\"completed\"}", conferences[2] as f64),
         ],
     );
     metric(
@@ -696,16 +696,13 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         &[("", load(&media.late_ticks))],
     );
     metric(
-        "sipconf_media_tick_last_seconds_e9",
+        "sipconf_media_tick_seconds",
         "gauge",
-        "Duration of the last media tick in nanoseconds.",
-        &[("", load(&media.last_tick_ns))],
-    );
-    metric(
-        "sipconf_media_tick_max_seconds_e9",
-        "gauge",
-        "Longest media tick so far in nanoseconds.",
-        &[("", load(&media.max_tick_ns))],
+        "Duration of media ticks: the last one and the longest so far.",
+        &[
+            ("{tick=\"last\"}", load(&media.last_tick_ns) / 1e9),
+            ("{tick=\"max\"}", load(&media.max_tick_ns) / 1e9),
+        ],
     );
     metric(
         "sipconf_rtp_packets_in_total",
@@ -747,7 +744,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "sipconf_callbacks_queued",
         "gauge",
         "Callback events waiting in the outbox.",
-        &[("", outbox as u64)],
+        &[("", outbox as f64)],
     );
     (
         [(
