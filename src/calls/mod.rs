@@ -679,17 +679,7 @@ impl Manager {
             None => true,
             Some((code, reason)) => {
                 self.reject(call, code, &reason).await;
-                self.ringing.insert(
-                    call,
-                    Ringing {
-                        id: ringing.id.clone(),
-                        route: ringing.route.clone(),
-                        from: ringing.from.clone(),
-                        offer: ringing.offer.clone(),
-                        source: ringing.source,
-                    },
-                );
-                self.finish(call, CallState::Rejected, CALL_REJECTED, &reason);
+                self.end_record(&ringing.id, CallState::Rejected, CALL_REJECTED, &reason);
                 false
             }
         }
@@ -901,10 +891,15 @@ impl Manager {
         } else {
             return;
         };
-        self.by_id.remove(&id);
+        self.end_record(&id, state, cause, why);
+    }
+
+    /// Ends a call's record (once) and queues its `hangup` event.
+    fn end_record(&mut self, id: &str, state: CallState, cause: &str, why: &str) {
+        self.by_id.remove(id);
         let mut registry = self.shared.registry();
-        if registry.end_call(&id, state, cause, SystemTime::now()) {
-            self.shared.call_event(&registry, &id, "hangup");
+        if registry.end_call(id, state, cause, SystemTime::now()) {
+            self.shared.call_event(&registry, id, "hangup");
         }
         tracing::info!(call = %id, "call ended: {why}");
     }
@@ -1124,16 +1119,12 @@ impl Manager {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
                 self.sip.send(SipCommand::Hangup(key)).await;
                 self.ports.release(outgoing.rtp_port);
-                self.by_id.remove(&outgoing.id);
-                let mut registry = self.shared.registry();
-                if registry.end_call(
+                self.end_record(
                     &outgoing.id,
                     CallState::Completed,
                     NORMAL_CLEARING,
-                    SystemTime::now(),
-                ) {
-                    self.shared.call_event(&registry, &outgoing.id, "hangup");
-                }
+                    "unusable answer",
+                );
                 return;
             }
         };
