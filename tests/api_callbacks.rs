@@ -332,3 +332,36 @@ async fn records_and_undelivered_events_survive_a_kill_and_restart() {
 fn restart(api_port: u16, store: &Path, extra: &str) -> Daemon {
     start_with_api_on(api_port, store, extra)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_given_up_after_max_attempts_and_counted() {
+    let dir = TempDir::new("cb-give-up");
+    let app = CallbackServer::answering(|_, _| 500).await;
+    let (_daemon, api) = start_with_api(&store(&dir), "[events]\nmax_attempts = 2\n");
+    api.create_conference(json!({"from": "1", "callbackUrl": app.url("/down")}))
+        .await;
+    let tries = app.wait_for("/down", 2, WAIT).await;
+    assert_eq!(tries.len(), 2);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.wait_for("/down", 3, Duration::ZERO).await.len(),
+        2,
+        "no third try with events.max_attempts = 2"
+    );
+    let metrics = api
+        .send(
+            api.client
+                .get(format!("{}/metrics", api.base))
+                .basic_auth(common::api::TOKEN, Some(common::api::SECRET)),
+        )
+        .await;
+    assert!(
+        metrics
+            .text
+            .contains("sipconf_callbacks_given_up_total 1\n"),
+        "{}",
+        metrics.text
+    );
+    assert!(metrics.text.contains("sipconf_callback_failures_total 2\n"));
+    assert!(metrics.text.contains("sipconf_callbacks_queued 0\n"));
+}
