@@ -2,16 +2,19 @@
 //! call manager; tells systemd when it is ready, pings its watchdog from the
 //! media clock, and on SIGTERM/SIGINT hangs up every call before exiting.
 
+use crate::api::{self, ApiState};
 use crate::calls::{self, Manager, Shared};
 use crate::conference::Registry;
 use crate::config::Config;
+use crate::events::Events;
 use crate::media::{self, MediaConfig};
 use crate::sip::{self, EndpointConfig};
+use crate::store::{Store, StoreError};
 use sd_notify::NotifyState;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// Errors that stop the daemon from starting.
@@ -21,6 +24,10 @@ pub enum StartError {
     Media(std::io::Error),
     #[error("cannot listen for SIP on {0}: {1}")]
     Sip(SocketAddr, std::io::Error),
+    #[error("cannot open the store {0}: {1}")]
+    Store(String, StoreError),
+    #[error("cannot listen for the API on {0}: {1}")]
+    Api(SocketAddr, std::io::Error),
 }
 
 /// The address put in Via and Contact: the configured one, the listen address
@@ -69,12 +76,45 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Sip(config.sip.listen, e))?;
 
-    let shared = Arc::new(Shared {
-        registry: Mutex::new(Registry::new()),
-    });
+    let store_path = config.store.path.display().to_string();
+    let store = Arc::new(
+        Store::open(&config.store.path).map_err(|e| StartError::Store(store_path.clone(), e))?,
+    );
+    let (registry, recovered) = Registry::open(store.clone(), SystemTime::now())
+        .map_err(|e| StartError::Store(store_path.clone(), e))?;
+    let events = Events::new(
+        store.clone(),
+        format!(
+            "{}/v1/users/{}",
+            config.api.public_base_url, config.api.user_id
+        ),
+    );
+    let shared = Arc::new(Shared::new(registry, events));
+    queue_recovery_callbacks(&shared, &recovered);
+    let sender_task = shared.events.spawn_sender(config.events.max_attempts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let manager = Manager::new(config.clone(), sip_handle, media, shared);
-    let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx));
+    let (manager, manager_handle) = Manager::new(config.clone(), sip_handle, media, shared.clone());
+    let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx.clone()));
+    let api_task = if config.api.enabled() {
+        let state = ApiState::new(
+            config.clone(),
+            shared.clone(),
+            manager_handle,
+            stats.clone(),
+            store.clone(),
+        );
+        let mut stop = shutdown_rx.clone();
+        let (bound, task) = api::serve(state, async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+        .await
+        .map_err(|e| StartError::Api(config.api.listen, e))?;
+        tracing::info!(api = %bound, store = %store_path, "API listening");
+        Some(task)
+    } else {
+        tracing::info!(store = %store_path, "API off: set api.token, api.secret and api.user_id to serve it");
+        None
+    };
 
     tracing::info!(
         sip = %bound,
@@ -90,11 +130,39 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let _ = manager_task.await;
+    if let Some(api_task) = api_task {
+        let _ = api_task.await;
+    }
+    sender_task.abort();
     watchdog.abort();
     // The manager sent Shutdown to the media thread; it stops within one tick.
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Queues the callbacks for what a previous run left active and start-up
+/// completed: member events, then conference events, then call hang-ups.
+fn queue_recovery_callbacks(shared: &Shared, recovered: &crate::conference::Recovered) {
+    let registry = shared.registry();
+    for member in &recovered.members {
+        shared.member_event(&registry, member);
+    }
+    for conference in &recovered.conferences {
+        shared.conference_event(&registry, conference);
+    }
+    for call in &recovered.calls {
+        shared.call_event(&registry, call, "hangup");
+    }
+    let total = recovered.members.len() + recovered.conferences.len() + recovered.calls.len();
+    if total > 0 {
+        tracing::info!(
+            members = recovered.members.len(),
+            conferences = recovered.conferences.len(),
+            calls = recovered.calls.len(),
+            "completed what the previous run left active"
+        );
+    }
 }
 
 /// Pings the systemd watchdog only while the media clock advances, so a stuck

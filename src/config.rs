@@ -48,6 +48,62 @@ pub struct Config {
     pub media: MediaSettings,
     pub log: LogConfig,
     pub rooms: Vec<Room>,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub application: ApplicationConfig,
+    pub events: EventsConfig,
+}
+
+/// The HTTP control API (`API.md`). It is served only when `token` is set: an
+/// appliance ships with no default credentials.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Absolute URLs (Location, `memberUri`, `call`) start with this; no trailing slash.
+    pub public_base_url: String,
+    /// The one user (`u-...`) whose resources this bridge serves.
+    pub user_id: String,
+    /// Basic auth user name.
+    pub token: String,
+    /// Basic auth password.
+    pub secret: String,
+}
+
+impl ApiConfig {
+    pub fn enabled(&self) -> bool {
+        !self.token.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite database of conferences, members, calls and the callback outbox.
+    pub path: PathBuf,
+}
+
+/// The application that handles calls to numbers that match no room.
+#[derive(Debug, Clone)]
+pub struct ApplicationConfig {
+    /// Where `incomingcall` events go; `None`: such calls get 404.
+    pub incoming_call_url: Option<String>,
+    /// A call nobody answers (or rejects) through the API within this gets 480.
+    pub answer_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// Tries of one callback (each try: the URL, then the fallback URL once).
+    pub max_attempts: u32,
+}
+
+/// How outbound calls (`POST /calls`) reach numbers that are not SIP URIs.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    /// `host[:port]` of the proxy; `None`: only `sip:` URIs can be called.
+    pub proxy: Option<String>,
+    /// Digest credentials for when the far end challenges.
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +116,7 @@ pub struct SipConfig {
     pub t1: Duration,
     pub t2: Duration,
     pub user_agent: String,
+    pub outbound: OutboundConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +204,86 @@ struct RawConfig {
     media: RawMedia,
     log: RawLog,
     room: Vec<RawRoom>,
+    api: RawApi,
+    store: RawStore,
+    application: RawApplication,
+    events: RawEvents,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    listen: Spanned<String>,
+    public_base_url: Spanned<String>,
+    user_id: Spanned<String>,
+    token: Spanned<String>,
+    secret: Spanned<String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen: unspanned("127.0.0.1:8088".to_string()),
+            public_base_url: unspanned(String::new()),
+            user_id: unspanned(String::new()),
+            token: unspanned(String::new()),
+            secret: unspanned(String::new()),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApplication {
+    incoming_call_url: Spanned<String>,
+    answer_timeout: Spanned<i64>,
+}
+
+impl Default for RawApplication {
+    fn default() -> Self {
+        RawApplication {
+            incoming_call_url: unspanned(String::new()),
+            answer_timeout: unspanned(30),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEvents {
+    max_attempts: Spanned<i64>,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents {
+            max_attempts: unspanned(6),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutbound {
+    proxy: Spanned<String>,
+    username: Spanned<String>,
+    password: Spanned<String>,
+}
+
+impl Default for RawOutbound {
+    fn default() -> Self {
+        RawOutbound {
+            proxy: unspanned(String::new()),
+            username: unspanned(String::new()),
+            password: unspanned(String::new()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,6 +295,7 @@ struct RawSip {
     t1_ms: Spanned<i64>,
     t2_ms: Spanned<i64>,
     user_agent: Spanned<String>,
+    outbound: RawOutbound,
 }
 
 impl Default for RawSip {
@@ -169,6 +307,7 @@ impl Default for RawSip {
             t1_ms: unspanned(500),
             t2_ms: unspanned(4000),
             user_agent: unspanned(format!("sipconf/{}", env!("CARGO_PKG_VERSION"))),
+            outbound: RawOutbound::default(),
         }
     }
 }
@@ -303,6 +442,11 @@ impl RawConfig {
             t1: Duration::from_millis(t1_ms as u64),
             t2: Duration::from_millis(t2_ms as u64),
             user_agent: self.sip.user_agent.get_ref().clone(),
+            outbound: OutboundConfig {
+                proxy: non_empty(&self.sip.outbound.proxy),
+                username: self.sip.outbound.username.get_ref().clone(),
+                password: self.sip.outbound.password.get_ref().clone(),
+            },
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
         if !(-96.0..=0.0).contains(&gate) {
@@ -405,7 +549,123 @@ impl RawConfig {
             media,
             log,
             rooms,
+            api: self.api.validate()?,
+            store: StoreConfig {
+                path: match &self.store.path {
+                    Some(path) if !path.get_ref().trim().is_empty() => {
+                        PathBuf::from(path.get_ref().trim())
+                    }
+                    _ => default_store_path(std::env::var_os("STATE_DIRECTORY")),
+                },
+            },
+            application: ApplicationConfig {
+                incoming_call_url: match non_empty(&self.application.incoming_call_url) {
+                    Some(url) => Some(http_url(
+                        &self.application.incoming_call_url,
+                        "application.incoming_call_url",
+                        &url,
+                    )?),
+                    None => None,
+                },
+                answer_timeout: Duration::from_secs(in_range(
+                    &self.application.answer_timeout,
+                    "application.answer_timeout",
+                    1,
+                    170,
+                )? as u64),
+            },
+            events: EventsConfig {
+                max_attempts: in_range(&self.events.max_attempts, "events.max_attempts", 1, 20)?
+                    as u32,
+            },
         })
+    }
+}
+
+impl RawApi {
+    fn validate(self) -> Result<ApiConfig, Invalid> {
+        let listen: SocketAddr = self.listen.get_ref().trim().parse().map_err(|_| {
+            invalid(
+                &self.listen,
+                "api.listen",
+                format!(
+                    "`{}` is not an address:port like \"127.0.0.1:8088\"",
+                    self.listen.get_ref()
+                ),
+            )
+        })?;
+        let public_base_url = match non_empty(&self.public_base_url) {
+            Some(url) => http_url(&self.public_base_url, "api.public_base_url", &url)?,
+            None => format!("http://{listen}"),
+        }
+        .trim_end_matches('/')
+        .to_string();
+        let token = self.token.get_ref().trim().to_string();
+        let secret = self.secret.get_ref().to_string();
+        let user_id = self.user_id.get_ref().trim().to_string();
+        if !token.is_empty() {
+            if secret.is_empty() {
+                return Err(invalid(
+                    &self.secret,
+                    "api.secret",
+                    "must be set when api.token is set",
+                ));
+            }
+            let well_formed = user_id.strip_prefix("u-").is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            });
+            if !well_formed {
+                return Err(invalid(
+                    &self.user_id,
+                    "api.user_id",
+                    format!("`{user_id}` is not a user id like \"u-abc123\" (required when api.token is set)"),
+                ));
+            }
+        }
+        Ok(ApiConfig {
+            listen,
+            public_base_url,
+            user_id,
+            token,
+            secret,
+        })
+    }
+}
+
+/// `$STATE_DIRECTORY/sipconf.db` under systemd (`StateDirectory=`; the first
+/// of a colon-separated list), else `./data/sipconf.db`.
+fn default_store_path(state_directory: Option<std::ffi::OsString>) -> PathBuf {
+    let first = state_directory.and_then(|dirs| {
+        dirs.to_str()
+            .and_then(|d| d.split(':').next())
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    });
+    match first {
+        Some(dir) => dir.join("sipconf.db"),
+        None => PathBuf::from("./data/sipconf.db"),
+    }
+}
+
+fn non_empty(value: &Spanned<String>) -> Option<String> {
+    let text = value.get_ref().trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// An absolute http or https URL.
+fn http_url(value: &Spanned<String>, key: &str, text: &str) -> Result<String, Invalid> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(text.to_string())
+        }
+        _ => Err(invalid(
+            value,
+            key,
+            format!("`{text}` is not an http(s) URL"),
+        )),
     }
 }
 
@@ -475,5 +735,54 @@ mod tests {
             }
         );
         assert_eq!(c.rooms[1].name, "Room 2000");
+    }
+
+    #[test]
+    fn api_store_application_and_events_have_documented_defaults() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.api.listen, "127.0.0.1:8088".parse().unwrap());
+        assert_eq!(c.api.public_base_url, "http://127.0.0.1:8088");
+        assert!(!c.api.enabled(), "no credentials, no API");
+        assert_eq!(c.application.incoming_call_url, None);
+        assert_eq!(c.application.answer_timeout, Duration::from_secs(30));
+        assert_eq!(c.events.max_attempts, 6);
+        assert_eq!(c.sip.outbound.proxy, None);
+        assert_eq!(default_store_path(None), PathBuf::from("./data/sipconf.db"));
+        assert_eq!(
+            default_store_path(Some("/var/lib/sipconf:/other".into())),
+            PathBuf::from("/var/lib/sipconf/sipconf.db")
+        );
+    }
+
+    #[test]
+    fn api_token_needs_a_secret_and_a_user_id() {
+        let e = Config::parse("[api]\ntoken = \"t\"\nuser_id = \"u-1\"\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api.secret"));
+        let e = Config::parse(
+            "[api]\ntoken = \"t\"\nsecret = \"s\"\nuser_id = \"bob\"\n",
+            "x",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api.user_id"));
+        assert_eq!(e.line, Some(4));
+        let c = Config::parse(
+            "[api]\nlisten = \"127.0.0.1:9000\"\ntoken = \"t\"\nsecret = \"s\"\nuser_id = \"u-1\"\n[sip.outbound]\nproxy = \"pbx.example:5060\"\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.api.enabled());
+        assert_eq!(c.api.public_base_url, "http://127.0.0.1:9000");
+        assert_eq!(c.sip.outbound.proxy.as_deref(), Some("pbx.example:5060"));
+    }
+
+    #[test]
+    fn bad_urls_and_limits_name_their_key_and_line() {
+        let e = Config::parse("[application]\nincoming_call_url = \"ftp://x\"\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("application.incoming_call_url"));
+        assert_eq!(e.line, Some(2));
+        let e = Config::parse("[events]\nmax_attempts = 0\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("events.max_attempts"));
+        let e = Config::parse("[store]\npathh = \"x\"\n", "x").unwrap_err();
+        assert_eq!(e.line, Some(2));
     }
 }

@@ -1,46 +1,72 @@
 //! Calls and their routing: an incoming INVITE to a room number is answered and
-//! joined to that room's conference; the call's life (hold, hang-up, RTP
-//! timeout) is carried to the conference records and the media plane.
+//! joined to that room's conference; an INVITE to any other number becomes a
+//! Catapult Call that the application answers, rejects and adds to conferences
+//! through the API. The call's life (hold, hang-up, RTP timeout) is carried to
+//! the records, the callbacks and the media plane.
 //!
-//! The [`Manager`] runs as one tokio task. It consumes [`SipEvent`]s and media
-//! [`Event`]s and is the only place that turns them into commands for the other
-//! plane, so every rule of `DESIGN.md` "Call routing" lives here.
+//! The [`Manager`] runs as one tokio task. It consumes [`SipEvent`]s, media
+//! [`Event`]s and [`ApiRequest`]s and is the only place that turns them into
+//! commands for the other plane, so every rule of `DESIGN.md` "Call routing"
+//! lives here.
 
 mod ports;
 
 pub use ports::PortPool;
 
-use crate::conference::{new_id, Registry};
+use crate::conference::{
+    CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, RecordError,
+    Registry,
+};
 use crate::config::{Config, Room};
+use crate::events::Events;
 use crate::media::{self, AddMember, Command, Event, MediaHandle, MemberFlags, MemberKey};
 use crate::sip::sdp::{self, Offer};
 use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{CallKey, EndReason, SipEvent};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the manager drains the media plane's event queue.
 const MEDIA_EVENT_POLL: Duration = Duration::from_millis(20);
 /// How long shutdown waits for the BYEs it sent to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Requests from the API waiting for the manager.
+const API_QUEUE_LEN: usize = 256;
 
-/// One call the bridge answered.
+/// Hangup causes (API.md "Calls").
+pub const NORMAL_CLEARING: &str = "NORMAL_CLEARING";
+pub const ORIGINATOR_CANCEL: &str = "ORIGINATOR_CANCEL";
+pub const USER_BUSY: &str = "USER_BUSY";
+pub const NO_ANSWER: &str = "NO_ANSWER";
+pub const CALL_REJECTED: &str = "CALL_REJECTED";
+
+/// One answered call.
 #[derive(Debug)]
 struct Call {
     id: String,
-    room: String,
+    rtp_port: u16,
+    /// Kept here while the media plane has clones, so the ports stay bound when
+    /// the call leaves the mixer and can join again.
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    media_address: IpAddr,
+    negotiated: sdp::Negotiated,
+    session: sdp::SdpSession,
+    /// On hold by the phone (SIP re-offer).
+    held: bool,
+    joined: Option<Joined>,
+}
+
+/// A call's place in a conference and the mixer.
+#[derive(Debug)]
+struct Joined {
     conference_id: String,
     member_id: String,
     media: MemberKey,
     mix: u32,
-    rtp_port: u16,
-    media_address: IpAddr,
-    negotiated: sdp::Negotiated,
-    session: sdp::SdpSession,
-    held: bool,
 }
 
 /// Conference mixes in the media plane: one index per active conference.
@@ -74,12 +100,250 @@ impl MixPool {
     }
 }
 
-/// The state shared with readers of records (the API later).
+/// The records and the callback queue, shared by the manager and the API.
+/// Record changes and the events they cause are made under the one registry
+/// lock, so events leave in the order the records changed.
 pub struct Shared {
     pub registry: Mutex<Registry>,
+    pub events: Events,
 }
 
-/// Routes calls to rooms and keeps records and media in step with SIP.
+impl Shared {
+    pub fn new(registry: Registry, events: Events) -> Shared {
+        Shared {
+            registry: Mutex::new(registry),
+            events,
+        }
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues the `conference-member` event for a member as it is now.
+    pub fn member_event(&self, registry: &Registry, member_id: &str) {
+        if let Some((c, m)) = conference_and_member(registry, member_id) {
+            self.events.member(c, m);
+        }
+    }
+
+    /// Queues the `conference` event for a conference as it is now.
+    pub fn conference_event(&self, registry: &Registry, conference_id: &str) {
+        if let Some(c) = registry.conference(conference_id) {
+            self.events.conference(c);
+        }
+    }
+
+    /// Queues a call event (`answer`, `hangup`) for a call as it is now.
+    pub fn call_event(&self, registry: &Registry, call_id: &str, event_type: &str) {
+        if let Some(call) = registry.call(call_id) {
+            self.events.call(call, event_type);
+        }
+    }
+}
+
+fn conference_and_member<'r>(
+    registry: &'r Registry,
+    member_id: &str,
+) -> Option<(&'r Conference, &'r Member)> {
+    let m = registry.member(member_id)?;
+    Some((registry.conference(&m.conference_id)?, m))
+}
+
+/// A change to a member asked for through the API; `None` leaves a field as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberChange {
+    pub remove: bool,
+    pub mute: Option<bool>,
+    pub hold: Option<bool>,
+    pub join_tone: Option<bool>,
+    pub leaving_tone: Option<bool>,
+}
+
+/// A change to a conference's state or flags asked for through the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConferenceChange {
+    pub complete: bool,
+    pub mute: Option<bool>,
+    pub hold: Option<bool>,
+}
+
+/// What the API asks of the manager: everything that touches SIP or the mixer.
+#[derive(Debug)]
+pub enum ApiRequest {
+    AddMember {
+        conference_id: String,
+        call_id: String,
+        options: MemberOptions,
+        reply: oneshot::Sender<Result<String, RecordError>>,
+    },
+    UpdateMember {
+        member_id: String,
+        change: MemberChange,
+        reply: oneshot::Sender<Result<(), RecordError>>,
+    },
+    UpdateConference {
+        conference_id: String,
+        change: ConferenceChange,
+        reply: oneshot::Sender<Result<(), RecordError>>,
+    },
+    /// Places an outbound call; replies with its id.
+    CreateCall {
+        call: OutgoingRequest,
+        reply: oneshot::Sender<Result<String, RecordError>>,
+    },
+    /// Answer (`Active`), reject (`Rejected`) or hang up (`Completed`).
+    SetCallState {
+        call_id: String,
+        state: CallState,
+        reply: oneshot::Sender<Result<(), RecordError>>,
+    },
+}
+
+/// `POST /calls` as the manager needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    /// A number or a `sip:` URI; our From.
+    pub from: String,
+    /// A `sip:` URI, or a number reached through `sip.outbound.proxy`.
+    pub to: String,
+    pub callback_url: Option<String>,
+    /// Join this conference once answered.
+    pub conference_id: Option<String>,
+    /// Give up (CANCEL) when not answered within this.
+    pub call_timeout: Duration,
+    pub tag: Option<String>,
+}
+
+/// The default `callTimeout` of outbound calls.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The API's way to the manager.
+#[derive(Clone, Debug)]
+pub struct ManagerHandle {
+    requests: mpsc::Sender<ApiRequest>,
+}
+
+impl ManagerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RecordError>>) -> ApiRequest,
+    ) -> Result<T, RecordError> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(make(reply)).await.is_err() {
+            return Err(RecordError::Busy("the bridge is stopping"));
+        }
+        answer
+            .await
+            .unwrap_or(Err(RecordError::Busy("the bridge is stopping")))
+    }
+
+    /// Adds an answered call to a conference; returns the member id.
+    pub async fn add_member(
+        &self,
+        conference_id: String,
+        call_id: String,
+        options: MemberOptions,
+    ) -> Result<String, RecordError> {
+        self.ask(|reply| ApiRequest::AddMember {
+            conference_id,
+            call_id,
+            options,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn update_member(
+        &self,
+        member_id: String,
+        change: MemberChange,
+    ) -> Result<(), RecordError> {
+        self.ask(|reply| ApiRequest::UpdateMember {
+            member_id,
+            change,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn update_conference(
+        &self,
+        conference_id: String,
+        change: ConferenceChange,
+    ) -> Result<(), RecordError> {
+        self.ask(|reply| ApiRequest::UpdateConference {
+            conference_id,
+            change,
+            reply,
+        })
+        .await
+    }
+
+    /// Places an outbound call; returns its id at once (it rings afterwards).
+    pub async fn create_call(&self, call: OutgoingRequest) -> Result<String, RecordError> {
+        self.ask(|reply| ApiRequest::CreateCall { call, reply })
+            .await
+    }
+
+    pub async fn set_call_state(
+        &self,
+        call_id: String,
+        state: CallState,
+    ) -> Result<(), RecordError> {
+        self.ask(|reply| ApiRequest::SetCallState {
+            call_id,
+            state,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Where a ringing call goes once answered.
+#[derive(Debug, Clone)]
+enum Route {
+    Room(Room),
+    /// An application answers it through the API.
+    Application,
+}
+
+/// A call that rings before it is answered.
+struct Ringing {
+    id: String,
+    route: Route,
+    from: String,
+    offer: Offer,
+    source: SocketAddr,
+}
+
+/// An outbound call waiting for its answer.
+struct Outgoing {
+    id: String,
+    rtp_port: u16,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    media_address: IpAddr,
+    session: sdp::SdpSession,
+    conference_id: Option<String>,
+    /// Set when our `callTimeout` cancelled it, so the cause is NO_ANSWER.
+    timed_out: bool,
+}
+
+/// What a timer set for a ringing call asks for.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// A room's `answer_delay_ms` is over.
+    Answer,
+    /// Nobody answered within `application.answer_timeout`: 480.
+    GiveUp,
+    /// An outbound call's `callTimeout` is over: CANCEL.
+    CallTimeout,
+}
+
+/// Routes calls to rooms and applications and keeps records and media in step with SIP.
 pub struct Manager {
     config: Arc<Config>,
     sip: SipHandle,
@@ -90,35 +354,34 @@ pub struct Manager {
     mixes: MixPool,
     calls: HashMap<CallKey, Call>,
     by_media: HashMap<MemberKey, CallKey>,
-    /// Calls ringing before they are answered (rooms with `answer_delay_ms`).
+    /// Every live call (ringing or answered) by its `c-` id.
+    by_id: HashMap<String, CallKey>,
     ringing: HashMap<CallKey, Ringing>,
-    answer_due_tx: mpsc::UnboundedSender<CallKey>,
-    answer_due_rx: Option<mpsc::UnboundedReceiver<CallKey>>,
-}
-
-/// A call that rings before it is answered.
-struct Ringing {
-    room: Room,
-    from: String,
-    offer: Offer,
-    source: SocketAddr,
+    outgoing: HashMap<CallKey, Outgoing>,
+    due_tx: mpsc::UnboundedSender<(CallKey, Due)>,
+    due_rx: Option<mpsc::UnboundedReceiver<(CallKey, Due)>>,
+    api_rx: Option<mpsc::Receiver<ApiRequest>>,
 }
 
 impl Manager {
+    /// The manager and the handle the API uses to reach it.
     pub fn new(
         config: Arc<Config>,
         sip: SipHandle,
         media: MediaHandle,
         shared: Arc<Shared>,
-    ) -> Manager {
+    ) -> (Manager, ManagerHandle) {
         let ports = PortPool::new(config.media.bind_address, config.media.rtp_ports.clone());
         let mixes = MixPool::new(media.capacity());
         let media = Mutex::new(media);
-        let (answer_due_tx, answer_due_rx) = mpsc::unbounded_channel();
-        Manager {
+        let (due_tx, due_rx) = mpsc::unbounded_channel();
+        let (api_tx, api_rx) = mpsc::channel(API_QUEUE_LEN);
+        let manager = Manager {
             ringing: HashMap::new(),
-            answer_due_tx,
-            answer_due_rx: Some(answer_due_rx),
+            outgoing: HashMap::new(),
+            due_tx,
+            due_rx: Some(due_rx),
+            api_rx: Some(api_rx),
             config,
             sip,
             media,
@@ -127,7 +390,9 @@ impl Manager {
             mixes,
             calls: HashMap::new(),
             by_media: HashMap::new(),
-        }
+            by_id: HashMap::new(),
+        };
+        (manager, ManagerHandle { requests: api_tx })
     }
 
     /// Runs until `shutdown` turns true, then hangs up every call and returns
@@ -137,7 +402,7 @@ impl Manager {
         mut sip_events: mpsc::Receiver<SipEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let Some(mut answer_due) = self.answer_due_rx.take() else {
+        let (Some(mut due), Some(mut api)) = (self.due_rx.take(), self.api_rx.take()) else {
             return;
         };
         let mut poll = tokio::time::interval(MEDIA_EVENT_POLL);
@@ -149,11 +414,8 @@ impl Manager {
                     None => break,
                 },
                 _ = poll.tick() => self.drain_media_events().await,
-                Some(call) = answer_due.recv() => {
-                    if let Some(ringing) = self.ringing.remove(&call) {
-                        self.answer(call, ringing).await;
-                    }
-                }
+                Some((call, what)) = due.recv() => self.on_due(call, what).await,
+                Some(request) = api.recv() => self.on_api(request).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -166,6 +428,16 @@ impl Manager {
     }
 
     async fn hang_up_all(&mut self, sip_events: &mut mpsc::Receiver<SipEvent>) {
+        let outgoing: Vec<CallKey> = self.outgoing.keys().copied().collect();
+        for key in outgoing {
+            self.sip.send(SipCommand::Hangup(key)).await;
+            self.finish(key, CallState::Completed, NORMAL_CLEARING, "shutdown");
+        }
+        let ringing: Vec<CallKey> = self.ringing.keys().copied().collect();
+        for key in ringing {
+            self.reject(key, 503, "Service Unavailable").await;
+            self.finish(key, CallState::Completed, NORMAL_CLEARING, "shutdown");
+        }
         if self.calls.is_empty() {
             return;
         }
@@ -174,7 +446,7 @@ impl Manager {
         let mut pending = keys.len();
         for key in keys {
             self.sip.send(SipCommand::Hangup(key)).await;
-            self.end_call(key, "shutdown");
+            self.finish(key, CallState::Completed, NORMAL_CLEARING, "shutdown");
         }
         // Let the BYE transactions finish so phones are told, within a bound.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -193,10 +465,14 @@ impl Manager {
                 call,
                 user,
                 from,
+                to,
                 offer,
                 source,
                 ..
-            } => self.on_incoming(call, &user, &from, &offer, source).await,
+            } => {
+                self.on_incoming(call, &user, &from, &to, &offer, source)
+                    .await
+            }
             SipEvent::Confirmed { call } => {
                 if let Some(c) = self.calls.get(&call) {
                     tracing::debug!(call = %c.id, "call confirmed by ACK");
@@ -204,25 +480,39 @@ impl Manager {
             }
             SipEvent::Reoffer { call, offer } => self.on_reoffer(call, &offer).await,
             SipEvent::Cancelled { call } => {
-                self.ringing.remove(&call);
-                self.end_call(call, "cancelled");
+                self.finish(call, CallState::Completed, ORIGINATOR_CANCEL, "cancelled");
             }
             SipEvent::Ended { call, reason } => {
-                self.ringing.remove(&call);
-                let why = match reason {
-                    EndReason::RemoteBye => "caller hung up",
-                    EndReason::LocalBye => "hung up by the bridge",
-                    EndReason::AckTimeout => "no ACK",
-                    EndReason::Cancelled => "cancelled",
-                    EndReason::Rejected => "rejected",
+                let (why, cause) = match reason {
+                    EndReason::RemoteBye => ("caller hung up", NORMAL_CLEARING),
+                    EndReason::LocalBye => ("hung up by the bridge", NORMAL_CLEARING),
+                    EndReason::AckTimeout => ("no ACK", NORMAL_CLEARING),
+                    EndReason::Cancelled => ("cancelled", ORIGINATOR_CANCEL),
+                    EndReason::Rejected => ("rejected", CALL_REJECTED),
                 };
-                self.end_call(call, why);
+                self.finish(call, CallState::Completed, cause, why);
             }
-            // Outbound calls: the API engineer wires these to POST /calls.
-            event @ (SipEvent::Progress { .. }
-            | SipEvent::Answered { .. }
-            | SipEvent::Failed { .. }) => {
-                tracing::debug!(?event, "outbound call event not handled yet");
+            SipEvent::Progress { call, code } => {
+                if let Some(o) = self.outgoing.get(&call) {
+                    tracing::info!(call = %o.id, code, "outbound call progressing");
+                }
+            }
+            SipEvent::Answered { call, answer } => self.on_outgoing_answered(call, &answer).await,
+            SipEvent::Failed { call, code, reason } => {
+                let timed_out = self.outgoing.get(&call).is_some_and(|o| o.timed_out);
+                let (state, cause) = match code {
+                    _ if timed_out => (CallState::Completed, NO_ANSWER),
+                    486 | 600 => (CallState::Rejected, USER_BUSY),
+                    408 | 480 => (CallState::Completed, NO_ANSWER),
+                    487 => (CallState::Completed, ORIGINATOR_CANCEL),
+                    _ => (CallState::Rejected, CALL_REJECTED),
+                };
+                self.finish(
+                    call,
+                    state,
+                    cause,
+                    &format!("outbound call failed: {code} {reason}"),
+                );
             }
         }
     }
@@ -246,92 +536,165 @@ impl Manager {
         call: CallKey,
         user: &str,
         from: &str,
+        to: &str,
         offer: &Offer,
         source: SocketAddr,
     ) {
-        let Some(room) = self.room(user) else {
+        let room = self.room(user);
+        let application = self.config.application.incoming_call_url.clone();
+        if room.is_none() && application.is_none() {
             tracing::info!(%from, number = user, "no room with this number: 404");
             self.reject(call, 404, "Not Found").await;
             return;
-        };
+        }
         if let Err(e) = sdp::negotiate(offer) {
             tracing::info!(%from, "no common codec ({e}): 488");
             self.reject(call, 488, "Not Acceptable Here").await;
             return;
         }
-        let active_in_room = {
-            let registry = self.shared.registry.lock().expect("registry lock");
-            registry
+        if let Some(room) = &room {
+            let active_in_room = self
+                .shared
+                .registry()
                 .room_conference(&room.number)
                 .map(|c| c.active_members)
-                .unwrap_or(0)
+                .unwrap_or(0);
+            if active_in_room >= room.max_members {
+                tracing::info!(room = %room.number, "room is full: 486");
+                self.reject(call, 486, "Busy Here (room full)").await;
+                return;
+            }
+        }
+        let id = {
+            let mut registry = self.shared.registry();
+            let id = registry
+                .create_call(CallDirection::In, from, to, SystemTime::now())
+                .id
+                .clone();
+            if let (None, Some(url)) = (&room, &application) {
+                if let Some(record) = registry.call(&id) {
+                    self.shared.events.incoming_call(url, record);
+                }
+            }
+            id
         };
-        if active_in_room >= room.max_members {
-            tracing::info!(room = %room.number, "room is full: 486");
-            self.reject(call, 486, "Busy Here (room full)").await;
-            return;
-        }
-        if room.answer_delay.is_zero() {
-            let ringing = Ringing {
-                room,
-                from: from.to_string(),
-                offer: offer.clone(),
-                source,
-            };
-            self.answer(call, ringing).await;
-            return;
-        }
+        self.by_id.insert(id.clone(), call);
+        let ringing = Ringing {
+            id,
+            route: room.clone().map_or(Route::Application, Route::Room),
+            from: from.to_string(),
+            offer: offer.clone(),
+            source,
+        };
+        let (delay, due) = match &room {
+            Some(room) if room.answer_delay.is_zero() => {
+                self.answer_room_call(call, ringing).await;
+                return;
+            }
+            Some(room) => (room.answer_delay, Due::Answer),
+            None => (self.config.application.answer_timeout, Due::GiveUp),
+        };
+        tracing::info!(call = %ringing.id, number = user, %from, "ringing");
         self.sip.send(SipCommand::Ring(call)).await;
-        let due = self.answer_due_tx.clone();
-        let delay = room.answer_delay;
-        self.ringing.insert(
-            call,
-            Ringing {
-                room,
-                from: from.to_string(),
-                offer: offer.clone(),
-                source,
-            },
-        );
+        self.ringing.insert(call, ringing);
+        let due_tx = self.due_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = due.send(call);
+            let _ = due_tx.send((call, due));
         });
     }
 
-    /// Answers a routed call: media slot, RTP ports, member record, 200 OK.
-    async fn answer(&mut self, call: CallKey, ringing: Ringing) {
-        let Ringing {
-            room,
-            from,
-            offer,
-            source,
-        } = ringing;
-        let negotiated = match sdp::negotiate(&offer) {
-            Ok(n) => n,
-            Err(e) => {
-                self.reject(call, 488, &format!("Not Acceptable Here ({e})"))
-                    .await;
-                return;
+    async fn on_due(&mut self, call: CallKey, due: Due) {
+        match due {
+            Due::Answer => {
+                if let Some(ringing) = self.ringing.remove(&call) {
+                    self.answer_room_call(call, ringing).await;
+                }
             }
+            Due::GiveUp => {
+                if self.ringing.contains_key(&call) {
+                    tracing::info!("nobody answered within application.answer_timeout: 480");
+                    self.reject(call, 480, "Temporarily Unavailable").await;
+                    self.finish(call, CallState::Completed, NO_ANSWER, "not answered");
+                }
+            }
+            Due::CallTimeout => {
+                if let Some(o) = self.outgoing.get_mut(&call) {
+                    tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
+                    o.timed_out = true;
+                    self.sip.send(SipCommand::Hangup(call)).await;
+                }
+            }
+        }
+    }
+
+    /// Answers a ringing call: RTP ports, 200 OK with SDP, the call record.
+    /// On failure the call is refused and finished; returns whether it was answered.
+    async fn answer(&mut self, call: CallKey, ringing: &Ringing) -> bool {
+        let offer = &ringing.offer;
+        let refuse = |code: u16, reason: String| (code, reason);
+        let failure = match sdp::negotiate(offer) {
+            Err(e) => Some(refuse(488, format!("Not Acceptable Here ({e})"))),
+            Ok(negotiated) => match self.ports.bind_pair() {
+                None => {
+                    tracing::warn!("no free RTP port in media.rtp_ports: 503");
+                    Some(refuse(503, "Service Unavailable (no RTP port)".into()))
+                }
+                Some((rtp_port, rtp, rtcp)) => {
+                    let media_address = self
+                        .config
+                        .media
+                        .address
+                        .unwrap_or_else(|| local_address_towards(ringing.source.ip()));
+                    let mut negotiated = negotiated;
+                    negotiated.direction = answer_direction(offer);
+                    use rand::Rng;
+                    let record = Call {
+                        id: ringing.id.clone(),
+                        rtp_port,
+                        rtp,
+                        rtcp,
+                        media_address,
+                        negotiated,
+                        session: sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64)),
+                        held: offer.is_hold(),
+                        joined: None,
+                    };
+                    let answer = sdp::build_answer(
+                        record.session,
+                        SocketAddr::new(record.media_address, record.rtp_port),
+                        &record.negotiated,
+                    );
+                    tracing::info!(call = %record.id, from = %ringing.from, codec = ?record.negotiated.codec, "call answered");
+                    self.calls.insert(call, record);
+                    self.sip.send(SipCommand::Accept(call, answer)).await;
+                    let mut registry = self.shared.registry();
+                    registry.answer_call(&ringing.id, SystemTime::now());
+                    self.shared.call_event(&registry, &ringing.id, "answer");
+                    None
+                }
+            },
         };
-        let Some(media_key) = self.media().allocate() else {
-            tracing::warn!("every media slot is taken: 486");
-            self.reject(call, 486, "Busy Here (bridge full)").await;
+        match failure {
+            None => true,
+            Some((code, reason)) => {
+                self.reject(call, code, &reason).await;
+                self.end_record(&ringing.id, CallState::Rejected, CALL_REJECTED, &reason);
+                false
+            }
+        }
+    }
+
+    /// Answers a call to a room and joins it to the room's conference, creating
+    /// one when none is active.
+    async fn answer_room_call(&mut self, call: CallKey, ringing: Ringing) {
+        let Route::Room(room) = &ringing.route else {
             return;
         };
-        let Some((rtp_port, rtp, rtcp)) = self.ports.bind_pair() else {
-            self.media().release(media_key);
-            tracing::warn!("no free RTP port in media.rtp_ports: 503");
-            self.reject(call, 503, "Service Unavailable (no RTP port)")
-                .await;
-            return;
-        };
-        let now = SystemTime::now();
-        let call_id = new_id("c-");
-        let (conference_id, member_id) = {
-            let mut registry = self.shared.registry.lock().expect("registry lock");
-            let conference_id = match registry.room_conference(&room.number) {
+        let room = room.clone();
+        let conference_id = {
+            let mut registry = self.shared.registry();
+            match registry.room_conference(&room.number) {
                 Some(c) => c.id.clone(),
                 None => {
                     let id = registry
@@ -339,51 +702,102 @@ impl Manager {
                             &room.number,
                             Some(room.name.clone()),
                             Some(&room.number),
-                            now,
+                            SystemTime::now(),
                         )
                         .id
                         .clone();
+                    self.shared.conference_event(&registry, &id);
                     tracing::info!(conference = %id, room = %room.number, "conference created");
                     id
                 }
-            };
-            let joined = registry
-                .add_member(&conference_id, &call_id, room.max_members, now)
-                .map(|m| m.id.clone());
-            (conference_id, joined)
-        };
-        let member_id = match member_id {
-            Ok(id) => id,
-            Err(e) => {
-                self.media().release(media_key);
-                self.ports.release(rtp_port);
-                tracing::info!("cannot join: {e}: 486");
-                self.reject(call, 486, "Busy Here").await;
-                return;
             }
         };
-        let Some(mix) = self.mixes.get_or_assign(&conference_id) else {
-            self.media().release(media_key);
-            self.ports.release(rtp_port);
-            let _ = self
-                .shared
-                .registry
-                .lock()
-                .expect("registry lock")
-                .complete_member(&member_id, now);
-            self.reject(call, 486, "Busy Here (bridge full)").await;
+        if !self.answer(call, &ringing).await {
             return;
+        }
+        if let Err(e) = self.join(call, &conference_id, MemberOptions::default()) {
+            // Answered already: the caller hears why it cannot join only as a hang-up.
+            tracing::info!(call = %ringing.id, "cannot join room {}: {e}", room.number);
+            self.sip.send(SipCommand::Hangup(call)).await;
+            self.finish(call, CallState::Completed, USER_BUSY, "room full");
+        }
+    }
+
+    /// The most members a conference may have: its room's limit, else the mixer's.
+    fn max_members(&self, conference: &Conference) -> usize {
+        conference
+            .room
+            .as_deref()
+            .and_then(|r| self.room(r))
+            .map_or(self.config.media.max_members, |r| r.max_members)
+    }
+
+    /// Puts an answered call into a conference's mix; returns the member id.
+    fn join(
+        &mut self,
+        key: CallKey,
+        conference_id: &str,
+        options: MemberOptions,
+    ) -> Result<String, RecordError> {
+        let Some(call) = self.calls.get(&key) else {
+            return Err(RecordError::Busy("the call is gone"));
         };
-        let media_address = self
-            .config
-            .media
-            .address
-            .unwrap_or_else(|| local_address_towards(source.ip()));
-        let held = offer.is_hold();
-        let mut negotiated = negotiated;
-        negotiated.direction = answer_direction(&offer);
-        let remote_rtp = negotiated.remote_rtp_addr;
-        tracing::info!(conference = %conference_id, member = %member_id, "member joined");
+        if let Some(joined) = &call.joined {
+            return Err(RecordError::CallInConference(
+                call.id.clone(),
+                joined.conference_id.clone(),
+            ));
+        }
+        let max_members = {
+            let registry = self.shared.registry();
+            let conference = registry
+                .conference(conference_id)
+                .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.to_string()))?;
+            if conference.state == ConferenceState::Completed {
+                return Err(RecordError::ConferenceCompleted);
+            }
+            let max = self.max_members(conference);
+            if conference.active_members >= max {
+                return Err(RecordError::ConferenceFull(max));
+            }
+            max
+        };
+        let (rtp, rtcp) = match (call.rtp.try_clone(), call.rtcp.try_clone()) {
+            (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
+            _ => return Err(RecordError::Busy("cannot share the RTP socket")),
+        };
+        let call_id = call.id.clone();
+        let remote_rtp = call.negotiated.remote_rtp_addr;
+        let codec = media_codec(call.negotiated.codec);
+        let telephone_event_pt = call.negotiated.telephone_event_pt;
+        let sip_held = call.held;
+        let Some(media_key) = self.media().allocate() else {
+            tracing::warn!("every media slot is taken");
+            return Err(RecordError::Busy("every media slot is taken"));
+        };
+        let Some(mix) = self.mixes.get_or_assign(conference_id) else {
+            self.media().release(media_key);
+            return Err(RecordError::Busy("every conference mix is taken"));
+        };
+        let now = SystemTime::now();
+        let (member_id, flags) = {
+            let mut registry = self.shared.registry();
+            let added = registry
+                .add_member_with(conference_id, &call_id, options, max_members, now)
+                .map(|m| m.id.clone());
+            match added {
+                Ok(id) => {
+                    let flags = effective_flags(&registry, &id, sip_held);
+                    (id, flags)
+                }
+                Err(e) => {
+                    drop(registry);
+                    self.media().release(media_key);
+                    self.release_mix_if_done(conference_id);
+                    return Err(e);
+                }
+            }
+        };
         let add = AddMember {
             key: media_key,
             mix,
@@ -391,12 +805,9 @@ impl Manager {
             rtcp,
             remote_rtp,
             remote_rtcp: SocketAddr::new(remote_rtp.ip(), remote_rtp.port().wrapping_add(1)),
-            codec: media_codec(negotiated.codec),
-            telephone_event_pt: negotiated.telephone_event_pt,
-            flags: MemberFlags {
-                held,
-                ..MemberFlags::default()
-            },
+            codec,
+            telephone_event_pt,
+            flags,
         };
         if self
             .media()
@@ -404,42 +815,93 @@ impl Manager {
             .is_err()
         {
             self.media().release(media_key);
-            self.ports.release(rtp_port);
-            let _ = self
-                .shared
-                .registry
-                .lock()
-                .expect("registry lock")
-                .complete_member(&member_id, now);
-            self.release_mix_if_done(&conference_id);
-            tracing::error!("media command queue full: 503");
-            self.reject(call, 503, "Service Unavailable (media busy)")
-                .await;
-            return;
+            let mut registry = self.shared.registry();
+            registry.set_removed_reason(&member_id, "the media plane was busy");
+            let _ = registry.complete_member(&member_id, now);
+            drop(registry);
+            self.release_mix_if_done(conference_id);
+            tracing::error!("media command queue full");
+            return Err(RecordError::Busy("the media plane is busy"));
         }
-        use rand::Rng;
-        let record = Call {
-            id: call_id,
-            room: room.number.clone(),
-            conference_id,
-            member_id,
-            media: media_key,
-            mix,
-            rtp_port,
-            media_address,
-            negotiated,
-            session: sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64)),
-            held,
+        {
+            let registry = self.shared.registry();
+            self.shared.member_event(&registry, &member_id);
+        }
+        tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, "member joined");
+        self.by_media.insert(media_key, key);
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.joined = Some(Joined {
+                conference_id: conference_id.to_string(),
+                member_id: member_id.clone(),
+                media: media_key,
+                mix,
+            });
+        }
+        Ok(member_id)
+    }
+
+    /// Takes a call out of its conference's mix and completes its member record
+    /// (and the conference when it was the last); the call itself stays up.
+    fn detach(&mut self, key: CallKey, reason: &str) {
+        let Some(joined) = self.calls.get_mut(&key).and_then(|c| c.joined.take()) else {
+            return;
         };
-        let answer = sdp::build_answer(
-            record.session,
-            SocketAddr::new(record.media_address, record.rtp_port),
-            &record.negotiated,
-        );
-        tracing::info!(call = %record.id, room = %record.room, %from, codec = ?record.negotiated.codec, "call answered");
-        self.by_media.insert(media_key, call);
-        self.calls.insert(call, record);
-        self.sip.send(SipCommand::Accept(call, answer)).await;
+        self.by_media.remove(&joined.media);
+        if self
+            .media()
+            .send(Command::RemoveMember { key: joined.media })
+            .is_err()
+        {
+            tracing::error!(member = %joined.member_id, "media command queue full: slot not freed");
+        } else {
+            self.media().release(joined.media);
+        }
+        {
+            let mut registry = self.shared.registry();
+            registry.set_removed_reason(&joined.member_id, reason);
+            let completed = registry
+                .complete_member(&joined.member_id, SystemTime::now())
+                .unwrap_or(false);
+            self.shared.member_event(&registry, &joined.member_id);
+            if completed {
+                tracing::info!(conference = %joined.conference_id, "conference completed: last member left");
+                self.shared
+                    .conference_event(&registry, &joined.conference_id);
+            }
+        }
+        self.release_mix_if_done(&joined.conference_id);
+        tracing::info!(member = %joined.member_id, mix = joined.mix, "member left: {reason}");
+    }
+
+    /// Ends a call everywhere: ringing state, mixer, ports, records, and the
+    /// `hangup` event. Idempotent.
+    fn finish(&mut self, key: CallKey, state: CallState, cause: &str, why: &str) {
+        let id = if let Some(outgoing) = self.outgoing.remove(&key) {
+            self.ports.release(outgoing.rtp_port);
+            outgoing.id
+        } else if let Some(ringing) = self.ringing.remove(&key) {
+            ringing.id
+        } else if self.calls.contains_key(&key) {
+            self.detach(key, why);
+            let Some(call) = self.calls.remove(&key) else {
+                return;
+            };
+            self.ports.release(call.rtp_port);
+            call.id
+        } else {
+            return;
+        };
+        self.end_record(&id, state, cause, why);
+    }
+
+    /// Ends a call's record (once) and queues its `hangup` event.
+    fn end_record(&mut self, id: &str, state: CallState, cause: &str, why: &str) {
+        self.by_id.remove(id);
+        let mut registry = self.shared.registry();
+        if registry.end_call(id, state, cause, SystemTime::now()) {
+            self.shared.call_event(&registry, id, "hangup");
+        }
+        tracing::info!(call = %id, "call ended: {why}");
     }
 
     async fn on_reoffer(&mut self, key: CallKey, offer: &Offer) {
@@ -477,39 +939,492 @@ impl Manager {
         }
         call.session.bump_version();
         let remote_rtp = call.negotiated.remote_rtp_addr;
-        let member = call.member_id.clone();
-        let media_key = call.media;
+        let joined = call.joined.as_ref().map(|j| (j.member_id.clone(), j.media));
         let answer = sdp::build_answer(
             call.session,
             SocketAddr::new(call.media_address, call.rtp_port),
             &call.negotiated,
         );
         tracing::info!(call = %call.id, held, "re-offer");
-        let flags = {
-            let mut registry = self.shared.registry.lock().expect("registry lock");
-            let (mute, deaf) = registry
-                .member(&member)
-                .map(|m| (m.mute, m.deaf))
-                .unwrap_or_default();
-            let _ = registry.set_member_flags(&member, mute, held, deaf);
-            MemberFlags {
-                muted: mute,
-                deaf,
-                held,
+        if let Some((member, media_key)) = joined {
+            let flags = effective_flags(&self.shared.registry(), &member, held);
+            if !held {
+                let _ = self.media().send(Command::SetRemote {
+                    key: media_key,
+                    remote_rtp,
+                    remote_rtcp: SocketAddr::new(
+                        remote_rtp.ip(),
+                        remote_rtp.port().wrapping_add(1),
+                    ),
+                });
             }
-        };
-        if !held {
-            let _ = self.media().send(Command::SetRemote {
+            let _ = self.media().send(Command::SetFlags {
                 key: media_key,
-                remote_rtp,
-                remote_rtcp: SocketAddr::new(remote_rtp.ip(), remote_rtp.port().wrapping_add(1)),
+                flags,
             });
         }
-        let _ = self.media().send(Command::SetFlags {
-            key: media_key,
-            flags,
-        });
         self.sip.send(SipCommand::AcceptReoffer(key, answer)).await;
+    }
+
+    async fn on_api(&mut self, request: ApiRequest) {
+        match request {
+            ApiRequest::AddMember {
+                conference_id,
+                call_id,
+                options,
+                reply,
+            } => {
+                let result = self.api_add_member(&conference_id, &call_id, options);
+                let _ = reply.send(result);
+            }
+            ApiRequest::UpdateMember {
+                member_id,
+                change,
+                reply,
+            } => {
+                let result = self.api_update_member(&member_id, change);
+                let _ = reply.send(result);
+            }
+            ApiRequest::UpdateConference {
+                conference_id,
+                change,
+                reply,
+            } => {
+                let result = self.api_update_conference(&conference_id, change);
+                let _ = reply.send(result);
+            }
+            ApiRequest::CreateCall { call, reply } => {
+                let result = self.api_create_call(call).await;
+                let _ = reply.send(result);
+            }
+            ApiRequest::SetCallState {
+                call_id,
+                state,
+                reply,
+            } => {
+                let result = self.api_set_call_state(&call_id, state).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Places an outbound call: RTP ports, an offer, the INVITE, the record.
+    async fn api_create_call(&mut self, request: OutgoingRequest) -> Result<String, RecordError> {
+        let target = outbound_target(&request.to, self.config.sip.outbound.proxy.as_deref())
+            .await
+            .map_err(RecordError::BadTarget)?;
+        if let Some(conference_id) = &request.conference_id {
+            let registry = self.shared.registry();
+            let c = registry
+                .conference(conference_id)
+                .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.clone()))?;
+            if c.state == ConferenceState::Completed {
+                return Err(RecordError::ConferenceCompleted);
+            }
+        }
+        let Some((rtp_port, rtp, rtcp)) = self.ports.bind_pair() else {
+            return Err(RecordError::Busy("no free RTP port"));
+        };
+        let media_address = self
+            .config
+            .media
+            .address
+            .unwrap_or_else(|| local_address_towards(target.destination.ip()));
+        use rand::Rng;
+        let session = sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64));
+        let offer_sdp = sdp::build_offer(
+            session,
+            SocketAddr::new(media_address, rtp_port),
+            OFFERED_TELEPHONE_EVENT_PT,
+        );
+        let from_uri = if request.from.starts_with("sip:") {
+            request.from.clone()
+        } else {
+            format!("sip:{}@{}", request.from, media_address)
+        };
+        let outbound = &self.config.sip.outbound;
+        let credentials = (!outbound.username.is_empty()).then(|| crate::sip::Credentials {
+            username: outbound.username.clone(),
+            password: outbound.password.clone(),
+        });
+        let id = {
+            let mut registry = self.shared.registry();
+            let id = registry
+                .create_call(
+                    CallDirection::Out,
+                    &request.from,
+                    &request.to,
+                    SystemTime::now(),
+                )
+                .id
+                .clone();
+            let _ = registry.update_call(&id, |c| {
+                c.callback_url = request.callback_url.clone();
+                c.tag = request.tag.clone();
+            });
+            id
+        };
+        let invite = crate::sip::OutgoingCall {
+            request_uri: target.request_uri.clone(),
+            from_uri,
+            from_display: None,
+            destination: target.destination,
+            transport: target.transport,
+            offer_sdp,
+            credentials,
+        };
+        let Some(key) = self.sip.invite(invite).await else {
+            self.ports.release(rtp_port);
+            self.shared.registry().end_call(
+                &id,
+                CallState::Rejected,
+                CALL_REJECTED,
+                SystemTime::now(),
+            );
+            return Err(RecordError::Busy("the SIP call table is full"));
+        };
+        tracing::info!(call = %id, to = %target.request_uri, via = %target.destination, "outbound call placed");
+        self.by_id.insert(id.clone(), key);
+        self.outgoing.insert(
+            key,
+            Outgoing {
+                id: id.clone(),
+                rtp_port,
+                rtp,
+                rtcp,
+                media_address,
+                session,
+                conference_id: request.conference_id,
+                timed_out: false,
+            },
+        );
+        let due_tx = self.due_tx.clone();
+        let timeout = request.call_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = due_tx.send((key, Due::CallTimeout));
+        });
+        Ok(id)
+    }
+
+    /// An outbound call was answered: media as the answer says, the record,
+    /// the `answer` event, and the conference it was placed for.
+    async fn on_outgoing_answered(&mut self, key: CallKey, answer: &Offer) {
+        let Some(outgoing) = self.outgoing.remove(&key) else {
+            return;
+        };
+        let negotiated = match sdp::negotiate_answer(answer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
+                self.sip.send(SipCommand::Hangup(key)).await;
+                self.ports.release(outgoing.rtp_port);
+                self.end_record(
+                    &outgoing.id,
+                    CallState::Completed,
+                    NORMAL_CLEARING,
+                    "unusable answer",
+                );
+                return;
+            }
+        };
+        let id = outgoing.id.clone();
+        tracing::info!(call = %id, codec = ?negotiated.codec, "outbound call answered");
+        self.calls.insert(
+            key,
+            Call {
+                id: outgoing.id,
+                rtp_port: outgoing.rtp_port,
+                rtp: outgoing.rtp,
+                rtcp: outgoing.rtcp,
+                media_address: outgoing.media_address,
+                negotiated,
+                session: outgoing.session,
+                held: answer.is_hold(),
+                joined: None,
+            },
+        );
+        {
+            let mut registry = self.shared.registry();
+            registry.answer_call(&id, SystemTime::now());
+            self.shared.call_event(&registry, &id, "answer");
+        }
+        if let Some(conference_id) = outgoing.conference_id {
+            if let Err(e) = self.join(key, &conference_id, MemberOptions::default()) {
+                tracing::warn!(call = %id, conference = %conference_id, "answered but cannot join: {e}");
+            }
+        }
+    }
+
+    fn api_add_member(
+        &mut self,
+        conference_id: &str,
+        call_id: &str,
+        options: MemberOptions,
+    ) -> Result<String, RecordError> {
+        {
+            let registry = self.shared.registry();
+            if registry.conference(conference_id).is_none() {
+                return Err(RecordError::ConferenceNotFound(conference_id.to_string()));
+            }
+            let Some(record) = registry.call(call_id) else {
+                return Err(RecordError::CallNotFound(call_id.to_string()));
+            };
+            if record.state != CallState::Active {
+                return Err(RecordError::CallUnavailable(call_id.to_string()));
+            }
+        }
+        let Some(&key) = self.by_id.get(call_id) else {
+            return Err(RecordError::CallUnavailable(call_id.to_string()));
+        };
+        if !self.calls.contains_key(&key) {
+            return Err(RecordError::CallUnavailable(call_id.to_string()));
+        }
+        self.join(key, conference_id, options)
+    }
+
+    fn api_update_member(
+        &mut self,
+        member_id: &str,
+        change: MemberChange,
+    ) -> Result<(), RecordError> {
+        let (call_id, state) = {
+            let registry = self.shared.registry();
+            let member = registry
+                .member(member_id)
+                .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()))?;
+            (member.call_id.clone(), member.state)
+        };
+        if state == crate::conference::MemberState::Completed {
+            // Removing a removed member does nothing (API.md, decision).
+            return if change.remove {
+                Ok(())
+            } else {
+                Err(RecordError::ConferenceCompleted)
+            };
+        }
+        let key = self.by_id.get(&call_id).copied();
+        if change.remove {
+            match key {
+                Some(key) => self.detach(key, "removed through the API"),
+                None => {
+                    let mut registry = self.shared.registry();
+                    registry.set_removed_reason(member_id, "removed through the API");
+                    let completed = registry.complete_member(member_id, SystemTime::now())?;
+                    self.shared.member_event(&registry, member_id);
+                    if completed {
+                        if let Some(c) = registry.member(member_id).map(|m| m.conference_id.clone())
+                        {
+                            self.shared.conference_event(&registry, &c);
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let flags_changed = change.mute.is_some() || change.hold.is_some();
+        {
+            let mut registry = self.shared.registry();
+            registry.update_member(member_id, |m| {
+                if let Some(mute) = change.mute {
+                    m.mute = mute;
+                }
+                if let Some(hold) = change.hold {
+                    m.hold = hold;
+                }
+                if let Some(tone) = change.join_tone {
+                    m.join_tone = tone;
+                }
+                if let Some(tone) = change.leaving_tone {
+                    m.leaving_tone = tone;
+                }
+            })?;
+            if flags_changed {
+                self.shared.member_event(&registry, member_id);
+            }
+        }
+        if flags_changed {
+            if let Some(key) = key {
+                self.apply_flags(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a call's effective flags (member OR conference OR SIP hold) to the mixer.
+    fn apply_flags(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let Some(joined) = &call.joined else {
+            return;
+        };
+        let flags = effective_flags(&self.shared.registry(), &joined.member_id, call.held);
+        let media_key = joined.media;
+        if self
+            .media()
+            .send(Command::SetFlags {
+                key: media_key,
+                flags,
+            })
+            .is_err()
+        {
+            tracing::error!("media command queue full: flags not applied");
+        }
+    }
+
+    fn api_update_conference(
+        &mut self,
+        conference_id: &str,
+        change: ConferenceChange,
+    ) -> Result<(), RecordError> {
+        let members: Vec<String> = {
+            let mut registry = self.shared.registry();
+            registry.update_conference(conference_id, |c| {
+                if let Some(mute) = change.mute {
+                    c.mute = mute;
+                }
+                if let Some(hold) = change.hold {
+                    c.hold = hold;
+                }
+            })?;
+            registry
+                .members_of(conference_id)
+                .into_iter()
+                .filter(|m| m.state == crate::conference::MemberState::Active)
+                .map(|m| m.call_id.clone())
+                .collect()
+        };
+        let keys: Vec<CallKey> = members
+            .iter()
+            .filter_map(|id| self.by_id.get(id).copied())
+            .collect();
+        if change.mute.is_some() || change.hold.is_some() {
+            for key in &keys {
+                self.apply_flags(*key);
+            }
+        }
+        if change.complete {
+            self.shared
+                .registry()
+                .set_completed_reason(conference_id, "completed through the API");
+            for key in keys {
+                self.detach(key, "the conference was completed");
+            }
+            let mut registry = self.shared.registry();
+            // Members without a live call (none in practice) and conferences
+            // that never had members complete here.
+            let leftovers: Vec<String> = registry
+                .members_of(conference_id)
+                .into_iter()
+                .filter(|m| m.state == crate::conference::MemberState::Active)
+                .map(|m| m.id.clone())
+                .collect();
+            for member in leftovers {
+                if registry.complete_member(&member, SystemTime::now())? {
+                    self.shared.conference_event(&registry, conference_id);
+                }
+                self.shared.member_event(&registry, &member);
+            }
+            // Detaching the last member completed it (and queued its event);
+            // a conference that never had members completes here.
+            let open = registry
+                .conference(conference_id)
+                .is_some_and(|c| c.state != ConferenceState::Completed);
+            if open {
+                registry.complete_conference(conference_id, SystemTime::now())?;
+                self.shared.conference_event(&registry, conference_id);
+            }
+            drop(registry);
+            self.mixes.release(conference_id);
+        }
+        Ok(())
+    }
+
+    async fn api_set_call_state(
+        &mut self,
+        call_id: &str,
+        state: CallState,
+    ) -> Result<(), RecordError> {
+        let current = self
+            .shared
+            .registry()
+            .call(call_id)
+            .map(|c| c.state)
+            .ok_or_else(|| RecordError::CallNotFound(call_id.to_string()))?;
+        let key = self.by_id.get(call_id).copied();
+        if let Some(key) = key.filter(|k| self.outgoing.contains_key(k)) {
+            // Our own call, still ringing: only hanging up (CANCEL) makes sense.
+            return match state {
+                CallState::Completed => {
+                    self.sip.send(SipCommand::Hangup(key)).await;
+                    self.finish(
+                        key,
+                        CallState::Completed,
+                        ORIGINATOR_CANCEL,
+                        "cancelled through the API",
+                    );
+                    Ok(())
+                }
+                _ => Err(RecordError::CallInvalidState(
+                    call_id.to_string(),
+                    "started",
+                )),
+            };
+        }
+        match (state, current, key) {
+            (CallState::Active, CallState::Active, _) => Ok(()),
+            (CallState::Active, CallState::Started, Some(key)) => {
+                let Some(ringing) = self.ringing.remove(&key) else {
+                    return Err(RecordError::CallInvalidState(
+                        call_id.to_string(),
+                        "started",
+                    ));
+                };
+                match ringing.route {
+                    Route::Room(_) => self.answer_room_call(key, ringing).await,
+                    Route::Application => {
+                        self.answer(key, &ringing).await;
+                    }
+                }
+                Ok(())
+            }
+            (CallState::Rejected, CallState::Started, Some(key)) => {
+                self.reject(key, 603, "Decline").await;
+                self.finish(
+                    key,
+                    CallState::Rejected,
+                    CALL_REJECTED,
+                    "rejected through the API",
+                );
+                Ok(())
+            }
+            (CallState::Completed, CallState::Started, Some(key)) => {
+                self.reject(key, 480, "Temporarily Unavailable").await;
+                self.finish(
+                    key,
+                    CallState::Completed,
+                    NORMAL_CLEARING,
+                    "hung up through the API",
+                );
+                Ok(())
+            }
+            (CallState::Completed, CallState::Active, Some(key)) => {
+                self.sip.send(SipCommand::Hangup(key)).await;
+                self.finish(
+                    key,
+                    CallState::Completed,
+                    NORMAL_CLEARING,
+                    "hung up through the API",
+                );
+                Ok(())
+            }
+            (CallState::Completed, CallState::Completed | CallState::Rejected, _) => Ok(()),
+            (_, current, _) => Err(RecordError::CallInvalidState(
+                call_id.to_string(),
+                current.as_str(),
+            )),
+        }
     }
 
     fn media(&self) -> std::sync::MutexGuard<'_, MediaHandle> {
@@ -531,55 +1446,128 @@ impl Manager {
                             self.config.media.rtp_timeout
                         );
                         self.sip.send(SipCommand::Hangup(call)).await;
-                        self.end_call(call, "RTP timeout");
+                        self.finish(call, CallState::Completed, NORMAL_CLEARING, "RTP timeout");
                     }
                 }
-                Event::Talking { .. } => {}
-                Event::QueueFull => tracing::warn!("media event queue overflowed"),
+                Event::Talking { key, talking } => {
+                    let member = self
+                        .by_media
+                        .get(&key)
+                        .and_then(|call| self.calls.get(call))
+                        .and_then(|call| call.joined.as_ref())
+                        .map(|j| j.member_id.clone());
+                    if let Some(member) = member {
+                        self.shared.registry().set_talking(&member, talking);
+                    }
+                }
+                // Events added to the media plane later land here until wired.
+                other => {
+                    if other == Event::QueueFull {
+                        tracing::warn!("media event queue overflowed");
+                    }
+                }
             }
         }
-    }
-
-    /// Removes a call everywhere: media slot, port, member record (and the
-    /// conference when it was the last member). Idempotent.
-    fn end_call(&mut self, key: CallKey, why: &str) {
-        let Some(call) = self.calls.remove(&key) else {
-            return;
-        };
-        self.by_media.remove(&call.media);
-        let removed = self.media().send(Command::RemoveMember { key: call.media });
-        if removed.is_err() {
-            tracing::error!(call = %call.id, "media command queue full: slot not freed");
-        } else {
-            self.media().release(call.media);
-        }
-        self.ports.release(call.rtp_port);
-        let completed = self
-            .shared
-            .registry
-            .lock()
-            .expect("registry lock")
-            .complete_member(&call.member_id, SystemTime::now())
-            .unwrap_or(false);
-        if completed {
-            tracing::info!(conference = %call.conference_id, "conference completed: last member left");
-        }
-        self.release_mix_if_done(&call.conference_id);
-        tracing::info!(call = %call.id, member = %call.member_id, mix = call.mix, "call ended: {why}");
     }
 
     fn release_mix_if_done(&mut self, conference_id: &str) {
         let active = self
             .shared
-            .registry
-            .lock()
-            .expect("registry lock")
+            .registry()
             .conference(conference_id)
             .map(|c| c.active_members)
             .unwrap_or(0);
         if active == 0 {
             self.mixes.release(conference_id);
         }
+    }
+}
+
+/// The telephone-event payload type we offer on outbound calls.
+const OFFERED_TELEPHONE_EVENT_PT: u8 = 101;
+
+/// Where an outbound INVITE goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OutboundTarget {
+    request_uri: String,
+    destination: SocketAddr,
+    transport: crate::sip::Transport,
+}
+
+/// `to` as a Request-URI and next hop: a `sip:` URI goes to its own host
+/// (`;transport=tcp` honoured), a number goes to `sip.outbound.proxy`.
+async fn outbound_target(to: &str, proxy: Option<&str>) -> Result<OutboundTarget, String> {
+    let to = to.trim();
+    let (request_uri, hostport, params) = match to.strip_prefix("sip:") {
+        Some(rest) => {
+            let (address, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let hostport = address.rsplit_once('@').map_or(address, |(_, h)| h);
+            (to.to_string(), hostport.to_string(), params.to_string())
+        }
+        None => {
+            let Some(proxy) = proxy else {
+                return Err(format!(
+                    "{to} is not a sip: URI and no sip.outbound.proxy is configured"
+                ));
+            };
+            if to.is_empty()
+                || !to
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+            {
+                return Err(format!("{to} is neither a sip: URI nor a number"));
+            }
+            (
+                format!("sip:{to}@{proxy}"),
+                proxy.to_string(),
+                String::new(),
+            )
+        }
+    };
+    let transport = if params
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("transport=tcp"))
+    {
+        crate::sip::Transport::Tcp
+    } else {
+        crate::sip::Transport::Udp
+    };
+    let with_port = if hostport.starts_with('[') {
+        if hostport.contains("]:") {
+            hostport.clone()
+        } else {
+            format!("{hostport}:5060")
+        }
+    } else if hostport.contains(':') {
+        hostport.clone()
+    } else {
+        format!("{hostport}:5060")
+    };
+    let destination = tokio::net::lookup_host(&with_port)
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| format!("cannot resolve {hostport}"))?;
+    Ok(OutboundTarget {
+        request_uri,
+        destination,
+        transport,
+    })
+}
+
+/// What the mixer applies to a member: its own flags, its conference's, and a
+/// hold from the phone itself (DESIGN.md "Mute, hold, deaf").
+fn effective_flags(registry: &Registry, member_id: &str, sip_held: bool) -> MemberFlags {
+    let Some((conference, member)) = conference_and_member(registry, member_id) else {
+        return MemberFlags {
+            held: sip_held,
+            ..MemberFlags::default()
+        };
+    };
+    MemberFlags {
+        muted: member.mute || conference.mute,
+        deaf: member.deaf,
+        held: member.hold || conference.hold || sip_held,
     }
 }
 

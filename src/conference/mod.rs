@@ -3,9 +3,12 @@
 //!
 //! States follow the Catapult v1 contract (`API.md`): a conference goes
 //! `created` -> `active` -> `completed`; a member is `active` until `completed`.
-//! Records are kept after completion so they stay readable.
+//! Records are kept after completion so they stay readable, and written through
+//! to the SQLite [`Store`] so they survive a restart.
 
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Length of the random part of every id (`conf-`, `member-`, `c-` + 22 characters).
@@ -39,6 +42,16 @@ impl ConferenceState {
             ConferenceState::Completed => "completed",
         }
     }
+
+    pub fn parse(text: &str) -> Option<ConferenceState> {
+        [
+            ConferenceState::Created,
+            ConferenceState::Active,
+            ConferenceState::Completed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +67,81 @@ impl MemberState {
             MemberState::Completed => "completed",
         }
     }
+
+    pub fn parse(text: &str) -> Option<MemberState> {
+        [MemberState::Active, MemberState::Completed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// What the keypad does in a conference (DESIGN.md "Keypad").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    InterpretDigits,
+    PassthruDigits,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::InterpretDigits => "interpret_digits",
+            Profile::PassthruDigits => "passthru_digits",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Profile> {
+        [Profile::InterpretDigits, Profile::PassthruDigits]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// How callback events are sent (`callbackHttpMethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallbackMethod {
+    Get,
+    #[default]
+    Post,
+}
+
+impl CallbackMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackMethod::Get => "GET",
+            CallbackMethod::Post => "POST",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CallbackMethod> {
+        [CallbackMethod::Get, CallbackMethod::Post]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// The default and the largest `callbackTimeout`, in milliseconds (API.md).
+pub const MAX_CALLBACK_TIMEOUT_MS: u32 = 10_000;
+
+/// Where and how a resource's events are delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub url: Option<String>,
+    pub method: CallbackMethod,
+    pub timeout_ms: u32,
+    pub fallback_url: Option<String>,
+}
+
+impl Default for Callback {
+    fn default() -> Self {
+        Callback {
+            url: None,
+            method: CallbackMethod::Post,
+            timeout_ms: MAX_CALLBACK_TIMEOUT_MS,
+            fallback_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,8 +155,12 @@ pub struct Conference {
     pub completed_time: Option<SystemTime>,
     pub mute: bool,
     pub hold: bool,
+    pub profile: Profile,
+    pub callback: Callback,
     /// The room this conference belongs to, for dial-in rooms.
     pub room: Option<String>,
+    /// Why it completed (`last member left`, `completed through the API`, `restart`...).
+    pub completed_reason: Option<String>,
     /// Members in join order (oldest first), including completed ones.
     pub member_ids: Vec<String>,
     pub active_members: usize,
@@ -85,33 +177,258 @@ pub struct Member {
     pub mute: bool,
     pub hold: bool,
     pub deaf: bool,
+    pub join_tone: bool,
+    pub leaving_tone: bool,
+    /// Whether the member's voice is being mixed right now (runtime only).
+    pub talking: bool,
+    pub removed_reason: Option<String>,
+}
+
+/// The flags a conference applies to a new member (`POST .../members`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberOptions {
+    pub mute: bool,
+    pub hold: bool,
+    pub join_tone: bool,
+    pub leaving_tone: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    In,
+    Out,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::In => "in",
+            CallDirection::Out => "out",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    Started,
+    Rejected,
+    Active,
+    Completed,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Started => "started",
+            CallState::Rejected => "rejected",
+            CallState::Active => "active",
+            CallState::Completed => "completed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CallState> {
+        [
+            CallState::Started,
+            CallState::Rejected,
+            CallState::Active,
+            CallState::Completed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// A Catapult Call (`c-...`): every SIP call the bridge handles, room calls included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub id: String,
+    pub direction: CallDirection,
+    pub from: String,
+    pub to: String,
+    pub state: CallState,
+    pub start_time: SystemTime,
+    pub active_time: Option<SystemTime>,
+    pub end_time: Option<SystemTime>,
+    pub callback_url: Option<String>,
+    /// The conference the call was last added to.
+    pub conference_id: Option<String>,
+    pub tag: Option<String>,
+    /// The hangup `cause` (`NORMAL_CLEARING`...), once ended.
+    pub cause: Option<String>,
+}
+
+impl CallRecord {
+    /// Whole seconds between answer and end (`chargeableDuration`).
+    pub fn chargeable_duration_s(&self) -> Option<u64> {
+        let (Some(active), Some(end)) = (self.active_time, self.end_time) else {
+            return None;
+        };
+        Some(end.duration_since(active).unwrap_or_default().as_secs())
+    }
 }
 
 /// Why a record could not change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("the conference {0} could not be found")]
+    #[error("The conference {0} could not be found")]
     ConferenceNotFound(String),
-    #[error("the member {0} could not be found")]
+    #[error("The conference member {0} could not be found")]
     MemberNotFound(String),
-    #[error("invalid conference state completed")]
+    #[error("Invalid conference state completed")]
     ConferenceCompleted,
-    #[error("the conference is full ({0} members)")]
+    #[error("The conference is full ({0} members)")]
     ConferenceFull(usize),
+    #[error("The call {0} could not be found")]
+    CallNotFound(String),
+    #[error("The call {0} is not answered")]
+    CallUnavailable(String),
+    #[error("The call {0} is already a member of conference {1}")]
+    CallInConference(String, String),
+    #[error("The call {0} is in state {1}")]
+    CallInvalidState(String, &'static str),
+    #[error("The bridge is busy: {0}")]
+    Busy(&'static str),
+    #[error("Cannot call {0}")]
+    BadTarget(String),
 }
 
-/// All conference and member records.
-#[derive(Debug, Default)]
+/// All conference, member and call records; every change is written through
+/// to the store when one is attached.
+#[derive(Default)]
 pub struct Registry {
     conferences: HashMap<String, Conference>,
+    /// Conference ids, oldest first.
+    conference_order: Vec<String>,
     members: HashMap<String, Member>,
+    calls: HashMap<String, CallRecord>,
     /// The active (not completed) conference of each room.
     room_conferences: HashMap<String, String>,
+    store: Option<Arc<Store>>,
 }
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("conferences", &self.conferences.len())
+            .field("members", &self.members.len())
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+/// What completing left-over records at start-up changed, for the callbacks.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub members: Vec<String>,
+    pub conferences: Vec<String>,
+    pub calls: Vec<String>,
+}
+
+/// The reason recorded for records a previous run left active.
+pub const RESTART_REASON: &str = "the bridge restarted";
 
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// Loads every record from `store` and writes every change back to it.
+    /// Whatever the previous run left active is completed with
+    /// [`RESTART_REASON`]; the returned ids say what, so callbacks can follow.
+    pub fn open(store: Arc<Store>, now: SystemTime) -> Result<(Registry, Recovered), StoreError> {
+        let loaded = store.load()?;
+        let mut registry = Registry::new();
+        for conference in loaded.conferences {
+            registry.conference_order.push(conference.id.clone());
+            registry
+                .conferences
+                .insert(conference.id.clone(), conference);
+        }
+        for member in loaded.members {
+            if let Some(c) = registry.conferences.get_mut(&member.conference_id) {
+                c.member_ids.push(member.id.clone());
+            }
+            registry.members.insert(member.id.clone(), member);
+        }
+        for call in loaded.calls {
+            registry.calls.insert(call.id.clone(), call);
+        }
+        registry.store = Some(store);
+        let mut recovered = Recovered::default();
+        let active_members: Vec<String> = registry
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in active_members {
+            recovered.members.push(id.clone());
+            registry.set_removed_reason(&id, RESTART_REASON);
+            let Some(conference) = registry.member(&id).map(|m| m.conference_id.clone()) else {
+                continue;
+            };
+            registry.set_completed_reason(&conference, RESTART_REASON);
+            if let Ok(true) = registry.complete_member(&id, now) {
+                recovered.conferences.push(conference);
+            }
+        }
+        // A conference counted active with no member left active (a crash between
+        // two writes) is completed too.
+        let stale: Vec<String> = registry
+            .conferences
+            .values()
+            .filter(|c| c.state == ConferenceState::Active)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in stale {
+            registry.set_completed_reason(&id, RESTART_REASON);
+            if registry.complete_conference(&id, now).is_ok() {
+                recovered.conferences.push(id);
+            }
+        }
+        let open_calls: Vec<String> = registry
+            .calls
+            .values()
+            .filter(|c| matches!(c.state, CallState::Started | CallState::Active))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in open_calls {
+            registry.end_call(&id, CallState::Completed, "NORMAL_CLEARING", now);
+            recovered.calls.push(id);
+        }
+        // Room conferences still waiting for their first member are reused.
+        let waiting: Vec<(String, String)> = registry
+            .conferences
+            .values()
+            .filter(|c| c.state == ConferenceState::Created)
+            .filter_map(|c| Some((c.room.clone()?, c.id.clone())))
+            .collect();
+        registry.room_conferences.extend(waiting);
+        Ok((registry, recovered))
+    }
+
+    fn persist_conference(&self, id: &str) {
+        if let (Some(store), Some(c)) = (&self.store, self.conferences.get(id)) {
+            if let Err(e) = store.save_conference(c) {
+                tracing::error!(conference = %id, "cannot write the conference record: {e}");
+            }
+        }
+    }
+
+    fn persist_member(&self, id: &str) {
+        if let (Some(store), Some(m)) = (&self.store, self.members.get(id)) {
+            if let Err(e) = store.save_member(m) {
+                tracing::error!(member = %id, "cannot write the member record: {e}");
+            }
+        }
+    }
+
+    fn persist_call(&self, id: &str) {
+        if let (Some(store), Some(c)) = (&self.store, self.calls.get(id)) {
+            if let Err(e) = store.save_call(c) {
+                tracing::error!(call = %id, "cannot write the call record: {e}");
+            }
+        }
     }
 
     /// Creates a conference in state `created`.
@@ -120,6 +437,26 @@ impl Registry {
         from: &str,
         tag: Option<String>,
         room: Option<&str>,
+        now: SystemTime,
+    ) -> &Conference {
+        self.create_conference_with(
+            from,
+            tag,
+            room,
+            Profile::default(),
+            Callback::default(),
+            now,
+        )
+    }
+
+    /// Creates a conference in state `created` with its profile and callback.
+    pub fn create_conference_with(
+        &mut self,
+        from: &str,
+        tag: Option<String>,
+        room: Option<&str>,
+        profile: Profile,
+        callback: Callback,
         now: SystemTime,
     ) -> &Conference {
         let id = new_id("conf-");
@@ -132,14 +469,20 @@ impl Registry {
             completed_time: None,
             mute: false,
             hold: false,
+            profile,
+            callback,
             room: room.map(str::to_string),
+            completed_reason: None,
             member_ids: Vec::new(),
             active_members: 0,
         };
         if let Some(room) = room {
             self.room_conferences.insert(room.to_string(), id.clone());
         }
-        self.conferences.entry(id).or_insert(conference)
+        self.conference_order.push(id.clone());
+        self.conferences.insert(id.clone(), conference);
+        self.persist_conference(&id);
+        &self.conferences[&id]
     }
 
     /// The room's conference that is not completed, if any.
@@ -151,6 +494,34 @@ impl Registry {
 
     pub fn conference(&self, id: &str) -> Option<&Conference> {
         self.conferences.get(id)
+    }
+
+    /// Every conference, newest first.
+    pub fn conferences_newest_first(&self) -> Vec<&Conference> {
+        self.conference_order
+            .iter()
+            .rev()
+            .filter_map(|id| self.conferences.get(id))
+            .collect()
+    }
+
+    /// Changes a conference's own settings (not its state or flags); refused
+    /// once it is completed.
+    pub fn update_conference(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Conference),
+    ) -> Result<&Conference, RecordError> {
+        let conference = self
+            .conferences
+            .get_mut(id)
+            .ok_or_else(|| RecordError::ConferenceNotFound(id.to_string()))?;
+        if conference.state == ConferenceState::Completed {
+            return Err(RecordError::ConferenceCompleted);
+        }
+        change(conference);
+        self.persist_conference(id);
+        Ok(&self.conferences[id])
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {
@@ -178,6 +549,24 @@ impl Registry {
         max_members: usize,
         now: SystemTime,
     ) -> Result<&Member, RecordError> {
+        self.add_member_with(
+            conference_id,
+            call_id,
+            MemberOptions::default(),
+            max_members,
+            now,
+        )
+    }
+
+    /// Adds an active member with its initial flags; the conference becomes `active`.
+    pub fn add_member_with(
+        &mut self,
+        conference_id: &str,
+        call_id: &str,
+        options: MemberOptions,
+        max_members: usize,
+        now: SystemTime,
+    ) -> Result<&Member, RecordError> {
         let conference = self
             .conferences
             .get_mut(conference_id)
@@ -199,11 +588,22 @@ impl Registry {
             state: MemberState::Active,
             added_time: now,
             removed_time: None,
-            mute: false,
-            hold: false,
+            mute: options.mute,
+            hold: options.hold,
             deaf: false,
+            join_tone: options.join_tone,
+            leaving_tone: options.leaving_tone,
+            talking: false,
+            removed_reason: None,
         };
-        Ok(self.members.entry(id).or_insert(member))
+        self.members.insert(id.clone(), member);
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.conference_id = Some(conference_id.to_string());
+        }
+        self.persist_conference(conference_id);
+        self.persist_member(&id);
+        self.persist_call(call_id);
+        Ok(&self.members[&id])
     }
 
     /// Changes a member's own mute/hold/deaf flags.
@@ -214,6 +614,19 @@ impl Registry {
         hold: bool,
         deaf: bool,
     ) -> Result<&Member, RecordError> {
+        self.update_member(member_id, |m| {
+            m.mute = mute;
+            m.hold = hold;
+            m.deaf = deaf;
+        })
+    }
+
+    /// Changes an active member's settings; refused once it is completed.
+    pub fn update_member(
+        &mut self,
+        member_id: &str,
+        change: impl FnOnce(&mut Member),
+    ) -> Result<&Member, RecordError> {
         let member = self
             .members
             .get_mut(member_id)
@@ -221,10 +634,34 @@ impl Registry {
         if member.state == MemberState::Completed {
             return Err(RecordError::ConferenceCompleted);
         }
-        member.mute = mute;
-        member.hold = hold;
-        member.deaf = deaf;
-        Ok(member)
+        change(member);
+        self.persist_member(member_id);
+        Ok(&self.members[member_id])
+    }
+
+    /// Runtime-only: whether the member is heard right now (not written to the store).
+    pub fn set_talking(&mut self, member_id: &str, talking: bool) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.talking = talking;
+        }
+    }
+
+    /// Records why a member is (about to be) removed.
+    pub fn set_removed_reason(&mut self, member_id: &str, reason: &str) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            if member.removed_reason.is_none() {
+                member.removed_reason = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// Records why a conference is (about to be) completed.
+    pub fn set_completed_reason(&mut self, conference_id: &str, reason: &str) {
+        if let Some(c) = self.conferences.get_mut(conference_id) {
+            if c.completed_reason.is_none() {
+                c.completed_reason = Some(reason.to_string());
+            }
+        }
     }
 
     /// Completes a member (idempotent). When it was the last active member of a
@@ -243,15 +680,19 @@ impl Registry {
         }
         member.state = MemberState::Completed;
         member.removed_time = Some(now);
+        member.talking = false;
         let conference_id = member.conference_id.clone();
+        self.persist_member(member_id);
         let Some(conference) = self.conferences.get_mut(&conference_id) else {
             return Ok(false);
         };
         conference.active_members = conference.active_members.saturating_sub(1);
         if conference.active_members == 0 && conference.state == ConferenceState::Active {
+            self.set_completed_reason(&conference_id, "the last member left");
             self.complete_conference(&conference_id, now)?;
             return Ok(true);
         }
+        self.persist_conference(&conference_id);
         Ok(false)
     }
 
@@ -271,7 +712,102 @@ impl Registry {
                 self.room_conferences.remove(room);
             }
         }
+        self.persist_conference(id);
         Ok(())
+    }
+
+    /// For metrics: calls `[started, active]`, active members, conferences
+    /// `[created, active, completed]`.
+    pub fn counts(&self) -> ([u64; 2], u64, [u64; 3]) {
+        let mut calls = [0; 2];
+        for c in self.calls.values() {
+            match c.state {
+                CallState::Started => calls[0] += 1,
+                CallState::Active => calls[1] += 1,
+                _ => {}
+            }
+        }
+        let members = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Active)
+            .count() as u64;
+        let mut conferences = [0; 3];
+        for c in self.conferences.values() {
+            conferences[c.state as usize] += 1;
+        }
+        (calls, members, conferences)
+    }
+
+    pub fn call(&self, id: &str) -> Option<&CallRecord> {
+        self.calls.get(id)
+    }
+
+    /// Records a new call in state `started`.
+    pub fn create_call(
+        &mut self,
+        direction: CallDirection,
+        from: &str,
+        to: &str,
+        now: SystemTime,
+    ) -> &CallRecord {
+        let id = new_id("c-");
+        let record = CallRecord {
+            id: id.clone(),
+            direction,
+            from: from.to_string(),
+            to: to.to_string(),
+            state: CallState::Started,
+            start_time: now,
+            active_time: None,
+            end_time: None,
+            callback_url: None,
+            conference_id: None,
+            tag: None,
+            cause: None,
+        };
+        self.calls.insert(id.clone(), record);
+        self.persist_call(&id);
+        &self.calls[&id]
+    }
+
+    /// Changes a call record.
+    pub fn update_call(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut CallRecord),
+    ) -> Result<&CallRecord, RecordError> {
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| RecordError::CallNotFound(id.to_string()))?;
+        change(call);
+        self.persist_call(id);
+        Ok(&self.calls[id])
+    }
+
+    /// Marks a call answered.
+    pub fn answer_call(&mut self, id: &str, now: SystemTime) {
+        let _ = self.update_call(id, |c| {
+            c.state = CallState::Active;
+            c.active_time = Some(now);
+        });
+    }
+
+    /// Ends a call (idempotent): `Rejected` or `Completed`, with its hangup cause.
+    /// Returns whether it changed.
+    pub fn end_call(&mut self, id: &str, state: CallState, cause: &str, now: SystemTime) -> bool {
+        let Some(call) = self.calls.get_mut(id) else {
+            return false;
+        };
+        if matches!(call.state, CallState::Rejected | CallState::Completed) {
+            return false;
+        }
+        call.state = state;
+        call.end_time = Some(now);
+        call.cause = Some(cause.to_string());
+        self.persist_call(id);
+        true
     }
 }
 

@@ -1,0 +1,227 @@
+//! Every API failure as a Catapult error: the HTTP status, `category`, `code`
+//! and `message`, in this one place (API.md "Conventions", "Errors"). The
+//! `details` (request path and method) are added by the layer that knows the
+//! request, see [`with_details`].
+
+use crate::conference::RecordError;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Missing or wrong credentials.
+    Unauthorized,
+    /// A `userId` in the path that is not the configured user.
+    UserAccessDenied(String),
+    /// A field that is present but malformed (or a body that is not JSON).
+    Validation(String),
+    MissingProperty(&'static str),
+    InvalidUrl(&'static str, String),
+    TooLarge,
+    NotFound,
+    MethodNotAllowed,
+    Record(RecordError),
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> ApiError {
+        ApiError::Record(e)
+    }
+}
+
+/// The error as the client sees it, before the request details are added.
+#[derive(Debug, Clone)]
+pub struct CatapultError {
+    pub status: StatusCode,
+    pub category: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    /// The Catapult code table.
+    pub fn catapult(&self) -> CatapultError {
+        use StatusCode as S;
+        let (status, category, code, message) = match self {
+            ApiError::Unauthorized => (
+                S::UNAUTHORIZED,
+                "authentication",
+                "unauthorized",
+                "Valid credentials are required: HTTP Basic with the API token and secret".into(),
+            ),
+            ApiError::UserAccessDenied(user) => (
+                S::UNAUTHORIZED,
+                "authentication",
+                "user-access-denied",
+                format!("These credentials cannot access the user {user}"),
+            ),
+            ApiError::Validation(what) => (
+                S::BAD_REQUEST,
+                "bad-request",
+                "validation-error",
+                what.clone(),
+            ),
+            ApiError::MissingProperty(name) => (
+                S::BAD_REQUEST,
+                "bad-request",
+                "missing-property",
+                format!("The property {name} is required"),
+            ),
+            ApiError::InvalidUrl(name, url) => (
+                S::BAD_REQUEST,
+                "bad-request",
+                "callback-invalid-url",
+                format!("The {name} {url} is not a valid http or https URL"),
+            ),
+            ApiError::TooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "limit",
+                "request-too-large",
+                format!(
+                    "The request body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                ),
+            ),
+            ApiError::NotFound => (
+                S::NOT_FOUND,
+                "not-found",
+                "resource-not-found",
+                "There is no such resource".into(),
+            ),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "bad-request",
+                "method-not-allowed",
+                "This resource does not support this method".into(),
+            ),
+            ApiError::Record(e) => {
+                let message = e.to_string();
+                match e {
+                    RecordError::ConferenceNotFound(_) => {
+                        (S::NOT_FOUND, "not-found", "conference-not-found", message)
+                    }
+                    RecordError::MemberNotFound(_) => (
+                        S::NOT_FOUND,
+                        "not-found",
+                        "conference-member-not-found",
+                        message,
+                    ),
+                    RecordError::CallNotFound(_) => {
+                        (S::NOT_FOUND, "not-found", "call-not-found", message)
+                    }
+                    RecordError::ConferenceCompleted => {
+                        (S::FORBIDDEN, "authorization", "conference-error", message)
+                    }
+                    RecordError::ConferenceFull(_) => {
+                        (S::FORBIDDEN, "limit", "conference-max-members", message)
+                    }
+                    RecordError::CallInConference(..) | RecordError::CallInvalidState(..) => {
+                        (S::FORBIDDEN, "authorization", "call-invalid-state", message)
+                    }
+                    RecordError::CallUnavailable(_) => (
+                        S::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "call-unavailable",
+                        message,
+                    ),
+                    RecordError::BadTarget(_) => {
+                        (S::BAD_REQUEST, "bad-request", "invalid-to", message)
+                    }
+                    RecordError::Busy(_) => (
+                        S::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "service-unavailable",
+                        message,
+                    ),
+                }
+            }
+        };
+        CatapultError {
+            status,
+            category,
+            code,
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// The status and the error as an extension; [`with_details`] writes the body.
+    fn into_response(self) -> Response {
+        let error = self.catapult();
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = error.status;
+        if self == ApiError::Unauthorized || matches!(self, ApiError::UserAccessDenied(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sipconf\""),
+            );
+        }
+        response.extensions_mut().insert(error);
+        response
+    }
+}
+
+/// Middleware: writes the JSON body of every error response, with the
+/// request's path and method, and turns the router's own empty 404, 405 and
+/// 413 answers into Catapult errors too.
+pub async fn with_details(request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .trim_start_matches("v1/")
+        .to_string();
+    let mut response = next.run(request).await;
+    let error = match response.extensions_mut().remove::<CatapultError>() {
+        Some(error) => error,
+        None => match response.status() {
+            StatusCode::NOT_FOUND => ApiError::NotFound.catapult(),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.catapult(),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge.catapult(),
+            _ => return response,
+        },
+    };
+    let body = json!({
+        "category": error.category,
+        "code": error.code,
+        "message": error.message,
+        "details": [
+            {"name": "requestPath", "value": path},
+            {"name": "requestMethod", "value": method},
+        ],
+    });
+    let (mut parts, _) = response.into_parts();
+    parts.status = error.status;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_errors_map_to_the_catapult_table() {
+        let full = ApiError::from(RecordError::ConferenceFull(3)).catapult();
+        assert_eq!(
+            (full.status, full.category, full.code),
+            (StatusCode::FORBIDDEN, "limit", "conference-max-members")
+        );
+        let completed = ApiError::from(RecordError::ConferenceCompleted).catapult();
+        assert_eq!(completed.code, "conference-error");
+        assert_eq!(completed.message, "Invalid conference state completed");
+        let unanswered = ApiError::from(RecordError::CallUnavailable("c-x".into())).catapult();
+        assert_eq!(unanswered.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unanswered.code, "call-unavailable");
+    }
+}

@@ -1,0 +1,771 @@
+//! The HTTP control API: Bandwidth Catapult v1 Conferences and the slice of
+//! Calls they need (`API.md`), plus `/health` and `/metrics`.
+//!
+//! Handlers read records from the registry and ask the call manager for
+//! everything that touches SIP or the mixer; they never wait for callbacks.
+
+mod error;
+mod input;
+
+pub use error::ApiError;
+
+use crate::calls::{ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest, Shared};
+use crate::conference::{
+    CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions,
+    MemberState, Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
+};
+use crate::config::Config;
+use crate::events::resource_time;
+use crate::media::MediaStats;
+use crate::store::Store;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use input::Input;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long `/health` watches the media clock for a tick.
+const HEALTH_WINDOW: Duration = Duration::from_millis(100);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    manager: ManagerHandle,
+    media_stats: Arc<MediaStats>,
+    store: Arc<Store>,
+}
+
+impl ApiState {
+    pub fn new(
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        manager: ManagerHandle,
+        media_stats: Arc<MediaStats>,
+        store: Arc<Store>,
+    ) -> ApiState {
+        ApiState {
+            config,
+            shared,
+            manager,
+            media_stats,
+            store,
+        }
+    }
+
+    /// `{public_base_url}/v1/users/{userId}`.
+    fn user_base(&self) -> String {
+        format!(
+            "{}/v1/users/{}",
+            self.config.api.public_base_url, self.config.api.user_id
+        )
+    }
+}
+
+/// Binds `api.listen`; the server runs until `shutdown` resolves.
+pub async fn serve(
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(state.config.api.listen).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("the API server stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+pub fn router(state: ApiState) -> Router {
+    let users = Router::new()
+        .route(
+            "/v1/users/{user}/conferences",
+            get(list_conferences).post(create_conference),
+        )
+        .route(
+            "/v1/users/{user}/conferences/{id}",
+            get(get_conference).post(update_conference),
+        )
+        .route(
+            "/v1/users/{user}/conferences/{id}/members",
+            get(list_members).post(add_member),
+        )
+        .route(
+            "/v1/users/{user}/conferences/{id}/members/{member}",
+            get(get_member).post(update_member),
+        )
+        .route("/v1/users/{user}/calls", axum::routing::post(create_call))
+        .route(
+            "/v1/users/{user}/calls/{id}",
+            get(get_call).post(update_call),
+        )
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(users)
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(error::with_details))
+        .with_state(state)
+}
+
+/// Equal without an early exit, so the time taken says nothing about where
+/// the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn credentials_ok(config: &Config, headers: &HeaderMap) -> bool {
+    use base64::Engine;
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+        })
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (token, secret) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Both compared every time: no early exit on a wrong token.
+    let token_ok = constant_time_eq(token, config.api.token.as_bytes());
+    let secret_ok = constant_time_eq(secret, config.api.secret.as_bytes());
+    token_ok & secret_ok
+}
+
+/// Basic auth on every route but `/health`, and the path's `userId` must be ours.
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if !credentials_ok(&state.config, request.headers()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let mut segments = request.uri().path().trim_start_matches('/').split('/');
+    if let (Some("v1"), Some("users"), Some(user)) =
+        (segments.next(), segments.next(), segments.next())
+    {
+        if user != state.config.api.user_id {
+            return ApiError::UserAccessDenied(user.to_string()).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn body_input(body: Result<Bytes, BytesRejection>) -> Result<Input, ApiError> {
+    match body {
+        Ok(bytes) => Input::parse(&bytes),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::TooLarge)
+        }
+        Err(rejection) => Err(ApiError::Validation(rejection.body_text())),
+    }
+}
+
+fn json_response(value: Value) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// `200 OK` with no body (API.md: never 204).
+fn ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+fn created(location: String) -> ApiResult {
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| ApiError::Validation("unrepresentable Location".into()))?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+fn insert_opt(map: &mut Map<String, Value>, name: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(name.into(), value);
+    }
+}
+
+fn conference_json(c: &Conference) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(c.id));
+    m.insert("state".into(), json!(c.state.as_str()));
+    m.insert("from".into(), json!(c.from));
+    m.insert("createdTime".into(), json!(resource_time(c.created_time)));
+    insert_opt(
+        &mut m,
+        "completedTime",
+        c.completed_time.map(|t| json!(resource_time(t))),
+    );
+    m.insert("activeMembers".into(), json!(c.active_members));
+    m.insert("hold".into(), json!(c.hold));
+    m.insert("mute".into(), json!(c.mute));
+    m.insert("profile".into(), json!(c.profile.as_str()));
+    insert_opt(
+        &mut m,
+        "callbackUrl",
+        c.callback.url.as_ref().map(|u| json!(u)),
+    );
+    m.insert(
+        "callbackHttpMethod".into(),
+        json!(c.callback.method.as_str()),
+    );
+    m.insert("callbackTimeout".into(), json!(c.callback.timeout_ms));
+    insert_opt(
+        &mut m,
+        "fallbackUrl",
+        c.callback.fallback_url.as_ref().map(|u| json!(u)),
+    );
+    insert_opt(&mut m, "tag", c.tag.as_ref().map(|t| json!(t)));
+    Value::Object(m)
+}
+
+fn member_json(state: &ApiState, m: &Member) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(m.id));
+    o.insert("state".into(), json!(m.state.as_str()));
+    o.insert("addedTime".into(), json!(resource_time(m.added_time)));
+    insert_opt(
+        &mut o,
+        "removedTime",
+        m.removed_time.map(|t| json!(resource_time(t))),
+    );
+    o.insert("hold".into(), json!(m.hold));
+    o.insert("mute".into(), json!(m.mute));
+    o.insert("joinTone".into(), json!(m.join_tone));
+    o.insert("leavingTone".into(), json!(m.leaving_tone));
+    o.insert(
+        "call".into(),
+        json!(format!("{}/calls/{}", state.user_base(), m.call_id)),
+    );
+    o.insert("talking".into(), json!(m.talking));
+    o.insert("deaf".into(), json!(m.deaf));
+    Value::Object(o)
+}
+
+fn call_json(c: &CallRecord) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(c.id));
+    o.insert("direction".into(), json!(c.direction.as_str()));
+    o.insert("from".into(), json!(c.from));
+    o.insert("to".into(), json!(c.to));
+    o.insert("state".into(), json!(c.state.as_str()));
+    o.insert("startTime".into(), json!(resource_time(c.start_time)));
+    insert_opt(
+        &mut o,
+        "activeTime",
+        c.active_time.map(|t| json!(resource_time(t))),
+    );
+    insert_opt(
+        &mut o,
+        "endTime",
+        c.end_time.map(|t| json!(resource_time(t))),
+    );
+    insert_opt(
+        &mut o,
+        "chargeableDuration",
+        c.chargeable_duration_s().map(|d| json!(d)),
+    );
+    insert_opt(
+        &mut o,
+        "callbackUrl",
+        c.callback_url.as_ref().map(|u| json!(u)),
+    );
+    insert_opt(
+        &mut o,
+        "conferenceId",
+        c.conference_id.as_ref().map(|u| json!(u)),
+    );
+    insert_opt(&mut o, "tag", c.tag.as_ref().map(|t| json!(t)));
+    Value::Object(o)
+}
+
+/// The callback settings a request sets; `None` leaves one unchanged.
+struct CallbackInput {
+    url: Option<Option<String>>,
+    method: Option<CallbackMethod>,
+    timeout_ms: Option<u32>,
+    fallback_url: Option<Option<String>>,
+    tag: Option<String>,
+}
+
+fn callback_input(input: &Input) -> Result<CallbackInput, ApiError> {
+    let timeout_ms = match input.number("callbackTimeout")? {
+        None => None,
+        Some(ms) if ms >= 1 && ms <= u64::from(MAX_CALLBACK_TIMEOUT_MS) => Some(ms as u32),
+        Some(_) => {
+            return Err(ApiError::Validation(format!(
+                "The property callbackTimeout must be between 1 and {MAX_CALLBACK_TIMEOUT_MS}"
+            )))
+        }
+    };
+    Ok(CallbackInput {
+        url: input.url("callbackUrl")?,
+        method: input.choice("callbackHttpMethod", "GET, POST", CallbackMethod::parse)?,
+        timeout_ms,
+        fallback_url: input.url("fallbackUrl")?,
+        tag: input.string("tag")?,
+    })
+}
+
+impl CallbackInput {
+    fn apply(self, c: &mut Conference) {
+        if let Some(url) = self.url {
+            c.callback.url = url;
+        }
+        if let Some(method) = self.method {
+            c.callback.method = method;
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            c.callback.timeout_ms = timeout_ms;
+        }
+        if let Some(url) = self.fallback_url {
+            c.callback.fallback_url = url;
+        }
+        if let Some(tag) = self.tag {
+            c.tag = (!tag.is_empty()).then_some(tag);
+        }
+    }
+}
+
+async fn list_conferences(State(state): State<ApiState>) -> ApiResult {
+    let registry = state.shared.registry();
+    let list: Vec<Value> = registry
+        .conferences_newest_first()
+        .into_iter()
+        .map(conference_json)
+        .collect();
+    Ok(json_response(Value::Array(list)))
+}
+
+async fn create_conference(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let from = input.required_string("from")?;
+    let profile = input
+        .choice(
+            "profile",
+            "interpret_digits, passthru_digits",
+            Profile::parse,
+        )?
+        .unwrap_or_default();
+    let callback = callback_input(&input)?;
+    let id = {
+        let mut registry = state.shared.registry();
+        let id = registry
+            .create_conference_with(
+                &from,
+                None,
+                None,
+                profile,
+                Default::default(),
+                crate::store::truncate_to_ms(SystemTime::now()),
+            )
+            .id
+            .clone();
+        registry.update_conference(&id, |c| callback.apply(c))?;
+        state.shared.conference_event(&registry, &id);
+        id
+    };
+    tracing::info!(conference = %id, %from, "conference created through the API");
+    created(format!("{}/conferences/{id}", state.user_base()))
+}
+
+async fn get_conference(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+) -> ApiResult {
+    let registry = state.shared.registry();
+    let c = registry
+        .conference(&id)
+        .ok_or(RecordError::ConferenceNotFound(id.clone()))?;
+    Ok(json_response(conference_json(c)))
+}
+
+async fn update_conference(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let complete = match input.string("state")? {
+        None => false,
+        Some(s) if s.trim().eq_ignore_ascii_case("completed") => true,
+        Some(_) => {
+            return Err(ApiError::Validation(
+                "The property state can only be completed".into(),
+            ))
+        }
+    };
+    let change = ConferenceChange {
+        complete,
+        mute: input.boolean("mute")?,
+        hold: input.boolean("hold")?,
+    };
+    let callback = callback_input(&input)?;
+    {
+        let mut registry = state.shared.registry();
+        let c = registry
+            .conference(&id)
+            .ok_or(RecordError::ConferenceNotFound(id.clone()))?;
+        if c.state == ConferenceState::Completed {
+            return Err(RecordError::ConferenceCompleted.into());
+        }
+        registry.update_conference(&id, |c| callback.apply(c))?;
+    }
+    if change != ConferenceChange::default() {
+        state.manager.update_conference(id, change).await?;
+    }
+    Ok(ok())
+}
+
+async fn list_members(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+) -> ApiResult {
+    let registry = state.shared.registry();
+    if registry.conference(&id).is_none() {
+        return Err(RecordError::ConferenceNotFound(id).into());
+    }
+    let list: Vec<Value> = registry
+        .members_of(&id)
+        .into_iter()
+        .map(|m| member_json(&state, m))
+        .collect();
+    Ok(json_response(Value::Array(list)))
+}
+
+async fn add_member(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let call_id = input.required_string("callId")?;
+    let options = MemberOptions {
+        join_tone: input.boolean("joinTone")?.unwrap_or(false),
+        leaving_tone: input.boolean("leavingTone")?.unwrap_or(false),
+        mute: input.boolean("mute")?.unwrap_or(false),
+        hold: input.boolean("hold")?.unwrap_or(false),
+    };
+    let member = state
+        .manager
+        .add_member(id.clone(), call_id, options)
+        .await?;
+    created(format!(
+        "{}/conferences/{id}/members/{member}",
+        state.user_base()
+    ))
+}
+
+/// The member, if it belongs to the conference.
+fn member_in<'r>(
+    registry: &'r crate::conference::Registry,
+    conference_id: &str,
+    member_id: &str,
+) -> Result<&'r Member, ApiError> {
+    if registry.conference(conference_id).is_none() {
+        return Err(RecordError::ConferenceNotFound(conference_id.to_string()).into());
+    }
+    registry
+        .member(member_id)
+        .filter(|m| m.conference_id == conference_id)
+        .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()).into())
+}
+
+async fn get_member(
+    State(state): State<ApiState>,
+    Path((_user, id, member)): Path<(String, String, String)>,
+) -> ApiResult {
+    let registry = state.shared.registry();
+    let m = member_in(&registry, &id, &member)?;
+    Ok(json_response(member_json(&state, m)))
+}
+
+async fn update_member(
+    State(state): State<ApiState>,
+    Path((_user, id, member)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let remove = match input.string("state")? {
+        None => false,
+        Some(s) if s.trim().eq_ignore_ascii_case("completed") => true,
+        Some(s) if s.trim().eq_ignore_ascii_case("active") => false,
+        Some(_) => {
+            return Err(ApiError::Validation(
+                "The property state must be active or completed".into(),
+            ))
+        }
+    };
+    let change = MemberChange {
+        remove,
+        mute: input.boolean("mute")?,
+        hold: input.boolean("hold")?,
+        join_tone: input.boolean("joinTone")?,
+        leaving_tone: input.boolean("leavingTone")?,
+    };
+    {
+        let registry = state.shared.registry();
+        let m = member_in(&registry, &id, &member)?;
+        if m.state == MemberState::Completed && !remove && change != MemberChange::default() {
+            return Err(RecordError::ConferenceCompleted.into());
+        }
+    }
+    if change != MemberChange::default() {
+        state.manager.update_member(member, change).await?;
+    }
+    Ok(ok())
+}
+
+async fn get_call(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+) -> ApiResult {
+    let registry = state.shared.registry();
+    let c = registry
+        .call(&id)
+        .ok_or(RecordError::CallNotFound(id.clone()))?;
+    Ok(json_response(call_json(c)))
+}
+
+async fn update_call(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let target = input.choice(
+        "state",
+        "active, rejected, completed",
+        |s| match CallState::parse(s) {
+            Some(CallState::Started) | None => None,
+            other => other,
+        },
+    )?;
+    let callback_url = input.url("callbackUrl")?;
+    let tag = input.string("tag")?;
+    {
+        let mut registry = state.shared.registry();
+        registry.update_call(&id, |c| {
+            if let Some(url) = callback_url {
+                c.callback_url = url;
+            }
+            if let Some(tag) = tag {
+                c.tag = (!tag.is_empty()).then_some(tag);
+            }
+        })?;
+    }
+    if let Some(target) = target {
+        state.manager.set_call_state(id, target).await?;
+    }
+    Ok(ok())
+}
+
+async fn create_call(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let input = body_input(body)?;
+    let call_timeout = match input.number("callTimeout")? {
+        None => crate::calls::DEFAULT_CALL_TIMEOUT,
+        Some(s) if (1..=300).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::Validation(
+                "The property callTimeout must be between 1 and 300 seconds".into(),
+            ))
+        }
+    };
+    let request = OutgoingRequest {
+        from: input.required_string("from")?,
+        to: input.required_string("to")?,
+        callback_url: input.url("callbackUrl")?.flatten(),
+        conference_id: input.string("conferenceId")?.filter(|c| !c.is_empty()),
+        call_timeout,
+        tag: input.string("tag")?.filter(|t| !t.is_empty()),
+    };
+    let id = state.manager.create_call(request).await?;
+    created(format!("{}/calls/{id}", state.user_base()))
+}
+
+/// 200 while the media clock ticks; 503 when it has stopped.
+async fn health(State(state): State<ApiState>) -> Response {
+    let before = state.media_stats.ticks.load(Ordering::Relaxed);
+    tokio::time::sleep(HEALTH_WINDOW).await;
+    let after = state.media_stats.ticks.load(Ordering::Relaxed);
+    if after > before {
+        json_response(json!({"status": "ok", "mediaTicks": after}))
+    } else {
+        let mut response =
+            json_response(json!({"status": "media clock stopped", "mediaTicks": after}));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }
+}
+
+/// Prometheus text exposition (version 0.0.4).
+async fn metrics(State(state): State<ApiState>) -> Response {
+    use std::fmt::Write;
+    let (calls, members, conferences) = {
+        let registry = state.shared.registry();
+        registry.counts()
+    };
+    let media = &state.media_stats;
+    let events = &state.shared.events.stats;
+    let outbox = state.store.outbox_len().unwrap_or(0);
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}");
+        let _ = writeln!(text, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(text, "{name}{labels} {value}");
+        }
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    metric(
+        "sipconf_calls",
+        "gauge",
+        "Calls by state.",
+        &[
+            ("{state=\"started\"}", calls[0] as f64),
+            ("{state=\"active\"}", calls[1] as f64),
+        ],
+    );
+    metric(
+        "sipconf_members_active",
+        "gauge",
+        "Active conference members.",
+        &[("", members as f64)],
+    );
+    metric(
+        "sipconf_conferences",
+        "gauge",
+        "Conferences by state.",
+        &[
+            ("{state=\"created\"}", conferences[0] as f64),
+            ("{state=\"active\"}", conferences[1] as f64),
+            ("{state=\"completed\"}", conferences[2] as f64),
+        ],
+    );
+    metric(
+        "sipconf_media_ticks_total",
+        "counter",
+        "Media clock ticks.",
+        &[("", load(&media.ticks))],
+    );
+    metric(
+        "sipconf_media_late_ticks_total",
+        "counter",
+        "Ticks that started more than one tick late.",
+        &[("", load(&media.late_ticks))],
+    );
+    metric(
+        "sipconf_media_tick_seconds",
+        "gauge",
+        "Duration of media ticks: the last one and the longest so far.",
+        &[
+            ("{tick=\"last\"}", load(&media.last_tick_ns) / 1e9),
+            ("{tick=\"max\"}", load(&media.max_tick_ns) / 1e9),
+        ],
+    );
+    metric(
+        "sipconf_rtp_packets_in_total",
+        "counter",
+        "RTP packets received.",
+        &[("", load(&media.packets_in))],
+    );
+    metric(
+        "sipconf_rtp_packets_out_total",
+        "counter",
+        "RTP packets sent.",
+        &[("", load(&media.packets_out))],
+    );
+    metric(
+        "sipconf_rtp_packets_lost_total",
+        "counter",
+        "Frames missing at playout and concealed.",
+        &[("", load(&media.packets_lost))],
+    );
+    metric(
+        "sipconf_callbacks_delivered_total",
+        "counter",
+        "Callback events the application accepted.",
+        &[("", load(&events.delivered))],
+    );
+    metric(
+        "sipconf_callback_failures_total",
+        "counter",
+        "Callback tries that failed (fallback tries included).",
+        &[("", load(&events.failed_tries))],
+    );
+    metric(
+        "sipconf_callbacks_given_up_total",
+        "counter",
+        "Callback events dropped after events.max_attempts tries.",
+        &[("", load(&events.given_up))],
+    );
+    metric(
+        "sipconf_callbacks_queued",
+        "gauge",
+        "Callback events waiting in the outbox.",
+        &[("", outbox as f64)],
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,389 @@
+//! Callback events (API.md "Callback events"): built from records, queued in
+//! the SQLite outbox, and delivered by one sender task, in order per
+//! conference (or per call), with a timeout, a fallback URL and retries with
+//! backoff. Queuing is one short insert, so neither the API nor the call
+//! manager ever waits for an application's web server.
+
+mod time;
+
+pub use time::{event_time, resource_time};
+
+use crate::conference::{
+    CallRecord, Callback, CallbackMethod, Conference, ConferenceState, Member,
+    MAX_CALLBACK_TIMEOUT_MS,
+};
+use crate::store::{OutboxEntry, Store};
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// The `applicationId` of `incomingcall` events: the bridge is one application.
+pub const APPLICATION_ID: &str = "a-sipconf";
+/// How often the sender looks at the outbox even when nothing woke it.
+const RESCAN: Duration = Duration::from_secs(1);
+/// First retry delay; each later one doubles.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Events accepted by the application (a 2xx).
+    pub delivered: AtomicU64,
+    /// Tries that failed (connect error, timeout, non-2xx), fallback tries included.
+    pub failed_tries: AtomicU64,
+    /// Events dropped after `events.max_attempts` tries.
+    pub given_up: AtomicU64,
+}
+
+/// Builds events from records and queues them.
+pub struct Events {
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    /// `{public_base_url}/v1/users/{userId}`: the prefix of every URI in an event.
+    user_base: String,
+    pub stats: Arc<DeliveryStats>,
+}
+
+impl Events {
+    pub fn new(store: Arc<Store>, user_base: String) -> Events {
+        Events {
+            store,
+            wake: Arc::new(Notify::new()),
+            user_base,
+            stats: Arc::new(DeliveryStats::default()),
+        }
+    }
+
+    pub fn conference_uri(&self, id: &str) -> String {
+        format!("{}/conferences/{id}", self.user_base)
+    }
+
+    pub fn member_uri(&self, conference_id: &str, member_id: &str) -> String {
+        format!(
+            "{}/conferences/{conference_id}/members/{member_id}",
+            self.user_base
+        )
+    }
+
+    pub fn call_uri(&self, id: &str) -> String {
+        format!("{}/calls/{id}", self.user_base)
+    }
+
+    /// `conference` with `status` `created` or `completed` (its state now).
+    pub fn conference(&self, c: &Conference) {
+        let status = match c.state {
+            ConferenceState::Completed => "completed",
+            _ => "created",
+        };
+        let mut event = Map::new();
+        event.insert("eventType".into(), json!("conference"));
+        event.insert("conferenceId".into(), json!(c.id));
+        event.insert("conferenceUri".into(), json!(self.conference_uri(&c.id)));
+        event.insert("status".into(), json!(status));
+        event.insert("createdTime".into(), json!(event_time(c.created_time)));
+        if let Some(t) = c.completed_time {
+            event.insert("completedTime".into(), json!(event_time(t)));
+        }
+        self.for_conference(c, event);
+    }
+
+    /// `conference-member`: joined, left or removed, mute or hold changed.
+    pub fn member(&self, c: &Conference, m: &Member) {
+        let mut event = Map::new();
+        event.insert("eventType".into(), json!("conference-member"));
+        event.insert("conferenceId".into(), json!(c.id));
+        event.insert("callId".into(), json!(m.call_id));
+        event.insert("memberId".into(), json!(m.id));
+        event.insert("memberUri".into(), json!(self.member_uri(&c.id, &m.id)));
+        event.insert("activeMembers".into(), json!(c.active_members));
+        event.insert("state".into(), json!(m.state.as_str()));
+        event.insert("hold".into(), json!(m.hold || c.hold));
+        event.insert("mute".into(), json!(m.mute || c.mute));
+        event.insert("time".into(), json!(event_time(SystemTime::now())));
+        self.for_conference(c, event);
+    }
+
+    fn for_conference(&self, c: &Conference, mut event: Map<String, Value>) {
+        if let Some(tag) = &c.tag {
+            event.insert("tag".into(), json!(tag));
+        }
+        self.enqueue(&c.id, &c.callback, event);
+    }
+
+    /// A call event (`answer`, `hangup` with its cause) to the call's `callbackUrl`.
+    pub fn call(&self, call: &CallRecord, event_type: &str) {
+        let Some(url) = &call.callback_url else {
+            return;
+        };
+        let mut event = self.call_fields(call, event_type);
+        if event_type == "hangup" {
+            if let Some(cause) = &call.cause {
+                event.insert("cause".into(), json!(cause));
+            }
+        }
+        if let Some(tag) = &call.tag {
+            event.insert("tag".into(), json!(tag));
+        }
+        let callback = Callback {
+            url: Some(url.clone()),
+            ..Callback::default()
+        };
+        self.enqueue(&call.id, &callback, event);
+    }
+
+    /// `incomingcall` to the application's URL.
+    pub fn incoming_call(&self, url: &str, call: &CallRecord) {
+        let mut event = self.call_fields(call, "incomingcall");
+        event.insert("applicationId".into(), json!(APPLICATION_ID));
+        let callback = Callback {
+            url: Some(url.to_string()),
+            ..Callback::default()
+        };
+        self.enqueue(&call.id, &callback, event);
+    }
+
+    fn call_fields(&self, call: &CallRecord, event_type: &str) -> Map<String, Value> {
+        let mut event = Map::new();
+        event.insert("eventType".into(), json!(event_type));
+        event.insert("callId".into(), json!(call.id));
+        event.insert("callUri".into(), json!(self.call_uri(&call.id)));
+        event.insert("from".into(), json!(call.from));
+        event.insert("to".into(), json!(call.to));
+        event.insert("callState".into(), json!(call.state.as_str()));
+        event.insert("time".into(), json!(event_time(SystemTime::now())));
+        event
+    }
+
+    fn enqueue(&self, stream: &str, callback: &Callback, event: Map<String, Value>) {
+        let Some(url) = &callback.url else {
+            return;
+        };
+        let body = Value::Object(event).to_string();
+        let timeout_ms = callback.timeout_ms.clamp(1, MAX_CALLBACK_TIMEOUT_MS);
+        match self.store.enqueue(
+            stream,
+            url,
+            callback.fallback_url.as_deref(),
+            callback.method,
+            timeout_ms,
+            &body,
+        ) {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => tracing::error!(%stream, "cannot queue a callback: {e}"),
+        }
+    }
+
+    /// Starts the sender task; it runs until the runtime stops.
+    pub fn spawn_sender(&self, max_attempts: u32) -> tokio::task::JoinHandle<()> {
+        let sender = Sender {
+            store: self.store.clone(),
+            wake: self.wake.clone(),
+            stats: self.stats.clone(),
+            max_attempts: max_attempts.max(1),
+            busy: Arc::new(Mutex::new(HashSet::new())),
+            client: reqwest::Client::builder()
+                .user_agent(concat!("sipconf/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+        };
+        tokio::spawn(sender.run())
+    }
+}
+
+#[derive(Clone)]
+struct Sender {
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    stats: Arc<DeliveryStats>,
+    max_attempts: u32,
+    /// Streams with a worker delivering them; one worker per stream keeps order.
+    busy: Arc<Mutex<HashSet<String>>>,
+    client: reqwest::Client,
+}
+
+impl Sender {
+    async fn run(self) {
+        loop {
+            let busy: Vec<String> = self.busy_streams().iter().cloned().collect();
+            match self.store.outbox_heads(&busy) {
+                Ok(heads) => {
+                    for head in heads {
+                        if self.busy_streams().insert(head.stream.clone()) {
+                            tokio::spawn(self.clone().deliver_stream(head.stream));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("cannot read the callback outbox: {e}"),
+            }
+            let _ = tokio::time::timeout(RESCAN, self.wake.notified()).await;
+        }
+    }
+
+    fn busy_streams(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Delivers one stream's events, oldest first, until none is left.
+    async fn deliver_stream(self, stream: String) {
+        loop {
+            let head = match self.store.outbox_head(&stream) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(%stream, "cannot read the callback outbox: {e}");
+                    break;
+                }
+            };
+            self.deliver(&head).await;
+            if let Err(e) = self.store.outbox_remove(head.seq) {
+                tracing::error!(%stream, "cannot remove a sent callback: {e}");
+                break;
+            }
+        }
+        self.busy_streams().remove(&stream);
+        self.wake.notify_one();
+    }
+
+    /// Tries the URL, then the fallback once, with backoff between tries, up
+    /// to `max_attempts`. Returns when delivered or given up.
+    async fn deliver(&self, entry: &OutboxEntry) {
+        let mut attempts = entry.attempts;
+        loop {
+            attempts += 1;
+            let delivered = match self.try_once(entry, &entry.url).await {
+                Ok(()) => true,
+                Err(e) => {
+                    self.stats.failed_tries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(url = %redact(&entry.url), attempt = attempts, "callback failed: {e}");
+                    match &entry.fallback_url {
+                        Some(fallback) => match self.try_once(entry, fallback).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                self.stats.failed_tries.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(url = %redact(fallback), "fallback failed: {e}");
+                                false
+                            }
+                        },
+                        None => false,
+                    }
+                }
+            };
+            if delivered {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if attempts >= self.max_attempts {
+                self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(url = %redact(&entry.url), attempts, body = %entry.body, "callback given up");
+                return;
+            }
+            if let Err(e) = self.store.outbox_attempted(entry.seq, attempts) {
+                tracing::error!("cannot count a callback try: {e}");
+            }
+            let backoff = FIRST_BACKOFF * 2u32.saturating_pow(attempts - 1).min(1 << 10);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn try_once(&self, entry: &OutboxEntry, url: &str) -> Result<(), String> {
+        let mut url = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
+        // Credentials in the URL are sent as Basic auth (API.md "Callback events").
+        let user = percent_decode(url.username());
+        let password = url.password().map(percent_decode);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let timeout = Duration::from_millis(u64::from(entry.timeout_ms));
+        let event: Map<String, Value> =
+            serde_json::from_str(&entry.body).map_err(|e| format!("unreadable event: {e}"))?;
+        let request = match entry.method {
+            CallbackMethod::Post => self
+                .client
+                .post(url)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .body(entry.body.clone()),
+            CallbackMethod::Get => {
+                let query: Vec<(String, String)> = event
+                    .iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), text)
+                    })
+                    .collect();
+                self.client.get(url).query(&query)
+            }
+        };
+        let request = if user.is_empty() && password.is_none() {
+            request
+        } else {
+            request.basic_auth(user, password)
+        };
+        let response = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", response.status()))
+        }
+    }
+}
+
+/// A URL for logs, without its password.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<bad url>".into(),
+    }
+}
+
+/// `%XX` decoding of URL user info (RFC 3986 §2.1).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_percent_decoded() {
+        assert_eq!(percent_decode("a%40b%3Ac"), "a@b:c");
+        assert_eq!(percent_decode("plain%"), "plain%");
+        assert_eq!(percent_decode("x%2"), "x%2");
+    }
+
+    #[test]
+    fn logs_never_show_a_password() {
+        assert_eq!(redact("http://u:secret@h/x"), "http://u:***@h/x");
+    }
+}

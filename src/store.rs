@@ -1,0 +1,624 @@
+//! The SQLite store: conferences, members, calls and the callback outbox, so
+//! records survive restarts and power loss (WAL) and can be read with `sqlite3`.
+//!
+//! Writes come from the signalling plane only (the call manager, the API and
+//! the callback sender), through one connection behind a mutex: each write is
+//! one short statement, never on the media thread.
+
+use crate::conference::{
+    CallDirection, CallRecord, CallState, Callback, CallbackMethod, Conference, ConferenceState,
+    Member, MemberState, Profile,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `PRAGMA user_version` of the schema below; bump it with a migration.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE conferences (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    from_number TEXT NOT NULL,
+    tag TEXT,
+    created_ms INTEGER NOT NULL,
+    completed_ms INTEGER,
+    completed_reason TEXT,
+    mute INTEGER NOT NULL,
+    hold INTEGER NOT NULL,
+    profile TEXT NOT NULL,
+    callback_url TEXT,
+    callback_method TEXT NOT NULL,
+    callback_timeout_ms INTEGER NOT NULL,
+    fallback_url TEXT,
+    room TEXT,
+    active_members INTEGER NOT NULL
+);
+CREATE TABLE members (
+    id TEXT PRIMARY KEY,
+    conference_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    added_ms INTEGER NOT NULL,
+    removed_ms INTEGER,
+    removed_reason TEXT,
+    mute INTEGER NOT NULL,
+    hold INTEGER NOT NULL,
+    deaf INTEGER NOT NULL,
+    join_tone INTEGER NOT NULL,
+    leaving_tone INTEGER NOT NULL
+);
+CREATE INDEX members_by_conference ON members (conference_id);
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    direction TEXT NOT NULL,
+    from_uri TEXT NOT NULL,
+    to_uri TEXT NOT NULL,
+    state TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    active_ms INTEGER,
+    end_ms INTEGER,
+    callback_url TEXT,
+    conference_id TEXT,
+    tag TEXT,
+    cause TEXT
+);
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    url TEXT NOT NULL,
+    fallback_url TEXT,
+    method TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the directory {0}: {1}")]
+    Directory(String, std::io::Error),
+    #[error("the database has schema version {0}; this sipconf knows {SCHEMA_VERSION}")]
+    NewerSchema(i64),
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// One callback waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    /// Events of one stream (a conference or a call) are delivered in order.
+    pub stream: String,
+    pub url: String,
+    pub fallback_url: Option<String>,
+    pub method: CallbackMethod,
+    pub timeout_ms: u32,
+    /// The event as a JSON object.
+    pub body: String,
+    pub attempts: u32,
+}
+
+/// Everything read back at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub conferences: Vec<Conference>,
+    /// In join order.
+    pub members: Vec<Member>,
+    pub calls: Vec<CallRecord>,
+}
+
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+fn to_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// A time as the store keeps it (whole milliseconds), so what is read back
+/// equals what was written.
+pub fn truncate_to_ms(time: SystemTime) -> SystemTime {
+    from_ms(to_ms(time))
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{value}`"))
+}
+
+impl Store {
+    /// Opens (or creates) the database, in WAL mode, at the current schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Directory(dir.display().to_string(), e))?;
+        }
+        let connection = Connection::open(path)?;
+        Store::init(connection)
+    }
+
+    /// A private database in memory (tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(connection: Connection) -> Result<Store, StoreError> {
+        connection.busy_timeout(Duration::from_secs(5))?;
+        // WAL survives power loss without corrupting and lets sqlite3 read while
+        // we write; NORMAL sync is durable at every checkpoint, safe in WAL.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema(version));
+        }
+        if version == 0 {
+            connection.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        }
+        Ok(Store {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn save_conference(&self, c: &Conference) -> Result<(), StoreError> {
+        self.connection().execute(
+            "INSERT INTO conferences (id, state, from_number, tag, created_ms, completed_ms,
+                completed_reason, mute, hold, profile, callback_url, callback_method,
+                callback_timeout_ms, fallback_url, room, active_members)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT(id) DO UPDATE SET state = ?2, from_number = ?3, tag = ?4,
+                created_ms = ?5, completed_ms = ?6, completed_reason = ?7, mute = ?8,
+                hold = ?9, profile = ?10, callback_url = ?11, callback_method = ?12,
+                callback_timeout_ms = ?13, fallback_url = ?14, room = ?15, active_members = ?16",
+            params![
+                c.id,
+                c.state.as_str(),
+                c.from,
+                c.tag,
+                to_ms(c.created_time),
+                c.completed_time.map(to_ms),
+                c.completed_reason,
+                c.mute,
+                c.hold,
+                c.profile.as_str(),
+                c.callback.url,
+                c.callback.method.as_str(),
+                c.callback.timeout_ms,
+                c.callback.fallback_url,
+                c.room,
+                c.active_members as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn save_member(&self, m: &Member) -> Result<(), StoreError> {
+        self.connection().execute(
+            "INSERT INTO members (id, conference_id, call_id, state, added_ms, removed_ms,
+                removed_reason, mute, hold, deaf, join_tone, leaving_tone)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET state = ?4, removed_ms = ?6, removed_reason = ?7,
+                mute = ?8, hold = ?9, deaf = ?10, join_tone = ?11, leaving_tone = ?12",
+            params![
+                m.id,
+                m.conference_id,
+                m.call_id,
+                m.state.as_str(),
+                to_ms(m.added_time),
+                m.removed_time.map(to_ms),
+                m.removed_reason,
+                m.mute,
+                m.hold,
+                m.deaf,
+                m.join_tone,
+                m.leaving_tone,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn save_call(&self, c: &CallRecord) -> Result<(), StoreError> {
+        self.connection().execute(
+            "INSERT INTO calls (id, direction, from_uri, to_uri, state, start_ms, active_ms,
+                end_ms, callback_url, conference_id, tag, cause)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET state = ?5, active_ms = ?7, end_ms = ?8,
+                callback_url = ?9, conference_id = ?10, tag = ?11, cause = ?12",
+            params![
+                c.id,
+                c.direction.as_str(),
+                c.from,
+                c.to,
+                c.state.as_str(),
+                to_ms(c.start_time),
+                c.active_time.map(to_ms),
+                c.end_time.map(to_ms),
+                c.callback_url,
+                c.conference_id,
+                c.tag,
+                c.cause,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every record, conferences oldest first and members in join order.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let connection = self.connection();
+        let mut loaded = Loaded::default();
+        let mut statement = connection.prepare(
+            "SELECT id, state, from_number, tag, created_ms, completed_ms, completed_reason,
+                mute, hold, profile, callback_url, callback_method, callback_timeout_ms,
+                fallback_url, room, active_members FROM conferences ORDER BY rowid",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                (r.get::<_, bool>(7)?, r.get::<_, bool>(8)?),
+                r.get::<_, String>(9)?,
+                (
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, String>(11)?,
+                    r.get::<_, u32>(12)?,
+                    r.get::<_, Option<String>>(13)?,
+                ),
+                r.get::<_, Option<String>>(14)?,
+                r.get::<_, i64>(15)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, state, from, tag, created, completed, reason, flags, profile, cb, room, n) =
+                row?;
+            let (url, method, timeout_ms, fallback_url) = cb;
+            loaded.conferences.push(Conference {
+                state: ConferenceState::parse(&state)
+                    .ok_or_else(|| corrupt("conference state", &state))?,
+                profile: Profile::parse(&profile).ok_or_else(|| corrupt("profile", &profile))?,
+                callback: Callback {
+                    url,
+                    method: CallbackMethod::parse(&method)
+                        .ok_or_else(|| corrupt("callback method", &method))?,
+                    timeout_ms,
+                    fallback_url,
+                },
+                id,
+                from,
+                tag,
+                created_time: from_ms(created),
+                completed_time: completed.map(from_ms),
+                completed_reason: reason,
+                mute: flags.0,
+                hold: flags.1,
+                room,
+                member_ids: Vec::new(),
+                active_members: n.max(0) as usize,
+            });
+        }
+        let mut statement = connection.prepare(
+            "SELECT id, conference_id, call_id, state, added_ms, removed_ms, removed_reason,
+                mute, hold, deaf, join_tone, leaving_tone FROM members ORDER BY rowid",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                [
+                    r.get::<_, bool>(7)?,
+                    r.get::<_, bool>(8)?,
+                    r.get::<_, bool>(9)?,
+                    r.get::<_, bool>(10)?,
+                    r.get::<_, bool>(11)?,
+                ],
+            ))
+        })?;
+        for row in rows {
+            let (id, conference_id, call_id, state, added, removed, reason, flags) = row?;
+            let [mute, hold, deaf, join_tone, leaving_tone] = flags;
+            loaded.members.push(Member {
+                state: MemberState::parse(&state).ok_or_else(|| corrupt("member state", &state))?,
+                id,
+                conference_id,
+                call_id,
+                added_time: from_ms(added),
+                removed_time: removed.map(from_ms),
+                removed_reason: reason,
+                mute,
+                hold,
+                deaf,
+                join_tone,
+                leaving_tone,
+                talking: false,
+            });
+        }
+        let mut statement = connection.prepare(
+            "SELECT id, direction, from_uri, to_uri, state, start_ms, active_ms, end_ms,
+                callback_url, conference_id, tag, cause FROM calls ORDER BY rowid",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                [
+                    Some(r.get::<_, i64>(5)?),
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ],
+                [
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, Option<String>>(11)?,
+                ],
+            ))
+        })?;
+        for row in rows {
+            let (id, direction, from, to, state, times, texts) = row?;
+            let [start, active, end] = times;
+            let [callback_url, conference_id, tag, cause] = texts;
+            loaded.calls.push(CallRecord {
+                direction: match direction.as_str() {
+                    "in" => CallDirection::In,
+                    "out" => CallDirection::Out,
+                    other => return Err(corrupt("call direction", other)),
+                },
+                state: CallState::parse(&state).ok_or_else(|| corrupt("call state", &state))?,
+                id,
+                from,
+                to,
+                start_time: from_ms(start.unwrap_or(0)),
+                active_time: active.map(from_ms),
+                end_time: end.map(from_ms),
+                callback_url,
+                conference_id,
+                tag,
+                cause,
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// Queues a callback; returns its sequence number.
+    pub fn enqueue(
+        &self,
+        stream: &str,
+        url: &str,
+        fallback_url: Option<&str>,
+        method: CallbackMethod,
+        timeout_ms: u32,
+        body: &str,
+    ) -> Result<i64, StoreError> {
+        let connection = self.connection();
+        connection.execute(
+            "INSERT INTO outbox (stream, url, fallback_url, method, timeout_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![stream, url, fallback_url, method.as_str(), timeout_ms, body],
+        )?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    /// The oldest waiting callback of every stream, except `busy` ones.
+    pub fn outbox_heads(&self, busy: &[String]) -> Result<Vec<OutboxEntry>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT seq, stream, url, fallback_url, method, timeout_ms, body, attempts
+             FROM outbox WHERE seq IN (SELECT MIN(seq) FROM outbox GROUP BY stream) ORDER BY seq",
+        )?;
+        let rows = statement.query_map([], outbox_row)?;
+        let mut heads = Vec::new();
+        for row in rows {
+            let entry = row??;
+            if !busy.contains(&entry.stream) {
+                heads.push(entry);
+            }
+        }
+        Ok(heads)
+    }
+
+    /// The oldest waiting callback of one stream.
+    pub fn outbox_head(&self, stream: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let connection = self.connection();
+        let entry = connection
+            .query_row(
+                "SELECT seq, stream, url, fallback_url, method, timeout_ms, body, attempts
+                 FROM outbox WHERE stream = ?1 ORDER BY seq LIMIT 1",
+                params![stream],
+                outbox_row,
+            )
+            .optional()?;
+        entry.transpose()
+    }
+
+    pub fn outbox_len(&self) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .connection()
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Records one more failed try.
+    pub fn outbox_attempted(&self, seq: i64, attempts: u32) -> Result<(), StoreError> {
+        self.connection().execute(
+            "UPDATE outbox SET attempts = ?2 WHERE seq = ?1",
+            params![seq, attempts],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a callback that was delivered or given up on.
+    pub fn outbox_remove(&self, seq: i64) -> Result<(), StoreError> {
+        self.connection()
+            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+        Ok(())
+    }
+}
+
+type OutboxRow = Result<OutboxEntry, StoreError>;
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let method: String = r.get(4)?;
+    let Some(method) = CallbackMethod::parse(&method) else {
+        return Ok(Err(corrupt("callback method", &method)));
+    };
+    Ok(Ok(OutboxEntry {
+        seq: r.get(0)?,
+        stream: r.get(1)?,
+        url: r.get(2)?,
+        fallback_url: r.get(3)?,
+        method,
+        timeout_ms: r.get(5)?,
+        body: r.get(6)?,
+        attempts: r.get(7)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conference::{MemberOptions, Registry};
+    use std::sync::Arc;
+
+    fn now() -> SystemTime {
+        truncate_to_ms(SystemTime::now())
+    }
+
+    #[test]
+    fn records_read_back_unchanged_and_active_ones_complete_on_open() {
+        let dir = std::env::temp_dir().join(format!("sipconf-store-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        let (conf, member, call, idle) = {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let (mut r, recovered) = Registry::open(store, now()).unwrap();
+            assert!(recovered.members.is_empty());
+            let call = r
+                .create_call(CallDirection::In, "sip:a@x", "sip:b@y", now())
+                .id
+                .clone();
+            r.answer_call(&call, now());
+            let callback = Callback {
+                url: Some("http://127.0.0.1:1/cb".into()),
+                method: CallbackMethod::Get,
+                timeout_ms: 500,
+                fallback_url: None,
+            };
+            let conf = r
+                .create_conference_with(
+                    "+1555",
+                    Some("t".into()),
+                    None,
+                    Profile::PassthruDigits,
+                    callback,
+                    now(),
+                )
+                .id
+                .clone();
+            let idle = r.create_conference("+1666", None, None, now()).id.clone();
+            let options = MemberOptions {
+                mute: true,
+                join_tone: true,
+                ..MemberOptions::default()
+            };
+            let member = r
+                .add_member_with(&conf, &call, options, 10, now())
+                .unwrap()
+                .id
+                .clone();
+            (conf, member, call, idle)
+        };
+        let store = Arc::new(Store::open(&path).unwrap());
+        assert_eq!(
+            store
+                .connection()
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            SCHEMA_VERSION
+        );
+        let (r, recovered) = Registry::open(store, now()).unwrap();
+        assert_eq!(recovered.members, vec![member.clone()]);
+        assert_eq!(recovered.conferences, vec![conf.clone()]);
+        assert_eq!(recovered.calls, vec![call.clone()]);
+        let c = r.conference(&conf).unwrap();
+        assert_eq!(c.state, ConferenceState::Completed);
+        assert_eq!(
+            c.completed_reason.as_deref(),
+            Some(crate::conference::RESTART_REASON)
+        );
+        assert_eq!(c.profile, Profile::PassthruDigits);
+        assert_eq!(c.callback.method, CallbackMethod::Get);
+        assert_eq!(c.tag.as_deref(), Some("t"));
+        let m = r.member(&member).unwrap();
+        assert_eq!(m.state, MemberState::Completed);
+        assert!(m.mute && m.join_tone && !m.leaving_tone);
+        assert_eq!(r.call(&call).unwrap().state, CallState::Completed);
+        assert_eq!(
+            r.conference(&idle).unwrap().state,
+            ConferenceState::Created,
+            "a conference without members waits for them"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn outbox_keeps_order_per_stream() {
+        let store = Store::in_memory().unwrap();
+        let a1 = store
+            .enqueue("a", "http://x/", None, CallbackMethod::Post, 10, "{}")
+            .unwrap();
+        store
+            .enqueue(
+                "b",
+                "http://x/",
+                Some("http://y/"),
+                CallbackMethod::Get,
+                10,
+                "{}",
+            )
+            .unwrap();
+        store
+            .enqueue("a", "http://x/", None, CallbackMethod::Post, 10, "{}")
+            .unwrap();
+        let heads = store.outbox_heads(&[]).unwrap();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0].seq, a1);
+        assert_eq!(heads[1].fallback_url.as_deref(), Some("http://y/"));
+        assert_eq!(store.outbox_heads(&["a".into()]).unwrap().len(), 1);
+        store.outbox_attempted(a1, 2).unwrap();
+        assert_eq!(store.outbox_head("a").unwrap().unwrap().attempts, 2);
+        store.outbox_remove(a1).unwrap();
+        assert_ne!(store.outbox_head("a").unwrap().unwrap().seq, a1);
+        assert_eq!(store.outbox_len().unwrap(), 2);
+    }
+}
