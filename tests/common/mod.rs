@@ -87,8 +87,18 @@ impl Daemon {
         let (low, high) = rtp_range();
         let dir = tempdir::TempDir::new("sipconf-test");
         let config_path = dir.path().join("sipconf.toml");
+        // Each daemon keeps its records in its own directory unless the test
+        // chooses a store (restart tests share one across two daemons).
+        let store = if rooms.contains("[store]") {
+            String::new()
+        } else {
+            format!(
+                "[store]\npath = \"{}\"\n\n",
+                dir.path().join("sipconf.db").display()
+            )
+        };
         let config = format!(
-            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\nbind_address = \"127.0.0.1\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{rooms}\n"
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\nbind_address = \"127.0.0.1\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
