@@ -359,3 +359,48 @@ async fn numbers_without_a_room_or_application_get_404() {
     }
     assert!(api.get("/calls/c-none").await.status == 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_caller_removed_or_completed_through_the_api_is_hung_up() {
+    let dir = TempDir::new("sipconf-api");
+    let app = CallbackServer::start().await;
+    let (daemon, api) = daemon_with_app(&dir, &app, 10);
+    let mut a = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("a joins the room");
+    let mut b = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("b joins the room");
+    let conference = conference_from(&api, "1000").await;
+    let id = conference["id"].as_str().unwrap().to_string();
+    let members = api.get(&format!("/conferences/{id}/members")).await.json();
+    let first = members[0]["id"].as_str().unwrap().to_string();
+
+    // Removing a room caller: nobody controls its call, so it gets a BYE.
+    let removed = api
+        .post(
+            &format!("/conferences/{id}/members/{first}"),
+            json!({"state": "completed"}),
+        )
+        .await;
+    assert_eq!(removed.status, 200);
+    assert!(
+        a.wait_for_bye(WAIT).await,
+        "the removed room caller is hung up"
+    );
+
+    // Completing the room's conference hangs up the rest.
+    let done = api
+        .post(&format!("/conferences/{id}"), json!({"state": "completed"}))
+        .await;
+    assert_eq!(done.status, 200);
+    assert!(
+        b.wait_for_bye(WAIT).await,
+        "completing the room hangs up its callers"
+    );
+    let call = api
+        .get_url(members[1]["call"].as_str().unwrap())
+        .await
+        .json();
+    assert_eq!(call["state"], "completed", "{call}");
+}

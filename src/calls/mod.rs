@@ -58,6 +58,10 @@ struct Call {
     /// On hold by the phone (SIP re-offer).
     held: bool,
     joined: Option<Joined>,
+    /// Dialled a room number: no application controls this call, so it is hung
+    /// up when the API removes it from its conference (there is nowhere else
+    /// for it to go) instead of being left up in silence.
+    room_call: bool,
 }
 
 /// A call's place in a conference and the mixer.
@@ -659,6 +663,7 @@ impl Manager {
                         session: sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64)),
                         held: offer.is_hold(),
                         joined: None,
+                        room_call: matches!(ringing.route, Route::Room(_)),
                     };
                     let answer = sdp::build_answer(
                         record.session,
@@ -984,6 +989,7 @@ impl Manager {
             } => {
                 let result = self.api_update_member(&member_id, change);
                 let _ = reply.send(result);
+                self.hang_up_detached_room_calls().await;
             }
             ApiRequest::UpdateConference {
                 conference_id,
@@ -992,6 +998,7 @@ impl Manager {
             } => {
                 let result = self.api_update_conference(&conference_id, change);
                 let _ = reply.send(result);
+                self.hang_up_detached_room_calls().await;
             }
             ApiRequest::CreateCall { call, reply } => {
                 let result = self.api_create_call(call).await;
@@ -1005,6 +1012,25 @@ impl Manager {
                 let result = self.api_set_call_state(&call_id, state).await;
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Room callers the API removed from their conference are hung up (BYE).
+    async fn hang_up_detached_room_calls(&mut self) {
+        let detached: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| call.room_call && call.joined.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        for key in detached {
+            self.sip.send(SipCommand::Hangup(key)).await;
+            self.finish(
+                key,
+                CallState::Completed,
+                NORMAL_CLEARING,
+                "removed from the room",
+            );
         }
     }
 
@@ -1142,6 +1168,7 @@ impl Manager {
                 session: outgoing.session,
                 held: answer.is_hold(),
                 joined: None,
+                room_call: false,
             },
         );
         {
