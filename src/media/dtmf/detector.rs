@@ -277,8 +277,7 @@ impl InbandDetector {
             && a.row_frequency_error.abs() <= MAX_FREQUENCY_ERROR
             && a.column_frequency_error.abs() <= MAX_FREQUENCY_ERROR
             && a.concentration >= MIN_CONCENTRATION
-            && twist_db <= MAX_LOW_LOUDER_DB
-            && twist_db >= -MAX_HIGH_LOUDER_DB
+            && (-MAX_HIGH_LOUDER_DB..=MAX_LOW_LOUDER_DB).contains(&twist_db)
     }
 
     fn holds(&self, a: &WindowAnalysis, digit: char) -> bool {
@@ -304,7 +303,7 @@ impl InbandDetector {
             let mut sum = Complex::ZERO;
             for k in 0..WINDOW_SUB_BLOCKS {
                 let block = &self.window[(self.next + k) % WINDOW_SUB_BLOCKS];
-                sum = sum.add(block.tones[tone].mul(self.window_rotation[tone][k]));
+                sum = sum + block.tones[tone] * self.window_rotation[tone][k];
             }
             *power = sum.norm_sqr();
         }
@@ -334,9 +333,9 @@ impl InbandDetector {
         let at = |k: usize| self.window[(self.next + k) % WINDOW_SUB_BLOCKS].tones[tone];
         let mut advance = Complex::ZERO;
         for k in 0..WINDOW_SUB_BLOCKS - 1 {
-            advance = advance.add(at(k + 1).mul(at(k).conj()));
+            advance = advance + at(k + 1) * at(k).conj();
         }
-        let advance = advance.mul(self.step_rotation[tone]);
+        let advance = advance * self.step_rotation[tone];
         let offset = advance.im.atan2(advance.re);
         let magnitude = advance.norm_sqr().sqrt();
         let unit = if magnitude > 0.0 {
@@ -352,8 +351,8 @@ impl InbandDetector {
         let mut turn = Complex { re: 1.0, im: 0.0 };
         let mut sum = Complex::ZERO;
         for k in 0..WINDOW_SUB_BLOCKS {
-            sum = sum.add(at(k).mul(self.window_rotation[tone][k]).mul(turn));
-            turn = turn.mul(back);
+            sum = sum + at(k) * self.window_rotation[tone][k] * turn;
+            turn = turn * back;
         }
         // A tone A*cos has |X|^2 = (N*A/2)^2 and energy N*A^2/2.
         let energy = 2.0 * sum.norm_sqr() / WINDOW_SAMPLES as f32;

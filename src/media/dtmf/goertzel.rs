@@ -35,14 +35,6 @@ impl Complex {
     }
 
     #[inline]
-    pub fn mul(self, other: Complex) -> Complex {
-        Complex {
-            re: self.re * other.re - self.im * other.im,
-            im: self.re * other.im + self.im * other.re,
-        }
-    }
-
-    #[inline]
     pub fn conj(self) -> Complex {
         Complex {
             re: self.re,
@@ -51,16 +43,32 @@ impl Complex {
     }
 
     #[inline]
-    pub fn add(self, other: Complex) -> Complex {
+    pub fn norm_sqr(self) -> f32 {
+        self.re * self.re + self.im * self.im
+    }
+}
+
+impl std::ops::Mul for Complex {
+    type Output = Complex;
+
+    #[inline]
+    fn mul(self, other: Complex) -> Complex {
+        Complex {
+            re: self.re * other.re - self.im * other.im,
+            im: self.re * other.im + self.im * other.re,
+        }
+    }
+}
+
+impl std::ops::Add for Complex {
+    type Output = Complex;
+
+    #[inline]
+    fn add(self, other: Complex) -> Complex {
         Complex {
             re: self.re + other.re,
             im: self.im + other.im,
         }
-    }
-
-    #[inline]
-    pub fn norm_sqr(self) -> f32 {
-        self.re * self.re + self.im * self.im
     }
 }
 
