@@ -433,7 +433,7 @@ fn row_7_hears_1000_of_1000_presses_at_9_db_snr_and_reports_the_lowest_snr_that_
     }
     let mut lowest_holding = 9.0;
     let mut snr_db = 8.0;
-    while snr_db >= 0.0 {
+    while snr_db >= -10.0 {
         let (correct, reported) = presses_in_noise(snr_db, 1000, Channel::Clean, 0xD7AF);
         if (correct, reported) != (1000, 1000) {
             println!("row 7 Clean: at {snr_db} dB S/N {correct}/1000 correct, {reported} reported");
@@ -449,7 +449,7 @@ fn row_7_hears_1000_of_1000_presses_at_9_db_snr_and_reports_the_lowest_snr_that_
 fn row_8_detects_every_digit_with_dial_tone_10_db_below() {
     for channel in CHANNELS {
         let mut lowest_ratio_holding = None;
-        for ratio_db in (0..=10).rev() {
+        for ratio_db in (-10..=10).rev() {
             let mut signal = Signal::default();
             let mut expected = String::new();
             for _ in 0..5 {
@@ -552,7 +552,9 @@ fn row_9_speech_gives_no_false_digits() {
     }
 }
 
-/// Mean power of the speech where it is active (20 ms frames above -50 dBFS).
+/// Mean power of the speech where it is active (20 ms frames above -50 dBFS):
+/// the S in S/N is both tones of a key, the N this, measured on the very
+/// stretch of speech the keys are put into.
 fn active_speech_power(samples: &[i16]) -> f64 {
     let threshold = (32768.0 * 10f64.powf(-50.0 / 20.0)).powi(2);
     let (mut sum, mut count) = (0.0, 0usize);
@@ -576,16 +578,19 @@ fn row_10_hears_keys_inside_speech_36_of_36_at_15_db_and_35_at_10_db() {
         .iter()
         .flat_map(|(_, samples)| samples.iter().copied())
         .collect();
-    let speech_power = active_speech_power(&speech);
     // Both tones of a key at -4 dBm0.
     let key_power = amplitude(-4.0).powi(2);
     for channel in CHANNELS {
         for snr_db in [20.0, 15.0, 10.0] {
             // Different speech under the keys at each S/N and channel.
             let mut worst = 36;
-            for (trial, offset_seconds) in [3usize, 97, 211, 353].into_iter().enumerate() {
-                let gain = (key_power / 10f64.powf(snr_db / 10.0) / speech_power).sqrt();
+            for (trial, offset_seconds) in [3usize, 97, 211, 353, 450, 520, 600, 700]
+                .into_iter()
+                .enumerate()
+            {
                 let stretch = &speech[ms(offset_seconds as f64 * 1000.0)..][..ms(38_000.0)];
+                let speech_power = active_speech_power(stretch);
+                let gain = (key_power / 10f64.powf(snr_db / 10.0) / speech_power).sqrt();
                 let mut signal = Signal {
                     samples: stretch.iter().map(|&x| f64::from(x) * gain).collect(),
                 };

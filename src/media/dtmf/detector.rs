@@ -29,22 +29,38 @@ const CONFIRM_WINDOWS: u32 = 3;
 /// Windows in a row without the key before the press ends: 18.75 ms, so a
 /// 10 ms break does not split a press and a 40 ms one does (row 6).
 const RELEASE_MISSES: u32 = 3;
-/// Share of the window's energy the two tones must hold to start a press.
-const MIN_CONCENTRATION: f32 = 0.70;
+/// Share of the window's in-band energy the two tones must hold to start a
+/// press when both are exactly on frequency and the twist is level. A key's
+/// generator is accurate and flat; speech that happens to have two harmonics
+/// near a key is neither, and tilts down with frequency. So the bar rises
+/// with the summed frequency error of both tones (12 points per 1 %) and with
+/// low-group excess (4 points per dB): a key inside speech at 10 dB S/N gets
+/// through, a near miss of speech must be almost pure (rows 9 and 10).
+const MIN_CONCENTRATION: f32 = 0.40;
+const CONCENTRATION_PER_ERROR: f32 = 12.0;
+const CONCENTRATION_PER_LOW_TWIST_DB: f32 = 0.04;
+/// A, B, C and D (1633 Hz) never come from a desk phone's keypad but are what
+/// female voices near 233 Hz imitate best (3rd/4th and 7th harmonics): they
+/// must be cleaner still.
+const CONCENTRATION_EXTRA_A_TO_D: f32 = 0.15;
 /// Share needed to keep a press going (a dropout or a burst of noise).
 const HOLD_CONCENTRATION: f32 = 0.35;
 /// Largest relative frequency error accepted: halfway between Q.24's 1.5 % and 3.5 %.
 const MAX_FREQUENCY_ERROR: f32 = 0.025;
 /// While a press is on, a little more drift is tolerated.
 const HOLD_FREQUENCY_ERROR: f32 = 0.035;
-/// The strongest tone of a group must be this far (power ratio, 6 dB) above the next.
-const GROUP_DOMINANCE: f32 = 3.98;
+/// The strongest tone of a group must be this far (power ratio, 3 dB) above the next.
+const GROUP_DOMINANCE: f32 = 2.0;
 /// Low group louder than the high group by at most this (reverse twist; row 3 wants 8 dB).
 const MAX_LOW_LOUDER_DB: f32 = 9.5;
 /// High group louder than the low group by at most this (normal twist; row 3 wants 4 dB).
 const MAX_HIGH_LOUDER_DB: f32 = 6.5;
 /// Quietest tone accepted, per tone (row 4: accept -36 dBm0, reject below -55 dBm0).
 const MIN_TONE_DBM0: f32 = -44.0;
+/// Every sub-block of a starting window must hold the key at this share of its
+/// full amplitude (-20 dB). With three windows to confirm, a press needs six
+/// sub-blocks with the key, the outer two barely: about 27 ms (row 5).
+const STEADY_PRESENCE: f32 = 0.1;
 /// Events one call to `process` can leave queued.
 const EVENT_QUEUE: usize = 8;
 
@@ -58,9 +74,35 @@ struct WindowAnalysis {
     column_energy: f32,
     row_frequency_error: f32,
     column_frequency_error: f32,
-    /// (row + column energy) / window energy.
+    /// (row + column energy) / window energy, both seen through the band filter.
     concentration: f32,
     dominant: bool,
+    /// Per sub-block, the weaker of the two tones' amplitude relative to its
+    /// strongest sub-block in the window: about the share of it the key fills.
+    presence: [f32; WINDOW_SUB_BLOCKS],
+}
+
+impl WindowAnalysis {
+    /// The key sounds in every sub-block: no short blip passes as a 25 ms window.
+    fn steady(&self) -> bool {
+        self.presence.iter().all(|&share| share >= STEADY_PRESENCE)
+    }
+
+    /// Where the key starts in this window, from the share of the first sub-block it fills.
+    fn onset(&self, window_start: u64) -> u64 {
+        let missing = 1.0 - self.presence[0].min(1.0);
+        window_start + (missing * SUB_BLOCK_SAMPLES as f32) as u64
+    }
+
+    /// Where the key ends in this window: the last sub-block it fills, and how much of it.
+    fn end(&self, window_start: u64) -> u64 {
+        let last = (0..WINDOW_SUB_BLOCKS)
+            .rev()
+            .find(|&k| self.presence[k] >= STEADY_PRESENCE)
+            .unwrap_or(0);
+        let filled = self.presence[last].min(1.0) * SUB_BLOCK_SAMPLES as f32;
+        window_start + (last * SUB_BLOCK_SAMPLES) as u64 + filled as u64
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +141,8 @@ pub struct InbandDetector {
     /// `e^{-j*w*M}`: the advance a tone at exactly its nominal frequency makes per sub-block.
     step_rotation: [Complex; 8],
     omega_m: [f32; 8],
+    /// The band filter's power gain at each tone, to compare tones with the band energy.
+    band_gain: [f32; 8],
     min_tone_energy: f32,
 }
 
@@ -123,8 +167,11 @@ impl InbandDetector {
             omega_m[tone] = step as f32;
         }
         let amplitude = DBM0_PEAK * 10f32.powf(MIN_TONE_DBM0 / 20.0);
+        let bank = ToneBank::new();
+        let band_gain = TONE_HZ.map(|frequency_hz| bank.band_gain(frequency_hz) as f32);
         InbandDetector {
-            bank: ToneBank::new(),
+            bank,
+            band_gain,
             window: [SubBlock::default(); WINDOW_SUB_BLOCKS],
             next: 0,
             filled: 0,
@@ -141,7 +188,7 @@ impl InbandDetector {
 
     /// Forgets everything heard; the clock restarts at `clock`.
     pub fn reset(&mut self, clock: u64) {
-        self.bank.reset();
+        self.bank.clear();
         self.next = 0;
         self.filled = 0;
         self.clock = clock;
@@ -195,9 +242,7 @@ impl InbandDetector {
         let passes = analysis.filter(|a| self.passes_start_checks(a));
         self.tone_in_window = passes.is_some();
         let passing_digit = passes.map(|a| key_at(a.row, a.column));
-        let onset = |a: &WindowAnalysis| {
-            window_end - (a.concentration.min(1.0) * WINDOW_SAMPLES as f32) as u64
-        };
+        let onset = |a: &WindowAnalysis| a.onset(window_start);
         self.state = match self.state {
             State::Idle => match passes {
                 Some(a) => self.candidate(key_at(a.row, a.column), 1, onset(&a)),
@@ -225,8 +270,7 @@ impl InbandDetector {
                     Some(a) => State::On {
                         digit,
                         start,
-                        end: window_start
-                            + (a.concentration.min(1.0) * WINDOW_SAMPLES as f32) as u64,
+                        end: a.end(window_start).max(end),
                         misses: 0,
                     },
                     None if misses + 1 < RELEASE_MISSES => State::On {
@@ -271,12 +315,22 @@ impl InbandDetector {
 
     fn passes_start_checks(&self, a: &WindowAnalysis) -> bool {
         let twist_db = 10.0 * (a.row_energy / a.column_energy).log10();
+        let frequency_error = a.row_frequency_error.abs() + a.column_frequency_error.abs();
+        let required = MIN_CONCENTRATION
+            + CONCENTRATION_PER_ERROR * frequency_error
+            + CONCENTRATION_PER_LOW_TWIST_DB * twist_db.max(0.0)
+            + if a.column == 3 {
+                CONCENTRATION_EXTRA_A_TO_D
+            } else {
+                0.0
+            };
         a.dominant
+            && a.steady()
             && a.row_energy >= self.min_tone_energy
             && a.column_energy >= self.min_tone_energy
             && a.row_frequency_error.abs() <= MAX_FREQUENCY_ERROR
             && a.column_frequency_error.abs() <= MAX_FREQUENCY_ERROR
-            && a.concentration >= MIN_CONCENTRATION
+            && a.concentration >= required
             && (-MAX_HIGH_LOUDER_DB..=MAX_LOW_LOUDER_DB).contains(&twist_db)
     }
 
@@ -292,8 +346,10 @@ impl InbandDetector {
     /// The strongest row and column of the window, measured; None below the energy floor.
     fn analyse(&self) -> Option<WindowAnalysis> {
         let mut total_energy = 0.0;
+        let mut band_energy = 0.0;
         for block in &self.window {
             total_energy += block.energy;
+            band_energy += block.band_energy;
         }
         if total_energy < 2.0 * self.min_tone_energy {
             return None;
@@ -309,8 +365,12 @@ impl InbandDetector {
         }
         let (row, row_dominant) = strongest(&nominal_power[..4]);
         let (column, column_dominant) = strongest(&nominal_power[4..]);
-        let (row_energy, row_frequency_error) = self.tracked(row);
-        let (column_energy, column_frequency_error) = self.tracked(column + 4);
+        let (row_energy, row_frequency_error, row_presence) = self.tracked(row);
+        let (column_energy, column_frequency_error, column_presence) = self.tracked(column + 4);
+        let mut presence = [0.0; WINDOW_SUB_BLOCKS];
+        for (k, share) in presence.iter_mut().enumerate() {
+            *share = row_presence[k].min(column_presence[k]);
+        }
         Some(WindowAnalysis {
             row,
             column,
@@ -318,18 +378,22 @@ impl InbandDetector {
             column_energy,
             row_frequency_error,
             column_frequency_error,
-            concentration: (row_energy + column_energy) / total_energy,
+            concentration: (row_energy * self.band_gain[row]
+                + column_energy * self.band_gain[column + 4])
+                / band_energy.max(1.0),
             dominant: row_dominant && column_dominant,
+            presence,
         })
     }
 
-    /// A tone's energy over the window measured at its actual frequency, and
-    /// that frequency's relative error. The phase advance between sub-blocks
+    /// A tone's energy over the window measured at its actual frequency,
+    /// that frequency's relative error, and its amplitude per sub-block
+    /// relative to the strongest. The phase advance between sub-blocks
     /// gives the offset from nominal (unambiguous within +/-80 Hz); the
     /// sub-blocks are then summed along that phase, so a tone 3 % off loses
     /// no energy to the window's narrow main lobe and the frequency test, not
     /// the level, decides.
-    fn tracked(&self, tone: usize) -> (f32, f32) {
+    fn tracked(&self, tone: usize) -> (f32, f32, [f32; WINDOW_SUB_BLOCKS]) {
         let at = |k: usize| self.window[(self.next + k) % WINDOW_SUB_BLOCKS].tones[tone];
         let mut advance = Complex::ZERO;
         for k in 0..WINDOW_SUB_BLOCKS - 1 {
@@ -356,7 +420,18 @@ impl InbandDetector {
         }
         // A tone A*cos has |X|^2 = (N*A/2)^2 and energy N*A^2/2.
         let energy = 2.0 * sum.norm_sqr() / WINDOW_SAMPLES as f32;
-        (energy, offset / self.omega_m[tone])
+        let mut presence = [0.0; WINDOW_SUB_BLOCKS];
+        let mut strongest = 0.0f32;
+        for (k, share) in presence.iter_mut().enumerate() {
+            *share = at(k).norm_sqr().sqrt();
+            strongest = strongest.max(*share);
+        }
+        if strongest > 0.0 {
+            for share in presence.iter_mut() {
+                *share /= strongest;
+            }
+        }
+        (energy, offset / self.omega_m[tone], presence)
     }
 }
 

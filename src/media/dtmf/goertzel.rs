@@ -73,11 +73,109 @@ impl std::ops::Add for Complex {
 }
 
 /// What one finished sub-block holds: each tone's DFT value (time origin at the
-/// sub-block's first sample) and the sub-block's energy.
+/// sub-block's first sample), the sub-block's energy, and its energy in the
+/// DTMF band (after `BandFilter`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SubBlock {
     pub tones: [Complex; 8],
     pub energy: f32,
+    pub band_energy: f32,
+}
+
+/// Band edges of the filter in front of the band energy: below the lowest row
+/// tone is where voiced speech keeps most of its energy, and above the highest
+/// column tone there is nothing a key makes.
+const BAND_LOW_HZ: f64 = 600.0;
+const BAND_HIGH_HZ: f64 = 2000.0;
+
+/// One second-order section (RBJ cookbook, Q = 1/sqrt 2: Butterworth).
+#[derive(Clone, Copy, Debug)]
+struct Biquad {
+    b: [f32; 3],
+    a: [f32; 2],
+    x: [f32; 2],
+    y: [f32; 2],
+}
+
+impl Biquad {
+    fn design(corner_hz: f64, high_pass: bool) -> Self {
+        let omega = 2.0 * PI * corner_hz / f64::from(SAMPLE_RATE_HZ);
+        let alpha = omega.sin() / (2.0 * std::f64::consts::FRAC_1_SQRT_2);
+        let cos = omega.cos();
+        let a0 = 1.0 + alpha;
+        let b = if high_pass {
+            [(1.0 + cos) / 2.0, -(1.0 + cos), (1.0 + cos) / 2.0]
+        } else {
+            [(1.0 - cos) / 2.0, 1.0 - cos, (1.0 - cos) / 2.0]
+        };
+        Biquad {
+            b: b.map(|coefficient| (coefficient / a0) as f32),
+            a: [(-2.0 * cos / a0) as f32, ((1.0 - alpha) / a0) as f32],
+            x: [0.0; 2],
+            y: [0.0; 2],
+        }
+    }
+
+    #[inline]
+    fn run(&mut self, x: f32) -> f32 {
+        let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
+            - self.a[0] * self.y[0]
+            - self.a[1] * self.y[1];
+        self.x = [x, self.x[0]];
+        self.y = [y, self.y[0]];
+        y
+    }
+
+    /// Power gain at `frequency_hz`.
+    fn power_gain(&self, frequency_hz: f64) -> f64 {
+        let omega = 2.0 * PI * frequency_hz / f64::from(SAMPLE_RATE_HZ);
+        let response = |c: [f64; 3]| {
+            let re = c[0] + c[1] * omega.cos() + c[2] * (2.0 * omega).cos();
+            let im = -c[1] * omega.sin() - c[2] * (2.0 * omega).sin();
+            re * re + im * im
+        };
+        let b = self.b.map(f64::from);
+        let a = [1.0, f64::from(self.a[0]), f64::from(self.a[1])];
+        response(b) / response(a)
+    }
+}
+
+/// A band-pass (600-2000 Hz, 12 dB per octave each side) for the energy the
+/// tones are compared with: the low vowels of speech under a key should not
+/// count against the key.
+#[derive(Clone, Copy, Debug)]
+pub struct BandFilter {
+    high_pass: Biquad,
+    low_pass: Biquad,
+}
+
+impl Default for BandFilter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BandFilter {
+    pub fn new() -> Self {
+        BandFilter {
+            high_pass: Biquad::design(BAND_LOW_HZ, true),
+            low_pass: Biquad::design(BAND_HIGH_HZ, false),
+        }
+    }
+
+    #[inline]
+    pub fn run(&mut self, x: f32) -> f32 {
+        self.low_pass.run(self.high_pass.run(x))
+    }
+
+    /// Power gain at `frequency_hz`, to weigh a tone's energy the same way.
+    pub fn power_gain(&self, frequency_hz: f64) -> f64 {
+        self.high_pass.power_gain(frequency_hz) * self.low_pass.power_gain(frequency_hz)
+    }
+
+    pub fn reset(&mut self) {
+        *self = Self::new();
+    }
 }
 
 /// Eight Goertzel filters fed sample by sample, emptied every `SUB_BLOCK_SAMPLES`.
@@ -90,6 +188,8 @@ pub struct ToneBank {
     state_last: [f32; 8],
     state_before_last: [f32; 8],
     energy: f32,
+    band: BandFilter,
+    band_energy: f32,
     filled: usize,
 }
 
@@ -118,6 +218,8 @@ impl ToneBank {
             state_last: [0.0; 8],
             state_before_last: [0.0; 8],
             energy: 0.0,
+            band: BandFilter::new(),
+            band_energy: 0.0,
             filled: 0,
         }
     }
@@ -127,7 +229,19 @@ impl ToneBank {
         self.state_last = [0.0; 8];
         self.state_before_last = [0.0; 8];
         self.energy = 0.0;
+        self.band_energy = 0.0;
         self.filled = 0;
+    }
+
+    /// Starts over, forgetting the band filter's history too.
+    pub fn clear(&mut self) {
+        self.reset();
+        self.band.reset();
+    }
+
+    /// The band filter's power gain at `frequency_hz`.
+    pub fn band_gain(&self, frequency_hz: f64) -> f64 {
+        self.band.power_gain(frequency_hz)
     }
 
     /// Feeds samples until the current sub-block is full or `samples` runs out;
@@ -138,9 +252,12 @@ impl ToneBank {
         let mut last = self.state_last;
         let mut before_last = self.state_before_last;
         let mut energy = self.energy;
+        let mut band_energy = self.band_energy;
         for &sample in &samples[..take] {
             let x = f32::from(sample);
             energy += x * x;
+            let in_band = self.band.run(x);
+            band_energy += in_band * in_band;
             for tone in 0..8 {
                 let next = x + self.coefficient[tone] * last[tone] - before_last[tone];
                 before_last[tone] = last[tone];
@@ -150,6 +267,7 @@ impl ToneBank {
         self.state_last = last;
         self.state_before_last = before_last;
         self.energy = energy;
+        self.band_energy = band_energy;
         self.filled += take;
         if self.filled < SUB_BLOCK_SAMPLES {
             return (take, None);
@@ -157,6 +275,7 @@ impl ToneBank {
         let mut block = SubBlock {
             tones: [Complex::ZERO; 8],
             energy,
+            band_energy,
         };
         for tone in 0..8 {
             // y[M-1] = s[M-1] - e^{-jw} s[M-2] = e^{jw(M-1)} X(w).
@@ -221,6 +340,32 @@ mod tests {
         }
         let energy: f64 = samples.iter().map(|&x| f64::from(x).powi(2)).sum();
         assert!((f64::from(block.energy) - energy).abs() < energy * 1e-4);
+    }
+
+    #[test]
+    fn band_filter_passes_the_keypad_and_cuts_low_speech() {
+        let filter = BandFilter::new();
+        for frequency_hz in TONE_HZ {
+            let gain_db = 10.0 * filter.power_gain(frequency_hz).log10();
+            assert!(gain_db > -3.5, "{frequency_hz} Hz: {gain_db:.1} dB");
+        }
+        assert!(10.0 * filter.power_gain(200.0).log10() < -18.0);
+        // The measured gain of a running filter matches the computed one.
+        let mut running = BandFilter::new();
+        let (mut input, mut output) = (0.0, 0.0);
+        for n in 0..8000 {
+            let x = (2.0 * PI * 941.0 * f64::from(n) / 8000.0).sin() as f32 * 1000.0;
+            let y = running.run(x);
+            if n >= 800 {
+                input += f64::from(x * x);
+                output += f64::from(y * y);
+            }
+        }
+        let measured = output / input;
+        assert!(
+            (measured / filter.power_gain(941.0) - 1.0).abs() < 0.02,
+            "{measured}"
+        );
     }
 
     #[test]
