@@ -45,6 +45,12 @@ const CONCENTRATION_PER_LOW_TWIST_DB: f32 = 0.04;
 const CONCENTRATION_EXTRA_A_TO_D: f32 = 0.15;
 /// Share needed to keep a press going (a dropout or a burst of noise).
 const HOLD_CONCENTRATION: f32 = 0.35;
+/// Below this no window starts or holds a press.
+const LOWEST_CONCENTRATION: f32 = if HOLD_CONCENTRATION < MIN_CONCENTRATION {
+    HOLD_CONCENTRATION
+} else {
+    MIN_CONCENTRATION
+};
 /// Largest relative frequency error accepted: halfway between Q.24's 1.5 % and 3.5 %.
 const MAX_FREQUENCY_ERROR: f32 = 0.025;
 /// While a press is on, a little more drift is tolerated.
@@ -130,8 +136,10 @@ pub struct InbandDetector {
     /// Next slot of `window` to write; the oldest sub-block sits there.
     next: usize,
     filled: usize,
-    /// Sample index of the next sample fed.
+    /// Sample index of the next sample fed to the bank.
     clock: u64,
+    /// The bank takes pairs: an odd sample waits here for its partner.
+    carried: Option<i16>,
     state: State,
     /// The last window passed the start checks: a tone is being heard.
     tone_in_window: bool,
@@ -176,6 +184,7 @@ impl InbandDetector {
             next: 0,
             filled: 0,
             clock: 0,
+            carried: None,
             state: State::Idle,
             tone_in_window: false,
             events: Deque::new(),
@@ -192,12 +201,13 @@ impl InbandDetector {
         self.next = 0;
         self.filled = 0;
         self.clock = clock;
+        self.carried = None;
         self.state = State::Idle;
         self.tone_in_window = false;
         self.events.clear();
     }
 
-    /// Sample index of the next sample `process` expects.
+    /// Samples taken into the analysis so far (one may still wait for its pair).
     pub fn clock(&self) -> u64 {
         self.clock
     }
@@ -205,6 +215,22 @@ impl InbandDetector {
     /// Feeds 8 kHz samples, any number at a time. Events that do not fit the
     /// queue (more than `EVENT_QUEUE` unpolled) are dropped, oldest kept.
     pub fn process(&mut self, mut samples: &[i16]) {
+        if let Some(first) = self.carried.take() {
+            let Some((&second, rest)) = samples.split_first() else {
+                self.carried = Some(first);
+                return;
+            };
+            self.feed_pairs(&[first, second]);
+            samples = rest;
+        }
+        let whole_pairs = samples.len() & !1;
+        self.feed_pairs(&samples[..whole_pairs]);
+        if let Some(&odd) = samples.get(whole_pairs) {
+            self.carried = Some(odd);
+        }
+    }
+
+    fn feed_pairs(&mut self, mut samples: &[i16]) {
         while !samples.is_empty() {
             let (taken, block) = self.bank.feed(samples);
             samples = &samples[taken..];
@@ -365,6 +391,18 @@ impl InbandDetector {
         }
         let (row, row_dominant) = strongest(&nominal_power[..4]);
         let (column, column_dominant) = strongest(&nominal_power[4..]);
+        // Cheap bound first: the tracked sum can hold at most K times the sum of
+        // the sub-block powers (Cauchy-Schwarz). Speech and noise stop here.
+        let bound = |tone: usize| {
+            let mut power = 0.0;
+            for block in &self.window {
+                power += block.tones[tone].norm_sqr();
+            }
+            2.0 * WINDOW_SUB_BLOCKS as f32 * power / WINDOW_SAMPLES as f32 * self.band_gain[tone]
+        };
+        if bound(row) + bound(column + 4) < LOWEST_CONCENTRATION * band_energy {
+            return None;
+        }
         let (row_energy, row_frequency_error, row_presence) = self.tracked(row);
         let (column_energy, column_frequency_error, column_presence) = self.tracked(column + 4);
         let mut presence = [0.0; WINDOW_SUB_BLOCKS];
@@ -474,7 +512,8 @@ mod tests {
         let mut signal = vec![0i16; 400];
         signal.extend(tones(852.0, 1477.0, 8000.0, 800));
         signal.extend(vec![0i16; 800]);
-        for chunk in signal.chunks(160) {
+        // Odd chunk sizes: the detector pairs samples across calls.
+        for chunk in signal.chunks(77) {
             detector.process(chunk);
         }
         let got = events(&mut detector);
