@@ -5,6 +5,7 @@
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.
 
 pub mod codec;
+pub mod dtmf;
 pub mod engine;
 pub mod jitter;
 pub mod mixer;
