@@ -170,9 +170,10 @@ impl Config {
             message,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e.span().and_then(|span| key_at(text, span.start));
             at(
                 e.span(),
-                None,
+                key.as_deref(),
                 e.message().trim().replace('\n', " ").to_string(),
             )
         })?;
@@ -184,6 +185,34 @@ impl Config {
     pub fn default_config() -> Config {
         Config::parse("", "<defaults>").expect("the built-in defaults are valid")
     }
+}
+
+/// The dotted key (`media.max_members`) written on the line holding `offset`,
+/// qualified by the table header above it; `None` when the line sets no key.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|header| {
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string()
+        });
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// 1-based line number of a byte offset.
@@ -703,6 +732,14 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("max_memberz"), "{e}");
+    }
+
+    #[test]
+    fn type_error_names_key_and_line() {
+        let text = "[sip]\nt1_ms = 500\n\n[[room]]\nnumber = \"1\"\nmax_members = \"lots\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert_eq!(e.key.as_deref(), Some("room.max_members"), "{e}");
     }
 
     #[test]

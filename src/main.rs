@@ -25,10 +25,19 @@ enum Commands {
     Run,
     /// Check a configuration file; print the first error with its key and line.
     CheckConfig,
+    /// Decode the keypad digits in a WAV recording (PCM 16-bit, u-law or A-law,
+    /// any rate, mono): one `DIGIT START_MS END_MS` line each, then `digits: ...`.
+    Dtmf {
+        /// The WAV file to read.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Commands::Dtmf { file }) = &cli.command {
+        return dtmf(file);
+    }
     let path = config::resolve_path(cli.config);
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -51,6 +60,21 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Commands::Run => run(config),
+        Commands::Dtmf { file } => dtmf(&file),
+    }
+}
+
+/// `sipconf dtmf FILE`: what the bridge's digit receiver hears in a recording.
+fn dtmf(file: &std::path::Path) -> ExitCode {
+    match sipconf::media::dtmf::decode_wav_digits(file) {
+        Ok(reports) => {
+            print!("{}", sipconf::media::dtmf::format_report(&reports));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sipconf: cannot read {}: {e}", file.display());
+            ExitCode::from(1)
+        }
     }
 }
 
