@@ -6,10 +6,12 @@
 //! floor; one row and one column tone dominate their groups; each tone's
 //! frequency, measured from the phase advance between sub-blocks, is within
 //! `MAX_FREQUENCY_ERROR` of nominal (Q.24: accept +/-1.5 %, reject beyond
-//! +/-3.5 %); the twist is within limits; and the two tones hold nearly all of
-//! the window's energy, which is what speech and music fail. A press starts
-//! after `CONFIRM_WINDOWS` passing windows of one key and ends after
-//! `RELEASE_MISSES` windows in a row that no longer hold it.
+//! +/-3.5 %); the twist is within limits; the key sounds in every sub-block;
+//! and the two tones hold enough of the window's energy in the keypad band
+//! (speech below 600 Hz does not count), the more the further they are off
+//! frequency or tilted towards the low group, which is what speech fails. A
+//! press starts after `CONFIRM_WINDOWS` passing windows of one key and ends
+//! after `RELEASE_MISSES` windows in a row that no longer hold it.
 //!
 //! Sans-IO and allocation-free: samples and a sample clock in, events out.
 
