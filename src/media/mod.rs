@@ -1,5 +1,6 @@
-//! The media plane: RTP in and out, jitter buffers, codecs and the conference
-//! mixer, run by one dedicated thread on a 20 ms clock (see DESIGN.md, "One 20 ms tick").
+//! The media plane: RTP in and out, jitter buffers, codecs, the DTMF receiver
+//! and keypad, and the conference mixer, run by one dedicated thread on a
+//! 20 ms clock (see DESIGN.md, "One 20 ms tick").
 //!
 //! The signalling plane talks to it only through `MediaHandle`: bounded
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.
@@ -8,11 +9,13 @@ pub mod codec;
 pub mod dtmf;
 pub mod engine;
 pub mod jitter;
+pub mod keypad;
 pub mod mixer;
 pub mod rtp;
 pub mod slot;
 
 pub use codec::Codec;
+pub use dtmf::DigitSource;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicU64;
@@ -86,6 +89,10 @@ pub struct AddMember {
     pub codec: Codec,
     pub telephone_event_pt: Option<u8>,
     pub flags: MemberFlags,
+    /// Keys act on the member as DESIGN.md's keypad table says (profile
+    /// `interpret_digits`, the default); false for `passthru_digits`. Every
+    /// press is reported as `Event::Digit` either way.
+    pub keypad: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +118,22 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     RtpTimeout {
+        key: MemberKey,
+    },
+    /// A key press, once it ended (in-band and RFC 4733 merged: counted once).
+    Digit {
+        key: MemberKey,
+        digit: char,
+        duration_ms: u32,
+        source: DigitSource,
+    },
+    /// The member's own keys changed its mute or deaf flags (0 and *).
+    FlagsChanged {
+        key: MemberKey,
+        flags: MemberFlags,
+    },
+    /// The member pressed # on a keypad conference: remove it and hang up with BYE.
+    Leave {
         key: MemberKey,
     },
     Talking {
