@@ -1,36 +1,49 @@
-//! A fixed-capacity jitter buffer for one member's incoming audio: packets go in
-//! by RTP sequence number, one 20 ms frame comes out per tick, in order.
+//! A fixed-capacity jitter buffer for one member's incoming audio, indexed by
+//! RTP timestamp: packets of any length (10, 20, 30, 40 ms...) go in where
+//! their timestamp says, and one 20 ms frame comes out per tick, in order.
+//!
+//! Keying on the timestamp rather than the sequence number means packets that
+//! carry no audio (RFC 4733 events, which reuse the stream's sequence numbers
+//! but not its audio clock) take no place in the audio, and a pause in the
+//! far end's audio adds no delay. It assumes one payload byte per RTP clock
+//! tick, which holds for G.711 and G.722 (RFC 3551 §4.5.2).
 //!
 //! Sans-IO: the caller pushes what arrived and pops once per tick; wall time is
-//! never read. It assumes one packet carries one frame (ptime 20 ms).
+//! never read.
 
-/// Largest payload one frame may carry: 20 ms of G.711 or G.722 (160 bytes).
+/// Largest frame: 20 ms of G.711 or G.722 (160 bytes).
 pub const FRAME_BYTES_MAX: usize = 160;
 
 /// Frames the buffer can hold; 320 ms of reordering or delay.
 pub const CAPACITY_FRAMES: usize = 16;
 
-/// A sequence or timestamp jump at least this many frames restarts the stream
-/// instead of being treated as loss (RFC 3550 A.1 uses a similar "dropout" test).
+/// A timestamp this many frames away from the playout point restarts the
+/// stream instead of being treated as loss (RFC 3550 A.1 uses a similar
+/// "dropout" test).
 const RESYNC_JUMP_FRAMES: i64 = 50;
+
+/// A frame is tracked in this many segments, so packets of 5 ms multiples
+/// (all common packet times) fill whole segments.
+const SEGMENTS_PER_FRAME: usize = 4;
 
 /// What happened to a pushed packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
     Stored,
-    /// Stored after discarding the buffer: new SSRC, or a big sequence/timestamp jump.
+    /// Stored after discarding the buffer: new SSRC, or a big timestamp jump.
     Resynced,
-    /// Already buffered.
+    /// Everything it carries is already buffered.
     Duplicate,
     /// Its playout time has passed.
     Late,
-    /// Payload longer than `FRAME_BYTES_MAX`.
+    /// Longer than the buffer can hold.
     Oversize,
 }
 
 /// What the current tick plays.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pop<'a> {
+    /// A whole frame; parts no packet covered hold the codec's silence.
     Frame(&'a [u8]),
     /// The frame due now is missing but later ones arrived: conceal it.
     Lost,
@@ -40,9 +53,10 @@ pub enum Pop<'a> {
 
 #[derive(Clone)]
 struct Entry {
-    occupied: bool,
-    sequence: u16,
-    len_bytes: u16,
+    /// The frame number this entry holds (valid while `segments != 0`).
+    frame: u32,
+    /// Bit `i` set: segment `i` of the frame arrived.
+    segments: u8,
     payload: [u8; FRAME_BYTES_MAX],
 }
 
@@ -63,18 +77,15 @@ pub struct JitterBuffer {
     entries: Box<[Entry]>,
     playout_delay_frames: usize,
     frame_samples: u32,
+    silence_byte: u8,
     ssrc: Option<u32>,
-    /// Sequence number of the frame the next pop plays.
-    next_sequence: u16,
-    /// Last accepted packet, to spot timestamp jumps.
-    last_sequence: u16,
-    /// Highest sequence number buffered since the last resync.
-    highest_sequence: u16,
-    played_since_resync: bool,
-    last_timestamp: u32,
-    buffered: usize,
+    /// RTP timestamp of the frame the next pop plays.
+    next_timestamp: u32,
+    /// Frame number of the frame the next pop plays (entries are tagged with it).
+    next_frame: u32,
     /// Playing; false while (re)filling to the playout delay.
     playing: bool,
+    played_since_resync: bool,
     pub stats: JitterStats,
 }
 
@@ -83,185 +94,197 @@ impl JitterBuffer {
     /// to 1..capacity); `frame_samples` is the RTP timestamp step of one frame.
     pub fn new(playout_delay_frames: usize, frame_samples: u32) -> Self {
         let empty = Entry {
-            occupied: false,
-            sequence: 0,
-            len_bytes: 0,
+            frame: 0,
+            segments: 0,
             payload: [0; FRAME_BYTES_MAX],
         };
         JitterBuffer {
             entries: vec![empty; CAPACITY_FRAMES].into_boxed_slice(),
             playout_delay_frames: playout_delay_frames.clamp(1, CAPACITY_FRAMES - 1),
-            frame_samples,
+            frame_samples: frame_samples.clamp(SEGMENTS_PER_FRAME as u32, FRAME_BYTES_MAX as u32),
+            silence_byte: 0,
             ssrc: None,
-            next_sequence: 0,
-            last_sequence: 0,
-            highest_sequence: 0,
-            played_since_resync: false,
-            last_timestamp: 0,
-            buffered: 0,
+            next_timestamp: 0,
+            next_frame: 0,
             playing: false,
+            played_since_resync: false,
             stats: JitterStats::default(),
         }
     }
 
-    /// Forgets the stream (a new member in a reused slot).
-    pub fn reset(&mut self, frame_samples: u32) {
+    /// Forgets the stream (a new member in a reused slot); gaps inside a
+    /// frame play as `silence_byte`.
+    pub fn reset(&mut self, frame_samples: u32, silence_byte: u8) {
         self.clear();
         self.ssrc = None;
-        self.frame_samples = frame_samples;
+        self.frame_samples = frame_samples.clamp(SEGMENTS_PER_FRAME as u32, FRAME_BYTES_MAX as u32);
+        self.silence_byte = silence_byte;
         self.stats = JitterStats::default();
     }
 
     fn clear(&mut self) {
         for entry in self.entries.iter_mut() {
-            entry.occupied = false;
+            entry.segments = 0;
         }
-        self.buffered = 0;
         self.playing = false;
         self.played_since_resync = false;
     }
 
-    fn index(sequence: u16) -> usize {
-        usize::from(sequence) % CAPACITY_FRAMES
+    fn frame_len(&self) -> i64 {
+        i64::from(self.frame_samples)
     }
 
-    /// Frames buffered now.
+    fn entry_index(frame: u32) -> usize {
+        frame as usize % CAPACITY_FRAMES
+    }
+
+    /// Whether frame `frame` has arrived (in whole or in part).
+    fn holds(&self, frame: u32) -> bool {
+        let entry = &self.entries[Self::entry_index(frame)];
+        entry.segments != 0 && entry.frame == frame
+    }
+
+    /// Frames buffered now, at or after the playout point.
     pub fn buffered_frames(&self) -> usize {
-        self.buffered
+        (0..CAPACITY_FRAMES as u32)
+            .filter(|&k| self.holds(self.next_frame.wrapping_add(k)))
+            .count()
     }
 
-    pub fn push(&mut self, sequence: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Push {
-        if payload.len() > FRAME_BYTES_MAX {
+    /// Moves the playout point by whole frames (either way).
+    fn shift_playout(&mut self, frames: i64) {
+        self.next_frame = self.next_frame.wrapping_add(frames as u32);
+        self.next_timestamp = self
+            .next_timestamp
+            .wrapping_add((frames * self.frame_len()) as u32);
+    }
+
+    fn resync(&mut self, ssrc: u32, timestamp: u32) {
+        self.clear();
+        self.ssrc = Some(ssrc);
+        self.next_timestamp = timestamp;
+        self.stats.resyncs += 1;
+    }
+
+    pub fn push(&mut self, timestamp: u32, ssrc: u32, payload: &[u8]) -> Push {
+        let frame = self.frame_len();
+        let len = payload.len() as i64;
+        if len > (CAPACITY_FRAMES as i64 - 1) * frame {
             self.stats.oversize += 1;
             return Push::Oversize;
         }
-        let outcome = if self.ssrc != Some(ssrc) || self.is_jump(sequence, timestamp) {
-            self.clear();
-            self.ssrc = Some(ssrc);
-            self.next_sequence = sequence;
-            self.highest_sequence = sequence;
-            self.stats.resyncs += 1;
-            Push::Resynced
-        } else {
-            let ahead = i32::from(sequence.wrapping_sub(self.next_sequence) as i16);
-            if ahead < 0 {
-                if !self.can_start_earlier(sequence) {
-                    self.stats.late += 1;
-                    return Push::Late;
-                }
-                // Reordered before playout began: start from the earlier packet.
-                self.next_sequence = sequence;
-            } else if ahead as usize >= CAPACITY_FRAMES {
-                self.overflow_to(sequence);
+        let jump = RESYNC_JUMP_FRAMES * frame;
+        let mut offset = i64::from(timestamp.wrapping_sub(self.next_timestamp) as i32);
+        let mut outcome = Push::Stored;
+        if self.ssrc != Some(ssrc) || offset >= jump || offset + len <= -jump {
+            self.resync(ssrc, timestamp);
+            offset = 0;
+            outcome = Push::Resynced;
+        } else if !self.playing && offset < 0 && !self.played_since_resync {
+            // Reordered before playout began: start from the earlier packet, if
+            // everything buffered still fits.
+            let frames_back = offset.div_euclid(frame);
+            if self.span_after(frames_back) {
+                self.shift_playout(frames_back);
+                offset -= frames_back * frame;
             }
-            let entry = &self.entries[Self::index(sequence)];
-            if entry.occupied && entry.sequence == sequence {
-                self.stats.duplicates += 1;
-                return Push::Duplicate;
+        } else if !self.playing && self.buffered_frames() == 0 && offset >= frame {
+            // The far end paused (silence suppression, or a keypress sent only as
+            // RFC 4733): resume where its audio resumes; the pause is no loss.
+            let frames_ahead = offset.div_euclid(frame);
+            self.shift_playout(frames_ahead);
+            offset -= frames_ahead * frame;
+        }
+        if offset + len <= 0 {
+            self.stats.late += 1;
+            return Push::Late;
+        }
+        let capacity = CAPACITY_FRAMES as i64 * frame;
+        while offset + len > capacity {
+            if self.holds(self.next_frame) {
+                self.stats.overflowed += 1;
             }
-            Push::Stored
-        };
-        let entry = &mut self.entries[Self::index(sequence)];
-        if !entry.occupied {
-            self.buffered += 1;
+            self.shift_playout(1);
+            offset -= frame;
         }
-        entry.occupied = true;
-        entry.sequence = sequence;
-        entry.len_bytes = payload.len() as u16;
-        entry.payload[..payload.len()].copy_from_slice(payload);
-        if (sequence.wrapping_sub(self.highest_sequence) as i16) > 0 {
-            self.highest_sequence = sequence;
+        let skip = (-offset).max(0);
+        let added = self.write(offset + skip, &payload[skip as usize..]);
+        if !added {
+            self.stats.duplicates += 1;
+            return Push::Duplicate;
         }
-        self.last_sequence = sequence;
-        self.last_timestamp = timestamp;
         self.stats.stored += 1;
         outcome
     }
 
-    /// Holds the place of a packet that carries no audio (an RFC 4733 event): it
-    /// plays as an empty frame. Its timestamp (the event start) is not audio
-    /// time, so it takes no part in jump detection.
-    pub fn push_placeholder(&mut self, sequence: u16, ssrc: u32) -> Push {
-        if self.ssrc != Some(ssrc) {
-            return Push::Late;
-        }
-        let ahead = i32::from(sequence.wrapping_sub(self.next_sequence) as i16);
-        if ahead < 0 || ahead as usize >= CAPACITY_FRAMES {
-            self.stats.late += u64::from(ahead < 0);
-            return Push::Late;
-        }
-        let entry = &mut self.entries[Self::index(sequence)];
-        if entry.occupied && entry.sequence == sequence {
-            self.stats.duplicates += 1;
-            return Push::Duplicate;
-        }
-        if !entry.occupied {
-            self.buffered += 1;
-        }
-        entry.occupied = true;
-        entry.sequence = sequence;
-        entry.len_bytes = 0;
-        if (sequence.wrapping_sub(self.highest_sequence) as i16) > 0 {
-            self.highest_sequence = sequence;
-        }
-        Push::Stored
+    /// Whether moving the playout point `frames` (negative) back keeps every
+    /// buffered frame inside the window.
+    fn span_after(&self, frames: i64) -> bool {
+        let last = (0..CAPACITY_FRAMES as u32)
+            .rev()
+            .find(|&k| self.holds(self.next_frame.wrapping_add(k)))
+            .map_or(0, i64::from);
+        last - frames < CAPACITY_FRAMES as i64
     }
 
-    /// A sequence or timestamp far from where the stream was heading.
-    fn is_jump(&self, sequence: u16, timestamp: u32) -> bool {
-        let sequence_step = i64::from(sequence.wrapping_sub(self.last_sequence) as i16);
-        let expected_timestamp = self
-            .last_timestamp
-            .wrapping_add((sequence_step as u32).wrapping_mul(self.frame_samples));
-        let timestamp_error = i64::from(timestamp.wrapping_sub(expected_timestamp) as i32);
-        let limit = RESYNC_JUMP_FRAMES;
-        sequence_step.abs() >= limit
-            || timestamp_error.abs() >= limit * i64::from(self.frame_samples.max(1))
-    }
-
-    /// Until the first frame plays, an earlier packet may become the start if
-    /// everything buffered still fits in the window.
-    fn can_start_earlier(&self, sequence: u16) -> bool {
-        !self.played_since_resync
-            && usize::from(self.highest_sequence.wrapping_sub(sequence)) < CAPACITY_FRAMES
-    }
-
-    /// A packet beyond the window: drop the oldest frames so it fits.
-    fn overflow_to(&mut self, sequence: u16) {
-        let new_start = sequence.wrapping_sub(CAPACITY_FRAMES as u16 - 1);
-        while self.next_sequence != new_start {
-            let entry = &mut self.entries[Self::index(self.next_sequence)];
-            if entry.occupied && entry.sequence == self.next_sequence {
-                entry.occupied = false;
-                self.buffered -= 1;
-                self.stats.overflowed += 1;
+    /// Writes `bytes` starting `offset` (>= 0) clock ticks after the playout
+    /// point; returns whether any segment was new.
+    fn write(&mut self, offset: i64, bytes: &[u8]) -> bool {
+        let frame_len = self.frame_len();
+        let segment_len = frame_len / SEGMENTS_PER_FRAME as i64;
+        let mut added = false;
+        let mut at = offset;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let frame = self.next_frame.wrapping_add((at / frame_len) as u32);
+            let within = (at % frame_len) as usize;
+            let take = rest.len().min(frame_len as usize - within);
+            let silence = self.silence_byte;
+            let entry = &mut self.entries[Self::entry_index(frame)];
+            if entry.segments == 0 || entry.frame != frame {
+                entry.frame = frame;
+                entry.segments = 0;
+                entry.payload[..frame_len as usize].fill(silence);
             }
-            self.next_sequence = self.next_sequence.wrapping_add(1);
+            let first = within as i64 / segment_len;
+            let last = (within + take - 1) as i64 / segment_len;
+            let mut mask = 0u8;
+            for segment in first..=last.min(SEGMENTS_PER_FRAME as i64 - 1) {
+                mask |= 1 << segment;
+            }
+            if mask & !entry.segments != 0 {
+                added = true;
+                entry.payload[within..within + take].copy_from_slice(&rest[..take]);
+                entry.segments |= mask;
+            }
+            at += take as i64;
+            rest = &rest[take..];
         }
+        added
     }
 
     /// The frame for this tick.
     pub fn pop(&mut self) -> Pop<'_> {
+        let buffered = self.buffered_frames();
         if !self.playing {
-            if self.buffered < self.playout_delay_frames {
+            if buffered < self.playout_delay_frames {
                 return Pop::Empty;
             }
             self.playing = true;
         }
-        if self.buffered == 0 {
-            // Underrun: refill to the playout delay before playing again, and keep
-            // waiting for the same sequence number (a pause is not a loss).
+        if buffered == 0 {
+            // Underrun: refill to the playout delay before playing again.
             self.playing = false;
             return Pop::Empty;
         }
-        let sequence = self.next_sequence;
-        self.next_sequence = sequence.wrapping_add(1);
+        let frame = self.next_frame;
+        let frame_len = self.frame_samples as usize;
+        self.shift_playout(1);
         self.played_since_resync = true;
-        let entry = &mut self.entries[Self::index(sequence)];
-        if entry.occupied && entry.sequence == sequence {
-            entry.occupied = false;
-            self.buffered -= 1;
-            Pop::Frame(&entry.payload[..usize::from(entry.len_bytes)])
+        if self.holds(frame) {
+            let entry = &mut self.entries[Self::entry_index(frame)];
+            entry.segments = 0;
+            Pop::Frame(&entry.payload[..frame_len])
         } else {
             self.stats.lost += 1;
             Pop::Lost
@@ -274,53 +297,61 @@ mod tests {
     use super::*;
 
     const SSRC: u32 = 0xA1;
+    /// Frames of 8 bytes (a 1 ms "frame" at 8 kHz) keep the tests readable.
+    const FRAME: u32 = 8;
 
-    fn frame_of(sequence: u16) -> [u8; 4] {
-        sequence
-            .to_be_bytes()
-            .repeat(2)
-            .try_into()
-            .expect("four bytes")
+    /// A frame whose bytes all carry `n`.
+    fn frame_of(n: u8) -> [u8; FRAME as usize] {
+        [n; FRAME as usize]
     }
 
-    fn push(buffer: &mut JitterBuffer, sequence: u16) -> Push {
-        // Continuous across the sequence wrap, as a real sender's clock is.
-        let timestamp = u32::from(sequence.wrapping_sub(60_000)) * 160;
-        buffer.push(sequence, timestamp, SSRC, &frame_of(sequence))
+    /// Pushes frame number `n` (timestamp continuous across the 32-bit wrap).
+    fn push(buffer: &mut JitterBuffer, n: u32) -> Push {
+        let timestamp = (u32::MAX - 20 * FRAME).wrapping_add(n * FRAME);
+        buffer.push(timestamp, SSRC, &frame_of(n as u8))
     }
 
-    fn pop_sequence(buffer: &mut JitterBuffer) -> Option<u16> {
+    fn pop_frame(buffer: &mut JitterBuffer) -> Option<u8> {
         match buffer.pop() {
-            Pop::Frame(payload) => Some(u16::from_be_bytes([payload[0], payload[1]])),
+            Pop::Frame(payload) => {
+                assert!(payload.iter().all(|&b| b == payload[0]), "{payload:?}");
+                Some(payload[0])
+            }
             Pop::Lost | Pop::Empty => None,
         }
     }
 
-    #[test]
-    fn waits_for_the_playout_delay_then_plays_in_order() {
-        let mut buffer = JitterBuffer::new(2, 160);
-        assert_eq!(push(&mut buffer, 10), Push::Resynced);
-        assert_eq!(buffer.pop(), Pop::Empty);
-        assert_eq!(push(&mut buffer, 11), Push::Stored);
-        assert_eq!(pop_sequence(&mut buffer), Some(10));
-        push(&mut buffer, 12);
-        assert_eq!(pop_sequence(&mut buffer), Some(11));
-        assert_eq!(pop_sequence(&mut buffer), Some(12));
+    fn buffer(delay: usize) -> JitterBuffer {
+        let mut buffer = JitterBuffer::new(delay, FRAME);
+        buffer.reset(FRAME, 0xFF);
+        buffer
     }
 
     #[test]
-    fn reordered_packets_come_out_in_sequence() {
-        let mut buffer = JitterBuffer::new(3, 160);
-        for sequence in [101, 100, 103, 102] {
-            push(&mut buffer, sequence);
+    fn waits_for_the_playout_delay_then_plays_in_order() {
+        let mut buffer = buffer(2);
+        assert_eq!(push(&mut buffer, 10), Push::Resynced);
+        assert_eq!(buffer.pop(), Pop::Empty);
+        assert_eq!(push(&mut buffer, 11), Push::Stored);
+        assert_eq!(pop_frame(&mut buffer), Some(10));
+        push(&mut buffer, 12);
+        assert_eq!(pop_frame(&mut buffer), Some(11));
+        assert_eq!(pop_frame(&mut buffer), Some(12));
+    }
+
+    #[test]
+    fn reordered_packets_come_out_in_order() {
+        let mut buffer = buffer(3);
+        for n in [101, 100, 103, 102] {
+            push(&mut buffer, n);
         }
-        let played: Vec<_> = (0..4).map(|_| pop_sequence(&mut buffer)).collect();
+        let played: Vec<_> = (0..4).map(|_| pop_frame(&mut buffer)).collect();
         assert_eq!(played, [Some(100), Some(101), Some(102), Some(103)]);
     }
 
     #[test]
     fn duplicates_are_dropped() {
-        let mut buffer = JitterBuffer::new(2, 160);
+        let mut buffer = buffer(2);
         push(&mut buffer, 5);
         assert_eq!(push(&mut buffer, 5), Push::Duplicate);
         assert_eq!(buffer.buffered_frames(), 1);
@@ -329,112 +360,174 @@ mod tests {
 
     #[test]
     fn late_packets_are_dropped() {
-        let mut buffer = JitterBuffer::new(1, 160);
+        let mut buffer = buffer(1);
         push(&mut buffer, 5);
         push(&mut buffer, 7);
-        assert_eq!(pop_sequence(&mut buffer), Some(5));
+        assert_eq!(pop_frame(&mut buffer), Some(5));
         assert_eq!(buffer.pop(), Pop::Lost);
         assert_eq!(push(&mut buffer, 6), Push::Late);
         assert_eq!(push(&mut buffer, 5), Push::Late);
-        assert_eq!(pop_sequence(&mut buffer), Some(7));
+        assert_eq!(pop_frame(&mut buffer), Some(7));
         assert_eq!(buffer.stats.late, 2);
     }
 
     #[test]
     fn a_gap_with_later_frames_buffered_is_a_loss() {
-        let mut buffer = JitterBuffer::new(1, 160);
+        let mut buffer = buffer(1);
         push(&mut buffer, 1);
         push(&mut buffer, 3);
-        assert_eq!(pop_sequence(&mut buffer), Some(1));
+        assert_eq!(pop_frame(&mut buffer), Some(1));
         assert_eq!(buffer.pop(), Pop::Lost);
-        assert_eq!(pop_sequence(&mut buffer), Some(3));
+        assert_eq!(pop_frame(&mut buffer), Some(3));
         assert_eq!(buffer.stats.lost, 1);
     }
 
     #[test]
     fn an_underrun_refills_to_the_playout_delay_without_counting_loss() {
-        let mut buffer = JitterBuffer::new(2, 160);
+        let mut buffer = buffer(2);
         push(&mut buffer, 1);
         push(&mut buffer, 2);
-        assert_eq!(pop_sequence(&mut buffer), Some(1));
-        assert_eq!(pop_sequence(&mut buffer), Some(2));
+        assert_eq!(pop_frame(&mut buffer), Some(1));
+        assert_eq!(pop_frame(&mut buffer), Some(2));
         assert_eq!(buffer.pop(), Pop::Empty);
         push(&mut buffer, 3);
         assert_eq!(buffer.pop(), Pop::Empty);
         push(&mut buffer, 4);
-        assert_eq!(pop_sequence(&mut buffer), Some(3));
+        assert_eq!(pop_frame(&mut buffer), Some(3));
         assert_eq!(buffer.stats.lost, 0);
     }
 
     #[test]
-    fn sequence_numbers_wrap_at_65535() {
-        let mut buffer = JitterBuffer::new(2, 160);
-        for sequence in [65534, 0, 65535, 1] {
-            assert_ne!(push(&mut buffer, sequence), Push::Late);
+    fn a_pause_in_the_far_end_audio_adds_no_delay() {
+        // Frames 1-2, then nothing for 6 frames (a keypress sent only as RFC
+        // 4733), then audio again from frame 9: it plays after the usual
+        // playout delay, not after the length of the pause.
+        let mut buffer = buffer(2);
+        push(&mut buffer, 1);
+        push(&mut buffer, 2);
+        assert_eq!(pop_frame(&mut buffer), Some(1));
+        assert_eq!(pop_frame(&mut buffer), Some(2));
+        for _ in 0..6 {
+            assert_eq!(buffer.pop(), Pop::Empty);
         }
-        let played: Vec<_> = (0..4).map(|_| pop_sequence(&mut buffer)).collect();
-        assert_eq!(played, [Some(65534), Some(65535), Some(0), Some(1)]);
+        push(&mut buffer, 9);
+        push(&mut buffer, 10);
+        assert_eq!(pop_frame(&mut buffer), Some(9));
+        assert_eq!(pop_frame(&mut buffer), Some(10));
+        assert_eq!(buffer.stats.lost, 0);
+        assert_eq!(buffer.stats.resyncs, 1);
+    }
+
+    #[test]
+    fn timestamps_wrap_at_2_pow_32() {
+        let mut buffer = buffer(2);
+        // push() starts 20 frames before the wrap.
+        for n in [19, 21, 20, 22] {
+            assert_ne!(push(&mut buffer, n), Push::Late);
+        }
+        let played: Vec<_> = (0..4).map(|_| pop_frame(&mut buffer)).collect();
+        assert_eq!(played, [Some(19), Some(20), Some(21), Some(22)]);
     }
 
     #[test]
     fn a_new_ssrc_resynchronises() {
-        let mut buffer = JitterBuffer::new(1, 160);
+        let mut buffer = buffer(1);
         push(&mut buffer, 100);
         push(&mut buffer, 101);
-        assert_eq!(buffer.push(7, 0, SSRC + 1, &frame_of(7)), Push::Resynced);
+        assert_eq!(buffer.push(7, SSRC + 1, &frame_of(7)), Push::Resynced);
         assert_eq!(buffer.buffered_frames(), 1);
-        assert_eq!(pop_sequence(&mut buffer), Some(7));
+        assert_eq!(pop_frame(&mut buffer), Some(7));
     }
 
     #[test]
-    fn a_big_sequence_jump_resynchronises() {
-        let mut buffer = JitterBuffer::new(1, 160);
+    fn a_big_timestamp_jump_either_way_resynchronises() {
+        let mut buffer = buffer(1);
         push(&mut buffer, 100);
-        assert_eq!(pop_sequence(&mut buffer), Some(100));
+        assert_eq!(pop_frame(&mut buffer), Some(100));
         assert_eq!(push(&mut buffer, 30_000), Push::Resynced);
-        assert_eq!(pop_sequence(&mut buffer), Some(30_000));
+        assert_eq!(pop_frame(&mut buffer), Some(30_000u32 as u8));
         // A jump backwards is a restart too, not a late packet.
         assert_eq!(push(&mut buffer, 20_000), Push::Resynced);
-    }
-
-    #[test]
-    fn a_big_timestamp_jump_resynchronises() {
-        let mut buffer = JitterBuffer::new(1, 160);
-        buffer.push(1, 160, SSRC, &[0]);
-        buffer.push(2, 320, SSRC, &[0]);
-        // One frame later by sequence but 10 s later by timestamp (silence suppression).
-        assert_eq!(buffer.push(3, 320 + 80_000, SSRC, &[0]), Push::Resynced);
-        assert_eq!(buffer.stats.resyncs, 2);
+        assert_eq!(buffer.stats.resyncs, 3);
     }
 
     #[test]
     fn running_far_ahead_drops_the_oldest_frames() {
-        let mut buffer = JitterBuffer::new(2, 160);
-        for sequence in 0..20 {
-            push(&mut buffer, sequence);
+        let mut buffer = buffer(2);
+        for n in 0..20 {
+            push(&mut buffer, n);
         }
         assert_eq!(buffer.buffered_frames(), CAPACITY_FRAMES);
         assert_eq!(buffer.stats.overflowed, 4);
-        assert_eq!(pop_sequence(&mut buffer), Some(4));
+        assert_eq!(pop_frame(&mut buffer), Some(4));
     }
 
     #[test]
-    fn a_placeholder_plays_as_an_empty_frame_in_sequence() {
+    fn thirty_ms_packets_play_as_continuous_twenty_ms_frames() {
+        // 160-sample frames fed 240-sample packets: 3 frames per 2 packets.
+        let mut buffer = JitterBuffer::new(2, 160);
+        buffer.reset(160, 0xFF);
+        let mut next_byte = 0u8;
+        let mut played = Vec::new();
+        for packet in 0..20u32 {
+            let payload: Vec<u8> = (0..240)
+                .map(|_| {
+                    next_byte = next_byte.wrapping_add(1);
+                    next_byte
+                })
+                .collect();
+            assert_ne!(buffer.push(1000 + packet * 240, SSRC, &payload), Push::Late);
+            // 1.5 ticks per packet.
+            let ticks = if packet % 2 == 0 { 1 } else { 2 };
+            for _ in 0..ticks {
+                if let Pop::Frame(frame) = buffer.pop() {
+                    played.extend_from_slice(frame);
+                }
+            }
+        }
+        assert!(played.len() >= 160 * 25, "played {} bytes", played.len());
+        // Every byte in order, none lost or repeated.
+        for pair in played.windows(2) {
+            assert_eq!(pair[1], pair[0].wrapping_add(1));
+        }
+        assert_eq!(buffer.stats.lost, 0);
+    }
+
+    #[test]
+    fn ten_ms_packets_fill_a_frame_in_two_halves() {
         let mut buffer = JitterBuffer::new(1, 160);
-        push(&mut buffer, 1);
-        assert_eq!(buffer.push_placeholder(2, SSRC), Push::Stored);
-        push(&mut buffer, 3);
-        assert_eq!(pop_sequence(&mut buffer), Some(1));
-        assert_eq!(buffer.pop(), Pop::Frame(&[]));
-        assert_eq!(pop_sequence(&mut buffer), Some(3));
-        assert_eq!(buffer.push_placeholder(9, SSRC + 1), Push::Late);
+        buffer.reset(160, 0xFF);
+        assert_eq!(buffer.push(0, SSRC, &[1; 80]), Push::Resynced);
+        assert_eq!(buffer.push(80, SSRC, &[2; 80]), Push::Stored);
+        assert_eq!(buffer.push(80, SSRC, &[2; 80]), Push::Duplicate);
+        match buffer.pop() {
+            Pop::Frame(frame) => {
+                assert!(frame[..80].iter().all(|&b| b == 1));
+                assert!(frame[80..].iter().all(|&b| b == 2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_half_frame_plays_as_silence() {
+        let mut buffer = JitterBuffer::new(1, 160);
+        buffer.reset(160, 0xFF);
+        buffer.push(0, SSRC, &[1; 80]);
+        match buffer.pop() {
+            Pop::Frame(frame) => {
+                assert!(frame[..80].iter().all(|&b| b == 1));
+                assert!(frame[80..].iter().all(|&b| b == 0xFF));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn oversize_payloads_are_refused() {
-        let mut buffer = JitterBuffer::new(1, 160);
-        let big = [0u8; FRAME_BYTES_MAX + 1];
-        assert_eq!(buffer.push(1, 0, SSRC, &big), Push::Oversize);
+        let mut buffer = buffer(1);
+        let big = vec![0u8; CAPACITY_FRAMES * FRAME as usize];
+        assert_eq!(buffer.push(0, SSRC, &big), Push::Oversize);
         assert_eq!(buffer.buffered_frames(), 0);
     }
 }

@@ -160,7 +160,7 @@ impl Slot {
         self.remote_rtcp = add.remote_rtcp;
         self.last_from_remote_at = None;
         self.rtcp_latched = false;
-        self.jitter.reset(frame_samples);
+        self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
         self.sender = sender;
         self.gate.close();
@@ -233,22 +233,17 @@ impl Slot {
         self.timeout_reported = false;
         self.reception.on_packet(packet.ssrc(), packet.sequence());
         if is_event {
-            // Hold the event's place in the sequence so it plays as silence, not as
-            // a loss to conceal: others should not hear the keypress (DESIGN.md, DTMF).
-            self.jitter
-                .push_placeholder(packet.sequence(), packet.ssrc());
+            // No audio: the jitter buffer follows the audio clock, so an event
+            // takes no place in it (a pause while the key is held is no loss).
             // A payload too short to read is no press; the packet still kept the stream alive.
             let _ =
                 self.dtmf
                     .on_telephone_event(packet.ssrc(), packet.timestamp(), packet.payload());
             return Received::TelephoneEvent;
         }
-        let pushed = self.jitter.push(
-            packet.sequence(),
-            packet.timestamp(),
-            packet.ssrc(),
-            packet.payload(),
-        );
+        let pushed = self
+            .jitter
+            .push(packet.timestamp(), packet.ssrc(), packet.payload());
         Received::Audio(pushed)
     }
 
@@ -325,11 +320,15 @@ mod tests {
     }
 
     fn rtp(payload_type: u8, sequence: u16, payload: &[u8]) -> Vec<u8> {
+        rtp_at(payload_type, sequence, u32::from(sequence) * 160, payload)
+    }
+
+    fn rtp_at(payload_type: u8, sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
         let header = RtpHeader {
             payload_type,
             marker: false,
             sequence,
-            timestamp: u32::from(sequence) * 160,
+            timestamp,
             ssrc: 77,
         };
         let mut out = vec![0u8; 12 + payload.len()];
@@ -387,17 +386,21 @@ mod tests {
     }
 
     #[test]
-    fn telephone_event_packets_play_as_silence_not_as_loss() {
+    fn telephone_event_packets_take_no_place_in_the_audio() {
+        // Audio at timestamps 160 and 320 with an event packet between them
+        // (its own sequence number): two frames play back to back, no loss.
         let now = Instant::now();
         let mut slot = member(now);
         let from = SocketAddr::from(PHONE);
-        slot.receive_rtp(&rtp(0, 1, &[0x80; 160]), from, now);
-        slot.receive_rtp(&rtp(101, 2, &[1, 0, 0, 160]), from, now);
-        slot.receive_rtp(&rtp(0, 3, &[0x80; 160]), from, now);
+        slot.receive_rtp(&rtp_at(0, 1, 160, &[0x80; 160]), from, now);
+        assert_eq!(
+            slot.receive_rtp(&rtp_at(101, 2, 320, &[1, 0, 0, 160]), from, now),
+            Received::TelephoneEvent
+        );
+        slot.receive_rtp(&rtp_at(0, 3, 320, &[0xFF; 160]), from, now);
         assert_eq!(slot.play_frame(160), Played::Frame);
         assert_eq!(slot.play_frame(160), Played::Frame);
         assert!(slot.pcm[..160].iter().all(|&sample| sample == 0));
-        assert_eq!(slot.play_frame(160), Played::Frame);
         assert_eq!(slot.jitter.stats.lost, 0);
     }
 
