@@ -2,9 +2,10 @@
 //! in-band tones (DTMF.md, "RFC 4733"): an in-band press of the same digit
 //! within 200 ms of an RFC 4733 press is dropped, and RFC 4733 is preferred.
 //!
-//! While RFC 4733 is negotiated, an in-band press waits up to 200 ms for its
-//! RFC 4733 twin before it counts; phones that only send in-band tones pay
-//! that wait only when they also offered telephone-event.
+//! Once a phone has sent RFC 4733 events ("negotiated and arriving"), an
+//! in-band press waits up to 200 ms for its RFC 4733 twin before it counts. A
+//! phone that negotiated telephone-event but has sent none is taken at its
+//! tones at once; should a twin still come, it is the one dropped.
 
 use heapless::Deque;
 
@@ -51,6 +52,8 @@ impl Recent {
 /// One member's merge of its two receivers.
 pub struct Merger {
     rfc4733_negotiated: bool,
+    /// The phone has sent at least one RFC 4733 event.
+    rfc4733_arriving: bool,
     /// An RFC 4733 press in progress: its digit and start.
     rfc4733_active: Option<Span>,
     rfc4733_recent: Recent,
@@ -64,6 +67,7 @@ impl Merger {
     pub fn new(rfc4733_negotiated: bool) -> Self {
         Merger {
             rfc4733_negotiated,
+            rfc4733_arriving: false,
             rfc4733_active: None,
             rfc4733_recent: Recent::default(),
             inband_recent: Recent::default(),
@@ -78,6 +82,7 @@ impl Merger {
 
     /// An event from the RFC 4733 receiver.
     pub fn on_rfc4733(&mut self, event: ToneEvent) {
+        self.rfc4733_arriving = true;
         match event {
             ToneEvent::Start { digit, at } => {
                 let span = Span {
@@ -112,7 +117,7 @@ impl Merger {
         if twin_active || self.rfc4733_recent.any_near(&span) {
             return;
         }
-        if self.rfc4733_negotiated {
+        if self.rfc4733_negotiated && self.rfc4733_arriving {
             if let Some((waiting, _)) = self.pending.take() {
                 self.emit_inband(waiting);
             }
@@ -180,31 +185,48 @@ mod tests {
         assert_eq!(drain(&mut merger, 10_000), [('5', DigitSource::Rfc4733)]);
     }
 
-    #[test]
-    fn inband_first_then_rfc4733_counts_once_and_prefers_rfc4733() {
+    /// A phone that has already sent one RFC 4733 press.
+    fn merger_with_rfc4733_arriving() -> Merger {
         let mut merger = Merger::new(true);
-        merger.on_inband(end('7', 1000, 1800), 1850);
-        assert_eq!(drain(&mut merger, 1900), []);
-        merger.on_rfc4733(ToneEvent::Start {
-            digit: '7',
-            at: 2000,
-        });
-        merger.on_rfc4733(end('7', 2000, 2800));
-        assert_eq!(drain(&mut merger, 10_000), [('7', DigitSource::Rfc4733)]);
+        merger.on_rfc4733(end('1', 0, 400));
+        assert_eq!(drain(&mut merger, 500), [('1', DigitSource::Rfc4733)]);
+        merger
     }
 
     #[test]
-    fn inband_alone_counts_after_the_wait_when_rfc4733_was_offered() {
-        let mut merger = Merger::new(true);
-        merger.on_inband(end('#', 1000, 1800), 1850);
-        assert_eq!(drain(&mut merger, 1850 + SAME_PRESS_SAMPLES - 1), []);
+    fn inband_first_then_rfc4733_counts_once_and_prefers_rfc4733() {
+        let mut merger = merger_with_rfc4733_arriving();
+        merger.on_inband(end('7', 10_000, 10_800), 10_850);
+        assert_eq!(drain(&mut merger, 10_900), []);
+        merger.on_rfc4733(ToneEvent::Start {
+            digit: '7',
+            at: 11_000,
+        });
+        merger.on_rfc4733(end('7', 11_000, 11_800));
+        assert_eq!(drain(&mut merger, 20_000), [('7', DigitSource::Rfc4733)]);
+    }
+
+    #[test]
+    fn inband_alone_counts_after_the_wait_once_rfc4733_is_arriving() {
+        let mut merger = merger_with_rfc4733_arriving();
+        merger.on_inband(end('#', 10_000, 10_800), 10_850);
+        assert_eq!(drain(&mut merger, 10_850 + SAME_PRESS_SAMPLES - 1), []);
         assert_eq!(
-            drain(&mut merger, 1850 + SAME_PRESS_SAMPLES),
+            drain(&mut merger, 10_850 + SAME_PRESS_SAMPLES),
             [('#', DigitSource::InBand)]
         );
         let mut plain = Merger::new(false);
         plain.on_inband(end('#', 1000, 1800), 1850);
         assert_eq!(drain(&mut plain, 1850), [('#', DigitSource::InBand)]);
+    }
+
+    #[test]
+    fn inband_counts_at_once_while_no_rfc4733_has_arrived_and_a_late_twin_is_dropped() {
+        let mut merger = Merger::new(true);
+        merger.on_inband(end('9', 1000, 1800), 1850);
+        assert_eq!(drain(&mut merger, 1850), [('9', DigitSource::InBand)]);
+        merger.on_rfc4733(end('9', 1000, 1800));
+        assert_eq!(drain(&mut merger, 10_000), []);
     }
 
     #[test]
