@@ -14,8 +14,8 @@ mod ports;
 pub use ports::PortPool;
 
 use crate::conference::{
-    CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, RecordError,
-    Registry,
+    CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, Profile,
+    RecordError, Registry,
 };
 use crate::config::{Config, Room};
 use crate::events::Events;
@@ -753,11 +753,12 @@ impl Manager {
                 joined.conference_id.clone(),
             ));
         }
-        let max_members = {
+        let (max_members, keypad) = {
             let registry = self.shared.registry();
             let conference = registry
                 .conference(conference_id)
                 .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.to_string()))?;
+            let keypad = conference.profile == Profile::InterpretDigits;
             if conference.state == ConferenceState::Completed {
                 return Err(RecordError::ConferenceCompleted);
             }
@@ -765,7 +766,7 @@ impl Manager {
             if conference.active_members >= max {
                 return Err(RecordError::ConferenceFull(max));
             }
-            max
+            (max, keypad)
         };
         let (rtp, rtcp) = match (call.rtp.try_clone(), call.rtcp.try_clone()) {
             (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
@@ -813,6 +814,7 @@ impl Manager {
             codec,
             telephone_event_pt,
             flags,
+            keypad,
         };
         if self
             .media()
@@ -1487,14 +1489,77 @@ impl Manager {
                         self.shared.registry().set_talking(&member, talking);
                     }
                 }
-                // Events added to the media plane later land here until wired.
-                other => {
-                    if other == Event::QueueFull {
-                        tracing::warn!("media event queue overflowed");
+                Event::Digit {
+                    key,
+                    digit,
+                    duration_ms,
+                    ..
+                } => self.on_digit(key, digit, duration_ms),
+                Event::FlagsChanged { key, flags } => self.on_keypad_flags(key, flags),
+                Event::Leave { key } => {
+                    if let Some(&call) = self.by_media.get(&key) {
+                        tracing::info!("the caller pressed # to leave");
+                        self.sip.send(SipCommand::Hangup(call)).await;
+                        self.finish(call, CallState::Completed, NORMAL_CLEARING, "left with #");
                     }
                 }
+                Event::QueueFull => tracing::warn!("media event queue overflowed"),
+                // Clip events and others land here until wired.
+                #[allow(unreachable_patterns)]
+                _ => {}
             }
         }
+    }
+
+    /// The member of a media slot, with its call id.
+    fn member_of(&self, key: MemberKey) -> Option<(CallKey, String, String)> {
+        let call_key = *self.by_media.get(&key)?;
+        let call = self.calls.get(&call_key)?;
+        let joined = call.joined.as_ref()?;
+        Some((call_key, call.id.clone(), joined.member_id.clone()))
+    }
+
+    /// A key pressed: in a `passthru_digits` conference it goes to the
+    /// application as a `dtmf` event (the keypad already acted otherwise).
+    fn on_digit(&mut self, key: MemberKey, digit: char, duration_ms: u32) {
+        let Some((_, call_id, member_id)) = self.member_of(key) else {
+            return;
+        };
+        let registry = self.shared.registry();
+        let Some((conference, _)) = conference_and_member(&registry, &member_id) else {
+            return;
+        };
+        if conference.profile != Profile::PassthruDigits {
+            return;
+        }
+        if let Some(call) = registry.call(&call_id) {
+            self.shared
+                .events
+                .dtmf(call, conference, digit, duration_ms);
+        }
+    }
+
+    /// The caller changed mute or deaf with the keypad: the record follows, and
+    /// the conference's own mute/hold are applied on top again.
+    fn on_keypad_flags(&mut self, key: MemberKey, flags: MemberFlags) {
+        let Some((call_key, _, member_id)) = self.member_of(key) else {
+            return;
+        };
+        {
+            let mut registry = self.shared.registry();
+            let changed = registry
+                .member(&member_id)
+                .is_some_and(|m| m.mute != flags.muted || m.deaf != flags.deaf);
+            if !changed {
+                return;
+            }
+            let _ = registry.update_member(&member_id, |m| {
+                m.mute = flags.muted;
+                m.deaf = flags.deaf;
+            });
+            self.shared.member_event(&registry, &member_id);
+        }
+        self.apply_flags(call_key);
     }
 
     fn release_mix_if_done(&mut self, conference_id: &str) {

@@ -134,6 +134,26 @@ impl Events {
         self.enqueue(&call.id, &callback, event);
     }
 
+    /// `dtmf` (a key pressed in a `passthru_digits` conference) to the call's
+    /// `callbackUrl`, or, when the call has none, to its conference's.
+    pub fn dtmf(&self, call: &CallRecord, conference: &Conference, digit: char, duration_ms: u32) {
+        let mut event = self.call_fields(call, "dtmf");
+        event.insert("dtmfDigit".into(), json!(digit.to_string()));
+        event.insert("dtmfDuration".into(), json!(duration_ms));
+        event.insert("conferenceId".into(), json!(conference.id));
+        let callback = match &call.callback_url {
+            Some(url) => Callback {
+                url: Some(url.clone()),
+                ..Callback::default()
+            },
+            None => conference.callback.clone(),
+        };
+        if let Some(tag) = call.tag.as_ref().or(conference.tag.as_ref()) {
+            event.insert("tag".into(), json!(tag));
+        }
+        self.enqueue(&call.id, &callback, event);
+    }
+
     /// `incomingcall` to the application's URL.
     pub fn incoming_call(&self, url: &str, call: &CallRecord) {
         let mut event = self.call_fields(call, "incomingcall");
