@@ -183,6 +183,50 @@ impl Signal {
     }
 }
 
+/// How a key press is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMode {
+    /// The DTMF tone pair in the audio.
+    InBand,
+    /// RFC 4733 telephone-event packets, no audio during the press.
+    Rfc4733,
+    /// Both at once (some phones do this); the bridge must count it once.
+    Both,
+}
+
+/// A key pressed during [`Phone::stream_with_keys`].
+#[derive(Clone, Copy, Debug)]
+pub struct KeyPress {
+    /// When the press starts, from the start of the stream (a multiple of 20).
+    pub at_ms: u64,
+    pub digit: char,
+    pub duration_ms: u64,
+    pub mode: KeyMode,
+}
+
+impl KeyPress {
+    pub fn new(at_ms: u64, digit: char, mode: KeyMode) -> KeyPress {
+        KeyPress {
+            at_ms,
+            digit,
+            duration_ms: 100,
+            mode,
+        }
+    }
+}
+
+/// Peak of each tone of an in-band key: -6 dBm0 (0 dBm0 peaks at 22930).
+const KEY_TONE_PEAK: f64 = 11_493.0;
+
+fn key_tone_sample(digit: char, n: usize) -> i16 {
+    let Some((low, high)) = crate::media::dtmf::key_tones_hz(digit) else {
+        return 0;
+    };
+    let t = n as f64 / 8000.0;
+    let phase = 2.0 * std::f64::consts::PI * t;
+    (KEY_TONE_PEAK * ((phase * low).sin() + (phase * high).sin())) as i16
+}
+
 /// What the phone received during a media run.
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
@@ -623,20 +667,63 @@ impl Phone {
         signal: &Signal,
         duration: Duration,
     ) -> Result<Recording, CallError> {
+        self.stream_with_keys(signal, duration, &[]).await
+    }
+
+    /// As [`Phone::stream`], pressing `keys` on the way: in-band (the key's
+    /// tone pair replaces the signal), as RFC 4733 telephone-event packets (the
+    /// phone sends no audio during the press, like most desk phones), or both.
+    pub async fn stream_with_keys(
+        &mut self,
+        signal: &Signal,
+        duration: Duration,
+        keys: &[KeyPress],
+    ) -> Result<Recording, CallError> {
         let frames = (duration.as_millis() / 20) as usize;
         let mut recording = Recording::default();
         let mut pcm = [0i16; SAMPLES_PER_FRAME];
         let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
         let mut buf = [0u8; 2048];
+        // Packets that arrived before this run are not part of it: the
+        // recording's sample index is then time since the run started.
+        while self.rtp.try_recv_from(&mut buf).is_ok() {}
         let start = Instant::now();
         for frame in 0..=frames {
             if frame < frames {
+                let frame_ms = 20 * frame as u64;
+                let pressed = keys
+                    .iter()
+                    .find(|k| frame_ms >= k.at_ms && frame_ms < k.at_ms + k.duration_ms);
+                let ended = keys.iter().find(|k| {
+                    frame_ms >= k.at_ms + k.duration_ms && frame_ms < k.at_ms + k.duration_ms + 20
+                });
                 for (i, s) in pcm.iter_mut().enumerate() {
-                    *s = signal.sample(self.sent_samples + i);
+                    let n = self.sent_samples + i;
+                    *s = match pressed {
+                        Some(key) if key.mode != KeyMode::Rfc4733 => key_tone_sample(key.digit, n),
+                        _ => signal.sample(n),
+                    };
+                }
+                let audio = pressed.is_none_or(|key| key.mode != KeyMode::Rfc4733);
+                let event = pressed
+                    .filter(|key| key.mode != KeyMode::InBand)
+                    .map(|key| (key, false))
+                    .or_else(|| {
+                        ended
+                            .filter(|key| key.mode != KeyMode::InBand)
+                            .map(|key| (key, true))
+                    });
+                if let Some((key, end)) = event {
+                    self.send_telephone_event(key, frame_ms, end).await?;
+                }
+                if audio {
+                    self.build_rtp(&pcm, &mut packet);
+                    self.rtp.send_to(&packet, self.remote_rtp).await?;
+                } else {
+                    // No packet, but the RTP clock runs on.
+                    self.timestamp = self.timestamp.wrapping_add(SAMPLES_PER_FRAME as u32);
                 }
                 self.sent_samples += SAMPLES_PER_FRAME;
-                self.build_rtp(&pcm, &mut packet);
-                self.rtp.send_to(&packet, self.remote_rtp).await?;
             }
             let next = start + Duration::from_millis(20 * (frame as u64 + 1));
             loop {
@@ -648,6 +735,50 @@ impl Phone {
             }
         }
         Ok(recording)
+    }
+
+    /// One RFC 4733 packet for `key` at `frame_ms` (three copies of the end
+    /// packet when `end`, as RFC 4733 §2.5.1.4 recommends).
+    async fn send_telephone_event(
+        &mut self,
+        key: &KeyPress,
+        frame_ms: u64,
+        end: bool,
+    ) -> Result<(), CallError> {
+        let Some(pt) = self.telephone_event else {
+            return Ok(());
+        };
+        let Some(code) = "0123456789*#ABCD".find(key.digit) else {
+            return Ok(());
+        };
+        let elapsed_ms = if end {
+            key.duration_ms
+        } else {
+            frame_ms - key.at_ms + 20
+        };
+        let duration = (elapsed_ms * 8).min(0xffff) as u16;
+        // The event's timestamp is the press start on the phone's RTP clock;
+        // `self.timestamp` is this frame's.
+        let frames_since_start = ((frame_ms - key.at_ms) / 20) as u32;
+        let timestamp = self
+            .timestamp
+            .wrapping_sub(frames_since_start * SAMPLES_PER_FRAME as u32);
+        let first = !end && frame_ms == key.at_ms;
+        let copies = if end { 3 } else { 1 };
+        for _ in 0..copies {
+            let mut packet = [0u8; 16];
+            packet[0] = 0x80;
+            packet[1] = pt | if first { 0x80 } else { 0 };
+            packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
+            packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+            packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+            packet[12] = code as u8;
+            packet[13] = if end { 0x80 } else { 0 } | 10; // E bit, volume -10 dBm0
+            packet[14..16].copy_from_slice(&duration.to_be_bytes());
+            self.rtp.send_to(&packet, self.remote_rtp).await?;
+            self.seq = self.seq.wrapping_add(1);
+        }
+        Ok(())
     }
 
     /// Sends one RTP packet with an arbitrary payload type and payload (for

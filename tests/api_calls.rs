@@ -404,3 +404,115 @@ async fn a_room_caller_removed_or_completed_through_the_api_is_hung_up() {
         .json();
     assert_eq!(call["state"], "completed", "{call}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_by_key_shows_in_the_member_record_and_its_event() {
+    use sipconf::testphone::{KeyMode, KeyPress};
+    let dir = TempDir::new("sipconf-api");
+    let app = CallbackServer::start().await;
+    let (daemon, api) = daemon_with_app(&dir, &app, 10);
+    let mut presser = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("joins the room");
+    let conference = conference_from(&api, "1000").await;
+    let id = conference["id"].as_str().unwrap().to_string();
+    let members = api.get(&format!("/conferences/{id}/members")).await.json();
+    let member_url = format!(
+        "/conferences/{id}/members/{}",
+        members[0]["id"].as_str().unwrap()
+    );
+    assert_eq!(api.get(&member_url).await.json()["mute"], false);
+    presser
+        .stream_with_keys(
+            &Signal::Silence,
+            Duration::from_millis(600),
+            &[KeyPress::new(100, '0', KeyMode::Rfc4733)],
+        )
+        .await
+        .expect("media");
+    let member = api.get(&member_url).await.json();
+    assert_eq!(
+        member["mute"], true,
+        "0 mutes, and the record says so: {member}"
+    );
+    presser
+        .stream_with_keys(
+            &Signal::Silence,
+            Duration::from_millis(600),
+            &[KeyPress::new(100, '*', KeyMode::InBand)],
+        )
+        .await
+        .expect("media");
+    let member = api.get(&member_url).await.json();
+    assert_eq!(member["mute"], true, "{member}");
+    assert_eq!(member["deaf"], true, "* deafens: {member}");
+    presser.hangup().await.expect("bye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthru_conference_sends_keys_as_dtmf_events_and_they_change_nothing() {
+    use sipconf::testphone::{KeyMode, KeyPress};
+    let dir = TempDir::new("sipconf-api");
+    let app = CallbackServer::start().await;
+    let (daemon, api) = daemon_with_app(&dir, &app, 10);
+    let conference = api
+        .create_conference(json!({
+            "from": "+15550001",
+            "profile": "passthru_digits",
+            "callbackUrl": app.url("/conference"),
+        }))
+        .await;
+    let (task, incoming) = ring(&daemon, &app, "5555", 1).await;
+    let call_id = incoming["callId"].as_str().unwrap().to_string();
+    let answered = api
+        .post(
+            &format!("/calls/{call_id}"),
+            json!({"state": "active", "callbackUrl": app.url("/call")}),
+        )
+        .await;
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    let mut phone = task.await.expect("task").expect("answered");
+    let added = api
+        .post(
+            &format!("/conferences/{conference}/members"),
+            json!({"callId": call_id}),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.text);
+    let member_url = format!(
+        "/conferences/{conference}/members/{}",
+        last_segment(&added.location())
+    );
+    phone
+        .stream_with_keys(
+            &Signal::Silence,
+            Duration::from_millis(1400),
+            &[
+                KeyPress::new(100, '0', KeyMode::Rfc4733),
+                KeyPress::new(500, '#', KeyMode::InBand),
+                KeyPress::new(900, '7', KeyMode::Both),
+            ],
+        )
+        .await
+        .expect("media");
+    let events: Vec<Value> = app
+        .wait_for("/call", 4, WAIT)
+        .await
+        .iter()
+        .map(|r| r.event())
+        .filter(|e| e["eventType"] == "dtmf")
+        .collect();
+    let digits: Vec<&str> = events
+        .iter()
+        .map(|e| e["dtmfDigit"].as_str().unwrap())
+        .collect();
+    assert_eq!(digits, ["0", "#", "7"], "{events:?}");
+    for event in &events {
+        assert_eq!(event["callId"], call_id.as_str());
+        assert!(event["dtmfDuration"].as_u64().unwrap() >= 60, "{event}");
+    }
+    // The keys did nothing: not muted, and # did not hang up.
+    assert_eq!(api.get(&member_url).await.json()["mute"], false);
+    assert!(!phone.wait_for_bye(Duration::from_millis(300)).await);
+    phone.hangup().await.expect("bye");
+}
