@@ -15,9 +15,21 @@ use std::time::Duration;
 const PCAP_TONE_HZ: f64 = 1000.0;
 const PCAP_TONE_AMPLITUDE: f64 = 8000.0;
 
-/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `seconds` of a 1 kHz sine as RTP
-/// with `codec`, one packet per 20 ms, for sipp's `play_pcap_audio`.
+/// Writes a pcap of `seconds` of a 1 kHz sine as RTP with `codec`.
 fn write_tone_pcap(path: &Path, codec: Codec, seconds: u32) {
+    let samples: Vec<i16> = (0..seconds as usize * 8000)
+        .map(|n| {
+            (PCAP_TONE_AMPLITUDE
+                * (2.0 * std::f64::consts::PI * PCAP_TONE_HZ * n as f64 / 8000.0).sin())
+                as i16
+        })
+        .collect();
+    write_audio_pcap(path, codec, &samples);
+}
+
+/// Writes a pcap (Ethernet/IPv4/UDP/RTP) of `samples` (8 kHz) as RTP with
+/// `codec`, one packet per 20 ms, for sipp's `play_pcap_audio`.
+fn write_audio_pcap(path: &Path, codec: Codec, samples: &[i16]) {
     let mut out = Vec::new();
     // pcap global header: magic, v2.4, GMT offset, accuracy, snaplen, Ethernet.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -27,15 +39,11 @@ fn write_tone_pcap(path: &Path, codec: Codec, seconds: u32) {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
-    let frames = seconds * 50;
+    let frames = (samples.len() / 160) as u32;
     let mut pcm = [0i16; 160];
     for frame in 0..frames {
-        for (i, s) in pcm.iter_mut().enumerate() {
-            let n = (frame * 160) as f64 + i as f64;
-            *s = (PCAP_TONE_AMPLITUDE
-                * (2.0 * std::f64::consts::PI * PCAP_TONE_HZ * n / 8000.0).sin())
-                as i16;
-        }
+        let start = frame as usize * 160;
+        pcm.copy_from_slice(&samples[start..start + 160]);
         let mut rtp = vec![0x80, codec.payload_type()];
         rtp.extend_from_slice(&(frame as u16).to_be_bytes());
         rtp.extend_from_slice(&(frame * 160).to_be_bytes());
@@ -221,4 +229,74 @@ async fn sipp_cancel_before_answer_gets_487() {
     .expect("sipp task");
     drop(daemon);
     assert!(ok, "sipp cancel scenario failed:\n{log}");
+}
+
+/// sipp plays a keypress pcap into room 1000; the bridge must hang the call
+/// up with BYE, which is what the keypad's `#` does.
+async fn sipp_presses_hash(pcap: PathBuf, pt: u8, test: &str) {
+    if !require_tool("sipp", test) {
+        return;
+    }
+    let daemon = Daemon::with_rooms();
+    let dir = TempDir::new("sipconf-sipp-keys");
+    let template = std::fs::read_to_string(scenario("uac_keys.xml")).expect("scenario");
+    let filled = template
+        .replace("@PT@", &pt.to_string())
+        .replace("@PCAP@", &pcap.display().to_string());
+    let scenario_file = dir.path().join("uac_keys.xml");
+    std::fs::write(&scenario_file, filled).expect("write scenario");
+    let bridge = daemon.sip;
+    let (ok, log) = tokio::task::spawn_blocking(move || {
+        let r = run_sipp(bridge, &dir, &scenario_file, "1000");
+        drop(dir);
+        r
+    })
+    .await
+    .expect("sipp task");
+    assert!(ok, "{test}: sipp got no BYE after its # key:\n{log}");
+    assert!(daemon.logged("left with #"), "{test}: the bridge saw #");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_rfc4733_hash_from_the_shipped_pcap_ends_the_call() {
+    let pcap = PathBuf::from("/usr/share/sip-tester/dtmf_2833_pound.pcap");
+    if require_tool(
+        "sipp",
+        "sipp_rfc4733_hash_from_the_shipped_pcap_ends_the_call",
+    ) {
+        assert!(pcap.exists(), "{} ships with sip-tester", pcap.display());
+    }
+    sipp_presses_hash(
+        pcap,
+        0,
+        "sipp_rfc4733_hash_from_the_shipped_pcap_ends_the_call",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_in_band_hash_from_a_wav_ends_the_call() {
+    use sipconf::media::dtmf::{key_tones_hz, wav};
+    // A WAV of silence, # (941 + 1477 Hz at -6 dBm0 per tone, 120 ms), silence,
+    // read back as the bridge's own `sipconf dtmf` would, then put in a pcap.
+    let dir = TempDir::new("sipconf-inband");
+    let (low, high) = key_tones_hz('#').expect("# is a key");
+    let amplitude = 22_930.0 * 10f64.powf(-6.0 / 20.0);
+    let samples: Vec<i16> = (0..8000 * 2)
+        .map(|n| {
+            let t = n as f64 / 8000.0;
+            if (0.5..0.62).contains(&t) {
+                let phase = 2.0 * std::f64::consts::PI * t;
+                (amplitude * ((phase * low).sin() + (phase * high).sin())) as i16
+            } else {
+                0
+            }
+        })
+        .collect();
+    let wav_path = dir.path().join("hash.wav");
+    std::fs::write(&wav_path, wav::pcm16_wav_bytes(&samples, 8000)).expect("write wav");
+    let from_wav = wav::read_wav_8k(&wav_path).expect("read wav");
+    let pcap = dir.path().join("hash_inband.pcap");
+    write_audio_pcap(&pcap, Codec::Pcmu, &from_wav);
+    sipp_presses_hash(pcap, 0, "sipp_in_band_hash_from_a_wav_ends_the_call").await;
 }
