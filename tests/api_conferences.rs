@@ -331,6 +331,10 @@ async fn metrics_are_prometheus_text() {
         "sipconf_conferences{state=\"created\"} 1",
         "sipconf_media_ticks_total ",
         "sipconf_media_tick_seconds{tick=\"max\"} 0.",
+        "# TYPE sipconf_media_tick_duration_seconds histogram",
+        "sipconf_media_tick_duration_seconds_bucket{le=\"0.00005\"} ",
+        "sipconf_media_tick_duration_seconds_bucket{le=\"+Inf\"} ",
+        "sipconf_media_tick_duration_seconds_count ",
         "sipconf_rtp_packets_in_total ",
         "sipconf_rtp_packets_out_total ",
         "sipconf_rtp_packets_lost_total ",
@@ -343,6 +347,18 @@ async fn metrics_are_prometheus_text() {
             answer.text
         );
     }
+    // The histogram counts every tick: +Inf equals the count, and is non-zero.
+    let value = |prefix: &str| -> f64 {
+        answer
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let all = value("sipconf_media_tick_duration_seconds_bucket{le=\"+Inf\"}");
+    assert!(all > 0.0, "{}", answer.text);
+    assert_eq!(all, value("sipconf_media_tick_duration_seconds_count"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -746,6 +746,34 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "Callback events waiting in the outbox.",
         &[("", outbox as f64)],
     );
+    {
+        // A Prometheus histogram: cumulative buckets, sum and count.
+        let _ = writeln!(
+            text,
+            "# HELP sipconf_media_tick_duration_seconds Time each media tick took."
+        );
+        let _ = writeln!(text, "# TYPE sipconf_media_tick_duration_seconds histogram");
+        let mut cumulative = 0u64;
+        for (i, bucket) in media.tick_histogram.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = crate::media::TICK_BUCKETS_NS
+                .get(i)
+                .map_or("+Inf".to_string(), |ns| format!("{}", *ns as f64 / 1e9));
+            let _ = writeln!(
+                text,
+                "sipconf_media_tick_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "sipconf_media_tick_duration_seconds_sum {}",
+            media.tick_ns_total.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(
+            text,
+            "sipconf_media_tick_duration_seconds_count {cumulative}"
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

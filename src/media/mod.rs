@@ -165,6 +165,29 @@ pub struct MediaStats {
     pub send_errors: AtomicU64,
     pub last_tick_ns: AtomicU64,
     pub max_tick_ns: AtomicU64,
+    /// Tick durations: `tick_histogram[i]` counts ticks that took at most
+    /// `TICK_BUCKETS_NS[i]` (and more than the bucket before); the last
+    /// counts the rest. Sum in `tick_ns_total`.
+    pub tick_histogram: [AtomicU64; TICK_BUCKETS_NS.len() + 1],
+    pub tick_ns_total: AtomicU64,
+}
+
+/// Upper bounds of the tick-duration histogram buckets (50 us to the whole 20 ms tick).
+pub const TICK_BUCKETS_NS: [u64; 9] = [
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000,
+];
+
+impl MediaStats {
+    /// Counts one tick of `tick_ns` in the histogram (lock-free, no allocation).
+    pub fn record_tick(&self, tick_ns: u64) {
+        let bucket = TICK_BUCKETS_NS
+            .iter()
+            .position(|&bound| tick_ns <= bound)
+            .unwrap_or(TICK_BUCKETS_NS.len());
+        self.tick_histogram[bucket].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tick_ns_total
+            .fetch_add(tick_ns, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Signalling-side handle. Not Sync; the caller wraps it in a Mutex.
