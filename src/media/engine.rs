@@ -12,7 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::media::mixer::{frame_samples, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX};
+use crate::media::dtmf::DigitPress;
+use crate::media::keypad::{MAX_STEPS, STEP_DB};
+use crate::media::mixer::{
+    frame_samples, GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX,
+};
 use crate::media::rtp::{
     check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
 };
@@ -46,8 +50,12 @@ pub struct Engine {
     receive_buffer: Box<[u8]>,
     send_buffer: Box<[u8]>,
     payload_buffer: Box<[u8]>,
+    /// A member's own rendering of its mix, when it cannot share the listeners' payload.
+    render_buffer: Box<[i16]>,
     rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES],
     rng: SmallRng,
+    /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
+    gate_levels: [GateLevels; 9],
 }
 
 /// What one tick decided about the thread.
@@ -84,8 +92,13 @@ impl Engine {
             receive_buffer: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
             send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
             payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
+            gate_levels: std::array::from_fn(|index| {
+                let step = index as f32 - f32::from(MAX_STEPS);
+                GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
+            }),
             config,
         }
     }
@@ -303,20 +316,43 @@ impl Engine {
         add(&stats.packets_in, packets_in);
         add(&stats.malformed, malformed);
 
-        let mix = &mut mixes[slot.mix as usize];
-        if slot.play_frame(mix.frame_samples()) == Played::Lost {
+        let frame = mixes[slot.mix as usize].frame_samples();
+        if slot.play_frame(frame) == Played::Lost {
             add(&stats.packets_lost, 1);
         }
+        // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
+        slot.dtmf.on_audio(&slot.pcm[..frame]);
+        let tone_now = slot.dtmf.tone_present();
+        // Presses act before this tick's contribution, so a key takes effect at once.
+        while let Some(press) = self.slots[index].dtmf.poll_press() {
+            self.on_press(index, press, now);
+        }
+
+        let Engine { slots, mixes, .. } = self;
+        let slot = &mut slots[index];
+        let mix = &mut mixes[slot.mix as usize];
+        // The member is heard one frame late: last tick's frame goes into the mix
+        // unless a key's tone was heard in it or is heard now (DTMF.md, "Bleed").
+        let tone_in_delayed = slot.delayed_is_tone || tone_now;
+        slot.contribution[..frame].copy_from_slice(&slot.delayed[..frame]);
+        slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
+        slot.delayed_is_tone = tone_now;
         let may_talk = !slot.flags.muted && !slot.flags.held;
-        let talking = if may_talk {
-            slot.gate.update(&slot.pcm[..mix.frame_samples()])
-        } else {
+        let talking = if !may_talk {
             slot.gate.close();
             false
+        } else if tone_in_delayed {
+            // A key, not speech: keep it out, and leave the gate as it was.
+            slot.gate.is_open()
+        } else {
+            slot.gate.update(&slot.contribution[..frame])
         };
-        slot.contributed = talking;
-        if talking {
-            mix.add_talker(&slot.pcm);
+        slot.contributed = talking && !tone_in_delayed;
+        if slot.contributed {
+            if slot.keypad.talk_step != 0 {
+                apply_gain(&mut slot.contribution[..frame], slot.keypad.talk_gain());
+            }
+            mix.add_talker(&slot.contribution[..frame]);
         }
         let key = slot.key;
         let talking_changed = talking != slot.talking_reported;
@@ -330,6 +366,43 @@ impl Engine {
         }
     }
 
+    /// A press the member's receiver counted: always reported, and on a keypad
+    /// conference carried out (DESIGN.md's keypad table) with a confirmation
+    /// tone for the member alone.
+    fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
+        let slot = &mut self.slots[index];
+        let key = slot.key;
+        let digit = Event::Digit {
+            key,
+            digit: press.digit,
+            duration_ms: press.duration_ms(),
+            source: press.source,
+        };
+        if !slot.keypad_enabled {
+            self.emit(digit);
+            return;
+        }
+        let outcome = slot.keypad.press(press.digit, slot.flags);
+        if outcome.gate_changed {
+            let step = (slot.keypad.gate_step + MAX_STEPS) as usize;
+            slot.gate.set_levels(self.gate_levels[step]);
+        }
+        if let Some(confirmation) = outcome.confirmation {
+            slot.confirmation.start(confirmation, CONFERENCE_RATE_HZ);
+        }
+        let changed_flags = outcome.flags.filter(|&flags| flags != slot.flags);
+        if let Some(flags) = changed_flags {
+            slot.set_flags(flags, now);
+        }
+        self.emit(digit);
+        if let Some(flags) = changed_flags {
+            self.emit(Event::FlagsChanged { key, flags });
+        }
+        if outcome.leave {
+            self.emit(Event::Leave { key });
+        }
+    }
+
     /// Sends this tick's packet: the member's own mix if it talked, the shared
     /// mix if it did not, silence if deaf (to keep NAT bindings open), nothing if held.
     fn send_rtp(&mut self, index: usize) {
@@ -339,6 +412,7 @@ impl Engine {
             stats,
             send_buffer,
             payload_buffer,
+            render_buffer,
             ..
         } = self;
         let slot = &mut slots[index];
@@ -350,11 +424,32 @@ impl Engine {
             return;
         }
         let codec = slot.codec;
-        let payload: &[u8] = if slot.flags.deaf {
+        let receive_gain = slot.keypad.receive_step != 0;
+        let own_rendering = receive_gain || slot.confirmation.is_playing();
+        let payload: &[u8] = if own_rendering {
+            // A confirmation tone or a receive gain: this member gets a mix of its own.
+            let heard = &mut render_buffer[..frame];
+            if slot.flags.deaf {
+                heard.fill(0);
+            } else {
+                if slot.contributed {
+                    mix.render_for_talker(&slot.contribution[..frame], heard);
+                } else {
+                    mix.render_for_listener(heard);
+                }
+                if receive_gain {
+                    apply_gain(heard, slot.keypad.receive_gain());
+                }
+            }
+            // A deaf member still hears its own keys answered.
+            slot.confirmation.mix_into(heard);
+            let len = codec.encode(heard, payload_buffer);
+            &payload_buffer[..len]
+        } else if slot.flags.deaf {
             payload_buffer[..frame].fill(codec.silence_byte());
             &payload_buffer[..frame]
         } else if slot.contributed {
-            let len = mix.encode_for_talker(&slot.pcm, codec, payload_buffer);
+            let len = mix.encode_for_talker(&slot.contribution[..frame], codec, payload_buffer);
             &payload_buffer[..len]
         } else {
             mix.encoded_for_listener(codec)
@@ -423,6 +518,13 @@ impl Engine {
     }
 }
 
+/// Scales samples by a linear gain from the keypad table, saturating at 16 bits.
+fn apply_gain(samples: &mut [i16], gain: f32) {
+    for sample in samples.iter_mut() {
+        *sample = (f32::from(*sample) * gain).clamp(-32768.0, 32767.0) as i16;
+    }
+}
+
 fn add(counter: &AtomicU64, amount: u64) {
     if amount > 0 {
         counter.fetch_add(amount, Ordering::Relaxed);
@@ -485,6 +587,7 @@ mod tests {
             codec: Codec::Pcmu,
             telephone_event_pt: Some(101),
             flags,
+            keypad: true,
         };
         (add, phone)
     }

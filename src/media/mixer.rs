@@ -175,6 +175,24 @@ fn limit_without_own(sum: &[i32], own: &[i16], out: &mut [i16]) {
     }
 }
 
+/// A gate's opening and closing levels as mean squares, computed once (with
+/// `powf`) so the tick can move a gate by table look-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateLevels {
+    open_mean_square: u64,
+    close_mean_square: u64,
+}
+
+impl GateLevels {
+    /// Opening at `threshold_dbfs`, closing `GATE_HYSTERESIS_DB` below.
+    pub fn at(threshold_dbfs: f32) -> Self {
+        GateLevels {
+            open_mean_square: mean_square_at(threshold_dbfs),
+            close_mean_square: mean_square_at(threshold_dbfs - GATE_HYSTERESIS_DB),
+        }
+    }
+}
+
 /// Who is talking: frame energy against a threshold, with hysteresis and
 /// hangover so the gate does not chatter between words. A closed gate keeps a
 /// member's line noise out of the conference.
@@ -205,8 +223,20 @@ impl NoiseGate {
 
     /// Moves the opening threshold; the closing one follows `GATE_HYSTERESIS_DB` below.
     pub fn set_threshold(&mut self, threshold_dbfs: f32) {
-        self.open_mean_square = mean_square_at(threshold_dbfs);
-        self.close_mean_square = mean_square_at(threshold_dbfs - GATE_HYSTERESIS_DB);
+        self.set_levels(GateLevels::at(threshold_dbfs));
+    }
+
+    /// Moves both levels at once, without computing anything.
+    pub fn set_levels(&mut self, levels: GateLevels) {
+        self.open_mean_square = levels.open_mean_square;
+        self.close_mean_square = levels.close_mean_square;
+    }
+
+    pub fn levels(&self) -> GateLevels {
+        GateLevels {
+            open_mean_square: self.open_mean_square,
+            close_mean_square: self.close_mean_square,
+        }
     }
 
     pub fn is_open(&self) -> bool {

@@ -5,13 +5,16 @@
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.
 
 pub mod codec;
+pub mod dtmf;
 pub mod engine;
 pub mod jitter;
+pub mod keypad;
 pub mod mixer;
 pub mod rtp;
 pub mod slot;
 
 pub use codec::Codec;
+pub use dtmf::DigitSource;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicU64;
@@ -85,6 +88,10 @@ pub struct AddMember {
     pub codec: Codec,
     pub telephone_event_pt: Option<u8>,
     pub flags: MemberFlags,
+    /// Keys act on the member as DESIGN.md's keypad table says (profile
+    /// `interpret_digits`, the default); false for `passthru_digits`. Every
+    /// press is reported as `Event::Digit` either way.
+    pub keypad: bool,
 }
 
 #[derive(Debug)]
@@ -110,6 +117,22 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     RtpTimeout {
+        key: MemberKey,
+    },
+    /// A key press, once it ended (in-band and RFC 4733 merged: counted once).
+    Digit {
+        key: MemberKey,
+        digit: char,
+        duration_ms: u32,
+        source: DigitSource,
+    },
+    /// The member's own keys changed its mute or deaf flags (0 and *).
+    FlagsChanged {
+        key: MemberKey,
+        flags: MemberFlags,
+    },
+    /// The member pressed # on a keypad conference: remove it and hang up with BYE.
+    Leave {
         key: MemberKey,
     },
     Talking {

@@ -9,8 +9,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::media::codec::Codec;
+use crate::media::dtmf::DtmfReceiver;
 use crate::media::jitter::{JitterBuffer, Pop, Push};
-use crate::media::mixer::{NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::keypad::{ConfirmationPlayer, Keypad};
+use crate::media::mixer::{GateLevels, NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
 use crate::media::{AddMember, MemberFlags, MemberKey};
 
@@ -27,7 +29,7 @@ const CONCEAL_REPEAT_FRAMES: u32 = 3;
 pub enum Received {
     /// Audio, handed to the jitter buffer (which may still drop it as late or duplicate).
     Audio(Push),
-    /// An RFC 4733 event packet: proves the stream is alive; DTMF is decoded elsewhere.
+    /// An RFC 4733 event packet: proves the stream is alive; handed to the digit receiver.
     TelephoneEvent,
     /// Not RTP.
     Malformed,
@@ -65,11 +67,27 @@ pub struct Slot {
     pub reception: ReceptionStats,
     pub sender: RtpSender,
     pub gate: NoiseGate,
+    /// The gate's levels before any key moved them.
+    default_gate: GateLevels,
     /// This tick's decoded or concealed frame.
     pub pcm: Box<[i16]>,
     concealed_frames: u32,
+    /// Last tick's frame: a member is heard one frame late, so a key's tone
+    /// found in this frame can still be kept out of the mix (DTMF.md, "Bleed").
+    pub delayed: Box<[i16]>,
+    /// The receiver heard a key's tone while `delayed` was the current frame.
+    pub delayed_is_tone: bool,
+    /// What went into the mix this tick (the delayed frame at the talk gain).
+    pub contribution: Box<[i16]>,
     /// The member's frame went into its mix this tick.
     pub contributed: bool,
+    /// In-band and RFC 4733 digit receiver.
+    pub dtmf: DtmfReceiver,
+    /// Keys act on the member (profile interpret_digits).
+    pub keypad_enabled: bool,
+    pub keypad: Keypad,
+    /// A confirmation tone for the member's own ears.
+    pub confirmation: ConfirmationPlayer,
     /// Last talking state reported in an event.
     pub talking_reported: bool,
     /// When valid RTP last arrived, or the member was added or taken off hold.
@@ -101,10 +119,18 @@ impl Slot {
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
             sender: RtpSender::new(0, 0, 0),
+            default_gate: gate.levels(),
             gate,
             pcm: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             concealed_frames: 0,
+            delayed: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            delayed_is_tone: false,
+            contribution: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             contributed: false,
+            dtmf: DtmfReceiver::new(false),
+            keypad_enabled: true,
+            keypad: Keypad::default(),
+            confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
             last_valid_rtp_at: now,
             timeout_reported: false,
@@ -137,9 +163,17 @@ impl Slot {
         self.reception = ReceptionStats::default();
         self.sender = sender;
         self.gate.close();
+        self.gate.set_levels(self.default_gate);
         self.pcm.fill(0);
         self.concealed_frames = 0;
+        self.delayed.fill(0);
+        self.delayed_is_tone = false;
+        self.contribution.fill(0);
         self.contributed = false;
+        self.dtmf.reset(add.telephone_event_pt.is_some());
+        self.keypad_enabled = add.keypad;
+        self.keypad = Keypad::default();
+        self.confirmation.stop();
         self.talking_reported = false;
         self.last_valid_rtp_at = now;
         self.timeout_reported = false;
@@ -202,6 +236,10 @@ impl Slot {
             // a loss to conceal: others should not hear the keypress (DESIGN.md, DTMF).
             self.jitter
                 .push_placeholder(packet.sequence(), packet.ssrc());
+            // A payload too short to read is no press; the packet still kept the stream alive.
+            let _ =
+                self.dtmf
+                    .on_telephone_event(packet.ssrc(), packet.timestamp(), packet.payload());
             return Received::TelephoneEvent;
         }
         let pushed = self.jitter.push(
@@ -278,6 +316,7 @@ mod tests {
             codec: Codec::Pcmu,
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),
+            keypad: true,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
         slot.start(add, RtpSender::new(1, 0, 0), 160, now, now);
