@@ -14,8 +14,8 @@ mod ports;
 pub use ports::PortPool;
 
 use crate::conference::{
-    CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, RecordError,
-    Registry,
+    CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, Profile,
+    RecordError, Registry,
 };
 use crate::config::{Config, Room};
 use crate::events::Events;
@@ -748,7 +748,7 @@ impl Manager {
                 joined.conference_id.clone(),
             ));
         }
-        let max_members = {
+        let (max_members, keypad) = {
             let registry = self.shared.registry();
             let conference = registry
                 .conference(conference_id)
@@ -760,7 +760,7 @@ impl Manager {
             if conference.active_members >= max {
                 return Err(RecordError::ConferenceFull(max));
             }
-            max
+            (max, conference.profile == Profile::InterpretDigits)
         };
         let (rtp, rtcp) = match (call.rtp.try_clone(), call.rtcp.try_clone()) {
             (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
@@ -808,6 +808,7 @@ impl Manager {
             codec,
             telephone_event_pt,
             flags,
+            keypad,
         };
         if self
             .media()
