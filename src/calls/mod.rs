@@ -9,8 +9,10 @@
 //! commands for the other plane, so every rule of `DESIGN.md` "Call routing"
 //! lives here.
 
+mod audio;
 mod ports;
 
+pub use audio::{AudioRequest, AudioTarget};
 pub use ports::PortPool;
 
 use crate::conference::{
@@ -200,6 +202,12 @@ pub enum ApiRequest {
         state: CallState,
         reply: oneshot::Sender<Result<(), RecordError>>,
     },
+    /// Play a file or a sentence, or stop (`POST .../audio`).
+    Audio {
+        target: AudioTarget,
+        request: AudioRequest,
+        reply: oneshot::Sender<Result<(), RecordError>>,
+    },
 }
 
 /// `POST /calls` as the manager needs it.
@@ -288,6 +296,19 @@ impl ManagerHandle {
             .await
     }
 
+    pub async fn audio(
+        &self,
+        target: AudioTarget,
+        request: AudioRequest,
+    ) -> Result<(), RecordError> {
+        self.ask(|reply| ApiRequest::Audio {
+            target,
+            request,
+            reply,
+        })
+        .await
+    }
+
     pub async fn set_call_state(
         &self,
         call_id: String,
@@ -361,6 +382,8 @@ pub struct Manager {
     due_tx: mpsc::UnboundedSender<(CallKey, Due)>,
     due_rx: Option<mpsc::UnboundedReceiver<(CallKey, Due)>>,
     api_rx: Option<mpsc::Receiver<ApiRequest>>,
+    audio: audio::AudioState,
+    audio_rx: Option<mpsc::UnboundedReceiver<audio::AudioReady>>,
 }
 
 impl Manager {
@@ -376,7 +399,10 @@ impl Manager {
         let media = Mutex::new(media);
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         let (api_tx, api_rx) = mpsc::channel(API_QUEUE_LEN);
+        let (audio, audio_rx) = audio::AudioState::new(&config.audio);
         let manager = Manager {
+            audio,
+            audio_rx: Some(audio_rx),
             ringing: HashMap::new(),
             outgoing: HashMap::new(),
             due_tx,
@@ -402,7 +428,9 @@ impl Manager {
         mut sip_events: mpsc::Receiver<SipEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let (Some(mut due), Some(mut api)) = (self.due_rx.take(), self.api_rx.take()) else {
+        let (Some(mut due), Some(mut api), Some(mut audio_ready)) =
+            (self.due_rx.take(), self.api_rx.take(), self.audio_rx.take())
+        else {
             return;
         };
         let mut poll = tokio::time::interval(MEDIA_EVENT_POLL);
@@ -416,6 +444,7 @@ impl Manager {
                 _ = poll.tick() => self.drain_media_events().await,
                 Some((call, what)) = due.recv() => self.on_due(call, what).await,
                 Some(request) = api.recv() => self.on_api(request).await,
+                Some(ready) = audio_ready.recv() => self.on_audio_ready(ready),
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -829,6 +858,9 @@ impl Manager {
             self.shared.member_event(&registry, &member_id);
         }
         tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, "member joined");
+        if options.join_tone {
+            self.play_tone(conference_id, self.audio.join_tone.clone());
+        }
         self.by_media.insert(media_key, key);
         if let Some(call) = self.calls.get_mut(&key) {
             call.joined = Some(Joined {
@@ -857,7 +889,7 @@ impl Manager {
         } else {
             self.media().release(joined.media);
         }
-        {
+        let leaving_tone = {
             let mut registry = self.shared.registry();
             registry.set_removed_reason(&joined.member_id, reason);
             let completed = registry
@@ -869,6 +901,13 @@ impl Manager {
                 self.shared
                     .conference_event(&registry, &joined.conference_id);
             }
+            !completed
+                && registry
+                    .member(&joined.member_id)
+                    .is_some_and(|m| m.leaving_tone)
+        };
+        if leaving_tone {
+            self.play_tone(&joined.conference_id, self.audio.leaving_tone.clone());
         }
         self.release_mix_if_done(&joined.conference_id);
         tracing::info!(member = %joined.member_id, mix = joined.mix, "member left: {reason}");
@@ -1004,6 +1043,14 @@ impl Manager {
                 reply,
             } => {
                 let result = self.api_set_call_state(&call_id, state).await;
+                let _ = reply.send(result);
+            }
+            ApiRequest::Audio {
+                target,
+                request,
+                reply,
+            } => {
+                let result = self.api_audio(target, request);
                 let _ = reply.send(result);
             }
         }
@@ -1461,6 +1508,7 @@ impl Manager {
                         self.shared.registry().set_talking(&member, talking);
                     }
                 }
+                Event::ClipDone { id, end } => self.on_clip_done(id, end),
                 // Events added to the media plane later land here until wired.
                 other => {
                     if other == Event::QueueFull {

@@ -14,7 +14,7 @@ use crate::media::mixer::{soft_limit, Mix, FRAME_SAMPLES_MAX};
 use crate::media::MemberKey;
 
 /// Where a clip plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClipTarget {
     /// Into a conference mix: every member of it hears the clip.
     Mix(u32),
