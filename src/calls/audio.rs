@@ -7,10 +7,13 @@
 //! conference or call came in meanwhile. Every clip the media plane holds is
 //! also held here until its `ClipDone`, so the media thread never frees one.
 
-use super::{Manager, Shared};
+use super::{Manager, Shared, NORMAL_CLEARING};
 use crate::audio::{self, AudioError, Clip, Source};
+use crate::conference::CallState;
 use crate::conference::{ConferenceState, MemberState, RecordError};
 use crate::media::{ClipEnd, ClipTarget, Command};
+use crate::sip::transport::SipCommand;
+use crate::sip::CallKey;
 
 /// Where an audio request of the API plays.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,7 +54,8 @@ enum Owner {
 pub(super) struct Pending {
     owner: Owner,
     looped: bool,
-    notify: Notify,
+    notify: Option<Notify>,
+    after: After,
 }
 
 /// A clip the media plane plays; kept alive here until its `ClipDone`.
@@ -59,6 +63,15 @@ pub(super) struct Pending {
 pub(super) struct Playing {
     _clip: Clip,
     notify: Option<Notify>,
+    after: After,
+}
+
+/// What happens once a clip is done (played, stopped, replaced or failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    Nothing,
+    /// The PIN prompt's "goodbye": hang the call up.
+    HangUp(CallKey),
 }
 
 /// A fetched or spoken clip, back from its task.
@@ -129,12 +142,47 @@ impl Manager {
                 return Err(RecordError::SpeechUnavailable(e.to_string()));
             }
         }
+        self.fetch_and_play(
+            id,
+            owner,
+            source,
+            request.looped,
+            Some(notify),
+            After::Nothing,
+        );
+        Ok(())
+    }
+
+    /// Says `sentence` to one call in the default voice, for the bridge's own
+    /// prompts (no events); then does `after`.
+    pub(super) fn speak_to_call(&mut self, call_id: &str, sentence: &str, after: After) {
+        let id = self.next_clip_id();
+        let owner = Owner::Call(call_id.to_string());
+        self.audio.latest.insert(owner.clone(), id);
+        let voice = audio::espeak_voice(None, None, None).expect("the default voice exists");
+        let source = Source::Speech {
+            sentence: sentence.to_string(),
+            voice,
+        };
+        self.fetch_and_play(id, owner, source, false, None, after);
+    }
+
+    fn fetch_and_play(
+        &mut self,
+        id: u64,
+        owner: Owner,
+        source: Source,
+        looped: bool,
+        notify: Option<Notify>,
+        after: After,
+    ) {
         self.audio.pending.insert(
             id,
             Pending {
                 owner,
-                looped: request.looped,
+                looped,
                 notify,
+                after,
             },
         );
         let library = self.audio.library.clone();
@@ -143,7 +191,6 @@ impl Manager {
             let result = library.clip(&source).await;
             let _ = ready.send(AudioReady { id, result });
         });
-        Ok(())
     }
 
     /// The conference or call a target's events and replacement rules belong to.
@@ -193,38 +240,45 @@ impl Manager {
                 .get(id)
                 .map(|&m| ClipTarget::Mix(m)),
             Owner::Call(id) => {
-                let key = self.by_id.get(id)?;
-                let joined = self.calls.get(key)?.joined.as_ref()?;
-                Some(ClipTarget::Member(joined.media))
+                let call = self.calls.get(self.by_id.get(id)?)?;
+                let in_conference = call.joined.as_ref().map(|j| j.media);
+                let in_lobby = call.lobby.as_ref().map(|l| l.media);
+                in_conference.or(in_lobby).map(ClipTarget::Member)
             }
         }
     }
 
     /// A clip is ready (or failed): play it unless it was superseded.
-    pub(super) fn on_audio_ready(&mut self, ready: AudioReady) {
+    pub(super) async fn on_audio_ready(&mut self, ready: AudioReady) {
         let Some(pending) = self.audio.pending.remove(&ready.id) else {
             return;
         };
         let current = self.audio.latest.get(&pending.owner) == Some(&ready.id);
-        let clip = match ready.result {
-            Ok(_) if !current => {
-                tracing::info!("audio request replaced before it was ready");
-                self.shared.audio_event(&pending.notify, "done");
-                return;
-            }
-            Ok(clip) => clip,
-            Err(e) => {
-                tracing::warn!("cannot play audio: {e}");
-                self.shared.audio_event(&pending.notify, "done");
-                return;
-            }
+        let outcome = match (ready.result, self.clip_target(&pending.owner)) {
+            (Err(e), _) => Err(format!("cannot play audio: {e}")),
+            (Ok(_), _) if !current => Err("audio request replaced before it was ready".into()),
+            (Ok(_), None) => Err("audio ready but nobody to play it to".into()),
+            (Ok(clip), Some(target)) => Ok((clip, target)),
         };
-        let Some(target) = self.clip_target(&pending.owner) else {
-            tracing::info!("audio ready but nobody to play it to");
-            self.shared.audio_event(&pending.notify, "done");
-            return;
-        };
-        self.play_clip(target, clip, pending.looped, Some(pending.notify));
+        match outcome {
+            Ok((clip, target)) => {
+                self.play_clip(target, clip, pending.looped, pending.notify, pending.after)
+            }
+            Err(why) => {
+                tracing::warn!("{why}");
+                if let Some(notify) = &pending.notify {
+                    self.shared.audio_event(notify, "done");
+                }
+                self.after_clip(pending.after).await;
+            }
+        }
+    }
+
+    async fn after_clip(&mut self, after: After) {
+        if let After::HangUp(key) = after {
+            self.sip.send(SipCommand::Hangup(key)).await;
+            self.finish(key, CallState::Completed, NORMAL_CLEARING, "wrong PIN");
+        }
     }
 
     /// Hands a clip to the mixer; `notify` gets `started` now and `done` at its end.
@@ -234,6 +288,7 @@ impl Manager {
         clip: Clip,
         looped: bool,
         notify: Option<Notify>,
+        after: After,
     ) {
         let id = self.next_clip_id();
         // The clip this one replaces is done now, so `done` precedes the new `started`.
@@ -258,6 +313,10 @@ impl Manager {
             if let Some(notify) = &notify {
                 self.shared.audio_event(notify, "done");
             }
+            if let After::HangUp(key) = after {
+                // Not now (this is not async): as soon as the manager can.
+                let _ = self.due_tx.send((key, super::Due::HangUp));
+            }
             return;
         }
         if let Some(notify) = &notify {
@@ -268,12 +327,13 @@ impl Manager {
             Playing {
                 _clip: clip,
                 notify,
+                after,
             },
         );
     }
 
     /// `Event::ClipDone`: the clip may be freed, and its owner is told.
-    pub(super) fn on_clip_done(&mut self, id: u64, end: ClipEnd) {
+    pub(super) async fn on_clip_done(&mut self, id: u64, end: ClipEnd) {
         let Some(playing) = self.audio.playing.remove(&id) else {
             return;
         };
@@ -284,13 +344,14 @@ impl Manager {
         if let Some(notify) = &playing.notify {
             self.shared.audio_event(notify, "done");
         }
+        self.after_clip(playing.after).await;
     }
 
     /// A member with `joinTone` joined, or one with `leavingTone` left: a
     /// short tone for everyone in the conference.
     pub(super) fn play_tone(&mut self, conference_id: &str, tone: Clip) {
         if let Some(&mix) = self.mixes.by_conference.get(conference_id) {
-            self.play_clip(ClipTarget::Mix(mix), tone, false, None);
+            self.play_clip(ClipTarget::Mix(mix), tone, false, None, After::Nothing);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! lives here.
 
 mod audio;
+mod pin;
 mod ports;
 
 pub use audio::{AudioRequest, AudioTarget};
@@ -60,6 +61,8 @@ struct Call {
     /// On hold by the phone (SIP re-offer).
     held: bool,
     joined: Option<Joined>,
+    /// Waiting for its room's PIN.
+    lobby: Option<pin::Lobby>,
 }
 
 /// A call's place in a conference and the mixer.
@@ -362,6 +365,8 @@ enum Due {
     GiveUp,
     /// An outbound call's `callTimeout` is over: CANCEL.
     CallTimeout,
+    /// Hang up an answered call (a wrong PIN's goodbye could not be played).
+    HangUp,
 }
 
 /// Routes calls to rooms and applications and keeps records and media in step with SIP.
@@ -444,7 +449,7 @@ impl Manager {
                 _ = poll.tick() => self.drain_media_events().await,
                 Some((call, what)) = due.recv() => self.on_due(call, what).await,
                 Some(request) = api.recv() => self.on_api(request).await,
-                Some(ready) = audio_ready.recv() => self.on_audio_ready(ready),
+                Some(ready) = audio_ready.recv() => self.on_audio_ready(ready).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -647,6 +652,12 @@ impl Manager {
                     self.finish(call, CallState::Completed, NO_ANSWER, "not answered");
                 }
             }
+            Due::HangUp => {
+                if self.calls.contains_key(&call) {
+                    self.sip.send(SipCommand::Hangup(call)).await;
+                    self.finish(call, CallState::Completed, NORMAL_CLEARING, "wrong PIN");
+                }
+            }
             Due::CallTimeout => {
                 if let Some(o) = self.outgoing.get_mut(&call) {
                     tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
@@ -688,6 +699,7 @@ impl Manager {
                         session: sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64)),
                         held: offer.is_hold(),
                         joined: None,
+                        lobby: None,
                     };
                     let answer = sdp::build_answer(
                         record.session,
@@ -714,17 +726,36 @@ impl Manager {
         }
     }
 
-    /// Answers a call to a room and joins it to the room's conference, creating
-    /// one when none is active.
+    /// Answers a call to a room; it asks for the room's PIN first if it has
+    /// one, else joins the room's conference at once.
     async fn answer_room_call(&mut self, call: CallKey, ringing: Ringing) {
         let Route::Room(room) = &ringing.route else {
             return;
         };
         let room = room.clone();
-        let conference_id = {
+        if !self.answer(call, &ringing).await {
+            return;
+        }
+        if room.pin.is_some() {
+            if let Err(e) = self.enter_lobby(call, room) {
+                tracing::warn!(call = %ringing.id, "cannot ask for the PIN: {e}");
+                self.sip.send(SipCommand::Hangup(call)).await;
+                self.finish(call, CallState::Completed, NORMAL_CLEARING, e);
+            }
+            return;
+        }
+        self.join_room(call, &room).await;
+    }
+
+    /// Joins an answered call to its room's conference, creating one when none is active.
+    async fn join_room(&mut self, call: CallKey, room: &Room) {
+        let Some(call_id) = self.calls.get(&call).map(|c| c.id.clone()) else {
+            return;
+        };
+        let (conference_id, others) = {
             let mut registry = self.shared.registry();
             match registry.room_conference(&room.number) {
-                Some(c) => c.id.clone(),
+                Some(c) => (c.id.clone(), c.active_members),
                 None => {
                     let id = registry
                         .create_conference(
@@ -737,18 +768,19 @@ impl Manager {
                         .clone();
                     self.shared.conference_event(&registry, &id);
                     tracing::info!(conference = %id, room = %room.number, "conference created");
-                    id
+                    (id, 0)
                 }
             }
         };
-        if !self.answer(call, &ringing).await {
-            return;
-        }
-        if let Err(e) = self.join(call, &conference_id, MemberOptions::default()) {
-            // Answered already: the caller hears why it cannot join only as a hang-up.
-            tracing::info!(call = %ringing.id, "cannot join room {}: {e}", room.number);
-            self.sip.send(SipCommand::Hangup(call)).await;
-            self.finish(call, CallState::Completed, USER_BUSY, "room full");
+        match self.join(call, &conference_id, MemberOptions::default()) {
+            Ok(_) if room.announce_count => self.announce_count(&call_id, others as u64),
+            Ok(_) => {}
+            Err(e) => {
+                // Answered already: the caller hears why it cannot join only as a hang-up.
+                tracing::info!(call = %call_id, "cannot join room {}: {e}", room.number);
+                self.sip.send(SipCommand::Hangup(call)).await;
+                self.finish(call, CallState::Completed, USER_BUSY, "room full");
+            }
         }
     }
 
@@ -923,6 +955,7 @@ impl Manager {
             ringing.id
         } else if self.calls.contains_key(&key) {
             self.detach(key, why);
+            self.leave_lobby(key);
             let Some(call) = self.calls.remove(&key) else {
                 return;
             };
@@ -1190,6 +1223,7 @@ impl Manager {
                 session: outgoing.session,
                 held: answer.is_hold(),
                 joined: None,
+                lobby: None,
             },
         );
         {
@@ -1508,7 +1542,10 @@ impl Manager {
                         self.shared.registry().set_talking(&member, talking);
                     }
                 }
-                Event::ClipDone { id, end } => self.on_clip_done(id, end),
+                Event::ClipDone { id, end } => self.on_clip_done(id, end).await,
+                Event::Digit { key, digit, .. } if self.in_lobby(key) => {
+                    self.on_pin_digit(key, digit).await
+                }
                 // Events added to the media plane later land here until wired.
                 other => {
                     if other == Event::QueueFull {
