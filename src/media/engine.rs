@@ -1,8 +1,13 @@
 //! The media thread: a 20 ms tick on an absolute schedule that drains commands,
-//! receives RTP from every member, mixes each conference, and sends one RTP
-//! packet per listener. It is the IO shell around the sans-IO kernels in
-//! `slot`, `jitter`, `mixer` and `codec`: the only place that reads the clock
-//! or touches a socket. Nothing on the tick allocates, locks, logs or blocks.
+//! receives RTP from every member, listens for key presses, mixes each
+//! conference, and sends one RTP packet per listener. It is the IO shell
+//! around the sans-IO kernels in `slot`, `jitter`, `dtmf`, `keypad`, `mixer`
+//! and `codec`: the only place that reads the clock or touches a socket.
+//! Nothing on the tick allocates, locks, logs or blocks.
+//!
+//! Each member is heard one frame (20 ms) late, so that when the digit
+//! receiver hears a key's tone the frame holding its start can still be kept
+//! from the others (DTMF.md, "Bleed").
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,6 @@
-//! The media plane: RTP in and out, jitter buffers, codecs and the conference
-//! mixer, run by one dedicated thread on a 20 ms clock (see DESIGN.md, "One 20 ms tick").
+//! The media plane: RTP in and out, jitter buffers, codecs, the DTMF receiver
+//! and keypad, and the conference mixer, run by one dedicated thread on a
+//! 20 ms clock (see DESIGN.md, "One 20 ms tick").
 //!
 //! The signalling plane talks to it only through `MediaHandle`: bounded
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.

@@ -1,5 +1,6 @@
 //! One member's media state in the engine: sockets, addresses, jitter buffer,
-//! RTP sender, noise gate and this tick's decoded frame. Everything is
+//! RTP sender, noise gate, digit receiver and keypad settings, and this
+//! tick's decoded frame. Everything is
 //! allocated when the engine starts; a slot is reused for member after member.
 //!
 //! The per-packet and per-frame logic here takes time as input and does no IO;

@@ -270,9 +270,9 @@ impl ToneBank {
                 // Two steps at once, s[n] and s[n+1] both from s[n-1] and s[n-2],
                 // so the loop-carried chain is one multiply-add per two samples.
                 let c = coefficient[tone];
-                let first = (x0 - before_last[tone]) + c * last[tone];
-                let second =
-                    (x1 + c * x0 - c * before_last[tone]) + square_less_one[tone] * last[tone];
+                let waiting = x0 - before_last[tone];
+                let first = waiting + c * last[tone];
+                let second = (x1 + c * waiting) + square_less_one[tone] * last[tone];
                 before_last[tone] = first;
                 last[tone] = second;
             }
