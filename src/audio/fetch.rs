@@ -102,7 +102,8 @@ impl Fetcher {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(FetchError::BadUrl(url.to_string()));
         }
-        let mut request = self.client.get(parsed.clone());
+        // Also per request, so the limit holds even if the client fell back to defaults.
+        let mut request = self.client.get(parsed.clone()).timeout(self.limits.timeout);
         let validators = self
             .cache()
             .get(url)
