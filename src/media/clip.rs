@@ -308,4 +308,129 @@ mod tests {
             ]
         );
     }
+
+    /// The engine on explicit ticks: a conference clip reaches both members,
+    /// a member clip only its member, and a stop is silent from the next tick.
+    #[test]
+    fn through_the_engine_clips_reach_their_targets_and_stop_within_a_tick() {
+        use crate::media::engine::{Engine, TICK};
+        use crate::media::{AddMember, Codec, Command, Event, MediaConfig, MediaStats};
+        use std::net::UdpSocket;
+        use std::time::{Duration, Instant};
+
+        let (mut commands, commands_out) = rtrb::RingBuffer::new(16);
+        let (events_in, mut events) = rtrb::RingBuffer::new(64);
+        let config = MediaConfig {
+            max_members: 2,
+            ..MediaConfig::default()
+        };
+        let mut engine = Engine::new(
+            config,
+            commands_out,
+            events_in,
+            Arc::new(MediaStats::default()),
+        );
+        let bind = || UdpSocket::bind("127.0.0.1:0").expect("loopback");
+        let phones: Vec<UdpSocket> = (0..2).map(|_| bind()).collect();
+        let keys: Vec<MemberKey> = (0..2)
+            .map(|slot| MemberKey {
+                slot,
+                generation: 1,
+            })
+            .collect();
+        for (key, phone) in keys.iter().zip(&phones) {
+            phone.set_nonblocking(true).expect("nonblocking");
+            let add = AddMember {
+                key: *key,
+                mix: 0,
+                rtp: bind(),
+                rtcp: bind(),
+                remote_rtp: phone.local_addr().expect("addr"),
+                remote_rtcp: phone.local_addr().expect("addr"),
+                codec: Codec::Pcmu,
+                telephone_event_pt: None,
+                flags: Default::default(),
+                keypad: false,
+            };
+            commands
+                .push(Command::AddMember(Box::new(add)))
+                .expect("room");
+        }
+        // Only what the phone received since the last look, decoded.
+        let heard = |phone: &UdpSocket| {
+            let mut samples = Vec::new();
+            let mut datagram = [0u8; 1500];
+            while let Ok((len, _)) = phone.recv_from(&mut datagram) {
+                let mut pcm = [0i16; 160];
+                Codec::Pcmu.decode(&datagram[12..len], &mut pcm);
+                samples.extend_from_slice(&pcm);
+            }
+            samples
+        };
+        let start = Instant::now();
+        let mut tick = 0u32;
+        let mut run = |ticks: u32, engine: &mut Engine| {
+            for _ in 0..ticks {
+                engine.tick(start + TICK * tick, 0);
+                tick += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let tone: Arc<[i16]> = (0..800)
+            .map(|n| if n % 2 == 0 { 4000 } else { -4000 })
+            .collect();
+        let keep = Arc::clone(&tone);
+        commands
+            .push(Command::PlayClip {
+                target: ClipTarget::Mix(0),
+                clip: Arc::clone(&tone),
+                looped: true,
+                id: 1,
+            })
+            .expect("room");
+        run(3, &mut engine);
+        for phone in &phones {
+            let samples = heard(phone);
+            assert_eq!(samples.len(), 480);
+            assert!(
+                samples.iter().all(|s| s.abs() > 3500),
+                "everyone hears the conference clip"
+            );
+        }
+        commands
+            .push(Command::StopClip {
+                target: ClipTarget::Mix(0),
+            })
+            .expect("room");
+        run(1, &mut engine);
+        for phone in &phones {
+            assert!(
+                heard(phone).iter().all(|&s| s == 0),
+                "silent from the tick of the stop"
+            );
+        }
+        commands
+            .push(Command::PlayClip {
+                target: ClipTarget::Member(keys[1]),
+                clip: tone,
+                looped: false,
+                id: 2,
+            })
+            .expect("room");
+        run(6, &mut engine);
+        assert!(
+            heard(&phones[0]).iter().all(|&s| s == 0),
+            "member 0 hears nothing"
+        );
+        let second = heard(&phones[1]);
+        assert_eq!(second.iter().filter(|s| s.abs() > 3500).count(), 800);
+        let mut done = Vec::new();
+        while let Ok(event) = events.pop() {
+            if let Event::ClipDone { id, end } = event {
+                done.push((id, end));
+            }
+        }
+        assert_eq!(done, [(1, ClipEnd::Stopped), (2, ClipEnd::Finished)]);
+        assert_eq!(Arc::strong_count(&keep), 1, "the engine let go of the clip");
+    }
 }
