@@ -52,6 +52,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub application: ApplicationConfig,
     pub events: EventsConfig,
+    pub audio: crate::audio::AudioSettings,
 }
 
 /// The HTTP control API (`API.md`). It is served only when `token` is set: an
@@ -147,7 +148,16 @@ pub struct Room {
     pub max_members: usize,
     /// Ring this long (180 Ringing) before answering; 0 answers at once.
     pub answer_delay: Duration,
+    /// Digits a caller must enter (followed by #) before joining.
+    pub pin: Option<String>,
+    /// Spoken to a caller of a room with a PIN.
+    pub pin_prompt: String,
+    /// Tell a joining caller how many people are already in the room.
+    pub announce_count: bool,
 }
+
+/// The prompt a room with a PIN speaks when `pin_prompt` is not set.
+pub const DEFAULT_PIN_PROMPT: &str = "Please enter the conference PIN, followed by the pound key.";
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -237,6 +247,76 @@ struct RawConfig {
     store: RawStore,
     application: RawApplication,
     events: RawEvents,
+    audio: RawAudio,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudio {
+    max_file_bytes: Spanned<i64>,
+    fetch_timeout_ms: Spanned<i64>,
+    max_clip_seconds: Spanned<i64>,
+    file_cache_entries: Spanned<i64>,
+    espeak: Spanned<String>,
+    speech_timeout_ms: Spanned<i64>,
+    speech_cache_entries: Spanned<i64>,
+}
+
+impl Default for RawAudio {
+    fn default() -> Self {
+        RawAudio {
+            max_file_bytes: unspanned(16 * 1024 * 1024),
+            fetch_timeout_ms: unspanned(10_000),
+            max_clip_seconds: unspanned(600),
+            file_cache_entries: unspanned(64),
+            espeak: unspanned("espeak-ng".to_string()),
+            speech_timeout_ms: unspanned(10_000),
+            speech_cache_entries: unspanned(256),
+        }
+    }
+}
+
+impl RawAudio {
+    fn validate(self) -> Result<crate::audio::AudioSettings, Invalid> {
+        let espeak = self.espeak.get_ref().trim();
+        if espeak.is_empty() {
+            return Err(invalid(&self.espeak, "audio.espeak", "must not be empty"));
+        }
+        let millis = |v: i64| Duration::from_millis(v as u64);
+        Ok(crate::audio::AudioSettings {
+            fetch: crate::audio::FetchLimits {
+                max_bytes: in_range(&self.max_file_bytes, "audio.max_file_bytes", 1024, 1 << 30)?
+                    as usize,
+                timeout: millis(in_range(
+                    &self.fetch_timeout_ms,
+                    "audio.fetch_timeout_ms",
+                    100,
+                    120_000,
+                )?),
+                max_seconds: in_range(&self.max_clip_seconds, "audio.max_clip_seconds", 1, 3600)?
+                    as u64,
+                cache_entries: in_range(
+                    &self.file_cache_entries,
+                    "audio.file_cache_entries",
+                    1,
+                    10_000,
+                )? as usize,
+            },
+            espeak: PathBuf::from(espeak),
+            speech_timeout: millis(in_range(
+                &self.speech_timeout_ms,
+                "audio.speech_timeout_ms",
+                100,
+                120_000,
+            )?),
+            speech_cache_entries: in_range(
+                &self.speech_cache_entries,
+                "audio.speech_cache_entries",
+                1,
+                100_000,
+            )? as usize,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -391,6 +471,12 @@ struct RawRoom {
     max_members: Option<Spanned<i64>>,
     #[serde(default)]
     answer_delay_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    pin: Option<Spanned<String>>,
+    #[serde(default)]
+    pin_prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    announce_count: bool,
 }
 
 fn unspanned<T>(value: T) -> Spanned<T> {
@@ -525,6 +611,9 @@ impl RawConfig {
                 name: None,
                 max_members: None,
                 answer_delay_ms: None,
+                pin: None,
+                pin_prompt: None,
+                announce_count: false,
             }]
         } else {
             self.room
@@ -566,11 +655,36 @@ impl RawConfig {
                 }
                 None => Duration::ZERO,
             };
+            let pin = match &raw.pin {
+                Some(v) => {
+                    let pin = v.get_ref().trim();
+                    if pin.is_empty() || pin.len() > 16 || !pin.chars().all(|c| c.is_ascii_digit())
+                    {
+                        return Err(invalid(
+                            v,
+                            "room.pin",
+                            format!("`{pin}` is not a PIN of 1 to 16 digits"),
+                        ));
+                    }
+                    Some(pin.to_string())
+                }
+                None => None,
+            };
+            let pin_prompt = match &raw.pin_prompt {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    return Err(invalid(v, "room.pin_prompt", "must not be empty"))
+                }
+                Some(v) => v.get_ref().trim().to_string(),
+                None => DEFAULT_PIN_PROMPT.to_string(),
+            };
             rooms.push(Room {
                 number,
                 name,
                 max_members,
                 answer_delay,
+                pin,
+                pin_prompt,
+                announce_count: raw.announce_count,
             });
         }
         Ok(Config {
@@ -607,6 +721,7 @@ impl RawConfig {
                 max_attempts: in_range(&self.events.max_attempts, "events.max_attempts", 1, 20)?
                     as u32,
             },
+            audio: self.audio.validate()?,
         })
     }
 }
@@ -769,9 +884,28 @@ mod tests {
                 name: "Sales".into(),
                 max_members: 3,
                 answer_delay: Duration::ZERO,
+                pin: None,
+                pin_prompt: DEFAULT_PIN_PROMPT.into(),
+                announce_count: false,
             }
         );
         assert_eq!(c.rooms[1].name, "Room 2000");
+    }
+
+    #[test]
+    fn a_room_pin_is_digits_and_audio_has_limits() {
+        let text = "[[room]]\nnumber = \"1\"\npin = \"4321\"\npin_prompt = \"PIN please.\"\nannounce_count = true\n[audio]\nespeak = \"/opt/espeak-ng\"\n";
+        let c = Config::parse(text, "x").unwrap();
+        assert_eq!(c.rooms[0].pin.as_deref(), Some("4321"));
+        assert_eq!(c.rooms[0].pin_prompt, "PIN please.");
+        assert!(c.rooms[0].announce_count);
+        assert_eq!(c.audio.espeak, PathBuf::from("/opt/espeak-ng"));
+        assert_eq!(c.audio.fetch.timeout, Duration::from_secs(10));
+        let bad = "[[room]]\nnumber = \"1\"\npin = \"12a\"\n";
+        assert_eq!(
+            Config::parse(bad, "x").unwrap_err().key.as_deref(),
+            Some("room.pin")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod api; // the Catapult v1 HTTP API: conferences, members, calls, health, metrics
 pub mod app; // wires the planes together: start-up, sd_notify, shutdown
+pub mod audio; // audio to play: files by URL, text to speech (espeak-ng), tones
 pub mod calls; // call records and routing of incoming calls to rooms
 pub mod conference; // conference and member records and their state machines
 pub mod config; // TOML -> typed, validated Config

@@ -131,6 +131,12 @@ impl ApiError {
                     RecordError::BadTarget(_) => {
                         (S::BAD_REQUEST, "bad-request", "invalid-to", message)
                     }
+                    RecordError::SpeechUnavailable(_) => (
+                        S::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "text-to-speech-unavailable",
+                        message,
+                    ),
                     RecordError::Busy(_) => (
                         S::SERVICE_UNAVAILABLE,
                         "unavailable",

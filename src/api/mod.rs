@@ -9,7 +9,11 @@ mod input;
 
 pub use error::ApiError;
 
-use crate::calls::{ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest, Shared};
+use crate::audio::Source;
+use crate::calls::{
+    AudioRequest, AudioTarget, ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest,
+    Shared,
+};
 use crate::conference::{
     CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions,
     MemberState, Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
@@ -110,6 +114,18 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/users/{user}/conferences/{id}/members/{member}",
             get(get_member).post(update_member),
+        )
+        .route(
+            "/v1/users/{user}/conferences/{id}/audio",
+            axum::routing::post(conference_audio),
+        )
+        .route(
+            "/v1/users/{user}/conferences/{id}/members/{member}/audio",
+            axum::routing::post(member_audio),
+        )
+        .route(
+            "/v1/users/{user}/calls/{id}/audio",
+            axum::routing::post(call_audio),
         )
         .route("/v1/users/{user}/calls", axum::routing::post(create_call))
         .route(
@@ -622,6 +638,91 @@ async fn create_call(
     };
     let id = state.manager.create_call(request).await?;
     created(format!("{}/calls/{id}", state.user_base()))
+}
+
+/// The audio request of API.md: exactly one of `fileUrl` and `sentence`; an
+/// empty one stops what plays.
+fn audio_request(input: &Input) -> Result<AudioRequest, ApiError> {
+    let file_url = input.string("fileUrl")?;
+    let sentence = input.string("sentence")?;
+    let source = match (file_url, sentence) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Validation(
+                "Give exactly one of the properties fileUrl and sentence".into(),
+            ))
+        }
+        (None, None) => return Err(ApiError::MissingProperty("fileUrl")),
+        (Some(url), None) if url.trim().is_empty() => None,
+        (None, Some(text)) if text.trim().is_empty() => None,
+        (Some(url), None) => {
+            let url = url.trim().to_string();
+            let valid = reqwest::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(ApiError::Validation(format!(
+                    "The property fileUrl must be an http or https URL, not {url}"
+                )));
+            }
+            Some(Source::File { url })
+        }
+        (None, Some(sentence)) => {
+            if sentence.chars().count() > crate::audio::tts::MAX_SENTENCE_CHARS {
+                return Err(ApiError::Validation(format!(
+                    "The property sentence must be at most {} characters",
+                    crate::audio::tts::MAX_SENTENCE_CHARS
+                )));
+            }
+            let voice = crate::audio::espeak_voice(
+                input.string("gender")?.as_deref(),
+                input.string("locale")?.as_deref(),
+                input.string("voice")?.as_deref(),
+            )
+            .map_err(|e| ApiError::Validation(e.to_string()))?;
+            Some(Source::Speech { sentence, voice })
+        }
+    };
+    Ok(AudioRequest {
+        source,
+        looped: input.boolean("loopEnabled")?.unwrap_or(false),
+        tag: input.string("tag")?.filter(|t| !t.is_empty()),
+    })
+}
+
+async fn conference_audio(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request = audio_request(&body_input(body)?)?;
+    state
+        .manager
+        .audio(AudioTarget::Conference(id), request)
+        .await?;
+    Ok(ok())
+}
+
+async fn member_audio(
+    State(state): State<ApiState>,
+    Path((_user, id, member)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request = audio_request(&body_input(body)?)?;
+    member_in(&state.shared.registry(), &id, &member)?;
+    state
+        .manager
+        .audio(AudioTarget::Member(member), request)
+        .await?;
+    Ok(ok())
+}
+
+async fn call_audio(
+    State(state): State<ApiState>,
+    Path((_user, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request = audio_request(&body_input(body)?)?;
+    state.manager.audio(AudioTarget::Call(id), request).await?;
+    Ok(ok())
 }
 
 /// 200 while the media clock ticks; 503 when it has stopped.

@@ -9,8 +9,11 @@
 //! commands for the other plane, so every rule of `DESIGN.md` "Call routing"
 //! lives here.
 
+mod audio;
+mod pin;
 mod ports;
 
+pub use audio::{AudioRequest, AudioTarget};
 pub use ports::PortPool;
 
 use crate::conference::{
@@ -62,6 +65,8 @@ struct Call {
     /// up when the API removes it from its conference (there is nowhere else
     /// for it to go) instead of being left up in silence.
     room_call: bool,
+    /// Waiting for its room's PIN.
+    lobby: Option<pin::Lobby>,
 }
 
 /// A call's place in a conference and the mixer.
@@ -204,6 +209,12 @@ pub enum ApiRequest {
         state: CallState,
         reply: oneshot::Sender<Result<(), RecordError>>,
     },
+    /// Play a file or a sentence, or stop (`POST .../audio`).
+    Audio {
+        target: AudioTarget,
+        request: AudioRequest,
+        reply: oneshot::Sender<Result<(), RecordError>>,
+    },
 }
 
 /// `POST /calls` as the manager needs it.
@@ -292,6 +303,19 @@ impl ManagerHandle {
             .await
     }
 
+    pub async fn audio(
+        &self,
+        target: AudioTarget,
+        request: AudioRequest,
+    ) -> Result<(), RecordError> {
+        self.ask(|reply| ApiRequest::Audio {
+            target,
+            request,
+            reply,
+        })
+        .await
+    }
+
     pub async fn set_call_state(
         &self,
         call_id: String,
@@ -345,6 +369,8 @@ enum Due {
     GiveUp,
     /// An outbound call's `callTimeout` is over: CANCEL.
     CallTimeout,
+    /// Hang up an answered call (a wrong PIN's goodbye could not be played).
+    HangUp,
 }
 
 /// Routes calls to rooms and applications and keeps records and media in step with SIP.
@@ -365,6 +391,8 @@ pub struct Manager {
     due_tx: mpsc::UnboundedSender<(CallKey, Due)>,
     due_rx: Option<mpsc::UnboundedReceiver<(CallKey, Due)>>,
     api_rx: Option<mpsc::Receiver<ApiRequest>>,
+    audio: audio::AudioState,
+    audio_rx: Option<mpsc::UnboundedReceiver<audio::AudioReady>>,
 }
 
 impl Manager {
@@ -380,7 +408,10 @@ impl Manager {
         let media = Mutex::new(media);
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         let (api_tx, api_rx) = mpsc::channel(API_QUEUE_LEN);
+        let (audio, audio_rx) = audio::AudioState::new(&config.audio);
         let manager = Manager {
+            audio,
+            audio_rx: Some(audio_rx),
             ringing: HashMap::new(),
             outgoing: HashMap::new(),
             due_tx,
@@ -406,7 +437,9 @@ impl Manager {
         mut sip_events: mpsc::Receiver<SipEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let (Some(mut due), Some(mut api)) = (self.due_rx.take(), self.api_rx.take()) else {
+        let (Some(mut due), Some(mut api), Some(mut audio_ready)) =
+            (self.due_rx.take(), self.api_rx.take(), self.audio_rx.take())
+        else {
             return;
         };
         let mut poll = tokio::time::interval(MEDIA_EVENT_POLL);
@@ -420,6 +453,7 @@ impl Manager {
                 _ = poll.tick() => self.drain_media_events().await,
                 Some((call, what)) = due.recv() => self.on_due(call, what).await,
                 Some(request) = api.recv() => self.on_api(request).await,
+                Some(ready) = audio_ready.recv() => self.on_audio_ready(ready).await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -622,6 +656,12 @@ impl Manager {
                     self.finish(call, CallState::Completed, NO_ANSWER, "not answered");
                 }
             }
+            Due::HangUp => {
+                if self.calls.contains_key(&call) {
+                    self.sip.send(SipCommand::Hangup(call)).await;
+                    self.finish(call, CallState::Completed, NORMAL_CLEARING, "wrong PIN");
+                }
+            }
             Due::CallTimeout => {
                 if let Some(o) = self.outgoing.get_mut(&call) {
                     tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
@@ -664,6 +704,7 @@ impl Manager {
                         held: offer.is_hold(),
                         joined: None,
                         room_call: matches!(ringing.route, Route::Room(_)),
+                        lobby: None,
                     };
                     let answer = sdp::build_answer(
                         record.session,
@@ -690,17 +731,36 @@ impl Manager {
         }
     }
 
-    /// Answers a call to a room and joins it to the room's conference, creating
-    /// one when none is active.
+    /// Answers a call to a room; it asks for the room's PIN first if it has
+    /// one, else joins the room's conference at once.
     async fn answer_room_call(&mut self, call: CallKey, ringing: Ringing) {
         let Route::Room(room) = &ringing.route else {
             return;
         };
         let room = room.clone();
-        let conference_id = {
+        if !self.answer(call, &ringing).await {
+            return;
+        }
+        if room.pin.is_some() {
+            if let Err(e) = self.enter_lobby(call, room) {
+                tracing::warn!(call = %ringing.id, "cannot ask for the PIN: {e}");
+                self.sip.send(SipCommand::Hangup(call)).await;
+                self.finish(call, CallState::Completed, NORMAL_CLEARING, e);
+            }
+            return;
+        }
+        self.join_room(call, &room).await;
+    }
+
+    /// Joins an answered call to its room's conference, creating one when none is active.
+    async fn join_room(&mut self, call: CallKey, room: &Room) {
+        let Some(call_id) = self.calls.get(&call).map(|c| c.id.clone()) else {
+            return;
+        };
+        let (conference_id, others) = {
             let mut registry = self.shared.registry();
             match registry.room_conference(&room.number) {
-                Some(c) => c.id.clone(),
+                Some(c) => (c.id.clone(), c.active_members),
                 None => {
                     let id = registry
                         .create_conference(
@@ -713,18 +773,19 @@ impl Manager {
                         .clone();
                     self.shared.conference_event(&registry, &id);
                     tracing::info!(conference = %id, room = %room.number, "conference created");
-                    id
+                    (id, 0)
                 }
             }
         };
-        if !self.answer(call, &ringing).await {
-            return;
-        }
-        if let Err(e) = self.join(call, &conference_id, MemberOptions::default()) {
-            // Answered already: the caller hears why it cannot join only as a hang-up.
-            tracing::info!(call = %ringing.id, "cannot join room {}: {e}", room.number);
-            self.sip.send(SipCommand::Hangup(call)).await;
-            self.finish(call, CallState::Completed, USER_BUSY, "room full");
+        match self.join(call, &conference_id, MemberOptions::default()) {
+            Ok(_) if room.announce_count => self.announce_count(&call_id, others as u64),
+            Ok(_) => {}
+            Err(e) => {
+                // Answered already: the caller hears why it cannot join only as a hang-up.
+                tracing::info!(call = %call_id, "cannot join room {}: {e}", room.number);
+                self.sip.send(SipCommand::Hangup(call)).await;
+                self.finish(call, CallState::Completed, USER_BUSY, "room full");
+            }
         }
     }
 
@@ -835,6 +896,9 @@ impl Manager {
             self.shared.member_event(&registry, &member_id);
         }
         tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, "member joined");
+        if options.join_tone {
+            self.play_tone(conference_id, self.audio.join_tone.clone());
+        }
         self.by_media.insert(media_key, key);
         if let Some(call) = self.calls.get_mut(&key) {
             call.joined = Some(Joined {
@@ -863,7 +927,7 @@ impl Manager {
         } else {
             self.media().release(joined.media);
         }
-        {
+        let leaving_tone = {
             let mut registry = self.shared.registry();
             registry.set_removed_reason(&joined.member_id, reason);
             let completed = registry
@@ -875,6 +939,13 @@ impl Manager {
                 self.shared
                     .conference_event(&registry, &joined.conference_id);
             }
+            !completed
+                && registry
+                    .member(&joined.member_id)
+                    .is_some_and(|m| m.leaving_tone)
+        };
+        if leaving_tone {
+            self.play_tone(&joined.conference_id, self.audio.leaving_tone.clone());
         }
         self.release_mix_if_done(&joined.conference_id);
         tracing::info!(member = %joined.member_id, mix = joined.mix, "member left: {reason}");
@@ -890,6 +961,7 @@ impl Manager {
             ringing.id
         } else if self.calls.contains_key(&key) {
             self.detach(key, why);
+            self.leave_lobby(key);
             let Some(call) = self.calls.remove(&key) else {
                 return;
             };
@@ -1012,6 +1084,14 @@ impl Manager {
                 reply,
             } => {
                 let result = self.api_set_call_state(&call_id, state).await;
+                let _ = reply.send(result);
+            }
+            ApiRequest::Audio {
+                target,
+                request,
+                reply,
+            } => {
+                let result = self.api_audio(target, request);
                 let _ = reply.send(result);
             }
         }
@@ -1171,6 +1251,7 @@ impl Manager {
                 held: answer.is_hold(),
                 joined: None,
                 room_call: false,
+                lobby: None,
             },
         );
         {
@@ -1489,6 +1570,10 @@ impl Manager {
                         self.shared.registry().set_talking(&member, talking);
                     }
                 }
+                Event::ClipDone { id, end } => self.on_clip_done(id, end).await,
+                Event::Digit { key, digit, .. } if self.in_lobby(key) => {
+                    self.on_pin_digit(key, digit).await
+                }
                 Event::Digit {
                     key,
                     digit,
@@ -1504,9 +1589,6 @@ impl Manager {
                     }
                 }
                 Event::QueueFull => tracing::warn!("media event queue overflowed"),
-                // Clip events and others land here until wired.
-                #[allow(unreachable_patterns)]
-                _ => {}
             }
         }
     }

@@ -290,6 +290,8 @@ pub enum RecordError {
     Busy(&'static str),
     #[error("Cannot call {0}")]
     BadTarget(String),
+    #[error("Text to speech is unavailable: {0}")]
+    SpeechUnavailable(String),
 }
 
 /// All conference, member and call records; every change is written through

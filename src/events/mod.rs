@@ -154,6 +154,42 @@ impl Events {
         self.enqueue(&call.id, &callback, event);
     }
 
+    /// `conference-playback` or `conference-speak` (`kind` `playback` / `speak`)
+    /// with `status` `started` or `done`; `tag` is the audio request's, else the conference's.
+    pub fn conference_audio(&self, c: &Conference, kind: &str, status: &str, tag: Option<&str>) {
+        let mut event = Map::new();
+        event.insert("eventType".into(), json!(format!("conference-{kind}")));
+        event.insert("conferenceId".into(), json!(c.id));
+        event.insert("conferenceUri".into(), json!(self.conference_uri(&c.id)));
+        event.insert("status".into(), json!(status));
+        event.insert("time".into(), json!(event_time(SystemTime::now())));
+        match tag {
+            Some(tag) => {
+                event.insert("tag".into(), json!(tag));
+                self.enqueue(&c.id, &c.callback, event);
+            }
+            None => self.for_conference(c, event),
+        }
+    }
+
+    /// The call's `playback` or `speak` event with `status` `started` or `done`;
+    /// `tag` is the audio request's, else the call's.
+    pub fn call_audio(&self, call: &CallRecord, kind: &str, status: &str, tag: Option<&str>) {
+        let Some(url) = &call.callback_url else {
+            return;
+        };
+        let mut event = self.call_fields(call, kind);
+        event.insert("status".into(), json!(status));
+        if let Some(tag) = tag.or(call.tag.as_deref()) {
+            event.insert("tag".into(), json!(tag));
+        }
+        let callback = Callback {
+            url: Some(url.clone()),
+            ..Callback::default()
+        };
+        self.enqueue(&call.id, &callback, event);
+    }
+
     /// `incomingcall` to the application's URL.
     pub fn incoming_call(&self, url: &str, call: &CallRecord) {
         let mut event = self.call_fields(call, "incomingcall");

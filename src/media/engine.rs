@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
 use crate::media::dtmf::DigitPress;
 use crate::media::keypad::{MAX_STEPS, STEP_DB};
 use crate::media::mixer::{
@@ -61,6 +62,8 @@ pub struct Engine {
     rng: SmallRng,
     /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
     gate_levels: [GateLevels; 9],
+    /// Files, speech and tones playing into mixes and to single members.
+    clips: Clips,
 }
 
 /// What one tick decided about the thread.
@@ -100,6 +103,7 @@ impl Engine {
             render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
+            clips: Clips::new(config.max_members),
             gate_levels: std::array::from_fn(|index| {
                 let step = index as f32 - f32::from(MAX_STEPS);
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
@@ -163,6 +167,11 @@ impl Engine {
                 self.receive_and_mix(index, now);
             }
         }
+        for (index, mix) in self.mixes.iter_mut().enumerate() {
+            if self.mix_members[index] > 0 {
+                self.clips.add_to_mix(index, mix);
+            }
+        }
         for index in 0..self.slots.len() {
             if self.slots[index].active {
                 self.send_rtp(index);
@@ -172,6 +181,7 @@ impl Engine {
                 }
             }
         }
+        self.emit_clip_ends();
         Continue::Running
     }
 
@@ -200,6 +210,19 @@ impl Engine {
                 },
                 Command::RemoveMember { key } => match self.slot_of(key) {
                     Some(index) => self.remove_member(index, ntp_timestamp),
+                    None => self.count_dropped_command(),
+                },
+                Command::PlayClip {
+                    target,
+                    clip,
+                    looped,
+                    id,
+                } => {
+                    let resolved = self.resolve_clip_target(target);
+                    self.clips.play(resolved, clip, looped, id);
+                }
+                Command::StopClip { target } => match self.resolve_clip_target(target) {
+                    Some(resolved) => self.clips.stop(resolved, ClipEnd::Stopped),
                     None => self.count_dropped_command(),
                 },
                 Command::Shutdown => {
@@ -270,6 +293,32 @@ impl Engine {
         let mix = self.slots[index].mix as usize;
         self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
         self.slots[index].stop();
+        self.clips.stop(ResolvedTarget::Slot(index), ClipEnd::Gone);
+        if self.mix_members[mix] == 0 {
+            // The mix index may serve another conference next.
+            self.clips.stop(ResolvedTarget::Mix(mix), ClipEnd::Gone);
+        }
+    }
+
+    /// A clip target that still exists: a mix with members, or a current member.
+    fn resolve_clip_target(&self, target: ClipTarget) -> Option<ResolvedTarget> {
+        match target {
+            ClipTarget::Mix(mix) => {
+                let mix = usize::try_from(mix).ok()?;
+                (self.mix_members.get(mix).copied().unwrap_or(0) > 0)
+                    .then_some(ResolvedTarget::Mix(mix))
+            }
+            ClipTarget::Member(key) => self.slot_of(key).map(ResolvedTarget::Slot),
+        }
+    }
+
+    /// Reports this tick's clip ends as `Event::ClipDone`, in the order they happened.
+    fn emit_clip_ends(&mut self) {
+        for index in 0..self.clips.ended().len() {
+            let (id, end) = self.clips.ended()[index];
+            self.emit(Event::ClipDone { id, end });
+        }
+        self.clips.clear_ended();
     }
 
     fn rtcp_interval(&self) -> Duration {
@@ -419,6 +468,7 @@ impl Engine {
             send_buffer,
             payload_buffer,
             render_buffer,
+            clips,
             ..
         } = self;
         let slot = &mut slots[index];
@@ -431,7 +481,8 @@ impl Engine {
         }
         let codec = slot.codec;
         let receive_gain = slot.keypad.receive_step != 0;
-        let own_rendering = receive_gain || slot.confirmation.is_playing();
+        let own_rendering =
+            receive_gain || slot.confirmation.is_playing() || clips.member_is_playing(index);
         let payload: &[u8] = if own_rendering {
             // A confirmation tone or a receive gain: this member gets a mix of its own.
             let heard = &mut render_buffer[..frame];
@@ -449,6 +500,8 @@ impl Engine {
             }
             // A deaf member still hears its own keys answered.
             slot.confirmation.mix_into(heard);
+            // So does a clip played to this member alone.
+            clips.add_to_member(index, heard);
             let len = codec.encode(heard, payload_buffer);
             &payload_buffer[..len]
         } else if slot.flags.deaf {

@@ -125,6 +125,12 @@ impl Mix {
         self.sum_dirty = true;
     }
 
+    /// Adds a conference clip's frame. It counts as a talker that nobody
+    /// subtracts, so listeners' shared payload and every talker's mix carry it.
+    pub fn add_clip(&mut self, pcm: &[i16]) {
+        self.add_talker(pcm);
+    }
+
     /// What a talker hears: everyone else, limited to 16 bits.
     pub fn render_for_talker(&self, own: &[i16], out: &mut [i16]) {
         let frame = self.frame_samples;

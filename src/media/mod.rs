@@ -5,6 +5,7 @@
 //! The signalling plane talks to it only through `MediaHandle`: bounded
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.
 
+pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod mixer;
 pub mod rtp;
 pub mod slot;
 
+pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
 pub use dtmf::DigitSource;
 
@@ -112,6 +114,18 @@ pub enum Command {
     RemoveMember {
         key: MemberKey,
     },
+    /// Plays a clip into a conference or to one member, replacing what played
+    /// there; the sender keeps a clone of `clip` until `Event::ClipDone { id }`.
+    PlayClip {
+        target: ClipTarget,
+        clip: Arc<[i16]>,
+        looped: bool,
+        id: u64,
+    },
+    /// Stops the target's clip (`ClipEnd::Stopped`); nothing playing is no error.
+    StopClip {
+        target: ClipTarget,
+    },
     Shutdown,
 }
 
@@ -139,6 +153,11 @@ pub enum Event {
     Talking {
         key: MemberKey,
         talking: bool,
+    },
+    /// A clip stopped playing (`Command::PlayClip`'s `id`).
+    ClipDone {
+        id: u64,
+        end: ClipEnd,
     },
     /// Events were dropped because the queue was full (counted in `MediaStats::events_dropped`).
     QueueFull,
