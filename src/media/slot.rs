@@ -17,6 +17,11 @@ use crate::media::mixer::{GateLevels, NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
 use crate::media::{AddMember, MemberFlags, MemberKey};
 
+/// Telephone-event end packets this soon after a member starts are not its
+/// keypad's: the three end packets of the key that admitted it (a PIN's `#`)
+/// arrive then, after the lobby already took the key.
+const JOIN_GUARD: Duration = Duration::from_millis(200);
+
 /// A new source address only takes over the stream after the latched one has
 /// been silent this long, so a stray or spoofed packet cannot steal the media.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
@@ -93,6 +98,9 @@ pub struct Slot {
     pub talking_reported: bool,
     /// When valid RTP last arrived, or the member was added or taken off hold.
     pub last_valid_rtp_at: Instant,
+    /// When this member started: telephone-events in the first moments belong
+    /// to a press made before it joined (the `#` that ended a room PIN).
+    started_at: Instant,
     pub timeout_reported: bool,
     pub next_rtcp_at: Instant,
 }
@@ -134,6 +142,7 @@ impl Slot {
             confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
             last_valid_rtp_at: now,
+            started_at: now,
             timeout_reported: false,
             next_rtcp_at: now,
         }
@@ -150,6 +159,7 @@ impl Slot {
     ) {
         self.key = add.key;
         self.active = true;
+        self.started_at = now;
         self.mix = add.mix;
         self.codec = add.codec;
         self.telephone_event_pt = add.telephone_event_pt;
@@ -232,6 +242,15 @@ impl Slot {
         self.last_valid_rtp_at = now;
         self.timeout_reported = false;
         self.reception.on_packet(packet.ssrc(), packet.sequence());
+        let event_end = packet
+            .payload()
+            .get(1)
+            .is_some_and(|flags| flags & 0x80 != 0);
+        if is_event && event_end && now.saturating_duration_since(self.started_at) < JOIN_GUARD {
+            // The end packets of a press made before this member existed; a
+            // press that starts now still counts (it ends by timeout if need be).
+            return Received::TelephoneEvent;
+        }
         if is_event {
             // No audio: the jitter buffer follows the audio clock, so an event
             // takes no place in it (a pause while the key is held is no loss).
@@ -383,6 +402,28 @@ mod tests {
             slot.receive_rtp(&rtp(101, 1, &[1, 0, 0, 160]), from, now),
             Received::TelephoneEvent
         );
+    }
+
+    #[test]
+    fn end_packets_of_a_press_made_before_the_member_joined_are_not_a_press() {
+        let now = Instant::now();
+        let mut slot = member(now);
+        let from = SocketAddr::from(PHONE);
+        // The three end packets of '#' (event 11) that admitted the caller.
+        for sequence in 1..=3 {
+            let end = rtp_at(101, sequence, 8000, &[11, 0x80 | 10, 0x03, 0x20]);
+            slot.receive_rtp(&end, from, now + Duration::from_millis(10));
+        }
+        let later = now + Duration::from_secs(1);
+        slot.dtmf.on_audio(&[0; 160]);
+        assert_eq!(slot.dtmf.poll_press(), None);
+        // A press after the guard counts.
+        let start = rtp_at(101, 4, 16_000, &[5, 10, 0, 160]);
+        let end = rtp_at(101, 5, 16_000, &[5, 0x80 | 10, 0x01, 0x40]);
+        slot.receive_rtp(&start, from, later);
+        slot.receive_rtp(&end, from, later);
+        slot.dtmf.on_audio(&[0; 160]);
+        assert_eq!(slot.dtmf.poll_press().map(|p| p.digit), Some('5'));
     }
 
     #[test]
