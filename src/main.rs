@@ -25,10 +25,16 @@ enum Commands {
     Run,
     /// Check a configuration file; print the first error with its key and line.
     CheckConfig,
+    /// Simulate phones calling a running bridge and report what it did.
+    Loadtest(sipconf::loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Commands::Loadtest(args)) = &cli.command {
+        // A client of some bridge: it needs no configuration file of its own.
+        return sipconf::loadtest::main(args);
+    }
     let path = config::resolve_path(cli.config);
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Commands::Run => run(config),
+        Commands::Loadtest(args) => sipconf::loadtest::main(&args),
     }
 }
 
