@@ -163,6 +163,13 @@ enum CallState {
     Ended,
 }
 
+/// The two send schedules: markers run on their own, phase-shifted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Phones = 0,
+    Markers = 1,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     /// Talks, and sends the pip every second.
@@ -225,7 +232,8 @@ struct Generator {
     rtp_in: ReceiveBatch,
     rtp_out: SendBatch,
     started: Instant,
-    next_tick: u64,
+    /// The next tick each `Pass` sends.
+    next_tick: [u64; 2],
     next_call: usize,
     window: Option<Window>,
     /// Send time of the latest pip in each room (CLOCK_REALTIME ns).
@@ -323,7 +331,7 @@ impl Generator {
             rtp_in: ReceiveBatch::new(8),
             rtp_out: SendBatch::new(MAX_CATCH_UP_FRAMES as usize),
             started,
-            next_tick: 0,
+            next_tick: [0; 2],
             next_call: 0,
             window: None,
             pip_sent_ns: vec![None; room_names.len()],
@@ -344,6 +352,31 @@ impl Generator {
         self.started + TICK * tick as u32
     }
 
+    /// When `pass` sends its next tick.
+    fn send_at(&self, pass: Pass) -> Instant {
+        let tick = self.next_tick[pass as usize];
+        match pass {
+            Pass::Phones => self.tick_at(tick),
+            Pass::Markers => self.tick_at(tick) + self.marker_offset(tick),
+        }
+    }
+
+    /// The markers' send phase during the pip period holding `tick`. Successive
+    /// pips step through the 20 ms tick by the golden ratio, so the delay figures
+    /// cover every phase between a phone's packet and the bridge's tick, as
+    /// phones with free-running clocks would, rather than the one phase this
+    /// run happened to start at.
+    fn marker_offset(&self, tick: u64) -> Duration {
+        let Some(first) = self.window.as_ref().map(|w| w.first_tick) else {
+            return Duration::ZERO;
+        };
+        if tick < first {
+            return Duration::ZERO;
+        }
+        let period = (tick - first) / PIP_PERIOD_TICKS + 1;
+        TICK.mul_f64((period as f64 * 0.618_033_988_749_895).fract())
+    }
+
     fn call_at(&self, call: usize) -> Instant {
         self.started + Duration::from_secs_f64(call as f64 / self.ramp_per_s)
     }
@@ -359,8 +392,10 @@ impl Generator {
                 self.retransmit_and_time_out(now);
                 next_scan = now + Duration::from_millis(50);
             }
-            if hangup_started.is_none() && now >= self.tick_at(self.next_tick) {
-                self.send_due_frames(now);
+            for pass in [Pass::Phones, Pass::Markers] {
+                if hangup_started.is_none() && now >= self.send_at(pass) {
+                    self.send_due_frames(now, pass);
+                }
             }
             if self.window.is_none() && self.every_call_resolved() {
                 self.open_window(now + SETTLE);
@@ -387,7 +422,9 @@ impl Generator {
 
             let mut wake = next_progress.min(next_scan);
             if hangup_started.is_none() {
-                wake = wake.min(self.tick_at(self.next_tick));
+                wake = wake
+                    .min(self.send_at(Pass::Phones))
+                    .min(self.send_at(Pass::Markers));
             }
             if self.next_call < self.phones.len() {
                 wake = wake.min(self.call_at(self.next_call));
@@ -541,14 +578,16 @@ impl Generator {
         }
     }
 
-    /// Sends every up phone the frames due since the last tick, in one
-    /// `sendmmsg` per phone.
-    fn send_due_frames(&mut self, now: Instant) {
-        let scheduled = self.tick_at(self.next_tick);
+    /// Sends every up phone of `pass` the frames due since its last tick, in
+    /// one `sendmmsg` per phone.
+    fn send_due_frames(&mut self, now: Instant, pass: Pass) {
+        let scheduled = self.send_at(pass);
         let lateness = now.saturating_duration_since(scheduled);
-        self.tick_lateness.record(lateness.as_nanos() as i64);
-        if lateness > Duration::from_millis(5) {
-            self.late_ticks += 1;
+        if pass == Pass::Phones {
+            self.tick_lateness.record(lateness.as_nanos() as i64);
+            if lateness > Duration::from_millis(5) {
+                self.late_ticks += 1;
+            }
         }
         let behind = (lateness.as_nanos() / TICK.as_nanos()) as u64 + 1;
         let frames = behind.min(MAX_CATCH_UP_FRAMES);
@@ -557,10 +596,12 @@ impl Generator {
             let elapsed = now.duration_since(self.started);
             (elapsed.as_nanos() / TICK.as_nanos()) as u64 + 1 - frames
         } else {
-            self.next_tick
+            self.next_tick[pass as usize]
         };
         let window_first_tick = self.window.as_ref().map(|w| w.first_tick);
-        if window_first_tick.is_some_and(|t| (first_tick..first_tick + frames).contains(&t)) {
+        let window_opens =
+            window_first_tick.is_some_and(|t| (first_tick..first_tick + frames).contains(&t));
+        if pass == Pass::Phones && window_opens {
             self.mark_window_start();
         }
         let measuring_from = window_first_tick.unwrap_or(u64::MAX);
@@ -572,7 +613,9 @@ impl Generator {
             let Some(remote) = phone.remote_rtp else {
                 continue;
             };
-            if phone.state != CallState::Up {
+            if phone.state != CallState::Up
+                || (phone.role == Role::Marker) != (pass == Pass::Markers)
+            {
                 continue;
             }
             let mut pip_sent = false;
@@ -624,7 +667,7 @@ impl Generator {
             let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
             self.send_refused += frames - accepted as u64;
         }
-        self.next_tick = first_tick + frames;
+        self.next_tick[pass as usize] = first_tick + frames;
     }
 
     fn handle_ready(&mut self, ready: usize) -> Result<(), LoadError> {
@@ -921,6 +964,7 @@ impl Generator {
             },
             listeners: report::Listeners {
                 count: listeners.len() as u64,
+                levels_dbfs: levels.iter().map(|l| (l * 10.0).round() / 10.0).collect(),
                 level_dbfs: Spread::of(&mut levels),
                 silent,
                 hearing_threshold_dbfs: HEARING_THRESHOLD_DBFS,

@@ -8,11 +8,12 @@ use std::fmt::Write as _;
 
 /// RTP clock ticks per nanosecond at 8 kHz, for the jitter estimator.
 const RTP_UNITS_PER_NS: f64 = 8000.0 / 1e9;
-/// Packets of a stream before its arrival-lateness baseline is trusted.
-const LATENESS_WARMUP_PACKETS: u64 = 50;
+/// Packets of a stream in the window its arrival-lateness baseline is taken
+/// from (1 s), and before which none is reported.
+const LATENESS_WINDOW_PACKETS: usize = 50;
 
 /// What one phone received from the bridge.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Reception {
     pub packets: u64,
     base_sequence: u32,
@@ -22,8 +23,26 @@ pub struct Reception {
     /// RFC 3550 A.8 interarrival jitter, in RTP timestamp units.
     jitter: f64,
     last_transit: Option<f64>,
-    /// Smallest `arrival - extended_sequence * 20 ms` seen: the stream's on-time line.
-    baseline_ns: Option<i64>,
+    /// `arrival - extended_sequence * 20 ms` of the last packets; their minimum
+    /// is the stream's on-time line. Re-anchoring each second keeps a bridge
+    /// that restarted its schedule (after falling far behind) from counting as
+    /// late for the rest of the run.
+    recent_on_grid_ns: [i64; LATENESS_WINDOW_PACKETS],
+}
+
+impl Default for Reception {
+    fn default() -> Self {
+        Reception {
+            packets: 0,
+            base_sequence: 0,
+            max_sequence: 0,
+            cycles: 0,
+            duplicates_or_late: 0,
+            jitter: 0.0,
+            last_transit: None,
+            recent_on_grid_ns: [i64::MAX; LATENESS_WINDOW_PACKETS],
+        }
+    }
 }
 
 impl Reception {
@@ -58,9 +77,14 @@ impl Reception {
         self.last_transit = Some(transit);
         let index = self.extended_max() as i64 - self.base_sequence as i64;
         let on_grid = arrival_ns - index * 20_000_000;
-        let baseline = self.baseline_ns.map_or(on_grid, |b| b.min(on_grid));
-        self.baseline_ns = Some(baseline);
-        (self.packets > LATENESS_WARMUP_PACKETS).then_some(on_grid - baseline)
+        self.recent_on_grid_ns[self.packets as usize % LATENESS_WINDOW_PACKETS] = on_grid;
+        let baseline = self
+            .recent_on_grid_ns
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(on_grid);
+        (self.packets > LATENESS_WINDOW_PACKETS as u64).then_some(on_grid - baseline)
     }
 
     fn extended_max(&self) -> u32 {
@@ -197,8 +221,9 @@ pub struct Rtp {
     pub send_refused: u64,
     /// RFC 3550 interarrival jitter of the bridge's streams at the end, ms.
     pub jitter_ms: Spread,
-    /// How late the bridge's packets arrived against each stream's 20 ms grid
-    /// (tick lateness plus the member's place in the send loop), ms.
+    /// How late the bridge's packets arrived against each stream's 20 ms grid,
+    /// re-anchored each second: an upper bound of the bridge's tick lateness
+    /// (it adds the variation of the member's place in the send loop), ms.
     pub arrival_lateness_ms_p50: f64,
     pub arrival_lateness_ms_p99: f64,
     pub arrival_lateness_ms_max: f64,
@@ -208,8 +233,10 @@ pub struct Rtp {
 pub struct Listeners {
     /// Members that do not talk, in rooms with at least one talker.
     pub count: u64,
-    /// RMS level each listener heard in the measurement window, dBFS.
+    /// RMS level the listeners heard in the measurement window, dBFS.
     pub level_dbfs: Spread,
+    /// The same, listener by listener (in member order), to 0.1 dB.
+    pub levels_dbfs: Vec<f64>,
     /// Listeners whose level stayed below `hearing_threshold_dbfs`.
     pub silent: u64,
     pub hearing_threshold_dbfs: f64,
@@ -306,7 +333,7 @@ impl Report {
         let _ = writeln!(out, "  jitter    {} ms", spread(&r.jitter_ms, 2));
         let _ = writeln!(
             out,
-            "arrival lateness vs 20 ms grid: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "arrival lateness vs each stream's 20 ms grid: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             r.arrival_lateness_ms_p50, r.arrival_lateness_ms_p99, r.arrival_lateness_ms_max
         );
         let l = &self.listeners;
