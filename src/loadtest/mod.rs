@@ -7,10 +7,13 @@
 //! phone socket per tick, more frames in the same call if the loop fell
 //! behind), and reads whichever of the thousands of phone sockets epoll says
 //! are ready with `recvmmsg`, using kernel arrival timestamps so the loop's own
-//! delays do not show up as the bridge's. Talkers send speech-like audio; one
-//! talker per room also sends a 2 kHz pip every second whose onset the others
-//! time (the bridge-added delay). See `audio` for the signals and `report` for
-//! the figures.
+//! delays do not show up as the bridge's. Like real phones with free-running
+//! clocks, the phones send at different phases of the 20 ms tick (`PHASES`
+//! slots 1 ms apart). Talkers send speech-like audio, the others low noise;
+//! every second one of the first `PHASES` phones of a room, in turn, sends a
+//! 2 kHz pip whose onset everyone else in the room times: the bridge-added
+//! delay, over every phase between a packet's arrival and the bridge's tick.
+//! See `audio` for the signals and `report` for the figures.
 
 pub mod audio;
 mod net;
@@ -44,6 +47,9 @@ const HANGUP_WAIT: Duration = Duration::from_secs(10);
 const HEARING_THRESHOLD_DBFS: f64 = -45.0;
 /// epoll token of the SIP socket; phone sockets use their index.
 const SIP_TOKEN: u64 = u64::MAX;
+/// Send phases, 1 ms apart: phone `rank` in its room sends at `rank % PHASES` ms
+/// into each tick.
+const PHASES: usize = 20;
 /// Frames one phone may send in one tick when the loop fell behind; further
 /// behind, the schedule restarts.
 const MAX_CATCH_UP_FRAMES: u64 = 5;
@@ -163,26 +169,12 @@ enum CallState {
     Ended,
 }
 
-/// The two send schedules: markers run on their own, phase-shifted one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pass {
-    Phones = 0,
-    Markers = 1,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// Talks, and sends the pip every second.
-    Marker,
-    /// Talks with voice number `n`.
-    Talker(usize),
-    /// Sends low noise.
-    Listener,
-}
-
 struct Phone {
     room: usize,
-    role: Role,
+    /// Place in the room: ranks below `--talkers` talk, ranks below `PHASES` send pips.
+    rank: usize,
+    /// Talker number (for its voice), if it talks.
+    talker: Option<usize>,
     socket: UdpSocket,
     dialog: Dialog,
     state: CallState,
@@ -232,14 +224,21 @@ struct Generator {
     rtp_in: ReceiveBatch,
     rtp_out: SendBatch,
     started: Instant,
-    /// The next tick each `Pass` sends.
-    next_tick: [u64; 2],
+    /// Phones by send phase (index into `phones`).
+    phase_members: Vec<Vec<usize>>,
+    /// The next tick each send phase sends.
+    next_tick: [u64; PHASES],
+    /// Members per room.
+    room_sizes: Vec<usize>,
     next_call: usize,
     window: Option<Window>,
-    /// Send time of the latest pip in each room (CLOCK_REALTIME ns).
-    pip_sent_ns: Vec<Option<i64>>,
-    pips_started: u64,
+    /// Send time (CLOCK_REALTIME ns) and sender of the latest pip in each room.
+    pip_sent: Vec<Option<(i64, usize)>>,
+    /// Pips sent in each room.
+    pips_sent: Vec<u64>,
     delays_ms: Vec<f64>,
+    /// RTP packets from the bridge that arrived in the window: member-ticks it served.
+    window_packets: u64,
     arrival_lateness: Histogram,
     tick_lateness: Histogram,
     late_ticks: u64,
@@ -265,18 +264,18 @@ impl Generator {
         poller.add(sip_socket.as_raw_fd(), SIP_TOKEN)?;
         let started = Instant::now();
         let mut phones = Vec::with_capacity(args.members);
-        let mut talker_number = 0;
+        let mut phase_members = vec![Vec::new(); PHASES];
+        let mut room_sizes = vec![0; room_names.len()];
+        let mut talkers = 0;
         for index in 0..args.members {
             let room = index % room_names.len();
             let rank = index / room_names.len();
-            let role = if rank >= args.talkers {
-                Role::Listener
-            } else if rank == 0 {
-                Role::Marker
-            } else {
-                talker_number += 1;
-                Role::Talker(talker_number)
-            };
+            room_sizes[room] += 1;
+            phase_members[rank % PHASES].push(index);
+            let talker = (rank < args.talkers).then(|| {
+                talkers += 1;
+                talkers - 1
+            });
             let socket =
                 net::bind_udp(SocketAddr::new(args.local_ip, 0), None).map_err(|error| {
                     LoadError::Sockets {
@@ -292,7 +291,8 @@ impl Generator {
             let mut rng = rand::rng();
             phones.push(Phone {
                 room,
-                role,
+                rank,
+                talker,
                 socket,
                 dialog,
                 state: CallState::NotYet,
@@ -331,12 +331,15 @@ impl Generator {
             rtp_in: ReceiveBatch::new(8),
             rtp_out: SendBatch::new(MAX_CATCH_UP_FRAMES as usize),
             started,
-            next_tick: [0; 2],
+            phase_members,
+            next_tick: [0; PHASES],
+            room_sizes,
             next_call: 0,
             window: None,
-            pip_sent_ns: vec![None; room_names.len()],
-            pips_started: 0,
+            pip_sent: vec![None; room_names.len()],
+            pips_sent: vec![0; room_names.len()],
             delays_ms: Vec::with_capacity(expected_pips as usize + 16),
+            window_packets: 0,
             arrival_lateness: Histogram::default(),
             tick_lateness: Histogram::default(),
             late_ticks: 0,
@@ -352,29 +355,17 @@ impl Generator {
         self.started + TICK * tick as u32
     }
 
-    /// When `pass` sends its next tick.
-    fn send_at(&self, pass: Pass) -> Instant {
-        let tick = self.next_tick[pass as usize];
-        match pass {
-            Pass::Phones => self.tick_at(tick),
-            Pass::Markers => self.tick_at(tick) + self.marker_offset(tick),
-        }
+    /// When send phase `phase` sends its next tick.
+    fn send_at(&self, phase: usize) -> Instant {
+        self.tick_at(self.next_tick[phase]) + Duration::from_millis(phase as u64)
     }
 
-    /// The markers' send phase during the pip period holding `tick`. Successive
-    /// pips step through the 20 ms tick by the golden ratio, so the delay figures
-    /// cover every phase between a phone's packet and the bridge's tick, as
-    /// phones with free-running clocks would, rather than the one phase this
-    /// run happened to start at.
-    fn marker_offset(&self, tick: u64) -> Duration {
-        let Some(first) = self.window.as_ref().map(|w| w.first_tick) else {
-            return Duration::ZERO;
-        };
-        if tick < first {
-            return Duration::ZERO;
-        }
-        let period = (tick - first) / PIP_PERIOD_TICKS + 1;
-        TICK.mul_f64((period as f64 * 0.618_033_988_749_895).fract())
+    /// The next send of any phase.
+    fn next_send_at(&self) -> Instant {
+        (0..PHASES)
+            .map(|phase| self.send_at(phase))
+            .min()
+            .unwrap_or(self.started)
     }
 
     fn call_at(&self, call: usize) -> Instant {
@@ -392,9 +383,9 @@ impl Generator {
                 self.retransmit_and_time_out(now);
                 next_scan = now + Duration::from_millis(50);
             }
-            for pass in [Pass::Phones, Pass::Markers] {
-                if hangup_started.is_none() && now >= self.send_at(pass) {
-                    self.send_due_frames(now, pass);
+            for phase in 0..PHASES {
+                if hangup_started.is_none() && now >= self.send_at(phase) {
+                    self.send_due_frames(now, phase);
                 }
             }
             if self.window.is_none() && self.every_call_resolved() {
@@ -422,9 +413,7 @@ impl Generator {
 
             let mut wake = next_progress.min(next_scan);
             if hangup_started.is_none() {
-                wake = wake
-                    .min(self.send_at(Pass::Phones))
-                    .min(self.send_at(Pass::Markers));
+                wake = wake.min(self.next_send_at());
             }
             if self.next_call < self.phones.len() {
                 wake = wake.min(self.call_at(self.next_call));
@@ -578,16 +567,14 @@ impl Generator {
         }
     }
 
-    /// Sends every up phone of `pass` the frames due since its last tick, in
-    /// one `sendmmsg` per phone.
-    fn send_due_frames(&mut self, now: Instant, pass: Pass) {
-        let scheduled = self.send_at(pass);
+    /// Sends every up phone of send phase `phase` the frames due since its last
+    /// tick, in one `sendmmsg` per phone.
+    fn send_due_frames(&mut self, now: Instant, phase: usize) {
+        let scheduled = self.send_at(phase);
         let lateness = now.saturating_duration_since(scheduled);
-        if pass == Pass::Phones {
-            self.tick_lateness.record(lateness.as_nanos() as i64);
-            if lateness > Duration::from_millis(5) {
-                self.late_ticks += 1;
-            }
+        self.tick_lateness.record(lateness.as_nanos() as i64);
+        if lateness > Duration::from_millis(5) {
+            self.late_ticks += 1;
         }
         let behind = (lateness.as_nanos() / TICK.as_nanos()) as u64 + 1;
         let frames = behind.min(MAX_CATCH_UP_FRAMES);
@@ -596,49 +583,48 @@ impl Generator {
             let elapsed = now.duration_since(self.started);
             (elapsed.as_nanos() / TICK.as_nanos()) as u64 + 1 - frames
         } else {
-            self.next_tick[pass as usize]
+            self.next_tick[phase]
         };
+        self.next_tick[phase] = first_tick + frames;
         let window_first_tick = self.window.as_ref().map(|w| w.first_tick);
         let window_opens =
             window_first_tick.is_some_and(|t| (first_tick..first_tick + frames).contains(&t));
-        if pass == Pass::Phones && window_opens {
+        if phase == 0 && window_opens {
             self.mark_window_start();
         }
         let measuring_from = window_first_tick.unwrap_or(u64::MAX);
         let window_end_tick = window_first_tick
             .map(|t| t + (self.duration.as_nanos() / TICK.as_nanos()) as u64)
             .unwrap_or(0);
-        for index in 0..self.phones.len() {
+        for member in 0..self.phase_members[phase].len() {
+            let index = self.phase_members[phase][member];
             let phone = &mut self.phones[index];
             let Some(remote) = phone.remote_rtp else {
                 continue;
             };
-            if phone.state != CallState::Up
-                || (phone.role == Role::Marker) != (pass == Pass::Markers)
-            {
+            if phone.state != CallState::Up {
                 continue;
             }
+            let markers = self.room_sizes[phone.room].min(PHASES);
             let mut pip_sent = false;
             for tick in first_tick..first_tick + frames {
-                let pip_part = if tick >= measuring_from && tick < window_end_tick {
-                    let phase = (tick - measuring_from) % PIP_PERIOD_TICKS;
-                    let start = PIP_PERIOD_TICKS / 2;
-                    (start..start + PIP_FRAMES as u64)
-                        .contains(&phase)
-                        .then(|| (phase - start) as usize)
-                } else {
-                    None
-                };
-                let payload = match phone.role {
-                    Role::Marker => match pip_part {
-                        Some(part) => {
-                            pip_sent |= part == 0;
-                            self.sounds.pip_frame(part)
-                        }
-                        None => self.sounds.voice_frame(0, phone.frames_sent),
-                    },
-                    Role::Talker(n) => self.sounds.voice_frame(n, phone.frames_sent),
-                    Role::Listener => self.sounds.noise_frame(phone.frames_sent),
+                // Pip period p (1 s) belongs to the room's phone of rank p % markers.
+                let pip_part = (tick >= measuring_from && tick < window_end_tick)
+                    .then(|| {
+                        let since = tick - measuring_from;
+                        let period = (since / PIP_PERIOD_TICKS) as usize;
+                        let part = (since % PIP_PERIOD_TICKS).checked_sub(PIP_PERIOD_TICKS / 2)?;
+                        (period % markers == phone.rank && part < PIP_FRAMES as u64)
+                            .then_some(part as usize)
+                    })
+                    .flatten();
+                let payload = match (pip_part, phone.talker) {
+                    (Some(part), _) => {
+                        pip_sent |= part == 0;
+                        self.sounds.pip_frame(part)
+                    }
+                    (None, Some(talker)) => self.sounds.voice_frame(talker, phone.frames_sent),
+                    (None, None) => self.sounds.noise_frame(phone.frames_sent),
                 };
                 let (pt, seq, ts, ssrc) = (
                     self.codec.payload_type(),
@@ -660,14 +646,13 @@ impl Generator {
                 phone.timestamp = phone.timestamp.wrapping_add(FRAME_SAMPLES as u32);
                 phone.frames_sent += 1;
             }
-            if pip_sent {
-                self.pip_sent_ns[phone.room] = Some(net::realtime_ns());
-                self.pips_started += 1;
-            }
             let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
+            if pip_sent {
+                self.pip_sent[phone.room] = Some((net::realtime_ns(), index));
+                self.pips_sent[phone.room] += 1;
+            }
             self.send_refused += frames - accepted as u64;
         }
-        self.next_tick[pass as usize] = first_tick + frames;
     }
 
     fn handle_ready(&mut self, ready: usize) -> Result<(), LoadError> {
@@ -691,8 +676,9 @@ impl Generator {
             rtp_in,
             sounds,
             window,
-            pip_sent_ns,
+            pip_sent,
             delays_ms,
+            window_packets,
             arrival_lateness,
             codec,
             ..
@@ -714,14 +700,15 @@ impl Generator {
             if arrival_ns < window.start_ns || arrival_ns >= window.end_ns {
                 continue;
             }
+            *window_packets += 1;
             if let Some(late) = lateness {
                 arrival_lateness.record(late);
             }
             let samples = sounds.decode(payload, &mut pcm);
             let onset = phone.hearing.hear(&pcm[..samples], arrival_ns);
-            if let (Some(onset), Some(sent)) = (onset, pip_sent_ns[phone.room]) {
-                let delay_ns = onset - sent;
-                if phone.role != Role::Marker
+            if let (Some(onset), Some((sent_ns, sender))) = (onset, pip_sent[phone.room]) {
+                let delay_ns = onset - sent_ns;
+                if sender != index
                     && (0..1_000_000_000).contains(&delay_ns)
                     && delays_ms.len() < delays_ms.capacity()
                 {
@@ -885,7 +872,7 @@ impl Generator {
         let rooms_with_talkers = self.talkers_per_room > 0;
         let listeners: Vec<&&Phone> = answered
             .iter()
-            .filter(|p| p.role == Role::Listener && rooms_with_talkers)
+            .filter(|p| p.talker.is_none() && rooms_with_talkers)
             .collect();
         let mut levels: Vec<f64> = listeners
             .iter()
@@ -901,11 +888,19 @@ impl Generator {
         } else {
             let mut delays = self.delays_ms.clone();
             delays.sort_by(|a, b| a.total_cmp(b));
-            let hearers = answered.iter().filter(|p| p.role != Role::Marker).count() as u64;
-            let pips_per_room = self.pips_started / self.room_names.len().max(1) as u64;
+            let mut up_per_room = vec![0u64; self.room_names.len()];
+            for phone in &answered {
+                up_per_room[phone.room] += 1;
+            }
+            let expected: u64 = self
+                .pips_sent
+                .iter()
+                .zip(&up_per_room)
+                .map(|(pips, up)| pips * up.saturating_sub(1))
+                .sum();
             Some(report::Delay {
                 samples: delays.len() as u64,
-                expected: pips_per_room * hearers,
+                expected,
                 p50_ms: report::percentile_sorted(&delays, 0.5),
                 p99_ms: report::percentile_sorted(&delays, 0.99),
                 max_ms: delays[delays.len() - 1],
@@ -924,6 +919,9 @@ impl Generator {
                 Some(report::Bridge {
                     pid,
                     cpu_us_per_member_tick: cpu_us / (members * ticks),
+                    cpu_us_per_packet_delivered: cpu_us / self.window_packets.max(1) as f64,
+                    member_ticks_delivered_percent: self.window_packets as f64 / (members * ticks)
+                        * 100.0,
                     cpu_percent_of_core: cpu_us / (window_s * 1e6) * 100.0,
                     rss_mb: rss_kb as f64 / 1024.0,
                 })

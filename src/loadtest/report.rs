@@ -258,6 +258,12 @@ pub struct Bridge {
     pub pid: u32,
     /// Bridge CPU time over the window / (members x 20 ms ticks in the window).
     pub cpu_us_per_member_tick: f64,
+    /// Bridge CPU time over the window / packets it delivered to the phones in
+    /// it: the same figure per tick actually served, which stays honest when a
+    /// starved bridge skips ticks.
+    pub cpu_us_per_packet_delivered: f64,
+    /// Packets delivered in the window / (members x ticks): 100 when no tick was skipped.
+    pub member_ticks_delivered_percent: f64,
     /// Bridge CPU as a share of one core over the window.
     pub cpu_percent_of_core: f64,
     pub rss_mb: f64,
@@ -360,8 +366,13 @@ impl Report {
         if let Some(b) = &self.bridge {
             let _ = writeln!(
                 out,
-                "bridge      pid {}: {:.2} us CPU per member per tick ({:.1} % of a core), RSS {:.1} MB",
-                b.pid, b.cpu_us_per_member_tick, b.cpu_percent_of_core, b.rss_mb
+                "bridge      pid {}: {:.2} us CPU per member per tick ({:.2} per packet delivered, {:.1} % of member-ticks delivered), {:.1} % of a core, RSS {:.1} MB",
+                b.pid,
+                b.cpu_us_per_member_tick,
+                b.cpu_us_per_packet_delivered,
+                b.member_ticks_delivered_percent,
+                b.cpu_percent_of_core,
+                b.rss_mb
             );
         }
         let g = &self.generator;
