@@ -25,7 +25,7 @@ enum Commands {
     Run,
     /// Check a configuration file; print the first error with its key and line.
     CheckConfig,
-    /// Simulate phones calling a running bridge and report what it did.
+    /// Simulate phones calling a running bridge and report what it did (exit 2 if a call failed).
     Loadtest(sipconf::loadtest::LoadtestArgs),
 }
 

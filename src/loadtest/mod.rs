@@ -120,7 +120,8 @@ pub enum LoadError {
     Io(#[from] io::Error),
 }
 
-/// Runs `sipconf loadtest`: prints the report, writes the JSON if asked.
+/// Runs `sipconf loadtest`: prints the report and writes the JSON if asked.
+/// Exits 1 when the test could not run, 2 when it ran but some call failed.
 pub fn main(args: &LoadtestArgs) -> ExitCode {
     let report = match run(args, &mut io::stderr()) {
         Ok(report) => report,
@@ -138,6 +139,9 @@ pub fn main(args: &LoadtestArgs) -> ExitCode {
             eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
         }
+    }
+    if report.calls.failed > 0 {
+        return ExitCode::from(2);
     }
     ExitCode::SUCCESS
 }
