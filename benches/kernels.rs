@@ -1,6 +1,7 @@
 //! The per-packet and per-frame kernels of the media and signalling paths, one
 //! bench each: G.711 both laws both ways, the noise gate, the jitter buffer,
-//! RTP parse and build, and SIP parse. The mixer tick with 10/100/1000 members
+//! RTP parse and build, and SIP parse; and, for scale, the loopback socket
+//! calls the engine makes per member per tick. The mixer tick with 10/100/1000 members
 //! is `benches/mixer.rs` (`cargo bench --bench mixer`); it is not repeated here.
 //! The Goertzel frame joins when the DTMF detector lands.
 //!
@@ -12,7 +13,7 @@ use sipconf::media::mixer::NoiseGate;
 use sipconf::media::rtp::{write_rtp, RtpHeader, RtpPacket, RtpSender, RTP_HEADER_BYTES};
 use sipconf::media::Codec;
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 const FRAME_SAMPLES: usize = 160;
 
@@ -141,5 +142,66 @@ fn sip_parse(criterion: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, g711, noise_gate, jitter_buffer, rtp, sip_parse);
+/// Not a kernel of ours but the floor under them: what the engine's socket
+/// calls cost on this machine, per call. A read that finds nothing (`EAGAIN`)
+/// is what the engine does twice per member per tick after the real read.
+fn sockets(criterion: &mut Criterion) {
+    let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    receiver.set_nonblocking(true).expect("nonblocking");
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = receiver.local_addr().expect("address");
+    let packet = [0x55u8; RTP_HEADER_BYTES + FRAME_SAMPLES];
+    let mut buffer = [0u8; 1500];
+    criterion.bench_function("udp_recv_from_would_block", |bench| {
+        bench.iter(|| receiver.recv_from(&mut buffer).is_err())
+    });
+    criterion.bench_function("udp_send_and_recv_172_bytes_loopback", |bench| {
+        bench.iter(|| {
+            sender.send_to(black_box(&packet), to).expect("send");
+            receiver.recv_from(&mut buffer).map(|(n, _)| n)
+        })
+    });
+}
+
+/// The same packets 64 at a time through one socket each way (`sendmmsg`,
+/// `recvmmsg`, with the load generator's batches), as a media thread with one
+/// shared RTP socket would move them. Divide by 64 for the cost per packet.
+fn socket_batches(criterion: &mut Criterion) {
+    use sipconf::loadtest::net::{RawAddr, ReceiveBatch, SendBatch};
+    use std::os::fd::AsRawFd;
+    const BATCH: usize = 64;
+    let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    receiver.set_nonblocking(true).expect("nonblocking");
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = RawAddr::new(receiver.local_addr().expect("address"));
+    let mut out = SendBatch::new(BATCH);
+    let mut into = ReceiveBatch::new(BATCH);
+    criterion.bench_function("udp_sendmmsg_and_recvmmsg_64x172_bytes_loopback", |bench| {
+        bench.iter(|| {
+            for _ in 0..BATCH {
+                out.push(&to, |buffer| {
+                    buffer[..RTP_HEADER_BYTES + FRAME_SAMPLES].fill(0x55);
+                    RTP_HEADER_BYTES + FRAME_SAMPLES
+                });
+            }
+            let sent = out.send(sender.as_raw_fd());
+            let mut received = 0;
+            while received < sent {
+                received += into.receive(receiver.as_raw_fd(), BATCH).expect("recvmmsg");
+            }
+            received
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    g711,
+    noise_gate,
+    jitter_buffer,
+    rtp,
+    sip_parse,
+    sockets,
+    socket_batches
+);
 criterion_main!(benches);

@@ -16,7 +16,7 @@
 //! See `audio` for the signals and `report` for the figures.
 
 pub mod audio;
-mod net;
+pub mod net;
 pub mod report;
 pub mod sip;
 
