@@ -31,12 +31,17 @@ enum Commands {
         /// The WAV file to read.
         file: PathBuf,
     },
+    /// Simulate phones calling a running bridge and report what it did (exit 2 if a call failed).
+    Loadtest(sipconf::loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Commands::Dtmf { file }) = &cli.command {
-        return dtmf(file);
+    // These read files or call a bridge: they need no configuration of their own.
+    match &cli.command {
+        Some(Commands::Dtmf { file }) => return dtmf(file),
+        Some(Commands::Loadtest(args)) => return sipconf::loadtest::main(args),
+        _ => {}
     }
     let path = config::resolve_path(cli.config);
     let config = match Config::load(&path) {
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         }
         Commands::Run => run(config),
         Commands::Dtmf { file } => dtmf(&file),
+        Commands::Loadtest(args) => sipconf::loadtest::main(&args),
     }
 }
 

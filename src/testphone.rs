@@ -144,7 +144,8 @@ fn long_header_name(name: &str) -> String {
     long.to_string()
 }
 
-fn tag_param(header: &str) -> Option<String> {
+/// The `tag` parameter of a From or To header value.
+pub fn tag_param(header: &str) -> Option<String> {
     header
         .split(';')
         .skip(1)
@@ -839,7 +840,8 @@ fn request_uri_of(request: &str) -> String {
         .to_string()
 }
 
-fn uri_of(name_addr: &str) -> String {
+/// The URI inside a name-addr (`"Bob" <sip:b@h>;x` -> `sip:b@h`).
+pub fn uri_of(name_addr: &str) -> String {
     match (name_addr.find('<'), name_addr.find('>')) {
         (Some(a), Some(b)) if a < b => name_addr[a + 1..b].to_string(),
         _ => name_addr
@@ -852,7 +854,7 @@ fn uri_of(name_addr: &str) -> String {
 }
 
 /// A response to a request, copying Via, From, To, Call-ID and CSeq.
-fn response_to(request: &[u8], code: u16, reason: &str) -> String {
+pub fn response_to(request: &[u8], code: u16, reason: &str) -> String {
     let text = String::from_utf8_lossy(request);
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     for line in text.split("\r\n").skip(1) {

@@ -1,0 +1,1052 @@
+//! `sipconf loadtest`: N simulated phones against a running bridge, each a real
+//! SIP call over UDP with real-paced G.711 RTP, driven from one thread so the
+//! generator stays far cheaper than what it measures.
+//!
+//! One loop does everything: it places calls at `--ramp` per second, sends
+//! every phone's frame on an absolute 20 ms schedule (one `sendmmsg` per
+//! phone socket per tick, more frames in the same call if the loop fell
+//! behind), and reads whichever of the thousands of phone sockets epoll says
+//! are ready with `recvmmsg`, using kernel arrival timestamps so the loop's own
+//! delays do not show up as the bridge's. Like real phones with free-running
+//! clocks, the phones send at different phases of the 20 ms tick (`PHASES`
+//! slots 1 ms apart). Talkers send speech-like audio, the others low noise;
+//! every second one of the first `PHASES` phones of a room, in turn, sends a
+//! 2 kHz pip whose onset everyone else in the room times: the bridge-added
+//! delay, over every phase between a packet's arrival and the bridge's tick.
+//! See `audio` for the signals and `report` for the figures.
+
+pub mod audio;
+pub mod net;
+pub mod report;
+pub mod sip;
+
+use crate::media::Codec;
+use crate::testphone::{response_to, SipText};
+use audio::{Hearing, Sounds, FRAME_SAMPLES, PIP_FRAMES};
+use net::{Poller, RawAddr, ReceiveBatch, SendBatch};
+use report::{Histogram, Reception, Report, Spread};
+use sip::{Dialog, T1_MS, TRANSACTION_TIMEOUT_MS};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// One RTP frame.
+const TICK: Duration = Duration::from_millis(20);
+/// After the last call is answered, this long passes before measuring, so jitter
+/// buffers fill and noise gates settle.
+const SETTLE: Duration = Duration::from_secs(1);
+/// The marker pip repeats every this many ticks (1 s), halfway through each second.
+const PIP_PERIOD_TICKS: u64 = 50;
+/// How long to wait for answers to our BYEs at the end.
+const HANGUP_WAIT: Duration = Duration::from_secs(10);
+/// A listener quieter than this did not hear the talkers.
+const HEARING_THRESHOLD_DBFS: f64 = -45.0;
+/// epoll token of the SIP socket; phone sockets use their index.
+const SIP_TOKEN: u64 = u64::MAX;
+/// Send phases, 1 ms apart: phone `rank` in its room sends at `rank % PHASES` ms
+/// into each tick.
+const PHASES: usize = 20;
+/// Frames one phone may send in one tick when the loop fell behind; further
+/// behind, the schedule restarts.
+const MAX_CATCH_UP_FRAMES: u64 = 5;
+const RTP_HEADER_BYTES: usize = 12;
+
+/// The command line of `sipconf loadtest`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadtestArgs {
+    /// The bridge's SIP address.
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    pub target: SocketAddr,
+    /// The room number dialled (the first room when `--rooms` > 1).
+    #[arg(long, default_value = "1000")]
+    pub room: String,
+    /// Simulated phones.
+    #[arg(long, default_value_t = 20)]
+    pub members: usize,
+    /// Talkers in each room; the others send low noise.
+    #[arg(long, default_value_t = 3)]
+    pub talkers: usize,
+    /// Members are spread round-robin over rooms `room`, `room+1`, ...
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// pcmu or pcma.
+    #[arg(long, default_value = "pcmu", value_parser = parse_codec)]
+    pub codec: Codec,
+    /// Seconds measured once every call is up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Calls placed per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub ramp: f64,
+    /// The bridge's process id on this host: measure its CPU and RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Also write the report here as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Local address for the phones' sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub local_ip: IpAddr,
+}
+
+fn parse_codec(text: &str) -> Result<Codec, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "pcmu" | "ulaw" => Ok(Codec::Pcmu),
+        "pcma" | "alaw" => Ok(Codec::Pcma),
+        other => Err(format!("unknown codec {other:?} (pcmu or pcma)")),
+    }
+}
+
+/// Why a load test could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("--members must be at least 1 and --rooms between 1 and --members")]
+    BadCounts,
+    #[error("--rooms > 1 needs a numeric --room, not {0:?}")]
+    RoomNotNumeric(String),
+    #[error("--duration and --ramp must be positive")]
+    BadTimes,
+    #[error("cannot open sockets for {members} phones ({error}); the open-file limit is {limit}")]
+    Sockets {
+        members: usize,
+        limit: u64,
+        error: io::Error,
+    },
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs `sipconf loadtest`: prints the report and writes the JSON if asked.
+/// Exits 1 when the test could not run, 2 when it ran but some call failed.
+pub fn main(args: &LoadtestArgs) -> ExitCode {
+    let report = match run(args, &mut io::stderr()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("sipconf loadtest: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report.to_text());
+    if let Some(path) = &args.json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(io::Error::other)
+            .and_then(|json| std::fs::write(path, json + "\n"));
+        if let Err(e) = written {
+            eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    if report.calls.failed > 0 {
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the load test; progress lines go to `progress` once a second.
+pub fn run(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<Report, LoadError> {
+    if args.members == 0 || args.rooms == 0 || args.rooms > args.members {
+        return Err(LoadError::BadCounts);
+    }
+    if !(args.duration > 0.0 && args.ramp > 0.0) {
+        return Err(LoadError::BadTimes);
+    }
+    let first_room: Option<u64> = args.room.parse().ok();
+    if args.rooms > 1 && first_room.is_none() {
+        return Err(LoadError::RoomNotNumeric(args.room.clone()));
+    }
+    let mut generator = Generator::new(args)?;
+    generator.run(progress)?;
+    Ok(generator.report())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    NotYet,
+    Inviting { provisional: bool },
+    Up,
+    Failed,
+    HangingUp,
+    Ended,
+}
+
+struct Phone {
+    room: usize,
+    /// Place in the room: ranks below `--talkers` talk, ranks below `PHASES` send pips.
+    rank: usize,
+    /// Talker number (for its voice), if it talks.
+    talker: Option<usize>,
+    socket: UdpSocket,
+    dialog: Dialog,
+    state: CallState,
+    invite_at: Instant,
+    next_retransmit: Instant,
+    retransmit_interval: Duration,
+    /// The BYE, kept for retransmission.
+    bye: String,
+    bye_at: Instant,
+    setup_ms: Option<f64>,
+    remote_rtp: Option<RawAddr>,
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    frames_sent: u64,
+    reception: Reception,
+    hearing: Hearing,
+    hung_up_by_bridge: bool,
+    hangup_failed: bool,
+}
+
+/// What happened during the measurement window.
+struct Window {
+    start: Instant,
+    end: Instant,
+    first_tick: u64,
+    start_ns: i64,
+    end_ns: i64,
+    bridge_cpu_us: Option<u64>,
+    own_cpu_us: u64,
+}
+
+struct Generator {
+    target: SocketAddr,
+    codec: Codec,
+    room_names: Vec<String>,
+    talkers_per_room: usize,
+    ramp_per_s: f64,
+    duration: Duration,
+    pid: Option<u32>,
+    sounds: Sounds,
+    sip_socket: UdpSocket,
+    phones: Vec<Phone>,
+    poller: Poller,
+    sip_in: ReceiveBatch,
+    sip_out: SendBatch,
+    rtp_in: ReceiveBatch,
+    rtp_out: SendBatch,
+    started: Instant,
+    /// Phones by send phase (index into `phones`).
+    phase_members: Vec<Vec<usize>>,
+    /// The next tick each send phase sends.
+    next_tick: [u64; PHASES],
+    /// Members per room.
+    room_sizes: Vec<usize>,
+    next_call: usize,
+    window: Option<Window>,
+    /// Send time (CLOCK_REALTIME ns) and sender of the latest pip in each room.
+    pip_sent: Vec<Option<(i64, usize)>>,
+    /// Pips sent in each room.
+    pips_sent: Vec<u64>,
+    delays_ms: Vec<f64>,
+    /// RTP packets from the bridge that arrived in the window: member-ticks it served.
+    window_packets: u64,
+    arrival_lateness: Histogram,
+    tick_lateness: Histogram,
+    late_ticks: u64,
+    send_refused: u64,
+    failures: BTreeMap<String, u64>,
+    /// Bridge CPU and RSS figures at the window's end.
+    bridge_end: Option<(u64, u64)>,
+    own_cpu_end_us: u64,
+}
+
+impl Generator {
+    fn new(args: &LoadtestArgs) -> Result<Generator, LoadError> {
+        let limit = net::raise_open_file_limit();
+        let room_names: Vec<String> = match args.room.parse::<u64>() {
+            Ok(first) if args.rooms > 1 => (0..args.rooms as u64)
+                .map(|n| (first + n).to_string())
+                .collect(),
+            _ => vec![args.room.clone()],
+        };
+        let sip_socket = net::bind_udp(SocketAddr::new(args.local_ip, 0), Some(8 << 20))?;
+        let local_sip = sip_socket.local_addr()?;
+        let poller = Poller::new(1024)?;
+        poller.add(sip_socket.as_raw_fd(), SIP_TOKEN)?;
+        let started = Instant::now();
+        let mut phones = Vec::with_capacity(args.members);
+        let mut phase_members = vec![Vec::new(); PHASES];
+        let mut room_sizes = vec![0; room_names.len()];
+        let mut talkers = 0;
+        for index in 0..args.members {
+            let room = index % room_names.len();
+            let rank = index / room_names.len();
+            room_sizes[room] += 1;
+            phase_members[rank % PHASES].push(index);
+            let talker = (rank < args.talkers).then(|| {
+                talkers += 1;
+                talkers - 1
+            });
+            let socket =
+                net::bind_udp(SocketAddr::new(args.local_ip, 0), None).map_err(|error| {
+                    LoadError::Sockets {
+                        members: args.members,
+                        limit,
+                        error,
+                    }
+                })?;
+            poller.add(socket.as_raw_fd(), index as u64)?;
+            let mut dialog = Dialog::new(index, &room_names[room], args.target, local_sip);
+            dialog.build_invite(socket.local_addr()?, args.codec);
+            use rand::Rng;
+            let mut rng = rand::rng();
+            phones.push(Phone {
+                room,
+                rank,
+                talker,
+                socket,
+                dialog,
+                state: CallState::NotYet,
+                invite_at: started,
+                next_retransmit: started,
+                retransmit_interval: Duration::from_millis(T1_MS),
+                bye: String::new(),
+                bye_at: started,
+                setup_ms: None,
+                remote_rtp: None,
+                ssrc: rng.random(),
+                sequence: rng.random(),
+                timestamp: rng.random(),
+                frames_sent: 0,
+                reception: Reception::default(),
+                hearing: Hearing::default(),
+                hung_up_by_bridge: false,
+                hangup_failed: false,
+            });
+        }
+        let listeners = args.members as f64;
+        let expected_pips = (args.duration + 1.0) * listeners;
+        Ok(Generator {
+            target: args.target,
+            codec: args.codec,
+            talkers_per_room: args.talkers,
+            ramp_per_s: args.ramp,
+            duration: Duration::from_secs_f64(args.duration),
+            pid: args.pid,
+            sounds: Sounds::new(args.codec),
+            sip_socket,
+            phones,
+            poller,
+            sip_in: ReceiveBatch::new(64),
+            sip_out: SendBatch::new(64),
+            rtp_in: ReceiveBatch::new(8),
+            rtp_out: SendBatch::new(MAX_CATCH_UP_FRAMES as usize),
+            started,
+            phase_members,
+            next_tick: [0; PHASES],
+            room_sizes,
+            next_call: 0,
+            window: None,
+            pip_sent: vec![None; room_names.len()],
+            pips_sent: vec![0; room_names.len()],
+            delays_ms: Vec::with_capacity(expected_pips as usize + 16),
+            window_packets: 0,
+            arrival_lateness: Histogram::default(),
+            tick_lateness: Histogram::default(),
+            late_ticks: 0,
+            send_refused: 0,
+            failures: BTreeMap::new(),
+            bridge_end: None,
+            own_cpu_end_us: 0,
+            room_names,
+        })
+    }
+
+    fn tick_at(&self, tick: u64) -> Instant {
+        self.started + TICK * tick as u32
+    }
+
+    /// When send phase `phase` sends its next tick.
+    fn send_at(&self, phase: usize) -> Instant {
+        self.tick_at(self.next_tick[phase]) + Duration::from_millis(phase as u64)
+    }
+
+    /// The next send of any phase.
+    fn next_send_at(&self) -> Instant {
+        (0..PHASES)
+            .map(|phase| self.send_at(phase))
+            .min()
+            .unwrap_or(self.started)
+    }
+
+    fn call_at(&self, call: usize) -> Instant {
+        self.started + Duration::from_secs_f64(call as f64 / self.ramp_per_s)
+    }
+
+    fn run(&mut self, progress: &mut dyn Write) -> Result<(), LoadError> {
+        let mut next_progress = self.started + Duration::from_secs(1);
+        let mut next_scan = self.started;
+        let mut hangup_started: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            self.place_due_calls(now);
+            if now >= next_scan {
+                self.retransmit_and_time_out(now);
+                next_scan = now + Duration::from_millis(50);
+            }
+            for phase in 0..PHASES {
+                if hangup_started.is_none() && now >= self.send_at(phase) {
+                    self.send_due_frames(now, phase);
+                }
+            }
+            if self.window.is_none() && self.every_call_resolved() {
+                self.open_window(now + SETTLE);
+            }
+            if let Some(end) = self.window.as_ref().map(|w| w.end) {
+                if hangup_started.is_none() && now >= end {
+                    self.close_window();
+                    self.hang_up_all(now);
+                    hangup_started = Some(now);
+                }
+            }
+            if let Some(since) = hangup_started {
+                let waiting = self.phones.iter().any(|p| p.state == CallState::HangingUp);
+                if !waiting || now.duration_since(since) > HANGUP_WAIT {
+                    self.flush_sip();
+                    break;
+                }
+            }
+            if now >= next_progress {
+                self.print_progress(progress, now);
+                next_progress += Duration::from_secs(1);
+            }
+            self.flush_sip();
+
+            let mut wake = next_progress.min(next_scan);
+            if hangup_started.is_none() {
+                wake = wake.min(self.next_send_at());
+            }
+            if self.next_call < self.phones.len() {
+                wake = wake.min(self.call_at(self.next_call));
+            }
+            let now = Instant::now();
+            let wait = wake.saturating_duration_since(now);
+            let ready = if wait > Duration::ZERO && wait < Duration::from_millis(1) {
+                // epoll counts in milliseconds; arrivals meanwhile keep their kernel stamps.
+                std::thread::sleep(wait);
+                self.poller.wait(0)?
+            } else {
+                self.poller.wait(wait.as_millis() as i32)?
+            };
+            self.handle_ready(ready)?;
+        }
+        Ok(())
+    }
+
+    fn every_call_resolved(&self) -> bool {
+        self.next_call == self.phones.len()
+            && self
+                .phones
+                .iter()
+                .all(|p| !matches!(p.state, CallState::NotYet | CallState::Inviting { .. }))
+    }
+
+    fn open_window(&mut self, start: Instant) {
+        let now_ns = net::realtime_ns();
+        let to_start = start.saturating_duration_since(Instant::now());
+        let start_ns = now_ns + to_start.as_nanos() as i64;
+        let first_tick = (start.duration_since(self.started).as_nanos() / TICK.as_nanos()) as u64;
+        self.window = Some(Window {
+            start,
+            end: start + self.duration,
+            first_tick,
+            start_ns,
+            end_ns: start_ns + self.duration.as_nanos() as i64,
+            bridge_cpu_us: None,
+            own_cpu_us: 0,
+        });
+    }
+
+    fn close_window(&mut self) {
+        if let Some(pid) = self.pid {
+            if let (Some(cpu), Some(rss)) = (bridge_cpu_us(pid), bridge_rss_kb(pid)) {
+                self.bridge_end = Some((cpu, rss));
+            }
+        }
+        self.own_cpu_end_us = net::own_cpu_us();
+    }
+
+    /// Samples CPU counters when the window opens (called from the tick).
+    fn mark_window_start(&mut self) {
+        let pid = self.pid;
+        if let Some(window) = self.window.as_mut() {
+            window.bridge_cpu_us = pid.and_then(bridge_cpu_us);
+            window.own_cpu_us = net::own_cpu_us();
+        }
+    }
+
+    fn place_due_calls(&mut self, now: Instant) {
+        let mut placed = 0;
+        while self.next_call < self.phones.len() && now >= self.call_at(self.next_call) {
+            let index = self.next_call;
+            self.next_call += 1;
+            let phone = &mut self.phones[index];
+            phone.state = CallState::Inviting { provisional: false };
+            phone.invite_at = now;
+            phone.retransmit_interval = Duration::from_millis(T1_MS);
+            phone.next_retransmit = now + phone.retransmit_interval;
+            let invite = std::mem::take(&mut phone.dialog.invite);
+            self.send_sip(invite.as_bytes(), self.target);
+            self.phones[index].dialog.invite = invite;
+            placed += 1;
+            if placed == 64 {
+                // Let answers in before placing more.
+                break;
+            }
+        }
+    }
+
+    fn retransmit_and_time_out(&mut self, now: Instant) {
+        for index in 0..self.phones.len() {
+            let phone = &mut self.phones[index];
+            match phone.state {
+                CallState::Inviting { provisional } => {
+                    if now.duration_since(phone.invite_at)
+                        > Duration::from_millis(TRANSACTION_TIMEOUT_MS)
+                    {
+                        phone.state = CallState::Failed;
+                        *self.failures.entry("timeout".into()).or_default() += 1;
+                    } else if !provisional && now >= phone.next_retransmit {
+                        phone.retransmit_interval =
+                            (phone.retransmit_interval * 2).min(Duration::from_millis(8 * T1_MS));
+                        phone.next_retransmit = now + phone.retransmit_interval;
+                        let invite = std::mem::take(&mut phone.dialog.invite);
+                        self.send_sip(invite.as_bytes(), self.target);
+                        self.phones[index].dialog.invite = invite;
+                    }
+                }
+                CallState::HangingUp => {
+                    if now.duration_since(phone.bye_at) > HANGUP_WAIT {
+                        phone.state = CallState::Ended;
+                        phone.hangup_failed = true;
+                    } else if now >= phone.next_retransmit {
+                        phone.retransmit_interval =
+                            (phone.retransmit_interval * 2).min(Duration::from_millis(8 * T1_MS));
+                        phone.next_retransmit = now + phone.retransmit_interval;
+                        let bye = std::mem::take(&mut phone.bye);
+                        self.send_sip(bye.as_bytes(), self.target);
+                        self.phones[index].bye = bye;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hang_up_all(&mut self, now: Instant) {
+        for index in 0..self.phones.len() {
+            let phone = &mut self.phones[index];
+            if phone.state != CallState::Up {
+                continue;
+            }
+            phone.bye = phone.dialog.bye();
+            phone.state = CallState::HangingUp;
+            phone.bye_at = now;
+            phone.retransmit_interval = Duration::from_millis(T1_MS);
+            phone.next_retransmit = now + phone.retransmit_interval;
+            let bye = std::mem::take(&mut phone.bye);
+            self.send_sip(bye.as_bytes(), self.target);
+            self.phones[index].bye = bye;
+        }
+    }
+
+    fn send_sip(&mut self, bytes: &[u8], to: SocketAddr) {
+        if self.sip_out.is_full() {
+            self.flush_sip();
+        }
+        let to = RawAddr::new(to);
+        self.sip_out.push(&to, |buf| {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            n
+        });
+    }
+
+    fn flush_sip(&mut self) {
+        if !self.sip_out.is_empty() {
+            self.sip_out.send(self.sip_socket.as_raw_fd());
+        }
+    }
+
+    /// Sends every up phone of send phase `phase` the frames due since its last
+    /// tick, in one `sendmmsg` per phone.
+    fn send_due_frames(&mut self, now: Instant, phase: usize) {
+        let scheduled = self.send_at(phase);
+        let lateness = now.saturating_duration_since(scheduled);
+        self.tick_lateness.record(lateness.as_nanos() as i64);
+        if lateness > Duration::from_millis(5) {
+            self.late_ticks += 1;
+        }
+        let behind = (lateness.as_nanos() / TICK.as_nanos()) as u64 + 1;
+        let frames = behind.min(MAX_CATCH_UP_FRAMES);
+        let first_tick = if behind > MAX_CATCH_UP_FRAMES {
+            // Too far behind: restart the schedule rather than burst.
+            let elapsed = now.duration_since(self.started);
+            (elapsed.as_nanos() / TICK.as_nanos()) as u64 + 1 - frames
+        } else {
+            self.next_tick[phase]
+        };
+        self.next_tick[phase] = first_tick + frames;
+        let window_first_tick = self.window.as_ref().map(|w| w.first_tick);
+        let window_opens =
+            window_first_tick.is_some_and(|t| (first_tick..first_tick + frames).contains(&t));
+        if phase == 0 && window_opens {
+            self.mark_window_start();
+        }
+        let measuring_from = window_first_tick.unwrap_or(u64::MAX);
+        let window_end_tick = window_first_tick
+            .map(|t| t + (self.duration.as_nanos() / TICK.as_nanos()) as u64)
+            .unwrap_or(0);
+        for member in 0..self.phase_members[phase].len() {
+            let index = self.phase_members[phase][member];
+            let phone = &mut self.phones[index];
+            let Some(remote) = phone.remote_rtp else {
+                continue;
+            };
+            if phone.state != CallState::Up {
+                continue;
+            }
+            let markers = self.room_sizes[phone.room].min(PHASES);
+            let mut pip_sent = false;
+            for tick in first_tick..first_tick + frames {
+                // Pip period p (1 s) belongs to the room's phone of rank p % markers.
+                let pip_part = (tick >= measuring_from && tick < window_end_tick)
+                    .then(|| {
+                        let since = tick - measuring_from;
+                        let period = (since / PIP_PERIOD_TICKS) as usize;
+                        let part = (since % PIP_PERIOD_TICKS).checked_sub(PIP_PERIOD_TICKS / 2)?;
+                        (period % markers == phone.rank && part < PIP_FRAMES as u64)
+                            .then_some(part as usize)
+                    })
+                    .flatten();
+                let payload = match (pip_part, phone.talker) {
+                    (Some(part), _) => {
+                        pip_sent |= part == 0;
+                        self.sounds.pip_frame(part)
+                    }
+                    (None, Some(talker)) => self.sounds.voice_frame(talker, phone.frames_sent),
+                    (None, None) => self.sounds.noise_frame(phone.frames_sent),
+                };
+                let (pt, seq, ts, ssrc) = (
+                    self.codec.payload_type(),
+                    phone.sequence,
+                    phone.timestamp,
+                    phone.ssrc,
+                );
+                self.rtp_out.push(&remote, |buf| {
+                    buf[0] = 0x80;
+                    buf[1] = pt;
+                    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                    buf[4..8].copy_from_slice(&ts.to_be_bytes());
+                    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    buf[RTP_HEADER_BYTES..RTP_HEADER_BYTES + FRAME_SAMPLES]
+                        .copy_from_slice(payload);
+                    RTP_HEADER_BYTES + FRAME_SAMPLES
+                });
+                phone.sequence = phone.sequence.wrapping_add(1);
+                phone.timestamp = phone.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                phone.frames_sent += 1;
+            }
+            let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
+            if pip_sent {
+                self.pip_sent[phone.room] = Some((net::realtime_ns(), index));
+                self.pips_sent[phone.room] += 1;
+            }
+            self.send_refused += frames - accepted as u64;
+        }
+    }
+
+    fn handle_ready(&mut self, ready: usize) -> Result<(), LoadError> {
+        for i in 0..ready {
+            let token = self.poller.token(i);
+            if token == SIP_TOKEN {
+                self.receive_sip()?;
+            } else if let Some(index) = usize::try_from(token)
+                .ok()
+                .filter(|&n| n < self.phones.len())
+            {
+                self.receive_rtp(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn receive_rtp(&mut self, index: usize) -> Result<(), LoadError> {
+        let Generator {
+            phones,
+            rtp_in,
+            sounds,
+            window,
+            pip_sent,
+            delays_ms,
+            window_packets,
+            arrival_lateness,
+            codec,
+            ..
+        } = self;
+        let phone = &mut phones[index];
+        let count = rtp_in.receive(phone.socket.as_raw_fd(), 8)?;
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        for i in 0..count {
+            let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(net::realtime_ns);
+            let Some((sequence, timestamp, payload)) =
+                rtp_fields(rtp_in.datagram(i), codec.payload_type())
+            else {
+                continue;
+            };
+            let lateness = phone.reception.on_packet(sequence, timestamp, arrival_ns);
+            let Some(window) = window.as_ref() else {
+                continue;
+            };
+            if arrival_ns < window.start_ns || arrival_ns >= window.end_ns {
+                continue;
+            }
+            *window_packets += 1;
+            if let Some(late) = lateness {
+                arrival_lateness.record(late);
+            }
+            let samples = sounds.decode(payload, &mut pcm);
+            let onset = phone.hearing.hear(&pcm[..samples], arrival_ns);
+            if let (Some(onset), Some((sent_ns, sender))) = (onset, pip_sent[phone.room]) {
+                let delay_ns = onset - sent_ns;
+                if sender != index
+                    && (0..1_000_000_000).contains(&delay_ns)
+                    && delays_ms.len() < delays_ms.capacity()
+                {
+                    delays_ms.push(delay_ns as f64 / 1e6);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn receive_sip(&mut self) -> Result<(), LoadError> {
+        loop {
+            let count = self.sip_in.receive(self.sip_socket.as_raw_fd(), 64)?;
+            if count == 0 {
+                return Ok(());
+            }
+            for i in 0..count {
+                let Some(from) = self.sip_in.source(i) else {
+                    continue;
+                };
+                let Some(message) = SipText::parse(self.sip_in.datagram(i)) else {
+                    continue;
+                };
+                if message.method.is_some() {
+                    let datagram = self.sip_in.datagram(i).to_vec();
+                    self.on_sip_request(&message, &datagram, from);
+                } else {
+                    self.on_sip_response(&message);
+                }
+            }
+        }
+    }
+
+    fn on_sip_request(&mut self, request: &SipText, bytes: &[u8], from: SocketAddr) {
+        let method = request.method.as_deref().unwrap_or_default();
+        if method == "ACK" {
+            return;
+        }
+        let ok = response_to(bytes, 200, "OK");
+        self.send_sip(ok.as_bytes(), from);
+        if method != "BYE" {
+            return;
+        }
+        let index = request.header("Call-ID").and_then(sip::phone_index);
+        if let Some(phone) = index.and_then(|i| self.phones.get_mut(i)) {
+            if phone.state == CallState::Up {
+                phone.hung_up_by_bridge = true;
+            }
+            phone.state = CallState::Ended;
+        }
+    }
+
+    fn on_sip_response(&mut self, response: &SipText) {
+        let Some(index) = response.header("Call-ID").and_then(sip::phone_index) else {
+            return;
+        };
+        let Some(status) = response.status else {
+            return;
+        };
+        let Some((_, method)) = sip::cseq_of(response) else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(phone) = self.phones.get_mut(index) else {
+            return;
+        };
+        match (method, phone.state) {
+            ("INVITE", CallState::Inviting { .. }) if status < 200 => {
+                phone.state = CallState::Inviting { provisional: true };
+            }
+            ("INVITE", CallState::Inviting { .. }) if status < 300 => {
+                phone.dialog.on_invite_answer(response);
+                let ack = phone.dialog.ack();
+                match sip::answer_rtp_address(&response.body, self.codec) {
+                    Ok(rtp) => {
+                        phone.remote_rtp = Some(RawAddr::new(rtp));
+                        phone.state = CallState::Up;
+                        phone.setup_ms =
+                            Some(now.duration_since(phone.invite_at).as_secs_f64() * 1e3);
+                        self.send_sip(ack.as_bytes(), self.target);
+                    }
+                    Err(why) => {
+                        phone.state = CallState::Failed;
+                        phone.bye = phone.dialog.bye();
+                        let bye = phone.bye.clone();
+                        *self.failures.entry(why.to_string()).or_default() += 1;
+                        self.send_sip(ack.as_bytes(), self.target);
+                        self.send_sip(bye.as_bytes(), self.target);
+                    }
+                }
+            }
+            ("INVITE", CallState::Inviting { .. }) => {
+                phone.dialog.on_invite_answer(response);
+                let ack = phone.dialog.ack_failure();
+                phone.state = CallState::Failed;
+                let reason = format!("{status} {}", response.reason);
+                *self.failures.entry(reason).or_default() += 1;
+                self.send_sip(ack.as_bytes(), self.target);
+            }
+            ("INVITE", CallState::Up | CallState::HangingUp) if (200..300).contains(&status) => {
+                // Our ACK was lost and the bridge retransmits its 200.
+                let ack = phone.dialog.ack();
+                self.send_sip(ack.as_bytes(), self.target);
+            }
+            ("BYE", CallState::HangingUp) if status >= 200 => {
+                phone.hangup_failed = status >= 300;
+                phone.state = CallState::Ended;
+            }
+            _ => {}
+        }
+    }
+
+    fn print_progress(&self, out: &mut dyn Write, now: Instant) {
+        let count =
+            |want: fn(CallState) -> bool| self.phones.iter().filter(|p| want(p.state)).count();
+        let up = count(|s| s == CallState::Up);
+        let failed = count(|s| s == CallState::Failed);
+        let (sent, received, lost) = self.phones.iter().fold((0, 0, 0), |(s, r, l), p| {
+            (
+                s + p.frames_sent,
+                r + p.reception.packets,
+                l + p.reception.lost(),
+            )
+        });
+        let phase = match &self.window {
+            None => "setting up".to_string(),
+            Some(w) if now < w.start => "settling".to_string(),
+            Some(w) if now < w.end => format!(
+                "measuring {:.0}/{:.0} s",
+                now.duration_since(w.start).as_secs_f64(),
+                self.duration.as_secs_f64()
+            ),
+            Some(_) => "hanging up".to_string(),
+        };
+        let bridge = self
+            .pid
+            .and_then(bridge_rss_kb)
+            .map(|kb| format!(", bridge RSS {:.1} MB", kb as f64 / 1024.0))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "loadtest {:5.1} s  {phase}: up {up}/{}, failed {failed}, rtp out {sent} in {received} lost {lost}{bridge}",
+            now.duration_since(self.started).as_secs_f64(),
+            self.phones.len()
+        );
+    }
+
+    fn report(&self) -> Report {
+        let answered: Vec<&Phone> = self
+            .phones
+            .iter()
+            .filter(|p| p.setup_ms.is_some())
+            .collect();
+        let mut setup: Vec<f64> = answered.iter().filter_map(|p| p.setup_ms).collect();
+        setup.sort_by(|a, b| a.total_cmp(b));
+        let failed = self.phones.iter().filter(|p| p.setup_ms.is_none()).count() as u64;
+        let spread_of = |f: &dyn Fn(&Phone) -> f64| {
+            let mut values: Vec<f64> = answered.iter().map(|p| f(p)).collect();
+            Spread::of(&mut values)
+        };
+        let rooms_with_talkers = self.talkers_per_room > 0;
+        let listeners: Vec<&&Phone> = answered
+            .iter()
+            .filter(|p| p.talker.is_none() && rooms_with_talkers)
+            .collect();
+        let mut levels: Vec<f64> = listeners
+            .iter()
+            .map(|p| p.hearing.level_dbfs().max(-150.0))
+            .collect();
+        let silent = levels
+            .iter()
+            .filter(|&&l| l < HEARING_THRESHOLD_DBFS)
+            .count() as u64;
+        let window_s = self.duration.as_secs_f64();
+        let delay = if self.delays_ms.is_empty() {
+            None
+        } else {
+            let mut delays = self.delays_ms.clone();
+            delays.sort_by(|a, b| a.total_cmp(b));
+            let mut up_per_room = vec![0u64; self.room_names.len()];
+            for phone in &answered {
+                up_per_room[phone.room] += 1;
+            }
+            let expected: u64 = self
+                .pips_sent
+                .iter()
+                .zip(&up_per_room)
+                .map(|(pips, up)| pips * up.saturating_sub(1))
+                .sum();
+            Some(report::Delay {
+                samples: delays.len() as u64,
+                expected,
+                p50_ms: report::percentile_sorted(&delays, 0.5),
+                p99_ms: report::percentile_sorted(&delays, 0.99),
+                max_ms: delays[delays.len() - 1],
+            })
+        };
+        let window = self.window.as_ref();
+        let bridge = match (
+            self.pid,
+            window.and_then(|w| w.bridge_cpu_us),
+            self.bridge_end,
+        ) {
+            (Some(pid), Some(start_cpu), Some((end_cpu, rss_kb))) => {
+                let cpu_us = end_cpu.saturating_sub(start_cpu) as f64;
+                let ticks = window_s * 50.0;
+                let members = answered.len().max(1) as f64;
+                Some(report::Bridge {
+                    pid,
+                    cpu_us_per_member_tick: cpu_us / (members * ticks),
+                    cpu_us_per_packet_delivered: cpu_us / self.window_packets.max(1) as f64,
+                    member_ticks_delivered_percent: self.window_packets as f64 / (members * ticks)
+                        * 100.0,
+                    cpu_percent_of_core: cpu_us / (window_s * 1e6) * 100.0,
+                    rss_mb: rss_kb as f64 / 1024.0,
+                })
+            }
+            _ => None,
+        };
+        let own_cpu_us = window
+            .map(|w| self.own_cpu_end_us.saturating_sub(w.own_cpu_us))
+            .unwrap_or(0);
+        Report {
+            target: self.target.to_string(),
+            codec: self.codec.encoding_name().to_string(),
+            members: self.phones.len() as u64,
+            rooms: self.room_names.len() as u64,
+            talkers_per_room: self.talkers_per_room as u64,
+            window_s,
+            calls: report::Calls {
+                attempted: self.next_call as u64,
+                set_up: answered.len() as u64,
+                failed,
+                failures: self.failures.clone(),
+                hung_up_by_bridge: self.phones.iter().filter(|p| p.hung_up_by_bridge).count()
+                    as u64,
+                hangups_failed: self.phones.iter().filter(|p| p.hangup_failed).count() as u64,
+                setup_ms_p50: report::percentile_sorted(&setup, 0.5),
+                setup_ms_max: setup.last().copied().unwrap_or(0.0),
+            },
+            rtp: report::Rtp {
+                sent_per_member: spread_of(&|p| p.frames_sent as f64),
+                received_per_member: spread_of(&|p| p.reception.packets as f64),
+                lost_per_member: spread_of(&|p| p.reception.lost() as f64),
+                lost_total: answered.iter().map(|p| p.reception.lost()).sum(),
+                send_refused: self.send_refused,
+                jitter_ms: spread_of(&|p| p.reception.jitter_ms()),
+                arrival_lateness_ms_p50: self.arrival_lateness.quantile_ms(0.5).unwrap_or(0.0),
+                arrival_lateness_ms_p99: self.arrival_lateness.quantile_ms(0.99).unwrap_or(0.0),
+                arrival_lateness_ms_max: self.arrival_lateness.max_ms(),
+            },
+            listeners: report::Listeners {
+                count: listeners.len() as u64,
+                levels_dbfs: levels.iter().map(|l| (l * 10.0).round() / 10.0).collect(),
+                level_dbfs: Spread::of(&mut levels),
+                silent,
+                hearing_threshold_dbfs: HEARING_THRESHOLD_DBFS,
+            },
+            delay_ms: delay,
+            bridge,
+            generator: report::Generator {
+                cpu_percent_of_core: own_cpu_us as f64 / (window_s * 1e6) * 100.0,
+                late_ticks: self.late_ticks,
+                tick_lateness_ms_p99: self.tick_lateness.quantile_ms(0.99).unwrap_or(0.0),
+            },
+        }
+    }
+}
+
+/// Sequence number, timestamp and payload of an RTP packet of payload type `pt`.
+fn rtp_fields(datagram: &[u8], pt: u8) -> Option<(u16, u32, &[u8])> {
+    if datagram.len() < RTP_HEADER_BYTES || datagram[0] >> 6 != 2 || datagram[1] & 0x7f != pt {
+        return None;
+    }
+    let csrc_count = (datagram[0] & 0x0f) as usize;
+    let mut header = RTP_HEADER_BYTES + 4 * csrc_count;
+    if datagram[0] & 0x10 != 0 {
+        let words = datagram.get(header + 2..header + 4)?;
+        header += 4 + 4 * u16::from_be_bytes([words[0], words[1]]) as usize;
+    }
+    let mut end = datagram.len();
+    if datagram[0] & 0x20 != 0 {
+        end = end.checked_sub(*datagram.last()? as usize)?;
+    }
+    let payload = datagram.get(header..end)?;
+    let sequence = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let timestamp = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+    Some((sequence, timestamp, payload))
+}
+
+/// The bridge's CPU time (user + system, all threads) from /proc/PID/stat, in µs.
+fn bridge_cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks_per_s = net::clock_ticks_per_second();
+    Some((utime + stime) * 1_000_000 / ticks_per_s)
+}
+
+/// The bridge's resident set from /proc/PID/status, in kB.
+fn bridge_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_fields_skip_csrcs_and_extension_and_refuse_other_payload_types() {
+        let mut packet = vec![0x91, 0, 0, 7, 0, 0, 1, 0, 1, 2, 3, 4];
+        packet.extend_from_slice(&[9, 9, 9, 9]); // one CSRC
+        packet.extend_from_slice(&[0xbe, 0xde, 0, 1, 5, 5, 5, 5]); // one-word extension
+        packet.extend_from_slice(&[0xff; 160]);
+        let (seq, ts, payload) = rtp_fields(&packet, 0).expect("valid");
+        assert_eq!((seq, ts, payload.len()), (7, 256, 160));
+        assert!(rtp_fields(&packet, 8).is_none());
+        assert!(rtp_fields(&packet[..10], 0).is_none());
+    }
+
+    #[test]
+    fn codec_names_parse_in_either_case() {
+        assert_eq!(parse_codec("PCMA"), Ok(Codec::Pcma));
+        assert_eq!(parse_codec("pcmu"), Ok(Codec::Pcmu));
+        assert!(parse_codec("g729").is_err());
+    }
+}

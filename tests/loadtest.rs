@@ -1,0 +1,105 @@
+//! `sipconf loadtest` against the real daemon with a small crowd: every call is
+//! set up, nothing is lost, every listener hears the talkers, and the delay
+//! figures are there and plausible. The large figures are README benchmarks,
+//! not timed tests.
+
+mod common;
+
+use common::Daemon;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = value;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("report has no number at {}: {value:#}", path.join(".")))
+}
+
+#[test]
+fn twenty_members_three_talkers_all_hear_with_no_loss_and_plausible_delay() {
+    let mut daemon = Daemon::start(
+        "max_members = 64",
+        "[[room]]\nnumber = \"1000\"\nmax_members = 40\n",
+    );
+    let dir = common::tempdir::TempDir::new("sipconf-loadtest");
+    let json_path = dir.path().join("report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
+        .args(["loadtest", "--target", &daemon.sip.to_string()])
+        .args(["--room", "1000", "--members", "20", "--talkers", "3"])
+        .args(["--duration", "5", "--ramp", "50", "--codec", "pcma"])
+        .arg("--json")
+        .arg(&json_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipconf loadtest");
+    // 0.4 s ramp + 1 s settle + 5 s + hang-up: well inside 40 s unless stuck.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sipconf loadtest did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("loadtest output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "loadtest failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("measuring"),
+        "a progress line while it runs:\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    let text = std::fs::read_to_string(&json_path).expect("JSON report written");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+
+    assert_eq!(number(&report, &["calls", "set_up"]), 20.0, "{text}");
+    assert_eq!(number(&report, &["calls", "failed"]), 0.0, "{text}");
+    assert_eq!(number(&report, &["calls", "hangups_failed"]), 0.0, "{text}");
+    assert!(number(&report, &["calls", "setup_ms_max"]) > 0.0);
+
+    assert_eq!(number(&report, &["rtp", "lost_total"]), 0.0, "{text}");
+    assert_eq!(number(&report, &["rtp", "lost_per_member", "max"]), 0.0);
+    // 6 s or more of 20 ms frames each way.
+    assert!(
+        number(&report, &["rtp", "sent_per_member", "min"]) >= 290.0,
+        "{text}"
+    );
+    assert!(
+        number(&report, &["rtp", "received_per_member", "min"]) >= 290.0,
+        "{text}"
+    );
+    assert!(
+        number(&report, &["rtp", "jitter_ms", "max"]) < 20.0,
+        "{text}"
+    );
+
+    assert_eq!(number(&report, &["listeners", "count"]), 17.0, "{text}");
+    assert_eq!(number(&report, &["listeners", "silent"]), 0.0, "{text}");
+    let quietest = number(&report, &["listeners", "level_dbfs", "min"]);
+    assert!(
+        quietest > -45.0,
+        "every listener hears the talkers; the quietest at {quietest:.1} dBFS"
+    );
+
+    let p50 = number(&report, &["delay_ms", "p50_ms"]);
+    let p99 = number(&report, &["delay_ms", "p99_ms"]);
+    assert!(0.0 < p50 && p50 < 200.0, "delay p50 {p50} ms");
+    assert!(p50 <= p99 && p99 < 500.0, "delay p99 {p99} ms");
+    let heard = number(&report, &["delay_ms", "samples"]);
+    let expected = number(&report, &["delay_ms", "expected"]);
+    assert!(
+        expected >= 19.0 * 4.0 && heard >= 0.9 * expected,
+        "pips heard {heard} of {expected}"
+    );
+
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+}
