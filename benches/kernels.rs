@@ -53,18 +53,15 @@ fn noise_gate(criterion: &mut Criterion) {
 fn jitter_buffer(criterion: &mut Criterion) {
     let payload = [0x55u8; FRAME_SAMPLES];
     let mut buffer = JitterBuffer::new(2, FRAME_SAMPLES as u32);
-    let mut sequence = 0u16;
     let mut timestamp = 0u32;
     // Prime to the playout delay, so each iteration is one push and one played frame.
     for _ in 0..2 {
-        buffer.push(sequence, timestamp, 7, &payload);
-        sequence = sequence.wrapping_add(1);
+        buffer.push(timestamp, 7, &payload);
         timestamp = timestamp.wrapping_add(FRAME_SAMPLES as u32);
     }
     criterion.bench_function("jitter_push_pop", |bench| {
         bench.iter(|| {
-            buffer.push(sequence, timestamp, 7, black_box(&payload));
-            sequence = sequence.wrapping_add(1);
+            buffer.push(timestamp, 7, black_box(&payload));
             timestamp = timestamp.wrapping_add(FRAME_SAMPLES as u32);
             match buffer.pop() {
                 Pop::Frame(frame) => frame.len(),
