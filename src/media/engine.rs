@@ -39,6 +39,10 @@ const MAX_TICKS_BEHIND: u32 = 5;
 const COMMANDS_PER_TICK: usize = 64;
 /// Datagrams read per socket per tick, so a flood on one member cannot starve the rest.
 const DATAGRAMS_PER_TICK: usize = 16;
+/// A member's RTCP socket is read every this many ticks (staggered across
+/// members), not every tick: reports come every few seconds, and an empty
+/// read is a system call (a quarter of the per-member cost at 1000 members).
+const RTCP_POLL_TICKS: u64 = 10;
 /// Large enough for any RTP packet we accept (and then some: oversize ones are refused by size).
 const RECEIVE_BUFFER_BYTES: usize = 1500;
 
@@ -64,6 +68,8 @@ pub struct Engine {
     gate_levels: [GateLevels; 9],
     /// Files, speech and tones playing into mixes and to single members.
     clips: Clips,
+    /// Ticks run so far.
+    tick_number: u64,
 }
 
 /// What one tick decided about the thread.
@@ -104,6 +110,7 @@ impl Engine {
             rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
             clips: Clips::new(config.max_members),
+            tick_number: 0,
             gate_levels: std::array::from_fn(|index| {
                 let step = index as f32 - f32::from(MAX_STEPS);
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
@@ -162,6 +169,7 @@ impl Engine {
                 mix.begin_tick();
             }
         }
+        self.tick_number = self.tick_number.wrapping_add(1);
         for index in 0..self.slots.len() {
             if self.slots[index].active {
                 self.receive_and_mix(index, now);
@@ -327,6 +335,7 @@ impl Engine {
 
     /// Receives the member's datagrams, plays one frame and adds it to the mix if it talks.
     fn receive_and_mix(&mut self, index: usize, now: Instant) {
+        let poll_rtcp = (self.tick_number + index as u64) % RTCP_POLL_TICKS == 0;
         let Engine {
             slots,
             mixes,
@@ -353,7 +362,7 @@ impl Engine {
                 Received::ForeignSource => {}
             }
         }
-        for _ in 0..DATAGRAMS_PER_TICK {
+        for _ in 0..if poll_rtcp { DATAGRAMS_PER_TICK } else { 0 } {
             let Some(socket) = slot.rtcp_socket.as_ref() else {
                 break;
             };
