@@ -22,6 +22,11 @@ pub const CAPACITY_FRAMES: usize = 16;
 /// "dropout" test).
 const RESYNC_JUMP_FRAMES: i64 = 50;
 
+/// After this many ticks (1 s) with more than a frame of slack beyond the
+/// playout delay, one frame is dropped: a burst after a stall on either side
+/// must not leave the call with extra delay for good.
+const SHRINK_AFTER_POPS: u32 = 50;
+
 /// A frame is tracked in this many segments, so packets of 5 ms multiples
 /// (all common packet times) fill whole segments.
 const SEGMENTS_PER_FRAME: usize = 4;
@@ -71,6 +76,8 @@ pub struct JitterStats {
     pub resyncs: u64,
     /// Frames discarded unplayed because the buffer overflowed.
     pub overflowed: u64,
+    /// Frames dropped to bring a buffer that stayed too full back to its delay.
+    pub shrunk: u64,
 }
 
 pub struct JitterBuffer {
@@ -86,6 +93,8 @@ pub struct JitterBuffer {
     /// Playing; false while (re)filling to the playout delay.
     playing: bool,
     played_since_resync: bool,
+    /// Consecutive pops that found more than a frame of slack beyond the delay.
+    excess_pops: u32,
     pub stats: JitterStats,
 }
 
@@ -108,6 +117,7 @@ impl JitterBuffer {
             next_frame: 0,
             playing: false,
             played_since_resync: false,
+            excess_pops: 0,
             stats: JitterStats::default(),
         }
     }
@@ -276,6 +286,21 @@ impl JitterBuffer {
             // Underrun: refill to the playout delay before playing again.
             self.playing = false;
             return Pop::Empty;
+        }
+        if buffered > self.playout_delay_frames + 1 {
+            self.excess_pops += 1;
+        } else {
+            self.excess_pops = 0;
+        }
+        if self.excess_pops >= SHRINK_AFTER_POPS {
+            // Drop the oldest frame instead of playing it.
+            self.excess_pops = 0;
+            let oldest = self.next_frame;
+            if self.holds(oldest) {
+                self.entries[Self::entry_index(oldest)].segments = 0;
+            }
+            self.shift_playout(1);
+            self.stats.shrunk += 1;
         }
         let frame = self.next_frame;
         let frame_len = self.frame_samples as usize;
@@ -521,6 +546,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_buffer_left_too_full_by_a_burst_shrinks_back_to_its_delay() {
+        // A stall, then eight frames at once: the buffer runs eight frames
+        // deep. Steady arrivals afterwards would keep it there for good; it
+        // drops a frame after each second of excess instead.
+        let mut buffer = buffer(2);
+        for n in 0..8 {
+            push(&mut buffer, n);
+        }
+        let mut n = 8;
+        for _ in 0..(SHRINK_AFTER_POPS as usize * 8) {
+            push(&mut buffer, n);
+            n += 1;
+            assert!(pop_frame(&mut buffer).is_some());
+        }
+        assert!(
+            buffer.buffered_frames() <= 3,
+            "{} frames buffered",
+            buffer.buffered_frames()
+        );
+        assert!(buffer.stats.shrunk >= 5);
+        assert_eq!(buffer.stats.lost, 0);
     }
 
     #[test]
