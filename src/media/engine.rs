@@ -335,7 +335,7 @@ impl Engine {
 
     /// Receives the member's datagrams, plays one frame and adds it to the mix if it talks.
     fn receive_and_mix(&mut self, index: usize, now: Instant) {
-        let poll_rtcp = (self.tick_number + index as u64) % RTCP_POLL_TICKS == 0;
+        let poll_rtcp = (self.tick_number + index as u64).is_multiple_of(RTCP_POLL_TICKS);
         let Engine {
             slots,
             mixes,
