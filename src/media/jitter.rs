@@ -557,10 +557,8 @@ mod tests {
         for n in 0..8 {
             push(&mut buffer, n);
         }
-        let mut n = 8;
-        for _ in 0..(SHRINK_AFTER_POPS as usize * 8) {
+        for n in 8..8 + SHRINK_AFTER_POPS * 8 {
             push(&mut buffer, n);
-            n += 1;
             assert!(pop_frame(&mut buffer).is_some());
         }
         assert!(
