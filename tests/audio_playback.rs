@@ -459,6 +459,48 @@ async fn ima_adpcm_wav_made_by_sox_is_played() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp3_made_by_lame_is_played_at_its_level() {
+    if !common::require_tool("lame", "an_mp3_made_by_lame_is_played_at_its_level") {
+        return;
+    }
+    // MP3 at 44.1 kHz stereo, the way most prompt files come.
+    let dir = TempDir::new("audio-mp3");
+    let rate = 44_100;
+    let mono = pcm16(&signal(rate, 1.0));
+    let stereo: Vec<i16> = mono.iter().flat_map(|&s| [s, s]).collect();
+    let wav_path = dir.path().join("in.wav");
+    let mp3_path = dir.path().join("out.mp3");
+    std::fs::write(&wav_path, wav_pcm16(&stereo, 2, rate)).expect("write");
+    let status = std::process::Command::new("lame")
+        .args(["--quiet", "-b", "128"])
+        .arg(&wav_path)
+        .arg(&mp3_path)
+        .status()
+        .expect("lame runs");
+    assert!(status.success());
+    let (daemon, api) = daemon(&dir, "");
+    let files = FileServer::start().await;
+    files.put_body("/prompt.mp3", std::fs::read(&mp3_path).expect("read"));
+    let a = join(&daemon, &api).await;
+    let conference = conference_id(&api).await;
+    let answer = api
+        .post(
+            &format!("/conferences/{conference}/audio"),
+            json!({"fileUrl": files.url("/prompt.mp3")}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let heard = listen_all(vec![a.phone], Duration::from_millis(1600)).await;
+    let samples = &heard[0].1.samples;
+    let start = onset(samples, 300).expect("MP3 heard");
+    let window = &samples[start + 800..(start + 5600).min(samples.len())];
+    for frequency in [LOW_HZ, HIGH_HZ] {
+        let level = db_ratio(tone_amplitude(window, frequency), TONE_AMPLITUDE);
+        assert!(level.abs() <= 1.0, "MP3 {frequency} Hz at {level:.2} dB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_and_leaving_tones_are_heard_by_the_conference() {
     let dir = TempDir::new("audio-tones");
     let app = CallbackServer::start().await;
