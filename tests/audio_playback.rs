@@ -419,6 +419,46 @@ async fn an_unchanged_file_is_revalidated_with_its_etag_and_served_from_the_cach
     );
 }
 
+/// Serves `bytes` as `name`, plays it into a room with one phone, and checks
+/// both test tones arrive within 1 dB, `skip` samples after the onset (an
+/// encoder's start-up is not the file's level).
+async fn a_file_is_heard_at_its_level(dir: &TempDir, name: &str, bytes: Vec<u8>, skip: usize) {
+    let (daemon, api) = daemon(dir, "");
+    let files = FileServer::start().await;
+    let path = format!("/{name}");
+    files.put_body(&path, bytes);
+    let a = join(&daemon, &api).await;
+    let conference = conference_id(&api).await;
+    let answer = api
+        .post(
+            &format!("/conferences/{conference}/audio"),
+            json!({"fileUrl": files.url(&path)}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let heard = listen_all(vec![a.phone], Duration::from_millis(1600)).await;
+    let samples = &heard[0].1.samples;
+    let start = onset(samples, 300).unwrap_or_else(|| panic!("{name}: nothing heard"));
+    let window =
+        &samples[(start + skip).min(samples.len())..(start + skip + 4800).min(samples.len())];
+    for frequency in [LOW_HZ, HIGH_HZ] {
+        let level = db_ratio(tone_amplitude(window, frequency), TONE_AMPLITUDE);
+        assert!(
+            level.abs() <= 1.0,
+            "{name}: {frequency} Hz at {level:.2} dB"
+        );
+    }
+}
+
+/// Runs an encoder and insists it succeeds.
+fn encode(program: &str, args: &[&std::ffi::OsStr]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(status.success(), "{program} failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ima_adpcm_wav_made_by_sox_is_played() {
     if !common::require_tool("sox", "ima_adpcm_wav_made_by_sox_is_played") {
@@ -429,33 +469,17 @@ async fn ima_adpcm_wav_made_by_sox_is_played() {
     let pcm_path = dir.path().join("in.wav");
     let adpcm_path = dir.path().join("adpcm.wav");
     std::fs::write(&pcm_path, wav_pcm16(&source, 1, RATE)).expect("write");
-    let status = std::process::Command::new("sox")
-        .arg(&pcm_path)
-        .args(["-e", "ima-adpcm"])
-        .arg(&adpcm_path)
-        .status()
-        .expect("sox runs");
-    assert!(status.success());
-    let (daemon, api) = daemon(&dir, "");
-    let files = FileServer::start().await;
-    files.put_body("/adpcm.wav", std::fs::read(&adpcm_path).expect("read"));
-    let a = join(&daemon, &api).await;
-    let conference = conference_id(&api).await;
-    let answer = api
-        .post(
-            &format!("/conferences/{conference}/audio"),
-            json!({"fileUrl": files.url("/adpcm.wav")}),
-        )
-        .await;
-    assert_eq!(answer.status, 200);
-    let heard = listen_all(vec![a.phone], Duration::from_millis(1600)).await;
-    let samples = &heard[0].1.samples;
-    let start = onset(samples, 300).expect("ADPCM heard");
-    let window = &samples[start + 400..(start + 5200).min(samples.len())];
-    for frequency in [LOW_HZ, HIGH_HZ] {
-        let level = db_ratio(tone_amplitude(window, frequency), TONE_AMPLITUDE);
-        assert!(level.abs() <= 1.0, "ADPCM {frequency} Hz at {level:.2} dB");
-    }
+    encode(
+        "sox",
+        &[
+            pcm_path.as_os_str(),
+            "-e".as_ref(),
+            "ima-adpcm".as_ref(),
+            adpcm_path.as_os_str(),
+        ],
+    );
+    let bytes = std::fs::read(&adpcm_path).expect("read");
+    a_file_is_heard_at_its_level(&dir, "adpcm.wav", bytes, 400).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,33 +495,18 @@ async fn an_mp3_made_by_lame_is_played_at_its_level() {
     let wav_path = dir.path().join("in.wav");
     let mp3_path = dir.path().join("out.mp3");
     std::fs::write(&wav_path, wav_pcm16(&stereo, 2, rate)).expect("write");
-    let status = std::process::Command::new("lame")
-        .args(["--quiet", "-b", "128"])
-        .arg(&wav_path)
-        .arg(&mp3_path)
-        .status()
-        .expect("lame runs");
-    assert!(status.success());
-    let (daemon, api) = daemon(&dir, "");
-    let files = FileServer::start().await;
-    files.put_body("/prompt.mp3", std::fs::read(&mp3_path).expect("read"));
-    let a = join(&daemon, &api).await;
-    let conference = conference_id(&api).await;
-    let answer = api
-        .post(
-            &format!("/conferences/{conference}/audio"),
-            json!({"fileUrl": files.url("/prompt.mp3")}),
-        )
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    let heard = listen_all(vec![a.phone], Duration::from_millis(1600)).await;
-    let samples = &heard[0].1.samples;
-    let start = onset(samples, 300).expect("MP3 heard");
-    let window = &samples[start + 800..(start + 5600).min(samples.len())];
-    for frequency in [LOW_HZ, HIGH_HZ] {
-        let level = db_ratio(tone_amplitude(window, frequency), TONE_AMPLITUDE);
-        assert!(level.abs() <= 1.0, "MP3 {frequency} Hz at {level:.2} dB");
-    }
+    encode(
+        "lame",
+        &[
+            "--quiet".as_ref(),
+            "-b".as_ref(),
+            "128".as_ref(),
+            wav_path.as_os_str(),
+            mp3_path.as_os_str(),
+        ],
+    );
+    let bytes = std::fs::read(&mp3_path).expect("read");
+    a_file_is_heard_at_its_level(&dir, "prompt.mp3", bytes, 800).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
