@@ -719,25 +719,7 @@ impl Endpoint {
         self.next_call += 1;
         let local_tag = self.random_token();
         let dialog = Dialog::from_invite(&request, local_tag, origin.transport, origin.source);
-        self.open_server_txn(key.clone(), &origin, true);
-        if let Some(entry) = self.server_txns.get_mut(&key) {
-            entry.call = Some(call_key);
-        }
-        // 100 Trying at once so the caller stops retransmitting (RFC 3261 17.2.1).
-        // It carries no To tag: it does not create a dialog.
-        let trying = message::write_response(
-            &request.echo,
-            100,
-            "Trying",
-            None,
-            &[],
-            None,
-            &self.config.user_agent,
-        );
-        if let Some(entry) = self.server_txns.get_mut(&key) {
-            let bytes = entry.txn.send_response(now, 100, trying);
-            self.transmit(origin.transport, origin.source, bytes);
-        }
+        self.open_invite_txn(now, &key, &origin, call_key, &request);
         self.dialogs.insert(dialog.id.clone(), call_key);
         self.calls.insert(
             call_key,
@@ -836,23 +818,7 @@ impl Endpoint {
         }
         match parse_sdp_body(&request) {
             Ok(Some(offer)) => {
-                self.open_server_txn(key.clone(), &origin, true);
-                if let Some(entry) = self.server_txns.get_mut(&key) {
-                    entry.call = Some(call_key);
-                }
-                let trying = message::write_response(
-                    &request.echo,
-                    100,
-                    "Trying",
-                    None,
-                    &[],
-                    None,
-                    &self.config.user_agent,
-                );
-                if let Some(entry) = self.server_txns.get_mut(&key) {
-                    let bytes = entry.txn.send_response(now, 100, trying);
-                    self.transmit(origin.transport, origin.source, bytes);
-                }
+                self.open_invite_txn(now, &key, &origin, call_key, &request);
                 if let Some(call) = self.calls.get_mut(&call_key) {
                     call.reoffer = Some(PendingReoffer {
                         key,
@@ -1248,6 +1214,35 @@ impl Endpoint {
     }
 
     // ==== timers ====
+
+    /// Opens the server transaction of an INVITE (initial or re-INVITE) for
+    /// `call` and answers 100 Trying at once, so the caller stops
+    /// retransmitting (RFC 3261 17.2.1). The 100 carries no To tag: it creates
+    /// no dialog.
+    fn open_invite_txn(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        origin: &Origin,
+        call: CallKey,
+        request: &Request,
+    ) {
+        self.open_server_txn(key.clone(), origin, true);
+        let trying = message::write_response(
+            &request.echo,
+            100,
+            "Trying",
+            None,
+            &[],
+            None,
+            &self.config.user_agent,
+        );
+        if let Some(entry) = self.server_txns.get_mut(key) {
+            entry.call = Some(call);
+            let bytes = entry.txn.send_response(now, 100, trying);
+            self.transmit(origin.transport, origin.source, bytes);
+        }
+    }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut finished_servers = Vec::new();
