@@ -819,19 +819,7 @@ impl Endpoint {
         match parse_sdp_body(&request) {
             Ok(Some(offer)) => {
                 self.open_invite_txn(now, &key, &origin, call_key, &request);
-                if let Some(call) = self.calls.get_mut(&call_key) {
-                    call.reoffer = Some(PendingReoffer {
-                        key,
-                        echo: request.echo,
-                        is_invite: true,
-                        cseq: request.cseq,
-                    });
-                    call.answer_due = Some(now + self.timers.timeout());
-                }
-                self.events.push_back(SipEvent::Reoffer {
-                    call: call_key,
-                    offer,
-                });
+                self.await_reoffer_answer(now, call_key, key, request, true, offer);
             }
             Ok(None) => {
                 // Offerless re-INVITE (e.g. a session refresh): offer our current SDP again;
@@ -910,6 +898,32 @@ impl Endpoint {
         }
     }
 
+    /// Hands a re-INVITE's or UPDATE's offer to the call layer and waits (at
+    /// most the transaction timeout) for its answer.
+    fn await_reoffer_answer(
+        &mut self,
+        now: Instant,
+        call_key: CallKey,
+        key: ServerKey,
+        request: Request,
+        is_invite: bool,
+        offer: sdp::Offer,
+    ) {
+        if let Some(call) = self.calls.get_mut(&call_key) {
+            call.reoffer = Some(PendingReoffer {
+                key,
+                echo: request.echo,
+                is_invite,
+                cseq: request.cseq,
+            });
+            call.answer_due = Some(now + self.timers.timeout());
+        }
+        self.events.push_back(SipEvent::Reoffer {
+            call: call_key,
+            offer,
+        });
+    }
+
     fn handle_update(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
         let Some(call_key) = self.in_dialog_call(now, &origin, &key, &request) else {
             return;
@@ -934,19 +948,7 @@ impl Endpoint {
         match parse_sdp_body(&request) {
             Ok(Some(offer)) => {
                 self.open_server_txn(key.clone(), &origin, false);
-                if let Some(call) = self.calls.get_mut(&call_key) {
-                    call.reoffer = Some(PendingReoffer {
-                        key,
-                        echo: request.echo,
-                        is_invite: false,
-                        cseq: request.cseq,
-                    });
-                    call.answer_due = Some(now + self.timers.timeout());
-                }
-                self.events.push_back(SipEvent::Reoffer {
-                    call: call_key,
-                    offer,
-                });
+                self.await_reoffer_answer(now, call_key, key, request, false, offer);
             }
             // UPDATE without a body refreshes the session (RFC 3311, RFC 4028).
             Ok(None) => {
