@@ -335,6 +335,8 @@ async fn metrics_are_prometheus_text() {
         "sipconf_media_tick_duration_seconds_bucket{le=\"0.00005\"} ",
         "sipconf_media_tick_duration_seconds_bucket{le=\"+Inf\"} ",
         "sipconf_media_tick_duration_seconds_count ",
+        "# TYPE sipconf_media_tick_lateness_seconds histogram",
+        "sipconf_media_tick_lateness_seconds_bucket{le=\"0.002\"} ",
         "sipconf_rtp_packets_in_total ",
         "sipconf_rtp_packets_out_total ",
         "sipconf_rtp_packets_lost_total ",
@@ -359,6 +361,10 @@ async fn metrics_are_prometheus_text() {
     let all = value("sipconf_media_tick_duration_seconds_bucket{le=\"+Inf\"}");
     assert!(all > 0.0, "{}", answer.text);
     assert_eq!(all, value("sipconf_media_tick_duration_seconds_count"));
+    // Every tick also has a lateness, counted in the other histogram.
+    let late_all = value("sipconf_media_tick_lateness_seconds_bucket{le=\"+Inf\"}");
+    assert!(late_all > 0.0, "{}", answer.text);
+    assert_eq!(late_all, value("sipconf_media_tick_lateness_seconds_count"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -740,6 +740,33 @@ async fn health(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// One Prometheus histogram from the media plane's nanosecond buckets.
+fn write_histogram(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    buckets: &[std::sync::atomic::AtomicU64],
+    total_ns: &std::sync::atomic::AtomicU64,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(text, "# HELP {name} {help}");
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (i, bucket) in buckets.iter().enumerate() {
+        cumulative += bucket.load(Ordering::Relaxed);
+        let le = crate::media::TICK_BUCKETS_NS
+            .get(i)
+            .map_or("+Inf".to_string(), |ns| format!("{}", *ns as f64 / 1e9));
+        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        text,
+        "{name}_sum {}",
+        total_ns.load(Ordering::Relaxed) as f64 / 1e9
+    );
+    let _ = writeln!(text, "{name}_count {cumulative}");
+}
+
 /// Prometheus text exposition (version 0.0.4).
 async fn metrics(State(state): State<ApiState>) -> Response {
     use std::fmt::Write;
@@ -847,34 +874,21 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "Callback events waiting in the outbox.",
         &[("", outbox as f64)],
     );
-    {
-        // A Prometheus histogram: cumulative buckets, sum and count.
-        let _ = writeln!(
-            text,
-            "# HELP sipconf_media_tick_duration_seconds Time each media tick took."
-        );
-        let _ = writeln!(text, "# TYPE sipconf_media_tick_duration_seconds histogram");
-        let mut cumulative = 0u64;
-        for (i, bucket) in media.tick_histogram.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = crate::media::TICK_BUCKETS_NS
-                .get(i)
-                .map_or("+Inf".to_string(), |ns| format!("{}", *ns as f64 / 1e9));
-            let _ = writeln!(
-                text,
-                "sipconf_media_tick_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            text,
-            "sipconf_media_tick_duration_seconds_sum {}",
-            media.tick_ns_total.load(Ordering::Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(
-            text,
-            "sipconf_media_tick_duration_seconds_count {cumulative}"
-        );
-    }
+    // Prometheus histograms: cumulative buckets, sum and count.
+    write_histogram(
+        &mut text,
+        "sipconf_media_tick_duration_seconds",
+        "Time each media tick took.",
+        &media.tick_histogram,
+        &media.tick_ns_total,
+    );
+    write_histogram(
+        &mut text,
+        "sipconf_media_tick_lateness_seconds",
+        "How late each media tick started against its 20 ms schedule.",
+        &media.lateness_histogram,
+        &media.lateness_ns_total,
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -145,7 +145,7 @@ impl Engine {
             let tick_ns = started_at.elapsed().as_nanos() as u64;
             self.stats.last_tick_ns.store(tick_ns, Ordering::Relaxed);
             self.stats.max_tick_ns.fetch_max(tick_ns, Ordering::Relaxed);
-            self.stats.record_tick(tick_ns);
+            self.stats.record_tick(tick_ns, behind.as_nanos() as u64);
             self.stats.ticks.fetch_add(1, Ordering::Relaxed);
             if outcome == Continue::ShutDown {
                 break;

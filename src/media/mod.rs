@@ -189,6 +189,10 @@ pub struct MediaStats {
     /// counts the rest. Sum in `tick_ns_total`.
     pub tick_histogram: [AtomicU64; TICK_BUCKETS_NS.len() + 1],
     pub tick_ns_total: AtomicU64,
+    /// Tick lateness (actual start minus scheduled start), in the same
+    /// buckets; sum in `lateness_ns_total`.
+    pub lateness_histogram: [AtomicU64; TICK_BUCKETS_NS.len() + 1],
+    pub lateness_ns_total: AtomicU64,
 }
 
 /// Upper bounds of the tick-duration histogram buckets (50 us to the whole 20 ms tick).
@@ -197,16 +201,22 @@ pub const TICK_BUCKETS_NS: [u64; 9] = [
 ];
 
 impl MediaStats {
-    /// Counts one tick of `tick_ns` in the histogram (lock-free, no allocation).
-    pub fn record_tick(&self, tick_ns: u64) {
-        let bucket = TICK_BUCKETS_NS
-            .iter()
-            .position(|&bound| tick_ns <= bound)
-            .unwrap_or(TICK_BUCKETS_NS.len());
-        self.tick_histogram[bucket].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.tick_ns_total
-            .fetch_add(tick_ns, std::sync::atomic::Ordering::Relaxed);
+    /// Counts one tick that took `tick_ns` and started `late_ns` after its
+    /// scheduled time (lock-free, no allocation).
+    pub fn record_tick(&self, tick_ns: u64, late_ns: u64) {
+        count_in(&self.tick_histogram, &self.tick_ns_total, tick_ns);
+        count_in(&self.lateness_histogram, &self.lateness_ns_total, late_ns);
     }
+}
+
+fn count_in(histogram: &[AtomicU64], total: &AtomicU64, ns: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let bucket = TICK_BUCKETS_NS
+        .iter()
+        .position(|&bound| ns <= bound)
+        .unwrap_or(TICK_BUCKETS_NS.len());
+    histogram[bucket].fetch_add(1, Relaxed);
+    total.fetch_add(ns, Relaxed);
 }
 
 /// Signalling-side handle. Not Sync; the caller wraps it in a Mutex.
