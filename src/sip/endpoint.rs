@@ -805,15 +805,7 @@ impl Endpoint {
             || call.phase != CallPhase::Confirmed;
         let local_sdp = call.local_sdp.clone();
         if busy {
-            let extra = [("Retry-After", "1")];
-            self.respond(
-                now,
-                &origin,
-                key,
-                &request,
-                Some(&local_tag),
-                Reply::new(500, "Offer Pending").extra(&extra),
-            );
+            self.refuse_offer_pending(now, &origin, key, &request, &local_tag);
             return;
         }
         match parse_sdp_body(&request) {
@@ -898,6 +890,26 @@ impl Endpoint {
         }
     }
 
+    /// One offer at a time (RFC 3261 14.2, RFC 3311 5.2): 500 with Retry-After.
+    fn refuse_offer_pending(
+        &mut self,
+        now: Instant,
+        origin: &Origin,
+        key: ServerKey,
+        request: &Request,
+        local_tag: &str,
+    ) {
+        let extra = [("Retry-After", "1")];
+        self.respond(
+            now,
+            origin,
+            key,
+            request,
+            Some(local_tag),
+            Reply::new(500, "Offer Pending").extra(&extra),
+        );
+    }
+
     /// Hands a re-INVITE's or UPDATE's offer to the call layer and waits (at
     /// most the transaction timeout) for its answer.
     fn await_reoffer_answer(
@@ -934,15 +946,7 @@ impl Endpoint {
             .get(&call_key)
             .is_none_or(|call| call.reoffer.is_some());
         if busy {
-            let extra = [("Retry-After", "1")];
-            self.respond(
-                now,
-                &origin,
-                key,
-                &request,
-                Some(&local_tag),
-                Reply::new(500, "Offer Pending").extra(&extra),
-            );
+            self.refuse_offer_pending(now, &origin, key, &request, &local_tag);
             return;
         }
         match parse_sdp_body(&request) {
