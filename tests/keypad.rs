@@ -63,6 +63,32 @@ async fn press(
     (a.expect("presser media"), b.expect("listener media"))
 }
 
+/// Two phones in a room both talk (the presser at `VOICE_HZ`, the other at
+/// 900 Hz) for `duration_ms` while the presser presses `keys`; returns what the
+/// presser and the other heard. Both hang up.
+async fn both_talk(keys: Vec<KeyPress>, duration_ms: u64) -> (Recording, Recording) {
+    let daemon = Daemon::with_rooms();
+    let mut phones = room(&daemon, 2).await;
+    let mut other = phones.pop().unwrap();
+    let mut presser = phones.pop().unwrap();
+    let other_voice = Signal::Sine {
+        freq_hz: 900.0,
+        amplitude: VOICE_AMPLITUDE,
+    };
+    let heard = press(
+        &mut presser,
+        &mut other,
+        voice(),
+        keys,
+        other_voice,
+        duration_ms,
+    )
+    .await;
+    presser.hangup().await.expect("bye");
+    other.hangup().await.expect("bye");
+    heard
+}
+
 /// 5 ms blocks of `recording` in which both tones of `digit` stand out.
 fn key_tone_ms(recording: &Recording, digit: char) -> usize {
     let (low, high) = key_tones_hz(digit).expect("a key");
@@ -217,15 +243,7 @@ async fn four_presses_of_4_lower_what_the_presser_hears_by_12_db() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_2_and_5_reset_talk_and_receive_gain() {
-    let daemon = Daemon::with_rooms();
-    let mut phones = room(&daemon, 2).await;
-    let mut other = phones.pop().unwrap();
-    let mut presser = phones.pop().unwrap();
     // Both talk; the presser raises both gains twice, then resets both.
-    let other_voice = Signal::Sine {
-        freq_hz: 900.0,
-        amplitude: VOICE_AMPLITUDE,
-    };
     let keys = vec![
         KeyPress::new(600, '3', KeyMode::Rfc4733),
         KeyPress::new(800, '6', KeyMode::Rfc4733),
@@ -234,8 +252,7 @@ async fn keys_2_and_5_reset_talk_and_receive_gain() {
         KeyPress::new(1800, '2', KeyMode::Rfc4733),
         KeyPress::new(2000, '5', KeyMode::Rfc4733),
     ];
-    let (heard_by_presser, heard_by_other) =
-        press(&mut presser, &mut other, voice(), keys, other_voice, 3000).await;
+    let (heard_by_presser, heard_by_other) = both_talk(keys, 3000).await;
     let talk = |from, to| tone_amplitude(window(&heard_by_other, from, to), VOICE_HZ);
     let receive = |from, to| tone_amplitude(window(&heard_by_presser, from, to), 900.0);
     let raised_talk = db_ratio(talk(1400, 1780), talk(200, 580));
@@ -258,8 +275,6 @@ async fn keys_2_and_5_reset_talk_and_receive_gain() {
         reset_receive.abs() <= 0.5,
         "5 resets receive gain: {reset_receive:.2} dB"
     );
-    presser.hangup().await.expect("bye");
-    other.hangup().await.expect("bye");
 }
 
 /// A talker at `level_dbfs` (RMS) pressing `keys` by RFC 4733; returns its
@@ -323,22 +338,13 @@ async fn key_9_cuts_a_talker_and_8_restores_the_gate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_0_toggles_mute_and_star_toggles_deaf_and_mute() {
-    let daemon = Daemon::with_rooms();
-    let mut phones = room(&daemon, 2).await;
-    let mut other = phones.pop().unwrap();
-    let mut presser = phones.pop().unwrap();
-    let other_voice = Signal::Sine {
-        freq_hz: 900.0,
-        amplitude: VOICE_AMPLITUDE,
-    };
     let keys = vec![
         KeyPress::new(600, '0', KeyMode::InBand),
         KeyPress::new(1400, '0', KeyMode::InBand),
         KeyPress::new(2200, '*', KeyMode::Rfc4733),
         KeyPress::new(3000, '*', KeyMode::Rfc4733),
     ];
-    let (heard_by_presser, heard_by_other) =
-        press(&mut presser, &mut other, voice(), keys, other_voice, 3800).await;
+    let (heard_by_presser, heard_by_other) = both_talk(keys, 3800).await;
     let talk = |from, to| tone_amplitude(window(&heard_by_other, from, to), VOICE_HZ);
     let hears = |from, to| tone_amplitude(window(&heard_by_presser, from, to), 900.0);
     let normal = talk(200, 580);
@@ -361,8 +367,6 @@ async fn key_0_toggles_mute_and_star_toggles_deaf_and_mute() {
     );
     assert!(talk(3300, 3780) > 2000.0, "heard after the second *");
     assert!(hears(3300, 3780) > 2000.0, "hears after the second *");
-    presser.hangup().await.expect("bye");
-    other.hangup().await.expect("bye");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
