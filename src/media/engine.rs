@@ -9,7 +9,7 @@
 //! receiver hears a key's tone the frame holding its start can still be kept
 //! from the others (DTMF.md, "Bleed").
 
-use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +27,7 @@ use crate::media::rtp::{
     check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
 };
 use crate::media::slot::{Played, Received, Slot};
+use crate::media::udp::ReceiveBatch;
 use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey};
 
 /// One tick of audio.
@@ -43,8 +44,6 @@ const DATAGRAMS_PER_TICK: usize = 16;
 /// members), not every tick: reports come every few seconds, and an empty
 /// read is a system call (a quarter of the per-member cost at 1000 members).
 const RTCP_POLL_TICKS: u64 = 10;
-/// Large enough for any RTP packet we accept (and then some: oversize ones are refused by size).
-const RECEIVE_BUFFER_BYTES: usize = 1500;
 
 pub struct Engine {
     config: MediaConfig,
@@ -57,7 +56,8 @@ pub struct Engine {
     /// Events were dropped; `Event::QueueFull` is owed.
     events_overflowed: bool,
     stats: Arc<MediaStats>,
-    receive_buffer: Box<[u8]>,
+    /// Where each socket's datagrams land; one batch serves every member in turn.
+    receive_batch: ReceiveBatch,
     send_buffer: Box<[u8]>,
     payload_buffer: Box<[u8]>,
     /// A member's own rendering of its mix, when it cannot share the listeners' payload.
@@ -103,7 +103,7 @@ impl Engine {
             events,
             events_overflowed: false,
             stats,
-            receive_buffer: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
+            receive_batch: ReceiveBatch::new(DATAGRAMS_PER_TICK),
             send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
             payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
             render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
@@ -340,38 +340,41 @@ impl Engine {
             slots,
             mixes,
             stats,
-            receive_buffer,
+            receive_batch: batch,
             ..
         } = self;
         let slot = &mut slots[index];
         let mut packets_in = 0;
         let mut malformed = 0;
-        for _ in 0..DATAGRAMS_PER_TICK {
-            let Some(socket) = slot.rtp_socket.as_ref() else {
-                break;
+        // One recvmmsg takes what waits (up to the per-tick cap) and stops at an
+        // empty socket without a second call. An error (an ICMP port unreachable
+        // surfacing, say) is not ours to handle: what waits is read next tick.
+        let waiting = slot
+            .rtp_socket
+            .as_ref()
+            .and_then(|socket| batch.receive(socket.as_raw_fd(), DATAGRAMS_PER_TICK).ok())
+            .unwrap_or(0);
+        for i in 0..waiting {
+            let Some(source) = batch.source(i) else {
+                continue;
             };
-            let (len, source) = match socket.recv_from(receive_buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                // ICMP port unreachable and the like surface here; they are not ours to handle.
-                Err(_) => continue,
-            };
-            match slot.receive_rtp(&receive_buffer[..len], source, now) {
+            match slot.receive_rtp(batch.datagram(i), source, now) {
                 Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
                 Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
                 Received::ForeignSource => {}
             }
         }
-        for _ in 0..if poll_rtcp { DATAGRAMS_PER_TICK } else { 0 } {
-            let Some(socket) = slot.rtcp_socket.as_ref() else {
-                break;
+        let waiting = slot
+            .rtcp_socket
+            .as_ref()
+            .filter(|_| poll_rtcp)
+            .and_then(|socket| batch.receive(socket.as_raw_fd(), DATAGRAMS_PER_TICK).ok())
+            .unwrap_or(0);
+        for i in 0..waiting {
+            let Some(source) = batch.source(i) else {
+                continue;
             };
-            let (len, source) = match socket.recv_from(receive_buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => continue,
-            };
-            if check_rtcp(&receive_buffer[..len]).is_ok() {
+            if check_rtcp(batch.datagram(i)).is_ok() {
                 slot.latch_rtcp(source);
             } else {
                 malformed += 1;

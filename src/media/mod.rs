@@ -14,6 +14,7 @@ pub mod keypad;
 pub mod mixer;
 pub mod rtp;
 pub mod slot;
+pub mod udp;
 
 pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
