@@ -441,7 +441,7 @@ impl Default for RawMedia {
             rtp_ports: unspanned("20000-29999".to_string()),
             max_members: unspanned(1000),
             rtp_timeout: unspanned(30),
-            jitter_frames: unspanned(2),
+            jitter_frames: unspanned(1),
             gate_threshold_dbfs: unspanned(-55.0),
         }
     }

@@ -27,6 +27,13 @@ const RESYNC_JUMP_FRAMES: i64 = 50;
 /// must not leave the call with extra delay for good.
 const SHRINK_AFTER_POPS: u32 = 50;
 
+/// After this many ticks (10 s) in which every pop found at least one frame
+/// beyond the playout delay, one frame is given back: an underrun (a packet
+/// that came after its tick) makes the buffer a frame deeper by itself, and a
+/// stream that has since arrived clear of the tick for this long no longer
+/// needs it. A stream that still straddles the tick keeps it.
+const GIVE_BACK_AFTER_POPS: u32 = 500;
+
 /// A frame is tracked in this many segments, so packets of 5 ms multiples
 /// (all common packet times) fill whole segments.
 const SEGMENTS_PER_FRAME: usize = 4;
@@ -95,6 +102,8 @@ pub struct JitterBuffer {
     played_since_resync: bool,
     /// Consecutive pops that found more than a frame of slack beyond the delay.
     excess_pops: u32,
+    /// Consecutive pops that found at least a frame of slack beyond the delay.
+    spare_pops: u32,
     pub stats: JitterStats,
 }
 
@@ -118,6 +127,7 @@ impl JitterBuffer {
             playing: false,
             played_since_resync: false,
             excess_pops: 0,
+            spare_pops: 0,
             stats: JitterStats::default(),
         }
     }
@@ -292,9 +302,15 @@ impl JitterBuffer {
         } else {
             self.excess_pops = 0;
         }
-        if self.excess_pops >= SHRINK_AFTER_POPS {
+        if buffered > self.playout_delay_frames {
+            self.spare_pops += 1;
+        } else {
+            self.spare_pops = 0;
+        }
+        if self.excess_pops >= SHRINK_AFTER_POPS || self.spare_pops >= GIVE_BACK_AFTER_POPS {
             // Drop the oldest frame instead of playing it.
             self.excess_pops = 0;
+            self.spare_pops = 0;
             let oldest = self.next_frame;
             if self.holds(oldest) {
                 self.entries[Self::entry_index(oldest)].segments = 0;
@@ -567,6 +583,58 @@ mod tests {
             buffer.buffered_frames()
         );
         assert!(buffer.stats.shrunk >= 5);
+        assert_eq!(buffer.stats.lost, 0);
+    }
+
+    #[test]
+    fn a_frame_gained_by_an_underrun_is_given_back_after_ten_quiet_seconds() {
+        let mut buffer = buffer(1);
+        push(&mut buffer, 0);
+        assert_eq!(pop_frame(&mut buffer), Some(0));
+        // Frame 1 comes after its tick: the tick plays nothing, and from then
+        // on every tick finds a frame to spare.
+        assert_eq!(buffer.pop(), Pop::Empty);
+        push(&mut buffer, 1);
+        let mut given_back_at = None;
+        for n in 2..2 + GIVE_BACK_AFTER_POPS + 10 {
+            push(&mut buffer, n);
+            let before = buffer.stats.shrunk;
+            assert!(pop_frame(&mut buffer).is_some());
+            if buffer.stats.shrunk > before && given_back_at.is_none() {
+                given_back_at = Some(n);
+            }
+        }
+        assert_eq!(given_back_at, Some(1 + GIVE_BACK_AFTER_POPS));
+        assert_eq!(
+            buffer.buffered_frames(),
+            0,
+            "back to playing what arrives each tick"
+        );
+        assert_eq!(buffer.stats.lost, 0);
+    }
+
+    #[test]
+    fn a_stream_that_still_comes_late_now_and_then_keeps_its_spare_frame() {
+        let mut buffer = buffer(1);
+        push(&mut buffer, 0);
+        assert_eq!(buffer.pop(), Pop::Frame(&frame_of(0)));
+        assert_eq!(buffer.pop(), Pop::Empty);
+        push(&mut buffer, 1);
+        // Every fifth packet is just after its tick: that tick finds no spare.
+        let mut next_push = 2;
+        for tick in 0..3 * GIVE_BACK_AFTER_POPS {
+            let late = tick % 5 == 0;
+            if !late {
+                push(&mut buffer, next_push);
+                next_push += 1;
+            }
+            assert!(pop_frame(&mut buffer).is_some(), "tick {tick}");
+            if late {
+                push(&mut buffer, next_push);
+                next_push += 1;
+            }
+        }
+        assert_eq!(buffer.stats.shrunk, 0);
         assert_eq!(buffer.stats.lost, 0);
     }
 

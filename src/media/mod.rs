@@ -67,7 +67,7 @@ impl Default for MediaConfig {
         MediaConfig {
             max_members: 64,
             rtp_timeout: Duration::from_secs(30),
-            jitter_frames: 2,
+            jitter_frames: 1,
             gate_threshold_dbfs: -50.0,
             gate_hangover_frames: 10,
             rtcp_interval: Duration::from_secs(5),
