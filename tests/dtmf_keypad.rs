@@ -628,3 +628,68 @@ fn passthru_reports_the_digit_and_changes_nothing() {
     let after = &room.phones[0].heard[heard_before..];
     assert!(power_at(after, 990.0) < 1e6, "no confirmation tone");
 }
+
+/// Ticks after the one a talker's first voiced frame arrived in until
+/// `listener` hears it (the voice's first frame above a -40 dB floor).
+fn voice_arrival_ticks(room: &mut Room, talker: usize, listener: usize) -> usize {
+    room.phones[talker].idle = Slot20::Silence;
+    room.idle(10);
+    let before = room.phones[listener].heard.len();
+    room.phones[talker].idle = voice();
+    room.idle(6);
+    room.phones[talker].idle = Slot20::Silence;
+    let heard = &room.phones[listener].heard[before..];
+    let floor = power_at(&vec![VOICE_AMPLITUDE as i16; FRAME], 0.0) * 1e-4;
+    heard
+        .chunks(FRAME)
+        .position(|frame| power_at(frame, VOICE_HZ) > floor)
+        .expect("the voice is heard")
+}
+
+/// DTMF.md's bleed rule costs a frame of delay only from a suspected key to
+/// the next pause: before and after, a talker is heard in the very tick its
+/// frame arrives.
+#[test]
+fn a_talker_is_heard_on_time_before_and_after_a_key() {
+    let mut room = Room::new(3, true, 10);
+    assert_eq!(voice_arrival_ticks(&mut room, 0, 1), 0, "before any key");
+    room.phones[0].idle = voice();
+    room.idle(5);
+    room.press_from(0, '5', Way::InBand, 0);
+    assert_eq!(
+        voice_arrival_ticks(&mut room, 0, 1),
+        0,
+        "after the key's pause"
+    );
+    assert_eq!(voice_arrival_ticks(&mut room, 0, 2), 0, "for everyone");
+}
+
+#[test]
+fn others_hear_at_most_20_ms_of_any_key_wherever_it_starts() {
+    for digit in ['1', '5', '9', '0', '*', '#'] {
+        for onset in [0, 60, 110, 159] {
+            let mut room = Room::new(2, false, 10);
+            room.phones[0].idle = voice();
+            room.idle(10);
+            let before = room.phones[1].heard.len();
+            room.press_from(0, digit, Way::InBand, onset);
+            let (low_hz, high_hz) = key_tones_hz(digit).expect("a key");
+            let key_samples: f64 = room.phones[1].heard[before..]
+                .chunks(FRAME)
+                .map(|frame| {
+                    let power = (power_at(frame, low_hz) + power_at(frame, high_hz)) / 2.0;
+                    2.0 * power.sqrt() / KEY_AMPLITUDE
+                })
+                .sum();
+            let bleed_ms = key_samples / 8.0;
+            assert!(
+                bleed_ms <= 20.0,
+                "{digit} from sample {onset}: {bleed_ms:.1} ms heard"
+            );
+            assert!(
+                room.digits().iter().any(|&(_, d, _)| d == digit),
+                "{digit} from {onset} counted"
+            );
+        }
+    }
+}

@@ -5,9 +5,10 @@
 //! and `codec`: the only place that reads the clock or touches a socket.
 //! Nothing on the tick allocates, locks, logs or blocks.
 //!
-//! Each member is heard one frame (20 ms) late, so that when the digit
-//! receiver hears a key's tone the frame holding its start can still be kept
-//! from the others (DTMF.md, "Bleed").
+//! A member is heard on time until its digit receiver suspects a key's tone;
+//! from then on it is heard one frame (20 ms) late, so the frame holding the
+//! tone's start can still be kept from the others (DTMF.md, "Bleed"), until
+//! its next frame of pause, which is dropped to catch up.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -389,7 +390,7 @@ impl Engine {
         }
         // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
         slot.dtmf.on_audio(&slot.pcm[..frame]);
-        let tone_now = slot.dtmf.tone_present();
+        let suspected_now = slot.dtmf.tone_suspected();
         // Presses act before this tick's contribution, so a key takes effect at once.
         while let Some(press) = self.slots[index].dtmf.poll_press() {
             self.on_press(index, press, now);
@@ -398,23 +399,46 @@ impl Engine {
         let Engine { slots, mixes, .. } = self;
         let slot = &mut slots[index];
         let mix = &mut mixes[slot.mix as usize];
-        // The member is heard one frame late: last tick's frame goes into the mix
-        // unless a key's tone was heard in it or is heard now (DTMF.md, "Bleed").
-        let tone_in_delayed = slot.delayed_is_tone || tone_now;
-        slot.contribution[..frame].copy_from_slice(&slot.delayed[..frame]);
-        slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
-        slot.delayed_is_tone = tone_now;
         let may_talk = !slot.flags.muted && !slot.flags.held;
+        // DTMF.md, "Bleed": once the receiver suspects a key's tone, the member
+        // is heard one frame late, so the frame holding the tone's start is
+        // still kept from the others; until then, and again from its next
+        // frame of pause (dropped), it is heard on time.
+        let held_back = if !may_talk {
+            slot.lagging = false;
+            false
+        } else if slot.lagging {
+            // Last tick's frame goes in unless a key's tone was suspected in it or is now.
+            let held_back = slot.delayed_is_tone || suspected_now;
+            slot.contribution[..frame].copy_from_slice(&slot.delayed[..frame]);
+            slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
+            slot.delayed_is_tone = suspected_now;
+            if !held_back && slot.gate.is_quiet(&slot.contribution[..frame]) {
+                // A frame of pause: drop it and catch up.
+                slot.lagging = false;
+                slot.contribution[..frame].copy_from_slice(&slot.pcm[..frame]);
+            }
+            held_back
+        } else if suspected_now {
+            // A key may be starting: keep this frame back and fall a frame behind.
+            slot.lagging = true;
+            slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
+            slot.delayed_is_tone = true;
+            true
+        } else {
+            slot.contribution[..frame].copy_from_slice(&slot.pcm[..frame]);
+            false
+        };
         let talking = if !may_talk {
             slot.gate.close();
             false
-        } else if tone_in_delayed {
+        } else if held_back {
             // A key, not speech: keep it out, and leave the gate as it was.
             slot.gate.is_open()
         } else {
             slot.gate.update(&slot.contribution[..frame])
         };
-        slot.contributed = talking && !tone_in_delayed;
+        slot.contributed = talking && !held_back;
         if slot.contributed {
             if slot.keypad.talk_step != 0 {
                 apply_gain(&mut slot.contribution[..frame], slot.keypad.talk_gain());

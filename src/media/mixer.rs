@@ -255,16 +255,18 @@ impl NoiseGate {
         self.hangover_left = 0;
     }
 
+    /// Below the closing level: a frame of pause, whether or not the gate is
+    /// still open in its hangover.
+    pub fn is_quiet(&self, pcm: &[i16]) -> bool {
+        pcm.is_empty() || mean_square(pcm) < self.close_mean_square
+    }
+
     /// Feeds one frame; returns whether the gate is open for it.
     pub fn update(&mut self, pcm: &[i16]) -> bool {
         if pcm.is_empty() {
             return self.open;
         }
-        let energy: u64 = pcm
-            .iter()
-            .map(|&sample| (i64::from(sample) * i64::from(sample)) as u64)
-            .sum();
-        let mean_square = energy / pcm.len() as u64;
+        let mean_square = mean_square(pcm);
         if mean_square >= self.open_mean_square {
             self.open = true;
             self.hangover_left = self.hangover_frames;
@@ -277,6 +279,14 @@ impl NoiseGate {
         }
         self.open
     }
+}
+
+fn mean_square(pcm: &[i16]) -> u64 {
+    let energy: u64 = pcm
+        .iter()
+        .map(|&sample| (i64::from(sample) * i64::from(sample)) as u64)
+        .sum();
+    energy / pcm.len() as u64
 }
 
 /// Mean square of a full-scale-relative level, e.g. -50 dBFS.

@@ -78,12 +78,15 @@ pub struct Slot {
     /// This tick's decoded or concealed frame.
     pub pcm: Box<[i16]>,
     concealed_frames: u32,
-    /// Last tick's frame: a member is heard one frame late, so a key's tone
-    /// found in this frame can still be kept out of the mix (DTMF.md, "Bleed").
+    /// Last tick's frame, while the member is heard one frame late (`lagging`),
+    /// so a key's tone found in it can still be kept out of the mix (DTMF.md, "Bleed").
     pub delayed: Box<[i16]>,
-    /// The receiver heard a key's tone while `delayed` was the current frame.
+    /// The receiver suspected a key's tone while `delayed` was the current frame.
     pub delayed_is_tone: bool,
-    /// What went into the mix this tick (the delayed frame at the talk gain).
+    /// Heard one frame late (`delayed` goes into the mix) since a key's tone
+    /// may have started; back to on time at its next frame of pause.
+    pub lagging: bool,
+    /// What went into the mix this tick (this or the delayed frame, at the talk gain).
     pub contribution: Box<[i16]>,
     /// The member's frame went into its mix this tick.
     pub contributed: bool,
@@ -134,6 +137,7 @@ impl Slot {
             concealed_frames: 0,
             delayed: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             delayed_is_tone: false,
+            lagging: false,
             contribution: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             contributed: false,
             dtmf: DtmfReceiver::new(false),
@@ -179,6 +183,7 @@ impl Slot {
         self.concealed_frames = 0;
         self.delayed.fill(0);
         self.delayed_is_tone = false;
+        self.lagging = false;
         self.contribution.fill(0);
         self.contributed = false;
         self.dtmf.reset(add.telephone_event_pt.is_some());

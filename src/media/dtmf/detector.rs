@@ -69,6 +69,17 @@ const MIN_TONE_DBM0: f32 = -44.0;
 /// full amplitude (-20 dB). With three windows to confirm, a press needs six
 /// sub-blocks with the key, the outer two barely: about 27 ms (row 5).
 const STEADY_PRESENCE: f32 = 0.1;
+/// Early warning, judged on the two newest sub-blocks (12.5 ms) instead of a
+/// window: the same key's row and column tone are each the strongest of their
+/// group in both, each at least this far (-3 dB) below a window's floor...
+const SUSPECT_ENERGY_SHARE: f32 = 0.5;
+/// ...each advances in phase like its nominal frequency within this (the same
+/// drift a press is held through)...
+const SUSPECT_FREQUENCY_ERROR: f32 = HOLD_FREQUENCY_ERROR;
+/// ...and together they hold this share of the newer sub-block's in-band energy.
+const SUSPECT_CONCENTRATION: f32 = 0.8;
+/// How far a group's strongest tone leads the others in each sub-block.
+const SUSPECT_DOMINANCE: f32 = 1.5;
 /// Events one call to `process` can leave queued.
 const EVENT_QUEUE: usize = 8;
 
@@ -148,6 +159,8 @@ pub struct InbandDetector {
     state: State,
     /// The last window passed the start checks: a tone is being heard.
     tone_in_window: bool,
+    /// During the last `process`, two sub-blocks in a row looked like one key.
+    suspected: bool,
     events: Deque<ToneEvent, EVENT_QUEUE>,
     /// `e^{-j*w*M*k}` for each tone and sub-block position: the coherent sum's phase reference.
     window_rotation: [[Complex; WINDOW_SUB_BLOCKS]; 8],
@@ -192,6 +205,7 @@ impl InbandDetector {
             carried: None,
             state: State::Idle,
             tone_in_window: false,
+            suspected: false,
             events: Deque::new(),
             window_rotation,
             step_rotation,
@@ -209,6 +223,7 @@ impl InbandDetector {
         self.carried = None;
         self.state = State::Idle;
         self.tone_in_window = false;
+        self.suspected = false;
         self.events.clear();
     }
 
@@ -220,6 +235,7 @@ impl InbandDetector {
     /// Feeds 8 kHz samples, any number at a time. Events that do not fit the
     /// queue (more than `EVENT_QUEUE` unpolled) are dropped, oldest kept.
     pub fn process(&mut self, mut samples: &[i16]) {
+        self.suspected = false;
         if let Some(first) = self.carried.take() {
             let Some((&second, rest)) = samples.split_first() else {
                 self.carried = Some(first);
@@ -244,6 +260,9 @@ impl InbandDetector {
                 self.window[self.next] = block;
                 self.next = (self.next + 1) % WINDOW_SUB_BLOCKS;
                 self.filled = (self.filled + 1).min(WINDOW_SUB_BLOCKS);
+                if self.filled >= 2 && !self.suspected {
+                    self.suspected = self.newest_blocks_look_like_a_key();
+                }
                 if self.filled == WINDOW_SUB_BLOCKS {
                     self.evaluate_window();
                 }
@@ -260,6 +279,71 @@ impl InbandDetector {
     /// to be confirmed): the engine holds the talker's audio back from the mix.
     pub fn tone_present(&self) -> bool {
         self.tone_in_window || matches!(self.state, State::On { misses: 0, .. })
+    }
+
+    /// True when a key's tones may be starting: during the samples of the last
+    /// `process` call two sub-blocks in a row looked like one key (12.5 ms of
+    /// it, well before a window of 25 ms can pass), or a key is being heard.
+    /// Speech passes this looser test now and then; the engine then hears the
+    /// member a frame late for a while, which costs nothing audible.
+    pub fn tone_suspected(&self) -> bool {
+        self.suspected || self.tone_present()
+    }
+
+    /// The looser test behind `tone_suspected`, on the two newest sub-blocks.
+    fn newest_blocks_look_like_a_key(&self) -> bool {
+        let newer = &self.window[(self.next + WINDOW_SUB_BLOCKS - 1) % WINDOW_SUB_BLOCKS];
+        let older = &self.window[(self.next + WINDOW_SUB_BLOCKS - 2) % WINDOW_SUB_BLOCKS];
+        let floor = SUSPECT_ENERGY_SHARE * self.min_tone_energy * SUB_BLOCK_SAMPLES as f32
+            / WINDOW_SAMPLES as f32;
+        if newer.band_energy < floor || older.band_energy < floor {
+            return false;
+        }
+        let power = |block: &SubBlock, tone: usize| block.tones[tone].norm_sqr();
+        let strongest_of = |block: &SubBlock, group: std::ops::Range<usize>| {
+            group
+                .clone()
+                .max_by(|&a, &b| power(block, a).total_cmp(&power(block, b)))
+                .unwrap_or(group.start)
+        };
+        let row = strongest_of(newer, 0..4);
+        let column = strongest_of(newer, 4..8);
+        if strongest_of(older, 0..4) != row || strongest_of(older, 4..8) != column {
+            return false;
+        }
+        // Neighbouring tones leak about half their power into each other over
+        // 50 samples, so a group's strongest need only lead its next by 1.5x.
+        let dominates = |block: &SubBlock, tone: usize, group: std::ops::Range<usize>| {
+            group
+                .filter(|&other| other != tone)
+                .all(|other| power(block, tone) >= SUSPECT_DOMINANCE * power(block, other))
+        };
+        if !dominates(newer, row, 0..4)
+            || !dominates(newer, column, 4..8)
+            || !dominates(older, row, 0..4)
+            || !dominates(older, column, 4..8)
+        {
+            return false;
+        }
+        // A tone A*cos has |X|^2 = (N*A/2)^2 and energy N*A^2/2 over N samples.
+        let energy =
+            |block: &SubBlock, tone: usize| 2.0 * power(block, tone) / SUB_BLOCK_SAMPLES as f32;
+        let loud_enough =
+            |tone: usize| energy(newer, tone) >= floor && energy(older, tone) >= floor;
+        if !loud_enough(row) || !loud_enough(column) {
+            return false;
+        }
+        let on_frequency = |tone: usize| {
+            let advance = newer.tones[tone] * older.tones[tone].conj() * self.step_rotation[tone];
+            let offset = fast_atan2(advance.im, advance.re);
+            (offset / self.omega_m[tone]).abs() <= SUSPECT_FREQUENCY_ERROR
+        };
+        if !on_frequency(row) || !on_frequency(column) {
+            return false;
+        }
+        let in_band = energy(newer, row) * self.band_gain[row]
+            + energy(newer, column) * self.band_gain[column];
+        in_band >= SUSPECT_CONCENTRATION * newer.band_energy
     }
 
     fn push(&mut self, event: ToneEvent) {

@@ -146,6 +146,12 @@ impl DtmfReceiver {
         self.inband.tone_present()
     }
 
+    /// A key's tones may be starting in the audio last fed, or are being heard
+    /// (see `InbandDetector::tone_suspected`).
+    pub fn tone_suspected(&self) -> bool {
+        self.inband.tone_suspected()
+    }
+
     /// The next press that counts; call after feeding each frame.
     pub fn poll_press(&mut self) -> Option<DigitPress> {
         let now = self.inband.clock();
