@@ -9,7 +9,9 @@ use std::process::Command;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sipconf::media::dtmf::{decode_digits, key_tones_hz, wav, DigitReport, DBM0_PEAK};
+use sipconf::media::dtmf::{
+    decode_digits, key_tones_hz, wav, DigitReport, InbandDetector, DBM0_PEAK,
+};
 use sipconf::media::Codec;
 
 const RATE_HZ: f64 = 8000.0;
@@ -549,6 +551,41 @@ fn row_9_speech_gives_no_false_digits() {
             corpus.len()
         );
         assert!(false_digits.is_empty(), "{channel:?}: {false_digits:#?}");
+    }
+}
+
+/// Bleed: the engine holds a member back a frame once its receiver suspects a
+/// key's tone, and the frame that starts the hold is a 20 ms gap in what the
+/// others hear. Speech must rarely look like a key starting, at its own level
+/// and 12 dB louder: fewer than 12 times per minute of speech (one gap every
+/// five seconds of talk at worst; a gap only when the talker is not already
+/// held back, so fewer in practice).
+#[test]
+fn bleed_speech_rarely_looks_like_a_key_starting() {
+    let Some(corpus) = speech_corpus("suspect") else {
+        return;
+    };
+    for gain in [1.0f32, 4.0] {
+        let (mut frames, mut onsets) = (0usize, 0usize);
+        for (_, samples) in &corpus {
+            let louder: Vec<i16> = samples
+                .iter()
+                .map(|&x| (f32::from(x) * gain).clamp(-32768.0, 32767.0) as i16)
+                .collect();
+            let mut detector = InbandDetector::new();
+            let mut was_suspected = false;
+            for frame in louder.chunks_exact(160) {
+                detector.process(frame);
+                let suspected = detector.tone_suspected();
+                onsets += usize::from(suspected && !was_suspected);
+                was_suspected = suspected;
+                frames += 1;
+            }
+        }
+        let minutes = frames as f64 * 0.02 / 60.0;
+        let per_minute = onsets as f64 / minutes;
+        println!("bleed: speech x{gain} looked like a key starting {onsets} times in {minutes:.1} min ({per_minute:.1} per minute)");
+        assert!(per_minute < 12.0, "x{gain}: {per_minute:.1} per minute");
     }
 }
 
