@@ -78,6 +78,8 @@ const SUSPECT_ENERGY_SHARE: f32 = 0.5;
 const SUSPECT_FREQUENCY_ERROR: f32 = HOLD_FREQUENCY_ERROR;
 /// ...and together they hold this share of the newer sub-block's in-band energy.
 const SUSPECT_CONCENTRATION: f32 = 0.8;
+/// The twist may be this much wider than a press's (short blocks measure it roughly).
+const SUSPECT_TWIST_SLACK_DB: f32 = 3.0;
 /// How far a group's strongest tone leads the others in each sub-block.
 const SUSPECT_DOMINANCE: f32 = 1.5;
 /// Events one call to `process` can leave queued.
@@ -331,6 +333,14 @@ impl InbandDetector {
         let loud_enough =
             |tone: usize| energy(newer, tone) >= floor && energy(older, tone) >= floor;
         if !loud_enough(row) || !loud_enough(column) {
+            return false;
+        }
+        // Both tones of a key, not one tone and the other group's leakage of it.
+        let twist_db = 10.0 * (energy(newer, row) / energy(newer, column)).log10();
+        if !(-MAX_HIGH_LOUDER_DB - SUSPECT_TWIST_SLACK_DB
+            ..=MAX_LOW_LOUDER_DB + SUSPECT_TWIST_SLACK_DB)
+            .contains(&twist_db)
+        {
             return false;
         }
         let on_frequency = |tone: usize| {
@@ -665,5 +675,43 @@ mod tests {
         detector.process(&lone);
         assert_eq!(events(&mut detector), []);
         assert!(!detector.tone_present());
+    }
+
+    #[test]
+    fn no_steady_single_tone_looks_like_a_key_starting() {
+        // One loud tone leaks into the other group's bins, and over 50 samples
+        // its phase advance can alias onto a key's; the twist test rules it out.
+        for frequency_hz in (300..=3400).step_by(10) {
+            let mut detector = InbandDetector::new();
+            let lone = tones(f64::from(frequency_hz), 0.0, 16000.0, 1600);
+            for frame in lone.chunks(160) {
+                detector.process(frame);
+                assert!(!detector.tone_suspected(), "{frequency_hz} Hz");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_is_suspected_within_its_first_full_frame() {
+        // Wherever the key starts, the first 20 ms frame it fills is flagged,
+        // so only the frame it started in can reach the mix (DTMF.md, "Bleed").
+        for onset in (0..160).step_by(10) {
+            let mut detector = InbandDetector::new();
+            let mut samples = vec![0i16; 160 + onset];
+            samples.extend(tones(770.0, 1336.0, 4000.0, 800));
+            let mut flagged = None;
+            for (frame, chunk) in samples.chunks(160).enumerate() {
+                detector.process(chunk);
+                if detector.tone_suspected() {
+                    flagged = Some(frame);
+                    break;
+                }
+            }
+            let first_full_frame = (160 + onset).div_ceil(160);
+            assert!(
+                flagged.is_some_and(|frame| frame <= first_full_frame),
+                "onset {onset}: flagged in frame {flagged:?}"
+            );
+        }
     }
 }
