@@ -82,6 +82,13 @@ const SUSPECT_CONCENTRATION: f32 = 0.8;
 const SUSPECT_TWIST_SLACK_DB: f32 = 3.0;
 /// How far a group's strongest tone leads the others in each sub-block.
 const SUSPECT_DOMINANCE: f32 = 1.5;
+/// A sub-block below this energy (RMS 20, about -64 dBFS) skips the tone
+/// filters while nothing is being detected. Its power at any one frequency is
+/// at most 50 times its energy (Cauchy-Schwarz), 1.0e6: under a tenth
+/// (`STEADY_PRESENCE`) of the power of the quietest key tone accepted
+/// (-44 dBm0 over 50 samples, 1.3e7), so it can neither start a key nor,
+/// next to louder sub-blocks, pass a steadiness test its real values would fail.
+const QUIET_SUB_BLOCK_ENERGY: i64 = SUB_BLOCK_SAMPLES as i64 * 20 * 20;
 /// Events one call to `process` can leave queued.
 const EVENT_QUEUE: usize = 8;
 
@@ -255,7 +262,10 @@ impl InbandDetector {
 
     fn feed_pairs(&mut self, mut samples: &[i16]) {
         while !samples.is_empty() {
-            let (taken, block) = self.bank.feed(samples);
+            let (taken, block) = match self.quiet_sub_block(samples) {
+                Some(energy) => (SUB_BLOCK_SAMPLES, Some(self.bank.take_quiet(energy))),
+                None => self.bank.feed(samples),
+            };
             samples = &samples[taken..];
             self.clock += taken as u64;
             if let Some(block) = block {
@@ -270,6 +280,18 @@ impl InbandDetector {
                 }
             }
         }
+    }
+
+    /// The energy of the next whole sub-block of `samples`, if it can be
+    /// taken without its filters: nothing is being detected, and it is too
+    /// quiet to matter (`QUIET_SUB_BLOCK_ENERGY`).
+    fn quiet_sub_block(&self, samples: &[i16]) -> Option<f32> {
+        if !self.bank.between_blocks() || !matches!(self.state, State::Idle) {
+            return None;
+        }
+        let block = samples.get(..SUB_BLOCK_SAMPLES)?;
+        let energy: i64 = block.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
+        (energy < QUIET_SUB_BLOCK_ENERGY).then_some(energy as f32)
     }
 
     /// The next start or end event, oldest first.

@@ -248,6 +248,26 @@ impl ToneBank {
         self.band.power_gain(frequency_hz)
     }
 
+    /// No sample of the current sub-block has been fed yet.
+    pub fn between_blocks(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Takes one whole sub-block known to be too quiet to hold a key, given
+    /// its energy: the tone filters are skipped and report nothing, and the
+    /// band filter starts from rest (where so quiet an input leaves it
+    /// anyway), its energy counted as the whole block's. For members who are
+    /// silent or listening, this is the receiver's whole cost.
+    pub fn take_quiet(&mut self, energy: f32) -> SubBlock {
+        debug_assert!(self.between_blocks());
+        self.band.reset();
+        SubBlock {
+            tones: [Complex::ZERO; 8],
+            energy,
+            band_energy: energy,
+        }
+    }
+
     /// Feeds pairs of samples until the current sub-block is full or `samples`
     /// runs out; returns how many samples were taken and the finished
     /// sub-block, if one finished. `samples` must hold whole pairs.
