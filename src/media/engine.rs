@@ -1440,4 +1440,31 @@ mod tests {
         hears_only(&listener, 1000.0);
         hears_only(&talker, 400.0);
     }
+
+    #[test]
+    fn shared_port_rtcp_is_matched_by_ssrc_and_reports_leave_the_shared_pair() {
+        let mut bridge = SharedBridge::new(2);
+        let socket = loopback_socket();
+        let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
+        phone.rtp = socket;
+        bridge.run(&[&phone], 2);
+        // A receiver report from a port nobody named, about the stream's SSRC.
+        let reporter = loopback_socket();
+        let mut report = [0u8; RTCP_COMPOUND_MAX_BYTES];
+        let len = write_rtcp_report(0x5EED, None, None, false, &mut report).expect("fits");
+        let shared_rtcp = SocketAddr::new(bridge.port.ip(), bridge.port.port() + 1);
+        reporter.send_to(&report[..len], shared_rtcp).expect("send");
+        bridge.run(&[&phone], RTCP_POLL_TICKS as u32);
+        assert_eq!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+
+        bridge.command(Command::RemoveMember { key });
+        bridge.run(&[], 1);
+        reporter
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut datagram = [0u8; 256];
+        let (len, from) = reporter.recv_from(&mut datagram).expect("an RTCP BYE");
+        assert!(check_rtcp(&datagram[..len]).expect("valid RTCP").has_bye);
+        assert_eq!(from, shared_rtcp);
+    }
 }
