@@ -552,13 +552,11 @@ impl Engine {
                     }
                     None => None,
                 };
-                let Some(slot) = index.and_then(|index| slots.get_mut(index)) else {
+                let Some(index) = index else {
                     continue;
                 };
-                slot.latch_rtcp(source);
-                if let Some(index) = index {
-                    shared.demux.file(index, filed_as(&slots[index]));
-                }
+                slots[index].latch_rtcp(source);
+                shared.demux.file(index, filed_as(&slots[index]));
             }
             read += got;
             if got < want {
