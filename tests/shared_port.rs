@@ -130,3 +130,44 @@ fn start_up_fails_clearly_when_the_shared_port_is_taken() {
     );
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_in_a_pin_lobby_on_the_shared_port_join_and_hear_each_other() {
+    use sipconf::testphone::{KeyMode, KeyPress};
+    let daemon = Daemon::start(
+        "shared_port = true",
+        "[[room]]\nnumber = \"1000\"\npin = \"42\"\npin_prompt = \"PIN.\"\n",
+    );
+    let mut phones = Vec::new();
+    for _ in 0..2 {
+        let mut phone = call(&daemon, PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu)).await;
+        // The prompt plays first; keys pressed during it still count.
+        let keys: Vec<KeyPress> = "42#"
+            .chars()
+            .enumerate()
+            .map(|(i, digit)| KeyPress::new(200 + 200 * i as u64, digit, KeyMode::Rfc4733))
+            .collect();
+        phone
+            .stream_with_keys(&Signal::Silence, Duration::from_millis(1200), &keys)
+            .await
+            .expect("media");
+        phones.push(phone);
+    }
+    let joined = || {
+        let log = daemon.log.lock().expect("log lock");
+        log.iter().filter(|l| l.contains("member joined")).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while joined() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(joined(), 2, "the PIN let both callers in");
+    assert_eq!(
+        phones[0].remote_rtp, phones[1].remote_rtp,
+        "one shared port"
+    );
+    let phones = talk(phones, &[600.0, 1000.0]).await;
+    for mut phone in phones {
+        assert_eq!(phone.hangup().await.expect("bye"), 200);
+    }
+}
