@@ -36,7 +36,7 @@ use crate::media::rtp::{
     check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
 };
 use crate::media::slot::{Played, Received, Slot};
-use crate::media::udp::{set_buffer_bytes, ReceiveBatch, SendBatch};
+use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
 use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey, MemberSockets};
 
 /// One tick of audio.
@@ -59,8 +59,10 @@ const SHARED_BATCH: usize = 64;
 /// the shared RTCP socket, so a flood of unknown reports cannot stretch a tick.
 const RTCP_SSRC_SCANS_PER_POLL: usize = 8;
 /// Socket buffer asked for per member on the shared port: every member's
-/// datagrams wait in one buffer between two ticks (the kernel caps it).
-const SHARED_BUFFER_BYTES_PER_MEMBER: usize = 4096;
+/// datagrams wait in one buffer between two ticks, and one 172-byte RTP
+/// datagram takes about 1 KiB of it with the kernel's overhead (the kernel
+/// caps the request at `net.core.rmem_max`).
+const SHARED_BUFFER_BYTES_PER_MEMBER: usize = 2048;
 
 /// The one RTP/RTCP socket pair every `MemberSockets::Shared` member uses,
 /// with its batches and the table that finds a datagram's member.
@@ -97,6 +99,16 @@ impl SharedPort {
                     rtcp.set_nonblocking(true)?;
                     let buffer = max_members.saturating_mul(SHARED_BUFFER_BYTES_PER_MEMBER);
                     set_buffer_bytes(rtp.as_raw_fd(), buffer)?;
+                    // Start-up, not the tick: a warning here is allowed.
+                    let granted = receive_buffer_bytes(rtp.as_raw_fd()).unwrap_or(0);
+                    if granted < buffer {
+                        tracing::warn!(
+                            granted_bytes = granted,
+                            wanted_bytes = buffer,
+                            "the shared RTP socket's receive buffer is smaller than \
+                             max_members needs; raise net.core.rmem_max or RTP may be dropped"
+                        );
+                    }
                     return Ok(SharedPort {
                         rtp,
                         rtcp,

@@ -222,6 +222,27 @@ pub fn set_buffer_bytes(fd: RawFd, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The receive buffer the kernel granted `fd`, in bytes (as `SO_RCVBUF`
+/// reports it: twice what was asked, for its bookkeeping).
+pub fn receive_buffer_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live and `len` is the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
 /// Datagrams queued for one socket, sent with one `sendmmsg`.
 pub struct SendBatch {
     buffers: Box<[[u8; DATAGRAM_BYTES]]>,
