@@ -57,6 +57,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         rtp_timeout: config.media.rtp_timeout,
         jitter_frames: config.media.jitter_frames,
         gate_threshold_dbfs: config.media.gate_threshold_dbfs,
+        // The first even port of media.rtp_ports carries RTP, the next RTCP.
+        shared_port: config.media.shared_port.then(|| {
+            SocketAddr::new(
+                config.media.bind_address,
+                config.media.rtp_ports.start.next_multiple_of(2),
+            )
+        }),
         ..MediaConfig::default()
     };
     let (media, media_thread) = media::spawn(media_config).map_err(StartError::Media)?;

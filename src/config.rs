@@ -132,6 +132,9 @@ pub struct MediaSettings {
     pub rtp_timeout: Duration,
     pub jitter_frames: usize,
     pub gate_threshold_dbfs: f32,
+    /// Every call uses one RTP/RTCP port pair (the first even port of
+    /// `rtp_ports` and the next), demultiplexed by source address.
+    pub shared_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +434,7 @@ struct RawMedia {
     rtp_timeout: Spanned<i64>,
     jitter_frames: Spanned<i64>,
     gate_threshold_dbfs: Spanned<f64>,
+    shared_port: Spanned<bool>,
 }
 
 impl Default for RawMedia {
@@ -443,6 +447,7 @@ impl Default for RawMedia {
             rtp_timeout: unspanned(30),
             jitter_frames: unspanned(1),
             gate_threshold_dbfs: unspanned(-55.0),
+            shared_port: unspanned(false),
         }
     }
 }
@@ -594,7 +599,20 @@ impl RawConfig {
             jitter_frames: in_range(&self.media.jitter_frames, "media.jitter_frames", 0, 10)?
                 as usize,
             gate_threshold_dbfs: gate as f32,
+            shared_port: *self.media.shared_port.get_ref(),
         };
+        if media.shared_port && media.rtp_ports.start.next_multiple_of(2) + 1 >= media.rtp_ports.end
+        {
+            return Err(invalid(
+                &self.media.shared_port,
+                "media.shared_port",
+                format!(
+                    "media.rtp_ports {}-{} holds no even port with the odd one above it to share",
+                    media.rtp_ports.start,
+                    media.rtp_ports.end - 1
+                ),
+            ));
+        }
         let log = LogConfig {
             level: self.log.level.get_ref().clone(),
         };
@@ -855,6 +873,25 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(6));
         assert_eq!(e.key.as_deref(), Some("room.max_members"), "{e}");
+    }
+
+    #[test]
+    fn shared_port_is_off_by_default_and_must_be_a_bool() {
+        assert!(!Config::parse("", "t").unwrap().media.shared_port);
+        let on = Config::parse("[media]\nshared_port = true\n", "t").unwrap();
+        assert!(on.media.shared_port);
+        let text = "[media]\nmax_members = 10\nshared_port = \"yes\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
+    }
+
+    #[test]
+    fn shared_port_needs_a_pair_in_the_range() {
+        let text = "[media]\nrtp_ports = \"30001-30002\"\nshared_port = true\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
     }
 
     #[test]

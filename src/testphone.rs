@@ -36,6 +36,9 @@ pub struct PhoneOptions {
     pub extra_sdp: Vec<String>,
     /// Payload types the phone offers besides its G.711 codecs: `(pt, "G729/8000")`.
     pub other_payloads: Vec<(u8, String)>,
+    /// The RTP port written in the SDP offer, when it is not the port the
+    /// phone sends from (a NAT that rewrites ports).
+    pub advertised_rtp_port: Option<u16>,
 }
 
 impl PhoneOptions {
@@ -48,6 +51,7 @@ impl PhoneOptions {
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             extra_sdp: Vec::new(),
             other_payloads: Vec::new(),
+            advertised_rtp_port: None,
         }
     }
 }
@@ -386,7 +390,9 @@ impl Phone {
         let mut sdp = format!(
             "v=0\r\no=testphone 1 {} IN {family} {ip}\r\ns=-\r\nc=IN {family} {connection}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
             self.sdp_version,
-            self.rtp_addr().port(),
+            self.options
+                .advertised_rtp_port
+                .unwrap_or_else(|| self.rtp_addr().port()),
             pts.join(" ")
         );
         for c in &self.options.codecs {

@@ -11,6 +11,7 @@ use sipconf::media::engine::{Continue, Engine, TICK};
 use sipconf::media::rtp::{write_rtp, RtpHeader, RtpPacket};
 use sipconf::media::{
     AddMember, Codec, Command, DigitSource, Event, MediaConfig, MediaStats, MemberFlags, MemberKey,
+    MemberSockets,
 };
 
 const FRAME: usize = 160;
@@ -160,7 +161,8 @@ impl Room {
             commands,
             events_out,
             Arc::new(MediaStats::default()),
-        );
+        )
+        .expect("engine");
         let mut phones = Vec::new();
         for slot in 0..members as u32 {
             let key = MemberKey {
@@ -176,8 +178,10 @@ impl Room {
                 mix: 0,
                 remote_rtp: phone_rtp.local_addr().expect("bound"),
                 remote_rtcp: member_rtcp.local_addr().expect("bound"),
-                rtp: member_rtp,
-                rtcp: member_rtcp,
+                sockets: MemberSockets::Own {
+                    rtp: member_rtp,
+                    rtcp: member_rtcp,
+                },
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(EVENT_PT),
                 flags: MemberFlags::default(),

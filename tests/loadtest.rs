@@ -20,8 +20,18 @@ fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
 
 #[test]
 fn twenty_members_three_talkers_all_hear_with_no_loss_and_plausible_delay() {
+    twenty_members_three_talkers("max_members = 64");
+}
+
+#[test]
+fn the_same_crowd_on_one_shared_port_all_hear_with_no_loss_and_plausible_delay() {
+    twenty_members_three_talkers("max_members = 64\nshared_port = true");
+}
+
+/// Runs the crowd against a daemon with `media_extra` and checks the report.
+fn twenty_members_three_talkers(media_extra: &str) {
     let mut daemon = Daemon::start(
-        "max_members = 64",
+        media_extra,
         "[[room]]\nnumber = \"1000\"\nmax_members = 40\n",
     );
     let dir = common::tempdir::TempDir::new("sipconf-loadtest");

@@ -14,7 +14,7 @@ mod pin;
 mod ports;
 
 pub use audio::{AudioRequest, AudioTarget};
-pub use ports::PortPool;
+pub use ports::{CallPorts, PortPool};
 
 use crate::conference::{
     CallDirection, CallState, Conference, ConferenceState, Member, MemberOptions, Profile,
@@ -50,11 +50,7 @@ pub const CALL_REJECTED: &str = "CALL_REJECTED";
 #[derive(Debug)]
 struct Call {
     id: String,
-    rtp_port: u16,
-    /// Kept here while the media plane has clones, so the ports stay bound when
-    /// the call leaves the mixer and can join again.
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    ports: CallPorts,
     media_address: IpAddr,
     negotiated: sdp::Negotiated,
     session: sdp::SdpSession,
@@ -350,9 +346,7 @@ struct Ringing {
 /// An outbound call waiting for its answer.
 struct Outgoing {
     id: String,
-    rtp_port: u16,
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    ports: CallPorts,
     media_address: IpAddr,
     session: sdp::SdpSession,
     conference_id: Option<String>,
@@ -403,7 +397,11 @@ impl Manager {
         media: MediaHandle,
         shared: Arc<Shared>,
     ) -> (Manager, ManagerHandle) {
-        let ports = PortPool::new(config.media.bind_address, config.media.rtp_ports.clone());
+        // With media.shared_port the media thread bound the one pair every call uses.
+        let ports = match media.shared_port() {
+            Some(port) => PortPool::shared(port),
+            None => PortPool::new(config.media.bind_address, config.media.rtp_ports.clone()),
+        };
         let mixes = MixPool::new(media.capacity());
         let media = Mutex::new(media);
         let (due_tx, due_rx) = mpsc::unbounded_channel();
@@ -684,7 +682,7 @@ impl Manager {
                     tracing::warn!("no free RTP port in media.rtp_ports: 503");
                     Some(refuse(503, "Service Unavailable (no RTP port)".into()))
                 }
-                Some((rtp_port, rtp, rtcp)) => {
+                Some(ports) => {
                     let media_address = self
                         .config
                         .media
@@ -695,9 +693,7 @@ impl Manager {
                     use rand::Rng;
                     let record = Call {
                         id: ringing.id.clone(),
-                        rtp_port,
-                        rtp,
-                        rtcp,
+                        ports,
                         media_address,
                         negotiated,
                         session: sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64)),
@@ -708,7 +704,7 @@ impl Manager {
                     };
                     let answer = sdp::build_answer(
                         record.session,
-                        SocketAddr::new(record.media_address, record.rtp_port),
+                        SocketAddr::new(record.media_address, record.ports.rtp_port),
                         &record.negotiated,
                     );
                     tracing::info!(call = %record.id, from = %ringing.from, codec = ?record.negotiated.codec, "call answered");
@@ -829,9 +825,8 @@ impl Manager {
             }
             (max, keypad)
         };
-        let (rtp, rtcp) = match (call.rtp.try_clone(), call.rtcp.try_clone()) {
-            (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
-            _ => return Err(RecordError::Busy("cannot share the RTP socket")),
+        let Ok(sockets) = call.ports.member_sockets() else {
+            return Err(RecordError::Busy("cannot share the RTP socket"));
         };
         let call_id = call.id.clone();
         let remote_rtp = call.negotiated.remote_rtp_addr;
@@ -868,8 +863,7 @@ impl Manager {
         let add = AddMember {
             key: media_key,
             mix,
-            rtp,
-            rtcp,
+            sockets,
             remote_rtp,
             remote_rtcp: SocketAddr::new(remote_rtp.ip(), remote_rtp.port().wrapping_add(1)),
             codec,
@@ -955,7 +949,7 @@ impl Manager {
     /// `hangup` event. Idempotent.
     fn finish(&mut self, key: CallKey, state: CallState, cause: &str, why: &str) {
         let id = if let Some(outgoing) = self.outgoing.remove(&key) {
-            self.ports.release(outgoing.rtp_port);
+            self.ports.release(&outgoing.ports);
             outgoing.id
         } else if let Some(ringing) = self.ringing.remove(&key) {
             ringing.id
@@ -965,7 +959,7 @@ impl Manager {
             let Some(call) = self.calls.remove(&key) else {
                 return;
             };
-            self.ports.release(call.rtp_port);
+            self.ports.release(&call.ports);
             call.id
         } else {
             return;
@@ -1021,7 +1015,7 @@ impl Manager {
         let joined = call.joined.as_ref().map(|j| (j.member_id.clone(), j.media));
         let answer = sdp::build_answer(
             call.session,
-            SocketAddr::new(call.media_address, call.rtp_port),
+            SocketAddr::new(call.media_address, call.ports.rtp_port),
             &call.negotiated,
         );
         tracing::info!(call = %call.id, held, "re-offer");
@@ -1130,7 +1124,7 @@ impl Manager {
                 return Err(RecordError::ConferenceCompleted);
             }
         }
-        let Some((rtp_port, rtp, rtcp)) = self.ports.bind_pair() else {
+        let Some(ports) = self.ports.bind_pair() else {
             return Err(RecordError::Busy("no free RTP port"));
         };
         let media_address = self
@@ -1142,7 +1136,7 @@ impl Manager {
         let session = sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64));
         let offer_sdp = sdp::build_offer(
             session,
-            SocketAddr::new(media_address, rtp_port),
+            SocketAddr::new(media_address, ports.rtp_port),
             OFFERED_TELEPHONE_EVENT_PT,
         );
         let from_uri = if request.from.starts_with("sip:") {
@@ -1182,7 +1176,7 @@ impl Manager {
             credentials,
         };
         let Some(key) = self.sip.invite(invite).await else {
-            self.ports.release(rtp_port);
+            self.ports.release(&ports);
             self.shared.registry().end_call(
                 &id,
                 CallState::Rejected,
@@ -1197,9 +1191,7 @@ impl Manager {
             key,
             Outgoing {
                 id: id.clone(),
-                rtp_port,
-                rtp,
-                rtcp,
+                ports,
                 media_address,
                 session,
                 conference_id: request.conference_id,
@@ -1226,7 +1218,7 @@ impl Manager {
             Err(e) => {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
                 self.sip.send(SipCommand::Hangup(key)).await;
-                self.ports.release(outgoing.rtp_port);
+                self.ports.release(&outgoing.ports);
                 self.end_record(
                     &outgoing.id,
                     CallState::Completed,
@@ -1242,9 +1234,7 @@ impl Manager {
             key,
             Call {
                 id: outgoing.id,
-                rtp_port: outgoing.rtp_port,
-                rtp: outgoing.rtp,
-                rtcp: outgoing.rtcp,
+                ports: outgoing.ports,
                 media_address: outgoing.media_address,
                 negotiated,
                 session: outgoing.session,

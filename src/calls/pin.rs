@@ -35,17 +35,15 @@ impl Manager {
         let Some(call) = self.calls.get(&key) else {
             return Err("the call is gone");
         };
-        let (rtp, rtcp) = match (call.rtp.try_clone(), call.rtcp.try_clone()) {
-            (Ok(rtp), Ok(rtcp)) => (rtp, rtcp),
-            _ => return Err("cannot share the RTP socket"),
+        let Ok(sockets) = call.ports.member_sockets() else {
+            return Err("cannot share the RTP socket");
         };
         let call_id = call.id.clone();
         let remote_rtp = call.negotiated.remote_rtp_addr;
         let add = |media: MemberKey, mix: u32| AddMember {
             key: media,
             mix,
-            rtp,
-            rtcp,
+            sockets,
             remote_rtp,
             remote_rtcp: SocketAddr::new(remote_rtp.ip(), remote_rtp.port().wrapping_add(1)),
             codec: super::media_codec(call.negotiated.codec),

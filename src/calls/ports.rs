@@ -1,9 +1,36 @@
 //! RTP port pairs from `media.rtp_ports`: an even port for RTP and the odd one
-//! above it for RTCP (RFC 3550 §11), bound here and handed to the media plane.
+//! above it for RTCP (RFC 3550 §11), bound here and handed to the media plane;
+//! or, with `media.shared_port`, the media thread's one pair for every call.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
+
+use crate::media::MemberSockets;
+
+/// A call's RTP port (RTCP is the one above) and, unless the port is shared,
+/// the sockets bound to it.
+#[derive(Debug)]
+pub struct CallPorts {
+    pub rtp_port: u16,
+    /// Kept here while the media plane has clones, so the ports stay bound when
+    /// the call leaves the mixer and can join again.
+    own: Option<(UdpSocket, UdpSocket)>,
+}
+
+impl CallPorts {
+    /// What the media plane is given for a member of this call: clones of the
+    /// call's own sockets, or the shared port.
+    pub fn member_sockets(&self) -> std::io::Result<MemberSockets> {
+        match &self.own {
+            Some((rtp, rtcp)) => Ok(MemberSockets::Own {
+                rtp: rtp.try_clone()?,
+                rtcp: rtcp.try_clone()?,
+            }),
+            None => Ok(MemberSockets::Shared),
+        }
+    }
+}
 
 /// Hands out bound RTP/RTCP socket pairs, round-robin through the range so a
 /// port just released is not reused at once (late packets of the old call
@@ -15,6 +42,8 @@ pub struct PortPool {
     pairs: u16,
     cursor: u16,
     in_use: HashSet<u16>,
+    /// `media.shared_port`: every call gets this RTP port and no sockets.
+    shared: Option<u16>,
 }
 
 impl PortPool {
@@ -28,12 +57,31 @@ impl PortPool {
             pairs,
             cursor: 0,
             in_use: HashSet::new(),
+            shared: None,
         }
     }
 
-    /// Binds the next free pair; `None` when every pair is in use or taken by
-    /// another program.
-    pub fn bind_pair(&mut self) -> Option<(u16, UdpSocket, UdpSocket)> {
+    /// A pool that gives every call the media thread's shared RTP port.
+    pub fn shared(rtp_port: u16) -> PortPool {
+        PortPool {
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            first_even: rtp_port,
+            pairs: 0,
+            cursor: 0,
+            in_use: HashSet::new(),
+            shared: Some(rtp_port),
+        }
+    }
+
+    /// Binds the next free pair (or gives the shared port); `None` when every
+    /// pair is in use or taken by another program.
+    pub fn bind_pair(&mut self) -> Option<CallPorts> {
+        if let Some(rtp_port) = self.shared {
+            return Some(CallPorts {
+                rtp_port,
+                own: None,
+            });
+        }
         for _ in 0..self.pairs {
             let port = self.first_even + 2 * self.cursor;
             self.cursor = (self.cursor + 1) % self.pairs.max(1);
@@ -47,14 +95,20 @@ impl PortPool {
                 continue;
             };
             self.in_use.insert(port);
-            return Some((port, rtp, rtcp));
+            return Some(CallPorts {
+                rtp_port: port,
+                own: Some((rtp, rtcp)),
+            });
         }
         None
     }
 
-    /// Returns a pair to the pool (its sockets are closed by their owner).
-    pub fn release(&mut self, port: u16) {
-        self.in_use.remove(&port);
+    /// Returns a call's pair to the pool (its sockets close when the call's
+    /// `CallPorts` and the media plane's clones are dropped).
+    pub fn release(&mut self, ports: &CallPorts) {
+        if ports.own.is_some() {
+            self.in_use.remove(&ports.rtp_port);
+        }
     }
 
     pub fn in_use(&self) -> usize {
@@ -88,15 +142,29 @@ mod tests {
     fn hands_out_even_rtp_ports_with_rtcp_above_and_runs_out_cleanly() {
         let base = free_block_of_six();
         let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), base + 1..base + 6);
-        let (a, rtp, rtcp) = pool.bind_pair().expect("first pair");
+        let first = pool.bind_pair().expect("first pair");
+        let a = first.rtp_port;
         assert_eq!(a % 2, 0);
+        let (rtp, rtcp) = first.own.as_ref().expect("own sockets");
         assert_eq!(rtp.local_addr().unwrap().port(), a);
         assert_eq!(rtcp.local_addr().unwrap().port(), a + 1);
-        let (b, _r, _c) = pool.bind_pair().expect("second pair");
-        assert_ne!(a, b);
+        let second = pool.bind_pair().expect("second pair");
+        assert_ne!(a, second.rtp_port);
         assert!(pool.bind_pair().is_none(), "only two pairs fit");
-        drop((rtp, rtcp));
-        pool.release(a);
-        assert_eq!(pool.bind_pair().map(|p| p.0), Some(a));
+        pool.release(&first);
+        drop(first);
+        assert_eq!(pool.bind_pair().map(|p| p.rtp_port), Some(a));
+    }
+
+    #[test]
+    fn a_shared_pool_gives_every_call_the_shared_port_and_no_sockets() {
+        let mut pool = PortPool::shared(30_000);
+        let calls: Vec<CallPorts> = (0..3).map(|_| pool.bind_pair().expect("port")).collect();
+        for call in &calls {
+            assert_eq!(call.rtp_port, 30_000);
+            assert!(matches!(call.member_sockets(), Ok(MemberSockets::Shared)));
+            pool.release(call);
+        }
+        assert_eq!(pool.in_use(), 0);
     }
 }

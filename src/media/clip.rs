@@ -329,7 +329,8 @@ mod tests {
             commands_out,
             events_in,
             Arc::new(MediaStats::default()),
-        );
+        )
+        .expect("engine");
         let bind = || UdpSocket::bind("127.0.0.1:0").expect("loopback");
         let phones: Vec<UdpSocket> = (0..2).map(|_| bind()).collect();
         let keys: Vec<MemberKey> = (0..2)
@@ -343,8 +344,10 @@ mod tests {
             let add = AddMember {
                 key: *key,
                 mix: 0,
-                rtp: bind(),
-                rtcp: bind(),
+                sockets: crate::media::MemberSockets::Own {
+                    rtp: bind(),
+                    rtcp: bind(),
+                },
                 remote_rtp: phone.local_addr().expect("addr"),
                 remote_rtcp: phone.local_addr().expect("addr"),
                 codec: Codec::Pcmu,

@@ -5,11 +5,19 @@
 //! and `codec`: the only place that reads the clock or touches a socket.
 //! Nothing on the tick allocates, locks, logs or blocks.
 //!
+//! A member has its own RTP/RTCP socket pair, or (`media.shared_port`) all
+//! share one pair: the RTP socket is then drained in large batches before
+//! the per-member work, each datagram is handed to its member by source
+//! address (`demux`), and the tick's packets leave in `sendmmsg` batches, so
+//! the system-call cost is spread over up to 64 packets.
+//!
 //! A member is heard on time until its digit receiver suspects a key's tone;
 //! from then on it is heard one frame (20 ms) late, so the frame holding the
 //! tone's start can still be kept from the others (DTMF.md, "Bleed"), until
 //! its next frame of pause, which is dropped to catch up.
 
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
+use crate::media::demux::{Demux, Filed, Sender};
 use crate::media::dtmf::DigitPress;
 use crate::media::keypad::{MAX_STEPS, STEP_DB};
 use crate::media::mixer::{
@@ -28,8 +37,8 @@ use crate::media::rtp::{
     check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
 };
 use crate::media::slot::{Played, Received, Slot};
-use crate::media::udp::ReceiveBatch;
-use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey};
+use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
+use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey, MemberSockets};
 
 /// One tick of audio.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -45,6 +54,89 @@ const DATAGRAMS_PER_TICK: usize = 16;
 /// members), not every tick: reports come every few seconds, and an empty
 /// read is a system call (a quarter of the per-member cost at 1000 members).
 const RTCP_POLL_TICKS: u64 = 10;
+/// Datagrams per `recvmmsg` and per `sendmmsg` on the shared port.
+const SHARED_BATCH: usize = 64;
+/// Members whose RTCP is looked up by SSRC (a scan of every slot) per poll of
+/// the shared RTCP socket, so a flood of unknown reports cannot stretch a tick.
+const RTCP_SSRC_SCANS_PER_POLL: usize = 8;
+/// Socket buffer asked for per member on the shared port: every member's
+/// datagrams wait in one buffer between two ticks, and one 172-byte RTP
+/// datagram takes about 1 KiB of it with the kernel's overhead (the kernel
+/// caps the request at `net.core.rmem_max`).
+const SHARED_BUFFER_BYTES_PER_MEMBER: usize = 2048;
+
+/// The one RTP/RTCP socket pair every `MemberSockets::Shared` member uses,
+/// with its batches and the table that finds a datagram's member.
+struct SharedPort {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    demux: Demux,
+    receive_batch: ReceiveBatch,
+    send_batch: SendBatch,
+}
+
+impl SharedPort {
+    /// Binds RTP at `address` and RTCP on the port above, nonblocking. Port 0
+    /// takes any free pair (tests); a few tries find one whose upper port is free.
+    fn bind(address: SocketAddr, max_members: usize) -> io::Result<SharedPort> {
+        let context = |what: &str, at: SocketAddr, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the shared {what} port {at} (media.shared_port): {e}"),
+            )
+        };
+        let tries = if address.port() == 0 { 32 } else { 1 };
+        let mut last_error = None;
+        for _ in 0..tries {
+            let rtp = UdpSocket::bind(address).map_err(|e| context("RTP", address, e))?;
+            let rtp_port = rtp.local_addr()?.port();
+            let Some(rtcp_port) = rtp_port.checked_add(1) else {
+                continue;
+            };
+            let rtcp_address = SocketAddr::new(address.ip(), rtcp_port);
+            match UdpSocket::bind(rtcp_address) {
+                Ok(rtcp) => {
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    let buffer = max_members.saturating_mul(SHARED_BUFFER_BYTES_PER_MEMBER);
+                    set_buffer_bytes(rtp.as_raw_fd(), buffer)?;
+                    // Start-up, not the tick: a warning here is allowed.
+                    let granted = receive_buffer_bytes(rtp.as_raw_fd()).unwrap_or(0);
+                    if granted < buffer {
+                        tracing::warn!(
+                            granted_bytes = granted,
+                            wanted_bytes = buffer,
+                            "the shared RTP socket's receive buffer is smaller than \
+                             max_members needs; raise net.core.rmem_max or RTP may be dropped"
+                        );
+                    }
+                    return Ok(SharedPort {
+                        rtp,
+                        rtcp,
+                        demux: Demux::new(max_members),
+                        receive_batch: ReceiveBatch::new(SHARED_BATCH),
+                        send_batch: SendBatch::new(SHARED_BATCH),
+                    });
+                }
+                Err(e) => last_error = Some(context("RTCP", rtcp_address, e)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrInUse, "no free shared RTP port pair")
+        }))
+    }
+
+    /// Sends what is queued; counts it as sent or failed.
+    fn flush(&mut self, stats: &MediaStats) {
+        let queued = self.send_batch.len();
+        if queued == 0 {
+            return;
+        }
+        let sent = self.send_batch.send(self.rtp.as_raw_fd());
+        add(&stats.packets_out, sent as u64);
+        add(&stats.send_errors, queued.saturating_sub(sent) as u64);
+    }
+}
 
 pub struct Engine {
     config: MediaConfig,
@@ -71,6 +163,10 @@ pub struct Engine {
     clips: Clips,
     /// Ticks run so far.
     tick_number: u64,
+    /// Members in active slots.
+    active_members: usize,
+    /// `media.shared_port`: the pair every `MemberSockets::Shared` member uses.
+    shared: Option<SharedPort>,
 }
 
 /// What one tick decided about the thread.
@@ -81,13 +177,18 @@ pub enum Continue {
 }
 
 impl Engine {
-    /// Allocates every slot, mix and buffer for `config.max_members`.
+    /// Allocates every slot, mix and buffer for `config.max_members`, and binds
+    /// the shared port if one is configured.
     pub fn new(
         config: MediaConfig,
         commands: rtrb::Consumer<Command>,
         events: rtrb::Producer<Event>,
         stats: Arc<MediaStats>,
-    ) -> Self {
+    ) -> io::Result<Self> {
+        let shared = config
+            .shared_port
+            .map(|address| SharedPort::bind(address, config.max_members))
+            .transpose()?;
         let now = Instant::now();
         let gate = NoiseGate::new(config.gate_threshold_dbfs, config.gate_hangover_frames);
         let slots = (0..config.max_members)
@@ -96,7 +197,7 @@ impl Engine {
         let mixes = (0..config.max_members)
             .map(|_| Mix::new(CONFERENCE_RATE_HZ).expect("8 kHz is a supported mix rate"))
             .collect();
-        Engine {
+        Ok(Engine {
             slots,
             mixes,
             mix_members: vec![0; config.max_members],
@@ -116,8 +217,16 @@ impl Engine {
                 let step = index as f32 - f32::from(MAX_STEPS);
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
             }),
+            active_members: 0,
+            shared,
             config,
-        }
+        })
+    }
+
+    /// The shared RTP port, when `MediaConfig::shared_port` is set.
+    pub fn shared_port(&self) -> Option<u16> {
+        let shared = self.shared.as_ref()?;
+        shared.rtp.local_addr().ok().map(|a| a.port())
     }
 
     /// The thread body: tick every 20 ms on an absolute schedule until shut down.
@@ -171,6 +280,10 @@ impl Engine {
             }
         }
         self.tick_number = self.tick_number.wrapping_add(1);
+        self.receive_shared_rtp(now);
+        if self.tick_number.is_multiple_of(RTCP_POLL_TICKS) {
+            self.receive_shared_rtcp();
+        }
         for index in 0..self.slots.len() {
             if self.slots[index].active {
                 self.receive_and_mix(index, now);
@@ -189,6 +302,9 @@ impl Engine {
                     self.slots[index].next_rtcp_at = now + self.rtcp_interval();
                 }
             }
+        }
+        if let Some(shared) = self.shared.as_mut() {
+            shared.flush(&self.stats);
         }
         self.emit_clip_ends();
         Continue::Running
@@ -214,7 +330,10 @@ impl Engine {
                     remote_rtp,
                     remote_rtcp,
                 } => match self.slot_of(key) {
-                    Some(index) => self.slots[index].set_remote(remote_rtp, remote_rtcp),
+                    Some(index) => {
+                        self.slots[index].set_remote(remote_rtp, remote_rtcp);
+                        self.refile(index);
+                    }
                     None => self.count_dropped_command(),
                 },
                 Command::RemoveMember { key } => match self.slot_of(key) {
@@ -261,11 +380,14 @@ impl Engine {
             self.count_dropped_command();
             return;
         }
-        let nonblocking = add
-            .rtp
-            .set_nonblocking(true)
-            .and_then(|()| add.rtcp.set_nonblocking(true));
-        if nonblocking.is_err() {
+        let usable = match &add.sockets {
+            MemberSockets::Own { rtp, rtcp } => rtp
+                .set_nonblocking(true)
+                .and_then(|()| rtcp.set_nonblocking(true))
+                .is_ok(),
+            MemberSockets::Shared => self.shared.is_some(),
+        };
+        if !usable {
             self.count_dropped_command();
             return;
         }
@@ -283,6 +405,18 @@ impl Engine {
         let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
         self.slots[index].start(add, sender, frame_samples, now, first_rtcp_at);
         self.mix_members[mix] += 1;
+        self.active_members += 1;
+        self.refile(index);
+    }
+
+    /// Files the slot in the shared port's demultiplexer under its current
+    /// addresses (or nowhere, when it is free or has its own sockets).
+    fn refile(&mut self, index: usize) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        let slot = &self.slots[index];
+        shared.demux.file(index, filed_as(slot));
     }
 
     fn remove_member(&mut self, index: usize, ntp_timestamp: u64) {
@@ -301,7 +435,9 @@ impl Engine {
     fn stop_slot(&mut self, index: usize) {
         let mix = self.slots[index].mix as usize;
         self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
+        self.active_members = self.active_members.saturating_sub(1);
         self.slots[index].stop();
+        self.refile(index);
         self.clips.stop(ResolvedTarget::Slot(index), ClipEnd::Gone);
         if self.mix_members[mix] == 0 {
             // The mix index may serve another conference next.
@@ -332,6 +468,115 @@ impl Engine {
 
     fn rtcp_interval(&self) -> Duration {
         self.config.rtcp_interval
+    }
+
+    /// Drains the shared RTP socket (bounded, so a flood cannot stretch the
+    /// tick) and hands each datagram to the member that sent it.
+    fn receive_shared_rtp(&mut self, now: Instant) {
+        let Engine {
+            slots,
+            stats,
+            shared,
+            active_members,
+            ..
+        } = self;
+        let Some(shared) = shared.as_mut() else {
+            return;
+        };
+        let budget = 2 * *active_members + SHARED_BATCH;
+        let (mut read, mut packets_in, mut malformed) = (0, 0, 0);
+        while read < budget {
+            let want = SHARED_BATCH.min(budget - read);
+            // An error (an ICMP port unreachable surfacing) is not ours to
+            // handle: what waits is read next tick.
+            let got = shared
+                .receive_batch
+                .receive(shared.rtp.as_raw_fd(), want)
+                .unwrap_or(0);
+            for i in 0..got {
+                let Some(source) = shared.receive_batch.source(i) else {
+                    continue;
+                };
+                let index = match shared.demux.rtp_sender(source) {
+                    Sender::Member(index) | Sender::OnlyWaitingAtIp(index) => index,
+                    Sender::Foreign => continue,
+                };
+                let Some(slot) = slots.get_mut(index).filter(|slot| slot.active) else {
+                    continue;
+                };
+                match slot.receive_rtp(shared.receive_batch.datagram(i), source, now) {
+                    Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
+                    Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
+                    Received::ForeignSource => {}
+                }
+                let filed = filed_as(slot);
+                if filed != shared.demux.filed(index) {
+                    // Latched to a new address, or its first RTP: refile.
+                    shared.demux.file(index, filed);
+                }
+            }
+            read += got;
+            if got < want {
+                break;
+            }
+        }
+        add(&stats.packets_in, packets_in);
+        add(&stats.malformed, malformed);
+    }
+
+    /// Reads the shared RTCP socket: a report from a member's RTCP address,
+    /// or failing that with its RTP stream's SSRC, latches its RTCP there.
+    fn receive_shared_rtcp(&mut self) {
+        let Engine {
+            slots,
+            stats,
+            shared,
+            active_members,
+            ..
+        } = self;
+        let Some(shared) = shared.as_mut() else {
+            return;
+        };
+        let budget = *active_members + SHARED_BATCH;
+        let (mut read, mut malformed, mut ssrc_scans) = (0, 0, 0);
+        while read < budget {
+            let want = SHARED_BATCH.min(budget - read);
+            let got = shared
+                .receive_batch
+                .receive(shared.rtcp.as_raw_fd(), want)
+                .unwrap_or(0);
+            for i in 0..got {
+                let Some(source) = shared.receive_batch.source(i) else {
+                    continue;
+                };
+                let Ok(summary) = check_rtcp(shared.receive_batch.datagram(i)) else {
+                    malformed += 1;
+                    continue;
+                };
+                let index = match shared.demux.rtcp_sender(source) {
+                    Some(index) => Some(index),
+                    None if ssrc_scans < RTCP_SSRC_SCANS_PER_POLL => {
+                        ssrc_scans += 1;
+                        slots.iter().position(|slot| {
+                            slot.active
+                                && slot.rtp_socket.is_none()
+                                && slot.reception.ssrc == Some(summary.sender_ssrc)
+                        })
+                    }
+                    None => None,
+                };
+                let Some(index) = index else {
+                    continue;
+                };
+                slots[index].latch_rtcp(source);
+                shared.demux.file(index, filed_as(&slots[index]));
+            }
+            read += got;
+            if got < want {
+                break;
+            }
+        }
+        add(&stats.malformed, malformed);
     }
 
     /// Receives the member's datagrams, plays one frame and adds it to the mix if it talks.
@@ -505,6 +750,7 @@ impl Engine {
             payload_buffer,
             render_buffer,
             clips,
+            shared,
             ..
         } = self;
         let slot = &mut slots[index];
@@ -557,6 +803,15 @@ impl Engine {
             return;
         };
         let Some(socket) = slot.rtp_socket.as_ref() else {
+            if let Some(shared) = shared.as_mut() {
+                if shared.send_batch.is_full() {
+                    shared.flush(stats);
+                }
+                shared.send_batch.push(&slot.remote_rtp_raw, |datagram| {
+                    datagram[..len].copy_from_slice(&send_buffer[..len]);
+                    len
+                });
+            }
             return;
         };
         match socket.send_to(&send_buffer[..len], slot.remote_rtp) {
@@ -587,13 +842,16 @@ impl Engine {
             add(&self.stats.send_errors, 1);
             return;
         };
-        if let Some(socket) = slot.rtcp_socket.as_ref() {
-            if socket
-                .send_to(&self.rtcp_buffer[..len], slot.remote_rtcp)
-                .is_err()
-            {
-                add(&self.stats.send_errors, 1);
-            }
+        let socket = match (slot.rtcp_socket.as_ref(), self.shared.as_ref()) {
+            (Some(own), _) => own,
+            (None, Some(shared)) => &shared.rtcp,
+            (None, None) => return,
+        };
+        if socket
+            .send_to(&self.rtcp_buffer[..len], slot.remote_rtcp)
+            .is_err()
+        {
+            add(&self.stats.send_errors, 1);
         }
     }
 
@@ -610,6 +868,26 @@ impl Engine {
             add(&self.stats.events_dropped, 1);
             self.events_overflowed = true;
         }
+    }
+}
+
+/// What a slot is filed under in the shared port's demultiplexer: its RTP and
+/// RTCP addresses, and while no RTP has come its SDP address's IP (for the
+/// NAT latch); nothing if it is free or has its own sockets.
+fn filed_as(slot: &Slot) -> Filed {
+    if !slot.active || slot.rtp_socket.is_some() {
+        return Filed::default();
+    }
+    let usable = |address: SocketAddr| {
+        (!address.ip().is_unspecified() && address.port() != 0).then_some(address)
+    };
+    let rtp = usable(slot.remote_rtp);
+    Filed {
+        rtp,
+        rtcp: usable(slot.remote_rtcp),
+        waiting: rtp
+            .filter(|_| !slot.rtp_arrived())
+            .map(|address| address.ip()),
     }
 }
 
@@ -675,8 +953,10 @@ mod tests {
         let add = AddMember {
             key,
             mix: 0,
-            rtp: member_rtp,
-            rtcp: member_rtcp,
+            sockets: MemberSockets::Own {
+                rtp: member_rtp,
+                rtcp: member_rtcp,
+            },
             remote_rtp: address(&phone.rtp),
             remote_rtcp: address(&phone.rtcp),
             codec: Codec::Pcmu,
@@ -872,7 +1152,7 @@ mod tests {
             max_members: 5,
             ..MediaConfig::default()
         };
-        let mut engine = Engine::new(config, commands, events, Arc::clone(&stats));
+        let mut engine = Engine::new(config, commands, events, Arc::clone(&stats)).expect("engine");
         let flags = [
             MemberFlags::default(),
             MemberFlags {
@@ -935,5 +1215,290 @@ mod tests {
             }
         }
         assert_eq!(talking, [(talker, true)]);
+    }
+
+    /// An engine with a shared port on loopback, driven tick by tick.
+    struct SharedBridge {
+        engine: Engine,
+        commands: rtrb::Producer<Command>,
+        stats: Arc<MediaStats>,
+        port: SocketAddr,
+        start: Instant,
+        ticks: u32,
+    }
+
+    impl SharedBridge {
+        fn new(max_members: usize) -> SharedBridge {
+            let (commands, commands_out) = rtrb::RingBuffer::new(16);
+            let (events, _events_out) = rtrb::RingBuffer::new(1024);
+            let stats = Arc::new(MediaStats::default());
+            let config = MediaConfig {
+                max_members,
+                shared_port: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                ..MediaConfig::default()
+            };
+            let engine = Engine::new(config, commands_out, events, Arc::clone(&stats))
+                .expect("bind a shared pair on loopback");
+            let port = engine.shared_port().expect("shared port");
+            SharedBridge {
+                engine,
+                commands,
+                stats,
+                port: SocketAddr::from(([127, 0, 0, 1], port)),
+                start: Instant::now(),
+                ticks: 0,
+            }
+        }
+
+        /// Adds a member on the shared port whose SDP names `sdp_rtp`; the
+        /// phone sends from `phone.rtp`, whatever the SDP said.
+        fn add(&mut self, slot: u32, sdp_rtp: SocketAddr, tone_hz: f64) -> (MemberKey, Phone) {
+            let key = MemberKey {
+                slot,
+                generation: 1,
+            };
+            let phone = Phone {
+                rtp: loopback_socket(),
+                rtcp: loopback_socket(),
+                bridge: self.port,
+                tone_hz,
+            };
+            let add = AddMember {
+                key,
+                mix: 0,
+                sockets: MemberSockets::Shared,
+                remote_rtp: sdp_rtp,
+                remote_rtcp: SocketAddr::new(sdp_rtp.ip(), sdp_rtp.port() + 1),
+                codec: Codec::Pcmu,
+                telephone_event_pt: Some(101),
+                flags: MemberFlags::default(),
+                keypad: true,
+            };
+            self.command(Command::AddMember(Box::new(add)));
+            (key, phone)
+        }
+
+        fn command(&mut self, command: Command) {
+            self.commands.push(command).expect("queue has room");
+        }
+
+        /// `frames` ticks faster than real time, each `talkers` sending one frame first.
+        fn run(&mut self, talkers: &[&Phone], frames: u32) {
+            let mut datagram = [0u8; 1500];
+            for _ in 0..frames {
+                for phone in talkers {
+                    let len = tone_packet(phone, self.ticks, &mut datagram);
+                    phone
+                        .rtp
+                        .send_to(&datagram[..len], phone.bridge)
+                        .expect("send");
+                }
+                // Loopback delivery is immediate, but give the kernel a moment.
+                std::thread::sleep(Duration::from_millis(1));
+                let now = self.start + TICK * self.ticks;
+                assert_eq!(self.engine.tick(now, 0), Continue::Running);
+                self.ticks += 1;
+            }
+        }
+
+        fn packets_in(&self) -> u64 {
+            self.stats.packets_in.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The phone hears the `heard_hz` tone and not its own.
+    fn hears_only(phone: &Phone, heard_hz: f64) {
+        let heard = decoded(&received_payloads(phone));
+        assert!(heard.len() >= 160 * 10, "only {} samples", heard.len());
+        let other = tone_power(&heard, heard_hz);
+        let own = tone_power(&heard, phone.tone_hz);
+        assert!(other > 1000.0 * own, "other {other:e}, own {own:e}");
+    }
+
+    #[test]
+    fn shared_port_members_are_told_apart_by_source_and_hear_each_other() {
+        let mut bridge = SharedBridge::new(4);
+        let (_, high) = {
+            let socket = loopback_socket();
+            let sdp = address(&socket);
+            let (key, mut phone) = bridge.add(0, sdp, 1000.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        let (_, low) = {
+            let socket = loopback_socket();
+            let sdp = address(&socket);
+            let (key, mut phone) = bridge.add(1, sdp, 400.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        bridge.run(&[&high, &low], 20);
+        hears_only(&high, 400.0);
+        hears_only(&low, 1000.0);
+        assert_eq!(bridge.packets_in(), 40);
+        assert_eq!(bridge.stats.packets_out.load(Ordering::Relaxed), 40);
+        assert_eq!(bridge.stats.send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn shared_port_latches_a_rewritten_port_for_the_only_member_waiting_at_that_ip() {
+        let mut bridge = SharedBridge::new(4);
+        // The SDP names a port nobody sends from (a NAT rewrote it).
+        let (key, behind_nat) = bridge.add(0, SocketAddr::from(([127, 0, 0, 1], 9)), 1000.0);
+        let (_, listener) = {
+            let socket = loopback_socket();
+            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        bridge.run(&[&behind_nat, &listener], 20);
+        hears_only(&listener, 1000.0);
+        hears_only(&behind_nat, 400.0);
+        let index = key.slot as usize;
+        assert_eq!(
+            bridge.engine.slots[index].remote_rtp,
+            address(&behind_nat.rtp)
+        );
+
+        // Latched and alive: a second source at the same IP is foreign.
+        let intruder = Phone {
+            rtp: loopback_socket(),
+            ..behind_nat
+        };
+        let before = bridge.packets_in();
+        bridge.run(&[&intruder], 5);
+        assert_eq!(
+            bridge.packets_in(),
+            before,
+            "nobody takes the intruder's RTP"
+        );
+        assert_eq!(
+            bridge.engine.slots[index].remote_rtp,
+            address(&behind_nat.rtp)
+        );
+    }
+
+    #[test]
+    fn shared_port_rtp_from_an_unknown_port_is_dropped_when_two_members_wait_at_that_ip() {
+        let mut bridge = SharedBridge::new(4);
+        let nowhere = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let (_, first) = bridge.add(0, nowhere(9), 1000.0);
+        let (_, _second) = bridge.add(1, nowhere(11), 400.0);
+        bridge.run(&[&first], 5);
+        assert_eq!(bridge.packets_in(), 0);
+    }
+
+    #[test]
+    fn shared_port_follows_a_new_remote_address_and_forgets_a_removed_member() {
+        let mut bridge = SharedBridge::new(4);
+        let (key, talker) = {
+            let socket = loopback_socket();
+            let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        let (_, listener) = {
+            let socket = loopback_socket();
+            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        bridge.run(&[&talker, &listener], 10);
+        assert_eq!(bridge.packets_in(), 20);
+
+        // A re-INVITE moves the talker to a new socket: the old one is foreign.
+        let moved = Phone {
+            rtp: loopback_socket(),
+            ..talker
+        };
+        bridge.command(Command::SetRemote {
+            key,
+            remote_rtp: address(&moved.rtp),
+            remote_rtcp: address(&moved.rtcp),
+        });
+        received_payloads(&listener);
+        bridge.run(&[&moved, &listener], 10);
+        assert_eq!(bridge.packets_in(), 40);
+        hears_only(&listener, 1000.0);
+        let old = Phone {
+            rtp: talker.rtp,
+            rtcp: loopback_socket(),
+            ..moved
+        };
+        bridge.run(&[&old], 5);
+        assert_eq!(bridge.packets_in(), 40, "the old address is nobody's");
+
+        // Removed: its RTP is dropped and nothing more is sent to it.
+        bridge.command(Command::RemoveMember { key });
+        bridge.run(&[], 1);
+        received_payloads(&moved);
+        bridge.run(&[&moved], 5);
+        assert_eq!(bridge.packets_in(), 40);
+        assert!(received_payloads(&moved).is_empty());
+        assert_eq!(bridge.engine.active_members, 1);
+    }
+
+    #[test]
+    fn shared_port_hold_and_resume_keep_the_member_found() {
+        let mut bridge = SharedBridge::new(4);
+        let (key, talker) = {
+            let socket = loopback_socket();
+            let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        let (_, listener) = {
+            let socket = loopback_socket();
+            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
+            phone.rtp = socket;
+            (key, phone)
+        };
+        bridge.run(&[&talker, &listener], 5);
+        let held = MemberFlags {
+            held: true,
+            ..MemberFlags::default()
+        };
+        bridge.command(Command::SetFlags { key, flags: held });
+        bridge.run(&[&listener], 5);
+        received_payloads(&talker);
+        bridge.run(&[&listener], 5);
+        assert!(received_payloads(&talker).is_empty(), "held: nothing sent");
+        bridge.command(Command::SetFlags {
+            key,
+            flags: MemberFlags::default(),
+        });
+        received_payloads(&listener);
+        let before = bridge.packets_in();
+        bridge.run(&[&talker, &listener], 20);
+        assert_eq!(bridge.packets_in(), before + 40);
+        hears_only(&listener, 1000.0);
+        hears_only(&talker, 400.0);
+    }
+
+    #[test]
+    fn shared_port_rtcp_is_matched_by_ssrc_and_reports_leave_the_shared_pair() {
+        let mut bridge = SharedBridge::new(2);
+        let socket = loopback_socket();
+        let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
+        phone.rtp = socket;
+        bridge.run(&[&phone], 2);
+        // A receiver report from a port nobody named, about the stream's SSRC.
+        let reporter = loopback_socket();
+        let mut report = [0u8; RTCP_COMPOUND_MAX_BYTES];
+        let len = write_rtcp_report(0x5EED, None, None, false, &mut report).expect("fits");
+        let shared_rtcp = SocketAddr::new(bridge.port.ip(), bridge.port.port() + 1);
+        reporter.send_to(&report[..len], shared_rtcp).expect("send");
+        bridge.run(&[&phone], RTCP_POLL_TICKS as u32);
+        assert_eq!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+
+        bridge.command(Command::RemoveMember { key });
+        bridge.run(&[], 1);
+        reporter
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut datagram = [0u8; 256];
+        let (len, from) = reporter.recv_from(&mut datagram).expect("an RTCP BYE");
+        assert!(check_rtcp(&datagram[..len]).expect("valid RTCP").has_bye);
+        assert_eq!(from, shared_rtcp);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod clip;
 pub mod codec;
+pub mod demux;
 pub mod dtmf;
 pub mod engine;
 pub mod jitter;
@@ -60,6 +61,9 @@ pub struct MediaConfig {
     pub command_queue_len: usize,
     /// Slots in the event queue; events that do not fit are counted and `Event::QueueFull` follows.
     pub event_queue_len: usize,
+    /// Serve members added with `MemberSockets::Shared` on one RTP socket bound
+    /// here and one RTCP socket on the port above (port 0: any free pair).
+    pub shared_port: Option<SocketAddr>,
 }
 
 impl Default for MediaConfig {
@@ -73,6 +77,7 @@ impl Default for MediaConfig {
             rtcp_interval: Duration::from_secs(5),
             command_queue_len: 256,
             event_queue_len: 1024,
+            shared_port: None,
         }
     }
 }
@@ -83,9 +88,7 @@ pub struct AddMember {
     pub key: MemberKey,
     /// Conference mix index, < max_members, chosen by the caller.
     pub mix: u32,
-    /// Already bound by the caller; the media thread sets it nonblocking.
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub sockets: MemberSockets,
     /// From SDP; replaced by the source of the member's RTP once it arrives (symmetric RTP).
     pub remote_rtp: SocketAddr,
     pub remote_rtcp: SocketAddr,
@@ -96,6 +99,17 @@ pub struct AddMember {
     /// `interpret_digits`, the default); false for `passthru_digits`. Every
     /// press is reported as `Event::Digit` either way.
     pub keypad: bool,
+}
+
+/// Where a member's RTP and RTCP come and go.
+#[derive(Debug)]
+pub enum MemberSockets {
+    /// The call's own pair, already bound by the caller; the media thread
+    /// sets them nonblocking.
+    Own { rtp: UdpSocket, rtcp: UdpSocket },
+    /// The media thread's shared port (`MediaConfig::shared_port`): datagrams
+    /// are told apart by their source address.
+    Shared,
 }
 
 #[derive(Debug)]
@@ -229,6 +243,7 @@ pub struct MediaHandle {
     free_slots: Vec<u32>,
     generations: Vec<u32>,
     in_use: Vec<bool>,
+    shared_port: Option<u16>,
 }
 
 impl MediaHandle {
@@ -274,9 +289,16 @@ impl MediaHandle {
     pub fn capacity(&self) -> usize {
         self.generations.len()
     }
+
+    /// The shared RTP port every member added with `MemberSockets::Shared`
+    /// uses (RTCP on the port above), when `MediaConfig::shared_port` is set.
+    pub fn shared_port(&self) -> Option<u16> {
+        self.shared_port
+    }
 }
 
-/// Starts the media thread (named "sipconf-media"). Returns the handle and the thread's JoinHandle.
+/// Starts the media thread (named "sipconf-media"). Returns the handle and the
+/// thread's JoinHandle; fails if the shared port (when configured) cannot be bound.
 pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::JoinHandle<()>)> {
     if config.max_members == 0 || u32::try_from(config.max_members).is_err() {
         return Err(std::io::Error::new(
@@ -289,7 +311,8 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
     let (event_producer, event_consumer) = rtrb::RingBuffer::new(config.event_queue_len.max(1));
     let stats = Arc::new(MediaStats::default());
     let capacity = config.max_members;
-    let engine = engine::Engine::new(config, command_consumer, event_producer, Arc::clone(&stats));
+    let engine = engine::Engine::new(config, command_consumer, event_producer, Arc::clone(&stats))?;
+    let shared_port = engine.shared_port();
     let thread = std::thread::Builder::new()
         .name("sipconf-media".into())
         .spawn(move || engine.run())?;
@@ -300,6 +323,7 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
         free_slots: (0..capacity as u32).rev().collect(),
         generations: vec![0; capacity],
         in_use: vec![false; capacity],
+        shared_port,
     };
     Ok((handle, thread))
 }

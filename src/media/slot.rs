@@ -15,7 +15,8 @@ use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad};
 use crate::media::mixer::{GateLevels, NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
-use crate::media::{AddMember, MemberFlags, MemberKey};
+use crate::media::udp::RawAddr;
+use crate::media::{AddMember, MemberFlags, MemberKey, MemberSockets};
 
 /// Telephone-event end packets this soon after a member starts are not its
 /// keypad's: the three end packets of the key that admitted it (a PIN's `#`)
@@ -64,7 +65,11 @@ pub struct Slot {
     pub flags: MemberFlags,
     pub rtp_socket: Option<UdpSocket>,
     pub rtcp_socket: Option<UdpSocket>,
+    /// Read it here; change it only through `set_remote`, so `remote_rtp_raw` follows.
     pub remote_rtp: SocketAddr,
+    /// `remote_rtp` as the kernel reads it, for the shared port's `sendmmsg`;
+    /// computed when the address is set or latched, not per packet.
+    pub remote_rtp_raw: RawAddr,
     pub remote_rtcp: SocketAddr,
     /// Some once RTP arrived: when the latched address last sent valid RTP.
     last_from_remote_at: Option<Instant>,
@@ -125,6 +130,7 @@ impl Slot {
             rtp_socket: None,
             rtcp_socket: None,
             remote_rtp: unspecified,
+            remote_rtp_raw: RawAddr::new(unspecified),
             remote_rtcp: unspecified,
             last_from_remote_at: None,
             rtcp_latched: false,
@@ -152,7 +158,7 @@ impl Slot {
         }
     }
 
-    /// Sets the slot up for a new member, taking its sockets.
+    /// Sets the slot up for a new member, taking its sockets (if it has its own).
     pub fn start(
         &mut self,
         add: AddMember,
@@ -168,12 +174,11 @@ impl Slot {
         self.codec = add.codec;
         self.telephone_event_pt = add.telephone_event_pt;
         self.flags = add.flags;
-        self.rtp_socket = Some(add.rtp);
-        self.rtcp_socket = Some(add.rtcp);
-        self.remote_rtp = add.remote_rtp;
-        self.remote_rtcp = add.remote_rtcp;
-        self.last_from_remote_at = None;
-        self.rtcp_latched = false;
+        (self.rtp_socket, self.rtcp_socket) = match add.sockets {
+            MemberSockets::Own { rtp, rtcp } => (Some(rtp), Some(rtcp)),
+            MemberSockets::Shared => (None, None),
+        };
+        self.set_remote(add.remote_rtp, add.remote_rtcp);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
         self.sender = sender;
@@ -206,6 +211,7 @@ impl Slot {
     /// New addresses from a re-INVITE: latching starts over.
     pub fn set_remote(&mut self, remote_rtp: SocketAddr, remote_rtcp: SocketAddr) {
         self.remote_rtp = remote_rtp;
+        self.remote_rtp_raw = RawAddr::new(remote_rtp);
         self.remote_rtcp = remote_rtcp;
         self.last_from_remote_at = None;
         self.rtcp_latched = false;
@@ -239,6 +245,7 @@ impl Slot {
             }
             // Symmetric RTP (RFC 4961): answer where the media comes from.
             self.remote_rtp = source;
+            self.remote_rtp_raw = RawAddr::new(source);
             if !self.rtcp_latched {
                 self.remote_rtcp = SocketAddr::new(source.ip(), source.port().wrapping_add(1));
             }
@@ -269,6 +276,12 @@ impl Slot {
             .jitter
             .push(packet.timestamp(), packet.ssrc(), packet.payload());
         Received::Audio(pushed)
+    }
+
+    /// Whether valid RTP has arrived since the member started or its remote
+    /// address was last set (until then its stream may be latched elsewhere).
+    pub fn rtp_arrived(&self) -> bool {
+        self.last_from_remote_at.is_some()
     }
 
     /// A valid RTCP packet arrived from `source`: send our reports there.
@@ -329,8 +342,10 @@ mod tests {
                 generation: 1,
             },
             mix: 0,
-            rtp: socket(),
-            rtcp: socket(),
+            sockets: MemberSockets::Own {
+                rtp: socket(),
+                rtcp: socket(),
+            },
             remote_rtp: SocketAddr::from(PHONE),
             remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
             codec: Codec::Pcmu,

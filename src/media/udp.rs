@@ -200,6 +200,49 @@ impl ReceiveBatch {
     }
 }
 
+/// Asks the kernel for `bytes` of receive and of send buffer on `fd`; it
+/// caps them at `net.core.rmem_max` and `wmem_max` without an error.
+pub fn set_buffer_bytes(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: `value` is a live c_int and the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The receive buffer the kernel granted `fd`, in bytes (as `SO_RCVBUF`
+/// reports it: twice what was asked, for its bookkeeping).
+pub fn receive_buffer_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live and `len` is the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
 /// Datagrams queued for one socket, sent with one `sendmmsg`.
 pub struct SendBatch {
     buffers: Box<[[u8; DATAGRAM_BYTES]]>,
@@ -240,6 +283,11 @@ impl SendBatch {
 
     pub fn is_empty(&self) -> bool {
         self.queued == 0
+    }
+
+    /// Datagrams queued and not yet sent.
+    pub fn len(&self) -> usize {
+        self.queued
     }
 
     /// Queues one datagram that `write` fills (returning its length); false when
