@@ -63,13 +63,15 @@ pub enum Pop<'a> {
     Empty,
 }
 
-#[derive(Clone)]
-struct Entry {
+/// Which frame an entry holds and which of its segments arrived. Kept apart
+/// from the payloads, so finding what is buffered reads two cache lines
+/// rather than sixteen.
+#[derive(Clone, Copy, Default)]
+struct Tag {
     /// The frame number this entry holds (valid while `segments != 0`).
     frame: u32,
     /// Bit `i` set: segment `i` of the frame arrived.
     segments: u8,
-    payload: [u8; FRAME_BYTES_MAX],
 }
 
 /// Counters a caller may export.
@@ -88,7 +90,8 @@ pub struct JitterStats {
 }
 
 pub struct JitterBuffer {
-    entries: Box<[Entry]>,
+    tags: Box<[Tag]>,
+    payloads: Box<[[u8; FRAME_BYTES_MAX]]>,
     playout_delay_frames: usize,
     frame_samples: u32,
     silence_byte: u8,
@@ -111,13 +114,9 @@ impl JitterBuffer {
     /// `playout_delay_frames` frames are buffered before the first one plays (clamped
     /// to 1..capacity); `frame_samples` is the RTP timestamp step of one frame.
     pub fn new(playout_delay_frames: usize, frame_samples: u32) -> Self {
-        let empty = Entry {
-            frame: 0,
-            segments: 0,
-            payload: [0; FRAME_BYTES_MAX],
-        };
         JitterBuffer {
-            entries: vec![empty; CAPACITY_FRAMES].into_boxed_slice(),
+            tags: vec![Tag::default(); CAPACITY_FRAMES].into_boxed_slice(),
+            payloads: vec![[0; FRAME_BYTES_MAX]; CAPACITY_FRAMES].into_boxed_slice(),
             playout_delay_frames: playout_delay_frames.clamp(1, CAPACITY_FRAMES - 1),
             frame_samples: frame_samples.clamp(SEGMENTS_PER_FRAME as u32, FRAME_BYTES_MAX as u32),
             silence_byte: 0,
@@ -143,8 +142,8 @@ impl JitterBuffer {
     }
 
     fn clear(&mut self) {
-        for entry in self.entries.iter_mut() {
-            entry.segments = 0;
+        for tag in self.tags.iter_mut() {
+            tag.segments = 0;
         }
         self.playing = false;
         self.played_since_resync = false;
@@ -160,8 +159,8 @@ impl JitterBuffer {
 
     /// Whether frame `frame` has arrived (in whole or in part).
     fn holds(&self, frame: u32) -> bool {
-        let entry = &self.entries[Self::entry_index(frame)];
-        entry.segments != 0 && entry.frame == frame
+        let tag = &self.tags[Self::entry_index(frame)];
+        tag.segments != 0 && tag.frame == frame
     }
 
     /// Frames buffered now, at or after the playout point.
@@ -260,11 +259,12 @@ impl JitterBuffer {
             let within = (at % frame_len) as usize;
             let take = rest.len().min(frame_len as usize - within);
             let silence = self.silence_byte;
-            let entry = &mut self.entries[Self::entry_index(frame)];
-            if entry.segments == 0 || entry.frame != frame {
-                entry.frame = frame;
-                entry.segments = 0;
-                entry.payload[..frame_len as usize].fill(silence);
+            let index = Self::entry_index(frame);
+            let (tag, payload) = (&mut self.tags[index], &mut self.payloads[index]);
+            if tag.segments == 0 || tag.frame != frame {
+                tag.frame = frame;
+                tag.segments = 0;
+                payload[..frame_len as usize].fill(silence);
             }
             let first = within as i64 / segment_len;
             let last = (within + take - 1) as i64 / segment_len;
@@ -272,10 +272,10 @@ impl JitterBuffer {
             for segment in first..=last.min(SEGMENTS_PER_FRAME as i64 - 1) {
                 mask |= 1 << segment;
             }
-            if mask & !entry.segments != 0 {
+            if mask & !tag.segments != 0 {
                 added = true;
-                entry.payload[within..within + take].copy_from_slice(&rest[..take]);
-                entry.segments |= mask;
+                payload[within..within + take].copy_from_slice(&rest[..take]);
+                tag.segments |= mask;
             }
             at += take as i64;
             rest = &rest[take..];
@@ -313,7 +313,7 @@ impl JitterBuffer {
             self.spare_pops = 0;
             let oldest = self.next_frame;
             if self.holds(oldest) {
-                self.entries[Self::entry_index(oldest)].segments = 0;
+                self.tags[Self::entry_index(oldest)].segments = 0;
             }
             self.shift_playout(1);
             self.stats.shrunk += 1;
@@ -323,9 +323,9 @@ impl JitterBuffer {
         self.shift_playout(1);
         self.played_since_resync = true;
         if self.holds(frame) {
-            let entry = &mut self.entries[Self::entry_index(frame)];
-            entry.segments = 0;
-            Pop::Frame(&entry.payload[..frame_len])
+            let index = Self::entry_index(frame);
+            self.tags[index].segments = 0;
+            Pop::Frame(&self.payloads[index][..frame_len])
         } else {
             self.stats.lost += 1;
             Pop::Lost
