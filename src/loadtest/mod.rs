@@ -610,10 +610,13 @@ impl Generator {
                 continue;
             }
             let markers = self.room_sizes[phone.room].min(PHASES);
+            // A phone alone in its room has nobody to time its pip: it stays
+            // idle, so the idle-rooms figure measures idle members.
+            let timed = self.room_sizes[phone.room] >= 2;
             let mut pip_sent = false;
             for tick in first_tick..first_tick + frames {
                 // Pip period p (1 s) belongs to the room's phone of rank p % markers.
-                let pip_part = (tick >= measuring_from && tick < window_end_tick)
+                let pip_part = (timed && tick >= measuring_from && tick < window_end_tick)
                     .then(|| {
                         let since = tick - measuring_from;
                         let period = (since / PIP_PERIOD_TICKS) as usize;
