@@ -161,6 +161,10 @@ impl Clips {
         self.members.get(slot).is_some_and(ClipPlayer::is_playing)
     }
 
+    pub fn mix_is_playing(&self, mix: usize) -> bool {
+        self.mixes.get(mix).is_some_and(ClipPlayer::is_playing)
+    }
+
     /// Adds this tick's frame of the conference clip to the mix, so listeners'
     /// shared payload and every talker's own mix carry it.
     pub fn add_to_mix(&mut self, mix_index: usize, mix: &mut Mix) {

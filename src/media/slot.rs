@@ -88,6 +88,9 @@ pub struct Slot {
     pub delayed: Box<[i16]>,
     /// The receiver suspected a key's tone while `delayed` was the current frame.
     pub delayed_is_tone: bool,
+    /// Ticks since the last packet sent while the member is alone and hears
+    /// nothing (see `engine::LONE_KEEPALIVE_TICKS`).
+    pub quiet_ticks: u32,
     /// Heard one frame late (`delayed` goes into the mix) since a key's tone
     /// may have started; back to on time at its next frame of pause.
     pub lagging: bool,
@@ -144,6 +147,7 @@ impl Slot {
             delayed: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             delayed_is_tone: false,
             lagging: false,
+            quiet_ticks: 0,
             contribution: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             contributed: false,
             dtmf: DtmfReceiver::new(false),
@@ -189,6 +193,7 @@ impl Slot {
         self.delayed.fill(0);
         self.delayed_is_tone = false;
         self.lagging = false;
+        self.quiet_ticks = 0;
         self.contribution.fill(0);
         self.contributed = false;
         self.dtmf.reset(add.telephone_event_pt.is_some());
