@@ -232,11 +232,18 @@ fn key_tone_sample(digit: char, n: usize) -> i16 {
     (KEY_TONE_PEAK * ((phase * low).sin() + (phase * high).sin())) as i16
 }
 
+/// A timestamp jump up to this far ahead (10 s) is a pause in the far end's
+/// sending and plays as silence; a bigger one is a new timeline.
+const MAX_SILENCE_GAP_SAMPLES: i32 = 80_000;
+
 /// What the phone received during a media run.
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
-    /// Decoded audio, in arrival order.
+    /// Decoded audio, in arrival order; a forward jump in the RTP timestamp
+    /// (silence suppression, RFC 3551) plays as that much silence, as on a phone.
     pub samples: Vec<i16>,
+    /// SSRC and RTP timestamp the next packet is expected to carry.
+    expected: Option<(u32, u32)>,
     pub packets: usize,
     /// Packets with a payload type other than the negotiated codec's.
     pub other_packets: usize,
@@ -821,6 +828,16 @@ impl Phone {
             return;
         }
         let payload = &packet[header..];
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        if let Some((expected_ssrc, expected)) = recording.expected {
+            let ahead = timestamp.wrapping_sub(expected) as i32;
+            if expected_ssrc == ssrc && (1..=MAX_SILENCE_GAP_SAMPLES).contains(&ahead) {
+                let silence_until = recording.samples.len() + ahead as usize;
+                recording.samples.resize(silence_until, 0);
+            }
+        }
+        recording.expected = Some((ssrc, timestamp.wrapping_add(payload.len() as u32)));
         let start = recording.samples.len();
         recording.samples.resize(start + payload.len(), 0);
         self.codec.decode(payload, &mut recording.samples[start..]);

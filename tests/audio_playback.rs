@@ -171,6 +171,10 @@ async fn a_looped_file_repeats_until_stopped_and_stop_acts_within_a_tick() {
     let files = FileServer::start().await;
     let callbacks = CallbackServer::start().await;
     let a = join(&daemon, &api).await;
+    // Company, so that after the stop `a` is still sent every frame (a member
+    // alone with nothing to hear gets one packet a second) and the silence
+    // can be counted to the end.
+    let _b = join(&daemon, &api).await;
     let conference = conference_id(&api).await;
     watch_conference(&api, &conference, &callbacks).await;
     // 0.3 s of tone: a second of listening holds three repeats or more.
