@@ -77,7 +77,18 @@ async fn a_phone_whose_rtp_comes_from_another_port_than_its_sdp_is_latched_and_h
     options.advertised_rtp_port = Some(nat_outside.local_addr().expect("bound").port());
     let behind_nat = call(&daemon, options).await;
     let other = call(&daemon, PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu)).await;
-    let phones = talk(vec![behind_nat, other], &[700.0, 1100.0]).await;
+    // The bridge waits half a second for RTP from the port the SDP named
+    // before it takes the NAT's port (a newer call from the same IP could
+    // be sending before its member is filed); then the phone is heard.
+    let signals = [sine(700.0), sine(1100.0)];
+    let latching = stream_together(
+        vec![behind_nat, other],
+        &signals,
+        Duration::from_millis(700),
+    )
+    .await;
+    let phones = latching.into_iter().map(|(phone, _)| phone).collect();
+    let phones = talk(phones, &[700.0, 1100.0]).await;
     for mut phone in phones {
         assert_eq!(phone.hangup().await.expect("bye"), 200);
     }

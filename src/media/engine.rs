@@ -53,6 +53,13 @@ const MAX_TICKS_BEHIND: u32 = 5;
 /// far end's RTP-inactivity timers alive; the other 49 would be silence
 /// nobody needs, and sending is most of what an idle member costs.
 pub const LONE_KEEPALIVE_TICKS: u32 = 50;
+/// On the shared port, a member is latched to an unknown port at its SDP
+/// address's IP only after waiting this long for RTP from the address it gave:
+/// a phone sending from where it said is heard within a tick or two, while a
+/// packet from an unknown port in the first moments is far more likely a
+/// newer call from the same IP (a PBX relaying many) whose member is not
+/// filed yet than this member behind a port-rewriting NAT.
+const NAT_LATCH_AFTER: Duration = Duration::from_millis(500);
 /// Commands handled per tick, so a burst cannot stretch one tick.
 const COMMANDS_PER_TICK: usize = 64;
 /// Datagrams read per socket per tick, so a flood on one member cannot starve the rest.
@@ -512,13 +519,19 @@ impl Engine {
                 let Some(source) = shared.receive_batch.source(i) else {
                     continue;
                 };
-                let index = match shared.demux.rtp_sender(source) {
-                    Sender::Member(index) | Sender::OnlyWaitingAtIp(index) => index,
+                let (index, nat_latch) = match shared.demux.rtp_sender(source) {
+                    Sender::Member(index) => (index, false),
+                    Sender::OnlyWaitingAtIp(index) => (index, true),
                     Sender::Foreign => continue,
                 };
                 let Some(slot) = slots.get_mut(index).filter(|slot| slot.active) else {
                     continue;
                 };
+                if nat_latch && slot.age(now) < NAT_LATCH_AFTER {
+                    // Most likely a member whose AddMember is still queued,
+                    // sending from the same IP (a PBX): not this one's to take.
+                    continue;
+                }
                 match slot.receive_rtp(shared.receive_batch.datagram(i), source, now) {
                     Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
                     Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
@@ -1449,10 +1462,20 @@ mod tests {
             phone.rtp = socket;
             (key, phone)
         };
+        let index = key.slot as usize;
+        // In its first half second an unknown port is more likely a newer
+        // call from the same IP whose member is not filed yet: not taken.
+        bridge.run(&[&behind_nat, &listener], 20);
+        assert_eq!(
+            bridge.engine.slots[index].remote_rtp,
+            SocketAddr::from(([127, 0, 0, 1], 9))
+        );
+        let _ = received_payloads(&listener);
+        let _ = received_payloads(&behind_nat);
+        // Still nothing from where it said: the NAT's port is its.
         bridge.run(&[&behind_nat, &listener], 20);
         hears_only(&listener, 1000.0);
         hears_only(&behind_nat, 400.0);
-        let index = key.slot as usize;
         assert_eq!(
             bridge.engine.slots[index].remote_rtp,
             address(&behind_nat.rtp)

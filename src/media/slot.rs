@@ -283,6 +283,11 @@ impl Slot {
         Received::Audio(pushed)
     }
 
+    /// How long ago the member started.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started_at)
+    }
+
     /// Whether valid RTP has arrived since the member started or its remote
     /// address was last set (until then its stream may be latched elsewhere).
     pub fn rtp_arrived(&self) -> bool {
