@@ -182,8 +182,6 @@ pub struct Engine {
     clips: Clips,
     /// Ticks run so far.
     tick_number: u64,
-    /// Members in active slots.
-    active_members: usize,
     /// `media.shared_port`: the pair every `MemberSockets::Shared` member uses.
     shared: Option<SharedPort>,
 }
@@ -237,7 +235,6 @@ impl Engine {
                 let step = index as f32 - f32::from(MAX_STEPS);
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
             }),
-            active_members: 0,
             shared,
             config,
         })
@@ -426,7 +423,6 @@ impl Engine {
             self.active_slots.insert(position, index as u32);
         }
         self.mix_members[mix] += 1;
-        self.active_members += 1;
         self.refile(index);
     }
 
@@ -454,7 +450,6 @@ impl Engine {
     fn stop_slot(&mut self, index: usize) {
         let mix = self.slots[index].mix as usize;
         self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
-        self.active_members = self.active_members.saturating_sub(1);
         self.slots[index].stop();
         if let Ok(position) = self.active_slots.binary_search(&(index as u32)) {
             self.active_slots.remove(position);
@@ -499,13 +494,13 @@ impl Engine {
             slots,
             stats,
             shared,
-            active_members,
+            active_slots,
             ..
         } = self;
         let Some(shared) = shared.as_mut() else {
             return;
         };
-        let budget = 2 * *active_members + SHARED_BATCH;
+        let budget = 2 * active_slots.len() + SHARED_BATCH;
         let (mut read, mut packets_in, mut malformed) = (0, 0, 0);
         while read < budget {
             let want = SHARED_BATCH.min(budget - read);
@@ -559,13 +554,13 @@ impl Engine {
             slots,
             stats,
             shared,
-            active_members,
+            active_slots,
             ..
         } = self;
         let Some(shared) = shared.as_mut() else {
             return;
         };
-        let budget = *active_members + SHARED_BATCH;
+        let budget = active_slots.len() + SHARED_BATCH;
         let (mut read, mut malformed, mut ssrc_scans) = (0, 0, 0);
         while read < budget {
             let want = SHARED_BATCH.min(budget - read);
@@ -1556,7 +1551,7 @@ mod tests {
         bridge.run(&[&moved], 5);
         assert_eq!(bridge.packets_in(), 40);
         assert!(received_payloads(&moved).is_empty());
-        assert_eq!(bridge.engine.active_members, 1);
+        assert_eq!(bridge.engine.active_slots.len(), 1);
     }
 
     #[test]
