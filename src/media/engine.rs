@@ -1384,6 +1384,14 @@ mod tests {
             (key, phone)
         }
 
+        /// A member whose phone sends from exactly the address its SDP named.
+        fn add_phone(&mut self, slot: u32, tone_hz: f64) -> (MemberKey, Phone) {
+            let socket = loopback_socket();
+            let (key, mut phone) = self.add(slot, address(&socket), tone_hz);
+            phone.rtp = socket;
+            (key, phone)
+        }
+
         fn command(&mut self, command: Command) {
             self.commands.push(command).expect("queue has room");
         }
@@ -1424,20 +1432,8 @@ mod tests {
     #[test]
     fn shared_port_members_are_told_apart_by_source_and_hear_each_other() {
         let mut bridge = SharedBridge::new(4);
-        let (_, high) = {
-            let socket = loopback_socket();
-            let sdp = address(&socket);
-            let (key, mut phone) = bridge.add(0, sdp, 1000.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
-        let (_, low) = {
-            let socket = loopback_socket();
-            let sdp = address(&socket);
-            let (key, mut phone) = bridge.add(1, sdp, 400.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
+        let (_, high) = bridge.add_phone(0, 1000.0);
+        let (_, low) = bridge.add_phone(1, 400.0);
         bridge.run(&[&high, &low], 20);
         hears_only(&high, 400.0);
         hears_only(&low, 1000.0);
@@ -1451,12 +1447,7 @@ mod tests {
         let mut bridge = SharedBridge::new(4);
         // The SDP names a port nobody sends from (a NAT rewrote it).
         let (key, behind_nat) = bridge.add(0, SocketAddr::from(([127, 0, 0, 1], 9)), 1000.0);
-        let (_, listener) = {
-            let socket = loopback_socket();
-            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
+        let (_, listener) = bridge.add_phone(1, 400.0);
         let index = key.slot as usize;
         // In its first half second an unknown port is more likely a newer
         // call from the same IP whose member is not filed yet: not taken.
@@ -1507,18 +1498,8 @@ mod tests {
     #[test]
     fn shared_port_follows_a_new_remote_address_and_forgets_a_removed_member() {
         let mut bridge = SharedBridge::new(4);
-        let (key, talker) = {
-            let socket = loopback_socket();
-            let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
-        let (_, listener) = {
-            let socket = loopback_socket();
-            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
+        let (key, talker) = bridge.add_phone(0, 1000.0);
+        let (_, listener) = bridge.add_phone(1, 400.0);
         bridge.run(&[&talker, &listener], 10);
         assert_eq!(bridge.packets_in(), 20);
 
@@ -1557,18 +1538,8 @@ mod tests {
     #[test]
     fn shared_port_hold_and_resume_keep_the_member_found() {
         let mut bridge = SharedBridge::new(4);
-        let (key, talker) = {
-            let socket = loopback_socket();
-            let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
-        let (_, listener) = {
-            let socket = loopback_socket();
-            let (key, mut phone) = bridge.add(1, address(&socket), 400.0);
-            phone.rtp = socket;
-            (key, phone)
-        };
+        let (key, talker) = bridge.add_phone(0, 1000.0);
+        let (_, listener) = bridge.add_phone(1, 400.0);
         bridge.run(&[&talker, &listener], 5);
         let held = MemberFlags {
             held: true,
@@ -1594,9 +1565,7 @@ mod tests {
     #[test]
     fn shared_port_rtcp_is_matched_by_ssrc_and_reports_leave_the_shared_pair() {
         let mut bridge = SharedBridge::new(2);
-        let socket = loopback_socket();
-        let (key, mut phone) = bridge.add(0, address(&socket), 1000.0);
-        phone.rtp = socket;
+        let (key, phone) = bridge.add_phone(0, 1000.0);
         bridge.run(&[&phone], 2);
         // A receiver report from a port nobody named, about the stream's SSRC.
         let reporter = loopback_socket();
