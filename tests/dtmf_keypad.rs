@@ -181,6 +181,7 @@ impl Room {
                 sockets: MemberSockets::Own {
                     rtp: member_rtp,
                     rtcp: member_rtcp,
+                    sdp_ip: None,
                 },
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(EVENT_PT),

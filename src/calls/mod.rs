@@ -825,7 +825,7 @@ impl Manager {
             }
             (max, keypad)
         };
-        let Ok(sockets) = call.ports.member_sockets() else {
+        let Ok(sockets) = call.ports.member_sockets(call.media_address) else {
             return Err(RecordError::Busy("cannot share the RTP socket"));
         };
         let call_id = call.id.clone();

@@ -35,7 +35,7 @@ impl Manager {
         let Some(call) = self.calls.get(&key) else {
             return Err("the call is gone");
         };
-        let Ok(sockets) = call.ports.member_sockets() else {
+        let Ok(sockets) = call.ports.member_sockets(call.media_address) else {
             return Err("cannot share the RTP socket");
         };
         let call_id = call.id.clone();

@@ -20,12 +20,15 @@ pub struct CallPorts {
 
 impl CallPorts {
     /// What the media plane is given for a member of this call: clones of the
-    /// call's own sockets, or the shared port.
-    pub fn member_sockets(&self) -> std::io::Result<MemberSockets> {
+    /// call's own sockets (bound to explicit ports, so the media thread may
+    /// connect them to the phone at `sdp_ip`, the address our SDP gave it),
+    /// or the shared port.
+    pub fn member_sockets(&self, sdp_ip: IpAddr) -> std::io::Result<MemberSockets> {
         match &self.own {
             Some((rtp, rtcp)) => Ok(MemberSockets::Own {
                 rtp: rtp.try_clone()?,
                 rtcp: rtcp.try_clone()?,
+                sdp_ip: Some(sdp_ip),
             }),
             None => Ok(MemberSockets::Shared),
         }
@@ -162,7 +165,10 @@ mod tests {
         let calls: Vec<CallPorts> = (0..3).map(|_| pool.bind_pair().expect("port")).collect();
         for call in &calls {
             assert_eq!(call.rtp_port, 30_000);
-            assert!(matches!(call.member_sockets(), Ok(MemberSockets::Shared)));
+            assert!(matches!(
+                call.member_sockets(IpAddr::from([127, 0, 0, 1])),
+                Ok(MemberSockets::Shared)
+            ));
             pool.release(call);
         }
         assert_eq!(pool.in_use(), 0);

@@ -351,6 +351,7 @@ mod tests {
                 sockets: crate::media::MemberSockets::Own {
                     rtp: bind(),
                     rtcp: bind(),
+                    sdp_ip: None,
                 },
                 remote_rtp: phone.local_addr().expect("addr"),
                 remote_rtcp: phone.local_addr().expect("addr"),

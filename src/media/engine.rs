@@ -395,7 +395,7 @@ impl Engine {
             return;
         }
         let usable = match &add.sockets {
-            MemberSockets::Own { rtp, rtcp } => rtp
+            MemberSockets::Own { rtp, rtcp, .. } => rtp
                 .set_nonblocking(true)
                 .and_then(|()| rtcp.set_nonblocking(true))
                 .is_ok(),
@@ -651,6 +651,7 @@ impl Engine {
         }
         add(&stats.packets_in, packets_in);
         add(&stats.malformed, malformed);
+        slot.keep_rtp_connection(now);
 
         let frame = mixes[slot.mix as usize].frame_samples();
         if slot.play_frame(frame) == Played::Lost {
@@ -853,7 +854,12 @@ impl Engine {
             }
             return;
         };
-        match socket.send_to(&send_buffer[..len], slot.remote_rtp) {
+        let sent = if slot.rtp_connected_to == Some(slot.remote_rtp) {
+            socket.send(&send_buffer[..len])
+        } else {
+            socket.send_to(&send_buffer[..len], slot.remote_rtp)
+        };
+        match sent {
             Ok(_) => add(&stats.packets_out, 1),
             Err(_) => add(&stats.send_errors, 1),
         }
@@ -962,10 +968,23 @@ mod tests {
     use crate::media::codec::Codec;
     use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
     use crate::media::{spawn, MediaHandle, MemberFlags};
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
 
     fn loopback_socket() -> UdpSocket {
         UdpSocket::bind("127.0.0.1:0").expect("bind loopback")
+    }
+
+    /// A loopback socket bound to a port named in the bind, as `PortPool`
+    /// binds them (a port the kernel picked is let go when a connection is
+    /// dissolved; a named one is kept).
+    fn explicit_port_socket() -> UdpSocket {
+        for _ in 0..32 {
+            let port = address(&loopback_socket()).port();
+            if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
+                return socket;
+            }
+        }
+        panic!("no free loopback port in 32 tries");
     }
 
     fn address(socket: &UdpSocket) -> SocketAddr {
@@ -995,6 +1014,7 @@ mod tests {
             sockets: MemberSockets::Own {
                 rtp: member_rtp,
                 rtcp: member_rtcp,
+                sdp_ip: None,
             },
             remote_rtp: address(&phone.rtp),
             remote_rtcp: address(&phone.rtcp),
@@ -1323,8 +1343,9 @@ mod tests {
         assert_eq!(talking, [(talker, true)]);
     }
 
-    /// An engine with a shared port on loopback, driven tick by tick.
-    struct SharedBridge {
+    /// An engine on loopback (with a shared port unless made `per_call`),
+    /// driven tick by tick.
+    struct TickedBridge {
         engine: Engine,
         commands: rtrb::Producer<Command>,
         stats: Arc<MediaStats>,
@@ -1333,20 +1354,29 @@ mod tests {
         ticks: u32,
     }
 
-    impl SharedBridge {
-        fn new(max_members: usize) -> SharedBridge {
+    impl TickedBridge {
+        fn new(max_members: usize) -> TickedBridge {
+            TickedBridge::with_shared_port(max_members, Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+        }
+
+        /// Members bring their own sockets (`add_own`).
+        fn per_call(max_members: usize) -> TickedBridge {
+            TickedBridge::with_shared_port(max_members, None)
+        }
+
+        fn with_shared_port(max_members: usize, shared_port: Option<SocketAddr>) -> TickedBridge {
             let (commands, commands_out) = rtrb::RingBuffer::new(16);
             let (events, _events_out) = rtrb::RingBuffer::new(1024);
             let stats = Arc::new(MediaStats::default());
             let config = MediaConfig {
                 max_members,
-                shared_port: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                shared_port,
                 ..MediaConfig::default()
             };
             let engine = Engine::new(config, commands_out, events, Arc::clone(&stats))
                 .expect("bind a shared pair on loopback");
-            let port = engine.shared_port().expect("shared port");
-            SharedBridge {
+            let port = engine.shared_port().unwrap_or(0);
+            TickedBridge {
                 engine,
                 commands,
                 stats,
@@ -1354,6 +1384,46 @@ mod tests {
                 start: Instant::now(),
                 ticks: 0,
             }
+        }
+
+        /// A member with its own RTP/RTCP pair, bound to explicit ports as the
+        /// call's port pool binds them, and our SDP naming `sdp_ip`; returns
+        /// a clone of its RTP socket too, kept as the call keeps it.
+        fn add_own(
+            &mut self,
+            slot: u32,
+            sdp_ip: IpAddr,
+            tone_hz: f64,
+        ) -> (MemberKey, Phone, UdpSocket) {
+            let key = MemberKey {
+                slot,
+                generation: 1,
+            };
+            let (member_rtp, member_rtcp) = (explicit_port_socket(), explicit_port_socket());
+            let kept = member_rtp.try_clone().expect("clone");
+            let phone = Phone {
+                rtp: loopback_socket(),
+                rtcp: loopback_socket(),
+                bridge: address(&member_rtp),
+                tone_hz,
+            };
+            let add = AddMember {
+                key,
+                mix: 0,
+                sockets: MemberSockets::Own {
+                    rtp: member_rtp,
+                    rtcp: member_rtcp,
+                    sdp_ip: Some(sdp_ip),
+                },
+                remote_rtp: address(&phone.rtp),
+                remote_rtcp: address(&phone.rtcp),
+                codec: Codec::Pcmu,
+                telephone_event_pt: Some(101),
+                flags: MemberFlags::default(),
+                keypad: true,
+            };
+            self.command(Command::AddMember(Box::new(add)));
+            (key, phone, kept)
         }
 
         /// Adds a member on the shared port whose SDP names `sdp_rtp`; the
@@ -1430,8 +1500,70 @@ mod tests {
     }
 
     #[test]
+    fn an_own_socket_is_connected_to_its_phone_and_freed_for_a_phone_that_moved() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut bridge = TickedBridge::per_call(4);
+        let (key, phone, kept) = bridge.add_own(0, loopback, 1000.0);
+        let (_, listener, _) = bridge.add_own(1, loopback, 400.0);
+        let index = key.slot as usize;
+        let port = address(&kept).port();
+        bridge.run(&[&phone, &listener], 10);
+        assert_eq!(kept.peer_addr().ok(), Some(address(&phone.rtp)));
+        assert_eq!(
+            bridge.engine.slots[index].rtp_connected_to,
+            Some(address(&phone.rtp))
+        );
+        hears_only(&listener, 1000.0);
+        hears_only(&phone, 400.0);
+
+        // The phone moves (a NAT rebinding): nothing from the new port is
+        // taken while the old stream is alive, as without a connection.
+        let moved = Phone {
+            rtp: loopback_socket(),
+            ..phone
+        };
+        let before = bridge.packets_in();
+        bridge.run(&[&moved], 5);
+        assert_eq!(bridge.packets_in(), before);
+        // Silent for over a second: the connection is dissolved, the socket
+        // keeps its port, and the new source is latched and connected.
+        bridge.run(&[&listener], 60);
+        assert!(kept.peer_addr().is_err(), "still connected");
+        assert_eq!(address(&kept).port(), port);
+        let _ = received_payloads(&listener);
+        bridge.run(&[&moved, &listener], 15);
+        hears_only(&listener, 1000.0);
+        hears_only(&moved, 400.0);
+        assert_eq!(kept.peer_addr().ok(), Some(address(&moved.rtp)));
+
+        // Leaving dissolves it, so the call's socket takes any source again.
+        bridge.command(Command::RemoveMember { key });
+        bridge.run(&[], 1);
+        assert!(kept.peer_addr().is_err(), "still connected after leaving");
+        assert_eq!(address(&kept).port(), port);
+    }
+
+    #[test]
+    fn an_own_socket_is_not_connected_when_our_sdp_named_another_address() {
+        // The route to the phone leaves from 127.0.0.1, but the SDP told it
+        // to send to 127.0.0.2: connected, the socket would take datagrams
+        // at 127.0.0.1 only.
+        let mut bridge = TickedBridge::per_call(4);
+        let (key, phone, kept) = bridge.add_own(0, IpAddr::from([127, 0, 0, 2]), 1000.0);
+        let (_, listener, _) = bridge.add_own(1, IpAddr::from([127, 0, 0, 1]), 400.0);
+        bridge.run(&[&phone, &listener], 15);
+        assert!(kept.peer_addr().is_err());
+        assert_eq!(
+            bridge.engine.slots[key.slot as usize].rtp_connected_to,
+            None
+        );
+        hears_only(&listener, 1000.0);
+        hears_only(&phone, 400.0);
+    }
+
+    #[test]
     fn shared_port_members_are_told_apart_by_source_and_hear_each_other() {
-        let mut bridge = SharedBridge::new(4);
+        let mut bridge = TickedBridge::new(4);
         let (_, high) = bridge.add_phone(0, 1000.0);
         let (_, low) = bridge.add_phone(1, 400.0);
         bridge.run(&[&high, &low], 20);
@@ -1444,7 +1576,7 @@ mod tests {
 
     #[test]
     fn shared_port_latches_a_rewritten_port_for_the_only_member_waiting_at_that_ip() {
-        let mut bridge = SharedBridge::new(4);
+        let mut bridge = TickedBridge::new(4);
         // The SDP names a port nobody sends from (a NAT rewrote it).
         let (key, behind_nat) = bridge.add(0, SocketAddr::from(([127, 0, 0, 1], 9)), 1000.0);
         let (_, listener) = bridge.add_phone(1, 400.0);
@@ -1487,7 +1619,7 @@ mod tests {
 
     #[test]
     fn shared_port_rtp_from_an_unknown_port_is_dropped_when_two_members_wait_at_that_ip() {
-        let mut bridge = SharedBridge::new(4);
+        let mut bridge = TickedBridge::new(4);
         let nowhere = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let (_, first) = bridge.add(0, nowhere(9), 1000.0);
         let (_, _second) = bridge.add(1, nowhere(11), 400.0);
@@ -1497,7 +1629,7 @@ mod tests {
 
     #[test]
     fn shared_port_follows_a_new_remote_address_and_forgets_a_removed_member() {
-        let mut bridge = SharedBridge::new(4);
+        let mut bridge = TickedBridge::new(4);
         let (key, talker) = bridge.add_phone(0, 1000.0);
         let (_, listener) = bridge.add_phone(1, 400.0);
         bridge.run(&[&talker, &listener], 10);
@@ -1537,7 +1669,7 @@ mod tests {
 
     #[test]
     fn shared_port_hold_and_resume_keep_the_member_found() {
-        let mut bridge = SharedBridge::new(4);
+        let mut bridge = TickedBridge::new(4);
         let (key, talker) = bridge.add_phone(0, 1000.0);
         let (_, listener) = bridge.add_phone(1, 400.0);
         bridge.run(&[&talker, &listener], 5);
@@ -1564,7 +1696,7 @@ mod tests {
 
     #[test]
     fn shared_port_rtcp_is_matched_by_ssrc_and_reports_leave_the_shared_pair() {
-        let mut bridge = SharedBridge::new(2);
+        let mut bridge = TickedBridge::new(2);
         let (key, phone) = bridge.add_phone(0, 1000.0);
         bridge.run(&[&phone], 2);
         // A receiver report from a port nobody named, about the stream's SSRC.

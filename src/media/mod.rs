@@ -21,7 +21,7 @@ pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
 pub use dtmf::DigitSource;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,17 @@ pub struct AddMember {
 pub enum MemberSockets {
     /// The call's own pair, already bound by the caller; the media thread
     /// sets them nonblocking.
-    Own { rtp: UdpSocket, rtcp: UdpSocket },
+    Own {
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        /// The address our SDP gave the phone for RTP. Some: while the
+        /// phone's stream is latched, the media thread `connect()`s the RTP
+        /// socket to it, so each send takes the cached route instead of a
+        /// lookup, as long as the connected socket still receives at this
+        /// address. The socket must then be bound to an explicit port, which
+        /// dissolving the connection keeps. None: never connected.
+        sdp_ip: Option<IpAddr>,
+    },
     /// The media thread's shared port (`MediaConfig::shared_port`): datagrams
     /// are told apart by their source address.
     Shared,

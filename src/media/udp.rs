@@ -222,6 +222,27 @@ pub fn set_buffer_bytes(fd: RawFd, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Dissolves a UDP socket's `connect()`, so it again takes datagrams from any
+/// source and sends only where `sendto` says. The socket keeps its port only
+/// if it was bound to an explicit one (the kernel drops an automatic port).
+pub fn disconnect(fd: RawFd) -> io::Result<()> {
+    // SAFETY: sockaddr is plain old data; all zeroes is a valid value.
+    let mut unspecified: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspecified.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `unspecified` is a live sockaddr and the length passed is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            &unspecified,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The receive buffer the kernel granted `fd`, in bytes (as `SO_RCVBUF`
 /// reports it: twice what was asked, for its bookkeeping).
 pub fn receive_buffer_bytes(fd: RawFd) -> io::Result<usize> {
