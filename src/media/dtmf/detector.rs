@@ -92,6 +92,13 @@ const QUIET_SUB_BLOCK_ENERGY: i64 = SUB_BLOCK_SAMPLES as i64 * 20 * 20;
 /// Events one call to `process` can leave queued.
 const EVENT_QUEUE: usize = 8;
 
+/// The energy of a whole sub-block, if it is too quiet to hold a key
+/// (`QUIET_SUB_BLOCK_ENERGY`), so that it may skip the tone filters.
+fn quiet_energy(block: &[i16]) -> Option<f32> {
+    let energy: i64 = block.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
+    (energy < QUIET_SUB_BLOCK_ENERGY).then_some(energy as f32)
+}
+
 /// What one window holds, before the thresholds are applied.
 #[derive(Clone, Copy, Debug)]
 struct WindowAnalysis {
@@ -165,6 +172,12 @@ pub struct InbandDetector {
     clock: u64,
     /// The bank takes pairs: an odd sample waits here for its partner.
     carried: Option<i16>,
+    /// The start of a sub-block that a frame ended in the middle of, held
+    /// (while nothing is being detected) until the block is whole, so the
+    /// quiet test can spare its filters; the block's result comes when its
+    /// last sample does either way. `waiting` samples are held.
+    held: [i16; SUB_BLOCK_SAMPLES],
+    waiting: usize,
     state: State,
     /// The last window passed the start checks: a tone is being heard.
     tone_in_window: bool,
@@ -212,6 +225,8 @@ impl InbandDetector {
             filled: 0,
             clock: 0,
             carried: None,
+            held: [0; SUB_BLOCK_SAMPLES],
+            waiting: 0,
             state: State::Idle,
             tone_in_window: false,
             suspected: false,
@@ -230,6 +245,7 @@ impl InbandDetector {
         self.filled = 0;
         self.clock = clock;
         self.carried = None;
+        self.waiting = 0;
         self.state = State::Idle;
         self.tone_in_window = false;
         self.suspected = false;
@@ -261,37 +277,58 @@ impl InbandDetector {
     }
 
     fn feed_pairs(&mut self, mut samples: &[i16]) {
+        if self.waiting > 0 {
+            let take = (SUB_BLOCK_SAMPLES - self.waiting).min(samples.len());
+            self.held[self.waiting..self.waiting + take].copy_from_slice(&samples[..take]);
+            self.waiting += take;
+            self.clock += take as u64;
+            samples = &samples[take..];
+            if self.waiting < SUB_BLOCK_SAMPLES {
+                return;
+            }
+            self.waiting = 0;
+            let held = self.held;
+            let block = match quiet_energy(&held) {
+                Some(energy) => Some(self.bank.take_quiet(energy)),
+                None => self.bank.feed(&held).1,
+            };
+            if let Some(block) = block {
+                self.add_sub_block(block);
+            }
+        }
         while !samples.is_empty() {
-            let (taken, block) = match self.quiet_sub_block(samples) {
+            let may_skip = self.bank.between_blocks() && matches!(self.state, State::Idle);
+            if may_skip && samples.len() < SUB_BLOCK_SAMPLES {
+                self.held[..samples.len()].copy_from_slice(samples);
+                self.waiting = samples.len();
+                self.clock += samples.len() as u64;
+                return;
+            }
+            let quiet = may_skip
+                .then(|| quiet_energy(&samples[..SUB_BLOCK_SAMPLES]))
+                .flatten();
+            let (taken, block) = match quiet {
                 Some(energy) => (SUB_BLOCK_SAMPLES, Some(self.bank.take_quiet(energy))),
                 None => self.bank.feed(samples),
             };
             samples = &samples[taken..];
             self.clock += taken as u64;
             if let Some(block) = block {
-                self.window[self.next] = block;
-                self.next = (self.next + 1) % WINDOW_SUB_BLOCKS;
-                self.filled = (self.filled + 1).min(WINDOW_SUB_BLOCKS);
-                if self.filled >= 2 && !self.suspected {
-                    self.suspected = self.newest_blocks_look_like_a_key();
-                }
-                if self.filled == WINDOW_SUB_BLOCKS {
-                    self.evaluate_window();
-                }
+                self.add_sub_block(block);
             }
         }
     }
 
-    /// The energy of the next whole sub-block of `samples`, if it can be
-    /// taken without its filters: nothing is being detected, and it is too
-    /// quiet to matter (`QUIET_SUB_BLOCK_ENERGY`).
-    fn quiet_sub_block(&self, samples: &[i16]) -> Option<f32> {
-        if !self.bank.between_blocks() || !matches!(self.state, State::Idle) {
-            return None;
+    fn add_sub_block(&mut self, block: SubBlock) {
+        self.window[self.next] = block;
+        self.next = (self.next + 1) % WINDOW_SUB_BLOCKS;
+        self.filled = (self.filled + 1).min(WINDOW_SUB_BLOCKS);
+        if self.filled >= 2 && !self.suspected {
+            self.suspected = self.newest_blocks_look_like_a_key();
         }
-        let block = samples.get(..SUB_BLOCK_SAMPLES)?;
-        let energy: i64 = block.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
-        (energy < QUIET_SUB_BLOCK_ENERGY).then_some(energy as f32)
+        if self.filled == WINDOW_SUB_BLOCKS {
+            self.evaluate_window();
+        }
     }
 
     /// The next start or end event, oldest first.
@@ -676,6 +713,32 @@ mod tests {
         };
         assert_eq!((digit, start), ('9', at));
         assert!(end.abs_diff(1200) <= 24, "end {end}");
+    }
+
+    #[test]
+    fn how_the_samples_are_split_changes_nothing_detected() {
+        // 20 ms frames end inside sub-blocks, whose start is then held until
+        // the block is whole (quiet ones skip the filters): the events and
+        // their times are those of the same audio fed in one piece.
+        let mut signal = vec![3i16; 437];
+        signal.extend(tones(697.0, 1209.0, 6000.0, 720));
+        signal.extend((0..963).map(|n| if n % 2 == 0 { 9 } else { -9 }));
+        signal.extend(tones(941.0, 1633.0, 3000.0, 560));
+        signal.extend(vec![0i16; 900]);
+        let mut whole = InbandDetector::new();
+        whole.process(&signal);
+        let expected = events(&mut whole);
+        assert_eq!(expected.len(), 4, "{expected:?}");
+        for chunk_len in [160, 80, 77, 240, 49] {
+            let mut split = InbandDetector::new();
+            let mut got = Vec::new();
+            for chunk in signal.chunks(chunk_len) {
+                split.process(chunk);
+                got.extend(events(&mut split));
+            }
+            assert_eq!(got, expected, "chunks of {chunk_len}");
+            assert_eq!(split.clock(), whole.clock(), "chunks of {chunk_len}");
+        }
     }
 
     #[test]
