@@ -22,6 +22,7 @@ use crate::conference::{
 };
 use crate::config::{Config, Room};
 use crate::events::Events;
+use crate::media::wakeup::Wakeup;
 use crate::media::{self, AddMember, Command, Event, MediaHandle, MemberFlags, MemberKey};
 use crate::sip::sdp::{self, Offer};
 use crate::sip::transport::{SipCommand, SipHandle};
@@ -30,9 +31,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// How often the manager drains the media plane's event queue.
+/// How often the manager drains the media plane's event queue if it cannot
+/// wait for the media thread's ring (the eventfd could not join tokio's epoll).
 const MEDIA_EVENT_POLL: Duration = Duration::from_millis(20);
 /// How long shutdown waits for the BYEs it sent to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -45,6 +49,22 @@ pub const ORIGINATOR_CANCEL: &str = "ORIGINATOR_CANCEL";
 pub const USER_BUSY: &str = "USER_BUSY";
 pub const NO_ANSWER: &str = "NO_ANSWER";
 pub const CALL_REJECTED: &str = "CALL_REJECTED";
+
+/// Completes when the media thread has rung (it queued events), after
+/// answering the ring; without the eventfd, every `MEDIA_EVENT_POLL`.
+async fn media_rang(wakeup: Option<&AsyncFd<Arc<Wakeup>>>) {
+    let Some(wakeup) = wakeup else {
+        return tokio::time::sleep(MEDIA_EVENT_POLL).await;
+    };
+    match wakeup.readable().await {
+        Ok(mut ready) => {
+            // Answer before draining, so a ring during the drain is not lost.
+            ready.clear_ready();
+            wakeup.get_ref().clear();
+        }
+        Err(_) => tokio::time::sleep(MEDIA_EVENT_POLL).await,
+    }
+}
 
 /// One answered call.
 #[derive(Debug)]
@@ -440,15 +460,19 @@ impl Manager {
         else {
             return;
         };
-        let mut poll = tokio::time::interval(MEDIA_EVENT_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // SAFETY: the registration owns an `Arc` of the eventfd, which stays
+        // open until the last `Arc` is dropped, so after the registration.
+        let wakeup =
+            unsafe { AsyncFd::register_with_interest(self.media().wakeup(), Interest::READABLE) }
+                .map_err(|e| tracing::error!("polling media events every 20 ms: {e}"))
+                .ok();
         loop {
             tokio::select! {
                 event = sip_events.recv() => match event {
                     Some(event) => self.on_sip_event(event).await,
                     None => break,
                 },
-                _ = poll.tick() => self.drain_media_events().await,
+                () = media_rang(wakeup.as_ref()) => self.drain_media_events().await,
                 Some((call, what)) = due.recv() => self.on_due(call, what).await,
                 Some(request) = api.recv() => self.on_api(request).await,
                 Some(ready) = audio_ready.recv() => self.on_audio_ready(ready).await,

@@ -38,6 +38,7 @@ use crate::media::rtp::{
 };
 use crate::media::slot::{Played, Received, Slot};
 use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
+use crate::media::wakeup::Wakeup;
 use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey, MemberSockets};
 
 /// One tick of audio.
@@ -167,6 +168,10 @@ pub struct Engine {
     events: rtrb::Producer<Event>,
     /// Events were dropped; `Event::QueueFull` is owed.
     events_overflowed: bool,
+    /// Rung after a tick that queued events (`ring_on_events`).
+    wakeup: Option<Arc<Wakeup>>,
+    /// This tick queued (or tried to queue) an event.
+    events_queued: bool,
     stats: Arc<MediaStats>,
     /// Where each socket's datagrams land; one batch serves every member in turn.
     receive_batch: ReceiveBatch,
@@ -222,6 +227,8 @@ impl Engine {
             commands,
             events,
             events_overflowed: false,
+            wakeup: None,
+            events_queued: false,
             stats,
             receive_batch: ReceiveBatch::new(DATAGRAMS_PER_TICK),
             send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
@@ -244,6 +251,12 @@ impl Engine {
     pub fn shared_port(&self) -> Option<u16> {
         let shared = self.shared.as_ref()?;
         shared.rtp.local_addr().ok().map(|a| a.port())
+    }
+
+    /// Rings `wakeup` after each tick that queued events, so the reader can
+    /// sleep until then.
+    pub fn ring_on_events(&mut self, wakeup: Arc<Wakeup>) {
+        self.wakeup = Some(wakeup);
     }
 
     /// The thread body: tick every 20 ms on an absolute schedule until shut down.
@@ -269,6 +282,11 @@ impl Engine {
                 next_tick_at = started_at;
             }
             let outcome = self.tick(started_at, ntp_now());
+            if std::mem::take(&mut self.events_queued) {
+                if let Some(wakeup) = self.wakeup.as_ref() {
+                    wakeup.ring();
+                }
+            }
             let tick_ns = started_at.elapsed().as_nanos() as u64;
             self.stats.last_tick_ns.store(tick_ns, Ordering::Relaxed);
             self.stats.max_tick_ns.fetch_max(tick_ns, Ordering::Relaxed);
@@ -902,6 +920,7 @@ impl Engine {
 
     /// Queues an event; if the queue is full, counts it and owes an `Event::QueueFull`.
     fn emit(&mut self, event: Event) {
+        self.events_queued = true;
         if self.events_overflowed {
             if self.events.push(Event::QueueFull).is_err() {
                 add(&self.stats.events_dropped, 1);

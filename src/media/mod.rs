@@ -16,6 +16,7 @@ pub mod mixer;
 pub mod rtp;
 pub mod slot;
 pub mod udp;
+pub mod wakeup;
 
 pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
@@ -254,6 +255,7 @@ pub struct MediaHandle {
     generations: Vec<u32>,
     in_use: Vec<bool>,
     shared_port: Option<u16>,
+    wakeup: Arc<wakeup::Wakeup>,
 }
 
 impl MediaHandle {
@@ -291,6 +293,12 @@ impl MediaHandle {
         self.events.pop().ok()
     }
 
+    /// Rung by the media thread after a tick in which it queued events: wait
+    /// for it, `clear` it, then `poll_event` until None.
+    pub fn wakeup(&self) -> Arc<wakeup::Wakeup> {
+        Arc::clone(&self.wakeup)
+    }
+
     pub fn stats(&self) -> Arc<MediaStats> {
         Arc::clone(&self.stats)
     }
@@ -321,7 +329,10 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
     let (event_producer, event_consumer) = rtrb::RingBuffer::new(config.event_queue_len.max(1));
     let stats = Arc::new(MediaStats::default());
     let capacity = config.max_members;
-    let engine = engine::Engine::new(config, command_consumer, event_producer, Arc::clone(&stats))?;
+    let wakeup = Arc::new(wakeup::Wakeup::new()?);
+    let mut engine =
+        engine::Engine::new(config, command_consumer, event_producer, Arc::clone(&stats))?;
+    engine.ring_on_events(Arc::clone(&wakeup));
     let shared_port = engine.shared_port();
     let thread = std::thread::Builder::new()
         .name("sipconf-media".into())
@@ -334,6 +345,7 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
         generations: vec![0; capacity],
         in_use: vec![false; capacity],
         shared_port,
+        wakeup,
     };
     Ok((handle, thread))
 }
