@@ -340,6 +340,9 @@ async fn metrics_are_prometheus_text() {
         "sipconf_rtp_packets_in_total ",
         "sipconf_rtp_packets_out_total ",
         "sipconf_rtp_packets_lost_total ",
+        "sipconf_rtp_datagrams_dropped_total{reason=\"malformed\"} ",
+        "sipconf_rtp_datagrams_dropped_total{reason=\"foreign\"} ",
+        "sipconf_rtp_send_errors_total ",
         "sipconf_callbacks_delivered_total ",
         "sipconf_callback_failures_total ",
     ] {

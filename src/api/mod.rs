@@ -851,6 +851,21 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         &[("", load(&media.packets_lost))],
     );
     metric(
+        "sipconf_rtp_datagrams_dropped_total",
+        "counter",
+        "RTP and RTCP datagrams dropped: not valid, or a payload type not negotiated (malformed); RTP from a source that is not the member's (foreign).",
+        &[
+            ("{reason=\"malformed\"}", load(&media.malformed)),
+            ("{reason=\"foreign\"}", load(&media.foreign)),
+        ],
+    );
+    metric(
+        "sipconf_rtp_send_errors_total",
+        "counter",
+        "RTP and RTCP sends that failed (socket buffer full, unreachable).",
+        &[("", load(&media.send_errors))],
+    );
+    metric(
         "sipconf_callbacks_delivered_total",
         "counter",
         "Callback events the application accepted.",

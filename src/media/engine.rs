@@ -519,7 +519,7 @@ impl Engine {
             return;
         };
         let budget = 2 * active_slots.len() + SHARED_BATCH;
-        let (mut read, mut packets_in, mut malformed) = (0, 0, 0);
+        let (mut read, mut packets_in, mut malformed, mut foreign) = (0, 0, 0, 0);
         while read < budget {
             let want = SHARED_BATCH.min(budget - read);
             // An error (an ICMP port unreachable surfacing) is not ours to
@@ -535,7 +535,10 @@ impl Engine {
                 let (index, nat_latch) = match shared.demux.rtp_sender(source) {
                     Sender::Member(index) => (index, false),
                     Sender::OnlyWaitingAtIp(index) => (index, true),
-                    Sender::Foreign => continue,
+                    Sender::Foreign => {
+                        foreign += 1;
+                        continue;
+                    }
                 };
                 let Some(slot) = slots.get_mut(index).filter(|slot| slot.active) else {
                     continue;
@@ -543,12 +546,13 @@ impl Engine {
                 if nat_latch && slot.age(now) < NAT_LATCH_AFTER {
                     // Most likely a member whose AddMember is still queued,
                     // sending from the same IP (a PBX): not this one's to take.
+                    foreign += 1;
                     continue;
                 }
                 match slot.receive_rtp(shared.receive_batch.datagram(i), source, now) {
                     Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
                     Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
-                    Received::ForeignSource => {}
+                    Received::ForeignSource => foreign += 1,
                 }
                 let filed = filed_as(slot);
                 if filed != shared.demux.filed(index) {
@@ -563,6 +567,7 @@ impl Engine {
         }
         add(&stats.packets_in, packets_in);
         add(&stats.malformed, malformed);
+        add(&stats.foreign, foreign);
     }
 
     /// Reads the shared RTCP socket: a report from a member's RTCP address,
@@ -633,6 +638,7 @@ impl Engine {
         let slot = &mut slots[index];
         let mut packets_in = 0;
         let mut malformed = 0;
+        let mut foreign = 0;
         // One recvmmsg takes what waits (up to the per-tick cap) and stops at an
         // empty socket without a second call. An error (an ICMP port unreachable
         // surfacing, say) is not ours to handle: what waits is read next tick.
@@ -648,7 +654,7 @@ impl Engine {
             match slot.receive_rtp(batch.datagram(i), source, now) {
                 Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
                 Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
-                Received::ForeignSource => {}
+                Received::ForeignSource => foreign += 1,
             }
         }
         let waiting = slot
@@ -669,6 +675,7 @@ impl Engine {
         }
         add(&stats.packets_in, packets_in);
         add(&stats.malformed, malformed);
+        add(&stats.foreign, foreign);
         slot.keep_rtp_connection(now);
 
         let frame = mixes[slot.mix as usize].frame_samples();
@@ -1544,6 +1551,8 @@ mod tests {
         let before = bridge.packets_in();
         bridge.run(&[&moved], 5);
         assert_eq!(bridge.packets_in(), before);
+        // Dropped by the kernel for the connection, so not counted.
+        assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 0);
         // Silent for over a second: the connection is dissolved, the socket
         // keeps its port, and the new source is latched and connected.
         bridge.run(&[&listener], 60);
@@ -1607,6 +1616,7 @@ mod tests {
             bridge.engine.slots[index].remote_rtp,
             SocketAddr::from(([127, 0, 0, 1], 9))
         );
+        assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 20);
         let _ = received_payloads(&listener);
         let _ = received_payloads(&behind_nat);
         // Still nothing from where it said: the NAT's port is its.
@@ -1644,6 +1654,7 @@ mod tests {
         let (_, _second) = bridge.add(1, nowhere(11), 400.0);
         bridge.run(&[&first], 5);
         assert_eq!(bridge.packets_in(), 0);
+        assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 5);
     }
 
     #[test]

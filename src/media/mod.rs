@@ -203,6 +203,12 @@ pub struct MediaStats {
     pub packets_lost: AtomicU64,
     /// Datagrams that were not valid RTP/RTCP, or carried a payload type not negotiated.
     pub malformed: AtomicU64,
+    /// RTP datagrams dropped for their source: not the member's latched
+    /// address while its stream is alive (a phone that moved, stray
+    /// traffic), or on the shared port nobody's, or a port a NAT may have
+    /// rewritten before the member has waited `NAT_LATCH_AFTER`. A per-call
+    /// socket connected to its phone has the kernel drop them uncounted.
+    pub foreign: AtomicU64,
     /// Commands that referred to a stale key or could not be carried out.
     pub commands_dropped: AtomicU64,
     pub events_dropped: AtomicU64,
