@@ -75,6 +75,10 @@ fn twenty_members_three_talkers(media_extra: &str) {
     assert_eq!(number(&report, &["calls", "failed"]), 0.0, "{text}");
     assert_eq!(number(&report, &["calls", "hangups_failed"]), 0.0, "{text}");
     assert!(number(&report, &["calls", "setup_ms_max"]) > 0.0);
+    // Every BYE was answered, so the hang-up figures cover all 20.
+    let hangup_p50 = number(&report, &["calls", "hangup_ms_p50"]);
+    let hangup_max = number(&report, &["calls", "hangup_ms_max"]);
+    assert!(hangup_p50 > 0.0 && hangup_p50 <= hangup_max, "{text}");
 
     assert_eq!(number(&report, &["rtp", "lost_total"]), 0.0, "{text}");
     assert_eq!(number(&report, &["rtp", "lost_per_member", "max"]), 0.0);

@@ -189,6 +189,7 @@ struct Phone {
     bye: String,
     bye_at: Instant,
     setup_ms: Option<f64>,
+    hangup_ms: Option<f64>,
     remote_rtp: Option<RawAddr>,
     ssrc: u32,
     sequence: u16,
@@ -306,6 +307,7 @@ impl Generator {
                 bye: String::new(),
                 bye_at: started,
                 setup_ms: None,
+                hangup_ms: None,
                 remote_rtp: None,
                 ssrc: rng.random(),
                 sequence: rng.random(),
@@ -822,6 +824,7 @@ impl Generator {
             }
             ("BYE", CallState::HangingUp) if status >= 200 => {
                 phone.hangup_failed = status >= 300;
+                phone.hangup_ms = Some(now.duration_since(phone.bye_at).as_secs_f64() * 1e3);
                 phone.state = CallState::Ended;
             }
             _ => {}
@@ -871,6 +874,8 @@ impl Generator {
             .collect();
         let mut setup: Vec<f64> = answered.iter().filter_map(|p| p.setup_ms).collect();
         setup.sort_by(|a, b| a.total_cmp(b));
+        let mut hangup: Vec<f64> = self.phones.iter().filter_map(|p| p.hangup_ms).collect();
+        hangup.sort_by(|a, b| a.total_cmp(b));
         let failed = self.phones.iter().filter(|p| p.setup_ms.is_none()).count() as u64;
         let spread_of = |f: &dyn Fn(&Phone) -> f64| {
             let mut values: Vec<f64> = answered.iter().map(|p| f(p)).collect();
@@ -955,6 +960,8 @@ impl Generator {
                 hangups_failed: self.phones.iter().filter(|p| p.hangup_failed).count() as u64,
                 setup_ms_p50: report::percentile_sorted(&setup, 0.5),
                 setup_ms_max: setup.last().copied().unwrap_or(0.0),
+                hangup_ms_p50: report::percentile_sorted(&hangup, 0.5),
+                hangup_ms_max: hangup.last().copied().unwrap_or(0.0),
             },
             rtp: report::Rtp {
                 sent_per_member: spread_of(&|p| p.frames_sent as f64),

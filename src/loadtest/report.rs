@@ -209,6 +209,9 @@ pub struct Calls {
     pub hangups_failed: u64,
     pub setup_ms_p50: f64,
     pub setup_ms_max: f64,
+    /// From our BYE to its final answer, over the BYEs answered.
+    pub hangup_ms_p50: f64,
+    pub hangup_ms_max: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -324,6 +327,11 @@ impl Report {
             out,
             "setup       p50 {:.1} ms, max {:.1} ms",
             c.setup_ms_p50, c.setup_ms_max
+        );
+        let _ = writeln!(
+            out,
+            "hang-up     p50 {:.1} ms, max {:.1} ms (BYE to its answer)",
+            c.hangup_ms_p50, c.hangup_ms_max
         );
         let r = &self.rtp;
         let _ = writeln!(out, "rtp/member  min / median / max");
