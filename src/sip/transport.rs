@@ -6,10 +6,12 @@
 //! endpoint's next timeout.
 
 use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
+use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +21,10 @@ use tokio::time::Instant;
 pub const MAX_TCP_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest UDP datagram.
 const MAX_DATAGRAM_BYTES: usize = 65_535;
+/// Receive and send buffer asked for the SIP UDP socket: room for a burst of
+/// about 2000 requests of a desk phone's size (each takes 1-2 KiB of buffer
+/// with the kernel's overhead).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
 const COMMAND_QUEUE_LEN: usize = 256;
 const EVENT_QUEUE_LEN: usize = 256;
 const TCP_QUEUE_LEN: usize = 256;
@@ -90,6 +96,22 @@ pub async fn start(
     mut config: EndpointConfig,
 ) -> io::Result<(SipHandle, mpsc::Receiver<SipEvent>, SocketAddr)> {
     let udp = UdpSocket::bind(listen).await?;
+    // A burst (every phone of a conference hanging up at once, a PBX
+    // relaying a roomful of INVITEs) must wait in the socket, not be dropped
+    // and retransmitted seconds later: the default buffer holds about 150
+    // requests. The kernel caps the request at net.core.rmem_max.
+    let _ = set_buffer_bytes(udp.as_raw_fd(), UDP_BUFFER_BYTES);
+    let granted = receive_buffer_bytes(udp.as_raw_fd()).unwrap_or(0);
+    // SO_RCVBUF reads back twice what was granted.
+    if granted < 2 * UDP_BUFFER_BYTES {
+        tracing::warn!(
+            granted_bytes = granted,
+            wanted_bytes = UDP_BUFFER_BYTES,
+            "the SIP socket's receive buffer is small: a burst of requests (a whole \
+             conference hanging up at once) may be dropped and retransmitted seconds \
+             later; raise net.core.rmem_max"
+        );
+    }
     let bound = udp.local_addr()?;
     let tcp = TcpListener::bind(bound).await?;
     if !bound.ip().is_unspecified() {
