@@ -886,7 +886,18 @@ impl Engine {
         };
         match sent {
             Ok(_) => add(&stats.packets_out, 1),
-            Err(_) => add(&stats.send_errors, 1),
+            Err(error) => {
+                add(&stats.send_errors, 1);
+                let not_connected = matches!(
+                    error.raw_os_error(),
+                    Some(libc::ENOTCONN | libc::EDESTADDRREQ)
+                );
+                if not_connected {
+                    // Dissolved behind the slot's back (another holder of the
+                    // call's socket): connect again on the next receive.
+                    slot.forget_rtp_connection();
+                }
+            }
         }
     }
 
@@ -993,6 +1004,7 @@ mod tests {
     use super::*;
     use crate::media::codec::Codec;
     use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
+    use crate::media::udp::disconnect;
     use crate::media::{spawn, MediaHandle, MemberFlags};
     use std::net::{IpAddr, SocketAddr, UdpSocket};
 
@@ -1563,6 +1575,15 @@ mod tests {
         hears_only(&listener, 1000.0);
         hears_only(&moved, 400.0);
         assert_eq!(kept.peer_addr().ok(), Some(address(&moved.rtp)));
+
+        // A connection dissolved behind the member's back (by another holder
+        // of the call's socket) costs one packet and is made again.
+        disconnect(kept.as_raw_fd()).expect("disconnect");
+        let _ = received_payloads(&moved);
+        bridge.run(&[&moved, &listener], 15);
+        assert_eq!(kept.peer_addr().ok(), Some(address(&moved.rtp)));
+        let heard = received_payloads(&moved).len();
+        assert!(heard >= 13, "the phone got {heard} of 15 packets");
 
         // Leaving dissolves it, so the call's socket takes any source again.
         bridge.command(Command::RemoveMember { key });

@@ -345,6 +345,12 @@ impl Slot {
         }
     }
 
+    /// The socket turned out not to be connected (a send said so): believe
+    /// it, so `keep_rtp_connection` connects it again.
+    pub fn forget_rtp_connection(&mut self) {
+        self.rtp_connected_to = None;
+    }
+
     fn disconnect_rtp(&mut self) {
         if self.rtp_connected_to.take().is_some() {
             if let Some(socket) = self.rtp_socket.as_ref() {
