@@ -1039,7 +1039,19 @@ mod tests {
 
     /// A member's bridge-side sockets and the phone facing them.
     fn member_with_phone(key: MemberKey, flags: MemberFlags, tone_hz: f64) -> (AddMember, Phone) {
-        let (member_rtp, member_rtcp) = (loopback_socket(), loopback_socket());
+        let sockets = (loopback_socket(), loopback_socket());
+        member_on(sockets, None, key, flags, tone_hz)
+    }
+
+    /// A member on the given bridge-side RTP/RTCP pair, our SDP naming
+    /// `sdp_ip` (`MemberSockets::Own`), and a phone facing it.
+    fn member_on(
+        (member_rtp, member_rtcp): (UdpSocket, UdpSocket),
+        sdp_ip: Option<IpAddr>,
+        key: MemberKey,
+        flags: MemberFlags,
+        tone_hz: f64,
+    ) -> (AddMember, Phone) {
         let phone = Phone {
             rtp: loopback_socket(),
             rtcp: loopback_socket(),
@@ -1052,7 +1064,7 @@ mod tests {
             sockets: MemberSockets::Own {
                 rtp: member_rtp,
                 rtcp: member_rtcp,
-                sdp_ip: None,
+                sdp_ip,
             },
             remote_rtp: address(&phone.rtp),
             remote_rtcp: address(&phone.rtcp),
@@ -1437,29 +1449,10 @@ mod tests {
                 slot,
                 generation: 1,
             };
-            let (member_rtp, member_rtcp) = (explicit_port_socket(), explicit_port_socket());
-            let kept = member_rtp.try_clone().expect("clone");
-            let phone = Phone {
-                rtp: loopback_socket(),
-                rtcp: loopback_socket(),
-                bridge: address(&member_rtp),
-                tone_hz,
-            };
-            let add = AddMember {
-                key,
-                mix: 0,
-                sockets: MemberSockets::Own {
-                    rtp: member_rtp,
-                    rtcp: member_rtcp,
-                    sdp_ip: Some(sdp_ip),
-                },
-                remote_rtp: address(&phone.rtp),
-                remote_rtcp: address(&phone.rtcp),
-                codec: Codec::Pcmu,
-                telephone_event_pt: Some(101),
-                flags: MemberFlags::default(),
-                keypad: true,
-            };
+            let sockets = (explicit_port_socket(), explicit_port_socket());
+            let kept = sockets.0.try_clone().expect("clone");
+            let (add, phone) =
+                member_on(sockets, Some(sdp_ip), key, MemberFlags::default(), tone_hz);
             self.command(Command::AddMember(Box::new(add)));
             (key, phone, kept)
         }
