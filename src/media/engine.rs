@@ -1739,6 +1739,33 @@ mod tests {
     }
 
     #[test]
+    fn a_report_to_a_members_own_rtcp_socket_is_latched_within_a_poll_period() {
+        let mut bridge = TickedBridge::per_call(1);
+        let key = MemberKey {
+            slot: 0,
+            generation: 1,
+        };
+        let sockets = (explicit_port_socket(), explicit_port_socket());
+        let member_rtcp = sockets.1.local_addr().expect("bound");
+        let (add, phone) = member_on(
+            sockets,
+            Some(IpAddr::from([127, 0, 0, 1])),
+            key,
+            MemberFlags::default(),
+            1000.0,
+        );
+        bridge.command(Command::AddMember(Box::new(add)));
+        bridge.run(&[&phone], 1);
+        let reporter = loopback_socket();
+        assert_ne!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+        let mut report = [0u8; RTCP_COMPOUND_MAX_BYTES];
+        let len = write_rtcp_report(0x5EED, None, None, false, &mut report).expect("fits");
+        reporter.send_to(&report[..len], member_rtcp).expect("send");
+        bridge.run(&[&phone], RTCP_POLL_TICKS as u32);
+        assert_eq!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+    }
+
+    #[test]
     fn shared_port_rtcp_is_matched_by_ssrc_and_reports_leave_the_shared_pair() {
         let mut bridge = TickedBridge::new(2);
         let (key, phone) = bridge.add_phone(0, 1000.0);
