@@ -11,12 +11,12 @@
 //! bridge's send delivers into the phone's socket in the bridge's own context,
 //! and a socket in an epoll set makes every delivery run epoll's wake-up
 //! callback there too, a cost a phone across the network never puts on the
-//! bridge. Like real phones with free-running
-//! clocks, the phones send at different phases of the 20 ms tick (`PHASES`
-//! slots 1 ms apart). Talkers send speech-like audio, the others low noise;
-//! every second one of the first `PHASES` phones of a room, in turn, sends a
-//! 2 kHz pip whose onset everyone else in the room times: the bridge-added
-//! delay, over every phase between a packet's arrival and the bridge's tick.
+//! bridge. Like real phones with free-running clocks, the phones send at
+//! different phases of the 20 ms tick (`PHASES` slots 1 ms apart). Talkers
+//! send speech-like audio, the others low noise; every second one of the
+//! first `PHASES` phones of a room, in turn, sends a 2 kHz pip whose onset
+//! everyone else in the room times: the bridge-added delay, over every phase
+//! between a packet's arrival and the bridge's tick.
 //! See `audio` for the signals and `report` for the figures.
 
 pub mod audio;
