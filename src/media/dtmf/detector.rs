@@ -602,9 +602,10 @@ impl InbandDetector {
         let offset = fast_atan2(advance.im, advance.re);
         let magnitude = advance.norm_sqr().sqrt();
         let unit = if magnitude > 0.0 {
+            let inverse = 1.0 / magnitude;
             Complex {
-                re: advance.re / magnitude,
-                im: advance.im / magnitude,
+                re: advance.re * inverse,
+                im: advance.im * inverse,
             }
         } else {
             Complex { re: 1.0, im: 0.0 }
@@ -626,8 +627,9 @@ impl InbandDetector {
             strongest = strongest.max(*share);
         }
         if strongest > 0.0 {
+            let inverse = 1.0 / strongest;
             for share in presence.iter_mut() {
-                *share /= strongest;
+                *share *= inverse;
             }
         }
         (energy, offset / self.omega_m[tone], presence)
