@@ -1741,21 +1741,9 @@ mod tests {
     #[test]
     fn a_report_to_a_members_own_rtcp_socket_is_latched_within_a_poll_period() {
         let mut bridge = TickedBridge::per_call(1);
-        let key = MemberKey {
-            slot: 0,
-            generation: 1,
-        };
-        let sockets = (explicit_port_socket(), explicit_port_socket());
-        let member_rtcp = sockets.1.local_addr().expect("bound");
-        let (add, phone) = member_on(
-            sockets,
-            Some(IpAddr::from([127, 0, 0, 1])),
-            key,
-            MemberFlags::default(),
-            1000.0,
-        );
-        bridge.command(Command::AddMember(Box::new(add)));
+        let (_, phone, _) = bridge.add_own(0, IpAddr::from([127, 0, 0, 1]), 1000.0);
         bridge.run(&[&phone], 1);
+        let member_rtcp = address(bridge.engine.slots[0].rtcp_socket.as_ref().expect("own"));
         let reporter = loopback_socket();
         assert_ne!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
         let mut report = [0u8; RTCP_COMPOUND_MAX_BYTES];
