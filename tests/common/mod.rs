@@ -10,20 +10,37 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
+/// A port free for both UDP and TCP on 127.0.0.1, never handed out twice
+/// by one test process.
+///
+/// The ports come from 20000-29999: below the kernel's ephemeral range
+/// (32768 up), where client sockets and `bind(0)` land, and below the RTP
+/// blocks of [`rtp_range`]. A port taken from the ephemeral range is free
+/// only at the moment it is checked: a parallel test's client connection or
+/// its own `free_port` could take it before the daemon binds it, and the
+/// daemon would then fail to start ("Address already in use"). Each process
+/// starts at its own offset, steps by 4 (sipp also uses the media port + 2)
+/// and skips ports someone else holds.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
+    const LOW: u32 = 20_000;
+    const SLOTS: u32 = 2_500;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 50) * 50;
+    for _ in 0..SLOTS {
+        let slot = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
+        let port = (LOW + slot * 4) as u16;
+        let Ok(_udp) = UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port on 127.0.0.1 after 100 tries");
+    panic!("no free port in 20000-29999 on 127.0.0.1");
 }
 
 /// A block of RTP ports for one daemon, different for every daemon a test
