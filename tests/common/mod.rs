@@ -17,19 +17,20 @@ use std::time::{Duration, Instant};
 /// A port free for both UDP and TCP on 127.0.0.1, never handed out twice
 /// by one test process.
 ///
-/// The ports come from 20000-29999: below the kernel's ephemeral range
-/// (32768 up), where client sockets and `bind(0)` land, and below the RTP
-/// blocks of [`rtp_range`]. A port taken from the ephemeral range is free
-/// only at the moment it is checked: a parallel test's client connection or
-/// its own `free_port` could take it before the daemon binds it, and the
-/// daemon would then fail to start ("Address already in use"). Each process
-/// starts at its own offset, steps by 4 (sipp also uses the media port + 2)
-/// and skips ports someone else holds.
+/// A port from the kernel's ephemeral range (32768 up) is free only at the
+/// moment it is checked: a parallel test's client connection, a TIME_WAIT
+/// socket or another `free_port` could take it before the daemon binds it,
+/// and the daemon would fail to start ("Address already in use"). So the
+/// ports come from 12000-19999, below the ephemeral range, below the RTP
+/// blocks of [`rtp_range`] and below the default configuration's RTP ports
+/// (20000-29999) that a bridge running on the same machine uses. Each
+/// process starts at its own offset, steps by 4 (sipp also uses its media
+/// port + 2) and skips ports someone else holds.
 pub fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
-    const SLOTS: u32 = 2_500;
+    const LOW: u32 = 12_000;
+    const SLOTS: u32 = 2_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = (std::process::id() % 50) * 50;
+    let start = (std::process::id() % 50) * 40;
     for _ in 0..SLOTS {
         let slot = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
         let port = (LOW + slot * 4) as u16;
@@ -40,7 +41,7 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free port in 20000-29999 on 127.0.0.1");
+    panic!("no free port in 12000-19999 on 127.0.0.1");
 }
 
 /// A block of RTP ports for one daemon, different for every daemon a test
