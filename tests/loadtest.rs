@@ -104,9 +104,11 @@ fn twenty_members_three_talkers(media_extra: &str) {
         "every listener hears the talkers; the quietest at {quietest:.1} dBFS"
     );
 
+    let min = number(&report, &["delay_ms", "min_ms"]);
     let p50 = number(&report, &["delay_ms", "p50_ms"]);
     let p99 = number(&report, &["delay_ms", "p99_ms"]);
-    assert!(0.0 < p50 && p50 < 200.0, "delay p50 {p50} ms");
+    assert!(0.0 < min && min <= p50, "delay min {min} ms, p50 {p50} ms");
+    assert!(p50 < 200.0, "delay p50 {p50} ms");
     assert!(p50 <= p99 && p99 < 500.0, "delay p99 {p99} ms");
     let heard = number(&report, &["delay_ms", "samples"]);
     let expected = number(&report, &["delay_ms", "expected"]);

@@ -923,6 +923,7 @@ impl Generator {
             Some(report::Delay {
                 samples: delays.len() as u64,
                 expected,
+                min_ms: delays[0],
                 p50_ms: report::percentile_sorted(&delays, 0.5),
                 p99_ms: report::percentile_sorted(&delays, 0.99),
                 max_ms: delays[delays.len() - 1],

@@ -251,6 +251,7 @@ pub struct Delay {
     pub samples: u64,
     /// Pips sent times listeners: how many onsets we expected.
     pub expected: u64,
+    pub min_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -363,7 +364,8 @@ impl Report {
             Some(d) => {
                 let _ = writeln!(
                     out,
-                    "delay       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} pips heard)",
+                    "delay       min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} pips heard)",
+                    d.min_ms,
                     d.p50_ms, d.p99_ms, d.max_ms, d.samples, d.expected
                 );
             }
