@@ -67,6 +67,25 @@ async fn three_phones_share_one_port_hear_each_other_and_calls_come_and_go() {
     }
 }
 
+/// A shared port bound to `::` carries IPv4 phones too, which the kernel
+/// reports as ::ffff:a.b.c.d; the IPv4-mapped loopback is the same socket
+/// kind on loopback alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_phones_on_a_dual_stack_shared_port_hear_each_other() {
+    let daemon = Daemon::start(
+        "shared_port = true\nbind_address = \"::ffff:127.0.0.1\"",
+        ROOM,
+    );
+    let mut phones = Vec::new();
+    for _ in 0..2 {
+        let options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu);
+        phones.push(call(&daemon, options).await);
+    }
+    for mut phone in talk(phones, &[500.0, 1300.0]).await {
+        assert_eq!(phone.hangup().await.expect("bye"), 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_whose_rtp_comes_from_another_port_than_its_sdp_is_latched_and_heard() {
     let daemon = shared_port_daemon();

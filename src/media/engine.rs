@@ -1603,6 +1603,68 @@ mod tests {
         hears_only(&phone, 400.0);
     }
 
+    /// A bridge-side socket on the IPv4-mapped loopback, at a port named in
+    /// the bind: an IPv6 socket carrying IPv4, as one bound to `::` does.
+    fn dual_stack_socket() -> UdpSocket {
+        for _ in 0..32 {
+            let port = address(&loopback_socket()).port();
+            if let Ok(socket) = UdpSocket::bind(format!("[::ffff:127.0.0.1]:{port}")) {
+                return socket;
+            }
+        }
+        panic!("no free mapped loopback port in 32 tries");
+    }
+
+    #[test]
+    fn an_own_dual_stack_socket_is_connected_to_an_ipv4_phone() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut bridge = TickedBridge::per_call(4);
+        let mut phones = Vec::new();
+        for (slot, tone_hz) in [(0, 1000.0), (1, 400.0)] {
+            let key = MemberKey {
+                slot,
+                generation: 1,
+            };
+            let sockets = (dual_stack_socket(), dual_stack_socket());
+            let kept = sockets.0.try_clone().expect("clone");
+            let (add, mut phone) = member_on(
+                sockets,
+                Some(loopback),
+                key,
+                MemberFlags::default(),
+                tone_hz,
+            );
+            // The phone speaks IPv4 to the port our SDP gave it.
+            phone.bridge = SocketAddr::new(loopback, phone.bridge.port());
+            bridge.command(Command::AddMember(Box::new(add)));
+            phones.push((key, phone, kept));
+        }
+        let [(key, talker, kept), (_, listener, _)] = &phones[..] else {
+            unreachable!("two members");
+        };
+        bridge.run(&[talker, listener], 10);
+        assert_eq!(
+            bridge.engine.slots[key.slot as usize].rtp_connected_to,
+            Some(address(&talker.rtp))
+        );
+        assert!(kept.peer_addr().is_ok(), "not connected");
+        assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 0);
+        hears_only(listener, 1000.0);
+        hears_only(talker, 400.0);
+    }
+
+    #[test]
+    fn a_dual_stack_shared_port_tells_ipv4_phones_apart_and_they_hear_each_other() {
+        let mapped_loopback = "[::ffff:127.0.0.1]:0".parse().expect("address");
+        let mut bridge = TickedBridge::with_shared_port(4, Some(mapped_loopback));
+        let (_, high) = bridge.add_phone(0, 1000.0);
+        let (_, low) = bridge.add_phone(1, 400.0);
+        bridge.run(&[&high, &low], 10);
+        assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 0);
+        hears_only(&low, 1000.0);
+        hears_only(&high, 400.0);
+    }
+
     #[test]
     fn shared_port_members_are_told_apart_by_source_and_hear_each_other() {
         let mut bridge = TickedBridge::new(4);

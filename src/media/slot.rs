@@ -337,7 +337,11 @@ impl Slot {
             return;
         }
         match socket.local_addr() {
-            Ok(local) if local.ip() == sdp_ip => self.rtp_connected_to = Some(remote),
+            // On a dual-stack socket an IPv4 connection's local address is
+            // ::ffff:a.b.c.d, the IPv4 address our SDP named.
+            Ok(local) if local.ip().to_canonical() == sdp_ip.to_canonical() => {
+                self.rtp_connected_to = Some(remote)
+            }
             _ => {
                 let _ = disconnect(socket.as_raw_fd());
                 self.sdp_ip = None;

@@ -79,12 +79,20 @@ impl RawAddr {
             libc::AF_INET6 => {
                 // SAFETY: the kernel wrote a sockaddr_in6 when the family is AF_INET6.
                 let sin6 = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) };
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )))
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let port = u16::from_be(sin6.sin6_port);
+                // An IPv4 peer of a dual-stack socket (bound to `::`) shows up
+                // as ::ffff:a.b.c.d; it is the IPv4 address its SDP named, and
+                // must compare equal to it.
+                Some(match ip.to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        port,
+                        sin6.sin6_flowinfo,
+                        sin6.sin6_scope_id,
+                    )),
+                })
             }
             _ => None,
         }
@@ -366,5 +374,34 @@ impl SendBatch {
             }
         }
         accepted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn an_ipv4_peer_of_a_dual_stack_socket_reads_as_its_ipv4_address() {
+        // A socket bound to the IPv4-mapped loopback is an IPv6 socket that
+        // carries IPv4, as one bound to `::` does for IPv4 peers.
+        let receiver = UdpSocket::bind("[::ffff:127.0.0.1]:0").expect("bind mapped loopback");
+        let port = receiver.local_addr().expect("bound").port();
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        sender.send_to(b"hi", ("127.0.0.1", port)).expect("send");
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let mut first = [0u8; 2];
+        let (_, from) = receiver.peek_from(&mut first).expect("arrived");
+        assert!(from.is_ipv6(), "the kernel reports {from}");
+        let mut batch = ReceiveBatch::new(4);
+        assert_eq!(batch.receive(receiver.as_raw_fd(), 4).expect("recv"), 1);
+        assert_eq!(batch.source(0), sender.local_addr().ok());
+        // A real IPv6 address stays one.
+        let v6 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 5004));
+        assert_eq!(RawAddr::new(v6).to_socket_addr(), Some(v6));
     }
 }

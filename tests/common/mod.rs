@@ -116,8 +116,14 @@ impl Daemon {
                 dir.path().join("sipconf.db").display()
             )
         };
+        // `media_extra` may choose the media sockets' address itself.
+        let bind = if media_extra.contains("bind_address") {
+            ""
+        } else {
+            "bind_address = \"127.0.0.1\"\n"
+        };
         let config = format!(
-            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\nbind_address = \"127.0.0.1\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\n{bind}rtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
