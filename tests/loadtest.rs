@@ -28,18 +28,29 @@ fn the_same_crowd_on_one_shared_port_all_hear_with_no_loss_and_plausible_delay()
     twenty_members_three_talkers("max_members = 64\nshared_port = true");
 }
 
+#[test]
+fn the_same_crowd_over_ipv6_all_hear_with_no_loss_and_plausible_delay() {
+    let daemon = Daemon::start_on_ipv6("max_members = 64", ROOM);
+    crowd_against(daemon, &["--local-ip", "::1"]);
+}
+
+const ROOM: &str = "[[room]]\nnumber = \"1000\"\nmax_members = 40\n";
+
 /// Runs the crowd against a daemon with `media_extra` and checks the report.
 fn twenty_members_three_talkers(media_extra: &str) {
-    let mut daemon = Daemon::start(
-        media_extra,
-        "[[room]]\nnumber = \"1000\"\nmax_members = 40\n",
-    );
+    crowd_against(Daemon::start(media_extra, ROOM), &[]);
+}
+
+/// Runs the crowd against `daemon`, with `extra` loadtest arguments, and
+/// checks the report.
+fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
     let dir = common::tempdir::TempDir::new("sipconf-loadtest");
     let json_path = dir.path().join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
         .args(["loadtest", "--target", &daemon.sip.to_string()])
         .args(["--room", "1000", "--members", "20", "--talkers", "3"])
         .args(["--duration", "5", "--ramp", "50", "--codec", "pcma"])
+        .args(extra)
         .arg("--json")
         .arg(&json_path)
         .stdin(Stdio::null())

@@ -128,7 +128,11 @@ impl Dialog {
         };
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:loadtest@{ip}>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:loadtest@{local}>\r\nUser-Agent: sipconf-loadtest\r\n{content_type}Content-Length: {len}\r\n\r\n{body}",
-            ip = local.ip(),
+            // A URI's IPv6 host goes in brackets (RFC 3261 25.1).
+            ip = match local.ip() {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            },
             from_tag = self.from_tag,
             to = self.to,
             call_id = self.call_id,
@@ -189,6 +193,24 @@ mod tests {
         assert!(ack.contains("tag=br1") && ack.contains("CSeq: 1 ACK"));
         let bye = dialog.bye();
         assert!(bye.contains("CSeq: 2 BYE"));
+    }
+
+    #[test]
+    fn an_invite_from_an_ipv6_phone_is_well_formed() {
+        let local = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 5070));
+        let target = "[::1]:5060".parse().unwrap();
+        let mut dialog = Dialog::new(1, "1000", target, local);
+        dialog.build_invite(
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 40000)),
+            Codec::Pcmu,
+        );
+        let request = match crate::sip::message::parse(dialog.invite.as_bytes(), local) {
+            Ok(crate::sip::message::Message::Request(request)) => request,
+            other => panic!("the bridge's parser says {other:?}:\n{}", dialog.invite),
+        };
+        assert_eq!(request.uri_user, "1000");
+        assert!(dialog.invite.contains("From: <sip:loadtest@[::1]>;tag="));
+        assert!(dialog.invite.contains("c=IN IP6 ::1\r\n"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod api;
 pub mod room;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -102,7 +102,18 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra environment variables for the daemon.
     pub fn start_with_env(media_extra: &str, rooms: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_at(IpAddr::from([127, 0, 0, 1]), media_extra, rooms, env)
+    }
+
+    /// As [`Daemon::start`], with SIP and media on the IPv6 loopback.
+    pub fn start_on_ipv6(media_extra: &str, rooms: &str) -> Daemon {
+        Daemon::start_at(IpAddr::from(Ipv6Addr::LOCALHOST), media_extra, rooms, &[])
+    }
+
+    /// The bridge with SIP and media on loopback address `host`.
+    fn start_at(host: IpAddr, media_extra: &str, rooms: &str, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
+        let sip = SocketAddr::new(host, port);
         let (low, high) = rtp_range();
         let dir = tempdir::TempDir::new("sipconf-test");
         let config_path = dir.path().join("sipconf.toml");
@@ -118,12 +129,12 @@ impl Daemon {
         };
         // `media_extra` may choose the media sockets' address itself.
         let bind = if media_extra.contains("bind_address") {
-            ""
+            String::new()
         } else {
-            "bind_address = \"127.0.0.1\"\n"
+            format!("bind_address = \"{host}\"\n")
         };
         let config = format!(
-            "[sip]\nlisten = \"127.0.0.1:{port}\"\nt1_ms = 100\n\n[media]\naddress = \"127.0.0.1\"\n{bind}rtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\naddress = \"{host}\"\n{bind}rtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
@@ -162,7 +173,7 @@ impl Daemon {
         }
         Daemon {
             child,
-            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            sip,
             config_path,
             log,
             _dir: dir,
