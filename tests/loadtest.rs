@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{Addresses, Daemon};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,19 @@ fn the_same_crowd_on_one_shared_port_all_hear_with_no_loss_and_plausible_delay()
 
 #[test]
 fn the_same_crowd_over_ipv6_all_hear_with_no_loss_and_plausible_delay() {
-    let daemon = Daemon::start_on_ipv6("max_members = 64", ROOM);
+    let daemon = Daemon::start_with_addresses(Addresses::ipv6_loopback(), "max_members = 64", ROOM);
     crowd_against(daemon, &["--local-ip", "::1"]);
+}
+
+/// IPv4 phones calling a bridge whose SIP and RTP sockets are dual-stack
+/// (bound to `::` in real life), the SDP address found per caller.
+#[test]
+fn the_same_crowd_over_ipv4_to_dual_stack_sockets_all_hear_with_no_loss() {
+    for media_extra in ["max_members = 64", "max_members = 64\nshared_port = true"] {
+        let daemon =
+            Daemon::start_with_addresses(Addresses::dual_stack_loopback(), media_extra, ROOM);
+        crowd_against(daemon, &[]);
+    }
 }
 
 const ROOM: &str = "[[room]]\nnumber = \"1000\"\nmax_members = 40\n";
@@ -44,10 +55,12 @@ fn twenty_members_three_talkers(media_extra: &str) {
 /// Runs the crowd against `daemon`, with `extra` loadtest arguments, and
 /// checks the report.
 fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
+    let target = std::net::SocketAddr::new(daemon.sip.ip().to_canonical(), daemon.sip.port());
     let dir = common::tempdir::TempDir::new("sipconf-loadtest");
     let json_path = dir.path().join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
-        .args(["loadtest", "--target", &daemon.sip.to_string()])
+        // An IPv4 phone dials a dual-stack bridge at its IPv4 address.
+        .args(["loadtest", "--target", &target.to_string()])
         .args(["--room", "1000", "--members", "20", "--talkers", "3"])
         .args(["--duration", "5", "--ramp", "50", "--codec", "pcma"])
         .args(extra)

@@ -6,10 +6,10 @@
 mod common;
 
 use common::room::{assert_each_hears_the_others_and_not_itself, sine, stream_together};
-use common::Daemon;
+use common::{Addresses, Daemon};
 use sipconf::media::Codec;
 use sipconf::testphone::{Phone, PhoneOptions, Signal};
-use std::net::UdpSocket;
+use std::net::{IpAddr, UdpSocket};
 use std::time::Duration;
 
 const ROOM: &str = "[[room]]\nnumber = \"1000\"\n";
@@ -72,10 +72,12 @@ async fn three_phones_share_one_port_hear_each_other_and_calls_come_and_go() {
 /// kind on loopback alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_phones_on_a_dual_stack_shared_port_hear_each_other() {
-    let daemon = Daemon::start(
-        "shared_port = true\nbind_address = \"::ffff:127.0.0.1\"",
-        ROOM,
-    );
+    // SIP stays on IPv4 here; tests/loadtest.rs runs SIP dual-stack too.
+    let addresses = Addresses {
+        bind: Addresses::dual_stack_loopback().bind,
+        ..Addresses::on(IpAddr::from([127, 0, 0, 1]))
+    };
+    let daemon = Daemon::start_with_addresses(addresses, "shared_port = true", ROOM);
     let mut phones = Vec::new();
     for _ in 0..2 {
         let options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu);

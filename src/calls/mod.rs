@@ -1783,6 +1783,8 @@ fn media_codec(codec: sdp::SdpCodec) -> media::Codec {
 /// The local address the kernel would use to reach `remote` (no packet is sent:
 /// connecting a UDP socket only looks up the route).
 pub fn local_address_towards(remote: IpAddr) -> IpAddr {
+    // ::ffff:a.b.c.d is an IPv4 peer: answer with the IPv4 address it reaches.
+    let remote = remote.to_canonical();
     let unspecified: IpAddr = if remote.is_ipv4() {
         IpAddr::from([0u8; 4])
     } else {
@@ -1795,4 +1797,17 @@ pub fn local_address_towards(remote: IpAddr) -> IpAddr {
         })
         .map(|a| a.ip())
         .unwrap_or(unspecified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_peer_seen_through_a_dual_stack_socket_is_answered_in_ipv4() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(local_address_towards(loopback), loopback);
+        let mapped = IpAddr::from(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        assert_eq!(local_address_towards(mapped), loopback);
+    }
 }

@@ -154,6 +154,7 @@ async fn run(
         tokio::select! {
             received = udp.recv_from(&mut datagram) => match received {
                 Ok((len, source)) => {
+                    let source = canonical(source);
                     let now = Instant::now().into_std();
                     endpoint.handle_datagram(now, Transport::Udp, source, &datagram[..len]);
                 }
@@ -282,10 +283,17 @@ fn connect(peer: SocketAddr, tcp_tx: mpsc::Sender<TcpInput>) -> mpsc::Sender<Byt
     writer_tx
 }
 
+/// An IPv4 peer of a dual-stack socket (bound to `::`) is reported as
+/// ::ffff:a.b.c.d; everything above the transport sees the IPv4 address it
+/// is, so the SDP answer names an IPv4 address and replies go back over IPv4.
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
 async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok((stream, peer)) => (stream, canonical(peer)),
             Err(error) => {
                 // Typically out of file descriptors: back off instead of spinning.
                 tracing::warn!(%error, "TCP accept failed");
@@ -491,6 +499,40 @@ mod tests {
         let answer = std::str::from_utf8(&frame).expect("utf8");
         assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
         assert!(answer.contains("Allow: INVITE"));
+    }
+
+    /// A transport on a dual-stack socket (here the IPv4-mapped loopback,
+    /// the same socket kind as `::`) sees an IPv4 phone as the IPv4
+    /// address it is, in its Via's `received` too, over UDP or TCP.
+    #[tokio::test]
+    async fn ipv4_phones_of_a_dual_stack_transport_are_seen_as_ipv4() {
+        let listen: SocketAddr = "[::ffff:127.0.0.1]:0".parse().expect("addr");
+        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        let bound = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+
+        let phone = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let local = phone.local_addr().expect("addr");
+        phone
+            .send_to(options("UDP", local, "udp6").as_bytes(), bound)
+            .await
+            .expect("send");
+        let answer = receive(&phone).await;
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        let via = header_value(&answer, "Via");
+        assert!(via.contains(&format!("rport={}", local.port())), "{via}");
+        assert!(via.ends_with(";received=127.0.0.1"), "{via}");
+
+        let mut stream = TcpStream::connect(bound).await.expect("connect");
+        let local = stream.local_addr().expect("addr");
+        stream
+            .write_all(options("TCP", local, "tcp6").as_bytes())
+            .await
+            .expect("write");
+        let answer = read_message(&mut stream, &mut BytesMut::new()).await;
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert!(!header_value(&answer, "Via").contains("::ffff"), "{answer}");
     }
 
     /// The value of header `name` in a message we received.

@@ -7,7 +7,7 @@ pub mod api;
 pub mod room;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -51,6 +51,44 @@ fn rtp_range() -> (u16, u16) {
     let block = NEXT.fetch_add(1, Ordering::Relaxed);
     let base = 30_000 + ((std::process::id() as u16 % 40) * 700) + (block % 7) * 100;
     (base, base + 99)
+}
+
+/// Where a test daemon listens for SIP, what its SDP answers name
+/// (`media.address`; `None`: found per caller) and where its RTP sockets
+/// are bound (`media.bind_address`).
+#[derive(Clone, Copy)]
+pub struct Addresses {
+    pub sip: IpAddr,
+    pub media: Option<IpAddr>,
+    pub bind: IpAddr,
+}
+
+impl Addresses {
+    /// Everything on `host`.
+    pub fn on(host: IpAddr) -> Addresses {
+        Addresses {
+            sip: host,
+            media: Some(host),
+            bind: host,
+        }
+    }
+
+    /// Everything on the IPv6 loopback.
+    pub fn ipv6_loopback() -> Addresses {
+        Addresses::on(IpAddr::from(Ipv6Addr::LOCALHOST))
+    }
+
+    /// Dual-stack sockets, as a bridge bound to `::` has, on loopback alone:
+    /// IPv6 sockets on the IPv4-mapped loopback, which carry IPv4 and report
+    /// IPv4 peers as ::ffff:a.b.c.d. The SDP address is found per caller.
+    pub fn dual_stack_loopback() -> Addresses {
+        let mapped = IpAddr::from(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        Addresses {
+            sip: mapped,
+            media: None,
+            bind: mapped,
+        }
+    }
 }
 
 /// A running bridge.
@@ -102,18 +140,27 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra environment variables for the daemon.
     pub fn start_with_env(media_extra: &str, rooms: &str, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_at(IpAddr::from([127, 0, 0, 1]), media_extra, rooms, env)
+        Daemon::start_at(
+            Addresses::on(IpAddr::from([127, 0, 0, 1])),
+            media_extra,
+            rooms,
+            env,
+        )
     }
 
-    /// As [`Daemon::start`], with SIP and media on the IPv6 loopback.
-    pub fn start_on_ipv6(media_extra: &str, rooms: &str) -> Daemon {
-        Daemon::start_at(IpAddr::from(Ipv6Addr::LOCALHOST), media_extra, rooms, &[])
+    /// As [`Daemon::start`], with SIP and media on the addresses given.
+    pub fn start_with_addresses(addresses: Addresses, media_extra: &str, rooms: &str) -> Daemon {
+        Daemon::start_at(addresses, media_extra, rooms, &[])
     }
 
-    /// The bridge with SIP and media on loopback address `host`.
-    fn start_at(host: IpAddr, media_extra: &str, rooms: &str, env: &[(&str, &str)]) -> Daemon {
+    fn start_at(
+        addresses: Addresses,
+        media_extra: &str,
+        rooms: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
-        let sip = SocketAddr::new(host, port);
+        let sip = SocketAddr::new(addresses.sip, port);
         let (low, high) = rtp_range();
         let dir = tempdir::TempDir::new("sipconf-test");
         let config_path = dir.path().join("sipconf.toml");
@@ -127,14 +174,13 @@ impl Daemon {
                 dir.path().join("sipconf.db").display()
             )
         };
-        // `media_extra` may choose the media sockets' address itself.
-        let bind = if media_extra.contains("bind_address") {
-            String::new()
-        } else {
-            format!("bind_address = \"{host}\"\n")
+        let address = match addresses.media {
+            Some(address) => format!("address = \"{address}\"\n"),
+            None => String::new(),
         };
+        let bind = addresses.bind;
         let config = format!(
-            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\naddress = \"{host}\"\n{bind}rtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
