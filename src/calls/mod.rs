@@ -1163,11 +1163,7 @@ impl Manager {
             SocketAddr::new(media_address, ports.rtp_port),
             OFFERED_TELEPHONE_EVENT_PT,
         );
-        let from_uri = if request.from.starts_with("sip:") {
-            request.from.clone()
-        } else {
-            format!("sip:{}@{}", request.from, media_address)
-        };
+        let from_uri = outbound_from_uri(&request.from, media_address);
         let outbound = &self.config.sip.outbound;
         let credentials = (!outbound.username.is_empty()).then(|| crate::sip::Credentials {
             username: outbound.username.clone(),
@@ -1780,6 +1776,18 @@ fn media_codec(codec: sdp::SdpCodec) -> media::Codec {
     }
 }
 
+/// The From URI of an outbound call: `from` as given when it is a SIP URI,
+/// else a number at our address (an IPv6 host in brackets, RFC 3261 25.1).
+fn outbound_from_uri(from: &str, host: IpAddr) -> String {
+    if from.starts_with("sip:") {
+        return from.to_string();
+    }
+    match host {
+        IpAddr::V4(ip) => format!("sip:{from}@{ip}"),
+        IpAddr::V6(ip) => format!("sip:{from}@[{ip}]"),
+    }
+}
+
 /// The local address the kernel would use to reach `remote` (no packet is sent:
 /// connecting a UDP socket only looks up the route).
 pub fn local_address_towards(remote: IpAddr) -> IpAddr {
@@ -1802,6 +1810,24 @@ pub fn local_address_towards(remote: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbound_from_is_a_number_at_our_address_or_the_uri_given() {
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        let v6 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(
+            outbound_from_uri("+15551234", v4),
+            "sip:+15551234@192.0.2.7"
+        );
+        assert_eq!(
+            outbound_from_uri("+15551234", v6),
+            "sip:+15551234@[2001:db8::7]"
+        );
+        assert_eq!(
+            outbound_from_uri("sip:desk@example.com", v6),
+            "sip:desk@example.com"
+        );
+    }
 
     #[test]
     fn an_ipv4_peer_seen_through_a_dual_stack_socket_is_answered_in_ipv4() {
