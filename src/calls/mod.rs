@@ -1782,10 +1782,7 @@ fn outbound_from_uri(from: &str, host: IpAddr) -> String {
     if from.starts_with("sip:") {
         return from.to_string();
     }
-    match host {
-        IpAddr::V4(ip) => format!("sip:{from}@{ip}"),
-        IpAddr::V6(ip) => format!("sip:{from}@[{ip}]"),
-    }
+    format!("sip:{from}@{}", crate::sip::uri_host(host))
 }
 
 /// The local address the kernel would use to reach `remote` (no packet is sent:

@@ -128,11 +128,7 @@ impl Dialog {
         };
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:loadtest@{ip}>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:loadtest@{local}>\r\nUser-Agent: sipconf-loadtest\r\n{content_type}Content-Length: {len}\r\n\r\n{body}",
-            // A URI's IPv6 host goes in brackets (RFC 3261 25.1).
-            ip = match local.ip() {
-                IpAddr::V4(ip) => ip.to_string(),
-                IpAddr::V6(ip) => format!("[{ip}]"),
-            },
+            ip = crate::sip::uri_host(local.ip()),
             from_tag = self.from_tag,
             to = self.to,
             call_id = self.call_id,

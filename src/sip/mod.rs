@@ -10,3 +10,12 @@ pub mod transaction;
 pub mod transport;
 
 pub use endpoint::*;
+
+/// `ip` as the host part of a SIP URI: an IPv6 address in brackets
+/// (RFC 3261 25.1), so `sip:user@[2001:db8::7]` and not `sip:user@2001:db8::7`.
+pub fn uri_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    }
+}
