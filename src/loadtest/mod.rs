@@ -385,6 +385,9 @@ impl Generator {
     }
 
     fn run(&mut self, progress: &mut dyn Write) -> Result<(), LoadError> {
+        // Binding every phone's socket and encoding the sounds took time: the
+        // schedule starts now, or every send phase would start out late.
+        self.started = Instant::now();
         let mut next_progress = self.started + Duration::from_secs(1);
         let mut next_scan = self.started;
         let mut hangup_started: Option<Instant> = None;
