@@ -14,9 +14,10 @@
 //! bridge. Like real phones with free-running clocks, the phones send at
 //! different phases of the 20 ms tick (`PHASES` slots 1 ms apart). Talkers
 //! send speech-like audio, the others low noise; every second one of the
-//! first `PHASES` phones of a room, in turn, sends a 2 kHz pip whose onset
-//! everyone else in the room times: the bridge-added delay, over every phase
-//! between a packet's arrival and the bridge's tick.
+//! first `PHASES` phones of a room, in an order that strides across the send
+//! phases (`pip_sender`), sends a 2 kHz pip whose onset everyone else in the
+//! room times: the bridge-added delay, over every phase between a packet's
+//! arrival and the bridge's tick.
 //! See `audio` for the signals and `report` for the figures.
 
 pub mod audio;
@@ -54,6 +55,29 @@ const SIP_TOKEN: u64 = u64::MAX;
 /// Send phases, 1 ms apart: phone `rank` in its room sends at `rank % PHASES` ms
 /// into each tick.
 const PHASES: usize = 20;
+/// Which of a room's first `markers` phones (ranks, and so send phases, 0 to
+/// `markers - 1`) sends the pip of period `period`. Every `markers`
+/// consecutive periods give every one of them a turn, and the order strides
+/// across the phases, so a short run is timed over phases spread through
+/// the whole tick: with 20, a 10 s run hears phases 0, 11, 2, 13, ... 19,
+/// one every 2 ms, not only 0-9 ms, which would time only the part of the
+/// tick the bridge's tick happened to fall after.
+fn pip_sender(period: usize, markers: usize) -> usize {
+    if markers <= 1 {
+        return 0;
+    }
+    let coprime = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a == 1
+    };
+    let stride = (markers / 2 + 1..)
+        .find(|&stride| coprime(stride, markers))
+        .unwrap_or(1);
+    period * stride % markers
+}
+
 /// Frames one phone may send in one tick when the loop fell behind; further
 /// behind, the schedule restarts.
 const MAX_CATCH_UP_FRAMES: u64 = 5;
@@ -634,13 +658,13 @@ impl Generator {
             let timed = self.room_sizes[phone.room] >= 2;
             let mut pip_sent = false;
             for tick in first_tick..first_tick + frames {
-                // Pip period p (1 s) belongs to the room's phone of rank p % markers.
+                // Pip period p (1 s) belongs to the room's phone of rank pip_sender(p).
                 let pip_part = (timed && tick >= measuring_from && tick < window_end_tick)
                     .then(|| {
                         let since = tick - measuring_from;
                         let period = (since / PIP_PERIOD_TICKS) as usize;
                         let part = (since % PIP_PERIOD_TICKS).checked_sub(PIP_PERIOD_TICKS / 2)?;
-                        (period % markers == phone.rank && part < PIP_FRAMES as u64)
+                        (pip_sender(period, markers) == phone.rank && part < PIP_FRAMES as u64)
                             .then_some(part as usize)
                     })
                     .flatten();
@@ -1065,6 +1089,24 @@ mod tests {
         assert_eq!((seq, ts, payload.len()), (7, 256, 160));
         assert!(rtp_fields(&packet, 8).is_none());
         assert!(rtp_fields(&packet[..10], 0).is_none());
+    }
+
+    #[test]
+    fn every_marker_phone_gets_a_turn_and_short_runs_span_the_tick() {
+        for markers in 1..=PHASES {
+            for start in [0, 3, 17] {
+                let mut turns: Vec<usize> = (start..start + markers)
+                    .map(|period| pip_sender(period, markers))
+                    .collect();
+                turns.sort_unstable();
+                let all: Vec<usize> = (0..markers).collect();
+                assert_eq!(turns, all, "{markers} markers from period {start}");
+            }
+        }
+        // A 10 s run of a big room: one phase every 2 ms across the tick.
+        let mut first_ten: Vec<usize> = (0..10).map(|p| pip_sender(p, PHASES)).collect();
+        first_ten.sort_unstable();
+        assert_eq!(first_ten, [0, 2, 4, 6, 8, 11, 13, 15, 17, 19]);
     }
 
     #[test]
