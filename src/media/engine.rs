@@ -1012,17 +1012,17 @@ mod tests {
         UdpSocket::bind("127.0.0.1:0").expect("bind loopback")
     }
 
-    /// A loopback socket bound to a port named in the bind, as `PortPool`
+    /// A socket on `ip` bound to a port named in the bind, as `PortPool`
     /// binds them (a port the kernel picked is let go when a connection is
     /// dissolved; a named one is kept).
-    fn explicit_port_socket() -> UdpSocket {
+    fn explicit_port_socket(ip: IpAddr) -> UdpSocket {
         for _ in 0..32 {
             let port = address(&loopback_socket()).port();
-            if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
+            if let Ok(socket) = UdpSocket::bind((ip, port)) {
                 return socket;
             }
         }
-        panic!("no free loopback port in 32 tries");
+        panic!("no free port on {ip} in 32 tries");
     }
 
     fn address(socket: &UdpSocket) -> SocketAddr {
@@ -1445,14 +1445,27 @@ mod tests {
             sdp_ip: IpAddr,
             tone_hz: f64,
         ) -> (MemberKey, Phone, UdpSocket) {
+            self.add_own_bound(slot, IpAddr::from([127, 0, 0, 1]), sdp_ip, tone_hz)
+        }
+
+        /// As `add_own`, the member's sockets bound on `bind`; an IPv4
+        /// phone talks to an IPv4-mapped `bind` at the IPv4 address.
+        fn add_own_bound(
+            &mut self,
+            slot: u32,
+            bind: IpAddr,
+            sdp_ip: IpAddr,
+            tone_hz: f64,
+        ) -> (MemberKey, Phone, UdpSocket) {
             let key = MemberKey {
                 slot,
                 generation: 1,
             };
-            let sockets = (explicit_port_socket(), explicit_port_socket());
+            let sockets = (explicit_port_socket(bind), explicit_port_socket(bind));
             let kept = sockets.0.try_clone().expect("clone");
-            let (add, phone) =
+            let (add, mut phone) =
                 member_on(sockets, Some(sdp_ip), key, MemberFlags::default(), tone_hz);
+            phone.bridge = SocketAddr::new(bind.to_canonical(), phone.bridge.port());
             self.command(Command::AddMember(Box::new(add)));
             (key, phone, kept)
         }
@@ -1603,54 +1616,23 @@ mod tests {
         hears_only(&phone, 400.0);
     }
 
-    /// A bridge-side socket on the IPv4-mapped loopback, at a port named in
-    /// the bind: an IPv6 socket carrying IPv4, as one bound to `::` does.
-    fn dual_stack_socket() -> UdpSocket {
-        for _ in 0..32 {
-            let port = address(&loopback_socket()).port();
-            if let Ok(socket) = UdpSocket::bind(format!("[::ffff:127.0.0.1]:{port}")) {
-                return socket;
-            }
-        }
-        panic!("no free mapped loopback port in 32 tries");
-    }
-
     #[test]
     fn an_own_dual_stack_socket_is_connected_to_an_ipv4_phone() {
+        // An IPv6 socket carrying IPv4, as one bound to `::` does, on loopback.
+        let mapped = IpAddr::from(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped());
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut bridge = TickedBridge::per_call(4);
-        let mut phones = Vec::new();
-        for (slot, tone_hz) in [(0, 1000.0), (1, 400.0)] {
-            let key = MemberKey {
-                slot,
-                generation: 1,
-            };
-            let sockets = (dual_stack_socket(), dual_stack_socket());
-            let kept = sockets.0.try_clone().expect("clone");
-            let (add, mut phone) = member_on(
-                sockets,
-                Some(loopback),
-                key,
-                MemberFlags::default(),
-                tone_hz,
-            );
-            // The phone speaks IPv4 to the port our SDP gave it.
-            phone.bridge = SocketAddr::new(loopback, phone.bridge.port());
-            bridge.command(Command::AddMember(Box::new(add)));
-            phones.push((key, phone, kept));
-        }
-        let [(key, talker, kept), (_, listener, _)] = &phones[..] else {
-            unreachable!("two members");
-        };
-        bridge.run(&[talker, listener], 10);
+        let (key, talker, kept) = bridge.add_own_bound(0, mapped, loopback, 1000.0);
+        let (_, listener, _) = bridge.add_own_bound(1, mapped, loopback, 400.0);
+        bridge.run(&[&talker, &listener], 10);
         assert_eq!(
             bridge.engine.slots[key.slot as usize].rtp_connected_to,
             Some(address(&talker.rtp))
         );
         assert!(kept.peer_addr().is_ok(), "not connected");
         assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 0);
-        hears_only(listener, 1000.0);
-        hears_only(talker, 400.0);
+        hears_only(&listener, 1000.0);
+        hears_only(&talker, 400.0);
     }
 
     #[test]
