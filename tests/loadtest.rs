@@ -55,11 +55,11 @@ fn twenty_members_three_talkers(media_extra: &str) {
 /// Runs the crowd against `daemon`, with `extra` loadtest arguments, and
 /// checks the report.
 fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
+    // IPv4 phones dial a dual-stack bridge at its IPv4 address.
     let target = std::net::SocketAddr::new(daemon.sip.ip().to_canonical(), daemon.sip.port());
     let dir = common::tempdir::TempDir::new("sipconf-loadtest");
     let json_path = dir.path().join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
-        // An IPv4 phone dials a dual-stack bridge at its IPv4 address.
         .args(["loadtest", "--target", &target.to_string()])
         .args(["--room", "1000", "--members", "20", "--talkers", "3"])
         .args(["--duration", "5", "--ramp", "50", "--codec", "pcma"])
