@@ -40,6 +40,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 const MEDIA_EVENT_POLL: Duration = Duration::from_millis(20);
 /// How long shutdown waits for the BYEs it sent to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// While media commands wait in the backlog, it is offered to the media
+/// thread this often (it takes a batch every 20 ms tick).
+const MEDIA_BACKLOG_RETRY: Duration = Duration::from_millis(10);
 /// Requests from the API waiting for the manager.
 const API_QUEUE_LEN: usize = 256;
 
@@ -476,6 +479,9 @@ impl Manager {
                 Some((call, what)) = due.recv() => self.on_due(call, what).await,
                 Some(request) = api.recv() => self.on_api(request).await,
                 Some(ready) = audio_ready.recv() => self.on_audio_ready(ready).await,
+                () = tokio::time::sleep(MEDIA_BACKLOG_RETRY), if self.media().has_backlog() => {
+                    self.media().flush_backlog();
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -484,6 +490,12 @@ impl Manager {
             }
         }
         self.hang_up_all(&mut sip_events).await;
+        // Commands still waiting go first (the removals of the calls just
+        // hung up), within a bound in case the media thread stopped.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.media().flush_backlog() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(MEDIA_BACKLOG_RETRY).await;
+        }
         let _ = self.media().send(Command::Shutdown);
     }
 

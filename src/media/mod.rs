@@ -22,6 +22,7 @@ pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
 pub use dtmf::DigitSource;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub struct MediaConfig {
     pub gate_hangover_frames: u32,
     /// Interval between RTCP reports per member (RFC 3550 suggests 5 s minimum).
     pub rtcp_interval: Duration,
-    /// Slots in the command queue; a full queue makes `MediaHandle::send` fail.
+    /// Slots in the command queue; what does not fit waits in
+    /// `MediaHandle`'s backlog (see `MediaHandle::send`).
     pub command_queue_len: usize,
     /// Slots in the event queue; events that do not fit are counted and `Event::QueueFull` follows.
     pub event_queue_len: usize,
@@ -251,9 +253,17 @@ fn count_in(histogram: &[AtomicU64], total: &AtomicU64, ns: u64) {
     total.fetch_add(ns, Relaxed);
 }
 
+/// Commands a member's life takes at most in a burst (add, flags, remote,
+/// remove), for sizing the backlog.
+const BACKLOG_COMMANDS_PER_MEMBER: usize = 4;
+
 /// Signalling-side handle. Not Sync; the caller wraps it in a Mutex.
 pub struct MediaHandle {
     commands: rtrb::Producer<Command>,
+    /// Commands that did not fit in the queue, oldest first: they go before
+    /// any newer one, as the media thread makes room (`flush_backlog`).
+    backlog: VecDeque<Command>,
+    backlog_max: usize,
     events: rtrb::Consumer<Event>,
     stats: Arc<MediaStats>,
     /// Free slot indices, lowest on top.
@@ -277,11 +287,48 @@ impl MediaHandle {
         })
     }
 
-    /// Queues a command; Err gives it back when the queue is full.
+    /// Queues `command` behind every earlier one. What does not fit in the
+    /// queue to the media thread (which takes `COMMANDS_PER_TICK` a tick)
+    /// waits in a backlog on this side, sent in order by later calls and by
+    /// `flush_backlog`, which the owner calls every few milliseconds while
+    /// `has_backlog`: a burst, such as a full room hanging up at once, then
+    /// takes a few ticks longer, instead of losing a `RemoveMember` and
+    /// leaving a slot sending to a phone that is gone. Err gives the command
+    /// back only when the backlog is full too (the media thread stopped
+    /// taking commands).
     pub fn send(&mut self, command: Command) -> Result<(), Command> {
-        self.commands.push(command).map_err(|full| match full {
-            rtrb::PushError::Full(command) => command,
-        })
+        if self.flush_backlog() {
+            return self.hold(command);
+        }
+        match self.commands.push(command) {
+            Ok(()) => Ok(()),
+            Err(rtrb::PushError::Full(command)) => self.hold(command),
+        }
+    }
+
+    fn hold(&mut self, command: Command) -> Result<(), Command> {
+        if self.backlog.len() >= self.backlog_max {
+            return Err(command);
+        }
+        self.backlog.push_back(command);
+        Ok(())
+    }
+
+    /// Moves what waits in the backlog into the queue, as far as there is
+    /// room; true while some still waits.
+    pub fn flush_backlog(&mut self) -> bool {
+        while let Some(command) = self.backlog.pop_front() {
+            if let Err(rtrb::PushError::Full(command)) = self.commands.push(command) {
+                self.backlog.push_front(command);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Commands wait in the backlog: call `flush_backlog` again soon.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     /// Returns the key's slot to the pool. Call after sending `RemoveMember`: the
@@ -345,6 +392,8 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
         .spawn(move || engine.run())?;
     let handle = MediaHandle {
         commands: command_producer,
+        backlog: VecDeque::new(),
+        backlog_max: capacity.saturating_mul(BACKLOG_COMMANDS_PER_MEMBER),
         events: event_consumer,
         stats,
         free_slots: (0..capacity as u32).rev().collect(),
@@ -383,6 +432,93 @@ mod tests {
         // A stale key does not free the slot twice.
         media.release(first);
         assert_eq!(media.allocate(), None);
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+    }
+
+    /// A room of 20 joining and then hanging up at once, through a queue of
+    /// 4: what does not fit waits in the backlog, and in the end every slot
+    /// is freed, so nothing is sent to the phones any more. (Before the
+    /// backlog, 16 of the removals failed and their slots kept sending.)
+    #[test]
+    fn a_burst_bigger_than_the_queue_waits_and_every_member_is_removed() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 32,
+            command_queue_len: 4,
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
+        let phone_rtcp = UdpSocket::bind("127.0.0.1:0").expect("phone rtcp");
+        phone
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut keys = Vec::new();
+        for _ in 0..20 {
+            let key = media.allocate().expect("slot");
+            let add = AddMember {
+                key,
+                mix: 0,
+                sockets: MemberSockets::Own {
+                    rtp: UdpSocket::bind("127.0.0.1:0").expect("rtp"),
+                    rtcp: UdpSocket::bind("127.0.0.1:0").expect("rtcp"),
+                    sdp_ip: None,
+                },
+                remote_rtp: phone.local_addr().expect("addr"),
+                remote_rtcp: phone_rtcp.local_addr().expect("addr"),
+                codec: Codec::Pcmu,
+                telephone_event_pt: None,
+                flags: MemberFlags::default(),
+                keypad: true,
+            };
+            assert!(media.send(Command::AddMember(Box::new(add))).is_ok());
+            keys.push(key);
+        }
+        assert!(media.has_backlog(), "20 adds do not fit in a queue of 4");
+        let flush_all = |media: &mut MediaHandle| {
+            for _ in 0..200 {
+                if !media.flush_backlog() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("the backlog did not empty within 1 s");
+        };
+        flush_all(&mut media);
+        // Every member is in the mix: each is sent a frame every tick.
+        let mut senders = std::collections::HashSet::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..400 {
+            if let Ok((_, from)) = phone.recv_from(&mut buf) {
+                senders.insert(from);
+            }
+            if senders.len() == 20 {
+                break;
+            }
+        }
+        assert_eq!(senders.len(), 20, "every member sends");
+
+        for &key in &keys {
+            assert!(media.send(Command::RemoveMember { key }).is_ok());
+            media.release(key);
+        }
+        assert!(
+            media.has_backlog(),
+            "20 removals do not fit in a queue of 4"
+        );
+        flush_all(&mut media);
+        // What was sent before the last removal was taken, then silence (a
+        // member left behind would keep the reads below from timing out).
+        std::thread::sleep(Duration::from_millis(60));
+        for _ in 0..100 {
+            if phone.recv_from(&mut buf).is_err() {
+                break;
+            }
+        }
+        assert!(
+            phone.recv_from(&mut buf).is_err(),
+            "a removed member still sends"
+        );
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
     }
