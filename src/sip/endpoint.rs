@@ -77,13 +77,19 @@ pub enum InviteError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallKey(pub u64);
 
+/// `max_transactions / IN_DIALOG_RESERVE_DIVISOR` transactions are kept for
+/// requests within a call (see `Endpoint::has_room_for`).
+const IN_DIALOG_RESERVE_DIVISOR: usize = 8;
+
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
     /// Address written into Via and Contact: the bound address, or the advertised one
     /// when bound to a wildcard address.
     pub local_addr: SocketAddr,
     pub user_agent: String,
-    /// Server plus client transactions alive at once; beyond this new requests get 503.
+    /// Server plus client transactions alive at once; beyond this new requests
+    /// get 503, and beyond seven eighths of it, new calls and out-of-dialog
+    /// requests do.
     pub max_transactions: usize,
     /// Calls alive at once; beyond this new INVITEs get 503.
     pub max_dialogs: usize,
@@ -436,6 +442,23 @@ impl Endpoint {
         self.server_txns.len() + self.client_txns.len() + self.invite_txns.len()
     }
 
+    /// Whether the transaction table takes `request`. The last eighth is kept
+    /// for requests within a call (BYE, re-INVITE) and CANCEL: under a burst
+    /// of new calls (a finished transaction stays 64 x T1, so a room that
+    /// hangs up and dials again fills the table twice over), the calls that
+    /// are up can still hang up, rather than be refused and left sending
+    /// RTP to phones that are gone until their RTP times out.
+    fn has_room_for(&self, request: &Request) -> bool {
+        let max = self.config.max_transactions;
+        let continues_a_call = request.to_tag.is_some() || request.method == Method::CANCEL;
+        let limit = if continues_a_call {
+            max
+        } else {
+            max - max / IN_DIALOG_RESERVE_DIVISOR
+        };
+        self.transaction_count() < limit
+    }
+
     fn random_token(&mut self) -> String {
         format!("{:016x}", self.rng.random::<u64>())
     }
@@ -512,7 +535,7 @@ impl Endpoint {
             }
             return;
         }
-        if self.transaction_count() >= self.config.max_transactions {
+        if !self.has_room_for(&request) {
             self.stats.overload_rejections_total += 1;
             self.respond_stateless(&origin, &request, 503, "Service Unavailable");
             return;

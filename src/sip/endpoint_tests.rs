@@ -573,14 +573,15 @@ fn compact_header_names_work() {
 fn full_transaction_table_answers_503_and_keeps_nothing() {
     let mut endpoint = endpoint();
     let now = Instant::now();
-    for i in 0..16 {
+    // 16 transactions, the last 2 (an eighth) kept for requests within calls.
+    for i in 0..14 {
         feed(
             &mut endpoint,
             now,
             &request("OPTIONS", &format!("o{i}"), 1, None, ""),
         );
     }
-    assert_eq!(endpoint.stats().transactions_in_use, 16);
+    assert_eq!(endpoint.stats().transactions_in_use, 14);
     sent(&mut endpoint);
     feed(
         &mut endpoint,
@@ -591,11 +592,50 @@ fn full_transaction_table_answers_503_and_keeps_nothing() {
     assert_eq!(status_line(&out), "SIP/2.0 503 Service Unavailable");
     assert!(out.contains("Retry-After: 5\r\n"));
     assert!(events(&mut endpoint).is_empty());
-    assert_eq!(endpoint.stats().transactions_in_use, 16);
+    assert_eq!(endpoint.stats().transactions_in_use, 14);
     assert_eq!(endpoint.stats().overload_rejections_total, 1);
     // Timer J frees the table again.
     endpoint.handle_timeout(now + T1 * 64);
     assert_eq!(endpoint.stats().transactions_in_use, 0);
+}
+
+/// New calls fill the table to its last eighth; a call that is up can still
+/// hang up, and only then is the table full for it too.
+#[test]
+fn a_call_that_is_up_can_hang_up_when_new_requests_get_503() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (call, tag) = confirmed_call(&mut endpoint, now);
+    let mut refused = None;
+    for i in 0..16 {
+        feed(
+            &mut endpoint,
+            now,
+            &request("OPTIONS", &format!("o{i}"), 1, None, ""),
+        );
+        if status_line(&sent(&mut endpoint)[0]) == "SIP/2.0 503 Service Unavailable" {
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "new requests are refused before the table is full"
+    );
+    assert_eq!(endpoint.stats().transactions_in_use, 14);
+    feed(
+        &mut endpoint,
+        now,
+        &request("BYE", "bye1", 2, Some(&tag), ""),
+    );
+    assert_eq!(status_line(&sent(&mut endpoint)[0]), "SIP/2.0 200 OK");
+    assert_eq!(
+        events(&mut endpoint),
+        vec![SipEvent::Ended {
+            call,
+            reason: EndReason::RemoteBye
+        }]
+    );
 }
 
 #[test]
