@@ -105,6 +105,10 @@ fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
     assert!(hangup_p50 > 0.0 && hangup_p50 <= hangup_max, "{text}");
 
     assert_eq!(number(&report, &["rtp", "lost_total"]), 0.0, "{text}");
+    // Every member was sent a packet every tick of the window (its edges may
+    // count one packet more or less per member).
+    let delivered = number(&report, &["rtp", "member_ticks_delivered_percent"]);
+    assert!((95.0..=101.0).contains(&delivered), "{text}");
     assert_eq!(number(&report, &["rtp", "lost_per_member", "max"]), 0.0);
     // 6 s or more of 20 ms frames each way.
     assert!(
@@ -141,5 +145,73 @@ fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
         "pips heard {heard} of {expected}"
     );
 
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+}
+
+/// `--find-limit` against a room that takes 10 members: the runs with more
+/// are refused calls (486), so the search must end at exactly 10 held and
+/// 11 broken, having doubled from 4 and then halved the gap.
+#[test]
+fn find_limit_finds_how_many_members_a_room_takes() {
+    let mut daemon = Daemon::start(
+        "max_members = 64",
+        "[[room]]\nnumber = \"1000\"\nmax_members = 10\n",
+    );
+    let dir = common::tempdir::TempDir::new("sipconf-find-limit");
+    let json_path = dir.path().join("limit.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
+        .args(["loadtest", "--target", &daemon.sip.to_string()])
+        .args(["--room", "1000", "--members", "4", "--talkers", "2"])
+        .args(["--duration", "1", "--ramp", "50"])
+        // 16 calls at most leave the bridge's SIP tables far from full.
+        .args(["--find-limit", "--limit-max", "64", "--limit-pause", "1"])
+        .arg("--json")
+        .arg(&json_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipconf loadtest --find-limit");
+    // Six runs of about 3 s each and the 1 s pauses between them.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sipconf loadtest --find-limit did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("loadtest output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "loadtest failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("carries 10 members with unbroken audio; 11 broke"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&json_path).expect("JSON report written");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(number(&report, &["members_held"]), 10.0, "{text}");
+    assert_eq!(number(&report, &["members_broke"]), 11.0, "{text}");
+    assert_eq!(report["ended"], "found", "{text}");
+    let steps = report["steps"].as_array().expect("steps");
+    let tried: Vec<f64> = steps.iter().map(|s| number(s, &["members"])).collect();
+    assert_eq!(tried, [4.0, 8.0, 16.0, 12.0, 10.0, 11.0], "{text}");
+    for step in steps {
+        let members = number(step, &["members"]);
+        let why = step["why"].to_string();
+        if members <= 10.0 {
+            assert_eq!(step["outcome"], "held", "{text}");
+            assert_eq!(number(step, &["frames_lost"]), 0.0, "{text}");
+        } else {
+            // The calls over the room's 10 were refused, and only they.
+            assert_eq!(step["outcome"], "broke", "{text}");
+            assert_eq!(number(step, &["calls_failed"]), members - 10.0, "{text}");
+            assert!(why.contains("486"), "{text}");
+        }
+    }
     assert!(daemon.stop().is_some_and(|s| s.success()));
 }

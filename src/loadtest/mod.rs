@@ -21,6 +21,7 @@
 //! See `audio` for the signals and `report` for the figures.
 
 pub mod audio;
+pub mod limit;
 pub mod net;
 pub mod report;
 pub mod sip;
@@ -122,6 +123,19 @@ pub struct LoadtestArgs {
     /// Local address for the phones' sockets.
     #[arg(long, default_value = "127.0.0.1")]
     pub local_ip: IpAddr,
+    /// Find how many members the bridge carries before the audio breaks:
+    /// run again and again, from `--members` up (doubling, then halving the
+    /// gap), each run judged by what the phones heard (see `limit`).
+    #[arg(long)]
+    pub find_limit: bool,
+    /// With `--find-limit`: never try more members than this.
+    #[arg(long, default_value_t = 5000, value_name = "MEMBERS")]
+    pub limit_max: usize,
+    /// With `--find-limit`: seconds between runs. The bridge keeps a
+    /// finished SIP transaction 32 s (64 x T1) to answer retransmissions, so
+    /// a shorter pause lets one run's calls fill the tables of the next.
+    #[arg(long, default_value_t = 35.0, value_name = "SECONDS")]
+    pub limit_pause: f64,
 }
 
 fn parse_codec(text: &str) -> Result<Codec, String> {
@@ -139,7 +153,7 @@ pub enum LoadError {
     BadCounts,
     #[error("--rooms > 1 needs a numeric --room, not {0:?}")]
     RoomNotNumeric(String),
-    #[error("--duration and --ramp must be positive")]
+    #[error("--duration and --ramp must be positive, --limit-pause not negative")]
     BadTimes,
     #[error("cannot open sockets for {members} phones ({error}); the open-file limit is {limit}")]
     Sockets {
@@ -152,8 +166,12 @@ pub enum LoadError {
 }
 
 /// Runs `sipconf loadtest`: prints the report and writes the JSON if asked.
-/// Exits 1 when the test could not run, 2 when it ran but some call failed.
+/// Exits 1 when the test could not run, 2 when it ran but some call failed
+/// (with `--find-limit`: when no member count held).
 pub fn main(args: &LoadtestArgs) -> ExitCode {
+    if args.find_limit {
+        return limit::main(args);
+    }
     let report = match run(args, &mut io::stderr()) {
         Ok(report) => report,
         Err(e) => {
@@ -163,10 +181,7 @@ pub fn main(args: &LoadtestArgs) -> ExitCode {
     };
     print!("{}", report.to_text());
     if let Some(path) = &args.json {
-        let written = serde_json::to_string_pretty(&report)
-            .map_err(io::Error::other)
-            .and_then(|json| std::fs::write(path, json + "\n"));
-        if let Err(e) = written {
+        if let Err(e) = write_json(path, &report) {
             eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
         }
@@ -177,12 +192,18 @@ pub fn main(args: &LoadtestArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Writes `value` to `path` as pretty JSON.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> io::Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    std::fs::write(path, json + "\n")
+}
+
 /// Runs the load test; progress lines go to `progress` once a second.
 pub fn run(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<Report, LoadError> {
     if args.members == 0 || args.rooms == 0 || args.rooms > args.members {
         return Err(LoadError::BadCounts);
     }
-    if !(args.duration > 0.0 && args.ramp > 0.0) {
+    if !(args.duration > 0.0 && args.ramp > 0.0 && args.limit_pause >= 0.0) {
         return Err(LoadError::BadTimes);
     }
     let first_room: Option<u64> = args.room.parse().ok();
@@ -278,6 +299,8 @@ struct Generator {
     arrival_lateness: Histogram,
     tick_lateness: Histogram,
     late_ticks: u64,
+    /// Late ticks of send phases in the measurement window.
+    late_ticks_in_window: u64,
     send_refused: u64,
     failures: BTreeMap<String, u64>,
     /// Bridge CPU and RSS figures at the window's end.
@@ -379,6 +402,7 @@ impl Generator {
             arrival_lateness: Histogram::default(),
             tick_lateness: Histogram::default(),
             late_ticks: 0,
+            late_ticks_in_window: 0,
             send_refused: 0,
             failures: BTreeMap::new(),
             bridge_end: None,
@@ -641,6 +665,11 @@ impl Generator {
         let window_end_tick = window_first_tick
             .map(|t| t + (self.duration.as_nanos() / TICK.as_nanos()) as u64)
             .unwrap_or(0);
+        if lateness > Duration::from_millis(5)
+            && (measuring_from..window_end_tick).contains(&first_tick)
+        {
+            self.late_ticks_in_window += 1;
+        }
         for member in 0..self.phase_members[phase].len() {
             let index = self.phase_members[phase][member];
             let phone = &mut self.phones[index];
@@ -1011,6 +1040,9 @@ impl Generator {
                 arrival_lateness_ms_p50: self.arrival_lateness.quantile_ms(0.5).unwrap_or(0.0),
                 arrival_lateness_ms_p99: self.arrival_lateness.quantile_ms(0.99).unwrap_or(0.0),
                 arrival_lateness_ms_max: self.arrival_lateness.max_ms(),
+                member_ticks_delivered_percent: self.window_packets as f64
+                    / (answered.len().max(1) as f64 * window_s * 50.0)
+                    * 100.0,
             },
             listeners: report::Listeners {
                 count: listeners.len() as u64,
@@ -1024,6 +1056,7 @@ impl Generator {
             generator: report::Generator {
                 cpu_percent_of_core: own_cpu_us as f64 / (window_s * 1e6) * 100.0,
                 late_ticks: self.late_ticks,
+                late_ticks_in_window: self.late_ticks_in_window,
                 tick_lateness_ms_p99: self.tick_lateness.quantile_ms(0.99).unwrap_or(0.0),
             },
         }
