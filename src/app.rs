@@ -57,6 +57,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         rtp_timeout: config.media.rtp_timeout,
         jitter_frames: config.media.jitter_frames,
         gate_threshold_dbfs: config.media.gate_threshold_dbfs,
+        // Room for a talking change and a timeout of every member at once.
+        event_queue_len: (2 * config.media.max_members).max(MediaConfig::default().event_queue_len),
         // The first even port of media.rtp_ports carries RTP, the next RTCP.
         shared_port: config.media.shared_port.then(|| {
             SocketAddr::new(

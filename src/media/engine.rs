@@ -746,8 +746,10 @@ impl Engine {
         if talking_changed {
             self.emit(Event::Talking { key, talking });
         }
-        if timed_out {
-            self.emit(Event::RtpTimeout { key });
+        // A lost timeout would leave the call up, and the slot sending, for
+        // good: one that does not fit in the queue is raised again next tick.
+        if timed_out && !self.emit(Event::RtpTimeout { key }) {
+            self.slots[index].timeout_reported = false;
         }
     }
 
@@ -936,20 +938,23 @@ impl Engine {
         }
     }
 
-    /// Queues an event; if the queue is full, counts it and owes an `Event::QueueFull`.
-    fn emit(&mut self, event: Event) {
+    /// Queues an event; if the queue is full, counts it, owes an
+    /// `Event::QueueFull` and returns false.
+    fn emit(&mut self, event: Event) -> bool {
         self.events_queued = true;
         if self.events_overflowed {
             if self.events.push(Event::QueueFull).is_err() {
                 add(&self.stats.events_dropped, 1);
-                return;
+                return false;
             }
             self.events_overflowed = false;
         }
         if self.events.push(event).is_err() {
             add(&self.stats.events_dropped, 1);
             self.events_overflowed = true;
+            return false;
         }
+        true
     }
 }
 
@@ -1225,6 +1230,49 @@ mod tests {
         assert_eq!(timeouts.len(), 1, "{timeouts:?}");
         assert_eq!(timeouts[0].0, key);
         assert!(timeouts[0].1 >= Duration::from_millis(280));
+    }
+
+    /// Three members go silent at once into an event queue of two slots,
+    /// read only now and then: every timeout still arrives, once each.
+    #[test]
+    fn rtp_timeouts_that_find_the_event_queue_full_are_raised_again() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 3,
+            rtp_timeout: Duration::from_millis(200),
+            event_queue_len: 2,
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let members: Vec<(MemberKey, Phone)> =
+            (0..3).map(|_| add_member(&mut media, 1000.0)).collect();
+        let started = Instant::now();
+        let mut timeouts = Vec::new();
+        while started.elapsed() < Duration::from_millis(1500) && timeouts.len() < 3 {
+            std::thread::sleep(Duration::from_millis(100));
+            while let Some(event) = media.poll_event() {
+                if let Event::RtpTimeout { key } = event {
+                    timeouts.push(key);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        while let Some(event) = media.poll_event() {
+            if let Event::RtpTimeout { key } = event {
+                timeouts.push(key);
+            }
+        }
+        for (key, _) in &members {
+            media
+                .send(Command::RemoveMember { key: *key })
+                .expect("queue has room");
+            media.release(*key);
+        }
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+        timeouts.sort_by_key(|key| key.slot);
+        let mut expected: Vec<MemberKey> = members.iter().map(|(key, _)| *key).collect();
+        expected.sort_by_key(|key| key.slot);
+        assert_eq!(timeouts, expected);
     }
 
     #[test]
