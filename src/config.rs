@@ -403,7 +403,8 @@ impl Default for RawOutbound {
 struct RawSip {
     listen: Spanned<String>,
     advertised_address: Spanned<String>,
-    max_transactions: Spanned<i64>,
+    /// None: `default_max_transactions` of `media.max_members`.
+    max_transactions: Option<Spanned<i64>>,
     t1_ms: Spanned<i64>,
     t2_ms: Spanned<i64>,
     user_agent: Spanned<String>,
@@ -415,7 +416,7 @@ impl Default for RawSip {
         RawSip {
             listen: unspanned("0.0.0.0:5060".to_string()),
             advertised_address: unspanned(String::new()),
-            max_transactions: unspanned(4096),
+            max_transactions: None,
             t1_ms: unspanned(500),
             t2_ms: unspanned(4000),
             user_agent: unspanned(format!("sipconf/{}", env!("CARGO_PKG_VERSION"))),
@@ -482,6 +483,14 @@ struct RawRoom {
     pin_prompt: Option<Spanned<String>>,
     #[serde(default)]
     announce_count: bool,
+}
+
+/// `sip.max_transactions` when the file does not set it: four per member
+/// (each call's INVITE, and its BYE, stay 32 s after they end, so a full
+/// room that hangs up and dials again holds four per member at once), and
+/// never fewer than 4096.
+pub fn default_max_transactions(max_members: usize) -> usize {
+    max_members.saturating_mul(4).max(4096)
 }
 
 fn unspanned<T>(value: T) -> Spanned<T> {
@@ -553,12 +562,15 @@ impl RawConfig {
                 &self.sip.advertised_address,
                 "sip.advertised_address",
             )?,
-            max_transactions: in_range(
-                &self.sip.max_transactions,
-                "sip.max_transactions",
-                16,
-                1_000_000,
-            )? as usize,
+            max_transactions: match &self.sip.max_transactions {
+                Some(value) => in_range(value, "sip.max_transactions", 16, 1_000_000)? as usize,
+                None => default_max_transactions(in_range(
+                    &self.media.max_members,
+                    "media.max_members",
+                    2,
+                    100_000,
+                )? as usize),
+            },
             t1: Duration::from_millis(t1_ms as u64),
             t2: Duration::from_millis(t2_ms as u64),
             user_agent: self.sip.user_agent.get_ref().clone(),
@@ -873,6 +885,18 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(6));
         assert_eq!(e.key.as_deref(), Some("room.max_members"), "{e}");
+    }
+
+    #[test]
+    fn sip_transactions_default_to_four_per_member_and_a_set_value_is_kept() {
+        assert_eq!(Config::parse("", "t").unwrap().sip.max_transactions, 4096);
+        let big = Config::parse("[media]\nmax_members = 3000\n", "t").unwrap();
+        assert_eq!(big.sip.max_transactions, 12_000);
+        let set = "[sip]\nmax_transactions = 2000\n[media]\nmax_members = 3000\n";
+        assert_eq!(Config::parse(set, "t").unwrap().sip.max_transactions, 2000);
+        let e = Config::parse("[sip]\nmax_transactions = 8\n", "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key.as_deref(), Some("sip.max_transactions"), "{e}");
     }
 
     #[test]
