@@ -58,6 +58,19 @@ impl Outcome {
     }
 }
 
+/// How long to wait after a run before the next. After a run that did not
+/// hold, twice `pause_s`: calls the bridge set up but the generator gave up
+/// on, or could not hang up, end only by the bridge's own timers (no ACK in
+/// 32 s, no RTP in `media.rtp_timeout`, 30 s by default), and their BYEs'
+/// transactions stay 32 s more.
+fn pause_after(outcome: Outcome, pause_s: f64) -> Duration {
+    let pause = Duration::from_secs_f64(pause_s);
+    match outcome {
+        Outcome::Held => pause,
+        Outcome::Broke | Outcome::GeneratorLimited => 2 * pause,
+    }
+}
+
 /// Judges one run, and says why it did not hold.
 pub fn judge(report: &Report) -> (Outcome, Vec<String>) {
     let mut why = Vec::new();
@@ -341,8 +354,8 @@ pub fn find(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<LimitReport
     let mut steps: Vec<Step> = Vec::new();
     let mut last: Option<Report> = None;
     while let Some(members) = search.next() {
-        if !steps.is_empty() {
-            std::thread::sleep(Duration::from_secs_f64(args.limit_pause));
+        if let Some(previous) = steps.last() {
+            std::thread::sleep(pause_after(previous.outcome, args.limit_pause));
         }
         let _ = writeln!(
             progress,
@@ -518,6 +531,16 @@ mod tests {
             },
             ..Report::default()
         }
+    }
+
+    #[test]
+    fn a_run_that_did_not_hold_leaves_the_bridge_twice_the_pause_to_clean_up() {
+        assert_eq!(pause_after(Outcome::Held, 35.0), Duration::from_secs(35));
+        assert_eq!(pause_after(Outcome::Broke, 35.0), Duration::from_secs(70));
+        assert_eq!(
+            pause_after(Outcome::GeneratorLimited, 1.0),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -131,9 +131,10 @@ pub struct LoadtestArgs {
     /// With `--find-limit`: never try more members than this.
     #[arg(long, default_value_t = 5000, value_name = "MEMBERS")]
     pub limit_max: usize,
-    /// With `--find-limit`: seconds between runs. The bridge keeps a
-    /// finished SIP transaction 32 s (64 x T1) to answer retransmissions, so
-    /// a shorter pause lets one run's calls fill the tables of the next.
+    /// With `--find-limit`: seconds between runs (twice this after a run
+    /// that did not hold). The bridge keeps a finished SIP transaction 32 s
+    /// (64 x T1) to answer retransmissions, so a shorter pause lets one
+    /// run's calls fill the tables of the next.
     #[arg(long, default_value_t = 35.0, value_name = "SECONDS")]
     pub limit_pause: f64,
 }
