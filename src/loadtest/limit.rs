@@ -5,9 +5,10 @@
 //! within 5 %. Each run is judged by what the phones got, not by the bridge's
 //! CPU: a run breaks when a call fails or cannot hang up, a frame is lost or
 //! not sent, a listener hears nothing, or the bridge's packets come half a
-//! frame late.
-//! A run in which the load generator itself could not keep up proves nothing
-//! about the bridge, and ends the search there.
+//! frame late. A run in which the load generator itself could not keep up
+//! proves nothing about the bridge: it counts as not holding, so the search
+//! goes on below it, and if it was the first count that did not hold, the
+//! answer is "at least" the last that did.
 
 use super::report::Report;
 use super::{run, write_json, LoadError, LoadtestArgs};
