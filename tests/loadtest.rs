@@ -52,18 +52,15 @@ fn twenty_members_three_talkers(media_extra: &str) {
     crowd_against(Daemon::start(media_extra, ROOM), &[]);
 }
 
-/// Runs the crowd against `daemon`, with `extra` loadtest arguments, and
-/// checks the report.
-fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
-    // IPv4 phones dial a dual-stack bridge at its IPv4 address.
-    let target = std::net::SocketAddr::new(daemon.sip.ip().to_canonical(), daemon.sip.port());
+/// Runs `sipconf loadtest` with `args` and `--json`, killing it if it takes
+/// longer than `limit`; checks that it succeeded and returns its stdout,
+/// stderr and JSON report.
+fn run_loadtest(args: &[String], limit: Duration) -> (String, String, String) {
     let dir = common::tempdir::TempDir::new("sipconf-loadtest");
     let json_path = dir.path().join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
-        .args(["loadtest", "--target", &target.to_string()])
-        .args(["--room", "1000", "--members", "20", "--talkers", "3"])
-        .args(["--duration", "5", "--ramp", "50", "--codec", "pcma"])
-        .args(extra)
+        .arg("loadtest")
+        .args(args)
         .arg("--json")
         .arg(&json_path)
         .stdin(Stdio::null())
@@ -71,28 +68,45 @@ fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sipconf loadtest");
-    // 0.4 s ramp + 1 s settle + 5 s + hang-up: well inside 40 s unless stuck.
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + limit;
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("sipconf loadtest did not finish within 40 s");
+            panic!("sipconf loadtest {args:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().expect("loadtest output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
         output.status.success(),
         "loadtest failed:\n{stdout}\n{stderr}"
     );
+    let text = std::fs::read_to_string(&json_path).expect("JSON report written");
+    (stdout, stderr, text)
+}
+
+/// Runs the crowd against `daemon`, with `extra` loadtest arguments, and
+/// checks the report.
+fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
+    // IPv4 phones dial a dual-stack bridge at its IPv4 address.
+    let target = std::net::SocketAddr::new(daemon.sip.ip().to_canonical(), daemon.sip.port());
+    let mut args = vec!["--target".to_string(), target.to_string()];
+    args.extend(
+        ["--room", "1000", "--members", "20", "--talkers", "3"]
+            .iter()
+            .chain(&["--duration", "5", "--ramp", "50", "--codec", "pcma"])
+            .chain(extra)
+            .map(|arg| arg.to_string()),
+    );
+    // 0.4 s ramp + 1 s settle + 5 s + hang-up: well inside 40 s unless stuck.
+    let (stdout, stderr, text) = run_loadtest(&args, Duration::from_secs(40));
     assert!(
         stderr.contains("measuring"),
         "a progress line while it runs:\n{stderr}"
     );
     eprintln!("{stdout}");
-    let text = std::fs::read_to_string(&json_path).expect("JSON report written");
     let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
 
     assert_eq!(number(&report, &["calls", "set_up"]), 20.0, "{text}");
@@ -157,42 +171,22 @@ fn find_limit_finds_how_many_members_a_room_takes() {
         "max_members = 64",
         "[[room]]\nnumber = \"1000\"\nmax_members = 10\n",
     );
-    let dir = common::tempdir::TempDir::new("sipconf-find-limit");
-    let json_path = dir.path().join("limit.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sipconf"))
-        .args(["loadtest", "--target", &daemon.sip.to_string()])
-        .args(["--room", "1000", "--members", "4", "--talkers", "2"])
-        .args(["--duration", "1", "--ramp", "50"])
-        // 16 calls at most leave the bridge's SIP tables far from full.
-        .args(["--find-limit", "--limit-max", "64", "--limit-pause", "1"])
-        .arg("--json")
-        .arg(&json_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sipconf loadtest --find-limit");
-    // Six runs of about 3 s each and the 1 s pauses between them.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sipconf loadtest --find-limit did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("loadtest output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "loadtest failed:\n{stdout}\n{stderr}"
-    );
+    let sip = daemon.sip;
+    // 16 calls at most leave the bridge's SIP tables far from full: 1 s pauses.
+    let args: Vec<String> = format!(
+        "--target {sip} --room 1000 --members 4 --talkers 2 --duration 1 --ramp 50 \
+         --find-limit --limit-max 64 --limit-pause 1"
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect();
+    // Six runs of about 3 s each and the pauses between them (1 s, 2 s after
+    // a run that did not hold).
+    let (stdout, _, text) = run_loadtest(&args, Duration::from_secs(90));
     assert!(
         stdout.contains("carries 10 members with unbroken audio; 11 broke"),
         "{stdout}"
     );
-    let text = std::fs::read_to_string(&json_path).expect("JSON report written");
     let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(number(&report, &["members_held"]), 10.0, "{text}");
     assert_eq!(number(&report, &["members_broke"]), 11.0, "{text}");

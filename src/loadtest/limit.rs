@@ -11,11 +11,10 @@
 //! answer is "at least" the last that did.
 
 use super::report::Report;
-use super::{run, write_json, LoadError, LoadtestArgs};
+use super::{run, LoadError, LoadtestArgs};
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::process::ExitCode;
+use std::io::Write;
 use std::time::Duration;
 
 /// A run breaks when the bridge's packets come this late at p99 against each
@@ -432,29 +431,6 @@ pub fn find(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<LimitReport
         ended,
         steps,
     })
-}
-
-/// `sipconf loadtest --find-limit`: prints what it found and writes the JSON
-/// if asked. Exits 1 when it could not run, 2 when no member count held.
-pub fn main(args: &LoadtestArgs) -> ExitCode {
-    let report = match find(args, &mut io::stderr()) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("sipconf loadtest: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    print!("{}", report.to_text());
-    if let Some(path) = &args.json {
-        if let Err(e) = write_json(path, &report) {
-            eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    }
-    if report.members_held.is_none() {
-        return ExitCode::from(2);
-    }
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -171,23 +171,39 @@ pub enum LoadError {
 /// (with `--find-limit`: when no member count held).
 pub fn main(args: &LoadtestArgs) -> ExitCode {
     if args.find_limit {
-        return limit::main(args);
+        let found = limit::find(args, &mut io::stderr());
+        return conclude(args, found, limit::LimitReport::to_text, |r| {
+            r.members_held.is_none()
+        });
     }
-    let report = match run(args, &mut io::stderr()) {
+    let report = run(args, &mut io::stderr());
+    conclude(args, report, Report::to_text, |r| r.calls.failed > 0)
+}
+
+/// Prints what a load test found and writes it as JSON to `--json`: exit 0,
+/// 2 when `failed` says so, 1 when it could not run or the file could not be
+/// written.
+fn conclude<R: serde::Serialize>(
+    args: &LoadtestArgs,
+    result: Result<R, LoadError>,
+    text: impl Fn(&R) -> String,
+    failed: impl Fn(&R) -> bool,
+) -> ExitCode {
+    let report = match result {
         Ok(report) => report,
         Err(e) => {
             eprintln!("sipconf loadtest: {e}");
             return ExitCode::from(1);
         }
     };
-    print!("{}", report.to_text());
+    print!("{}", text(&report));
     if let Some(path) = &args.json {
         if let Err(e) = write_json(path, &report) {
             eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
         }
     }
-    if report.calls.failed > 0 {
+    if failed(&report) {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
