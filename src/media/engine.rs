@@ -1232,6 +1232,76 @@ mod tests {
         assert!(timeouts[0].1 >= Duration::from_millis(280));
     }
 
+    /// A room of 20 joining and then hanging up at once, through a queue of
+    /// 4: what does not fit waits in `MediaHandle`'s backlog, and in the end
+    /// every slot is freed, so nothing is sent to the phones any more.
+    /// (Before the backlog, 16 of the removals failed and their slots kept
+    /// sending.)
+    #[test]
+    fn a_burst_bigger_than_the_queue_waits_and_every_member_is_removed() {
+        let (mut media, thread) = spawn(MediaConfig {
+            max_members: 32,
+            command_queue_len: 4,
+            ..MediaConfig::default()
+        })
+        .expect("spawn");
+        let members: Vec<(MemberKey, Phone)> = (0..20)
+            .map(|_| {
+                let key = media.allocate().expect("slot");
+                let (add, phone) = member_with_phone(key, MemberFlags::default(), 1000.0);
+                assert!(media.send(Command::AddMember(Box::new(add))).is_ok());
+                phone
+                    .rtp
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("timeout");
+                (key, phone)
+            })
+            .collect();
+        assert!(media.has_backlog(), "20 adds do not fit in a queue of 4");
+        let flush_all = |media: &mut MediaHandle| {
+            // The media thread takes what fits in the queue each 20 ms tick.
+            for _ in 0..400 {
+                if !media.flush_backlog() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("the backlog did not empty within 2 s");
+        };
+        flush_all(&mut media);
+        // Every member is in the mix: each is sent a frame every tick.
+        let mut buf = [0u8; 512];
+        for (_, phone) in &members {
+            assert!(phone.rtp.recv_from(&mut buf).is_ok(), "every member sends");
+        }
+
+        for (key, _) in &members {
+            assert!(media.send(Command::RemoveMember { key: *key }).is_ok());
+            media.release(*key);
+        }
+        assert!(
+            media.has_backlog(),
+            "20 removals do not fit in a queue of 4"
+        );
+        flush_all(&mut media);
+        // What was sent before the last removal was taken, then silence (a
+        // member left behind would keep the reads below from timing out).
+        std::thread::sleep(Duration::from_millis(60));
+        for (_, phone) in &members {
+            for _ in 0..100 {
+                if phone.rtp.recv_from(&mut buf).is_err() {
+                    break;
+                }
+            }
+            assert!(
+                phone.rtp.recv_from(&mut buf).is_err(),
+                "a removed member still sends"
+            );
+        }
+        media.send(Command::Shutdown).expect("queue has room");
+        thread.join().expect("media thread");
+    }
+
     /// Three members go silent at once into an event queue of two slots,
     /// read only now and then: every timeout still arrives, once each.
     #[test]
