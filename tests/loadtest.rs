@@ -119,6 +119,7 @@ fn crowd_against(mut daemon: Daemon, extra: &[&str]) {
     assert!(hangup_p50 > 0.0 && hangup_p50 <= hangup_max, "{text}");
 
     assert_eq!(number(&report, &["rtp", "lost_total"]), 0.0, "{text}");
+    assert_eq!(number(&report, &["rtp", "stray_packets"]), 0.0, "{text}");
     // Every member was sent a packet every tick of the window (its edges may
     // count one packet more or less per member).
     let delivered = number(&report, &["rtp", "member_ticks_delivered_percent"]);

@@ -119,6 +119,14 @@ pub fn judge(report: &Report) -> (Outcome, Vec<String>) {
     if r.lost_total > 0 {
         why.push(format!("{} frames lost", r.lost_total));
     }
+    if r.stray_packets > 0 {
+        // A stream the bridge left running toward a port a phone now uses:
+        // a call it never ended, costing it a member's work every tick.
+        why.push(format!(
+            "{} packets came from streams that were not the phones' calls",
+            r.stray_packets
+        ));
+    }
     // A member alone in its room is sent a packet a second by design.
     let rooms_are_shared = c.set_up >= 2 * report.rooms;
     if rooms_are_shared && r.member_ticks_delivered_percent < DELIVERED_MIN_PERCENT {
@@ -526,7 +534,8 @@ mod tests {
     }
 
     #[test]
-    fn failed_calls_and_hang_ups_lost_frames_skipped_ticks_lateness_and_silence_each_break_a_run() {
+    fn failed_calls_and_hang_ups_lost_frames_strays_skipped_ticks_lateness_and_silence_each_break_a_run(
+    ) {
         let mut failed = report_that_held();
         failed.calls.failed = 6;
         failed.calls.failures.insert("486 Busy Here".into(), 6);
@@ -537,6 +546,13 @@ mod tests {
         let mut lost = report_that_held();
         lost.rtp.lost_total = 3;
         assert_eq!(judge(&lost).1, ["3 frames lost"]);
+
+        let mut stray = report_that_held();
+        stray.rtp.stray_packets = 250;
+        assert_eq!(
+            judge(&stray).1,
+            ["250 packets came from streams that were not the phones' calls"]
+        );
 
         let mut stuck = report_that_held();
         stuck.calls.hangups_failed = 4;

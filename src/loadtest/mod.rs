@@ -252,6 +252,9 @@ struct Phone {
     dialog: Dialog,
     state: CallState,
     invite_at: Instant,
+    /// When the INVITE first left (realtime ns, as packet arrivals are
+    /// stamped); `i64::MAX` before.
+    invited_ns: i64,
     next_retransmit: Instant,
     retransmit_interval: Duration,
     /// The BYE, kept for retransmission.
@@ -372,6 +375,7 @@ impl Generator {
                 dialog,
                 state: CallState::NotYet,
                 invite_at: started,
+                invited_ns: i64::MAX,
                 next_retransmit: started,
                 retransmit_interval: Duration::from_millis(T1_MS),
                 bye: String::new(),
@@ -568,6 +572,7 @@ impl Generator {
             let phone = &mut self.phones[index];
             phone.state = CallState::Inviting { provisional: false };
             phone.invite_at = now;
+            phone.invited_ns = net::realtime_ns();
             phone.retransmit_interval = Duration::from_millis(T1_MS);
             phone.next_retransmit = now + phone.retransmit_interval;
             let invite = std::mem::take(&mut phone.dialog.invite);
@@ -780,11 +785,14 @@ impl Generator {
         let mut pcm = [0i16; FRAME_SAMPLES];
         for i in 0..count {
             let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(net::realtime_ns);
-            let Some((sequence, timestamp, payload)) =
+            let Some((ssrc, sequence, timestamp, payload)) =
                 rtp_fields(rtp_in.datagram(i), codec.payload_type())
             else {
                 continue;
             };
+            if !phone.reception.is_ours(ssrc, arrival_ns, phone.invited_ns) {
+                continue;
+            }
             let lateness = phone.reception.on_packet(sequence, timestamp, arrival_ns);
             let Some(window) = window.as_ref() else {
                 continue;
@@ -1052,6 +1060,7 @@ impl Generator {
                 received_per_member: spread_of(&|p| p.reception.packets as f64),
                 lost_per_member: spread_of(&|p| p.reception.lost() as f64),
                 lost_total: answered.iter().map(|p| p.reception.lost()).sum(),
+                stray_packets: self.phones.iter().map(|p| p.reception.strays).sum(),
                 send_refused: self.send_refused,
                 jitter_ms: spread_of(&|p| p.reception.jitter_ms()),
                 arrival_lateness_ms_p50: self.arrival_lateness.quantile_ms(0.5).unwrap_or(0.0),
@@ -1081,7 +1090,7 @@ impl Generator {
 }
 
 /// Sequence number, timestamp and payload of an RTP packet of payload type `pt`.
-fn rtp_fields(datagram: &[u8], pt: u8) -> Option<(u16, u32, &[u8])> {
+fn rtp_fields(datagram: &[u8], pt: u8) -> Option<(u32, u16, u32, &[u8])> {
     if datagram.len() < RTP_HEADER_BYTES || datagram[0] >> 6 != 2 || datagram[1] & 0x7f != pt {
         return None;
     }
@@ -1098,7 +1107,8 @@ fn rtp_fields(datagram: &[u8], pt: u8) -> Option<(u16, u32, &[u8])> {
     let payload = datagram.get(header..end)?;
     let sequence = u16::from_be_bytes([datagram[2], datagram[3]]);
     let timestamp = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
-    Some((sequence, timestamp, payload))
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    Some((ssrc, sequence, timestamp, payload))
 }
 
 /// The bridge's CPU time (user + system, all threads) from /proc/PID/stat, in µs.
@@ -1135,8 +1145,8 @@ mod tests {
         packet.extend_from_slice(&[9, 9, 9, 9]); // one CSRC
         packet.extend_from_slice(&[0xbe, 0xde, 0, 1, 5, 5, 5, 5]); // one-word extension
         packet.extend_from_slice(&[0xff; 160]);
-        let (seq, ts, payload) = rtp_fields(&packet, 0).expect("valid");
-        assert_eq!((seq, ts, payload.len()), (7, 256, 160));
+        let (ssrc, seq, ts, payload) = rtp_fields(&packet, 0).expect("valid");
+        assert_eq!((ssrc, seq, ts, payload.len()), (0x0102_0304, 7, 256, 160));
         assert!(rtp_fields(&packet, 8).is_none());
         assert!(rtp_fields(&packet[..10], 0).is_none());
     }

@@ -11,6 +11,8 @@ const RTP_UNITS_PER_NS: f64 = 8000.0 / 1e9;
 /// Packets of a stream in the window its arrival-lateness baseline is taken
 /// from (1 s), and before which none is reported.
 const LATENESS_WINDOW_PACKETS: usize = 50;
+/// Streams seen before a call's INVITE left that a phone remembers.
+const FOREIGN_SSRCS: usize = 4;
 
 /// What one phone received from the bridge.
 #[derive(Clone, Debug)]
@@ -23,6 +25,15 @@ pub struct Reception {
     /// RFC 3550 A.8 interarrival jitter, in RTP timestamp units.
     jitter: f64,
     last_transit: Option<f64>,
+    /// The bridge's stream for this call: the SSRC of its first packet that
+    /// arrived after our INVITE left.
+    ssrc: Option<u32>,
+    /// SSRCs of packets that arrived before our INVITE left, which the bridge
+    /// cannot have sent for this call (the last few): never latched.
+    foreign: [Option<u32>; FOREIGN_SSRCS],
+    /// Packets of any stream but the call's (a call on this port that the
+    /// bridge never ended, say): not counted as received, lost or late.
+    pub strays: u64,
     /// `arrival - extended_sequence * 20 ms` of the last packets; their minimum
     /// is the stream's on-time line. Re-anchoring each second keeps a bridge
     /// that restarted its schedule (after falling far behind) from counting as
@@ -38,6 +49,9 @@ impl Default for Reception {
             max_sequence: 0,
             cycles: 0,
             duplicates_or_late: 0,
+            ssrc: None,
+            foreign: [None; FOREIGN_SSRCS],
+            strays: 0,
             jitter: 0.0,
             last_transit: None,
             recent_on_grid_ns: [i64::MAX; LATENESS_WINDOW_PACKETS],
@@ -46,6 +60,33 @@ impl Default for Reception {
 }
 
 impl Reception {
+    /// Whether a packet of stream `ssrc` that arrived at `arrival_ns` is the
+    /// call's, whose INVITE left at `invited_ns` (both realtime); counts it as
+    /// a stray if not. A packet that came before the INVITE left is another
+    /// stream's, and so is any packet not of the stream latched first.
+    pub fn is_ours(&mut self, ssrc: u32, arrival_ns: i64, invited_ns: i64) -> bool {
+        let ours = if arrival_ns < invited_ns {
+            if !self.foreign.contains(&Some(ssrc)) {
+                self.foreign.rotate_right(1);
+                self.foreign[0] = Some(ssrc);
+            }
+            false
+        } else {
+            match self.ssrc {
+                Some(latched) => latched == ssrc,
+                None if self.foreign.contains(&Some(ssrc)) => false,
+                None => {
+                    self.ssrc = Some(ssrc);
+                    true
+                }
+            }
+        };
+        if !ours {
+            self.strays += 1;
+        }
+        ours
+    }
+
     /// Accounts one packet; returns how late it came against the stream's
     /// 20 ms grid (once the grid is known), in nanoseconds.
     pub fn on_packet(&mut self, sequence: u16, timestamp: u32, arrival_ns: i64) -> Option<i64> {
@@ -220,6 +261,10 @@ pub struct Rtp {
     pub received_per_member: Spread,
     pub lost_per_member: Spread,
     pub lost_total: u64,
+    /// Packets of streams that were not the member's call (arrived before its
+    /// INVITE left, or another SSRC than the call's): a stream the bridge
+    /// left running. Not in the received, lost or late figures.
+    pub stray_packets: u64,
     /// Our sends the kernel refused (socket buffer full).
     pub send_refused: u64,
     /// RFC 3550 interarrival jitter of the bridge's streams at the end, ms.
@@ -351,6 +396,11 @@ impl Report {
             r.lost_total,
             r.send_refused
         );
+        let _ = writeln!(
+            out,
+            "  strays    {} packets of streams not the member's call",
+            r.stray_packets
+        );
         let _ = writeln!(out, "  jitter    {} ms", spread(&r.jitter_ms, 2));
         let _ = writeln!(
             out,
@@ -420,6 +470,48 @@ mod tests {
         }
         assert_eq!(r.expected(), 6);
         assert_eq!(r.lost(), 1);
+    }
+
+    /// Feeds a packet as the load generator does: only the call's stream is
+    /// accounted.
+    fn feed(r: &mut Reception, ssrc: u32, seq: u16, arrival_ns: i64, invited_ns: i64) {
+        if r.is_ours(ssrc, arrival_ns, invited_ns) {
+            r.on_packet(seq, seq as u32 * 160, arrival_ns);
+        }
+    }
+
+    #[test]
+    fn a_stream_that_came_before_the_invite_is_never_the_calls() {
+        let invited = 1_000_000_000;
+        let (stray, call) = (0xdead_beef, 0x1234);
+        let mut r = Reception::default();
+        let mut calls = 0;
+        for n in 0..100u16 {
+            let t = n as i64 * 20_000_000;
+            // A stream left running toward this port, from before the INVITE
+            // and on after it, with sequence numbers far from the call's.
+            feed(&mut r, stray, 40_000 + n * 7, t, invited);
+            if t > invited {
+                feed(&mut r, call, n, t + 1_000, invited);
+                calls += 1;
+            }
+        }
+        assert_eq!(r.strays, 100);
+        assert_eq!(r.packets, calls);
+        assert_eq!((r.expected(), r.lost()), (calls, 0));
+    }
+
+    #[test]
+    fn a_second_stream_after_the_call_latched_is_a_stray() {
+        let mut r = Reception::default();
+        for n in 0..50u16 {
+            let t = n as i64 * 20_000_000;
+            feed(&mut r, 7, n, t, 0);
+            if n >= 10 {
+                feed(&mut r, 8, 30_000 - n, t + 1_000, 0);
+            }
+        }
+        assert_eq!((r.packets, r.strays, r.lost()), (50, 40, 0));
     }
 
     #[test]
