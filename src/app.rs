@@ -49,10 +49,9 @@ fn advertised_sip_address(config: &Config) -> IpAddr {
     }
 }
 
-/// Runs the bridge until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let config = Arc::new(config);
-    let media_config = MediaConfig {
+/// The media thread's settings from the file's.
+fn media_config(config: &Config) -> MediaConfig {
+    MediaConfig {
         max_members: config.media.max_members,
         rtp_timeout: config.media.rtp_timeout,
         jitter_frames: config.media.jitter_frames,
@@ -67,7 +66,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             )
         }),
         ..MediaConfig::default()
-    };
+    }
+}
+
+/// Runs the bridge until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let media_config = media_config(&config);
     let (media, media_thread) = media::spawn(media_config).map_err(StartError::Media)?;
     let stats = media.stats();
 
@@ -212,5 +217,31 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_queue_holds_two_events_per_member_and_the_shared_port_is_the_first_even_one() {
+        let mut config = Config::default_config();
+        config.media.max_members = 100;
+        config.media.rtp_ports = 10001..20000;
+        let small = media_config(&config);
+        assert_eq!(small.event_queue_len, 1024, "at least the default");
+        assert_eq!(small.shared_port, None);
+
+        config.media.max_members = 3000;
+        config.media.shared_port = true;
+        let big = media_config(&config);
+        assert_eq!(big.max_members, 3000);
+        // A talking change and an RTP timeout of every member in one tick.
+        assert_eq!(big.event_queue_len, 6000);
+        assert_eq!(
+            big.shared_port,
+            Some(SocketAddr::new(config.media.bind_address, 10002))
+        );
     }
 }
