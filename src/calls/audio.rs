@@ -88,12 +88,12 @@ impl Shared {
         match &notify.owner {
             Owner::Conference(id) => {
                 if let Some(c) = registry.conference(id) {
-                    self.events.conference_audio(c, notify.kind, status, tag);
+                    self.events.conference_audio(&c, notify.kind, status, tag);
                 }
             }
             Owner::Call(id) => {
                 if let Some(call) = registry.call(id) {
-                    self.events.call_audio(call, notify.kind, status, tag);
+                    self.events.call_audio(&call, notify.kind, status, tag);
                 }
             }
         }
@@ -114,9 +114,10 @@ impl Manager {
     ) -> Result<(), RecordError> {
         let owner = self.audio_owner(&target)?;
         let id = self.next_clip_id();
-        // Whatever was asked before for this conference or call is superseded.
-        self.audio.latest.insert(owner.clone(), id);
         let Some(source) = request.source else {
+            // Whatever was asked before for this conference or call is
+            // superseded: nothing is current for it now.
+            self.audio.latest.remove(&owner);
             if let Some(media_target) = self.clip_target(&owner) {
                 if self
                     .media()
@@ -138,10 +139,14 @@ impl Manager {
         if let Source::Speech { .. } = source {
             if let Err(e) = self.audio.library.speaker.check_available() {
                 tracing::error!("cannot speak: {e}");
+                // It still supersedes what was asked before.
+                self.audio.latest.remove(&owner);
                 self.shared.audio_event(&notify, "done");
                 return Err(RecordError::SpeechUnavailable(e.to_string()));
             }
         }
+        // Whatever was asked before for this conference or call is superseded.
+        self.audio.latest.insert(owner.clone(), id);
         self.fetch_and_play(
             id,
             owner,
@@ -254,6 +259,11 @@ impl Manager {
             return;
         };
         let current = self.audio.latest.get(&pending.owner) == Some(&ready.id);
+        if current {
+            // Settled: an owner's entry lives only while its newest request
+            // is pending, so the map does not grow with every call.
+            self.audio.latest.remove(&pending.owner);
+        }
         let outcome = match (ready.result, self.clip_target(&pending.owner)) {
             (Err(e), _) => Err(format!("cannot play audio: {e}")),
             (Ok(_), _) if !current => Err("audio request replaced before it was ready".into()),
