@@ -94,8 +94,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let store = Arc::new(
         Store::open(&config.store.path).map_err(|e| StartError::Store(store_path.clone(), e))?,
     );
-    let (registry, recovered) = Registry::open(store.clone(), SystemTime::now())
-        .map_err(|e| StartError::Store(store_path.clone(), e))?;
+    let (registry, recovered) = Registry::open(
+        store.clone(),
+        SystemTime::now(),
+        config.store.completed_in_memory,
+    )
+    .map_err(|e| StartError::Store(store_path.clone(), e))?;
     let events = Events::new(
         store.clone(),
         format!(

@@ -80,7 +80,13 @@ impl ApiConfig {
 pub struct StoreConfig {
     /// The SQLite database of conferences, members, calls and the callback outbox.
     pub path: PathBuf,
+    /// Completed conferences (with their members) and ended calls kept in
+    /// memory as well as in the file, each; older ones are read from the file.
+    pub completed_in_memory: usize,
 }
+
+/// `store.completed_in_memory` when the file does not set it.
+pub const DEFAULT_COMPLETED_IN_MEMORY: i64 = 1000;
 
 /// The application that handles calls to numbers that match no room.
 #[derive(Debug, Clone)]
@@ -348,6 +354,7 @@ impl Default for RawApi {
 #[serde(deny_unknown_fields, default)]
 struct RawStore {
     path: Option<Spanned<String>>,
+    completed_in_memory: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -730,6 +737,12 @@ impl RawConfig {
                     }
                     _ => default_store_path(std::env::var_os("STATE_DIRECTORY")),
                 },
+                completed_in_memory: match &self.store.completed_in_memory {
+                    Some(value) => {
+                        in_range(value, "store.completed_in_memory", 0, 1_000_000)? as usize
+                    }
+                    None => DEFAULT_COMPLETED_IN_MEMORY as usize,
+                },
             },
             application: ApplicationConfig {
                 incoming_call_url: match non_empty(&self.application.incoming_call_url) {
@@ -897,6 +910,18 @@ mod tests {
         let e = Config::parse("[sip]\nmax_transactions = 8\n", "x.toml").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert_eq!(e.key.as_deref(), Some("sip.max_transactions"), "{e}");
+    }
+
+    #[test]
+    fn completed_records_in_memory_default_to_a_thousand_and_zero_is_allowed() {
+        let default = Config::parse("", "t").unwrap();
+        assert_eq!(default.store.completed_in_memory, 1000);
+        let none = Config::parse("[store]\ncompleted_in_memory = 0\n", "t").unwrap();
+        assert_eq!(none.store.completed_in_memory, 0);
+        let text = "[store]\npath = \"x.db\"\ncompleted_in_memory = -1\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("store.completed_in_memory"), "{e}");
     }
 
     #[test]

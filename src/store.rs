@@ -111,6 +111,8 @@ pub struct Loaded {
     /// In join order.
     pub members: Vec<Member>,
     pub calls: Vec<CallRecord>,
+    /// Completed conferences in the file, loaded or not.
+    pub completed_conferences: u64,
 }
 
 pub struct Store {
@@ -261,153 +263,81 @@ impl Store {
         Ok(())
     }
 
-    /// Every record, conferences oldest first and members in join order.
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+    /// What start-up needs: every conference, member and call that is not
+    /// over, and the newest `completed_kept` completed conferences (with
+    /// their members) and ended calls; conferences oldest first, members in
+    /// join order. Older records stay in the file and are read on demand.
+    pub fn load(&self, completed_kept: usize) -> Result<Loaded, StoreError> {
         let connection = self.connection();
-        let mut loaded = Loaded::default();
-        let mut statement = connection.prepare(
-            "SELECT id, state, from_number, tag, created_ms, completed_ms, completed_reason,
-                mute, hold, profile, callback_url, callback_method, callback_timeout_ms,
-                fallback_url, room, active_members FROM conferences ORDER BY rowid",
-        )?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                (r.get::<_, bool>(7)?, r.get::<_, bool>(8)?),
-                r.get::<_, String>(9)?,
-                (
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, String>(11)?,
-                    r.get::<_, u32>(12)?,
-                    r.get::<_, Option<String>>(13)?,
+        let kept = completed_kept.min(i64::MAX as usize) as i64;
+        let conferences_kept = "state != 'completed' OR rowid IN (SELECT rowid FROM conferences
+            WHERE state = 'completed' ORDER BY rowid DESC LIMIT ?1)";
+        Ok(Loaded {
+            conferences: conferences_where(
+                &connection,
+                &format!("WHERE {conferences_kept} ORDER BY rowid"),
+                params![kept],
+            )?,
+            members: members_where(
+                &connection,
+                &format!(
+                    "WHERE conference_id IN (SELECT id FROM conferences WHERE {conferences_kept})
+                     ORDER BY rowid"
                 ),
-                r.get::<_, Option<String>>(14)?,
-                r.get::<_, i64>(15)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, state, from, tag, created, completed, reason, flags, profile, cb, room, n) =
-                row?;
-            let (url, method, timeout_ms, fallback_url) = cb;
-            loaded.conferences.push(Conference {
-                state: ConferenceState::parse(&state)
-                    .ok_or_else(|| corrupt("conference state", &state))?,
-                profile: Profile::parse(&profile).ok_or_else(|| corrupt("profile", &profile))?,
-                callback: Callback {
-                    url,
-                    method: CallbackMethod::parse(&method)
-                        .ok_or_else(|| corrupt("callback method", &method))?,
-                    timeout_ms,
-                    fallback_url,
-                },
-                id,
-                from,
-                tag,
-                created_time: from_ms(created),
-                completed_time: completed.map(from_ms),
-                completed_reason: reason,
-                mute: flags.0,
-                hold: flags.1,
-                room,
-                member_ids: Vec::new(),
-                active_members: n.max(0) as usize,
-            });
+                params![kept],
+            )?,
+            calls: calls_where(
+                &connection,
+                "WHERE state IN ('started', 'active') OR rowid IN (SELECT rowid FROM calls
+                    WHERE state IN ('completed', 'rejected') ORDER BY rowid DESC LIMIT ?1)
+                 ORDER BY rowid",
+                params![kept],
+            )?,
+            completed_conferences: connection.query_row(
+                "SELECT COUNT(*) FROM conferences WHERE state = 'completed'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64,
+        })
+    }
+
+    /// One conference, with its members' ids in join order.
+    pub fn conference(&self, id: &str) -> Result<Option<Conference>, StoreError> {
+        let connection = self.connection();
+        let Some(mut conference) =
+            conferences_where(&connection, "WHERE id = ?1", params![id])?.pop()
+        else {
+            return Ok(None);
+        };
+        conference.member_ids = member_ids_of(&connection, id)?;
+        Ok(Some(conference))
+    }
+
+    /// Every conference, newest first, with its members' ids.
+    pub fn conferences_newest_first(&self) -> Result<Vec<Conference>, StoreError> {
+        let connection = self.connection();
+        let mut conferences = conferences_where(&connection, "ORDER BY rowid DESC", [])?;
+        for c in &mut conferences {
+            c.member_ids = member_ids_of(&connection, &c.id)?;
         }
-        let mut statement = connection.prepare(
-            "SELECT id, conference_id, call_id, state, added_ms, removed_ms, removed_reason,
-                mute, hold, deaf, join_tone, leaving_tone FROM members ORDER BY rowid",
-        )?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                [
-                    r.get::<_, bool>(7)?,
-                    r.get::<_, bool>(8)?,
-                    r.get::<_, bool>(9)?,
-                    r.get::<_, bool>(10)?,
-                    r.get::<_, bool>(11)?,
-                ],
-            ))
-        })?;
-        for row in rows {
-            let (id, conference_id, call_id, state, added, removed, reason, flags) = row?;
-            let [mute, hold, deaf, join_tone, leaving_tone] = flags;
-            loaded.members.push(Member {
-                state: MemberState::parse(&state).ok_or_else(|| corrupt("member state", &state))?,
-                id,
-                conference_id,
-                call_id,
-                added_time: from_ms(added),
-                removed_time: removed.map(from_ms),
-                removed_reason: reason,
-                mute,
-                hold,
-                deaf,
-                join_tone,
-                leaving_tone,
-                talking: false,
-            });
-        }
-        let mut statement = connection.prepare(
-            "SELECT id, direction, from_uri, to_uri, state, start_ms, active_ms, end_ms,
-                callback_url, conference_id, tag, cause FROM calls ORDER BY rowid",
-        )?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                [
-                    Some(r.get::<_, i64>(5)?),
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ],
-                [
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, Option<String>>(11)?,
-                ],
-            ))
-        })?;
-        for row in rows {
-            let (id, direction, from, to, state, times, texts) = row?;
-            let [start, active, end] = times;
-            let [callback_url, conference_id, tag, cause] = texts;
-            loaded.calls.push(CallRecord {
-                direction: match direction.as_str() {
-                    "in" => CallDirection::In,
-                    "out" => CallDirection::Out,
-                    other => return Err(corrupt("call direction", other)),
-                },
-                state: CallState::parse(&state).ok_or_else(|| corrupt("call state", &state))?,
-                id,
-                from,
-                to,
-                start_time: from_ms(start.unwrap_or(0)),
-                active_time: active.map(from_ms),
-                end_time: end.map(from_ms),
-                callback_url,
-                conference_id,
-                tag,
-                cause,
-            });
-        }
-        Ok(loaded)
+        Ok(conferences)
+    }
+
+    pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {
+        Ok(members_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
+    }
+
+    /// A conference's members in join order.
+    pub fn members_of(&self, conference_id: &str) -> Result<Vec<Member>, StoreError> {
+        members_where(
+            &self.connection(),
+            "WHERE conference_id = ?1 ORDER BY rowid",
+            params![conference_id],
+        )
+    }
+
+    pub fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        Ok(calls_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
     }
 
     /// Queues a callback; returns its sequence number.
@@ -504,6 +434,185 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     }))
 }
 
+/// Conferences selected by `tail` (a WHERE and ORDER BY), without member ids.
+fn conferences_where(
+    connection: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Conference>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, state, from_number, tag, created_ms, completed_ms, completed_reason,
+            mute, hold, profile, callback_url, callback_method, callback_timeout_ms,
+            fallback_url, room, active_members FROM conferences {tail}"
+    ))?;
+    let rows = statement.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+            (r.get::<_, bool>(7)?, r.get::<_, bool>(8)?),
+            r.get::<_, String>(9)?,
+            (
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, String>(11)?,
+                r.get::<_, u32>(12)?,
+                r.get::<_, Option<String>>(13)?,
+            ),
+            r.get::<_, Option<String>>(14)?,
+            r.get::<_, i64>(15)?,
+        ))
+    })?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (id, state, from, tag, created, completed, reason, flags, profile, cb, room, n) = row?;
+        let (url, method, timeout_ms, fallback_url) = cb;
+        records.push(Conference {
+            state: ConferenceState::parse(&state)
+                .ok_or_else(|| corrupt("conference state", &state))?,
+            profile: Profile::parse(&profile).ok_or_else(|| corrupt("profile", &profile))?,
+            callback: Callback {
+                url,
+                method: CallbackMethod::parse(&method)
+                    .ok_or_else(|| corrupt("callback method", &method))?,
+                timeout_ms,
+                fallback_url,
+            },
+            id,
+            from,
+            tag,
+            created_time: from_ms(created),
+            completed_time: completed.map(from_ms),
+            completed_reason: reason,
+            mute: flags.0,
+            hold: flags.1,
+            room,
+            member_ids: Vec::new(),
+            active_members: n.max(0) as usize,
+        });
+    }
+    Ok(records)
+}
+
+/// Members selected by `tail`.
+fn members_where(
+    connection: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Member>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, conference_id, call_id, state, added_ms, removed_ms, removed_reason,
+            mute, hold, deaf, join_tone, leaving_tone FROM members {tail}"
+    ))?;
+    let rows = statement.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+            [
+                r.get::<_, bool>(7)?,
+                r.get::<_, bool>(8)?,
+                r.get::<_, bool>(9)?,
+                r.get::<_, bool>(10)?,
+                r.get::<_, bool>(11)?,
+            ],
+        ))
+    })?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (id, conference_id, call_id, state, added, removed, reason, flags) = row?;
+        let [mute, hold, deaf, join_tone, leaving_tone] = flags;
+        records.push(Member {
+            state: MemberState::parse(&state).ok_or_else(|| corrupt("member state", &state))?,
+            id,
+            conference_id,
+            call_id,
+            added_time: from_ms(added),
+            removed_time: removed.map(from_ms),
+            removed_reason: reason,
+            mute,
+            hold,
+            deaf,
+            join_tone,
+            leaving_tone,
+            talking: false,
+        });
+    }
+    Ok(records)
+}
+
+/// Call records selected by `tail`.
+fn calls_where(
+    connection: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<CallRecord>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, direction, from_uri, to_uri, state, start_ms, active_ms, end_ms,
+            callback_url, conference_id, tag, cause FROM calls {tail}"
+    ))?;
+    let rows = statement.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            [
+                Some(r.get::<_, i64>(5)?),
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ],
+            [
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ],
+        ))
+    })?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (id, direction, from, to, state, times, texts) = row?;
+        let [start, active, end] = times;
+        let [callback_url, conference_id, tag, cause] = texts;
+        records.push(CallRecord {
+            direction: match direction.as_str() {
+                "in" => CallDirection::In,
+                "out" => CallDirection::Out,
+                other => return Err(corrupt("call direction", other)),
+            },
+            state: CallState::parse(&state).ok_or_else(|| corrupt("call state", &state))?,
+            id,
+            from,
+            to,
+            start_time: from_ms(start.unwrap_or(0)),
+            active_time: active.map(from_ms),
+            end_time: end.map(from_ms),
+            callback_url,
+            conference_id,
+            tag,
+            cause,
+        });
+    }
+    Ok(records)
+}
+
+/// A conference's member ids in join order.
+fn member_ids_of(connection: &Connection, conference_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement =
+        connection.prepare("SELECT id FROM members WHERE conference_id = ?1 ORDER BY rowid")?;
+    let ids = statement.query_map(params![conference_id], |r| r.get::<_, String>(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,7 +630,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let (conf, member, call, idle) = {
             let store = Arc::new(Store::open(&path).unwrap());
-            let (mut r, recovered) = Registry::open(store, now()).unwrap();
+            let (mut r, recovered) = Registry::open(store, now(), 1000).unwrap();
             assert!(recovered.members.is_empty());
             let call = r
                 .create_call(CallDirection::In, "sip:a@x", "sip:b@y", now())
@@ -566,7 +675,7 @@ mod tests {
                 .unwrap(),
             SCHEMA_VERSION
         );
-        let (r, recovered) = Registry::open(store, now()).unwrap();
+        let (r, recovered) = Registry::open(store, now(), 1000).unwrap();
         assert_eq!(recovered.members, vec![member.clone()]);
         assert_eq!(recovered.conferences, vec![conf.clone()]);
         assert_eq!(recovered.calls, vec![call.clone()]);

@@ -249,6 +249,58 @@ async fn bad_requests_get_catapult_errors() {
 async fn a_completed_conference_stays_readable_and_refuses_changes() {
     let dir = TempDir::new("api-complete");
     let (_daemon, api) = start_with_api(&store(&dir), "");
+    completed_conference_is_readable_and_refuses_changes(&api).await;
+}
+
+/// With no completed record kept in memory, each is read back from the
+/// SQLite file, and the API answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_conference_read_back_from_the_file_answers_the_same() {
+    let dir = TempDir::new("api-complete-file");
+    // `extra` follows the [store] section's path: this key is the store's.
+    let (_daemon, api) = start_with_api(&store(&dir), "completed_in_memory = 0\n");
+    let first = api.create_conference(json!({"from": "0"})).await;
+    let done = api
+        .post(
+            &format!("/conferences/{first}"),
+            json!({"state": "completed"}),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    let id = completed_conference_is_readable_and_refuses_changes(&api).await;
+    let open = api.create_conference(json!({"from": "2"})).await;
+    let list = api.get("/conferences").await.json();
+    let listed: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (open.as_str(), "created"),
+            (id.as_str(), "completed"),
+            (first.as_str(), "completed")
+        ]
+    );
+    let metrics = api
+        .send(
+            api.client
+                .get(format!("{}/metrics", api.base))
+                .basic_auth(TOKEN, Some(SECRET)),
+        )
+        .await
+        .text;
+    assert!(
+        metrics.contains("sipconf_conferences{state=\"completed\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// Completes a new conference through the API and checks what it answers
+/// afterwards; returns its id.
+async fn completed_conference_is_readable_and_refuses_changes(api: &Api) -> String {
     let id = api.create_conference(json!({"from": "1"})).await;
     assert_eq!(
         api.get(&format!("/conferences/{id}/members")).await.json(),
@@ -287,6 +339,12 @@ async fn a_completed_conference_stays_readable_and_refuses_changes() {
         )
         .await;
     assert_eq!(add.status, 404, "the unknown call is found out first");
+    assert_eq!(
+        api.get(&format!("/conferences/{id}/members")).await.json(),
+        json!([]),
+        "still no members"
+    );
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

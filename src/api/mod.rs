@@ -7,7 +7,8 @@
 mod error;
 mod input;
 
-pub use error::ApiError;
+use error::ApiError;
+pub use std::borrow::Cow;
 
 use crate::audio::Source;
 use crate::calls::{
@@ -383,7 +384,7 @@ async fn list_conferences(State(state): State<ApiState>) -> ApiResult {
     let list: Vec<Value> = registry
         .conferences_newest_first()
         .into_iter()
-        .map(conference_json)
+        .map(|c| conference_json(&c))
         .collect();
     Ok(json_response(Value::Array(list)))
 }
@@ -431,7 +432,7 @@ async fn get_conference(
     let c = registry
         .conference(&id)
         .ok_or(RecordError::ConferenceNotFound(id.clone()))?;
-    Ok(json_response(conference_json(c)))
+    Ok(json_response(conference_json(&c)))
 }
 
 async fn update_conference(
@@ -482,7 +483,7 @@ async fn list_members(
     let list: Vec<Value> = registry
         .members_of(&id)
         .into_iter()
-        .map(|m| member_json(&state, m))
+        .map(|m| member_json(&state, &m))
         .collect();
     Ok(json_response(Value::Array(list)))
 }
@@ -515,7 +516,7 @@ fn member_in<'r>(
     registry: &'r crate::conference::Registry,
     conference_id: &str,
     member_id: &str,
-) -> Result<&'r Member, ApiError> {
+) -> Result<Cow<'r, Member>, ApiError> {
     if registry.conference(conference_id).is_none() {
         return Err(RecordError::ConferenceNotFound(conference_id.to_string()).into());
     }
@@ -531,7 +532,7 @@ async fn get_member(
 ) -> ApiResult {
     let registry = state.shared.registry();
     let m = member_in(&registry, &id, &member)?;
-    Ok(json_response(member_json(&state, m)))
+    Ok(json_response(member_json(&state, &m)))
 }
 
 async fn update_member(
@@ -578,7 +579,7 @@ async fn get_call(
     let c = registry
         .call(&id)
         .ok_or(RecordError::CallNotFound(id.clone()))?;
-    Ok(json_response(call_json(c)))
+    Ok(json_response(call_json(&c)))
 }
 
 async fn update_call(

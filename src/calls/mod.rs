@@ -27,6 +27,7 @@ use crate::media::{self, AddMember, Command, Event, MediaHandle, MemberFlags, Me
 use crate::sip::sdp::{self, Offer};
 use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{CallKey, EndReason, SipEvent};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -153,21 +154,21 @@ impl Shared {
     /// Queues the `conference-member` event for a member as it is now.
     pub fn member_event(&self, registry: &Registry, member_id: &str) {
         if let Some((c, m)) = conference_and_member(registry, member_id) {
-            self.events.member(c, m);
+            self.events.member(&c, &m);
         }
     }
 
     /// Queues the `conference` event for a conference as it is now.
     pub fn conference_event(&self, registry: &Registry, conference_id: &str) {
         if let Some(c) = registry.conference(conference_id) {
-            self.events.conference(c);
+            self.events.conference(&c);
         }
     }
 
     /// Queues a call event (`answer`, `hangup`) for a call as it is now.
     pub fn call_event(&self, registry: &Registry, call_id: &str, event_type: &str) {
         if let Some(call) = registry.call(call_id) {
-            self.events.call(call, event_type);
+            self.events.call(&call, event_type);
         }
     }
 }
@@ -175,7 +176,7 @@ impl Shared {
 fn conference_and_member<'r>(
     registry: &'r Registry,
     member_id: &str,
-) -> Option<(&'r Conference, &'r Member)> {
+) -> Option<(Cow<'r, Conference>, Cow<'r, Member>)> {
     let m = registry.member(member_id)?;
     Some((registry.conference(&m.conference_id)?, m))
 }
@@ -645,7 +646,7 @@ impl Manager {
                 .clone();
             if let (None, Some(url)) = (&room, &application) {
                 if let Some(record) = registry.call(&id) {
-                    self.shared.events.incoming_call(url, record);
+                    self.shared.events.incoming_call(url, &record);
                 }
             }
             id
@@ -855,7 +856,7 @@ impl Manager {
             if conference.state == ConferenceState::Completed {
                 return Err(RecordError::ConferenceCompleted);
             }
-            let max = self.max_members(conference);
+            let max = self.max_members(&conference);
             if conference.active_members >= max {
                 return Err(RecordError::ConferenceFull(max));
             }
@@ -1639,7 +1640,7 @@ impl Manager {
         if let Some(call) = registry.call(&call_id) {
             self.shared
                 .events
-                .dtmf(call, conference, digit, duration_ms);
+                .dtmf(&call, &conference, digit, duration_ms);
         }
     }
 

@@ -4,10 +4,15 @@
 //! States follow the Catapult v1 contract (`API.md`): a conference goes
 //! `created` -> `active` -> `completed`; a member is `active` until `completed`.
 //! Records are kept after completion so they stay readable, and written through
-//! to the SQLite [`Store`] so they survive a restart.
+//! to the SQLite [`Store`] so they survive a restart. With a store, only the
+//! newest completed conferences (with their members) and ended calls stay in
+//! memory as well (`completed_kept` of each); older ones are read back from the
+//! file when asked for, so memory does not grow with the calls a bridge has
+//! taken.
 
 use crate::store::{Store, StoreError};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -306,6 +311,17 @@ pub struct Registry {
     /// The active (not completed) conference of each room.
     room_conferences: HashMap<String, String>,
     store: Option<Arc<Store>>,
+    /// Completed conferences in memory, oldest completion first.
+    completed_in_memory: VecDeque<String>,
+    /// Ended (completed or rejected) calls in memory, oldest end first.
+    ended_in_memory: VecDeque<String>,
+    /// Members of the completed conferences in memory.
+    completed_members_in_memory: usize,
+    /// How many of each (conferences, their members, calls) stay in memory
+    /// when there is a store.
+    completed_kept: usize,
+    /// Completed conferences only in the store.
+    completed_elsewhere: u64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -330,17 +346,32 @@ pub struct Recovered {
 pub const RESTART_REASON: &str = "the bridge restarted";
 
 impl Registry {
+    /// A registry in memory only, which keeps every record.
     pub fn new() -> Registry {
-        Registry::default()
+        Registry {
+            completed_kept: usize::MAX,
+            ..Registry::default()
+        }
     }
 
-    /// Loads every record from `store` and writes every change back to it.
-    /// Whatever the previous run left active is completed with
+    /// Loads what is not over and the newest `completed_kept` completed
+    /// conferences and ended calls from `store`, and writes every change back
+    /// to it. Whatever the previous run left active is completed with
     /// [`RESTART_REASON`]; the returned ids say what, so callbacks can follow.
-    pub fn open(store: Arc<Store>, now: SystemTime) -> Result<(Registry, Recovered), StoreError> {
-        let loaded = store.load()?;
+    pub fn open(
+        store: Arc<Store>,
+        now: SystemTime,
+        completed_kept: usize,
+    ) -> Result<(Registry, Recovered), StoreError> {
+        let loaded = store.load(completed_kept)?;
         let mut registry = Registry::new();
+        registry.completed_kept = completed_kept;
         for conference in loaded.conferences {
+            if conference.state == ConferenceState::Completed {
+                registry
+                    .completed_in_memory
+                    .push_back(conference.id.clone());
+            }
             registry.conference_order.push(conference.id.clone());
             registry
                 .conferences
@@ -349,10 +380,19 @@ impl Registry {
         for member in loaded.members {
             if let Some(c) = registry.conferences.get_mut(&member.conference_id) {
                 c.member_ids.push(member.id.clone());
+                if c.state == ConferenceState::Completed {
+                    registry.completed_members_in_memory += 1;
+                }
             }
             registry.members.insert(member.id.clone(), member);
         }
+        registry.completed_elsewhere = loaded
+            .completed_conferences
+            .saturating_sub(registry.completed_in_memory.len() as u64);
         for call in loaded.calls {
+            if matches!(call.state, CallState::Completed | CallState::Rejected) {
+                registry.ended_in_memory.push_back(call.id.clone());
+            }
             registry.calls.insert(call.id.clone(), call);
         }
         registry.store = Some(store);
@@ -406,7 +446,84 @@ impl Registry {
             .filter_map(|c| Some((c.room.clone()?, c.id.clone())))
             .collect();
         registry.room_conferences.extend(waiting);
+        registry.forget_old_records();
         Ok((registry, recovered))
+    }
+
+    /// Drops the oldest completed conferences (with their members) and ended
+    /// calls from memory beyond `completed_kept` of each; the store has them.
+    /// (Without a store nothing is tracked, and everything stays.)
+    fn forget_old_records(&mut self) {
+        while self.completed_in_memory.len() > self.completed_kept
+            || self.completed_members_in_memory > self.completed_kept
+        {
+            let Some(id) = self.completed_in_memory.pop_front() else {
+                break;
+            };
+            if let Some(conference) = self.conferences.remove(&id) {
+                for member in &conference.member_ids {
+                    self.members.remove(member);
+                }
+                self.completed_members_in_memory = self
+                    .completed_members_in_memory
+                    .saturating_sub(conference.member_ids.len());
+                if let Some(at) = self.conference_order.iter().position(|c| *c == id) {
+                    self.conference_order.remove(at);
+                }
+                self.completed_elsewhere += 1;
+            }
+        }
+        while self.ended_in_memory.len() > self.completed_kept {
+            let Some(id) = self.ended_in_memory.pop_front() else {
+                break;
+            };
+            self.calls.remove(&id);
+        }
+    }
+
+    /// Reads a record that is no longer in memory back from the store.
+    fn read_back<T>(
+        &self,
+        what: &str,
+        id: &str,
+        read: impl FnOnce(&Store, &str) -> Result<Option<T>, StoreError>,
+    ) -> Option<T> {
+        let store = self.store.as_ref()?;
+        read(store, id)
+            .map_err(|e| tracing::error!(%id, "cannot read the {what} record: {e}"))
+            .ok()
+            .flatten()
+    }
+
+    /// Why a conference that is not in memory cannot change: it completed
+    /// (an old one the store still has), or it does not exist.
+    fn conference_missing(&self, id: &str) -> RecordError {
+        match self.read_back("conference", id, Store::conference) {
+            Some(_) => RecordError::ConferenceCompleted,
+            None => RecordError::ConferenceNotFound(id.to_string()),
+        }
+    }
+
+    /// Why a member that is not in memory cannot change: it completed with
+    /// its conference (an old one the store still has), or it does not exist.
+    fn member_missing(&self, id: &str) -> RecordError {
+        match self.read_back("member", id, Store::member) {
+            Some(_) => RecordError::ConferenceCompleted,
+            None => RecordError::MemberNotFound(id.to_string()),
+        }
+    }
+
+    /// Brings an ended call that was dropped from memory back, to change it.
+    fn recall_call(&mut self, id: &str) {
+        if self.calls.contains_key(id) {
+            return;
+        }
+        // Room first, so that memory holds at most one more than it keeps.
+        self.forget_old_records();
+        if let Some(call) = self.read_back("call", id, Store::call) {
+            self.ended_in_memory.push_back(id.to_string());
+            self.calls.insert(id.to_string(), call);
+        }
     }
 
     fn persist_conference(&self, id: &str) {
@@ -494,17 +611,37 @@ impl Registry {
             .and_then(|id| self.conferences.get(id))
     }
 
-    pub fn conference(&self, id: &str) -> Option<&Conference> {
-        self.conferences.get(id)
+    /// A conference, from memory or (an old completed one) from the store.
+    pub fn conference(&self, id: &str) -> Option<Cow<'_, Conference>> {
+        match self.conferences.get(id) {
+            Some(c) => Some(Cow::Borrowed(c)),
+            None => self
+                .read_back("conference", id, Store::conference)
+                .map(Cow::Owned),
+        }
     }
 
     /// Every conference, newest first.
-    pub fn conferences_newest_first(&self) -> Vec<&Conference> {
-        self.conference_order
-            .iter()
-            .rev()
-            .filter_map(|id| self.conferences.get(id))
-            .collect()
+    pub fn conferences_newest_first(&self) -> Vec<Cow<'_, Conference>> {
+        let in_memory = || {
+            self.conference_order
+                .iter()
+                .rev()
+                .filter_map(|id| self.conferences.get(id))
+                .map(Cow::Borrowed)
+                .collect()
+        };
+        let Some(store) = self.store.as_ref().filter(|_| self.completed_elsewhere > 0) else {
+            return in_memory();
+        };
+        match store.conferences_newest_first() {
+            // Written through, so the store's copy is the one in memory.
+            Ok(all) => all.into_iter().map(Cow::Owned).collect(),
+            Err(e) => {
+                tracing::error!("cannot list the conference records: {e}");
+                in_memory()
+            }
+        }
     }
 
     /// Changes a conference's own settings (not its state or flags); refused
@@ -514,6 +651,9 @@ impl Registry {
         id: &str,
         change: impl FnOnce(&mut Conference),
     ) -> Result<&Conference, RecordError> {
+        if !self.conferences.contains_key(id) {
+            return Err(self.conference_missing(id));
+        }
         let conference = self
             .conferences
             .get_mut(id)
@@ -526,21 +666,32 @@ impl Registry {
         Ok(&self.conferences[id])
     }
 
-    pub fn member(&self, id: &str) -> Option<&Member> {
-        self.members.get(id)
+    /// A member, from memory or (of an old completed conference) from the store.
+    pub fn member(&self, id: &str) -> Option<Cow<'_, Member>> {
+        match self.members.get(id) {
+            Some(m) => Some(Cow::Borrowed(m)),
+            None => self.read_back("member", id, Store::member).map(Cow::Owned),
+        }
     }
 
     /// Members of a conference, oldest first, completed ones included.
-    pub fn members_of(&self, conference_id: &str) -> Vec<&Member> {
-        self.conferences
-            .get(conference_id)
-            .map(|c| {
-                c.member_ids
-                    .iter()
-                    .filter_map(|m| self.members.get(m))
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn members_of(&self, conference_id: &str) -> Vec<Cow<'_, Member>> {
+        if let Some(c) = self.conferences.get(conference_id) {
+            // A conference in memory has all its members in memory.
+            return c
+                .member_ids
+                .iter()
+                .filter_map(|m| self.members.get(m))
+                .map(Cow::Borrowed)
+                .collect();
+        }
+        self.read_back("members of conference", conference_id, |store, id| {
+            store.members_of(id).map(Some)
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(Cow::Owned)
+        .collect()
     }
 
     /// Adds an active member; the conference becomes `active`.
@@ -569,6 +720,9 @@ impl Registry {
         max_members: usize,
         now: SystemTime,
     ) -> Result<&Member, RecordError> {
+        if !self.conferences.contains_key(conference_id) {
+            return Err(self.conference_missing(conference_id));
+        }
         let conference = self
             .conferences
             .get_mut(conference_id)
@@ -629,6 +783,9 @@ impl Registry {
         member_id: &str,
         change: impl FnOnce(&mut Member),
     ) -> Result<&Member, RecordError> {
+        if !self.members.contains_key(member_id) {
+            return Err(self.member_missing(member_id));
+        }
         let member = self
             .members
             .get_mut(member_id)
@@ -673,6 +830,13 @@ impl Registry {
         member_id: &str,
         now: SystemTime,
     ) -> Result<bool, RecordError> {
+        if !self.members.contains_key(member_id) {
+            // An old member the store still has completed long ago.
+            return match self.member_missing(member_id) {
+                RecordError::ConferenceCompleted => Ok(false),
+                missing => Err(missing),
+            };
+        }
         let member = self
             .members
             .get_mut(member_id)
@@ -700,6 +864,9 @@ impl Registry {
 
     /// Completes a conference (terminal). Completing it twice is an error, as in the API.
     pub fn complete_conference(&mut self, id: &str, now: SystemTime) -> Result<(), RecordError> {
+        if !self.conferences.contains_key(id) {
+            return Err(self.conference_missing(id));
+        }
         let conference = self
             .conferences
             .get_mut(id)
@@ -714,7 +881,13 @@ impl Registry {
                 self.room_conferences.remove(room);
             }
         }
+        let members = conference.member_ids.len();
         self.persist_conference(id);
+        if self.store.is_some() {
+            self.completed_members_in_memory += members;
+            self.completed_in_memory.push_back(id.to_string());
+            self.forget_old_records();
+        }
         Ok(())
     }
 
@@ -738,11 +911,16 @@ impl Registry {
         for c in self.conferences.values() {
             conferences[c.state as usize] += 1;
         }
+        conferences[ConferenceState::Completed as usize] += self.completed_elsewhere;
         (calls, members, conferences)
     }
 
-    pub fn call(&self, id: &str) -> Option<&CallRecord> {
-        self.calls.get(id)
+    /// A call, from memory or (an old ended one) from the store.
+    pub fn call(&self, id: &str) -> Option<Cow<'_, CallRecord>> {
+        match self.calls.get(id) {
+            Some(c) => Some(Cow::Borrowed(c)),
+            None => self.read_back("call", id, Store::call).map(Cow::Owned),
+        }
     }
 
     /// Records a new call in state `started`.
@@ -779,6 +957,7 @@ impl Registry {
         id: &str,
         change: impl FnOnce(&mut CallRecord),
     ) -> Result<&CallRecord, RecordError> {
+        self.recall_call(id);
         let call = self
             .calls
             .get_mut(id)
@@ -809,6 +988,10 @@ impl Registry {
         call.end_time = Some(now);
         call.cause = Some(cause.to_string());
         self.persist_call(id);
+        if self.store.is_some() {
+            self.ended_in_memory.push_back(id.to_string());
+            self.forget_old_records();
+        }
         true
     }
 }
@@ -865,5 +1048,123 @@ mod tests {
             r.add_member(&conf, "c-b", 1, now).unwrap_err(),
             RecordError::ConferenceFull(1)
         );
+    }
+
+    /// Five calls, each alone in its conference: join, leave (the conference
+    /// completes), hang up.
+    fn five_finished_calls(r: &mut Registry) -> Vec<(String, String, String)> {
+        let now = SystemTime::now();
+        (0..5)
+            .map(|n| {
+                let call = r
+                    .create_call(CallDirection::In, "sip:a@x", "sip:b@y", now)
+                    .id
+                    .clone();
+                r.answer_call(&call, now);
+                let conf = r
+                    .create_conference(&format!("+1555{n}"), None, None, now)
+                    .id
+                    .clone();
+                let member = r.add_member(&conf, &call, 10, now).unwrap().id.clone();
+                assert!(r.complete_member(&member, now).unwrap());
+                assert!(r.end_call(&call, CallState::Completed, "NORMAL_CLEARING", now));
+                (conf, member, call)
+            })
+            .collect()
+    }
+
+    /// Every record of `finished` is read back as it was.
+    fn readable(r: &Registry, finished: &[(String, String, String)]) {
+        for (conf, member, call) in finished {
+            let c = r.conference(conf).expect("conference readable");
+            assert_eq!(c.state, ConferenceState::Completed);
+            assert_eq!(c.member_ids, std::slice::from_ref(member));
+            assert_eq!(c.completed_reason.as_deref(), Some("the last member left"));
+            let m = r.member(member).expect("member readable");
+            assert_eq!(
+                (m.state, m.call_id.as_str()),
+                (MemberState::Completed, call.as_str())
+            );
+            assert_eq!(r.members_of(conf).len(), 1);
+            assert_eq!(
+                r.call(call).expect("call readable").state,
+                CallState::Completed
+            );
+        }
+    }
+
+    #[test]
+    fn old_completed_records_leave_memory_but_stay_readable_and_unchangeable() {
+        let dir = std::env::temp_dir().join(format!("sipconf-kept-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = SystemTime::now();
+        let finished = {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let (mut r, _) = Registry::open(store, now, 2).unwrap();
+            let finished = five_finished_calls(&mut r);
+            assert_eq!(
+                (r.conferences.len(), r.members.len(), r.calls.len()),
+                (2, 2, 2)
+            );
+            readable(&r, &finished);
+            let listed: Vec<String> = r
+                .conferences_newest_first()
+                .iter()
+                .map(|c| c.id.clone())
+                .collect();
+            let newest_first: Vec<String> = finished.iter().rev().map(|f| f.0.clone()).collect();
+            assert_eq!(listed, newest_first);
+            assert_eq!(r.counts().2, [0, 0, 5]);
+
+            // Old ones refuse changes as completed ones in memory do...
+            let (old_conf, old_member, old_call) = &finished[0];
+            assert_eq!(
+                r.add_member(old_conf, "c-x", 10, now).unwrap_err(),
+                RecordError::ConferenceCompleted
+            );
+            assert_eq!(
+                r.complete_conference(old_conf, now).unwrap_err(),
+                RecordError::ConferenceCompleted
+            );
+            assert_eq!(
+                r.update_member(old_member, |m| m.mute = true).unwrap_err(),
+                RecordError::ConferenceCompleted
+            );
+            assert!(!r.complete_member(old_member, now).unwrap(), "idempotent");
+            assert!(!r.end_call(old_call, CallState::Completed, "X", now));
+            // ...and a call's tag may still change, and is kept.
+            r.update_call(old_call, |c| c.tag = Some("late".into()))
+                .unwrap();
+            assert_eq!(
+                r.add_member("conf-nothing", "c-x", 10, now).unwrap_err(),
+                RecordError::ConferenceNotFound("conf-nothing".into())
+            );
+            finished
+        };
+        // A restart loads only the newest two of each, and reads the rest.
+        let store = Arc::new(Store::open(&path).unwrap());
+        let (r, recovered) = Registry::open(store, now, 2).unwrap();
+        assert!(recovered.conferences.is_empty() && recovered.calls.is_empty());
+        assert_eq!(
+            (r.conferences.len(), r.members.len(), r.calls.len()),
+            (2, 2, 2)
+        );
+        readable(&r, &finished);
+        assert_eq!(r.call(&finished[0].2).unwrap().tag.as_deref(), Some("late"));
+        assert_eq!(r.counts().2, [0, 0, 5]);
+        assert_eq!(r.conferences_newest_first().len(), 5);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn without_a_store_every_record_stays_in_memory() {
+        let mut r = Registry::new();
+        let finished = five_finished_calls(&mut r);
+        assert_eq!(
+            (r.conferences.len(), r.members.len(), r.calls.len()),
+            (5, 5, 5)
+        );
+        readable(&r, &finished);
     }
 }
