@@ -313,14 +313,10 @@ impl Store {
         Ok(Some(conference))
     }
 
-    /// Every conference, newest first, with its members' ids.
+    /// Every conference, newest first, without its members' ids (one query,
+    /// not one per conference: the list is a year of conferences on a busy box).
     pub fn conferences_newest_first(&self) -> Result<Vec<Conference>, StoreError> {
-        let connection = self.connection();
-        let mut conferences = conferences_where(&connection, "ORDER BY rowid DESC", [])?;
-        for c in &mut conferences {
-            c.member_ids = member_ids_of(&connection, &c.id)?;
-        }
-        Ok(conferences)
+        conferences_where(&self.connection(), "ORDER BY rowid DESC", [])
     }
 
     pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {

@@ -621,7 +621,8 @@ impl Registry {
         }
     }
 
-    /// Every conference, newest first.
+    /// Every conference, newest first. When old ones are only in the store,
+    /// they all come from it, without `member_ids` (the list does not show them).
     pub fn conferences_newest_first(&self) -> Vec<Cow<'_, Conference>> {
         let in_memory = || {
             self.conference_order
