@@ -56,6 +56,14 @@ impl PhoneOptions {
     }
 }
 
+/// An address as the host part of a SIP URI: IPv6 in brackets.
+fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
 /// Why a call attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -447,7 +455,7 @@ impl Phone {
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:phone@{local}>\r\nUser-Agent: sipconf-testphone\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
             random_token(),
-            local.ip(),
+            uri_host(local.ip()),
             self.from_tag,
             self.call_id,
             self.cseq,
@@ -460,7 +468,7 @@ impl Phone {
         format!(
             "CANCEL {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             request_uri_of(invite),
-            local.ip(),
+            uri_host(local.ip()),
             self.from_tag,
             self.to_header,
             self.call_id,
@@ -479,7 +487,7 @@ impl Phone {
         format!(
             "ACK {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             request_uri_of(invite),
-            local.ip(),
+            uri_host(local.ip()),
             self.from_tag,
             self.call_id,
             self.cseq

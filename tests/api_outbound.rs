@@ -5,12 +5,13 @@
 
 mod common;
 
-use common::api::{last_segment, start_with_api, CallbackServer};
+use common::api::{api_sections, last_segment, start_with_api, Api, CallbackServer};
 use common::tempdir::TempDir;
-use common::{free_port, require_tool};
+use common::{free_port, require_tool, Addresses, Daemon};
 use serde_json::json;
 use sipconf::media::Codec;
 use sipconf::testphone::{db_ratio, tone_amplitude, Phone, PhoneOptions, Signal};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,17 +25,47 @@ async fn an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up() {
     ) {
         return;
     }
+    outbound_call_through_sipp(IpAddr::from(Ipv4Addr::LOCALHOST)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_call_over_ipv6_rings_sipp_joins_the_room_and_hangs_up() {
+    if !require_tool(
+        "sipp",
+        "an_outbound_call_over_ipv6_rings_sipp_joins_the_room_and_hangs_up",
+    ) {
+        return;
+    }
+    outbound_call_through_sipp(IpAddr::from(Ipv6Addr::LOCALHOST)).await;
+}
+
+/// The bridge, its room phone and sipp all on `host`: the bridge calls sipp,
+/// which answers and echoes RTP, and the room phone hears itself come back.
+async fn outbound_call_through_sipp(host: IpAddr) {
     let dir = TempDir::new("api-outbound");
     let app = CallbackServer::start().await;
-    let (daemon, api) = start_with_api(
-        &dir.path().join("sipconf.db"),
-        "[[room]]\nnumber = \"1000\"\n",
+    let api_port = free_port();
+    let daemon = Daemon::start_with_addresses(
+        Addresses::on(host),
+        "",
+        &api_sections(
+            api_port,
+            &dir.path().join("sipconf.db"),
+            "[[room]]\nnumber = \"1000\"\n",
+        ),
     );
+    let api = Api::new(api_port);
+    let host_text = host.to_string();
+    // sipp's and SIP's way of writing the host in a URI.
+    let uri_host = match host {
+        IpAddr::V4(_) => host_text.clone(),
+        IpAddr::V6(_) => format!("[{host}]"),
+    };
     let sipp_port = free_port();
     let sipp_media = free_port();
     let mut sipp = Command::new("sipp")
         .current_dir(dir.path())
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-sn", "uas", "-i", &host_text, "-mi", &host_text])
         .args(["-p", &sipp_port.to_string(), "-mp", &sipp_media.to_string()])
         .args(["-rtp_echo", "-m", "1", "-timeout", "30", "-nostdin"])
         .args(["-trace_err", "-error_file", "errors.log"])
@@ -46,9 +77,9 @@ async fn an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up() {
     // sipp binds its port after start-up.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut phone = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
-        .await
-        .expect("room call");
+    let mut options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu);
+    options.local_ip = host;
+    let mut phone = Phone::call(options).await.expect("room call");
     let list = api.get("/conferences").await.json();
     let room = list[0]["id"].as_str().expect("room conference").to_string();
 
@@ -57,7 +88,7 @@ async fn an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up() {
             "/calls",
             json!({
                 "from": "+1000",
-                "to": format!("sip:echo@127.0.0.1:{sipp_port}"),
+                "to": format!("sip:echo@{uri_host}:{sipp_port}"),
                 "conferenceId": room,
                 "callbackUrl": app.url("/call"),
                 "callTimeout": "10",
@@ -71,7 +102,7 @@ async fn an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up() {
     assert_eq!(call["direction"], "out");
     assert_eq!(
         call["to"],
-        format!("sip:echo@127.0.0.1:{sipp_port}").as_str()
+        format!("sip:echo@{uri_host}:{sipp_port}").as_str()
     );
 
     let answered = app.wait_for("/call", 1, Duration::from_secs(10)).await;
