@@ -1089,7 +1089,7 @@ impl Generator {
     }
 }
 
-/// Sequence number, timestamp and payload of an RTP packet of payload type `pt`.
+/// SSRC, sequence number, timestamp and payload of an RTP packet of payload type `pt`.
 fn rtp_fields(datagram: &[u8], pt: u8) -> Option<(u32, u16, u32, &[u8])> {
     if datagram.len() < RTP_HEADER_BYTES || datagram[0] >> 6 != 2 || datagram[1] & 0x7f != pt {
         return None;
