@@ -652,13 +652,9 @@ impl Registry {
         id: &str,
         change: impl FnOnce(&mut Conference),
     ) -> Result<&Conference, RecordError> {
-        if !self.conferences.contains_key(id) {
+        let Some(conference) = self.conferences.get_mut(id) else {
             return Err(self.conference_missing(id));
-        }
-        let conference = self
-            .conferences
-            .get_mut(id)
-            .ok_or_else(|| RecordError::ConferenceNotFound(id.to_string()))?;
+        };
         if conference.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted);
         }
@@ -721,13 +717,9 @@ impl Registry {
         max_members: usize,
         now: SystemTime,
     ) -> Result<&Member, RecordError> {
-        if !self.conferences.contains_key(conference_id) {
+        let Some(conference) = self.conferences.get_mut(conference_id) else {
             return Err(self.conference_missing(conference_id));
-        }
-        let conference = self
-            .conferences
-            .get_mut(conference_id)
-            .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.to_string()))?;
+        };
         if conference.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted);
         }
@@ -784,13 +776,9 @@ impl Registry {
         member_id: &str,
         change: impl FnOnce(&mut Member),
     ) -> Result<&Member, RecordError> {
-        if !self.members.contains_key(member_id) {
+        let Some(member) = self.members.get_mut(member_id) else {
             return Err(self.member_missing(member_id));
-        }
-        let member = self
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()))?;
+        };
         if member.state == MemberState::Completed {
             return Err(RecordError::ConferenceCompleted);
         }
@@ -831,17 +819,13 @@ impl Registry {
         member_id: &str,
         now: SystemTime,
     ) -> Result<bool, RecordError> {
-        if !self.members.contains_key(member_id) {
+        let Some(member) = self.members.get_mut(member_id) else {
             // An old member the store still has completed long ago.
             return match self.member_missing(member_id) {
                 RecordError::ConferenceCompleted => Ok(false),
                 missing => Err(missing),
             };
-        }
-        let member = self
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()))?;
+        };
         if member.state == MemberState::Completed {
             return Ok(false);
         }
@@ -865,13 +849,9 @@ impl Registry {
 
     /// Completes a conference (terminal). Completing it twice is an error, as in the API.
     pub fn complete_conference(&mut self, id: &str, now: SystemTime) -> Result<(), RecordError> {
-        if !self.conferences.contains_key(id) {
+        let Some(conference) = self.conferences.get_mut(id) else {
             return Err(self.conference_missing(id));
-        }
-        let conference = self
-            .conferences
-            .get_mut(id)
-            .ok_or_else(|| RecordError::ConferenceNotFound(id.to_string()))?;
+        };
         if conference.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted);
         }
