@@ -19,29 +19,29 @@ const AMPLITUDE: f64 = 5000.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up() {
-    if !require_tool(
-        "sipp",
+    outbound_call_through_sipp(
         "an_outbound_call_rings_sipp_joins_the_room_on_answer_and_hangs_up",
-    ) {
-        return;
-    }
-    outbound_call_through_sipp(IpAddr::from(Ipv4Addr::LOCALHOST)).await;
+        IpAddr::from(Ipv4Addr::LOCALHOST),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_call_over_ipv6_rings_sipp_joins_the_room_and_hangs_up() {
-    if !require_tool(
-        "sipp",
+    outbound_call_through_sipp(
         "an_outbound_call_over_ipv6_rings_sipp_joins_the_room_and_hangs_up",
-    ) {
-        return;
-    }
-    outbound_call_through_sipp(IpAddr::from(Ipv6Addr::LOCALHOST)).await;
+        IpAddr::from(Ipv6Addr::LOCALHOST),
+    )
+    .await;
 }
 
 /// The bridge, its room phone and sipp all on `host`: the bridge calls sipp,
 /// which answers and echoes RTP, and the room phone hears itself come back.
-async fn outbound_call_through_sipp(host: IpAddr) {
+/// `test` names the test when sipp is missing.
+async fn outbound_call_through_sipp(test: &str, host: IpAddr) {
+    if !require_tool("sipp", test) {
+        return;
+    }
     let dir = TempDir::new("api-outbound");
     let app = CallbackServer::start().await;
     let api_port = free_port();
