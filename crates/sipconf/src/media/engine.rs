@@ -1,66 +1,39 @@
-//! The media thread: a 20 ms tick on an absolute schedule that drains commands,
-//! receives RTP from every member, listens for key presses, mixes each
-//! conference, and sends one RTP packet per listener. It is the IO shell
-//! around the sans-IO kernels in `slot`, `jitter`, `dtmf`, `keypad`, `mixer`
-//! and `codec`: the only place that reads the clock or touches a socket.
-//! Nothing on the tick allocates, locks, logs or blocks.
+//! The media thread: the IO shell around `MediaCore`. It keeps the 20 ms
+//! clock (an absolute schedule, late ticks counted, a resync when far
+//! behind), every socket (`engine/sockets.rs`), the command and event queues
+//! to the signalling plane, its doorbell, and the tick's timing counters.
+//! Each tick it hands the core the commands waiting (at most
+//! `COMMANDS_PER_TICK`), then the datagrams waiting on every socket (at most
+//! `DATAGRAMS_PER_TICK` per member socket, RTCP read every
+//! `RTCP_POLL_TICKS`), then runs the core's tick, whose datagrams leave
+//! through the sockets. Nothing on the tick allocates, locks, logs or blocks.
+//!
+//! Owns: the clock, the sockets, the queues, the thread. Never touches:
+//! member state, mixing or keys (the core's), except through the core's
+//! methods.
 //!
 //! A member has its own RTP/RTCP socket pair, or (`media.shared_port`) all
-//! share one pair: the RTP socket is then drained in large batches before
-//! the per-member work, each datagram is handed to its member by source
-//! address (`demux`), and the tick's packets leave in `sendmmsg` batches, so
-//! the system-call cost is spread over up to 64 packets.
-//!
-//! A member is heard on time until its digit receiver suspects a key's tone;
-//! from then on it is heard one frame (20 ms) late, so the frame holding the
-//! tone's start can still be kept from the others (DTMF.md, "Bleed"), until
-//! its next frame of pause, which is dropped to catch up.
+//! share one pair: the RTP socket is then drained in large batches, each
+//! datagram handed to the core, which finds its member by source address,
+//! and the tick's packets leave in `sendmmsg` batches, so the system-call
+//! cost is spread over up to 64 packets.
+
+mod sockets;
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-
-use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
-use crate::media::demux::{Demux, Filed, Sender};
-use crate::media::dtmf::DigitPress;
-use crate::media::keypad::{MAX_STEPS, STEP_DB};
-use crate::media::mixer::{
-    frame_samples, GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX,
-};
-use crate::media::rtp::{
-    check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
-};
-use crate::media::slot::{Played, Received, Slot};
-use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
+use crate::media::core::{Applied, Datagram, MediaCore, Port, Stream};
+pub use crate::media::core::{CONFERENCE_RATE_HZ, TICK};
 use crate::media::wakeup::Wakeup;
-use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey, MemberSockets};
+use crate::media::{Command, Event, MediaConfig, MediaStats};
+use sockets::{SharedPort, Sockets, SHARED_BATCH};
 
-/// One tick of audio.
-pub const TICK: Duration = Duration::from_millis(20);
-/// Every codec we speak today is narrowband, so every conference mixes at 8 kHz.
-pub const CONFERENCE_RATE_HZ: u32 = 8000;
 /// Further behind than this, the schedule restarts from now instead of catching up.
 const MAX_TICKS_BEHIND: u32 = 5;
-/// A member alone in its conference with nothing to hear (no clip, no
-/// confirmation tone) is sent one packet of silence every this many ticks
-/// (1 s) instead of every tick: RFC 3551 silence suppression, with the marker
-/// bit when full-rate audio resumes. One a second keeps NAT bindings and the
-/// far end's RTP-inactivity timers alive; the other 49 would be silence
-/// nobody needs, and sending is most of what an idle member costs.
-pub const LONE_KEEPALIVE_TICKS: u32 = 50;
-/// On the shared port, a member is latched to an unknown port at its SDP
-/// address's IP only after waiting this long for RTP from the address it gave:
-/// a phone sending from where it said is heard within a tick or two, while a
-/// packet from an unknown port in the first moments is far more likely a
-/// newer call from the same IP (a PBX relaying many) whose member is not
-/// filed yet than this member behind a port-rewriting NAT.
-const NAT_LATCH_AFTER: Duration = Duration::from_millis(500);
 /// Commands handled per tick, so a burst cannot stretch one tick.
 const COMMANDS_PER_TICK: usize = 64;
 /// Datagrams read per socket per tick, so a flood on one member cannot starve the rest.
@@ -69,126 +42,17 @@ const DATAGRAMS_PER_TICK: usize = 16;
 /// members), not every tick: reports come every few seconds, and an empty
 /// read is a system call (a quarter of the per-member cost at 1000 members).
 const RTCP_POLL_TICKS: u64 = 10;
-/// Datagrams per `recvmmsg` and per `sendmmsg` on the shared port.
-const SHARED_BATCH: usize = 64;
-/// Members whose RTCP is looked up by SSRC (a scan of every slot) per poll of
-/// the shared RTCP socket, so a flood of unknown reports cannot stretch a tick.
-const RTCP_SSRC_SCANS_PER_POLL: usize = 8;
-/// Socket buffer asked for per member on the shared port: every member's
-/// datagrams wait in one buffer between two ticks, and one 172-byte RTP
-/// datagram takes about 1 KiB of it with the kernel's overhead (the kernel
-/// caps the request at `net.core.rmem_max`).
-const SHARED_BUFFER_BYTES_PER_MEMBER: usize = 2048;
-
-/// The one RTP/RTCP socket pair every `MemberSockets::Shared` member uses,
-/// with its batches and the table that finds a datagram's member.
-struct SharedPort {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-    demux: Demux,
-    receive_batch: ReceiveBatch,
-    send_batch: SendBatch,
-}
-
-impl SharedPort {
-    /// Binds RTP at `address` and RTCP on the port above, nonblocking. Port 0
-    /// takes any free pair (tests); a few tries find one whose upper port is free.
-    fn bind(address: SocketAddr, max_members: usize) -> io::Result<SharedPort> {
-        let context = |what: &str, at: SocketAddr, e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot bind the shared {what} port {at} (media.shared_port): {e}"),
-            )
-        };
-        let tries = if address.port() == 0 { 32 } else { 1 };
-        let mut last_error = None;
-        for _ in 0..tries {
-            let rtp = UdpSocket::bind(address).map_err(|e| context("RTP", address, e))?;
-            let rtp_port = rtp.local_addr()?.port();
-            let Some(rtcp_port) = rtp_port.checked_add(1) else {
-                continue;
-            };
-            let rtcp_address = SocketAddr::new(address.ip(), rtcp_port);
-            match UdpSocket::bind(rtcp_address) {
-                Ok(rtcp) => {
-                    rtp.set_nonblocking(true)?;
-                    rtcp.set_nonblocking(true)?;
-                    let buffer = max_members.saturating_mul(SHARED_BUFFER_BYTES_PER_MEMBER);
-                    set_buffer_bytes(rtp.as_raw_fd(), buffer)?;
-                    // Start-up, not the tick: a warning here is allowed.
-                    let granted = receive_buffer_bytes(rtp.as_raw_fd()).unwrap_or(0);
-                    if granted < buffer {
-                        tracing::warn!(
-                            granted_bytes = granted,
-                            wanted_bytes = buffer,
-                            "the shared RTP socket's receive buffer is smaller than \
-                             max_members needs; raise net.core.rmem_max or RTP may be dropped"
-                        );
-                    }
-                    return Ok(SharedPort {
-                        rtp,
-                        rtcp,
-                        demux: Demux::new(max_members),
-                        receive_batch: ReceiveBatch::new(SHARED_BATCH),
-                        send_batch: SendBatch::new(SHARED_BATCH),
-                    });
-                }
-                Err(e) => last_error = Some(context("RTCP", rtcp_address, e)),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::AddrInUse, "no free shared RTP port pair")
-        }))
-    }
-
-    /// Sends what is queued; counts it as sent or failed.
-    fn flush(&mut self, stats: &MediaStats) {
-        let queued = self.send_batch.len();
-        if queued == 0 {
-            return;
-        }
-        let sent = self.send_batch.send(self.rtp.as_raw_fd());
-        add(&stats.packets_out, sent as u64);
-        add(&stats.send_errors, queued.saturating_sub(sent) as u64);
-    }
-}
 
 pub struct Engine {
-    config: MediaConfig,
-    slots: Vec<Slot>,
-    /// Indices of the active slots, ascending: the tick walks these instead
-    /// of every slot (each a cold cache line to check), so a box sized for
-    /// 2000 members costs nothing extra while 80 are in call. Capacity
-    /// `max_members`, reserved at start.
-    active_slots: Vec<u32>,
-    mixes: Vec<Mix>,
-    /// Members per mix; a mix with none is skipped.
-    mix_members: Vec<u32>,
+    core: MediaCore,
+    sockets: Sockets,
     commands: rtrb::Consumer<Command>,
-    events: rtrb::Producer<Event>,
-    /// Events were dropped; `Event::QueueFull` is owed.
-    events_overflowed: bool,
     /// Rung after a tick that queued events (`ring_on_events`).
     wakeup: Option<Arc<Wakeup>>,
-    /// This tick queued (or tried to queue) an event.
-    events_queued: bool,
     stats: Arc<MediaStats>,
-    /// Where each socket's datagrams land; one batch serves every member in turn.
-    receive_batch: ReceiveBatch,
-    send_buffer: Box<[u8]>,
-    payload_buffer: Box<[u8]>,
-    /// A member's own rendering of its mix, when it cannot share the listeners' payload.
-    render_buffer: Box<[i16]>,
-    rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES],
-    rng: SmallRng,
-    /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
-    gate_levels: [GateLevels; 9],
-    /// Files, speech and tones playing into mixes and to single members.
-    clips: Clips,
+    max_members: usize,
     /// Ticks run so far.
     tick_number: u64,
-    /// `media.shared_port`: the pair every `MemberSockets::Shared` member uses.
-    shared: Option<SharedPort>,
 }
 
 /// What one tick decided about the thread.
@@ -211,45 +75,21 @@ impl Engine {
             .shared_port
             .map(|address| SharedPort::bind(address, config.max_members))
             .transpose()?;
-        let now = Instant::now();
-        let gate = NoiseGate::new(config.gate_threshold_dbfs, config.gate_hangover_frames);
-        let slots = (0..config.max_members)
-            .map(|_| Slot::new(now, config.jitter_frames, gate.clone()))
-            .collect();
-        let mixes = (0..config.max_members)
-            .map(|_| Mix::new(CONFERENCE_RATE_HZ).expect("8 kHz is a supported mix rate"))
-            .collect();
+        let max_members = config.max_members;
         Ok(Engine {
-            slots,
-            active_slots: Vec::with_capacity(config.max_members),
-            mixes,
-            mix_members: vec![0; config.max_members],
+            sockets: Sockets::new(max_members, shared, DATAGRAMS_PER_TICK),
+            core: MediaCore::with_event_queue(config, Arc::clone(&stats), events),
             commands,
-            events,
-            events_overflowed: false,
             wakeup: None,
-            events_queued: false,
             stats,
-            receive_batch: ReceiveBatch::new(DATAGRAMS_PER_TICK),
-            send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
-            payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
-            render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
-            rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
-            rng: SmallRng::from_rng(&mut rand::rng()),
-            clips: Clips::new(config.max_members),
+            max_members,
             tick_number: 0,
-            gate_levels: std::array::from_fn(|index| {
-                let step = index as f32 - f32::from(MAX_STEPS);
-                GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
-            }),
-            shared,
-            config,
         })
     }
 
     /// The shared RTP port, when `MediaConfig::shared_port` is set.
     pub fn shared_port(&self) -> Option<u16> {
-        let shared = self.shared.as_ref()?;
+        let shared = self.sockets.shared.as_ref()?;
         shared.rtp.local_addr().ok().map(|a| a.port())
     }
 
@@ -261,10 +101,7 @@ impl Engine {
 
     /// The thread body: tick every 20 ms on an absolute schedule until shut down.
     pub fn run(mut self) {
-        tracing::info!(
-            max_members = self.config.max_members,
-            "media thread started"
-        );
+        tracing::info!(max_members = self.max_members, "media thread started");
         let mut next_tick_at = Instant::now();
         loop {
             let now = Instant::now();
@@ -282,7 +119,7 @@ impl Engine {
                 next_tick_at = started_at;
             }
             let outcome = self.tick(started_at, ntp_now());
-            if std::mem::take(&mut self.events_queued) {
+            if self.core.take_events_queued() {
                 if let Some(wakeup) = self.wakeup.as_ref() {
                     wakeup.ring();
                 }
@@ -309,685 +146,168 @@ impl Engine {
         if self.drain_commands(now, ntp_timestamp) == Continue::ShutDown {
             return Continue::ShutDown;
         }
-        for (mix, &members) in self.mixes.iter_mut().zip(&self.mix_members) {
-            if members > 0 {
-                mix.begin_tick();
-            }
-        }
         self.tick_number = self.tick_number.wrapping_add(1);
         self.receive_shared_rtp(now);
         if self.tick_number.is_multiple_of(RTCP_POLL_TICKS) {
-            self.receive_shared_rtcp();
+            self.receive_shared_rtcp(now);
         }
-        for position in 0..self.active_slots.len() {
-            self.receive_and_mix(self.active_slots[position] as usize, now);
-        }
-        for (index, mix) in self.mixes.iter_mut().enumerate() {
-            if self.mix_members[index] > 0 {
-                self.clips.add_to_mix(index, mix);
-            }
-        }
-        for position in 0..self.active_slots.len() {
-            let index = self.active_slots[position] as usize;
-            self.send_rtp(index);
-            if now >= self.slots[index].next_rtcp_at {
-                self.send_rtcp(index, ntp_timestamp, false);
-                self.slots[index].next_rtcp_at = now + self.rtcp_interval();
-            }
-        }
-        if let Some(shared) = self.shared.as_mut() {
-            shared.flush(&self.stats);
-        }
-        self.emit_clip_ends();
+        self.receive_own(now);
+        let Engine {
+            core,
+            sockets,
+            stats,
+            ..
+        } = self;
+        core.tick(now, ntp_timestamp, &mut sockets.sink(stats));
         Continue::Running
     }
 
+    /// Hands the core what waits in the command queue, up to `COMMANDS_PER_TICK`.
     fn drain_commands(&mut self, now: Instant, ntp_timestamp: u64) -> Continue {
         if self.commands.is_abandoned() && self.commands.is_empty() {
-            self.remove_all(ntp_timestamp);
+            let Engine {
+                core,
+                sockets,
+                stats,
+                ..
+            } = self;
+            core.shut_down(ntp_timestamp, &mut sockets.sink(stats));
+            sockets.stop_all();
             return Continue::ShutDown;
         }
         for _ in 0..COMMANDS_PER_TICK {
             let Ok(command) = self.commands.pop() else {
                 break;
             };
-            match command {
-                Command::AddMember(add) => self.add_member(*add, now),
-                Command::SetFlags { key, flags } => match self.slot_of(key) {
-                    Some(index) => self.slots[index].set_flags(flags, now),
-                    None => self.count_dropped_command(),
-                },
-                Command::SetRemote {
-                    key,
-                    remote_rtp,
-                    remote_rtcp,
-                } => match self.slot_of(key) {
-                    Some(index) => {
-                        self.slots[index].set_remote(remote_rtp, remote_rtcp);
-                        self.refile(index);
-                    }
-                    None => self.count_dropped_command(),
-                },
-                Command::RemoveMember { key } => match self.slot_of(key) {
-                    Some(index) => self.remove_member(index, ntp_timestamp),
-                    None => self.count_dropped_command(),
-                },
-                Command::PlayClip {
-                    target,
-                    clip,
-                    looped,
-                    id,
-                } => {
-                    let resolved = self.resolve_clip_target(target);
-                    self.clips.play(resolved, clip, looped, id);
-                }
-                Command::StopClip { target } => match self.resolve_clip_target(target) {
-                    Some(resolved) => self.clips.stop(resolved, ClipEnd::Stopped),
-                    None => self.count_dropped_command(),
-                },
-                Command::Shutdown => {
-                    self.remove_all(ntp_timestamp);
-                    return Continue::ShutDown;
-                }
+            if self.apply(command, now, ntp_timestamp) == Continue::ShutDown {
+                return Continue::ShutDown;
             }
         }
         Continue::Running
     }
 
-    fn count_dropped_command(&self) {
-        self.stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The slot a key names, if that member is still there.
-    fn slot_of(&self, key: MemberKey) -> Option<usize> {
-        let index = usize::try_from(key.slot).ok()?;
-        let slot = self.slots.get(index)?;
-        (slot.active && slot.key == key).then_some(index)
-    }
-
-    fn add_member(&mut self, add: AddMember, now: Instant) {
-        let index = add.key.slot as usize;
-        let mix = add.mix as usize;
-        if index >= self.slots.len() || mix >= self.mixes.len() {
-            self.count_dropped_command();
-            return;
-        }
-        let usable = match &add.sockets {
-            MemberSockets::Own { rtp, rtcp, .. } => rtp
-                .set_nonblocking(true)
-                .and_then(|()| rtcp.set_nonblocking(true))
-                .is_ok(),
-            MemberSockets::Shared => self.shared.is_some(),
-        };
-        if !usable {
-            self.count_dropped_command();
-            return;
-        }
-        if self.slots[index].active {
-            // The caller reused a slot without removing its member first.
-            self.count_dropped_command();
-            self.stop_slot(index);
-        }
-        let sender = RtpSender::new(self.rng.random(), self.rng.random(), self.rng.random());
-        // RFC 3550 §6.2: randomise the first report over half to one and a half intervals.
-        let first_rtcp_at = now
-            + self
-                .rtcp_interval()
-                .mul_f64(self.rng.random_range(0.5..1.5));
-        let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
-        self.slots[index].start(add, sender, frame_samples, now, first_rtcp_at);
-        if let Err(position) = self.active_slots.binary_search(&(index as u32)) {
-            // Within the capacity reserved at start: there are no more slots than that.
-            self.active_slots.insert(position, index as u32);
-        }
-        self.mix_members[mix] += 1;
-        self.refile(index);
-    }
-
-    /// Files the slot in the shared port's demultiplexer under its current
-    /// addresses (or nowhere, when it is free or has its own sockets).
-    fn refile(&mut self, index: usize) {
-        let Some(shared) = self.shared.as_mut() else {
-            return;
-        };
-        let slot = &self.slots[index];
-        shared.demux.file(index, filed_as(slot));
-    }
-
-    fn remove_member(&mut self, index: usize, ntp_timestamp: u64) {
-        self.send_rtcp(index, ntp_timestamp, true);
-        self.stop_slot(index);
-    }
-
-    fn remove_all(&mut self, ntp_timestamp: u64) {
-        while let Some(&index) = self.active_slots.last() {
-            self.remove_member(index as usize, ntp_timestamp);
-        }
-    }
-
-    fn stop_slot(&mut self, index: usize) {
-        let mix = self.slots[index].mix as usize;
-        self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
-        self.slots[index].stop();
-        if let Ok(position) = self.active_slots.binary_search(&(index as u32)) {
-            self.active_slots.remove(position);
-        }
-        self.refile(index);
-        self.clips.stop(ResolvedTarget::Slot(index), ClipEnd::Gone);
-        if self.mix_members[mix] == 0 {
-            // The mix index may serve another conference next.
-            self.clips.stop(ResolvedTarget::Mix(mix), ClipEnd::Gone);
-        }
-    }
-
-    /// A clip target that still exists: a mix with members, or a current member.
-    fn resolve_clip_target(&self, target: ClipTarget) -> Option<ResolvedTarget> {
-        match target {
-            ClipTarget::Mix(mix) => {
-                let mix = usize::try_from(mix).ok()?;
-                (self.mix_members.get(mix).copied().unwrap_or(0) > 0)
-                    .then_some(ResolvedTarget::Mix(mix))
+    /// Carries out one command, taking up or letting go of the sockets of
+    /// members that come and go.
+    fn apply(&mut self, command: Command, now: Instant, ntp_timestamp: u64) -> Continue {
+        let Engine {
+            core,
+            sockets,
+            stats,
+            ..
+        } = self;
+        if let Command::AddMember(add) = &command {
+            if !sockets.can_serve(&add.sockets) {
+                stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                return Continue::Running;
             }
-            ClipTarget::Member(key) => self.slot_of(key).map(ResolvedTarget::Slot),
         }
-    }
-
-    /// Reports this tick's clip ends as `Event::ClipDone`, in the order they happened.
-    fn emit_clip_ends(&mut self) {
-        for index in 0..self.clips.ended().len() {
-            let (id, end) = self.clips.ended()[index];
-            self.emit(Event::ClipDone { id, end });
+        match core.command(command, now, ntp_timestamp, &mut sockets.sink(stats)) {
+            Applied::Nothing | Applied::Refused { .. } => {}
+            Applied::Started { key, sockets: own } => sockets.start(key, own),
+            Applied::RemoteChanged { key } => sockets.dissolve(key.slot as usize),
+            Applied::Stopped { key } => sockets.stop(key.slot as usize),
+            Applied::ShutDown => {
+                sockets.stop_all();
+                return Continue::ShutDown;
+            }
         }
-        self.clips.clear_ended();
-    }
-
-    fn rtcp_interval(&self) -> Duration {
-        self.config.rtcp_interval
+        Continue::Running
     }
 
     /// Drains the shared RTP socket (bounded, so a flood cannot stretch the
-    /// tick) and hands each datagram to the member that sent it.
+    /// tick) into the core, which finds each datagram's member.
     fn receive_shared_rtp(&mut self, now: Instant) {
-        let Engine {
-            slots,
-            stats,
-            shared,
-            active_slots,
-            ..
-        } = self;
-        let Some(shared) = shared.as_mut() else {
+        let budget = 2 * self.core.active_members() + SHARED_BATCH;
+        self.receive_shared(Stream::Rtp, budget, now);
+    }
+
+    /// Reads the shared RTCP socket into the core.
+    fn receive_shared_rtcp(&mut self, now: Instant) {
+        let budget = self.core.active_members() + SHARED_BATCH;
+        self.receive_shared(Stream::Rtcp, budget, now);
+    }
+
+    fn receive_shared(&mut self, stream: Stream, budget: usize, now: Instant) {
+        let Engine { core, sockets, .. } = self;
+        let Some(shared) = sockets.shared.as_mut() else {
             return;
         };
-        let budget = 2 * active_slots.len() + SHARED_BATCH;
-        let (mut read, mut packets_in, mut malformed, mut foreign) = (0, 0, 0, 0);
+        let fd = match stream {
+            Stream::Rtp => shared.rtp.as_raw_fd(),
+            Stream::Rtcp => shared.rtcp.as_raw_fd(),
+        };
+        let batch = &mut shared.receive_batch;
+        let mut read = 0;
         while read < budget {
             let want = SHARED_BATCH.min(budget - read);
             // An error (an ICMP port unreachable surfacing) is not ours to
             // handle: what waits is read next tick.
-            let got = shared
-                .receive_batch
-                .receive(shared.rtp.as_raw_fd(), want)
-                .unwrap_or(0);
+            let got = batch.receive(fd, want).unwrap_or(0);
             for i in 0..got {
-                let Some(source) = shared.receive_batch.source(i) else {
+                let Some(source) = batch.source(i) else {
                     continue;
                 };
-                let (index, nat_latch) = match shared.demux.rtp_sender(source) {
-                    Sender::Member(index) => (index, false),
-                    Sender::OnlyWaitingAtIp(index) => (index, true),
-                    Sender::Foreign => {
-                        foreign += 1;
+                let datagram = Datagram {
+                    port: Port::Shared,
+                    stream,
+                    source,
+                    contents: batch.datagram(i),
+                };
+                core.receive(datagram, now);
+            }
+            read += got;
+            if got < want {
+                break;
+            }
+        }
+    }
+
+    /// Reads each member's own sockets into the core (RTCP every
+    /// `RTCP_POLL_TICKS`, staggered), and keeps its RTP socket connected to
+    /// the phone while the stream is latched and alive.
+    fn receive_own(&mut self, now: Instant) {
+        let Engine {
+            core,
+            sockets,
+            tick_number,
+            ..
+        } = self;
+        let batch = &mut sockets.receive_batch;
+        for &slot in &sockets.own_slots {
+            let index = slot as usize;
+            let Some(pair) = sockets.own[index].as_mut() else {
+                continue;
+            };
+            let port = Port::Member(pair.key);
+            let poll_rtcp = (*tick_number + index as u64).is_multiple_of(RTCP_POLL_TICKS);
+            let rtcp = poll_rtcp.then(|| pair.rtcp.as_raw_fd());
+            for (stream, fd) in [
+                (Stream::Rtp, Some(pair.rtp.as_raw_fd())),
+                (Stream::Rtcp, rtcp),
+            ] {
+                let Some(fd) = fd else {
+                    continue;
+                };
+                // One recvmmsg takes what waits (up to the per-tick cap) and
+                // stops at an empty socket without a second call. An error (an
+                // ICMP port unreachable surfacing, say) is not ours to handle:
+                // what waits is read next tick.
+                let waiting = batch.receive(fd, DATAGRAMS_PER_TICK).unwrap_or(0);
+                for i in 0..waiting {
+                    let Some(source) = batch.source(i) else {
                         continue;
-                    }
-                };
-                let Some(slot) = slots.get_mut(index).filter(|slot| slot.active) else {
-                    continue;
-                };
-                if nat_latch && slot.age(now) < NAT_LATCH_AFTER {
-                    // Most likely a member whose AddMember is still queued,
-                    // sending from the same IP (a PBX): not this one's to take.
-                    foreign += 1;
-                    continue;
-                }
-                match slot.receive_rtp(shared.receive_batch.datagram(i), source, now) {
-                    Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
-                    Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
-                    Received::ForeignSource => foreign += 1,
-                }
-                let filed = filed_as(slot);
-                if filed != shared.demux.filed(index) {
-                    // Latched to a new address, or its first RTP: refile.
-                    shared.demux.file(index, filed);
+                    };
+                    let datagram = Datagram {
+                        port,
+                        stream,
+                        source,
+                        contents: batch.datagram(i),
+                    };
+                    core.receive(datagram, now);
                 }
             }
-            read += got;
-            if got < want {
-                break;
-            }
+            pair.keep_connection(core.live_rtp_source(pair.key, now));
         }
-        add(&stats.packets_in, packets_in);
-        add(&stats.malformed, malformed);
-        add(&stats.foreign, foreign);
-    }
-
-    /// Reads the shared RTCP socket: a report from a member's RTCP address,
-    /// or failing that with its RTP stream's SSRC, latches its RTCP there.
-    fn receive_shared_rtcp(&mut self) {
-        let Engine {
-            slots,
-            stats,
-            shared,
-            active_slots,
-            ..
-        } = self;
-        let Some(shared) = shared.as_mut() else {
-            return;
-        };
-        let budget = active_slots.len() + SHARED_BATCH;
-        let (mut read, mut malformed, mut ssrc_scans) = (0, 0, 0);
-        while read < budget {
-            let want = SHARED_BATCH.min(budget - read);
-            let got = shared
-                .receive_batch
-                .receive(shared.rtcp.as_raw_fd(), want)
-                .unwrap_or(0);
-            for i in 0..got {
-                let Some(source) = shared.receive_batch.source(i) else {
-                    continue;
-                };
-                let Ok(summary) = check_rtcp(shared.receive_batch.datagram(i)) else {
-                    malformed += 1;
-                    continue;
-                };
-                let index = match shared.demux.rtcp_sender(source) {
-                    Some(index) => Some(index),
-                    None if ssrc_scans < RTCP_SSRC_SCANS_PER_POLL => {
-                        ssrc_scans += 1;
-                        slots.iter().position(|slot| {
-                            slot.active
-                                && slot.rtp_socket.is_none()
-                                && slot.reception.ssrc == Some(summary.sender_ssrc)
-                        })
-                    }
-                    None => None,
-                };
-                let Some(index) = index else {
-                    continue;
-                };
-                slots[index].latch_rtcp(source);
-                shared.demux.file(index, filed_as(&slots[index]));
-            }
-            read += got;
-            if got < want {
-                break;
-            }
-        }
-        add(&stats.malformed, malformed);
-    }
-
-    /// Receives the member's datagrams, plays one frame and adds it to the mix if it talks.
-    fn receive_and_mix(&mut self, index: usize, now: Instant) {
-        let poll_rtcp = (self.tick_number + index as u64).is_multiple_of(RTCP_POLL_TICKS);
-        let Engine {
-            slots,
-            mixes,
-            stats,
-            receive_batch: batch,
-            ..
-        } = self;
-        let slot = &mut slots[index];
-        let mut packets_in = 0;
-        let mut malformed = 0;
-        let mut foreign = 0;
-        // One recvmmsg takes what waits (up to the per-tick cap) and stops at an
-        // empty socket without a second call. An error (an ICMP port unreachable
-        // surfacing, say) is not ours to handle: what waits is read next tick.
-        let waiting = slot
-            .rtp_socket
-            .as_ref()
-            .and_then(|socket| batch.receive(socket.as_raw_fd(), DATAGRAMS_PER_TICK).ok())
-            .unwrap_or(0);
-        for i in 0..waiting {
-            let Some(source) = batch.source(i) else {
-                continue;
-            };
-            match slot.receive_rtp(batch.datagram(i), source, now) {
-                Received::Audio(_) | Received::TelephoneEvent => packets_in += 1,
-                Received::Malformed | Received::UnexpectedPayloadType(_) => malformed += 1,
-                Received::ForeignSource => foreign += 1,
-            }
-        }
-        let waiting = slot
-            .rtcp_socket
-            .as_ref()
-            .filter(|_| poll_rtcp)
-            .and_then(|socket| batch.receive(socket.as_raw_fd(), DATAGRAMS_PER_TICK).ok())
-            .unwrap_or(0);
-        for i in 0..waiting {
-            let Some(source) = batch.source(i) else {
-                continue;
-            };
-            if check_rtcp(batch.datagram(i)).is_ok() {
-                slot.latch_rtcp(source);
-            } else {
-                malformed += 1;
-            }
-        }
-        add(&stats.packets_in, packets_in);
-        add(&stats.malformed, malformed);
-        add(&stats.foreign, foreign);
-        slot.keep_rtp_connection(now);
-
-        let frame = mixes[slot.mix as usize].frame_samples();
-        if slot.play_frame(frame) == Played::Lost {
-            add(&stats.packets_lost, 1);
-        }
-        // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
-        slot.dtmf.on_audio(&slot.pcm[..frame]);
-        let suspected_now = slot.dtmf.tone_suspected();
-        // Presses act before this tick's contribution, so a key takes effect at once.
-        while let Some(press) = self.slots[index].dtmf.poll_press() {
-            self.on_press(index, press, now);
-        }
-
-        let Engine { slots, mixes, .. } = self;
-        let slot = &mut slots[index];
-        let mix = &mut mixes[slot.mix as usize];
-        let may_talk = !slot.flags.muted && !slot.flags.held;
-        // DTMF.md, "Bleed": once the receiver suspects a key's tone, the member
-        // is heard one frame late, so the frame holding the tone's start is
-        // still kept from the others; until then, and again from its next
-        // frame of pause (dropped), it is heard on time.
-        let held_back = if !may_talk {
-            slot.lagging = false;
-            false
-        } else if slot.lagging {
-            // Last tick's frame goes in unless a key's tone was suspected in it or is now.
-            let held_back = slot.delayed_is_tone || suspected_now;
-            slot.contribution[..frame].copy_from_slice(&slot.delayed[..frame]);
-            slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
-            slot.delayed_is_tone = suspected_now;
-            if !held_back && slot.gate.is_quiet(&slot.contribution[..frame]) {
-                // A frame of pause: drop it and catch up.
-                slot.lagging = false;
-                slot.contribution[..frame].copy_from_slice(&slot.pcm[..frame]);
-            }
-            held_back
-        } else if suspected_now {
-            // A key may be starting: keep this frame back and fall a frame behind.
-            slot.lagging = true;
-            slot.delayed[..frame].copy_from_slice(&slot.pcm[..frame]);
-            slot.delayed_is_tone = true;
-            true
-        } else {
-            slot.contribution[..frame].copy_from_slice(&slot.pcm[..frame]);
-            false
-        };
-        let talking = if !may_talk {
-            slot.gate.close();
-            false
-        } else if held_back {
-            // A key, not speech: keep it out, and leave the gate as it was.
-            slot.gate.is_open()
-        } else {
-            slot.gate.update(&slot.contribution[..frame])
-        };
-        slot.contributed = talking && !held_back;
-        if slot.contributed {
-            if slot.keypad.talk_step != 0 {
-                apply_gain(&mut slot.contribution[..frame], slot.keypad.talk_gain());
-            }
-            mix.add_talker(&slot.contribution[..frame]);
-        }
-        let key = slot.key;
-        let talking_changed = talking != slot.talking_reported;
-        slot.talking_reported = talking;
-        let timed_out = slot.check_rtp_timeout(now, self.config.rtp_timeout);
-        if talking_changed {
-            self.emit(Event::Talking { key, talking });
-        }
-        // A lost timeout would leave the call up, and the slot sending, for
-        // good: one that does not fit in the queue is raised again next tick.
-        if timed_out && !self.emit(Event::RtpTimeout { key }) {
-            self.slots[index].timeout_reported = false;
-        }
-    }
-
-    /// A press the member's receiver counted: always reported, and on a keypad
-    /// conference carried out (DESIGN.md's keypad table) with a confirmation
-    /// tone for the member alone.
-    fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
-        let slot = &mut self.slots[index];
-        let key = slot.key;
-        let digit = Event::Digit {
-            key,
-            digit: press.digit,
-            duration_ms: press.duration_ms(),
-            source: press.source,
-        };
-        if !slot.keypad_enabled {
-            self.emit(digit);
-            return;
-        }
-        let outcome = slot.keypad.press(press.digit, slot.flags);
-        if outcome.gate_changed {
-            let step = (slot.keypad.gate_step + MAX_STEPS) as usize;
-            slot.gate.set_levels(self.gate_levels[step]);
-        }
-        if let Some(confirmation) = outcome.confirmation {
-            slot.confirmation.start(confirmation, CONFERENCE_RATE_HZ);
-        }
-        let changed_flags = outcome.flags.filter(|&flags| flags != slot.flags);
-        if let Some(flags) = changed_flags {
-            slot.set_flags(flags, now);
-        }
-        self.emit(digit);
-        if let Some(flags) = changed_flags {
-            self.emit(Event::FlagsChanged { key, flags });
-        }
-        if outcome.leave {
-            self.emit(Event::Leave { key });
-        }
-    }
-
-    /// Sends this tick's packet: the member's own mix if it talked, the shared
-    /// mix if it did not, silence if deaf (to keep NAT bindings open), nothing if held.
-    fn send_rtp(&mut self, index: usize) {
-        let Engine {
-            slots,
-            mixes,
-            stats,
-            send_buffer,
-            payload_buffer,
-            render_buffer,
-            clips,
-            shared,
-            mix_members,
-            ..
-        } = self;
-        let slot = &mut slots[index];
-        let mix = &mut mixes[slot.mix as usize];
-        let frame = mix.frame_samples();
-        let frame_samples = frame as u32;
-        if slot.flags.held {
-            slot.sender.skip(frame_samples);
-            return;
-        }
-        let mix_index = slot.mix as usize;
-        let hears_nothing = mix_members[mix_index] == 1
-            && !slot.confirmation.is_playing()
-            && !clips.member_is_playing(index)
-            && !clips.mix_is_playing(mix_index);
-        if hears_nothing {
-            let keepalive = slot.quiet_ticks.is_multiple_of(LONE_KEEPALIVE_TICKS);
-            slot.quiet_ticks = slot.quiet_ticks.wrapping_add(1);
-            if !keepalive {
-                slot.sender.skip(frame_samples);
-                return;
-            }
-        } else {
-            slot.quiet_ticks = 0;
-        }
-        let codec = slot.codec;
-        let receive_gain = slot.keypad.receive_step != 0;
-        let own_rendering =
-            receive_gain || slot.confirmation.is_playing() || clips.member_is_playing(index);
-        let payload: &[u8] = if own_rendering {
-            // A confirmation tone or a receive gain: this member gets a mix of its own.
-            let heard = &mut render_buffer[..frame];
-            if slot.flags.deaf {
-                heard.fill(0);
-            } else {
-                if slot.contributed {
-                    mix.render_for_talker(&slot.contribution[..frame], heard);
-                } else {
-                    mix.render_for_listener(heard);
-                }
-                if receive_gain {
-                    apply_gain(heard, slot.keypad.receive_gain());
-                }
-            }
-            // A deaf member still hears its own keys answered.
-            slot.confirmation.mix_into(heard);
-            // So does a clip played to this member alone.
-            clips.add_to_member(index, heard);
-            let len = codec.encode(heard, payload_buffer);
-            &payload_buffer[..len]
-        } else if slot.flags.deaf {
-            payload_buffer[..frame].fill(codec.silence_byte());
-            &payload_buffer[..frame]
-        } else if slot.contributed {
-            let len = mix.encode_for_talker(&slot.contribution[..frame], codec, payload_buffer);
-            &payload_buffer[..len]
-        } else {
-            mix.encoded_for_listener(codec)
-        };
-        let Ok(len) =
-            slot.sender
-                .write_next(codec.payload_type(), payload, frame_samples, send_buffer)
-        else {
-            add(&stats.send_errors, 1);
-            return;
-        };
-        let Some(socket) = slot.rtp_socket.as_ref() else {
-            if let Some(shared) = shared.as_mut() {
-                if shared.send_batch.is_full() {
-                    shared.flush(stats);
-                }
-                shared.send_batch.push(&slot.remote_rtp_raw, |datagram| {
-                    datagram[..len].copy_from_slice(&send_buffer[..len]);
-                    len
-                });
-            }
-            return;
-        };
-        let sent = if slot.rtp_connected_to == Some(slot.remote_rtp) {
-            socket.send(&send_buffer[..len])
-        } else {
-            socket.send_to(&send_buffer[..len], slot.remote_rtp)
-        };
-        match sent {
-            Ok(_) => add(&stats.packets_out, 1),
-            Err(error) => {
-                add(&stats.send_errors, 1);
-                let not_connected = matches!(
-                    error.raw_os_error(),
-                    Some(libc::ENOTCONN | libc::EDESTADDRREQ)
-                );
-                if not_connected {
-                    // Dissolved behind the slot's back (another holder of the
-                    // call's socket): connect again on the next receive.
-                    slot.forget_rtp_connection();
-                }
-            }
-        }
-    }
-
-    /// Sends an SR (or RR if we never sent), SDES CNAME, and BYE when `bye`.
-    fn send_rtcp(&mut self, index: usize, ntp_timestamp: u64, bye: bool) {
-        let slot = &mut self.slots[index];
-        let sender = &slot.sender;
-        let info = SenderInfo {
-            ntp_timestamp,
-            rtp_timestamp: sender.timestamp(),
-            packets_sent: sender.packets_sent,
-            octets_sent: sender.octets_sent,
-        };
-        let sender_info = (sender.packets_sent > 0).then_some(&info);
-        let block = slot.reception.report_block();
-        let Ok(len) = write_rtcp_report(
-            sender.ssrc,
-            sender_info,
-            block.as_ref(),
-            bye,
-            &mut self.rtcp_buffer,
-        ) else {
-            add(&self.stats.send_errors, 1);
-            return;
-        };
-        let socket = match (slot.rtcp_socket.as_ref(), self.shared.as_ref()) {
-            (Some(own), _) => own,
-            (None, Some(shared)) => &shared.rtcp,
-            (None, None) => return,
-        };
-        if socket
-            .send_to(&self.rtcp_buffer[..len], slot.remote_rtcp)
-            .is_err()
-        {
-            add(&self.stats.send_errors, 1);
-        }
-    }
-
-    /// Queues an event; if the queue is full, counts it, owes an
-    /// `Event::QueueFull` and returns false.
-    fn emit(&mut self, event: Event) -> bool {
-        self.events_queued = true;
-        if self.events_overflowed {
-            if self.events.push(Event::QueueFull).is_err() {
-                add(&self.stats.events_dropped, 1);
-                return false;
-            }
-            self.events_overflowed = false;
-        }
-        if self.events.push(event).is_err() {
-            add(&self.stats.events_dropped, 1);
-            self.events_overflowed = true;
-            return false;
-        }
-        true
-    }
-}
-
-/// What a slot is filed under in the shared port's demultiplexer: its RTP and
-/// RTCP addresses, and while no RTP has come its SDP address's IP (for the
-/// NAT latch); nothing if it is free or has its own sockets.
-fn filed_as(slot: &Slot) -> Filed {
-    if !slot.active || slot.rtp_socket.is_some() {
-        return Filed::default();
-    }
-    let usable = |address: SocketAddr| {
-        (!address.ip().is_unspecified() && address.port() != 0).then_some(address)
-    };
-    let rtp = usable(slot.remote_rtp);
-    Filed {
-        rtp,
-        rtcp: usable(slot.remote_rtcp),
-        waiting: rtp
-            .filter(|_| !slot.rtp_arrived())
-            .map(|address| address.ip()),
-    }
-}
-
-/// Scales samples by a linear gain from the keypad table, saturating at 16 bits.
-fn apply_gain(samples: &mut [i16], gain: f32) {
-    for sample in samples.iter_mut() {
-        *sample = (f32::from(*sample) * gain).clamp(-32768.0, 32767.0) as i16;
-    }
-}
-
-fn add(counter: &AtomicU64, amount: u64) {
-    if amount > 0 {
-        counter.fetch_add(amount, Ordering::Relaxed);
     }
 }
 
@@ -1008,10 +328,34 @@ fn ntp_now() -> u64 {
 mod tests {
     use super::*;
     use crate::media::codec::Codec;
-    use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
+    use crate::media::rtp::{
+        check_rtcp, write_rtcp_report, write_rtp, RtpHeader, RtpPacket, RTCP_COMPOUND_MAX_BYTES,
+    };
+    use crate::media::slot::LONE_KEEPALIVE_TICKS;
     use crate::media::udp::disconnect;
-    use crate::media::{spawn, MediaHandle, MemberFlags};
+    use crate::media::{spawn, AddMember, MediaHandle, MemberFlags, MemberKey, MemberSockets};
     use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+    impl Engine {
+        /// Adds a member at `now`, as the command queue would.
+        fn add_member(&mut self, add: AddMember, now: Instant) {
+            self.apply(Command::AddMember(Box::new(add)), now, 0);
+        }
+
+        /// The peer the member's own RTP socket is connected to.
+        fn rtp_connected_to(&self, key: MemberKey) -> Option<SocketAddr> {
+            let pair = self.sockets.own[key.slot as usize].as_ref()?;
+            pair.connected_to()
+        }
+
+        fn remote_rtp(&self, key: MemberKey) -> SocketAddr {
+            self.core.member(key).expect("a member").remote_rtp
+        }
+
+        fn remote_rtcp(&self, key: MemberKey) -> SocketAddr {
+            self.core.member(key).expect("a member").remote_rtcp
+        }
+    }
 
     fn loopback_socket() -> UdpSocket {
         UdpSocket::bind("127.0.0.1:0").expect("bind loopback")
@@ -1667,12 +1011,11 @@ mod tests {
         let mut bridge = TickedBridge::per_call(4);
         let (key, phone, kept) = bridge.add_own(0, loopback, 1000.0);
         let (_, listener, _) = bridge.add_own(1, loopback, 400.0);
-        let index = key.slot as usize;
         let port = address(&kept).port();
         bridge.run(&[&phone, &listener], 10);
         assert_eq!(kept.peer_addr().ok(), Some(address(&phone.rtp)));
         assert_eq!(
-            bridge.engine.slots[index].rtp_connected_to,
+            bridge.engine.rtp_connected_to(key),
             Some(address(&phone.rtp))
         );
         hears_only(&listener, 1000.0);
@@ -1726,10 +1069,7 @@ mod tests {
         let (_, listener, _) = bridge.add_own(1, IpAddr::from([127, 0, 0, 1]), 400.0);
         bridge.run(&[&phone, &listener], 15);
         assert!(kept.peer_addr().is_err());
-        assert_eq!(
-            bridge.engine.slots[key.slot as usize].rtp_connected_to,
-            None
-        );
+        assert_eq!(bridge.engine.rtp_connected_to(key), None);
         hears_only(&listener, 1000.0);
         hears_only(&phone, 400.0);
     }
@@ -1744,7 +1084,7 @@ mod tests {
         let (_, listener, _) = bridge.add_own_bound(1, mapped, loopback, 400.0);
         bridge.run(&[&talker, &listener], 10);
         assert_eq!(
-            bridge.engine.slots[key.slot as usize].rtp_connected_to,
+            bridge.engine.rtp_connected_to(key),
             Some(address(&talker.rtp))
         );
         assert!(kept.peer_addr().is_ok(), "not connected");
@@ -1784,12 +1124,11 @@ mod tests {
         // The SDP names a port nobody sends from (a NAT rewrote it).
         let (key, behind_nat) = bridge.add(0, SocketAddr::from(([127, 0, 0, 1], 9)), 1000.0);
         let (_, listener) = bridge.add_phone(1, 400.0);
-        let index = key.slot as usize;
         // In its first half second an unknown port is more likely a newer
         // call from the same IP whose member is not filed yet: not taken.
         bridge.run(&[&behind_nat, &listener], 20);
         assert_eq!(
-            bridge.engine.slots[index].remote_rtp,
+            bridge.engine.remote_rtp(key),
             SocketAddr::from(([127, 0, 0, 1], 9))
         );
         assert_eq!(bridge.stats.foreign.load(Ordering::Relaxed), 20);
@@ -1799,10 +1138,7 @@ mod tests {
         bridge.run(&[&behind_nat, &listener], 20);
         hears_only(&listener, 1000.0);
         hears_only(&behind_nat, 400.0);
-        assert_eq!(
-            bridge.engine.slots[index].remote_rtp,
-            address(&behind_nat.rtp)
-        );
+        assert_eq!(bridge.engine.remote_rtp(key), address(&behind_nat.rtp));
 
         // Latched and alive: a second source at the same IP is foreign.
         let intruder = Phone {
@@ -1816,10 +1152,7 @@ mod tests {
             before,
             "nobody takes the intruder's RTP"
         );
-        assert_eq!(
-            bridge.engine.slots[index].remote_rtp,
-            address(&behind_nat.rtp)
-        );
+        assert_eq!(bridge.engine.remote_rtp(key), address(&behind_nat.rtp));
     }
 
     #[test]
@@ -1870,7 +1203,7 @@ mod tests {
         bridge.run(&[&moved], 5);
         assert_eq!(bridge.packets_in(), 40);
         assert!(received_payloads(&moved).is_empty());
-        assert_eq!(bridge.engine.active_slots.len(), 1);
+        assert_eq!(bridge.engine.core.active_members(), 1);
     }
 
     #[test]
@@ -1903,16 +1236,16 @@ mod tests {
     #[test]
     fn a_report_to_a_members_own_rtcp_socket_is_latched_within_a_poll_period() {
         let mut bridge = TickedBridge::per_call(1);
-        let (_, phone, _) = bridge.add_own(0, IpAddr::from([127, 0, 0, 1]), 1000.0);
+        let (key, phone, _) = bridge.add_own(0, IpAddr::from([127, 0, 0, 1]), 1000.0);
         bridge.run(&[&phone], 1);
-        let member_rtcp = address(bridge.engine.slots[0].rtcp_socket.as_ref().expect("own"));
+        let member_rtcp = address(&bridge.engine.sockets.own[0].as_ref().expect("own").rtcp);
         let reporter = loopback_socket();
-        assert_ne!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+        assert_ne!(bridge.engine.remote_rtcp(key), address(&reporter));
         let mut report = [0u8; RTCP_COMPOUND_MAX_BYTES];
         let len = write_rtcp_report(0x5EED, None, None, false, &mut report).expect("fits");
         reporter.send_to(&report[..len], member_rtcp).expect("send");
         bridge.run(&[&phone], RTCP_POLL_TICKS as u32);
-        assert_eq!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+        assert_eq!(bridge.engine.remote_rtcp(key), address(&reporter));
     }
 
     #[test]
@@ -1927,7 +1260,7 @@ mod tests {
         let shared_rtcp = SocketAddr::new(bridge.port.ip(), bridge.port.port() + 1);
         reporter.send_to(&report[..len], shared_rtcp).expect("send");
         bridge.run(&[&phone], RTCP_POLL_TICKS as u32);
-        assert_eq!(bridge.engine.slots[0].remote_rtcp, address(&reporter));
+        assert_eq!(bridge.engine.remote_rtcp(key), address(&reporter));
 
         bridge.command(Command::RemoveMember { key });
         bridge.run(&[], 1);

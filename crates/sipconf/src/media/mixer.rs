@@ -181,6 +181,13 @@ fn limit_without_own(sum: &[i32], own: &[i16], out: &mut [i16]) {
     }
 }
 
+/// Scales samples by a linear gain (a keypad step), saturating at 16 bits.
+pub fn apply_gain(samples: &mut [i16], gain: f32) {
+    for sample in samples.iter_mut() {
+        *sample = (f32::from(*sample) * gain).clamp(-32768.0, 32767.0) as i16;
+    }
+}
+
 /// A gate's opening and closing levels as mean squares, computed once (with
 /// `powf`) so the tick can move a gate by table look-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 
 pub mod clip;
 pub mod codec;
+pub mod core;
 pub mod demux;
 pub mod dtmf;
 pub mod engine;

@@ -1,22 +1,27 @@
-//! One member's media state in the engine: sockets, addresses, jitter buffer,
-//! RTP sender, noise gate, digit receiver and keypad settings, and this
-//! tick's decoded frame. Everything is
-//! allocated when the engine starts; a slot is reused for member after member.
+//! One member's media state: its addresses and latching, jitter buffer, RTP
+//! sender and reception counts, noise gate, digit receiver, keypad settings
+//! and confirmation tone, and this tick's frame on its way into the mix.
+//! Everything is allocated when the core starts; a slot is reused for member
+//! after member. Its state is private: the core reaches it only through the
+//! methods below, each of which says what it does to the member.
 //!
-//! The per-packet and per-frame logic here takes time as input and does no IO;
-//! `engine.rs` owns the clock and performs the socket calls.
+//! Owns: the per-member kernels of a tick (receive a datagram, play a frame,
+//! listen for keys, hold back a key's tone, gate, talk gain). Never touches:
+//! a socket, the clock (time comes in as `now`), another member, the event
+//! queue or the counters (it returns what happened; the core reports it).
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::media::codec::Codec;
-use crate::media::dtmf::DtmfReceiver;
+use crate::media::demux::Filed;
+use crate::media::dtmf::{DigitPress, DtmfReceiver};
 use crate::media::jitter::{JitterBuffer, Pop, Push};
-use crate::media::keypad::{ConfirmationPlayer, Keypad};
-use crate::media::mixer::{GateLevels, NoiseGate, FRAME_SAMPLES_MAX};
-use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
-use crate::media::udp::{disconnect, RawAddr};
+use crate::media::keypad::{ConfirmationPlayer, Keypad, MAX_STEPS};
+use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::rtp::{
+    write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
+};
 use crate::media::{AddMember, MemberFlags, MemberKey, MemberSockets};
 
 /// Telephone-event end packets this soon after a member starts are not its
@@ -31,6 +36,14 @@ pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
 /// Lost frames are filled by repeating the last one, halved each time, this
 /// many times; then silence.
 const CONCEAL_REPEAT_FRAMES: u32 = 3;
+
+/// A member alone in its conference with nothing to hear (no clip, no
+/// confirmation tone) is sent one packet of silence every this many ticks
+/// (1 s) instead of every tick: RFC 3551 silence suppression, with the marker
+/// bit when full-rate audio resumes. One a second keeps NAT bindings and the
+/// far end's RTP-inactivity timers alive; the other 49 would be silence
+/// nobody needs, and sending is most of what an idle member costs.
+pub const LONE_KEEPALIVE_TICKS: u32 = 50;
 
 /// What became of one datagram received on the RTP socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,68 +70,74 @@ pub enum Played {
     Empty,
 }
 
+/// What a key press did to a member on a keypad conference, for the core to report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pressed {
+    /// The press changed the member's mute or deaf flags (keys 0 and *).
+    pub flags_changed: Option<MemberFlags>,
+    /// `#`: the member asks to leave.
+    pub leave: bool,
+}
+
+/// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed once at start.
+pub type GateSteps = [GateLevels; 2 * MAX_STEPS as usize + 1];
+
 pub struct Slot {
-    pub key: MemberKey,
-    pub active: bool,
-    pub mix: u32,
-    pub codec: Codec,
-    pub telephone_event_pt: Option<u8>,
-    pub flags: MemberFlags,
-    pub rtp_socket: Option<UdpSocket>,
-    pub rtcp_socket: Option<UdpSocket>,
-    /// Read it here; change it only through `set_remote`, so `remote_rtp_raw` follows.
-    pub remote_rtp: SocketAddr,
-    /// `remote_rtp` as the kernel reads it, for the shared port's `sendmmsg`;
-    /// computed when the address is set or latched, not per packet.
-    pub remote_rtp_raw: RawAddr,
-    pub remote_rtcp: SocketAddr,
+    key: MemberKey,
+    active: bool,
+    mix: u32,
+    codec: Codec,
+    telephone_event_pt: Option<u8>,
+    flags: MemberFlags,
+    /// The member brought its own socket pair (the engine keeps it); without
+    /// one it is on the shared port and filed in its demultiplexer.
+    own_sockets: bool,
+    /// From SDP, then wherever valid RTP latched it (symmetric RTP).
+    remote_rtp: SocketAddr,
+    remote_rtcp: SocketAddr,
     /// Some once RTP arrived: when the latched address last sent valid RTP.
     last_from_remote_at: Option<Instant>,
-    /// `MemberSockets::Own::sdp_ip`: Some while the RTP socket may be connected.
-    sdp_ip: Option<IpAddr>,
-    /// The peer the RTP socket is connected to (see `keep_rtp_connection`).
-    pub rtp_connected_to: Option<SocketAddr>,
     rtcp_latched: bool,
-    pub jitter: JitterBuffer,
-    pub reception: ReceptionStats,
-    pub sender: RtpSender,
-    pub gate: NoiseGate,
+    jitter: JitterBuffer,
+    reception: ReceptionStats,
+    sender: RtpSender,
+    gate: NoiseGate,
     /// The gate's levels before any key moved them.
     default_gate: GateLevels,
     /// This tick's decoded or concealed frame.
-    pub pcm: Box<[i16]>,
+    pcm: Box<[i16]>,
     concealed_frames: u32,
     /// Last tick's frame, while the member is heard one frame late (`lagging`),
     /// so a key's tone found in it can still be kept out of the mix (DTMF.md, "Bleed").
-    pub delayed: Box<[i16]>,
+    delayed: Box<[i16]>,
     /// The receiver suspected a key's tone while `delayed` was the current frame.
-    pub delayed_is_tone: bool,
+    delayed_is_tone: bool,
     /// Ticks since the last packet sent while the member is alone and hears
-    /// nothing (see `engine::LONE_KEEPALIVE_TICKS`).
-    pub quiet_ticks: u32,
+    /// nothing (see `LONE_KEEPALIVE_TICKS`).
+    quiet_ticks: u32,
     /// Heard one frame late (`delayed` goes into the mix) since a key's tone
     /// may have started; back to on time at its next frame of pause.
-    pub lagging: bool,
+    lagging: bool,
     /// What went into the mix this tick (this or the delayed frame, at the talk gain).
-    pub contribution: Box<[i16]>,
+    contribution: Box<[i16]>,
     /// The member's frame went into its mix this tick.
-    pub contributed: bool,
+    contributed: bool,
     /// In-band and RFC 4733 digit receiver.
-    pub dtmf: DtmfReceiver,
+    dtmf: DtmfReceiver,
     /// Keys act on the member (profile interpret_digits).
-    pub keypad_enabled: bool,
-    pub keypad: Keypad,
+    keypad_enabled: bool,
+    keypad: Keypad,
     /// A confirmation tone for the member's own ears.
-    pub confirmation: ConfirmationPlayer,
+    confirmation: ConfirmationPlayer,
     /// Last talking state reported in an event.
-    pub talking_reported: bool,
+    talking_reported: bool,
     /// When valid RTP last arrived, or the member was added or taken off hold.
-    pub last_valid_rtp_at: Instant,
+    last_valid_rtp_at: Instant,
     /// When this member started: telephone-events in the first moments belong
     /// to a press made before it joined (the `#` that ended a room PIN).
     started_at: Instant,
-    pub timeout_reported: bool,
-    pub next_rtcp_at: Instant,
+    timeout_reported: bool,
+    next_rtcp_at: Instant,
 }
 
 impl Slot {
@@ -135,14 +154,10 @@ impl Slot {
             codec: Codec::Pcmu,
             telephone_event_pt: None,
             flags: MemberFlags::default(),
-            rtp_socket: None,
-            rtcp_socket: None,
+            own_sockets: false,
             remote_rtp: unspecified,
-            remote_rtp_raw: RawAddr::new(unspecified),
             remote_rtcp: unspecified,
             last_from_remote_at: None,
-            sdp_ip: None,
-            rtp_connected_to: None,
             rtcp_latched: false,
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
@@ -169,10 +184,11 @@ impl Slot {
         }
     }
 
-    /// Sets the slot up for a new member, taking its sockets (if it has its own).
+    /// Sets the slot up for a new member (its sockets, if it brought any,
+    /// stay with the caller).
     pub fn start(
         &mut self,
-        add: AddMember,
+        add: &AddMember,
         sender: RtpSender,
         frame_samples: u32,
         now: Instant,
@@ -185,17 +201,7 @@ impl Slot {
         self.codec = add.codec;
         self.telephone_event_pt = add.telephone_event_pt;
         self.flags = add.flags;
-        (self.rtp_socket, self.rtcp_socket) = match add.sockets {
-            MemberSockets::Own { rtp, rtcp, sdp_ip } => {
-                self.sdp_ip = sdp_ip;
-                (Some(rtp), Some(rtcp))
-            }
-            MemberSockets::Shared => {
-                self.sdp_ip = None;
-                (None, None)
-            }
-        };
-        self.rtp_connected_to = None;
+        self.own_sockets = matches!(add.sockets, MemberSockets::Own { .. });
         self.set_remote(add.remote_rtp, add.remote_rtcp);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
@@ -220,21 +226,65 @@ impl Slot {
         self.next_rtcp_at = first_rtcp_at;
     }
 
-    /// Frees the slot; dropping the sockets closes them. The call keeps its
-    /// own sockets for its next time in a conference, so a connection is
-    /// dissolved first.
+    /// Frees the slot for the next member.
     pub fn stop(&mut self) {
-        self.disconnect_rtp();
         self.active = false;
-        self.rtp_socket = None;
-        self.rtcp_socket = None;
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// The slot serves the member `key` names (not an earlier or later one).
+    pub fn serves(&self, key: MemberKey) -> bool {
+        self.active && self.key == key
+    }
+
+    pub fn key(&self) -> MemberKey {
+        self.key
+    }
+
+    /// The index of the conference mix the member is in.
+    pub fn mix_index(&self) -> usize {
+        self.mix as usize
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn flags(&self) -> MemberFlags {
+        self.flags
+    }
+
+    /// The member brought its own socket pair (`MemberSockets::Own`).
+    pub fn has_own_sockets(&self) -> bool {
+        self.own_sockets
+    }
+
+    /// Where the member's RTP goes: its SDP address until RTP latched another.
+    pub fn remote_rtp(&self) -> SocketAddr {
+        self.remote_rtp
+    }
+
+    /// Where the member's RTCP goes.
+    pub fn remote_rtcp(&self) -> SocketAddr {
+        self.remote_rtcp
+    }
+
+    /// The SSRC of the member's incoming stream, once RTP arrived.
+    pub fn stream_ssrc(&self) -> Option<u32> {
+        self.reception.ssrc
+    }
+
+    /// The member's talking state as last reported.
+    pub fn is_talking(&self) -> bool {
+        self.talking_reported
     }
 
     /// New addresses from a re-INVITE: latching starts over.
     pub fn set_remote(&mut self, remote_rtp: SocketAddr, remote_rtcp: SocketAddr) {
-        self.disconnect_rtp();
         self.remote_rtp = remote_rtp;
-        self.remote_rtp_raw = RawAddr::new(remote_rtp);
         self.remote_rtcp = remote_rtcp;
         self.last_from_remote_at = None;
         self.rtcp_latched = false;
@@ -249,7 +299,7 @@ impl Slot {
         self.flags = flags;
     }
 
-    /// Takes one datagram from the RTP socket.
+    /// Takes one datagram from the member's RTP stream.
     pub fn receive_rtp(&mut self, datagram: &[u8], source: SocketAddr, now: Instant) -> Received {
         let Ok(packet) = RtpPacket::new_checked(datagram) else {
             return Received::Malformed;
@@ -265,7 +315,6 @@ impl Slot {
             }
             // Symmetric RTP (RFC 4961): answer where the media comes from.
             self.remote_rtp = source;
-            self.remote_rtp_raw = RawAddr::new(source);
             if !self.rtcp_latched {
                 self.remote_rtcp = SocketAddr::new(source.ip(), source.port().wrapping_add(1));
             }
@@ -305,63 +354,13 @@ impl Slot {
             .is_some_and(|at| now.saturating_duration_since(at) < RELATCH_AFTER)
     }
 
-    /// Keeps the member's own RTP socket connected to the phone while its
-    /// stream is latched and alive, so each send takes the connection's
-    /// cached route instead of a route lookup; dissolves the connection once
-    /// the stream has been silent for `RELATCH_AFTER`, because a connected
-    /// socket takes datagrams from its peer only and a new source (a phone
-    /// behind a NAT that moved) could never be latched. Two system calls per
-    /// change, none per tick.
-    ///
-    /// The connection is kept only if the socket still receives at the
-    /// address our SDP gave the phone: connecting a socket bound to every
-    /// address narrows it to the one the route to the phone leaves from, and
-    /// on a box with several addresses that may not be the one the phone
-    /// sends to. Then this member is never connected.
-    pub fn keep_rtp_connection(&mut self, now: Instant) {
-        let Some(sdp_ip) = self.sdp_ip.filter(|_| self.rtp_socket.is_some()) else {
-            return;
-        };
-        let wanted = self.latched_is_alive(now).then_some(self.remote_rtp);
-        if wanted == self.rtp_connected_to {
-            return;
-        }
-        self.disconnect_rtp();
-        let Some(remote) = wanted else {
-            return;
-        };
-        let Some(socket) = self.rtp_socket.as_ref() else {
-            return;
-        };
-        if socket.connect(remote).is_err() {
-            return;
-        }
-        match socket.local_addr() {
-            // On a dual-stack socket an IPv4 connection's local address is
-            // ::ffff:a.b.c.d, the IPv4 address our SDP named.
-            Ok(local) if local.ip().to_canonical() == sdp_ip.to_canonical() => {
-                self.rtp_connected_to = Some(remote)
-            }
-            _ => {
-                let _ = disconnect(socket.as_raw_fd());
-                self.sdp_ip = None;
-            }
-        }
-    }
-
-    /// The socket turned out not to be connected (a send said so): believe
-    /// it, so `keep_rtp_connection` connects it again.
-    pub fn forget_rtp_connection(&mut self) {
-        self.rtp_connected_to = None;
-    }
-
-    fn disconnect_rtp(&mut self) {
-        if self.rtp_connected_to.take().is_some() {
-            if let Some(socket) = self.rtp_socket.as_ref() {
-                // Dissolving a UDP connection does not fail on a live socket.
-                let _ = disconnect(socket.as_raw_fd());
-            }
-        }
+    /// The address the member's RTP is latched to while its stream is alive
+    /// (valid RTP from there within `RELATCH_AFTER`); None before RTP came
+    /// and once it has been silent that long, when another source may take
+    /// the stream over. The engine keeps a member's own RTP socket connected
+    /// to this address.
+    pub fn live_rtp_source(&self, now: Instant) -> Option<SocketAddr> {
+        self.latched_is_alive(now).then_some(self.remote_rtp)
     }
 
     /// How long ago the member started.
@@ -381,7 +380,28 @@ impl Slot {
         self.rtcp_latched = true;
     }
 
-    /// Fills `pcm` with this tick's frame: decoded, concealed, or silence.
+    /// What the member is filed under in the shared port's demultiplexer: its
+    /// RTP and RTCP addresses, and while no RTP has come its SDP address's IP
+    /// (for the NAT latch); nothing if it is free or has its own sockets.
+    pub fn filed_as(&self) -> Filed {
+        if !self.active || self.own_sockets {
+            return Filed::default();
+        }
+        let usable = |address: SocketAddr| {
+            (!address.ip().is_unspecified() && address.port() != 0).then_some(address)
+        };
+        let rtp = usable(self.remote_rtp);
+        Filed {
+            rtp,
+            rtcp: usable(self.remote_rtcp),
+            waiting: rtp
+                .filter(|_| !self.rtp_arrived())
+                .map(|address| address.ip()),
+        }
+    }
+
+    /// Fills the member's frame for this tick from its jitter buffer:
+    /// decoded, concealed, or silence.
     pub fn play_frame(&mut self, frame_samples: usize) -> Played {
         let pcm = &mut self.pcm[..frame_samples];
         let played = match self.jitter.pop() {
@@ -405,6 +425,113 @@ impl Slot {
         played
     }
 
+    /// Runs this tick's frame through the digit receiver; true while it
+    /// suspects a key's tone (the frame may hold the start of one).
+    pub fn listen_for_keys(&mut self, frame_samples: usize) -> bool {
+        // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
+        self.dtmf.on_audio(&self.pcm[..frame_samples]);
+        self.dtmf.tone_suspected()
+    }
+
+    /// The next key press the receiver counted, once it ended.
+    pub fn poll_press(&mut self) -> Option<DigitPress> {
+        self.dtmf.poll_press()
+    }
+
+    /// Carries out a press on a keypad conference (DESIGN.md's keypad table):
+    /// gains, gate and flags change, and a confirmation tone starts for this
+    /// member alone. None on a `passthru_digits` conference, where keys do nothing.
+    pub fn press(
+        &mut self,
+        digit: char,
+        gate_steps: &GateSteps,
+        confirmation_rate_hz: u32,
+        now: Instant,
+    ) -> Option<Pressed> {
+        if !self.keypad_enabled {
+            return None;
+        }
+        let outcome = self.keypad.press(digit, self.flags);
+        if outcome.gate_changed {
+            let step = (self.keypad.gate_step + MAX_STEPS) as usize;
+            self.gate.set_levels(gate_steps[step]);
+        }
+        if let Some(confirmation) = outcome.confirmation {
+            self.confirmation.start(confirmation, confirmation_rate_hz);
+        }
+        let flags_changed = outcome.flags.filter(|&flags| flags != self.flags);
+        if let Some(flags) = flags_changed {
+            self.set_flags(flags, now);
+        }
+        Some(Pressed {
+            flags_changed,
+            leave: outcome.leave,
+        })
+    }
+
+    /// Decides what of the member goes into `mix` this tick and adds it:
+    /// nothing while muted or held; a key's tone held back (DTMF.md,
+    /// "Bleed"); the gate's verdict; the talk gain. `suspected_now` is
+    /// `listen_for_keys`' answer for this frame. Returns whether the member
+    /// talks (the gate is open), which a held-back tone does not change.
+    pub fn contribute(&mut self, mix: &mut Mix, suspected_now: bool) -> bool {
+        let frame = mix.frame_samples();
+        let may_talk = !self.flags.muted && !self.flags.held;
+        // Once the receiver suspects a key's tone, the member is heard one
+        // frame late, so the frame holding the tone's start is still kept from
+        // the others; until then, and again from its next frame of pause
+        // (dropped), it is heard on time.
+        let held_back = if !may_talk {
+            self.lagging = false;
+            false
+        } else if self.lagging {
+            // Last tick's frame goes in unless a key's tone was suspected in it or is now.
+            let held_back = self.delayed_is_tone || suspected_now;
+            self.contribution[..frame].copy_from_slice(&self.delayed[..frame]);
+            self.delayed[..frame].copy_from_slice(&self.pcm[..frame]);
+            self.delayed_is_tone = suspected_now;
+            if !held_back && self.gate.is_quiet(&self.contribution[..frame]) {
+                // A frame of pause: drop it and catch up.
+                self.lagging = false;
+                self.contribution[..frame].copy_from_slice(&self.pcm[..frame]);
+            }
+            held_back
+        } else if suspected_now {
+            // A key may be starting: keep this frame back and fall a frame behind.
+            self.lagging = true;
+            self.delayed[..frame].copy_from_slice(&self.pcm[..frame]);
+            self.delayed_is_tone = true;
+            true
+        } else {
+            self.contribution[..frame].copy_from_slice(&self.pcm[..frame]);
+            false
+        };
+        let talking = if !may_talk {
+            self.gate.close();
+            false
+        } else if held_back {
+            // A key, not speech: keep it out, and leave the gate as it was.
+            self.gate.is_open()
+        } else {
+            self.gate.update(&self.contribution[..frame])
+        };
+        self.contributed = talking && !held_back;
+        if self.contributed {
+            if self.keypad.talk_step != 0 {
+                apply_gain(&mut self.contribution[..frame], self.keypad.talk_gain());
+            }
+            mix.add_talker(&self.contribution[..frame]);
+        }
+        talking
+    }
+
+    /// Notes the talking state; true when it differs from the one last reported.
+    pub fn report_talking(&mut self, talking: bool) -> bool {
+        let changed = talking != self.talking_reported;
+        self.talking_reported = talking;
+        changed
+    }
+
     /// True once per silence longer than `rtp_timeout` while not held.
     pub fn check_rtp_timeout(&mut self, now: Instant, rtp_timeout: Duration) -> bool {
         if self.flags.held || self.timeout_reported {
@@ -416,6 +543,92 @@ impl Slot {
         }
         false
     }
+
+    /// The timeout could not be reported (the event queue was full): raise it again next tick.
+    pub fn rearm_rtp_timeout(&mut self) {
+        self.timeout_reported = false;
+    }
+
+    /// What went into the mix from this member this tick, if anything did
+    /// (a talker hears the mix without itself).
+    pub fn contribution(&self, frame_samples: usize) -> Option<&[i16]> {
+        self.contributed
+            .then(|| &self.contribution[..frame_samples])
+    }
+
+    /// A confirmation tone is playing to the member.
+    pub fn hears_confirmation(&self) -> bool {
+        self.confirmation.is_playing()
+    }
+
+    /// Adds the confirmation tone's frame to what the member hears.
+    pub fn mix_confirmation_into(&mut self, heard: &mut [i16]) {
+        self.confirmation.mix_into(heard);
+    }
+
+    /// The member's receive gain (keys 4, 5, 6), when it is not 0 dB.
+    pub fn receive_gain(&self) -> Option<f32> {
+        (self.keypad.receive_step != 0).then(|| self.keypad.receive_gain())
+    }
+
+    /// A tick in which the member is alone and hears nothing: true on the
+    /// ticks its keepalive is due (every `LONE_KEEPALIVE_TICKS`).
+    pub fn lone_keepalive_due(&mut self) -> bool {
+        let due = self.quiet_ticks.is_multiple_of(LONE_KEEPALIVE_TICKS);
+        self.quiet_ticks = self.quiet_ticks.wrapping_add(1);
+        due
+    }
+
+    /// A tick in which the member has something to hear: the next lone tick
+    /// sends at once.
+    pub fn hears_something(&mut self) {
+        self.quiet_ticks = 0;
+    }
+
+    /// A tick without a packet to the member: its RTP clock moves on, and
+    /// the next packet carries the marker bit.
+    pub fn skip_frame(&mut self, frame_samples: u32) {
+        self.sender.skip(frame_samples);
+    }
+
+    /// Writes the member's next RTP packet carrying `payload` into `out`.
+    pub fn write_rtp(
+        &mut self,
+        payload: &[u8],
+        frame_samples: u32,
+        out: &mut [u8],
+    ) -> Result<usize, BuildError> {
+        self.sender
+            .write_next(self.codec.payload_type(), payload, frame_samples, out)
+    }
+
+    /// An RTCP report is due (`schedule_rtcp` set when).
+    pub fn rtcp_due(&self, now: Instant) -> bool {
+        now >= self.next_rtcp_at
+    }
+
+    pub fn schedule_rtcp(&mut self, at: Instant) {
+        self.next_rtcp_at = at;
+    }
+
+    /// Writes an SR (or RR if we never sent), SDES CNAME, and BYE when `bye`.
+    pub fn write_rtcp(
+        &mut self,
+        ntp_timestamp: u64,
+        bye: bool,
+        out: &mut [u8],
+    ) -> Result<usize, BuildError> {
+        let sender = &self.sender;
+        let info = SenderInfo {
+            ntp_timestamp,
+            rtp_timestamp: sender.timestamp(),
+            packets_sent: sender.packets_sent,
+            octets_sent: sender.octets_sent,
+        };
+        let sender_info = (sender.packets_sent > 0).then_some(&info);
+        let block = self.reception.report_block();
+        write_rtcp_report(sender.ssrc, sender_info, block.as_ref(), bye, out)
+    }
 }
 
 #[cfg(test)]
@@ -426,18 +639,13 @@ mod tests {
     const PHONE: ([u8; 4], u16) = ([192, 0, 2, 10], 4000);
 
     fn member(now: Instant) -> Slot {
-        let socket = || UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
         let add = AddMember {
             key: MemberKey {
                 slot: 0,
                 generation: 1,
             },
             mix: 0,
-            sockets: MemberSockets::Own {
-                rtp: socket(),
-                rtcp: socket(),
-                sdp_ip: None,
-            },
+            sockets: MemberSockets::Shared,
             remote_rtp: SocketAddr::from(PHONE),
             remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
             codec: Codec::Pcmu,
@@ -446,7 +654,7 @@ mod tests {
             keypad: true,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
-        slot.start(add, RtpSender::new(1, 0, 0), 160, now, now);
+        slot.start(&add, RtpSender::new(1, 0, 0), 160, now, now);
         slot
     }
 

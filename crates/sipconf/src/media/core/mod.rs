@@ -1,0 +1,540 @@
+//! The media plane without its thread: every member slot, conference mix and
+//! clip player, the shared port's demultiplexer, the event queue's writing
+//! end and the counters, and everything a 20 ms tick does to them. Datagrams
+//! come in as bytes with their source and `now`; the tick runs at an explicit
+//! `now` and hands each datagram it sends to a caller's sink. The core never
+//! touches a socket, never reads the clock, and allocates, locks, logs or
+//! blocks nothing after `new`. `engine.rs` is the IO shell that drives it on
+//! the real clock and real sockets; a test drives it in memory.
+//!
+//! Owns: `Slot`s (`slot.rs`), `Mix`es, `Clips`, the `Demux` of the shared
+//! port, the events, the RTP and RTCP it writes. Never touches: sockets
+//! (a member's own sockets stay with the shell; `Applied::Started` hands them
+//! back), the clock, the command queue, the thread.
+//!
+//! One tick, in order: the commands (`command`), the datagrams that arrived
+//! since the last tick (`receive`), then `tick`: per member play a frame from
+//! the jitter buffer, decode, listen for keys and carry out presses, hold back
+//! a key's tone, gate, talk gain, add to the mix; clips into the mixes; per
+//! member render what it hears (one shared payload per codec for listeners
+//! who did not talk), receive gain, encode, send RTP and any due RTCP report;
+//! `TransmitSink::flush`; report clip ends. RTP timeouts and talking changes
+//! are reported as the members are played.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use sipconf::media::core::{Datagram, MediaCore, Port, Stream, Transmit, TICK};
+//! use sipconf::media::{AddMember, Codec, Command, MediaConfig, MediaStats, MemberFlags,
+//!     MemberKey, MemberSockets};
+//!
+//! let mut core = MediaCore::new(MediaConfig::default(), Arc::new(MediaStats::default()));
+//! let phone: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+//! let key = MemberKey { slot: 0, generation: 1 };
+//! let start = Instant::now();
+//! let add = AddMember {
+//!     key, mix: 0, sockets: MemberSockets::Shared,
+//!     remote_rtp: phone, remote_rtcp: "192.0.2.10:4001".parse().unwrap(),
+//!     codec: Codec::Pcmu, telephone_event_pt: Some(101),
+//!     flags: MemberFlags::default(), keypad: true,
+//! };
+//! let mut sent = Vec::new();
+//! let mut sink = |t: Transmit<'_>| sent.push((t.destination, t.contents.to_vec()));
+//! core.command(Command::AddMember(Box::new(add)), start, 0, &mut sink);
+//! for tick in 0..3u32 {
+//!     let now = start + TICK * tick;
+//!     // What the phone sent since the last tick; on the shared port the
+//!     // member is found by the datagram's source.
+//!     let rtp = [0x80, 0, 0, tick as u8, 0, 0, 0, 0, 0, 0, 0, 7, 0xFF, 0xFF];
+//!     core.receive(Datagram { port: Port::Shared, stream: Stream::Rtp, source: phone,
+//!         contents: &rtp }, now);
+//!     core.tick(now, 0, &mut sink);
+//! }
+//! while let Some(event) = core.poll_event() {
+//!     println!("{event:?}");
+//! }
+//! // Alone in its conference, the member is sent a keepalive once a second.
+//! assert_eq!(sent.len(), 1);
+//! ```
+
+mod receive;
+mod tick;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
+use crate::media::demux::Demux;
+use crate::media::keypad::{MAX_STEPS, STEP_DB};
+use crate::media::mixer::{
+    frame_samples, GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX,
+};
+use crate::media::rtp::{RtpSender, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES};
+use crate::media::slot::{GateSteps, Slot};
+use crate::media::{
+    AddMember, Command, Event, MediaConfig, MediaStats, MemberFlags, MemberKey, MemberSockets,
+};
+
+/// One tick of audio: the core's frames are 20 ms, whoever keeps the clock.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Every codec we speak today is narrowband, so every conference mixes at 8 kHz.
+pub const CONFERENCE_RATE_HZ: u32 = 8000;
+
+/// Where a datagram arrived, or from where it leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// The member's own socket pair (`MemberSockets::Own`).
+    Member(MemberKey),
+    /// The shared pair (`MemberSockets::Shared`, `media.shared_port`): an
+    /// arriving datagram's member is found by its source address.
+    Shared,
+}
+
+/// Which of a member's two streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Rtp,
+    Rtcp,
+}
+
+/// A datagram that arrived: on which port and stream, from where, and its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub port: Port,
+    pub stream: Stream,
+    pub source: SocketAddr,
+    pub contents: &'a [u8],
+}
+
+/// A datagram the core wants sent, valid for the duration of the sink's call.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmit<'a> {
+    /// The member it is for.
+    pub member: MemberKey,
+    /// Its own pair, or the shared pair.
+    pub port: Port,
+    pub stream: Stream,
+    pub destination: SocketAddr,
+    pub contents: &'a [u8],
+}
+
+/// Where the core's datagrams go: the engine's sockets, or a test's phones.
+/// Any `FnMut(Transmit<'_>)` is one.
+pub trait TransmitSink {
+    fn transmit(&mut self, transmit: Transmit<'_>);
+
+    /// Every RTP packet of this tick was handed over (clip ends are reported
+    /// after this): a sink that batches sends the batch now.
+    fn flush(&mut self) {}
+}
+
+impl<F: FnMut(Transmit<'_>)> TransmitSink for F {
+    fn transmit(&mut self, transmit: Transmit<'_>) {
+        self(transmit)
+    }
+}
+
+/// What a command did that the IO shell has to follow up on.
+#[derive(Debug)]
+pub enum Applied {
+    /// Nothing for the shell.
+    Nothing,
+    /// A member started (after whoever held its slot was stopped): a pair
+    /// in `sockets` is the shell's to serve from now on.
+    Started {
+        key: MemberKey,
+        sockets: MemberSockets,
+    },
+    /// An `AddMember` named a slot or mix beyond `max_members` and was
+    /// dropped (counted); its sockets are the shell's to close.
+    Refused { sockets: MemberSockets },
+    /// The member's remote addresses changed: a connection of its own RTP
+    /// socket to the old address must be dissolved.
+    RemoteChanged { key: MemberKey },
+    /// The member left (its RTCP BYE was sent): its own pair is done with.
+    Stopped { key: MemberKey },
+    /// Every member was removed, each with a BYE: the thread stops.
+    ShutDown,
+}
+
+/// A member as the core sees it, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub mix: u32,
+    pub flags: MemberFlags,
+    /// Its SDP address, or where RTP latched it.
+    pub remote_rtp: SocketAddr,
+    pub remote_rtcp: SocketAddr,
+    pub talking: bool,
+}
+
+/// Counts of the current tick, published to `MediaStats` once at its end,
+/// so a datagram costs no atomic operation.
+#[derive(Default)]
+struct TickCounts {
+    packets_in: u64,
+    malformed: u64,
+    foreign: u64,
+    packets_lost: u64,
+}
+
+pub struct MediaCore {
+    config: MediaConfig,
+    slots: Vec<Slot>,
+    /// Indices of the active slots, ascending: the tick walks these instead
+    /// of every slot (each a cold cache line to check), so a box sized for
+    /// 2000 members costs nothing extra while 80 are in call. Capacity
+    /// `max_members`, reserved at start.
+    active_slots: Vec<u32>,
+    mixes: Vec<Mix>,
+    /// Members per mix; a mix with none is skipped.
+    mix_members: Vec<u32>,
+    /// Finds a shared-port datagram's member by its source.
+    demux: Demux,
+    /// Shared-port RTCP reports matched by SSRC (a scan of every slot) this
+    /// tick; see `RTCP_SSRC_SCANS_PER_TICK`.
+    rtcp_ssrc_scans: usize,
+    events: rtrb::Producer<Event>,
+    /// The reading end, when the core was made without an outside reader (`new`).
+    events_out: Option<rtrb::Consumer<Event>>,
+    /// Events were dropped; `Event::QueueFull` is owed.
+    events_overflowed: bool,
+    /// An event was queued (or tried to be) since `take_events_queued`.
+    events_queued: bool,
+    stats: Arc<MediaStats>,
+    counts: TickCounts,
+    send_buffer: Box<[u8]>,
+    payload_buffer: Box<[u8]>,
+    /// A member's own rendering of its mix, when it cannot share the listeners' payload.
+    render_buffer: Box<[i16]>,
+    rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES],
+    rng: SmallRng,
+    /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
+    gate_steps: GateSteps,
+    /// Files, speech and tones playing into mixes and to single members.
+    clips: Clips,
+}
+
+impl MediaCore {
+    /// A core whose events are read with `poll_event` (tests, simulations).
+    /// Allocates every slot, mix and buffer for `config.max_members`, which
+    /// must be at least 1 (`media::spawn` checks it).
+    pub fn new(config: MediaConfig, stats: Arc<MediaStats>) -> MediaCore {
+        let (events, events_out) = rtrb::RingBuffer::new(config.event_queue_len.max(1));
+        let mut core = MediaCore::with_event_queue(config, stats, events);
+        core.events_out = Some(events_out);
+        core
+    }
+
+    /// A core whose events go into `events`, read elsewhere (the engine's
+    /// queue to the signalling plane); `poll_event` then finds none.
+    pub fn with_event_queue(
+        config: MediaConfig,
+        stats: Arc<MediaStats>,
+        events: rtrb::Producer<Event>,
+    ) -> MediaCore {
+        let now = Instant::now();
+        let gate = NoiseGate::new(config.gate_threshold_dbfs, config.gate_hangover_frames);
+        let slots = (0..config.max_members)
+            .map(|_| Slot::new(now, config.jitter_frames, gate.clone()))
+            .collect();
+        let mixes = (0..config.max_members)
+            .map(|_| Mix::new(CONFERENCE_RATE_HZ).expect("8 kHz is a supported mix rate"))
+            .collect();
+        MediaCore {
+            slots,
+            active_slots: Vec::with_capacity(config.max_members),
+            mixes,
+            mix_members: vec![0; config.max_members],
+            demux: Demux::new(config.max_members),
+            rtcp_ssrc_scans: 0,
+            events,
+            events_out: None,
+            events_overflowed: false,
+            events_queued: false,
+            stats,
+            counts: TickCounts::default(),
+            send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            clips: Clips::new(config.max_members),
+            gate_steps: std::array::from_fn(|index| {
+                let step = index as f32 - f32::from(MAX_STEPS);
+                GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
+            }),
+            config,
+        }
+    }
+
+    /// Draws SSRCs, initial sequence numbers and timestamps, and first RTCP
+    /// times from `seed` from now on, so a simulation repeats exactly.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = SmallRng::seed_from_u64(seed);
+    }
+
+    /// `max_members`.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Members in call.
+    pub fn active_members(&self) -> usize {
+        self.active_slots.len()
+    }
+
+    /// The member `key` names, if it is still there.
+    pub fn member(&self, key: MemberKey) -> Option<MemberState> {
+        let slot = &self.slots[self.slot_of(key)?];
+        Some(MemberState {
+            mix: slot.mix_index() as u32,
+            flags: slot.flags(),
+            remote_rtp: slot.remote_rtp(),
+            remote_rtcp: slot.remote_rtcp(),
+            talking: slot.is_talking(),
+        })
+    }
+
+    /// Where the member's RTP is latched while its stream is alive (see
+    /// `Slot::live_rtp_source`): the engine keeps the member's own RTP
+    /// socket connected there, and unconnected while None.
+    pub fn live_rtp_source(&self, key: MemberKey, now: Instant) -> Option<SocketAddr> {
+        let index = self.slot_of(key)?;
+        self.slots[index].live_rtp_source(now)
+    }
+
+    /// Carries out one command at `now`; a member removed sends its RTCP BYE
+    /// (at wall time `ntp_timestamp`) through `out`. Clips it ends are
+    /// reported at the end of the next tick.
+    pub fn command<S: TransmitSink>(
+        &mut self,
+        command: Command,
+        now: Instant,
+        ntp_timestamp: u64,
+        out: &mut S,
+    ) -> Applied {
+        match command {
+            Command::AddMember(add) => self.add_member(*add, now),
+            Command::SetFlags { key, flags } => {
+                match self.slot_of(key) {
+                    Some(index) => self.slots[index].set_flags(flags, now),
+                    None => self.count_dropped_command(),
+                }
+                Applied::Nothing
+            }
+            Command::SetRemote {
+                key,
+                remote_rtp,
+                remote_rtcp,
+            } => match self.slot_of(key) {
+                Some(index) => {
+                    self.slots[index].set_remote(remote_rtp, remote_rtcp);
+                    self.refile(index);
+                    Applied::RemoteChanged { key }
+                }
+                None => {
+                    self.count_dropped_command();
+                    Applied::Nothing
+                }
+            },
+            Command::RemoveMember { key } => match self.slot_of(key) {
+                Some(index) => {
+                    self.remove_member(index, ntp_timestamp, out);
+                    Applied::Stopped { key }
+                }
+                None => {
+                    self.count_dropped_command();
+                    Applied::Nothing
+                }
+            },
+            Command::PlayClip {
+                target,
+                clip,
+                looped,
+                id,
+            } => {
+                let resolved = self.resolve_clip_target(target);
+                self.clips.play(resolved, clip, looped, id);
+                Applied::Nothing
+            }
+            Command::StopClip { target } => {
+                match self.resolve_clip_target(target) {
+                    Some(resolved) => self.clips.stop(resolved, ClipEnd::Stopped),
+                    None => self.count_dropped_command(),
+                }
+                Applied::Nothing
+            }
+            Command::Shutdown => {
+                self.shut_down(ntp_timestamp, out);
+                Applied::ShutDown
+            }
+        }
+    }
+
+    /// Removes every member, each with an RTCP BYE (the command queue was
+    /// abandoned, or `Command::Shutdown`).
+    pub fn shut_down<S: TransmitSink>(&mut self, ntp_timestamp: u64, out: &mut S) {
+        while let Some(&index) = self.active_slots.last() {
+            self.remove_member(index as usize, ntp_timestamp, out);
+        }
+    }
+
+    /// The next event, oldest first, on a core made with `new`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events_out.as_mut()?.pop().ok()
+    }
+
+    /// Whether events were queued since the last call: the engine rings the
+    /// signalling plane's doorbell after such a tick.
+    pub fn take_events_queued(&mut self) -> bool {
+        std::mem::take(&mut self.events_queued)
+    }
+
+    fn count_dropped_command(&self) {
+        self.stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The slot a key names, if that member is still there.
+    fn slot_of(&self, key: MemberKey) -> Option<usize> {
+        let index = usize::try_from(key.slot).ok()?;
+        self.slots
+            .get(index)
+            .is_some_and(|slot| slot.serves(key))
+            .then_some(index)
+    }
+
+    fn add_member(&mut self, add: AddMember, now: Instant) -> Applied {
+        let index = add.key.slot as usize;
+        let mix = add.mix as usize;
+        if index >= self.slots.len() || mix >= self.mixes.len() {
+            self.count_dropped_command();
+            return Applied::Refused {
+                sockets: add.sockets,
+            };
+        }
+        if self.slots[index].is_active() {
+            // The caller reused a slot without removing its member first.
+            self.count_dropped_command();
+            self.stop_slot(index);
+        }
+        let sender = RtpSender::new(self.rng.random(), self.rng.random(), self.rng.random());
+        // RFC 3550 §6.2: randomise the first report over half to one and a half intervals.
+        let first_rtcp_at = now
+            + self
+                .config
+                .rtcp_interval
+                .mul_f64(self.rng.random_range(0.5..1.5));
+        let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
+        self.slots[index].start(&add, sender, frame_samples, now, first_rtcp_at);
+        if let Err(position) = self.active_slots.binary_search(&(index as u32)) {
+            // Within the capacity reserved at start: there are no more slots than that.
+            self.active_slots.insert(position, index as u32);
+        }
+        self.mix_members[mix] += 1;
+        self.refile(index);
+        Applied::Started {
+            key: add.key,
+            sockets: add.sockets,
+        }
+    }
+
+    /// Files the slot in the shared port's demultiplexer under its current
+    /// addresses (or nowhere, when it is free or has its own sockets).
+    fn refile(&mut self, index: usize) {
+        self.demux.file(index, self.slots[index].filed_as());
+    }
+
+    fn remove_member<S: TransmitSink>(&mut self, index: usize, ntp_timestamp: u64, out: &mut S) {
+        self.send_rtcp(index, ntp_timestamp, true, out);
+        self.stop_slot(index);
+    }
+
+    fn stop_slot(&mut self, index: usize) {
+        let mix = self.slots[index].mix_index();
+        self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
+        self.slots[index].stop();
+        if let Ok(position) = self.active_slots.binary_search(&(index as u32)) {
+            self.active_slots.remove(position);
+        }
+        self.refile(index);
+        self.clips.stop(ResolvedTarget::Slot(index), ClipEnd::Gone);
+        if self.mix_members[mix] == 0 {
+            // The mix index may serve another conference next.
+            self.clips.stop(ResolvedTarget::Mix(mix), ClipEnd::Gone);
+        }
+    }
+
+    /// A clip target that still exists: a mix with members, or a current member.
+    fn resolve_clip_target(&self, target: ClipTarget) -> Option<ResolvedTarget> {
+        match target {
+            ClipTarget::Mix(mix) => {
+                let mix = usize::try_from(mix).ok()?;
+                (self.mix_members.get(mix).copied().unwrap_or(0) > 0)
+                    .then_some(ResolvedTarget::Mix(mix))
+            }
+            ClipTarget::Member(key) => self.slot_of(key).map(ResolvedTarget::Slot),
+        }
+    }
+
+    /// Reports this tick's clip ends as `Event::ClipDone`, in the order they happened.
+    fn emit_clip_ends(&mut self) {
+        for index in 0..self.clips.ended().len() {
+            let (id, end) = self.clips.ended()[index];
+            self.emit(Event::ClipDone { id, end });
+        }
+        self.clips.clear_ended();
+    }
+
+    /// Queues an event; if the queue is full, counts it, owes an
+    /// `Event::QueueFull` and returns false.
+    fn emit(&mut self, event: Event) -> bool {
+        self.events_queued = true;
+        if self.events_overflowed {
+            if self.events.push(Event::QueueFull).is_err() {
+                add(&self.stats.events_dropped, 1);
+                return false;
+            }
+            self.events_overflowed = false;
+        }
+        if self.events.push(event).is_err() {
+            add(&self.stats.events_dropped, 1);
+            self.events_overflowed = true;
+            return false;
+        }
+        true
+    }
+
+    /// Adds this tick's counts to `MediaStats`.
+    fn publish_counts(&mut self) {
+        let counts = std::mem::take(&mut self.counts);
+        add(&self.stats.packets_in, counts.packets_in);
+        add(&self.stats.malformed, counts.malformed);
+        add(&self.stats.foreign, counts.foreign);
+        add(&self.stats.packets_lost, counts.packets_lost);
+    }
+
+    /// The port a member's datagrams use.
+    fn port_of(slot: &Slot) -> Port {
+        if slot.has_own_sockets() {
+            Port::Member(slot.key())
+        } else {
+            Port::Shared
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, amount: u64) {
+    if amount > 0 {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The work of one tick on every member and mix, at an explicit `now`: play,
+//! keys, hold-back, gate and mix in; clips; render, encode and send out;
+//! RTCP reports; clip ends and counters.
+//!
+//! Owns: the order of a tick's work. Never touches: sockets (datagrams leave
+//! through the caller's `TransmitSink`), the clock, the command queue.
+
+use std::time::Instant;
+
+use super::{add, MediaCore, Stream, Transmit, TransmitSink, CONFERENCE_RATE_HZ};
+use crate::media::dtmf::DigitPress;
+use crate::media::mixer::apply_gain;
+use crate::media::slot::Played;
+use crate::media::Event;
+
+impl MediaCore {
+    /// Runs one tick at `now` on what `receive` took since the last one;
+    /// `ntp_timestamp` is wall time for RTCP sender reports. Every datagram
+    /// to send goes to `out`, then `out.flush()`; the tick's events are
+    /// queued, and its counts published to `MediaStats`.
+    pub fn tick<S: TransmitSink>(&mut self, now: Instant, ntp_timestamp: u64, out: &mut S) {
+        for (mix, &members) in self.mixes.iter_mut().zip(&self.mix_members) {
+            if members > 0 {
+                mix.begin_tick();
+            }
+        }
+        for position in 0..self.active_slots.len() {
+            self.play_and_mix(self.active_slots[position] as usize, now);
+        }
+        for (index, mix) in self.mixes.iter_mut().enumerate() {
+            if self.mix_members[index] > 0 {
+                self.clips.add_to_mix(index, mix);
+            }
+        }
+        for position in 0..self.active_slots.len() {
+            let index = self.active_slots[position] as usize;
+            self.send_rtp(index, out);
+            if self.slots[index].rtcp_due(now) {
+                self.send_rtcp(index, ntp_timestamp, false, out);
+                self.slots[index].schedule_rtcp(now + self.config.rtcp_interval);
+            }
+        }
+        out.flush();
+        self.emit_clip_ends();
+        self.rtcp_ssrc_scans = 0;
+        self.publish_counts();
+    }
+
+    /// Plays the member's frame, carries out its key presses, and adds it to
+    /// the mix if it talks; reports talking changes and an RTP timeout.
+    fn play_and_mix(&mut self, index: usize, now: Instant) {
+        let slot = &mut self.slots[index];
+        let frame = self.mixes[slot.mix_index()].frame_samples();
+        if slot.play_frame(frame) == Played::Lost {
+            self.counts.packets_lost += 1;
+        }
+        let suspected_now = slot.listen_for_keys(frame);
+        // Presses act before this tick's contribution, so a key takes effect at once.
+        while let Some(press) = self.slots[index].poll_press() {
+            self.on_press(index, press, now);
+        }
+        let slot = &mut self.slots[index];
+        let talking = slot.contribute(&mut self.mixes[slot.mix_index()], suspected_now);
+        let key = slot.key();
+        let talking_changed = slot.report_talking(talking);
+        let timed_out = slot.check_rtp_timeout(now, self.config.rtp_timeout);
+        if talking_changed {
+            self.emit(Event::Talking { key, talking });
+        }
+        // A lost timeout would leave the call up, and the slot sending, for
+        // good: one that does not fit in the queue is raised again next tick.
+        if timed_out && !self.emit(Event::RtpTimeout { key }) {
+            self.slots[index].rearm_rtp_timeout();
+        }
+    }
+
+    /// A press the member's receiver counted: always reported, and on a keypad
+    /// conference carried out (DESIGN.md's keypad table) with a confirmation
+    /// tone for the member alone.
+    fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
+        let slot = &mut self.slots[index];
+        let key = slot.key();
+        let pressed = slot.press(press.digit, &self.gate_steps, CONFERENCE_RATE_HZ, now);
+        self.emit(Event::Digit {
+            key,
+            digit: press.digit,
+            duration_ms: press.duration_ms(),
+            source: press.source,
+        });
+        let Some(pressed) = pressed else {
+            return;
+        };
+        if let Some(flags) = pressed.flags_changed {
+            self.emit(Event::FlagsChanged { key, flags });
+        }
+        if pressed.leave {
+            self.emit(Event::Leave { key });
+        }
+    }
+
+    /// Sends this tick's packet: the member's own mix if it talked, the shared
+    /// mix if it did not, silence if deaf (to keep NAT bindings open), nothing
+    /// if held, and a keepalive now and then if it is alone with nothing to hear.
+    fn send_rtp<S: TransmitSink>(&mut self, index: usize, out: &mut S) {
+        let MediaCore {
+            slots,
+            mixes,
+            stats,
+            send_buffer,
+            payload_buffer,
+            render_buffer,
+            clips,
+            mix_members,
+            ..
+        } = self;
+        let slot = &mut slots[index];
+        let mix_index = slot.mix_index();
+        let mix = &mut mixes[mix_index];
+        let frame = mix.frame_samples();
+        let frame_samples = frame as u32;
+        let flags = slot.flags();
+        if flags.held {
+            slot.skip_frame(frame_samples);
+            return;
+        }
+        let hears_nothing = mix_members[mix_index] == 1
+            && !slot.hears_confirmation()
+            && !clips.member_is_playing(index)
+            && !clips.mix_is_playing(mix_index);
+        if hears_nothing {
+            if !slot.lone_keepalive_due() {
+                slot.skip_frame(frame_samples);
+                return;
+            }
+        } else {
+            slot.hears_something();
+        }
+        let codec = slot.codec();
+        let receive_gain = slot.receive_gain();
+        let own_rendering =
+            receive_gain.is_some() || slot.hears_confirmation() || clips.member_is_playing(index);
+        let payload: &[u8] = if own_rendering {
+            // A confirmation tone or a receive gain: this member gets a mix of its own.
+            let heard = &mut render_buffer[..frame];
+            if flags.deaf {
+                heard.fill(0);
+            } else {
+                match slot.contribution(frame) {
+                    Some(own) => mix.render_for_talker(own, heard),
+                    None => mix.render_for_listener(heard),
+                }
+                if let Some(gain) = receive_gain {
+                    apply_gain(heard, gain);
+                }
+            }
+            // A deaf member still hears its own keys answered.
+            slot.mix_confirmation_into(heard);
+            // So does a clip played to this member alone.
+            clips.add_to_member(index, heard);
+            let len = codec.encode(heard, payload_buffer);
+            &payload_buffer[..len]
+        } else if flags.deaf {
+            payload_buffer[..frame].fill(codec.silence_byte());
+            &payload_buffer[..frame]
+        } else if let Some(own) = slot.contribution(frame) {
+            let len = mix.encode_for_talker(own, codec, payload_buffer);
+            &payload_buffer[..len]
+        } else {
+            mix.encoded_for_listener(codec)
+        };
+        let Ok(len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
+            add(&stats.send_errors, 1);
+            return;
+        };
+        out.transmit(Transmit {
+            member: slot.key(),
+            port: MediaCore::port_of(slot),
+            stream: Stream::Rtp,
+            destination: slot.remote_rtp(),
+            contents: &send_buffer[..len],
+        });
+    }
+
+    /// Sends an SR (or RR if we never sent), SDES CNAME, and BYE when `bye`.
+    pub(super) fn send_rtcp<S: TransmitSink>(
+        &mut self,
+        index: usize,
+        ntp_timestamp: u64,
+        bye: bool,
+        out: &mut S,
+    ) {
+        let slot = &mut self.slots[index];
+        let Ok(len) = slot.write_rtcp(ntp_timestamp, bye, &mut self.rtcp_buffer) else {
+            add(&self.stats.send_errors, 1);
+            return;
+        };
+        out.transmit(Transmit {
+            member: slot.key(),
+            port: MediaCore::port_of(slot),
+            stream: Stream::Rtcp,
+            destination: slot.remote_rtcp(),
+            contents: &self.rtcp_buffer[..len],
+        });
+    }
+}

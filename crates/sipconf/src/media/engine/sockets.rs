@@ -1,0 +1,389 @@
+//! The engine's sockets: each member's own RTP/RTCP pair (with its
+//! connection to the phone) and the shared pair with its `recvmmsg` and
+//! `sendmmsg` batches, and the sink through which the core's datagrams leave.
+//!
+//! Owns: every socket of the media plane and the system calls on them. Never
+//! touches: member state beyond what the core exposes (`live_rtp_source`),
+//! the mix, the events.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::media::core::{Port, Stream, Transmit, TransmitSink};
+use crate::media::udp::{
+    disconnect, receive_buffer_bytes, set_buffer_bytes, RawAddr, ReceiveBatch, SendBatch,
+};
+use crate::media::{MediaStats, MemberKey, MemberSockets};
+
+/// Datagrams per `recvmmsg` and per `sendmmsg` on the shared port.
+pub const SHARED_BATCH: usize = 64;
+/// Socket buffer asked for per member on the shared port: every member's
+/// datagrams wait in one buffer between two ticks, and one 172-byte RTP
+/// datagram takes about 1 KiB of it with the kernel's overhead (the kernel
+/// caps the request at `net.core.rmem_max`).
+const SHARED_BUFFER_BYTES_PER_MEMBER: usize = 2048;
+
+/// A member's own RTP/RTCP pair (`MemberSockets::Own`).
+pub struct OwnPair {
+    pub key: MemberKey,
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    /// `MemberSockets::Own::sdp_ip`: Some while the RTP socket may be connected.
+    sdp_ip: Option<IpAddr>,
+    /// The peer the RTP socket is connected to (see `keep_connection`).
+    connected_to: Option<SocketAddr>,
+}
+
+impl OwnPair {
+    /// Keeps the RTP socket connected to the phone while its stream is
+    /// latched and alive (`wanted`, from `MediaCore::live_rtp_source`), so
+    /// each send takes the connection's cached route instead of a route
+    /// lookup; dissolves the connection once it is not, because a connected
+    /// socket takes datagrams from its peer only and a new source (a phone
+    /// behind a NAT that moved) could never be latched. Two system calls per
+    /// change, none per tick.
+    ///
+    /// The connection is kept only if the socket still receives at the
+    /// address our SDP gave the phone: connecting a socket bound to every
+    /// address narrows it to the one the route to the phone leaves from, and
+    /// on a box with several addresses that may not be the one the phone
+    /// sends to. Then this member is never connected.
+    pub fn keep_connection(&mut self, wanted: Option<SocketAddr>) {
+        let Some(sdp_ip) = self.sdp_ip else {
+            return;
+        };
+        if wanted == self.connected_to {
+            return;
+        }
+        self.dissolve();
+        let Some(remote) = wanted else {
+            return;
+        };
+        if self.rtp.connect(remote).is_err() {
+            return;
+        }
+        match self.rtp.local_addr() {
+            // On a dual-stack socket an IPv4 connection's local address is
+            // ::ffff:a.b.c.d, the IPv4 address our SDP named.
+            Ok(local) if local.ip().to_canonical() == sdp_ip.to_canonical() => {
+                self.connected_to = Some(remote)
+            }
+            _ => {
+                let _ = disconnect(self.rtp.as_raw_fd());
+                self.sdp_ip = None;
+            }
+        }
+    }
+
+    /// Dissolves a connection of the RTP socket (new remote addresses, or
+    /// the member left: the call keeps its sockets for its next conference).
+    pub fn dissolve(&mut self) {
+        if self.connected_to.take().is_some() {
+            // Dissolving a UDP connection does not fail on a live socket.
+            let _ = disconnect(self.rtp.as_raw_fd());
+        }
+    }
+
+    /// The peer the RTP socket is connected to.
+    #[cfg(test)]
+    pub fn connected_to(&self) -> Option<SocketAddr> {
+        self.connected_to
+    }
+
+    fn send_rtp(&mut self, datagram: &[u8], destination: SocketAddr, stats: &MediaStats) {
+        let sent = if self.connected_to == Some(destination) {
+            self.rtp.send(datagram)
+        } else {
+            self.rtp.send_to(datagram, destination)
+        };
+        match sent {
+            Ok(_) => add(&stats.packets_out, 1),
+            Err(error) => {
+                add(&stats.send_errors, 1);
+                let not_connected = matches!(
+                    error.raw_os_error(),
+                    Some(libc::ENOTCONN | libc::EDESTADDRREQ)
+                );
+                if not_connected {
+                    // Dissolved behind our back (another holder of the
+                    // call's socket): connect again on the next receive.
+                    self.connected_to = None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for OwnPair {
+    fn drop(&mut self) {
+        self.dissolve();
+    }
+}
+
+/// The one RTP/RTCP socket pair every `MemberSockets::Shared` member uses,
+/// with its batches.
+pub struct SharedPort {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub receive_batch: ReceiveBatch,
+    send_batch: SendBatch,
+    /// Per slot: the last RTP destination and its kernel form, so a packet
+    /// costs a comparison, not a conversion.
+    destinations: Box<[(SocketAddr, RawAddr)]>,
+}
+
+impl SharedPort {
+    /// Binds RTP at `address` and RTCP on the port above, nonblocking. Port 0
+    /// takes any free pair (tests); a few tries find one whose upper port is free.
+    pub fn bind(address: SocketAddr, max_members: usize) -> io::Result<SharedPort> {
+        let context = |what: &str, at: SocketAddr, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the shared {what} port {at} (media.shared_port): {e}"),
+            )
+        };
+        let tries = if address.port() == 0 { 32 } else { 1 };
+        let mut last_error = None;
+        for _ in 0..tries {
+            let rtp = UdpSocket::bind(address).map_err(|e| context("RTP", address, e))?;
+            let rtp_port = rtp.local_addr()?.port();
+            let Some(rtcp_port) = rtp_port.checked_add(1) else {
+                continue;
+            };
+            let rtcp_address = SocketAddr::new(address.ip(), rtcp_port);
+            match UdpSocket::bind(rtcp_address) {
+                Ok(rtcp) => {
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    let buffer = max_members.saturating_mul(SHARED_BUFFER_BYTES_PER_MEMBER);
+                    set_buffer_bytes(rtp.as_raw_fd(), buffer)?;
+                    // Start-up, not the tick: a warning here is allowed.
+                    let granted = receive_buffer_bytes(rtp.as_raw_fd()).unwrap_or(0);
+                    if granted < buffer {
+                        tracing::warn!(
+                            granted_bytes = granted,
+                            wanted_bytes = buffer,
+                            "the shared RTP socket's receive buffer is smaller than \
+                             max_members needs; raise net.core.rmem_max or RTP may be dropped"
+                        );
+                    }
+                    let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+                    return Ok(SharedPort {
+                        rtp,
+                        rtcp,
+                        receive_batch: ReceiveBatch::new(SHARED_BATCH),
+                        send_batch: SendBatch::new(SHARED_BATCH),
+                        destinations: vec![(nowhere, RawAddr::new(nowhere)); max_members]
+                            .into_boxed_slice(),
+                    });
+                }
+                Err(e) => last_error = Some(context("RTCP", rtcp_address, e)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrInUse, "no free shared RTP port pair")
+        }))
+    }
+
+    /// Queues an RTP datagram for `sendmmsg`, sending the batch first if it is full.
+    fn queue_rtp(
+        &mut self,
+        slot: usize,
+        datagram: &[u8],
+        destination: SocketAddr,
+        stats: &MediaStats,
+    ) {
+        if self.send_batch.is_full() {
+            self.flush(stats);
+        }
+        let Some(cached) = self.destinations.get_mut(slot) else {
+            return;
+        };
+        if cached.0 != destination {
+            *cached = (destination, RawAddr::new(destination));
+        }
+        let len = datagram.len();
+        self.send_batch.push(&cached.1, |buffer| {
+            buffer[..len].copy_from_slice(datagram);
+            len
+        });
+    }
+
+    /// Sends what is queued; counts it as sent or failed.
+    pub fn flush(&mut self, stats: &MediaStats) {
+        let queued = self.send_batch.len();
+        if queued == 0 {
+            return;
+        }
+        let sent = self.send_batch.send(self.rtp.as_raw_fd());
+        add(&stats.packets_out, sent as u64);
+        add(&stats.send_errors, queued.saturating_sub(sent) as u64);
+    }
+}
+
+/// Every socket of the media thread.
+pub struct Sockets {
+    /// Per slot, the member's own pair while it has one.
+    pub own: Vec<Option<OwnPair>>,
+    /// Slots with an own pair, ascending: the receive loop walks these, so
+    /// members on the shared port cost it nothing. Capacity `max_members`.
+    pub own_slots: Vec<u32>,
+    /// Where each own socket's datagrams land; one batch serves every member in turn.
+    pub receive_batch: ReceiveBatch,
+    /// `media.shared_port`: the pair every `MemberSockets::Shared` member uses.
+    pub shared: Option<SharedPort>,
+}
+
+impl Sockets {
+    pub fn new(max_members: usize, shared: Option<SharedPort>, batch: usize) -> Sockets {
+        Sockets {
+            own: (0..max_members).map(|_| None).collect(),
+            own_slots: Vec::with_capacity(max_members),
+            receive_batch: ReceiveBatch::new(batch),
+            shared,
+        }
+    }
+
+    /// Whether a new member's sockets can be served: its own pair is set
+    /// nonblocking, or the shared port exists.
+    pub fn can_serve(&self, sockets: &MemberSockets) -> bool {
+        match sockets {
+            MemberSockets::Own { rtp, rtcp, .. } => rtp
+                .set_nonblocking(true)
+                .and_then(|()| rtcp.set_nonblocking(true))
+                .is_ok(),
+            MemberSockets::Shared => self.shared.is_some(),
+        }
+    }
+
+    /// A member started in `key.slot` with `sockets`; a pair left there by
+    /// the slot's previous member is dissolved and closed.
+    pub fn start(&mut self, key: MemberKey, sockets: MemberSockets) {
+        let index = key.slot as usize;
+        let pair = match sockets {
+            MemberSockets::Own { rtp, rtcp, sdp_ip } => Some(OwnPair {
+                key,
+                rtp,
+                rtcp,
+                sdp_ip,
+                connected_to: None,
+            }),
+            MemberSockets::Shared => None,
+        };
+        let Some(entry) = self.own.get_mut(index) else {
+            return;
+        };
+        let has_pair = pair.is_some();
+        *entry = pair;
+        self.list(index, has_pair);
+    }
+
+    /// The member in `slot` left: its pair's connection is dissolved and the
+    /// pair closed (the call keeps its own handles to the sockets).
+    pub fn stop(&mut self, slot: usize) {
+        if let Some(entry) = self.own.get_mut(slot) {
+            *entry = None;
+            self.list(slot, false);
+        }
+    }
+
+    /// Every member left.
+    pub fn stop_all(&mut self) {
+        for slot in 0..self.own.len() {
+            self.stop(slot);
+        }
+    }
+
+    /// The member's remote addresses changed: no connection to the old one.
+    pub fn dissolve(&mut self, slot: usize) {
+        if let Some(pair) = self.own.get_mut(slot).and_then(Option::as_mut) {
+            pair.dissolve();
+        }
+    }
+
+    fn list(&mut self, slot: usize, has_pair: bool) {
+        let slot = slot as u32;
+        match (self.own_slots.binary_search(&slot), has_pair) {
+            // Within the capacity reserved at start: no more slots than that.
+            (Err(position), true) => self.own_slots.insert(position, slot),
+            (Ok(position), false) => {
+                self.own_slots.remove(position);
+            }
+            _ => {}
+        }
+    }
+
+    /// The sink the core's datagrams leave through, counting into `stats`.
+    pub fn sink<'a>(&'a mut self, stats: &'a MediaStats) -> SocketSink<'a> {
+        SocketSink {
+            own: &mut self.own,
+            shared: self.shared.as_mut(),
+            stats,
+        }
+    }
+}
+
+/// Sends the core's datagrams: a member's own pair at once, the shared RTP
+/// in `sendmmsg` batches (sent when full and at `flush`), shared RTCP at once.
+pub struct SocketSink<'a> {
+    own: &'a mut [Option<OwnPair>],
+    shared: Option<&'a mut SharedPort>,
+    stats: &'a MediaStats,
+}
+
+impl TransmitSink for SocketSink<'_> {
+    fn transmit(&mut self, transmit: Transmit<'_>) {
+        let Transmit {
+            member,
+            port,
+            stream,
+            destination,
+            contents,
+        } = transmit;
+        match port {
+            Port::Member(key) => {
+                let Some(pair) = self.own.get_mut(key.slot as usize).and_then(Option::as_mut)
+                else {
+                    return;
+                };
+                match stream {
+                    Stream::Rtp => pair.send_rtp(contents, destination, self.stats),
+                    Stream::Rtcp => {
+                        if pair.rtcp.send_to(contents, destination).is_err() {
+                            add(&self.stats.send_errors, 1);
+                        }
+                    }
+                }
+            }
+            Port::Shared => {
+                let Some(shared) = self.shared.as_deref_mut() else {
+                    return;
+                };
+                match stream {
+                    Stream::Rtp => {
+                        shared.queue_rtp(member.slot as usize, contents, destination, self.stats)
+                    }
+                    Stream::Rtcp => {
+                        if shared.rtcp.send_to(contents, destination).is_err() {
+                            add(&self.stats.send_errors, 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(shared) = self.shared.as_deref_mut() {
+            shared.flush(self.stats);
+        }
+    }
+}
+
+pub fn add(counter: &AtomicU64, amount: u64) {
+    if amount > 0 {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}
