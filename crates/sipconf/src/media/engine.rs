@@ -21,13 +21,14 @@
 mod sockets;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::media::core::{Applied, Datagram, MediaCore, Port, Stream};
 pub use crate::media::core::{CONFERENCE_RATE_HZ, TICK};
+use crate::media::udp::ReceiveBatch;
 use crate::media::wakeup::Wakeup;
 use crate::media::{Command, Event, MediaConfig, MediaStats};
 use sockets::{SharedPort, Sockets, SHARED_BATCH};
@@ -279,35 +280,40 @@ impl Engine {
                 continue;
             };
             let port = Port::Member(pair.key);
-            let poll_rtcp = (*tick_number + index as u64).is_multiple_of(RTCP_POLL_TICKS);
-            let rtcp = poll_rtcp.then(|| pair.rtcp.as_raw_fd());
-            for (stream, fd) in [
-                (Stream::Rtp, Some(pair.rtp.as_raw_fd())),
-                (Stream::Rtcp, rtcp),
-            ] {
-                let Some(fd) = fd else {
-                    continue;
-                };
-                // One recvmmsg takes what waits (up to the per-tick cap) and
-                // stops at an empty socket without a second call. An error (an
-                // ICMP port unreachable surfacing, say) is not ours to handle:
-                // what waits is read next tick.
-                let waiting = batch.receive(fd, DATAGRAMS_PER_TICK).unwrap_or(0);
-                for i in 0..waiting {
-                    let Some(source) = batch.source(i) else {
-                        continue;
-                    };
-                    let datagram = Datagram {
-                        port,
-                        stream,
-                        source,
-                        contents: batch.datagram(i),
-                    };
-                    core.receive(datagram, now);
-                }
+            receive_into(core, batch, pair.rtp.as_raw_fd(), port, Stream::Rtp, now);
+            if (*tick_number + index as u64).is_multiple_of(RTCP_POLL_TICKS) {
+                receive_into(core, batch, pair.rtcp.as_raw_fd(), port, Stream::Rtcp, now);
             }
             pair.keep_connection(core.live_rtp_source(pair.key, now));
         }
+    }
+}
+
+/// Hands `core` what waits on one of a member's own sockets. One recvmmsg
+/// takes it (up to the per-tick cap) and stops at an empty socket without a
+/// second call. An error (an ICMP port unreachable surfacing, say) is not
+/// ours to handle: what waits is read next tick.
+#[inline(always)]
+fn receive_into(
+    core: &mut MediaCore,
+    batch: &mut ReceiveBatch,
+    fd: RawFd,
+    port: Port,
+    stream: Stream,
+    now: Instant,
+) {
+    let waiting = batch.receive(fd, DATAGRAMS_PER_TICK).unwrap_or(0);
+    for i in 0..waiting {
+        let Some(source) = batch.source(i) else {
+            continue;
+        };
+        let datagram = Datagram {
+            port,
+            stream,
+            source,
+            contents: batch.datagram(i),
+        };
+        core.receive(datagram, now);
     }
 }
 

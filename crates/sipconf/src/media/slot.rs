@@ -350,8 +350,9 @@ impl Slot {
     /// The latched address sent valid RTP within `RELATCH_AFTER`, so RTP
     /// from any other source is not this member's.
     fn latched_is_alive(&self, now: Instant) -> bool {
+        // RTP that came this very tick needs no clock arithmetic.
         self.last_from_remote_at
-            .is_some_and(|at| now.saturating_duration_since(at) < RELATCH_AFTER)
+            .is_some_and(|at| at == now || now.saturating_duration_since(at) < RELATCH_AFTER)
     }
 
     /// The address the member's RTP is latched to while its stream is alive
@@ -535,6 +536,11 @@ impl Slot {
     /// True once per silence longer than `rtp_timeout` while not held.
     pub fn check_rtp_timeout(&mut self, now: Instant, rtp_timeout: Duration) -> bool {
         if self.flags.held || self.timeout_reported {
+            return false;
+        }
+        // RTP that came this very tick is no silence (unless the timeout is
+        // zero), and needs no clock arithmetic to tell.
+        if self.last_valid_rtp_at == now && !rtp_timeout.is_zero() {
             return false;
         }
         if now.saturating_duration_since(self.last_valid_rtp_at) >= rtp_timeout {

@@ -193,8 +193,11 @@ pub struct MediaCore {
     /// `max_members`, reserved at start.
     active_slots: Vec<u32>,
     mixes: Vec<Mix>,
-    /// Members per mix; a mix with none is skipped.
+    /// Members per mix.
     mix_members: Vec<u32>,
+    /// Indices of the mixes with members, ascending: the tick walks these,
+    /// as it walks `active_slots`. Capacity `max_members`, reserved at start.
+    active_mixes: Vec<u32>,
     /// Finds a shared-port datagram's member by its source.
     demux: Demux,
     /// Shared-port RTCP reports matched by SSRC (a scan of every slot) this
@@ -252,6 +255,7 @@ impl MediaCore {
             active_slots: Vec::with_capacity(config.max_members),
             mixes,
             mix_members: vec![0; config.max_members],
+            active_mixes: Vec::with_capacity(config.max_members),
             demux: Demux::new(config.max_members),
             rtcp_ssrc_scans: 0,
             events,
@@ -438,6 +442,12 @@ impl MediaCore {
             self.active_slots.insert(position, index as u32);
         }
         self.mix_members[mix] += 1;
+        if self.mix_members[mix] == 1 {
+            if let Err(position) = self.active_mixes.binary_search(&(mix as u32)) {
+                // Within the capacity reserved at start, as for `active_slots`.
+                self.active_mixes.insert(position, mix as u32);
+            }
+        }
         self.refile(index);
         Applied::Started {
             key: add.key,
@@ -466,6 +476,9 @@ impl MediaCore {
         self.refile(index);
         self.clips.stop(ResolvedTarget::Slot(index), ClipEnd::Gone);
         if self.mix_members[mix] == 0 {
+            if let Ok(position) = self.active_mixes.binary_search(&(mix as u32)) {
+                self.active_mixes.remove(position);
+            }
             // The mix index may serve another conference next.
             self.clips.stop(ResolvedTarget::Mix(mix), ClipEnd::Gone);
         }

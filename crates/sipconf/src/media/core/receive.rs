@@ -5,6 +5,7 @@
 //! tick. Never touches: sockets (the caller read the datagram), the clock,
 //! the mixes, the events.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Datagram, MediaCore, Port, Stream};
@@ -29,46 +30,59 @@ pub const RTCP_SSRC_SCANS_PER_TICK: usize = 8;
 impl MediaCore {
     /// Takes one datagram that arrived at `now`. What it did shows in the
     /// next tick (its frame, its keys) and in the counters at that tick's end.
+    #[inline(always)]
     pub fn receive(&mut self, datagram: Datagram<'_>, now: Instant) {
-        match (datagram.port, datagram.stream) {
+        let Datagram {
+            port,
+            stream,
+            source,
+            contents,
+        } = datagram;
+        match (port, stream) {
             (Port::Member(key), Stream::Rtp) => {
                 if let Some(index) = self.slot_of(key) {
-                    self.receive_rtp(index, datagram, now);
+                    self.receive_rtp(index, contents, source, now);
                 }
             }
             (Port::Member(key), Stream::Rtcp) => {
                 if let Some(index) = self.slot_of(key) {
-                    if check_rtcp(datagram.contents).is_ok() {
-                        self.slots[index].latch_rtcp(datagram.source);
-                        self.refile_if_shared(index);
-                    } else {
-                        self.counts.malformed += 1;
-                    }
+                    self.receive_rtcp(index, contents, source);
                 }
             }
-            (Port::Shared, Stream::Rtp) => self.receive_shared_rtp(datagram, now),
-            (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(datagram),
+            (Port::Shared, Stream::Rtp) => self.receive_shared_rtp(contents, source, now),
+            (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(contents, source),
         }
     }
 
-    /// Hands the datagram to member `index` and counts what became of it.
-    fn receive_rtp(&mut self, index: usize, datagram: Datagram<'_>, now: Instant) {
+    /// Hands RTP to member `index` and counts what became of it.
+    fn receive_rtp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
         let slot = &mut self.slots[index];
-        match slot.receive_rtp(datagram.contents, datagram.source, now) {
+        match slot.receive_rtp(contents, source, now) {
             Received::Audio(_) | Received::TelephoneEvent => self.counts.packets_in += 1,
             Received::Malformed | Received::UnexpectedPayloadType(_) => self.counts.malformed += 1,
             Received::ForeignSource => self.counts.foreign += 1,
         }
-        self.refile_if_shared(index);
+        if !slot.has_own_sockets() {
+            self.refile_if_moved(index);
+        }
+    }
+
+    /// A valid RTCP packet to member `index` latches its RTCP where it came from.
+    fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr) {
+        if check_rtcp(contents).is_err() {
+            self.counts.malformed += 1;
+            return;
+        }
+        let slot = &mut self.slots[index];
+        slot.latch_rtcp(source);
+        if !slot.has_own_sockets() {
+            self.refile_if_moved(index);
+        }
     }
 
     /// A shared-port member latched a new address, or its first RTP: refile it.
-    fn refile_if_shared(&mut self, index: usize) {
-        let slot = &self.slots[index];
-        if slot.has_own_sockets() {
-            return;
-        }
-        let filed = slot.filed_as();
+    fn refile_if_moved(&mut self, index: usize) {
+        let filed = self.slots[index].filed_as();
         if filed != self.demux.filed(index) {
             self.demux.file(index, filed);
         }
@@ -76,8 +90,8 @@ impl MediaCore {
 
     /// RTP on the shared port: the member whose address it came from, or
     /// the only one waiting at that IP once it has waited `NAT_LATCH_AFTER`.
-    fn receive_shared_rtp(&mut self, datagram: Datagram<'_>, now: Instant) {
-        let (index, nat_latch) = match self.demux.rtp_sender(datagram.source) {
+    fn receive_shared_rtp(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
+        let (index, nat_latch) = match self.demux.rtp_sender(source) {
             Sender::Member(index) => (index, false),
             Sender::OnlyWaitingAtIp(index) => (index, true),
             Sender::Foreign => {
@@ -94,17 +108,17 @@ impl MediaCore {
             self.counts.foreign += 1;
             return;
         }
-        self.receive_rtp(index, datagram, now);
+        self.receive_rtp(index, contents, source, now);
     }
 
     /// RTCP on the shared port: a report from a member's RTCP address, or
     /// failing that with its RTP stream's SSRC, latches its RTCP there.
-    fn receive_shared_rtcp(&mut self, datagram: Datagram<'_>) {
-        let Ok(summary) = check_rtcp(datagram.contents) else {
+    fn receive_shared_rtcp(&mut self, contents: &[u8], source: SocketAddr) {
+        let Ok(summary) = check_rtcp(contents) else {
             self.counts.malformed += 1;
             return;
         };
-        let index = match self.demux.rtcp_sender(datagram.source) {
+        let index = match self.demux.rtcp_sender(source) {
             Some(index) => Some(index),
             None if self.rtcp_ssrc_scans < RTCP_SSRC_SCANS_PER_TICK => {
                 self.rtcp_ssrc_scans += 1;
@@ -119,7 +133,7 @@ impl MediaCore {
         let Some(index) = index.filter(|&index| index < self.slots.len()) else {
             return;
         };
-        self.slots[index].latch_rtcp(datagram.source);
+        self.slots[index].latch_rtcp(source);
         self.demux.file(index, self.slots[index].filed_as());
     }
 }

@@ -19,18 +19,15 @@ impl MediaCore {
     /// to send goes to `out`, then `out.flush()`; the tick's events are
     /// queued, and its counts published to `MediaStats`.
     pub fn tick<S: TransmitSink>(&mut self, now: Instant, ntp_timestamp: u64, out: &mut S) {
-        for (mix, &members) in self.mixes.iter_mut().zip(&self.mix_members) {
-            if members > 0 {
-                mix.begin_tick();
-            }
+        for &mix in &self.active_mixes {
+            self.mixes[mix as usize].begin_tick();
         }
         for position in 0..self.active_slots.len() {
             self.play_and_mix(self.active_slots[position] as usize, now);
         }
-        for (index, mix) in self.mixes.iter_mut().enumerate() {
-            if self.mix_members[index] > 0 {
-                self.clips.add_to_mix(index, mix);
-            }
+        for &mix in &self.active_mixes {
+            let index = mix as usize;
+            self.clips.add_to_mix(index, &mut self.mixes[index]);
         }
         for position in 0..self.active_slots.len() {
             let index = self.active_slots[position] as usize;

@@ -92,6 +92,7 @@ impl OwnPair {
         self.connected_to
     }
 
+    #[inline]
     fn send_rtp(&mut self, datagram: &[u8], destination: SocketAddr, stats: &MediaStats) {
         let sent = if self.connected_to == Some(destination) {
             self.rtp.send(datagram)
@@ -188,6 +189,7 @@ impl SharedPort {
     }
 
     /// Queues an RTP datagram for `sendmmsg`, sending the batch first if it is full.
+    #[inline]
     fn queue_rtp(
         &mut self,
         slot: usize,
@@ -334,6 +336,7 @@ pub struct SocketSink<'a> {
 }
 
 impl TransmitSink for SocketSink<'_> {
+    #[inline(always)]
     fn transmit(&mut self, transmit: Transmit<'_>) {
         let Transmit {
             member,
