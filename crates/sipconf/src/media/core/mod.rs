@@ -26,36 +26,46 @@
 //! use std::sync::Arc;
 //! use std::time::Instant;
 //! use sipconf::media::core::{Datagram, MediaCore, Port, Stream, Transmit, TICK};
-//! use sipconf::media::{AddMember, Codec, Command, MediaConfig, MediaStats, MemberFlags,
-//!     MemberKey, MemberSockets};
+//! use sipconf::media::{
+//!     AddMember, Codec, Command, Event, MediaConfig, MediaStats, MemberFlags, MemberKey,
+//!     MemberSockets,
+//! };
 //!
 //! let mut core = MediaCore::new(MediaConfig::default(), Arc::new(MediaStats::default()));
-//! let phone: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+//! let phone = SocketAddr::from(([192, 0, 2, 10], 4000));
 //! let key = MemberKey { slot: 0, generation: 1 };
-//! let start = Instant::now();
 //! let add = AddMember {
-//!     key, mix: 0, sockets: MemberSockets::Shared,
-//!     remote_rtp: phone, remote_rtcp: "192.0.2.10:4001".parse().unwrap(),
-//!     codec: Codec::Pcmu, telephone_event_pt: Some(101),
-//!     flags: MemberFlags::default(), keypad: true,
+//!     key,
+//!     mix: 0,
+//!     // No socket needed: on the shared port a member is found by source.
+//!     sockets: MemberSockets::Shared,
+//!     remote_rtp: phone,
+//!     remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
+//!     codec: Codec::Pcmu,
+//!     telephone_event_pt: Some(101),
+//!     flags: MemberFlags::default(),
+//!     keypad: true,
 //! };
 //! let mut sent = Vec::new();
 //! let mut sink = |t: Transmit<'_>| sent.push((t.destination, t.contents.to_vec()));
+//! let start = Instant::now();
 //! core.command(Command::AddMember(Box::new(add)), start, 0, &mut sink);
-//! for tick in 0..3u32 {
-//!     let now = start + TICK * tick;
-//!     // What the phone sent since the last tick; on the shared port the
-//!     // member is found by the datagram's source.
-//!     let rtp = [0x80, 0, 0, tick as u8, 0, 0, 0, 0, 0, 0, 0, 7, 0xFF, 0xFF];
-//!     core.receive(Datagram { port: Port::Shared, stream: Stream::Rtp, source: phone,
-//!         contents: &rtp }, now);
+//! for tick in 0..100u8 {
+//!     let now = start + TICK * u32::from(tick);
+//!     // What the phone sent since the last tick: one RTP packet of
+//!     // u-law silence (payload type 0, sequence and timestamp moving on).
+//!     let mut rtp = vec![0x80, 0, 0, tick, 0, 0, 0, 0, 0, 0, 0, 7];
+//!     rtp[4..8].copy_from_slice(&(160 * u32::from(tick)).to_be_bytes());
+//!     rtp.extend([0xFF; 160]);
+//!     let datagram = Datagram { port: Port::Shared, stream: Stream::Rtp, source: phone, contents: &rtp };
+//!     core.receive(datagram, now);
 //!     core.tick(now, 0, &mut sink);
 //! }
-//! while let Some(event) = core.poll_event() {
-//!     println!("{event:?}");
-//! }
 //! // Alone in its conference, the member is sent a keepalive once a second.
-//! assert_eq!(sent.len(), 1);
+//! assert_eq!(sent.len(), 2);
+//! assert!(sent.iter().all(|(to, _)| *to == phone));
+//! // Never silent for `rtp_timeout`: no events.
+//! assert_eq!(core.poll_event(), None::<Event>);
 //! ```
 
 mod receive;
