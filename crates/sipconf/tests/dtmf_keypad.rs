@@ -1,13 +1,14 @@
-//! The keypad table end to end through the media engine, driven by explicit
-//! ticks: phones on loopback send RTP (voice, in-band keys, RFC 4733 events)
-//! and the test listens to what each phone is sent back.
+//! The keypad table end to end through the media core, driven by explicit
+//! ticks: phones send RTP (voice, in-band keys, RFC 4733 events) as
+//! in-memory datagrams to the shared port, and the test listens to what
+//! each phone is sent back. No socket, no sleep.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use sipconf::media::core::{Datagram, MediaCore, Port, Stream, Transmit, TICK};
 use sipconf::media::dtmf::{event_code, key_tones_hz, TelephoneEvent};
-use sipconf::media::engine::{Continue, Engine, TICK};
 use sipconf::media::rtp::{write_rtp, RtpHeader, RtpPacket};
 use sipconf::media::{
     AddMember, Codec, Command, DigitSource, Event, MediaConfig, MediaStats, MemberFlags, MemberKey,
@@ -36,8 +37,10 @@ enum Slot20 {
 
 struct Phone {
     key: MemberKey,
-    rtp: UdpSocket,
-    bridge: SocketAddr,
+    /// Where the phone sends from, and the bridge sends to.
+    address: SocketAddr,
+    /// Datagrams sent since the last tick, for the bridge's shared port.
+    outbox: Vec<Vec<u8>>,
     sequence: u16,
     timestamp: u32,
     /// What the phone sends when the test says nothing else.
@@ -47,7 +50,7 @@ struct Phone {
 }
 
 impl Phone {
-    fn send(&self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) {
+    fn send(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) {
         let header = RtpHeader {
             payload_type,
             marker,
@@ -57,9 +60,7 @@ impl Phone {
         };
         let mut datagram = [0u8; 300];
         let len = write_rtp(&header, payload, &mut datagram).expect("fits");
-        self.rtp
-            .send_to(&datagram[..len], self.bridge)
-            .expect("send on loopback");
+        self.outbox.push(datagram[..len].to_vec());
     }
 
     /// One 20 ms audio packet.
@@ -109,14 +110,12 @@ impl Phone {
         }
     }
 
-    fn collect(&mut self) {
-        let mut datagram = [0u8; 1500];
-        while let Ok((len, _)) = self.rtp.recv_from(&mut datagram) {
-            let packet = RtpPacket::new_checked(&datagram[..len]).expect("valid RTP");
-            let mut pcm = vec![0i16; packet.payload().len()];
-            Codec::Pcmu.decode(packet.payload(), &mut pcm);
-            self.heard.extend(pcm);
-        }
+    /// An RTP packet the bridge sent this phone.
+    fn hear(&mut self, datagram: &[u8]) {
+        let packet = RtpPacket::new_checked(datagram).expect("valid RTP");
+        let mut pcm = vec![0i16; packet.payload().len()];
+        Codec::Pcmu.decode(packet.payload(), &mut pcm);
+        self.heard.extend(pcm);
     }
 
     /// The last `frames` frames this phone heard.
@@ -138,9 +137,7 @@ enum Way {
 type Presser<'a> = Option<(usize, &'a dyn Fn(&mut Phone))>;
 
 struct Room {
-    engine: Engine,
-    _commands_in: rtrb::Producer<Command>,
-    events: rtrb::Consumer<Event>,
+    core: MediaCore,
     start: Instant,
     ticks: u32,
     phones: Vec<Phone>,
@@ -149,52 +146,42 @@ struct Room {
 
 impl Room {
     fn new(members: usize, keypad: bool, gate_hangover_frames: u32) -> Self {
-        let (mut commands_in, commands) = rtrb::RingBuffer::new(16);
-        let (events_out, events) = rtrb::RingBuffer::new(256);
         let config = MediaConfig {
             max_members: members,
             gate_hangover_frames,
+            event_queue_len: 256,
             ..MediaConfig::default()
         };
-        let engine = Engine::new(
-            config,
-            commands,
-            events_out,
-            Arc::new(MediaStats::default()),
-        )
-        .expect("engine");
+        let mut core = MediaCore::new(config, Arc::new(MediaStats::default()));
+        let start = Instant::now();
         let mut phones = Vec::new();
         for slot in 0..members as u32 {
             let key = MemberKey {
                 slot,
                 generation: 1,
             };
-            let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-            let (member_rtp, member_rtcp, phone_rtp) = (bind(), bind(), bind());
-            phone_rtp.set_nonblocking(true).expect("nonblocking");
-            let bridge = member_rtp.local_addr().expect("bound");
+            let address = SocketAddr::from(([192, 0, 2, 10 + slot as u8], 4000));
             let add = AddMember {
                 key,
                 mix: 0,
-                remote_rtp: phone_rtp.local_addr().expect("bound"),
-                remote_rtcp: member_rtcp.local_addr().expect("bound"),
-                sockets: MemberSockets::Own {
-                    rtp: member_rtp,
-                    rtcp: member_rtcp,
-                    sdp_ip: None,
-                },
+                remote_rtp: address,
+                remote_rtcp: SocketAddr::from(([192, 0, 2, 10 + slot as u8], 4001)),
+                sockets: MemberSockets::Shared,
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(EVENT_PT),
                 flags: MemberFlags::default(),
                 keypad,
             };
-            commands_in
-                .push(Command::AddMember(Box::new(add)))
-                .expect("queue has room");
+            core.command(
+                Command::AddMember(Box::new(add)),
+                start,
+                0,
+                &mut |_: Transmit<'_>| {},
+            );
             phones.push(Phone {
                 key,
-                rtp: phone_rtp,
-                bridge,
+                address,
+                outbox: Vec::new(),
                 sequence: 1000 * slot as u16,
                 timestamp: 80_000 * slot,
                 idle: Slot20::Silence,
@@ -202,10 +189,8 @@ impl Room {
             });
         }
         Room {
-            engine,
-            _commands_in: commands_in,
-            events,
-            start: Instant::now(),
+            core,
+            start,
             ticks: 0,
             phones,
             seen: Vec::new(),
@@ -213,7 +198,7 @@ impl Room {
     }
 
     /// One 20 ms slot: every phone sends (the presser as told, the rest their
-    /// idle sound), then the engine ticks and the phones read what came back.
+    /// idle sound), then the core ticks and the phones hear what it sent.
     fn slot(&mut self, presser: Presser) {
         for index in 0..self.phones.len() {
             match presser {
@@ -224,15 +209,27 @@ impl Room {
                 }
             }
         }
-        // Loopback delivery is quick; the engine takes the time it is given.
-        std::thread::sleep(Duration::from_millis(1));
         let now = self.start + TICK * self.ticks;
-        assert_eq!(self.engine.tick(now, 0), Continue::Running);
-        self.ticks += 1;
         for phone in &mut self.phones {
-            phone.collect();
+            for datagram in phone.outbox.drain(..) {
+                let datagram = Datagram {
+                    port: Port::Shared,
+                    stream: Stream::Rtp,
+                    source: phone.address,
+                    contents: &datagram,
+                };
+                self.core.receive(datagram, now);
+            }
         }
-        while let Ok(event) = self.events.pop() {
+        let phones = &mut self.phones;
+        self.core.tick(now, 0, &mut |t: Transmit<'_>| {
+            if t.stream == Stream::Rtp {
+                assert_eq!(t.destination, phones[t.member.slot as usize].address);
+                phones[t.member.slot as usize].hear(t.contents);
+            }
+        });
+        self.ticks += 1;
+        while let Some(event) = self.core.poll_event() {
             self.seen.push(event);
         }
     }
