@@ -319,10 +319,10 @@ fn others_hear_at_most_20_ms_of_a_key_tone_held_back() {
     let before: Vec<usize> = room.phones.iter().map(|phone| phone.heard.len()).collect();
     room.press_in_band(0, '5', Sound::Silence, 14);
     let (low_hz, high_hz) = key_tones_hz('5').expect("a key");
-    for listener in 1..3 {
+    for (listener, &before) in before.iter().enumerate().skip(1) {
         // Samples of the key in each 20 ms frame: a tone of peak A over k
         // samples has Goertzel power (k*A/2)^2 per frequency.
-        let key_samples: f64 = room.phones[listener].heard[before[listener]..]
+        let key_samples: f64 = room.phones[listener].heard[before..]
             .chunks(FRAME)
             .map(|frame| {
                 let power = (power_at(frame, low_hz) + power_at(frame, high_hz)) / 2.0;
