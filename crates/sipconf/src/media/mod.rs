@@ -1,6 +1,8 @@
 //! The media plane: RTP in and out, jitter buffers, codecs, the DTMF receiver
 //! and keypad, and the conference mixer, run by one dedicated thread on a
-//! 20 ms clock (see DESIGN.md, "One 20 ms tick").
+//! 20 ms clock (see DESIGN.md, "One 20 ms tick"). `core` does all of a
+//! tick's work on in-memory datagrams at an explicit time; `engine` is the
+//! thread that keeps the clock and the sockets and drives it.
 //!
 //! The signalling plane talks to it only through `MediaHandle`: bounded
 //! lock-free `Command` and `Event` queues and atomic counters in `MediaStats`.

@@ -235,9 +235,9 @@ pub struct MediaCore {
 }
 
 impl MediaCore {
-    /// A core whose events are read with `poll_event` (tests, simulations).
-    /// Allocates every slot, mix and buffer for `config.max_members`, which
-    /// must be at least 1 (`media::spawn` checks it).
+    /// A core whose events are read with `poll_event` (tests, simulations),
+    /// from a queue of `config.event_queue_len`. Allocates every slot, mix
+    /// and buffer for `config.max_members` now; nothing later.
     pub fn new(config: MediaConfig, stats: Arc<MediaStats>) -> MediaCore {
         let (events, events_out) = rtrb::RingBuffer::new(config.event_queue_len.max(1));
         let mut core = MediaCore::with_event_queue(config, stats, events);
@@ -553,7 +553,8 @@ impl MediaCore {
     }
 }
 
-fn add(counter: &AtomicU64, amount: u64) {
+/// Adds to a counter of `MediaStats`; nothing to add costs no atomic operation.
+pub(crate) fn add(counter: &AtomicU64, amount: u64) {
     if amount > 0 {
         counter.fetch_add(amount, Ordering::Relaxed);
     }

@@ -9,9 +9,8 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::media::core::{Port, Stream, Transmit, TransmitSink};
+use crate::media::core::{add, Port, Stream, Transmit, TransmitSink};
 use crate::media::udp::{
     disconnect, receive_buffer_bytes, set_buffer_bytes, RawAddr, ReceiveBatch, SendBatch,
 };
@@ -382,11 +381,5 @@ impl TransmitSink for SocketSink<'_> {
         if let Some(shared) = self.shared.as_deref_mut() {
             shared.flush(self.stats);
         }
-    }
-}
-
-pub fn add(counter: &AtomicU64, amount: u64) {
-    if amount > 0 {
-        counter.fetch_add(amount, Ordering::Relaxed);
     }
 }
