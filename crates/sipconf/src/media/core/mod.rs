@@ -71,6 +71,8 @@
 mod receive;
 mod tick;
 
+pub use receive::{NAT_LATCH_AFTER, RTCP_SSRC_SCANS_PER_TICK};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
