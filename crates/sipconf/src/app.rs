@@ -3,7 +3,8 @@
 //! media clock, and on SIGTERM/SIGINT hangs up every call before exiting.
 
 use crate::api::{self, ApiState};
-use crate::calls::{self, Manager, Shared};
+use crate::calls::driver::Driver;
+use crate::calls::{self, Shared};
 use crate::conference::Registry;
 use crate::config::Config;
 use crate::events::Events;
@@ -111,7 +112,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     queue_recovery_callbacks(&shared, &recovered);
     let sender_task = shared.events.spawn_sender(config.events.max_attempts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (manager, manager_handle) = Manager::new(config.clone(), sip_handle, media, shared.clone());
+    let (manager, manager_handle) = Driver::new(config.clone(), sip_handle, media, shared.clone());
     let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx.clone()));
     let api_task = if config.api.enabled() {
         let state = ApiState::new(

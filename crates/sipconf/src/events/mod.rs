@@ -4,8 +4,10 @@
 //! backoff. Queuing is one short insert, so neither the API nor the call
 //! manager ever waits for an application's web server.
 
+mod callback;
 mod time;
 
+pub use callback::CallbackEvent;
 pub use time::{event_time, resource_time};
 
 use crate::conference::{

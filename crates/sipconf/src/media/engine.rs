@@ -1010,7 +1010,7 @@ mod tests {
     use crate::media::codec::Codec;
     use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
     use crate::media::udp::disconnect;
-    use crate::media::{spawn, MediaHandle, MemberFlags};
+    use crate::media::{spawn, MediaHandle, MemberFlags, MemberKeys};
     use std::net::{IpAddr, SocketAddr, UdpSocket};
 
     fn loopback_socket() -> UdpSocket {
@@ -1082,8 +1082,12 @@ mod tests {
     }
 
     /// Adds a member to a running engine; returns its key and phone.
-    fn add_member(media: &mut MediaHandle, tone_hz: f64) -> (MemberKey, Phone) {
-        let key = media.allocate().expect("slot");
+    fn add_member(
+        media: &mut MediaHandle,
+        keys: &mut MemberKeys,
+        tone_hz: f64,
+    ) -> (MemberKey, Phone) {
+        let key = keys.allocate().expect("slot");
         let (add, phone) = member_with_phone(key, MemberFlags::default(), tone_hz);
         media
             .send(Command::AddMember(Box::new(add)))
@@ -1170,8 +1174,9 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (_, high) = add_member(&mut media, 1000.0);
-        let (_, low) = add_member(&mut media, 400.0);
+        let mut keys = MemberKeys::new(4);
+        let (_, high) = add_member(&mut media, &mut keys, 1000.0);
+        let (_, low) = add_member(&mut media, &mut keys, 400.0);
         let (heard_by_high, heard_by_low) = std::thread::scope(|scope| {
             let high = scope.spawn(|| talk_and_listen(&high, 50));
             let low = scope.spawn(|| talk_and_listen(&low, 50));
@@ -1210,7 +1215,8 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (key, _phone) = add_member(&mut media, 1000.0);
+        let mut keys = MemberKeys::new(2);
+        let (key, _phone) = add_member(&mut media, &mut keys, 1000.0);
         let started = Instant::now();
         let mut timeouts = Vec::new();
         while started.elapsed() < Duration::from_millis(1000) {
@@ -1224,7 +1230,7 @@ mod tests {
         media
             .send(Command::RemoveMember { key })
             .expect("queue has room");
-        media.release(key);
+        keys.release(key);
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
         assert_eq!(timeouts.len(), 1, "{timeouts:?}");
@@ -1245,9 +1251,10 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
+        let mut keys = MemberKeys::new(32);
         let members: Vec<(MemberKey, Phone)> = (0..20)
             .map(|_| {
-                let key = media.allocate().expect("slot");
+                let key = keys.allocate().expect("slot");
                 let (add, phone) = member_with_phone(key, MemberFlags::default(), 1000.0);
                 assert!(media.send(Command::AddMember(Box::new(add))).is_ok());
                 phone
@@ -1277,7 +1284,7 @@ mod tests {
 
         for (key, _) in &members {
             assert!(media.send(Command::RemoveMember { key: *key }).is_ok());
-            media.release(*key);
+            keys.release(*key);
         }
         assert!(
             media.has_backlog(),
@@ -1313,8 +1320,10 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let members: Vec<(MemberKey, Phone)> =
-            (0..3).map(|_| add_member(&mut media, 1000.0)).collect();
+        let mut keys = MemberKeys::new(3);
+        let members: Vec<(MemberKey, Phone)> = (0..3)
+            .map(|_| add_member(&mut media, &mut keys, 1000.0))
+            .collect();
         let started = Instant::now();
         let mut timeouts = Vec::new();
         while started.elapsed() < Duration::from_millis(1500) && timeouts.len() < 3 {
@@ -1335,7 +1344,7 @@ mod tests {
             media
                 .send(Command::RemoveMember { key: *key })
                 .expect("queue has room");
-            media.release(*key);
+            keys.release(*key);
         }
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
@@ -1352,11 +1361,12 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (key, phone) = add_member(&mut media, 1000.0);
+        let mut keys = MemberKeys::new(1);
+        let (key, phone) = add_member(&mut media, &mut keys, 1000.0);
         media
             .send(Command::RemoveMember { key })
             .expect("queue has room");
-        media.release(key);
+        keys.release(key);
         phone
             .rtcp
             .set_read_timeout(Some(Duration::from_secs(1)))
