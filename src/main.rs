@@ -1,4 +1,6 @@
-//! The `sipconf` command: run the bridge (the default) or check a configuration.
+//! The `sipconf` command: run the bridge (the default), check a configuration,
+//! read the keypad digits in a recording, or load-test a running bridge. It
+//! parses the command line and hands over; the bridge is the `sipconf` library.
 
 use clap::{Parser, Subcommand};
 use sipconf::config::{self, Config};

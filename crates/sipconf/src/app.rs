@@ -1,6 +1,8 @@
-//! Wires the planes together: starts the media thread, the SIP transport and the
-//! call manager; tells systemd when it is ready, pings its watchdog from the
-//! media clock, and on SIGTERM/SIGINT hangs up every call before exiting.
+//! Wires the planes together: starts the media thread, the SIP transport, the
+//! call driver, the callback sender and the API; tells systemd when it is
+//! ready, pings its watchdog from the media clock, and on SIGTERM/SIGINT hangs
+//! up every call before exiting. It holds no rule of its own: what a call,
+//! a record or a packet becomes is decided in the parts it starts.
 
 use crate::api::{self, ApiState};
 use crate::calls::driver::Driver;

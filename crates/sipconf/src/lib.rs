@@ -1,8 +1,8 @@
 //! sipconf: an embedded SIP audio conference bridge.
 //!
 //! The signalling plane (tokio) runs SIP, call routing and records; the media plane
-//! (one dedicated thread) runs RTP, codecs and the mixer on a 20 ms clock. See
-//! `DESIGN.md` in the steering repository and the README for the whole picture.
+//! (one dedicated thread) runs RTP, codecs and the mixer on a 20 ms clock.
+//! docs/architecture.md has the whole picture.
 
 pub mod api; // the Catapult v1 HTTP API: conferences, members, calls, health, metrics
 pub mod app; // wires the planes together: start-up, sd_notify, shutdown

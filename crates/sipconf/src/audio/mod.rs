@@ -1,7 +1,8 @@
 //! Audio the bridge plays: files by URL (`fetch`), text to speech (`tts`,
 //! `voices`) and synthesized tones. Everything here runs on the signalling
 //! plane and ends in a [`Clip`], a read-only `Arc<[i16]>` at the conference
-//! rate that the media thread only reads.
+//! rate that the media thread only reads. Nothing here touches the media
+//! thread, a call or a record: the switchboard asks for a clip and plays it.
 
 pub mod fetch;
 pub mod tts;

@@ -1,6 +1,12 @@
 //! The sans-IO SIP user agent of the bridge: feed it datagrams and timeouts, take out
 //! what to send and what happened. It answers INVITEs on behalf of the call layer,
 //! keeps transactions and dialogs in bounded tables and never reads a clock.
+//!
+//! This file holds the types, the tables, the dispatch of requests and responses, and
+//! the timers; the UAS half (calls placed to the bridge) is `endpoint_uas.rs`, the UAC
+//! half (calls the bridge places) `endpoint_uac.rs`. It never touches a socket (the
+//! transport shell does) and knows nothing of rooms, records or media: what a call
+//! becomes is the switchboard's decision, reported back as `ring`, `accept`, `reject`.
 
 use super::dialog::{Dialog, DialogId};
 use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};

@@ -1,5 +1,6 @@
 //! The tokio shell around [`Endpoint`]: UDP and TCP sockets on one port, the clock, and
-//! the channels to the call layer. All protocol decisions are in the sans-IO core.
+//! the channels to the call layer. All protocol decisions are in the sans-IO core; this
+//! file decides nothing about SIP and nothing about calls.
 //!
 //! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
 //! tasks (accepted, or opened for requests we originate), on commands and on the
