@@ -271,7 +271,7 @@ fn conference_json(c: &Conference) -> Value {
     Value::Object(m)
 }
 
-fn member_json(state: &ApiState, m: &Member) -> Value {
+fn member_json(user_base: &str, m: &Member) -> Value {
     let mut o = Map::new();
     o.insert("id".into(), json!(m.id));
     o.insert("state".into(), json!(m.state.as_str()));
@@ -287,7 +287,7 @@ fn member_json(state: &ApiState, m: &Member) -> Value {
     o.insert("leavingTone".into(), json!(m.leaving_tone));
     o.insert(
         "call".into(),
-        json!(format!("{}/calls/{}", state.user_base(), m.call_id)),
+        json!(format!("{user_base}/calls/{}", m.call_id)),
     );
     o.insert("talking".into(), json!(m.talking));
     o.insert("deaf".into(), json!(m.deaf));
@@ -483,7 +483,7 @@ async fn list_members(
     let list: Vec<Value> = registry
         .members_of(&id)
         .into_iter()
-        .map(|m| member_json(&state, &m))
+        .map(|m| member_json(&state.user_base(), &m))
         .collect();
     Ok(json_response(Value::Array(list)))
 }
@@ -532,7 +532,7 @@ async fn get_member(
 ) -> ApiResult {
     let registry = state.shared.registry();
     let m = member_in(&registry, &id, &member)?;
-    Ok(json_response(member_json(&state, &m)))
+    Ok(json_response(member_json(&state.user_base(), &m)))
 }
 
 async fn update_member(
@@ -918,6 +918,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conference::fixtures;
 
     #[test]
     fn constant_time_eq_compares_whole_values() {
@@ -926,5 +927,45 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    fn conference_body(c: &Conference) -> String {
+        conference_json(c).to_string()
+    }
+
+    fn member_body(m: &Member) -> String {
+        member_json(fixtures::USER_BASE, m).to_string()
+    }
+
+    fn call_body(c: &CallRecord) -> String {
+        call_json(c).to_string()
+    }
+
+    /// The exact bytes of each resource, every optional field present and
+    /// absent, as the v1 clients have accepted them: keys in alphabetical
+    /// order, unset optional fields omitted.
+    #[test]
+    fn resources_render_byte_for_byte() {
+        let got = [
+            conference_body(&fixtures::full_conference()),
+            conference_body(&fixtures::active_conference()),
+            conference_body(&fixtures::bare_conference()),
+            member_body(&fixtures::full_member()),
+            member_body(&fixtures::active_member()),
+            call_body(&fixtures::full_call()),
+            call_body(&fixtures::active_call()),
+            call_body(&fixtures::bare_call()),
+        ];
+        let want = [
+            r#"{"activeMembers":0,"callbackHttpMethod":"GET","callbackTimeout":2500,"callbackUrl":"http://app.example/cb","completedTime":"2026-11-27T02:15:01Z","createdTime":"2026-11-27T01:14:00Z","fallbackUrl":"http://backup.example/cb","from":"+15550100","hold":true,"id":"conf-full","mute":false,"profile":"passthru_digits","state":"completed","tag":"board"}"#,
+            r#"{"activeMembers":1,"callbackHttpMethod":"POST","callbackTimeout":10000,"callbackUrl":"http://app.example/cb","createdTime":"2026-11-27T01:15:00Z","from":"1000","hold":false,"id":"conf-active","mute":true,"profile":"interpret_digits","state":"active"}"#,
+            r#"{"activeMembers":0,"callbackHttpMethod":"POST","callbackTimeout":10000,"createdTime":"2026-11-27T01:16:00Z","from":"2000","hold":false,"id":"conf-bare","mute":false,"profile":"interpret_digits","state":"created"}"#,
+            r#"{"addedTime":"2026-11-27T01:14:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-full","deaf":true,"hold":false,"id":"member-full","joinTone":true,"leavingTone":false,"mute":true,"removedTime":"2026-11-27T02:15:00Z","state":"completed","talking":false}"#,
+            r#"{"addedTime":"2026-11-27T01:15:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-active","deaf":false,"hold":true,"id":"member-active","joinTone":false,"leavingTone":true,"mute":false,"state":"active","talking":true}"#,
+            r#"{"activeTime":"2026-11-27T01:14:02Z","callbackUrl":"http://app.example/calls","chargeableDuration":65,"conferenceId":"conf-full","direction":"out","endTime":"2026-11-27T01:15:08Z","from":"sip:bridge@example","id":"c-full","startTime":"2026-11-27T01:14:00Z","state":"completed","tag":"vip","to":"sip:alice@example"}"#,
+            r#"{"activeTime":"2026-11-27T01:15:05Z","callbackUrl":"http://app.example/calls","conferenceId":"conf-active","direction":"in","from":"sip:bob@example","id":"c-active","startTime":"2026-11-27T01:15:05Z","state":"active","to":"sip:1000@bridge"}"#,
+            r#"{"direction":"in","from":"sip:carol@example","id":"c-bare","startTime":"2026-11-27T01:16:10Z","state":"started","to":"sip:5555@bridge"}"#,
+        ];
+        assert_eq!(got, want);
     }
 }

@@ -10,6 +10,9 @@
 //! file when asked for, so memory does not grow with the calls a bridge has
 //! taken.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use crate::store::{Store, StoreError};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};

@@ -432,6 +432,96 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conference::fixtures::{self, *};
+
+    /// Every queued event, oldest first, as `stream method url fallback
+    /// timeout body`, with the `time` of the event (the instant it was
+    /// queued) masked: its format is pinned in `time.rs`.
+    fn drain(store: &Store) -> Vec<String> {
+        let mut queued = Vec::new();
+        while let Some(head) = store.outbox_heads(&[]).unwrap().into_iter().next() {
+            store.outbox_remove(head.seq).unwrap();
+            let body = match head.body.split_once("\"time\":\"") {
+                Some((before, after)) => {
+                    let (time, rest) = after.split_at(24);
+                    let shape = |i: usize, c: u8| match i {
+                        4 | 7 => c == b'-',
+                        10 => c == b'T',
+                        13 | 16 => c == b':',
+                        19 => c == b'.',
+                        23 => c == b'Z',
+                        _ => c.is_ascii_digit(),
+                    };
+                    assert!(time.bytes().enumerate().all(|(i, c)| shape(i, c)), "{time}");
+                    format!("{before}\"time\":\"<now>{rest}")
+                }
+                None => head.body,
+            };
+            queued.push(format!(
+                "{} {} {} {:?} {} {body}",
+                head.stream,
+                head.method.as_str(),
+                head.url,
+                head.fallback_url,
+                head.timeout_ms
+            ));
+        }
+        queued
+    }
+
+    /// The exact bytes of every callback event, every optional field present
+    /// and absent, as applications have accepted them: keys in alphabetical
+    /// order, unset optional fields omitted; and where each goes.
+    #[test]
+    fn events_render_byte_for_byte() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let events = Events::new(store.clone(), fixtures::USER_BASE.into());
+        let (full, active, bare) = (full_conference(), active_conference(), bare_conference());
+        let (full_member, active_member) = (full_member(), active_member());
+        let (full_call, active_call, bare_call) = (full_call(), active_call(), bare_call());
+
+        events.conference(&full);
+        events.conference(&active);
+        events.conference(&bare);
+        events.member(&full, &full_member);
+        events.member(&active, &active_member);
+        events.conference_audio(&full, "playback", "started", Some("intro"));
+        events.conference_audio(&full, "speak", "done", None);
+        events.conference_audio(&active, "playback", "done", None);
+        events.call(&full_call, "hangup");
+        events.call(&full_call, "answer");
+        events.call(&active_call, "hangup");
+        events.call(&bare_call, "answer");
+        events.dtmf(&full_call, &active, '5', 120);
+        events.dtmf(&active_call, &full, '#', 80);
+        events.dtmf(&active_call, &active, '*', 60);
+        events.call_audio(&full_call, "speak", "started", Some("greeting"));
+        events.call_audio(&full_call, "playback", "done", None);
+        events.call_audio(&active_call, "playback", "started", None);
+        events.call_audio(&bare_call, "playback", "started", Some("x"));
+        events.incoming_call("http://app.example/incoming", &full_call);
+
+        let want = [
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"completedTime":"2026-11-27T02:15:01.999Z","conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","createdTime":"2026-11-27T01:14:00.250Z","eventType":"conference","status":"completed","tag":"board"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"conferenceId":"conf-active","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active","createdTime":"2026-11-27T01:15:00.000Z","eventType":"conference","status":"created"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"activeMembers":0,"callId":"c-full","conferenceId":"conf-full","eventType":"conference-member","hold":true,"memberId":"member-full","memberUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full/members/member-full","mute":true,"state":"completed","tag":"board","time":"<now>"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"activeMembers":1,"callId":"c-active","conferenceId":"conf-active","eventType":"conference-member","hold":true,"memberId":"member-active","memberUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active/members/member-active","mute":true,"state":"active","time":"<now>"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","eventType":"conference-playback","status":"started","tag":"intro","time":"<now>"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","eventType":"conference-speak","status":"done","tag":"board","time":"<now>"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"conferenceId":"conf-active","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active","eventType":"conference-playback","status":"done","time":"<now>"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","cause":"NORMAL_CLEARING","eventType":"hangup","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"answer","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","eventType":"hangup","from":"sip:bob@example","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","conferenceId":"conf-active","dtmfDigit":"5","dtmfDuration":120,"eventType":"dtmf","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","conferenceId":"conf-full","dtmfDigit":"#","dtmfDuration":80,"eventType":"dtmf","from":"sip:bob@example","tag":"board","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","conferenceId":"conf-active","dtmfDigit":"*","dtmfDuration":60,"eventType":"dtmf","from":"sip:bob@example","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"speak","from":"sip:bridge@example","status":"started","tag":"greeting","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"playback","from":"sip:bridge@example","status":"done","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","eventType":"playback","from":"sip:bob@example","status":"started","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/incoming None 10000 {"applicationId":"a-sipconf","callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"incomingcall","from":"sip:bridge@example","time":"<now>","to":"sip:alice@example"}"##,
+        ];
+        assert_eq!(drain(&store), want);
+    }
 
     #[test]
     fn user_info_is_percent_decoded() {
