@@ -15,12 +15,12 @@ use crate::calls::{
     AudioRequest, AudioTarget, ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest,
     Shared,
 };
+use crate::conference::wire::{self, CallView, ConferenceView, MemberView, Uris};
 use crate::conference::{
-    CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions,
-    MemberState, Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
+    CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions, MemberState,
+    Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
 };
 use crate::config::Config;
-use crate::events::resource_time;
 use crate::media::MediaStats;
 use crate::store::Store;
 use axum::body::Bytes;
@@ -32,7 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use input::Input;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub struct ApiState {
     manager: ManagerHandle,
     media_stats: Arc<MediaStats>,
     store: Arc<Store>,
+    uris: Uris,
 }
 
 impl ApiState {
@@ -61,21 +63,18 @@ impl ApiState {
         media_stats: Arc<MediaStats>,
         store: Arc<Store>,
     ) -> ApiState {
+        let uris = Uris::new(format!(
+            "{}/v1/users/{}",
+            config.api.public_base_url, config.api.user_id
+        ));
         ApiState {
             config,
             shared,
             manager,
             media_stats,
             store,
+            uris,
         }
-    }
-
-    /// `{public_base_url}/v1/users/{userId}`.
-    fn user_base(&self) -> String {
-        format!(
-            "{}/v1/users/{}",
-            self.config.api.public_base_url, self.config.api.user_id
-        )
     }
 }
 
@@ -209,13 +208,14 @@ fn body_input(body: Result<Bytes, BytesRejection>) -> Result<Input, ApiError> {
     }
 }
 
-fn json_response(value: Value) -> Response {
+/// A view of a record (or a list of them) as a JSON body.
+fn json_response(view: &impl Serialize) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        value.to_string(),
+        wire::to_json(view),
     )
         .into_response()
 }
@@ -229,106 +229,6 @@ fn created(location: String) -> ApiResult {
     let location = HeaderValue::from_str(&location)
         .map_err(|_| ApiError::Validation("unrepresentable Location".into()))?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
-}
-
-fn insert_opt(map: &mut Map<String, Value>, name: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(name.into(), value);
-    }
-}
-
-fn conference_json(c: &Conference) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(c.id));
-    m.insert("state".into(), json!(c.state.as_str()));
-    m.insert("from".into(), json!(c.from));
-    m.insert("createdTime".into(), json!(resource_time(c.created_time)));
-    insert_opt(
-        &mut m,
-        "completedTime",
-        c.completed_time.map(|t| json!(resource_time(t))),
-    );
-    m.insert("activeMembers".into(), json!(c.active_members));
-    m.insert("hold".into(), json!(c.hold));
-    m.insert("mute".into(), json!(c.mute));
-    m.insert("profile".into(), json!(c.profile.as_str()));
-    insert_opt(
-        &mut m,
-        "callbackUrl",
-        c.callback.url.as_ref().map(|u| json!(u)),
-    );
-    m.insert(
-        "callbackHttpMethod".into(),
-        json!(c.callback.method.as_str()),
-    );
-    m.insert("callbackTimeout".into(), json!(c.callback.timeout_ms));
-    insert_opt(
-        &mut m,
-        "fallbackUrl",
-        c.callback.fallback_url.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(&mut m, "tag", c.tag.as_ref().map(|t| json!(t)));
-    Value::Object(m)
-}
-
-fn member_json(user_base: &str, m: &Member) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(m.id));
-    o.insert("state".into(), json!(m.state.as_str()));
-    o.insert("addedTime".into(), json!(resource_time(m.added_time)));
-    insert_opt(
-        &mut o,
-        "removedTime",
-        m.removed_time.map(|t| json!(resource_time(t))),
-    );
-    o.insert("hold".into(), json!(m.hold));
-    o.insert("mute".into(), json!(m.mute));
-    o.insert("joinTone".into(), json!(m.join_tone));
-    o.insert("leavingTone".into(), json!(m.leaving_tone));
-    o.insert(
-        "call".into(),
-        json!(format!("{user_base}/calls/{}", m.call_id)),
-    );
-    o.insert("talking".into(), json!(m.talking));
-    o.insert("deaf".into(), json!(m.deaf));
-    Value::Object(o)
-}
-
-fn call_json(c: &CallRecord) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(c.id));
-    o.insert("direction".into(), json!(c.direction.as_str()));
-    o.insert("from".into(), json!(c.from));
-    o.insert("to".into(), json!(c.to));
-    o.insert("state".into(), json!(c.state.as_str()));
-    o.insert("startTime".into(), json!(resource_time(c.start_time)));
-    insert_opt(
-        &mut o,
-        "activeTime",
-        c.active_time.map(|t| json!(resource_time(t))),
-    );
-    insert_opt(
-        &mut o,
-        "endTime",
-        c.end_time.map(|t| json!(resource_time(t))),
-    );
-    insert_opt(
-        &mut o,
-        "chargeableDuration",
-        c.chargeable_duration_s().map(|d| json!(d)),
-    );
-    insert_opt(
-        &mut o,
-        "callbackUrl",
-        c.callback_url.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(
-        &mut o,
-        "conferenceId",
-        c.conference_id.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(&mut o, "tag", c.tag.as_ref().map(|t| json!(t)));
-    Value::Object(o)
 }
 
 /// The callback settings a request sets; `None` leaves one unchanged.
@@ -381,12 +281,9 @@ impl CallbackInput {
 
 async fn list_conferences(State(state): State<ApiState>) -> ApiResult {
     let registry = state.shared.registry();
-    let list: Vec<Value> = registry
-        .conferences_newest_first()
-        .into_iter()
-        .map(|c| conference_json(&c))
-        .collect();
-    Ok(json_response(Value::Array(list)))
+    let conferences = registry.conferences_newest_first();
+    let list: Vec<ConferenceView> = conferences.iter().map(|c| ConferenceView::new(c)).collect();
+    Ok(json_response(&list))
 }
 
 async fn create_conference(
@@ -421,7 +318,7 @@ async fn create_conference(
         id
     };
     tracing::info!(conference = %id, %from, "conference created through the API");
-    created(format!("{}/conferences/{id}", state.user_base()))
+    created(state.uris.conference(&id))
 }
 
 async fn get_conference(
@@ -432,7 +329,7 @@ async fn get_conference(
     let c = registry
         .conference(&id)
         .ok_or(RecordError::ConferenceNotFound(id.clone()))?;
-    Ok(json_response(conference_json(&c)))
+    Ok(json_response(&ConferenceView::new(&c)))
 }
 
 async fn update_conference(
@@ -480,12 +377,12 @@ async fn list_members(
     if registry.conference(&id).is_none() {
         return Err(RecordError::ConferenceNotFound(id).into());
     }
-    let list: Vec<Value> = registry
-        .members_of(&id)
-        .into_iter()
-        .map(|m| member_json(&state.user_base(), &m))
+    let members = registry.members_of(&id);
+    let list: Vec<MemberView> = members
+        .iter()
+        .map(|m| MemberView::new(&state.uris, m))
         .collect();
-    Ok(json_response(Value::Array(list)))
+    Ok(json_response(&list))
 }
 
 async fn add_member(
@@ -505,10 +402,7 @@ async fn add_member(
         .manager
         .add_member(id.clone(), call_id, options)
         .await?;
-    created(format!(
-        "{}/conferences/{id}/members/{member}",
-        state.user_base()
-    ))
+    created(state.uris.member(&id, &member))
 }
 
 /// The member, if it belongs to the conference.
@@ -532,7 +426,7 @@ async fn get_member(
 ) -> ApiResult {
     let registry = state.shared.registry();
     let m = member_in(&registry, &id, &member)?;
-    Ok(json_response(member_json(&state.user_base(), &m)))
+    Ok(json_response(&MemberView::new(&state.uris, &m)))
 }
 
 async fn update_member(
@@ -579,7 +473,7 @@ async fn get_call(
     let c = registry
         .call(&id)
         .ok_or(RecordError::CallNotFound(id.clone()))?;
-    Ok(json_response(call_json(&c)))
+    Ok(json_response(&CallView::new(&c)))
 }
 
 async fn update_call(
@@ -638,7 +532,7 @@ async fn create_call(
         tag: input.string("tag")?.filter(|t| !t.is_empty()),
     };
     let id = state.manager.create_call(request).await?;
-    created(format!("{}/calls/{id}", state.user_base()))
+    created(state.uris.call(&id))
 }
 
 /// The audio request of API.md: exactly one of `fileUrl` and `sentence`; an
@@ -732,10 +626,10 @@ async fn health(State(state): State<ApiState>) -> Response {
     tokio::time::sleep(HEALTH_WINDOW).await;
     let after = state.media_stats.ticks.load(Ordering::Relaxed);
     if after > before {
-        json_response(json!({"status": "ok", "mediaTicks": after}))
+        json_response(&json!({"status": "ok", "mediaTicks": after}))
     } else {
         let mut response =
-            json_response(json!({"status": "media clock stopped", "mediaTicks": after}));
+            json_response(&json!({"status": "media clock stopped", "mediaTicks": after}));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }
@@ -918,7 +812,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conference::fixtures;
 
     #[test]
     fn constant_time_eq_compares_whole_values() {
@@ -927,45 +820,5 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(constant_time_eq(b"", b""));
-    }
-
-    fn conference_body(c: &Conference) -> String {
-        conference_json(c).to_string()
-    }
-
-    fn member_body(m: &Member) -> String {
-        member_json(fixtures::USER_BASE, m).to_string()
-    }
-
-    fn call_body(c: &CallRecord) -> String {
-        call_json(c).to_string()
-    }
-
-    /// The exact bytes of each resource, every optional field present and
-    /// absent, as the v1 clients have accepted them: keys in alphabetical
-    /// order, unset optional fields omitted.
-    #[test]
-    fn resources_render_byte_for_byte() {
-        let got = [
-            conference_body(&fixtures::full_conference()),
-            conference_body(&fixtures::active_conference()),
-            conference_body(&fixtures::bare_conference()),
-            member_body(&fixtures::full_member()),
-            member_body(&fixtures::active_member()),
-            call_body(&fixtures::full_call()),
-            call_body(&fixtures::active_call()),
-            call_body(&fixtures::bare_call()),
-        ];
-        let want = [
-            r#"{"activeMembers":0,"callbackHttpMethod":"GET","callbackTimeout":2500,"callbackUrl":"http://app.example/cb","completedTime":"2026-11-27T02:15:01Z","createdTime":"2026-11-27T01:14:00Z","fallbackUrl":"http://backup.example/cb","from":"+15550100","hold":true,"id":"conf-full","mute":false,"profile":"passthru_digits","state":"completed","tag":"board"}"#,
-            r#"{"activeMembers":1,"callbackHttpMethod":"POST","callbackTimeout":10000,"callbackUrl":"http://app.example/cb","createdTime":"2026-11-27T01:15:00Z","from":"1000","hold":false,"id":"conf-active","mute":true,"profile":"interpret_digits","state":"active"}"#,
-            r#"{"activeMembers":0,"callbackHttpMethod":"POST","callbackTimeout":10000,"createdTime":"2026-11-27T01:16:00Z","from":"2000","hold":false,"id":"conf-bare","mute":false,"profile":"interpret_digits","state":"created"}"#,
-            r#"{"addedTime":"2026-11-27T01:14:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-full","deaf":true,"hold":false,"id":"member-full","joinTone":true,"leavingTone":false,"mute":true,"removedTime":"2026-11-27T02:15:00Z","state":"completed","talking":false}"#,
-            r#"{"addedTime":"2026-11-27T01:15:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-active","deaf":false,"hold":true,"id":"member-active","joinTone":false,"leavingTone":true,"mute":false,"state":"active","talking":true}"#,
-            r#"{"activeTime":"2026-11-27T01:14:02Z","callbackUrl":"http://app.example/calls","chargeableDuration":65,"conferenceId":"conf-full","direction":"out","endTime":"2026-11-27T01:15:08Z","from":"sip:bridge@example","id":"c-full","startTime":"2026-11-27T01:14:00Z","state":"completed","tag":"vip","to":"sip:alice@example"}"#,
-            r#"{"activeTime":"2026-11-27T01:15:05Z","callbackUrl":"http://app.example/calls","conferenceId":"conf-active","direction":"in","from":"sip:bob@example","id":"c-active","startTime":"2026-11-27T01:15:05Z","state":"active","to":"sip:1000@bridge"}"#,
-            r#"{"direction":"in","from":"sip:carol@example","id":"c-bare","startTime":"2026-11-27T01:16:10Z","state":"started","to":"sip:5555@bridge"}"#,
-        ];
-        assert_eq!(got, want);
     }
 }

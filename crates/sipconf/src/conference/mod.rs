@@ -12,6 +12,7 @@
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod wire;
 
 use crate::store::{Store, StoreError};
 use std::borrow::Cow;
