@@ -98,53 +98,7 @@ impl ApiError {
                 "method-not-allowed",
                 "This resource does not support this method".into(),
             ),
-            ApiError::Record(e) => {
-                let message = e.to_string();
-                match e {
-                    RecordError::ConferenceNotFound(_) => {
-                        (S::NOT_FOUND, "not-found", "conference-not-found", message)
-                    }
-                    RecordError::MemberNotFound(_) => (
-                        S::NOT_FOUND,
-                        "not-found",
-                        "conference-member-not-found",
-                        message,
-                    ),
-                    RecordError::CallNotFound(_) => {
-                        (S::NOT_FOUND, "not-found", "call-not-found", message)
-                    }
-                    RecordError::ConferenceCompleted => {
-                        (S::FORBIDDEN, "authorization", "conference-error", message)
-                    }
-                    RecordError::ConferenceFull(_) => {
-                        (S::FORBIDDEN, "limit", "conference-max-members", message)
-                    }
-                    RecordError::CallInConference(..) | RecordError::CallInvalidState(..) => {
-                        (S::FORBIDDEN, "authorization", "call-invalid-state", message)
-                    }
-                    RecordError::CallUnavailable(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "call-unavailable",
-                        message,
-                    ),
-                    RecordError::BadTarget(_) => {
-                        (S::BAD_REQUEST, "bad-request", "invalid-to", message)
-                    }
-                    RecordError::SpeechUnavailable(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "text-to-speech-unavailable",
-                        message,
-                    ),
-                    RecordError::Busy(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "service-unavailable",
-                        message,
-                    ),
-                }
-            }
+            ApiError::Record(e) => record_error(e),
         };
         CatapultError {
             status,
@@ -152,6 +106,80 @@ impl ApiError {
             code,
             message,
         }
+    }
+}
+
+/// A refusal of the records or call layer as the client reads it: status,
+/// category, code and the English message.
+fn record_error(e: &RecordError) -> (StatusCode, &'static str, &'static str, String) {
+    use StatusCode as S;
+    match e {
+        RecordError::ConferenceNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "conference-not-found",
+            format!("The conference {id} could not be found"),
+        ),
+        RecordError::MemberNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "conference-member-not-found",
+            format!("The conference member {id} could not be found"),
+        ),
+        RecordError::CallNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "call-not-found",
+            format!("The call {id} could not be found"),
+        ),
+        RecordError::ConferenceCompleted => (
+            S::FORBIDDEN,
+            "authorization",
+            "conference-error",
+            "Invalid conference state completed".into(),
+        ),
+        RecordError::ConferenceFull(max) => (
+            S::FORBIDDEN,
+            "limit",
+            "conference-max-members",
+            format!("The conference is full ({max} members)"),
+        ),
+        RecordError::CallInConference(call, conference) => (
+            S::FORBIDDEN,
+            "authorization",
+            "call-invalid-state",
+            format!("The call {call} is already a member of conference {conference}"),
+        ),
+        RecordError::CallInvalidState(call, state) => (
+            S::FORBIDDEN,
+            "authorization",
+            "call-invalid-state",
+            format!("The call {call} is in state {state}"),
+        ),
+        RecordError::CallUnavailable(call) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "call-unavailable",
+            format!("The call {call} is not answered"),
+        ),
+        RecordError::BadTarget(why) => (
+            S::BAD_REQUEST,
+            "bad-request",
+            "invalid-to",
+            format!("Cannot call {why}"),
+        ),
+        RecordError::SpeechUnavailable(why) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "text-to-speech-unavailable",
+            format!("Text to speech is unavailable: {why}"),
+        ),
+        RecordError::Busy(why) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service-unavailable",
+            format!("The bridge is busy: {why}"),
+        ),
     }
 }
 
@@ -229,5 +257,59 @@ mod tests {
         let unanswered = ApiError::from(RecordError::CallUnavailable("c-x".into())).catapult();
         assert_eq!(unanswered.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unanswered.code, "call-unavailable");
+    }
+
+    /// The English of every refusal lives here, not in the records layer.
+    #[test]
+    fn record_errors_are_worded_for_clients() {
+        let worded = |e: RecordError| ApiError::from(e).catapult().message;
+        for (error, message) in [
+            (
+                RecordError::ConferenceNotFound("conf-x".into()),
+                "The conference conf-x could not be found",
+            ),
+            (
+                RecordError::MemberNotFound("member-x".into()),
+                "The conference member member-x could not be found",
+            ),
+            (
+                RecordError::ConferenceCompleted,
+                "Invalid conference state completed",
+            ),
+            (
+                RecordError::ConferenceFull(3),
+                "The conference is full (3 members)",
+            ),
+            (
+                RecordError::CallNotFound("c-x".into()),
+                "The call c-x could not be found",
+            ),
+            (
+                RecordError::CallUnavailable("c-x".into()),
+                "The call c-x is not answered",
+            ),
+            (
+                RecordError::CallInConference("c-x".into(), "conf-y".into()),
+                "The call c-x is already a member of conference conf-y",
+            ),
+            (
+                RecordError::CallInvalidState("c-x".into(), "started"),
+                "The call c-x is in state started",
+            ),
+            (
+                RecordError::Busy("every media slot is taken"),
+                "The bridge is busy: every media slot is taken",
+            ),
+            (
+                RecordError::BadTarget("no outbound proxy".into()),
+                "Cannot call no outbound proxy",
+            ),
+            (
+                RecordError::SpeechUnavailable("espeak-ng is missing".into()),
+                "Text to speech is unavailable: espeak-ng is missing",
+            ),
+        ] {
+            assert_eq!(worded(error), message);
+        }
     }
 }

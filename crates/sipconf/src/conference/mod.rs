@@ -276,30 +276,43 @@ impl CallRecord {
     }
 }
 
-/// Why a record could not change.
+/// Why a record could not change, or a request about one was refused: what
+/// went wrong, as data. The API words it for clients (`api/error.rs`); the
+/// `Display` here is terse, for logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("The conference {0} could not be found")]
+    /// No conference has this id.
+    #[error("conference {0} not found")]
     ConferenceNotFound(String),
-    #[error("The conference member {0} could not be found")]
+    /// No member has this id (in this conference).
+    #[error("member {0} not found")]
     MemberNotFound(String),
-    #[error("Invalid conference state completed")]
+    /// The conference (or the member's) is completed: nothing changes any more.
+    #[error("conference completed")]
     ConferenceCompleted,
-    #[error("The conference is full ({0} members)")]
+    /// The conference already has this many active members, its maximum.
+    #[error("conference full at {0} members")]
     ConferenceFull(usize),
-    #[error("The call {0} could not be found")]
+    /// No call has this id.
+    #[error("call {0} not found")]
     CallNotFound(String),
-    #[error("The call {0} is not answered")]
+    /// The call is not answered, so it cannot join or hear audio.
+    #[error("call {0} not answered")]
     CallUnavailable(String),
-    #[error("The call {0} is already a member of conference {1}")]
+    /// The call (first) is already an active member of the conference (second).
+    #[error("call {0} already in conference {1}")]
     CallInConference(String, String),
-    #[error("The call {0} is in state {1}")]
+    /// The call cannot go to the state asked from the state it is in (second).
+    #[error("call {0} is {1}")]
     CallInvalidState(String, &'static str),
-    #[error("The bridge is busy: {0}")]
+    /// The bridge cannot take the request now, for this reason.
+    #[error("busy: {0}")]
     Busy(&'static str),
-    #[error("Cannot call {0}")]
+    /// An outbound call's `to` cannot be called, for this reason.
+    #[error("bad target: {0}")]
     BadTarget(String),
-    #[error("Text to speech is unavailable: {0}")]
+    /// Text to speech failed, for this reason.
+    #[error("speech unavailable: {0}")]
     SpeechUnavailable(String),
 }
 
