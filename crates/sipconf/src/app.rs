@@ -7,12 +7,12 @@
 use crate::api::{self, ApiState};
 use crate::calls::driver::Driver;
 use crate::calls::{self, Shared};
-use crate::conference::Registry;
+use crate::conference::{Registry, StoreFailure};
 use crate::config::Config;
 use crate::events::Events;
 use crate::media::{self, MediaConfig};
 use crate::sip::{self, EndpointConfig};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use sd_notify::NotifyState;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -28,7 +28,7 @@ pub enum StartError {
     #[error("cannot listen for SIP on {0}: {1}")]
     Sip(SocketAddr, std::io::Error),
     #[error("cannot open the store {0}: {1}")]
-    Store(String, StoreError),
+    Store(String, StoreFailure),
     #[error("cannot listen for the API on {0}: {1}")]
     Api(SocketAddr, std::io::Error),
 }
@@ -95,7 +95,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let store_path = config.store.path.display().to_string();
     let store = Arc::new(
-        Store::open(&config.store.path).map_err(|e| StartError::Store(store_path.clone(), e))?,
+        Store::open(&config.store.path)
+            .map_err(|e| StartError::Store(store_path.clone(), e.into()))?,
     );
     let (registry, recovered) = Registry::open(
         store.clone(),
