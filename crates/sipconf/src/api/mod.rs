@@ -3,6 +3,8 @@
 //!
 //! Handlers read records from the registry and ask the call manager for
 //! everything that touches SIP or the mixer; they never wait for callbacks.
+//! Records go out as the views of `conference::wire`, never built by hand;
+//! every failure goes out through the Catapult table of `error.rs`.
 
 mod error;
 mod input;
