@@ -6,6 +6,7 @@
 
 use super::playback::{After, AudioRequest, AudioTarget, Notify, Owner};
 use super::switchboard::Switchboard;
+use super::CallError;
 use super::{Action, NORMAL_CLEARING};
 use crate::audio::{self, AudioError, Clip, Source};
 use crate::conference::{ConferenceState, MemberState, RecordError, Registry};
@@ -20,7 +21,7 @@ impl Switchboard {
         target: AudioTarget,
         request: AudioRequest,
         speech_missing: Option<String>,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         let owner = self.audio_owner(records, &target)?;
         let Some(source) = request.source else {
             // Whatever was asked before for this conference or call is
@@ -41,7 +42,7 @@ impl Switchboard {
             // It still supersedes what was asked before.
             self.playback.supersede(&owner);
             self.audio_event(records, &notify, "done");
-            return Err(RecordError::SpeechUnavailable(missing));
+            return Err(CallError::SpeechUnavailable(missing));
         }
         let id = self
             .playback
@@ -51,14 +52,14 @@ impl Switchboard {
     }
 
     /// The conference or call a target's events and replacement rules belong to.
-    fn audio_owner(&self, records: &Registry, target: &AudioTarget) -> Result<Owner, RecordError> {
+    fn audio_owner(&self, records: &Registry, target: &AudioTarget) -> Result<Owner, CallError> {
         match target {
             AudioTarget::Conference(id) => {
                 let c = records
                     .conference(id)
                     .ok_or_else(|| RecordError::ConferenceNotFound(id.clone()))?;
                 if c.state == ConferenceState::Completed {
-                    return Err(RecordError::ConferenceCompleted);
+                    return Err(RecordError::ConferenceCompleted.into());
                 }
                 Ok(Owner::Conference(id.clone()))
             }
@@ -67,7 +68,7 @@ impl Switchboard {
                     .member(id)
                     .ok_or_else(|| RecordError::MemberNotFound(id.clone()))?;
                 if m.state == MemberState::Completed {
-                    return Err(RecordError::ConferenceCompleted);
+                    return Err(RecordError::ConferenceCompleted.into());
                 }
                 Ok(Owner::Call(m.call_id.clone()))
             }
@@ -76,7 +77,7 @@ impl Switchboard {
                     .call(id)
                     .ok_or_else(|| RecordError::CallNotFound(id.clone()))?;
                 if self.calls.answered_by_id(id).is_none() {
-                    return Err(RecordError::CallUnavailable(id.clone()));
+                    return Err(CallError::CallUnavailable(id.clone()));
                 }
                 Ok(Owner::Call(id.clone()))
             }

@@ -11,8 +11,9 @@ use super::{
     Action, ApiRequest, AudioRequest, AudioTarget, ConferenceChange, Input, MemberChange, Now,
     OutgoingRequest, PortPool, Reply, RequestId, RtpPorts, Shared, Switchboard,
 };
+use super::{Busy, CallError};
 use crate::audio::{AudioError, Clip, Library, Source};
-use crate::conference::{CallState, MemberOptions, RecordError};
+use crate::conference::{CallState, MemberOptions};
 use crate::config::Config;
 use crate::media::wakeup::Wakeup;
 use crate::media::{Command, MediaHandle};
@@ -36,7 +37,7 @@ const MEDIA_BACKLOG_RETRY: Duration = Duration::from_millis(10);
 /// Requests from the API waiting for the driver.
 const API_QUEUE_LEN: usize = 256;
 
-type Responder = oneshot::Sender<Result<Reply, RecordError>>;
+type Responder = oneshot::Sender<Result<Reply, CallError>>;
 
 /// The API's way to the switchboard.
 #[derive(Clone)]
@@ -54,10 +55,10 @@ impl std::fmt::Debug for ManagerHandle {
     }
 }
 
-const STOPPING: RecordError = RecordError::Busy("the bridge is stopping");
+const STOPPING: CallError = CallError::Busy(Busy::Stopping);
 
 impl ManagerHandle {
-    async fn ask(&self, request: ApiRequest) -> Result<Reply, RecordError> {
+    async fn ask(&self, request: ApiRequest) -> Result<Reply, CallError> {
         let (reply, answer) = oneshot::channel();
         if self.requests.send((request, reply)).await.is_err() {
             return Err(STOPPING);
@@ -65,11 +66,11 @@ impl ManagerHandle {
         answer.await.unwrap_or(Err(STOPPING))
     }
 
-    async fn ask_done(&self, request: ApiRequest) -> Result<(), RecordError> {
+    async fn ask_done(&self, request: ApiRequest) -> Result<(), CallError> {
         self.ask(request).await.map(|_| ())
     }
 
-    async fn ask_created(&self, request: ApiRequest) -> Result<String, RecordError> {
+    async fn ask_created(&self, request: ApiRequest) -> Result<String, CallError> {
         match self.ask(request).await? {
             Reply::Created(id) => Ok(id),
             Reply::Done => {
@@ -85,7 +86,7 @@ impl ManagerHandle {
         conference_id: String,
         call_id: String,
         options: MemberOptions,
-    ) -> Result<String, RecordError> {
+    ) -> Result<String, CallError> {
         self.ask_created(ApiRequest::AddMember {
             conference_id,
             call_id,
@@ -98,7 +99,7 @@ impl ManagerHandle {
         &self,
         member_id: String,
         change: MemberChange,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         self.ask_done(ApiRequest::UpdateMember { member_id, change })
             .await
     }
@@ -107,7 +108,7 @@ impl ManagerHandle {
         &self,
         conference_id: String,
         change: ConferenceChange,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         self.ask_done(ApiRequest::UpdateConference {
             conference_id,
             change,
@@ -117,19 +118,15 @@ impl ManagerHandle {
 
     /// Places an outbound call; returns its id at once (it rings afterwards).
     /// A `to` that cannot be called is refused before anything else is checked.
-    pub async fn create_call(&self, call: OutgoingRequest) -> Result<String, RecordError> {
+    pub async fn create_call(&self, call: OutgoingRequest) -> Result<String, CallError> {
         let target = outbound_target(&call.to, self.outbound_proxy.as_deref())
             .await
-            .map_err(RecordError::BadTarget)?;
+            .map_err(CallError::BadTarget)?;
         self.ask_created(ApiRequest::CreateCall { call, target })
             .await
     }
 
-    pub async fn audio(
-        &self,
-        target: AudioTarget,
-        request: AudioRequest,
-    ) -> Result<(), RecordError> {
+    pub async fn audio(&self, target: AudioTarget, request: AudioRequest) -> Result<(), CallError> {
         let speech_missing = match &request.source {
             Some(Source::Speech { .. }) => self
                 .library
@@ -147,11 +144,7 @@ impl ManagerHandle {
         .await
     }
 
-    pub async fn set_call_state(
-        &self,
-        call_id: String,
-        state: CallState,
-    ) -> Result<(), RecordError> {
+    pub async fn set_call_state(&self, call_id: String, state: CallState) -> Result<(), CallError> {
         self.ask_done(ApiRequest::SetCallState { call_id, state })
             .await
     }

@@ -8,6 +8,7 @@ use super::lobby::{Lobby, Pin, PIN_FAILED, WRONG_PIN};
 use super::playback::After;
 use super::switchboard::Switchboard;
 use super::table::{Call, Joined};
+use super::{Busy, CallError};
 use super::{NORMAL_CLEARING, USER_BUSY};
 use crate::conference::{
     CallState, Conference, ConferenceState, MemberOptions, Profile, RecordError, Registry,
@@ -70,12 +71,12 @@ impl Switchboard {
         key: CallKey,
         conference_id: &str,
         options: MemberOptions,
-    ) -> Result<String, RecordError> {
+    ) -> Result<String, CallError> {
         let Some(call) = self.calls.answered.get(&key) else {
-            return Err(RecordError::Busy("the call is gone"));
+            return Err(CallError::Busy(Busy::CallGone));
         };
         if let Some(joined) = &call.joined {
-            return Err(RecordError::CallInConference(
+            return Err(CallError::CallInConference(
                 call.id.clone(),
                 joined.conference_id.clone(),
             ));
@@ -85,25 +86,25 @@ impl Switchboard {
             .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.to_string()))?;
         let keypad = conference.profile == Profile::InterpretDigits;
         if conference.state == ConferenceState::Completed {
-            return Err(RecordError::ConferenceCompleted);
+            return Err(RecordError::ConferenceCompleted.into());
         }
         let max_members = self.max_members(&conference);
         if conference.active_members >= max_members {
-            return Err(RecordError::ConferenceFull(max_members));
+            return Err(RecordError::ConferenceFull(max_members).into());
         }
         let Ok(sockets) = call.ports.member_sockets(call.media_address) else {
-            return Err(RecordError::Busy("cannot share the RTP socket"));
+            return Err(CallError::Busy(Busy::SocketNotShared));
         };
         let call_id = call.id.clone();
         let sip_held = call.held;
         let add = |key, mix, flags| add_member(call, sockets, key, mix, flags, keypad);
         let Some(media_key) = self.keys.allocate() else {
             tracing::warn!("every media slot is taken");
-            return Err(RecordError::Busy("every media slot is taken"));
+            return Err(CallError::Busy(Busy::NoMediaSlot));
         };
         let Some(mix) = self.mixes.get_or_assign(conference_id) else {
             self.keys.release(media_key);
-            return Err(RecordError::Busy("every conference mix is taken"));
+            return Err(CallError::Busy(Busy::NoMix));
         };
         let member_id = match records
             .add_member_with(conference_id, &call_id, options, max_members, self.now.wall)
@@ -113,7 +114,7 @@ impl Switchboard {
             Err(e) => {
                 self.keys.release(media_key);
                 self.release_mix_if_done(records, conference_id);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let flags = effective_flags(records, &member_id, sip_held);

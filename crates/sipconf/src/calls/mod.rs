@@ -60,6 +60,59 @@ pub const CALL_REJECTED: &str = "CALL_REJECTED";
 /// The default `callTimeout` of outbound calls.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why the switchboard refused an API request. The API words it for clients
+/// (`api/error.rs`); the `Display` here is terse, for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The records refused.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The call is not answered (or is gone), so it cannot join or hear audio.
+    #[error("call {0} not answered")]
+    CallUnavailable(String),
+    /// The call (first) is already an active member of the conference (second).
+    #[error("call {0} already in conference {1}")]
+    CallInConference(String, String),
+    /// The call cannot go to the state asked from the state it is in.
+    #[error("call {0} is {state}", state = .1.as_str())]
+    CallInvalidState(String, CallState),
+    /// The bridge cannot take the request now.
+    #[error("busy: {0}")]
+    Busy(Busy),
+    /// An outbound call's `to` cannot be called, for this reason.
+    #[error("bad target: {0}")]
+    BadTarget(String),
+    /// Text to speech is unavailable, for this reason.
+    #[error("speech unavailable: {0}")]
+    SpeechUnavailable(String),
+}
+
+/// What the bridge ran out of, or why it cannot act now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    /// The bridge is stopping; the switchboard no longer takes requests.
+    #[error("stopping")]
+    Stopping,
+    /// The call ended while the request was on its way.
+    #[error("call gone")]
+    CallGone,
+    /// Every media slot (`media.max_members`) is taken.
+    #[error("no media slot")]
+    NoMediaSlot,
+    /// Every conference mix is taken.
+    #[error("no mix")]
+    NoMix,
+    /// The call's RTP socket could not be handed to the media plane.
+    #[error("socket not shared")]
+    SocketNotShared,
+    /// Every RTP port pair of `media.rtp_ports` is in use.
+    #[error("no RTP port")]
+    NoRtpPort,
+    /// The SIP endpoint's call or transaction table is full.
+    #[error("SIP tables full")]
+    SipTablesFull,
+}
+
 /// The records and the callback queue, shared by the call driver and the API.
 /// Record changes and the events they cause are made under the one registry
 /// lock, so events leave in the order the records changed.
@@ -255,6 +308,6 @@ pub enum Action {
     },
     Reply {
         request: RequestId,
-        result: Result<Reply, RecordError>,
+        result: Result<Reply, CallError>,
     },
 }

@@ -13,6 +13,7 @@ use super::{
     Action, ApiRequest, ConferenceChange, MemberChange, OutgoingRequest, Reply, RequestId,
     CALL_REJECTED, NORMAL_CLEARING, ORIGINATOR_CANCEL,
 };
+use super::{Busy, CallError};
 use crate::conference::{
     CallDirection, CallState, ConferenceState, MemberOptions, MemberState, RecordError, Registry,
 };
@@ -66,7 +67,7 @@ impl Switchboard {
         self.reply(request, result);
     }
 
-    fn reply(&mut self, request: RequestId, result: Result<Reply, RecordError>) {
+    fn reply(&mut self, request: RequestId, result: Result<Reply, CallError>) {
         self.act(Action::Reply { request, result });
     }
 
@@ -76,18 +77,18 @@ impl Switchboard {
         conference_id: &str,
         call_id: &str,
         options: MemberOptions,
-    ) -> Result<String, RecordError> {
+    ) -> Result<String, CallError> {
         if records.conference(conference_id).is_none() {
-            return Err(RecordError::ConferenceNotFound(conference_id.to_string()));
+            return Err(RecordError::ConferenceNotFound(conference_id.to_string()).into());
         }
         let Some(record) = records.call(call_id) else {
-            return Err(RecordError::CallNotFound(call_id.to_string()));
+            return Err(RecordError::CallNotFound(call_id.to_string()).into());
         };
         if record.state != CallState::Active {
-            return Err(RecordError::CallUnavailable(call_id.to_string()));
+            return Err(CallError::CallUnavailable(call_id.to_string()));
         }
         let Some((key, _)) = self.calls.answered_by_id(call_id) else {
-            return Err(RecordError::CallUnavailable(call_id.to_string()));
+            return Err(CallError::CallUnavailable(call_id.to_string()));
         };
         self.join(records, key, conference_id, options)
     }
@@ -97,7 +98,7 @@ impl Switchboard {
         records: &mut Registry,
         member_id: &str,
         change: MemberChange,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         let member = records
             .member(member_id)
             .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()))?;
@@ -107,7 +108,7 @@ impl Switchboard {
             return if change.remove {
                 Ok(())
             } else {
-                Err(RecordError::ConferenceCompleted)
+                Err(RecordError::ConferenceCompleted.into())
             };
         }
         let key = self.calls.by_id.get(&call_id).copied();
@@ -157,7 +158,7 @@ impl Switchboard {
         records: &mut Registry,
         conference_id: &str,
         change: ConferenceChange,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         records.update_conference(conference_id, |c| {
             if let Some(mute) = change.mute {
                 c.mute = mute;
@@ -230,7 +231,7 @@ impl Switchboard {
         records: &mut Registry,
         call_id: &str,
         state: CallState,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         let current = records
             .call(call_id)
             .map(|c| c.state)
@@ -243,9 +244,9 @@ impl Switchboard {
                     self.hang_up(records, key, ORIGINATOR_CANCEL, "cancelled through the API");
                     Ok(())
                 }
-                _ => Err(RecordError::CallInvalidState(
+                _ => Err(CallError::CallInvalidState(
                     call_id.to_string(),
-                    "started",
+                    CallState::Started,
                 )),
             };
         }
@@ -253,9 +254,9 @@ impl Switchboard {
             (CallState::Active, CallState::Active, _) => Ok(()),
             (CallState::Active, CallState::Started, Some(key)) => {
                 let Some(ringing) = self.calls.ringing.remove(&key) else {
-                    return Err(RecordError::CallInvalidState(
+                    return Err(CallError::CallInvalidState(
                         call_id.to_string(),
-                        "started",
+                        CallState::Started,
                     ));
                 };
                 match ringing.route {
@@ -293,10 +294,7 @@ impl Switchboard {
                 Ok(())
             }
             (CallState::Completed, CallState::Completed | CallState::Rejected, _) => Ok(()),
-            (_, current, _) => Err(RecordError::CallInvalidState(
-                call_id.to_string(),
-                current.as_str(),
-            )),
+            (_, current, _) => Err(CallError::CallInvalidState(call_id.to_string(), current)),
         }
     }
 
@@ -308,17 +306,17 @@ impl Switchboard {
         request: RequestId,
         call: OutgoingRequest,
         target: OutboundTarget,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), CallError> {
         if let Some(conference_id) = &call.conference_id {
             let c = records
                 .conference(conference_id)
                 .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.clone()))?;
             if c.state == ConferenceState::Completed {
-                return Err(RecordError::ConferenceCompleted);
+                return Err(RecordError::ConferenceCompleted.into());
             }
         }
         let Some(ports) = self.ports.bind_pair() else {
-            return Err(RecordError::Busy("no free RTP port"));
+            return Err(CallError::Busy(Busy::NoRtpPort));
         };
         let media_address = self.ports.media_address_towards(target.destination.ip());
         let session = new_sdp_session();
@@ -386,10 +384,7 @@ impl Switchboard {
         let Some(key) = key else {
             self.ports.release(&placing.outgoing.ports);
             records.end_call(call_id, CallState::Rejected, CALL_REJECTED, self.now.wall);
-            self.reply(
-                placing.request,
-                Err(RecordError::Busy("the SIP call table is full")),
-            );
+            self.reply(placing.request, Err(CallError::Busy(Busy::SipTablesFull)));
             return;
         };
         tracing::info!(call = %call_id, "outbound call placed");

@@ -299,24 +299,6 @@ pub enum RecordError {
     /// No call has this id.
     #[error("call {0} not found")]
     CallNotFound(String),
-    /// The call is not answered, so it cannot join or hear audio.
-    #[error("call {0} not answered")]
-    CallUnavailable(String),
-    /// The call (first) is already an active member of the conference (second).
-    #[error("call {0} already in conference {1}")]
-    CallInConference(String, String),
-    /// The call cannot go to the state asked from the state it is in (second).
-    #[error("call {0} is {1}")]
-    CallInvalidState(String, &'static str),
-    /// The bridge cannot take the request now, for this reason.
-    #[error("busy: {0}")]
-    Busy(&'static str),
-    /// An outbound call's `to` cannot be called, for this reason.
-    #[error("bad target: {0}")]
-    BadTarget(String),
-    /// Text to speech failed, for this reason.
-    #[error("speech unavailable: {0}")]
-    SpeechUnavailable(String),
 }
 
 #[cfg(test)]

@@ -59,10 +59,7 @@ fn the_application_answers_and_adds_the_call_to_a_conference() {
         call_id: call_id.clone(),
         options: MemberOptions::default(),
     });
-    assert_eq!(
-        reply,
-        Err(RecordError::CallInConference(call_id, conference))
-    );
+    assert_eq!(reply, Err(CallError::CallInConference(call_id, conference)));
 }
 
 #[test]
@@ -107,7 +104,7 @@ fn a_call_the_application_never_answers_gets_480_at_the_answer_timeout() {
     });
     assert!(matches!(
         reply,
-        Err(RecordError::CallInvalidState(_, "completed"))
+        Err(CallError::CallInvalidState(_, CallState::Completed))
     ));
 }
 

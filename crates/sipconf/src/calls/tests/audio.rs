@@ -74,7 +74,7 @@ fn a_sentence_without_text_to_speech_is_refused_and_reported_done() {
     });
     assert_eq!(
         reply,
-        Err(RecordError::SpeechUnavailable(
+        Err(CallError::SpeechUnavailable(
             "espeak-ng is not installed".into()
         ))
     );
@@ -96,7 +96,7 @@ fn audio_for_a_conference_that_does_not_exist_is_not_found() {
     });
     assert_eq!(
         reply,
-        Err(RecordError::ConferenceNotFound("conf-none".into()))
+        Err(RecordError::ConferenceNotFound("conf-none".into()).into())
     );
     assert!(actions.is_empty());
 }

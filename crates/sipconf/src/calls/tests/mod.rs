@@ -113,7 +113,7 @@ impl Bridge {
     }
 
     /// An API request; returns its reply (which must come at once) and the rest.
-    fn api(&mut self, call: ApiRequest) -> (Result<Reply, RecordError>, Vec<Action>) {
+    fn api(&mut self, call: ApiRequest) -> (Result<Reply, CallError>, Vec<Action>) {
         let (reply, rest) = self.api_deferred(call);
         (reply.expect("the reply comes at once"), rest)
     }
@@ -121,7 +121,7 @@ impl Bridge {
     fn api_deferred(
         &mut self,
         call: ApiRequest,
-    ) -> (Option<Result<Reply, RecordError>>, Vec<Action>) {
+    ) -> (Option<Result<Reply, CallError>>, Vec<Action>) {
         self.next_request += 1;
         let request = self.next_request;
         let actions = self.handle(Input::Api { request, call });
@@ -156,7 +156,7 @@ impl Bridge {
 fn split_reply(
     request: RequestId,
     actions: Vec<Action>,
-) -> (Option<Result<Reply, RecordError>>, Vec<Action>) {
+) -> (Option<Result<Reply, CallError>>, Vec<Action>) {
     let mut reply = None;
     let mut rest = Vec::new();
     for action in actions {

@@ -93,7 +93,7 @@ fn an_outbound_call_cancelled_through_the_api_is_originator_cancel() {
     });
     assert!(matches!(
         reply,
-        Err(RecordError::CallInvalidState(_, "started"))
+        Err(CallError::CallInvalidState(_, CallState::Started))
     ));
 }
 
@@ -135,7 +135,10 @@ fn an_outbound_call_the_endpoint_has_no_room_for_is_refused_and_its_ports_given_
         key: None,
     });
     let (reply, _) = split_reply(1, actions);
-    assert!(matches!(reply, Some(Err(RecordError::Busy(_)))));
+    assert!(matches!(
+        reply,
+        Some(Err(CallError::Busy(Busy::SipTablesFull)))
+    ));
     assert_eq!(bridge.call_record(&call_id).state, CallState::Rejected);
     assert_eq!(bridge.ports_in_use.load(Ordering::Relaxed), 0);
 }
