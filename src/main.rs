@@ -32,7 +32,7 @@ enum Commands {
         file: PathBuf,
     },
     /// Simulate phones calling a running bridge and report what it did (exit 2 if a call failed).
-    Loadtest(sipconf::loadtest::LoadtestArgs),
+    Loadtest(sipconf_loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     // These read files or call a bridge: they need no configuration of their own.
     match &cli.command {
         Some(Commands::Dtmf { file }) => return dtmf(file),
-        Some(Commands::Loadtest(args)) => return sipconf::loadtest::main(args),
+        Some(Commands::Loadtest(args)) => return sipconf_loadtest::main(args),
         _ => {}
     }
     let path = config::resolve_path(cli.config);
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         }
         Commands::Run => run(config),
         Commands::Dtmf { file } => dtmf(&file),
-        Commands::Loadtest(args) => sipconf::loadtest::main(&args),
+        Commands::Loadtest(args) => sipconf_loadtest::main(&args),
     }
 }
 

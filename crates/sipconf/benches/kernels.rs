@@ -164,7 +164,7 @@ fn sockets(criterion: &mut Criterion) {
 /// `recvmmsg`, with the load generator's batches), as a media thread with one
 /// shared RTP socket would move them. Divide by 64 for the cost per packet.
 fn socket_batches(criterion: &mut Criterion) {
-    use sipconf::loadtest::net::{RawAddr, ReceiveBatch, SendBatch};
+    use sipconf::media::udp::{RawAddr, ReceiveBatch, SendBatch};
     use std::os::fd::AsRawFd;
     const BATCH: usize = 64;
     let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");

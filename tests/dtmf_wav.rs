@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use sipconf::media::dtmf::wav::{g711_wav_bytes, pcm16_wav_bytes};
 use sipconf::media::dtmf::{decode_wav_digits, format_report, key_tones_hz, WavError};
 use sipconf::media::Codec;
+use sipconf_testkit::wav::{wav_g711, wav_pcm16};
 
 /// "1234#": 80 ms keys at -6 dBm0 per tone, the first at 200 ms, one every 200 ms.
 fn keys_at(rate_hz: u32) -> Vec<i16> {
@@ -66,7 +66,7 @@ fn pcm_at_any_rate_and_g711_files_give_the_keys_and_their_times() {
     for rate_hz in [8000, 11_025, 16_000, 22_050, 44_100, 48_000] {
         check_keys(
             &format!("pcm{rate_hz}.wav"),
-            &pcm16_wav_bytes(&keys_at(rate_hz), rate_hz),
+            &wav_pcm16(&keys_at(rate_hz), 1, rate_hz),
         );
     }
     for codec in Codec::ALL {
@@ -75,7 +75,7 @@ fn pcm_at_any_rate_and_g711_files_give_the_keys_and_their_times() {
         codec.encode(&pcm, &mut encoded);
         check_keys(
             &format!("{}.wav", codec.encoding_name()),
-            &g711_wav_bytes(codec, &encoded),
+            &wav_g711(codec, &encoded),
         );
     }
 }
@@ -93,7 +93,7 @@ fn unreadable_files_give_a_precise_error() {
     let text = TempFile::with("text.wav", b"this is not audio at all");
     assert!(matches!(decode_wav_digits(&text.0), Err(WavError::NotWav)));
 
-    let mut stereo = pcm16_wav_bytes(&[0; 100], 8000);
+    let mut stereo = wav_pcm16(&[0; 100], 1, 8000);
     stereo[22] = 2;
     let stereo = TempFile::with("stereo.wav", &stereo);
     let error = decode_wav_digits(&stereo.0).expect_err("stereo");
@@ -102,7 +102,7 @@ fn unreadable_files_give_a_precise_error() {
         "2 channels: only mono WAV files are supported"
     );
 
-    let truncated = TempFile::with("truncated.wav", &pcm16_wav_bytes(&[0; 100], 8000)[..30]);
+    let truncated = TempFile::with("truncated.wav", &wav_pcm16(&[0; 100], 1, 8000)[..30]);
     assert!(matches!(
         decode_wav_digits(&truncated.0),
         Err(WavError::Truncated("fmt"))
@@ -111,7 +111,7 @@ fn unreadable_files_give_a_precise_error() {
 
 #[test]
 fn a_recording_without_keys_reports_no_digits() {
-    let silence = TempFile::with("silence.wav", &pcm16_wav_bytes(&[0; 8000], 8000));
+    let silence = TempFile::with("silence.wav", &wav_pcm16(&[0; 8000], 1, 8000));
     let reports = decode_wav_digits(&silence.0).expect("readable");
     assert_eq!(format_report(&reports), "digits: \n");
 }

@@ -1,5 +1,5 @@
 //! The load generator's socket layer over libc: the batched `recvmmsg` and
-//! `sendmmsg` of `media::udp`, kernel receive timestamps, and an epoll set
+//! `sendmmsg` of `sipconf::media::udp`, kernel receive timestamps, and an epoll set
 //! that says which of thousands of phone sockets have something to read.
 //!
 //! This is the only unsafe code in the load generator: each block is one
@@ -9,7 +9,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub use crate::media::udp::{RawAddr, ReceiveBatch, SendBatch, SO_TIMESTAMPNS};
+pub use sipconf::media::udp::{RawAddr, ReceiveBatch, SendBatch, SO_TIMESTAMPNS};
 
 /// Wall-clock time in nanoseconds: the clock `SO_TIMESTAMPNS` stamps arrivals
 /// with, so send and arrival times compare directly.
