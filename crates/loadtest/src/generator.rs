@@ -7,11 +7,13 @@
 //! is reached only over SIP and RTP.
 
 use crate::audio::{Hearing, Sounds, FRAME_SAMPLES, PIP_FRAMES};
-use crate::net::{self, Poller, RawAddr, ReceiveBatch, SendBatch};
 use crate::report::{self, Histogram, Reception, Report, Spread};
 use crate::sip::{self, Dialog, T1_MS, TRANSACTION_TIMEOUT_MS};
+use crate::system;
 use crate::{LoadError, LoadtestArgs};
 use sipconf::media::Codec;
+use sipconf::net::poller::Poller;
+use sipconf::net::udp::{self, RawAddr, ReceiveBatch, SendBatch};
 use sipconf_testkit::testphone::{response_to, SipText};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -164,14 +166,14 @@ pub(crate) struct Generator {
 
 impl Generator {
     pub(crate) fn new(args: &LoadtestArgs) -> Result<Generator, LoadError> {
-        let limit = net::raise_open_file_limit();
+        let limit = system::raise_open_file_limit();
         let room_names: Vec<String> = match args.room.parse::<u64>() {
             Ok(first) if args.rooms > 1 => (0..args.rooms as u64)
                 .map(|n| (first + n).to_string())
                 .collect(),
             _ => vec![args.room.clone()],
         };
-        let sip_socket = net::bind_udp(SocketAddr::new(args.local_ip, 0), Some(8 << 20))?;
+        let sip_socket = udp::bind_timestamped(SocketAddr::new(args.local_ip, 0), Some(8 << 20))?;
         let local_sip = sip_socket.local_addr()?;
         let poller = Poller::new(8)?;
         poller.add(sip_socket.as_raw_fd(), SIP_TOKEN)?;
@@ -189,14 +191,13 @@ impl Generator {
                 talkers += 1;
                 talkers - 1
             });
-            let socket =
-                net::bind_udp(SocketAddr::new(args.local_ip, 0), None).map_err(|error| {
-                    LoadError::Sockets {
-                        members: args.members,
-                        limit,
-                        error,
-                    }
-                })?;
+            let socket = udp::bind_timestamped(SocketAddr::new(args.local_ip, 0), None).map_err(
+                |error| LoadError::Sockets {
+                    members: args.members,
+                    limit,
+                    error,
+                },
+            )?;
             let mut dialog = Dialog::new(index, &room_names[room], args.target, local_sip);
             dialog.build_invite(socket.local_addr()?, args.codec);
             use rand::Rng;
@@ -365,7 +366,7 @@ impl Generator {
     }
 
     fn open_window(&mut self, start: Instant) {
-        let now_ns = net::realtime_ns();
+        let now_ns = udp::realtime_ns();
         let to_start = start.saturating_duration_since(Instant::now());
         let start_ns = now_ns + to_start.as_nanos() as i64;
         let first_tick = (start.duration_since(self.started).as_nanos() / TICK.as_nanos()) as u64;
@@ -386,7 +387,7 @@ impl Generator {
                 self.bridge_end = Some((cpu, rss));
             }
         }
-        self.own_cpu_end_us = net::own_cpu_us();
+        self.own_cpu_end_us = system::own_cpu_us();
     }
 
     /// Samples CPU counters when the window opens (called from the tick).
@@ -394,7 +395,7 @@ impl Generator {
         let pid = self.pid;
         if let Some(window) = self.window.as_mut() {
             window.bridge_cpu_us = pid.and_then(bridge_cpu_us);
-            window.own_cpu_us = net::own_cpu_us();
+            window.own_cpu_us = system::own_cpu_us();
         }
     }
 
@@ -406,7 +407,7 @@ impl Generator {
             let phone = &mut self.phones[index];
             phone.state = CallState::Inviting { provisional: false };
             phone.invite_at = now;
-            phone.invited_ns = net::realtime_ns();
+            phone.invited_ns = udp::realtime_ns();
             phone.retransmit_interval = Duration::from_millis(T1_MS);
             phone.next_retransmit = now + phone.retransmit_interval;
             let invite = std::mem::take(&mut phone.dialog.invite);
@@ -583,7 +584,7 @@ impl Generator {
             }
             let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
             if pip_sent {
-                self.pip_sent[phone.room] = Some((net::realtime_ns(), index));
+                self.pip_sent[phone.room] = Some((udp::realtime_ns(), index));
                 self.pips_sent[phone.room] += 1;
             }
             self.send_refused += frames - accepted as u64;
@@ -618,7 +619,7 @@ impl Generator {
         let count = rtp_in.receive(phone.socket.as_raw_fd(), READ_PER_TICK)?;
         let mut pcm = [0i16; FRAME_SAMPLES];
         for i in 0..count {
-            let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(net::realtime_ns);
+            let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(udp::realtime_ns);
             let Some((ssrc, sequence, timestamp, payload)) =
                 rtp_fields(rtp_in.datagram(i), codec.payload_type())
             else {
@@ -953,7 +954,7 @@ fn bridge_cpu_us(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks_per_s = net::clock_ticks_per_second();
+    let ticks_per_s = system::clock_ticks_per_second();
     Some((utime + stime) * 1_000_000 / ticks_per_s)
 }
 

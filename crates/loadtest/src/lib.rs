@@ -27,9 +27,9 @@
 pub mod audio; // what the phones send, and how a listener judges what it hears
 mod generator; // the one loop: calls, RTP at 20 ms on 20 phases, pips, the window
 pub mod limit; // --find-limit: the largest member count whose audio holds
-mod net; // the socket layer: batched UDP with timestamps, epoll, process figures
 pub mod report; // the figures, as text and JSON
 pub mod sip; // one dialog per phone over a shared SIP socket
+mod system; // open-file limit, CPU time, clock ticks
 
 use report::Report;
 use sipconf::media::Codec;

@@ -12,5 +12,6 @@ pub mod conference; // conference and member records and their state machines
 pub mod config; // TOML -> typed, validated Config
 pub mod events; // callback events: outbox, ordered delivery, fallback, retries
 pub mod media; // the media plane: RTP, jitter buffer, codecs, mixer, engine thread
+pub mod net; // socket helpers over libc: batched UDP, the eventfd doorbell, epoll
 pub mod sip; // sans-IO SIP user agent and its tokio transport shell
 pub mod store; // SQLite records: conferences, members, calls, callback outbox

@@ -22,8 +22,8 @@ use crate::conference::{
 };
 use crate::config::{Config, Room};
 use crate::events::Events;
-use crate::media::wakeup::Wakeup;
 use crate::media::{self, AddMember, Command, Event, MediaHandle, MemberFlags, MemberKey};
+use crate::net::wakeup::Wakeup;
 use crate::sip::sdp::{self, Offer};
 use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{CallKey, EndReason, SipEvent};
