@@ -5,6 +5,7 @@
 //! blocking pool, never on the media thread.
 
 use super::{Clip, CLIP_RATE_HZ};
+use crate::media::resample::resample;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -319,90 +320,9 @@ fn decode_mono(
     Ok((mono, rate_hz))
 }
 
-/// Zero crossings of the windowed sinc on each side of the centre, in units
-/// of the output (or input, whichever is slower) sample period.
-const SINC_ZERO_CROSSINGS: usize = 16;
-/// Cut-off as a fraction of the lower Nyquist frequency: the transition band
-/// ends at Nyquist, so nothing above it folds back audibly.
-const CUTOFF_FRACTION: f64 = 0.9;
-
-/// Band-limited resampling by a windowed sinc (Blackman window), evaluated
-/// directly at each output instant: any ratio, run once per clip off the
-/// media thread, so simplicity wins over speed.
-pub fn resample(input: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
-    if from_hz == to_hz || input.is_empty() {
-        return input.to_vec();
-    }
-    let ratio = f64::from(to_hz) / f64::from(from_hz);
-    // Low-pass at the lower of the two Nyquist frequencies (in input samples).
-    let cutoff = ratio.min(1.0) * CUTOFF_FRACTION;
-    let half_width = (SINC_ZERO_CROSSINGS as f64 / cutoff).ceil() as i64;
-    let output_len = ((input.len() as f64) * ratio).round() as usize;
-    let mut output = Vec::with_capacity(output_len);
-    for n in 0..output_len {
-        let centre = n as f64 / ratio;
-        let first = (centre.floor() as i64 - half_width + 1).max(0);
-        let last = (centre.floor() as i64 + half_width).min(input.len() as i64 - 1);
-        let mut total = 0.0f64;
-        for k in first..=last {
-            let distance = centre - k as f64;
-            let x = distance * cutoff;
-            let sinc = if x.abs() < 1e-12 {
-                1.0
-            } else {
-                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-            };
-            let w = 0.5 + 0.5 * distance / half_width as f64;
-            let window = if (0.0..=1.0).contains(&w) {
-                0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
-                    + 0.08 * (4.0 * std::f64::consts::PI * w).cos()
-            } else {
-                0.0
-            };
-            total += f64::from(input[k as usize]) * cutoff * sinc * window;
-        }
-        output.push(total as f32);
-    }
-    output
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sine(frequency_hz: f64, rate_hz: u32, seconds: f64, amplitude: f32) -> Vec<f32> {
-        let n = (f64::from(rate_hz) * seconds) as usize;
-        (0..n)
-            .map(|i| {
-                amplitude
-                    * (2.0 * std::f64::consts::PI * frequency_hz * i as f64 / f64::from(rate_hz))
-                        .sin() as f32
-            })
-            .collect()
-    }
-
-    fn rms(samples: &[f32]) -> f64 {
-        (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
-    }
-
-    #[test]
-    fn resampling_44100_to_8000_keeps_a_1_khz_tone_at_its_level() {
-        let input = sine(1000.0, 44_100, 1.0, 0.5);
-        let output = resample(&input, 44_100, 8000);
-        assert_eq!(output.len(), 8000);
-        let expected = sine(1000.0, 8000, 1.0, 0.5);
-        let middle = 200..7800;
-        let level_db = 20.0 * (rms(&output[middle.clone()]) / rms(&expected[middle])).log10();
-        assert!(level_db.abs() < 0.2, "{level_db} dB");
-    }
-
-    #[test]
-    fn resampling_removes_tones_above_the_new_nyquist() {
-        let input = sine(6000.0, 44_100, 0.5, 0.5);
-        let output = resample(&input, 44_100, 8000);
-        let level_db = 20.0 * (rms(&output[200..3800]) / rms(&input)).log10();
-        assert!(level_db < -40.0, "6 kHz folded back at {level_db} dB");
-    }
 
     #[test]
     fn garbage_is_an_unsupported_file_not_a_panic() {

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod jitter;
 pub mod keypad;
 pub mod mixer;
+pub mod resample;
 pub mod rtp;
 pub mod slot;
 

@@ -1,10 +1,12 @@
 //! Reads a WAV file (16-bit PCM, u-law or A-law, mono, any sample rate) and
-//! brings it to the receiver's 8 kHz, for `sipconf dtmf FILE` and the tests.
+//! brings it to the receiver's 8 kHz with `media::resample`, for `sipconf
+//! dtmf FILE` and the tests.
 //! Errors say exactly what the file is or lacks; nothing here panics on input.
 
 use std::path::Path;
 
 use crate::media::codec::Codec;
+use crate::media::resample::resample;
 
 use super::goertzel::SAMPLE_RATE_HZ;
 
@@ -60,7 +62,11 @@ pub fn read_wav_8k(path: &Path) -> Result<Vec<i16>, WavError> {
 /// Parses a whole WAV file held in memory and returns its audio at 8 kHz.
 pub fn parse_wav_8k(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     let (rate_hz, samples) = parse_wav(bytes)?;
-    Ok(resample_to_8k(&samples, rate_hz))
+    let linear: Vec<f32> = samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    Ok(resample(&linear, rate_hz, SAMPLE_RATE_HZ)
+        .iter()
+        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect())
 }
 
 /// Parses a WAV file into its sample rate and linear samples.
@@ -143,66 +149,6 @@ fn decode(encoding: Encoding, data: &[u8]) -> Vec<i16> {
     }
 }
 
-/// Zero crossings of the interpolation kernel on each side.
-const KERNEL_ZERO_CROSSINGS: f64 = 8.0;
-/// Kernel table points per input sample; values between are interpolated linearly.
-const KERNEL_STEPS_PER_SAMPLE: f64 = 64.0;
-/// Pass band edge as a share of the lower of the two Nyquist frequencies.
-const PASS_BAND: f64 = 0.9;
-
-/// Resamples to 8 kHz with a Hann-windowed sinc low-pass at 90 % of the lower
-/// Nyquist frequency (3.6 kHz when decimating), so nothing aliases onto the
-/// DTMF band.
-pub fn resample_to_8k(input: &[i16], rate_hz: u32) -> Vec<i16> {
-    let target = SAMPLE_RATE_HZ;
-    if rate_hz == target || input.is_empty() || rate_hz == 0 {
-        return input.to_vec();
-    }
-    // Cut-off in cycles per input sample.
-    let cutoff = PASS_BAND * 0.5 * f64::from(rate_hz.min(target)) / f64::from(rate_hz);
-    let half_width = KERNEL_ZERO_CROSSINGS / (2.0 * cutoff);
-    let table_len = (half_width * KERNEL_STEPS_PER_SAMPLE).ceil() as usize + 2;
-    let table: Vec<f64> = (0..table_len)
-        .map(|step| {
-            let u = step as f64 / KERNEL_STEPS_PER_SAMPLE;
-            if u >= half_width {
-                return 0.0;
-            }
-            let x = 2.0 * cutoff * u;
-            let sinc = if x == 0.0 {
-                1.0
-            } else {
-                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-            };
-            let window = 0.5 * (1.0 + (std::f64::consts::PI * u / half_width).cos());
-            2.0 * cutoff * sinc * window
-        })
-        .collect();
-    let kernel = |distance: f64| {
-        let position = distance.abs() * KERNEL_STEPS_PER_SAMPLE;
-        let index = position as usize;
-        if index + 1 >= table.len() {
-            return 0.0;
-        }
-        let fraction = position - index as f64;
-        table[index] + (table[index + 1] - table[index]) * fraction
-    };
-    let out_len = (input.len() as u64 * u64::from(target) / u64::from(rate_hz)) as usize;
-    let reach = half_width.ceil() as i64;
-    (0..out_len)
-        .map(|n| {
-            let center = n as f64 * f64::from(rate_hz) / f64::from(target);
-            let first = (center.floor() as i64 - reach).max(0);
-            let last = (center.floor() as i64 + reach).min(input.len() as i64 - 1);
-            let mut sum = 0.0;
-            for k in first..=last {
-                sum += f64::from(input[k as usize]) * kernel(center - k as f64);
-            }
-            sum.round().clamp(-32768.0, 32767.0) as i16
-        })
-        .collect()
-}
-
 /// Writes 16-bit PCM mono samples as a WAV file image, for tests and tools.
 pub fn pcm16_wav_bytes(samples: &[i16], rate_hz: u32) -> Vec<u8> {
     let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -274,28 +220,5 @@ mod tests {
             parse_wav(no_data),
             Err(WavError::MissingChunk("data"))
         ));
-    }
-
-    #[test]
-    fn resampling_keeps_a_tone_in_band_and_removes_one_above_4_khz() {
-        let rate = 44_100;
-        let tone = |hz: f64| -> Vec<i16> {
-            (0..rate as usize / 10)
-                .map(|n| {
-                    (10_000.0
-                        * (2.0 * std::f64::consts::PI * hz * n as f64 / f64::from(rate)).sin())
-                        as i16
-                })
-                .collect()
-        };
-        let rms = |s: &[i16]| {
-            let middle = &s[100..s.len() - 100];
-            (middle.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / middle.len() as f64).sqrt()
-        };
-        let kept = resample_to_8k(&tone(1000.0), rate);
-        assert_eq!(kept.len(), 800);
-        assert!((rms(&kept) - 7071.0).abs() < 150.0, "{}", rms(&kept));
-        let removed = resample_to_8k(&tone(6000.0), rate);
-        assert!(rms(&removed) < 100.0, "{}", rms(&removed));
     }
 }
