@@ -1,4 +1,5 @@
-//! The `sipconf` command: run the bridge (the default) or check a configuration.
+//! The `sipconf` command: run the bridge (the default), check a configuration,
+//! read the keypad digits in a recording, or load-test a running bridge.
 
 use clap::{Parser, Subcommand};
 use sipconf::config::{self, Config};
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
 
 /// `sipconf dtmf FILE`: what the bridge's digit receiver hears in a recording.
 fn dtmf(file: &std::path::Path) -> ExitCode {
-    match sipconf::media::dtmf::decode_wav_digits(file) {
+    match sipconf::audio::wav::decode_wav_digits(file) {
         Ok(reports) => {
             print!("{}", sipconf::media::dtmf::format_report(&reports));
             ExitCode::SUCCESS

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
-use sipconf::media::dtmf::{decode_wav_digits, format_report, key_tones_hz, WavError};
+use sipconf::audio::decode::DecodeError;
+use sipconf::audio::wav::{decode_wav_digits, parse_wav_8k, WavError};
+use sipconf::media::dtmf::{format_report, key_tones_hz};
 use sipconf::media::Codec;
-use sipconf_testkit::wav::{wav_g711, wav_pcm16};
+use sipconf_testkit::wav::{wav, wav_g711, wav_pcm16};
 
 /// "1234#": 80 ms keys at -6 dBm0 per tone, the first at 200 ms, one every 200 ms.
 fn keys_at(rate_hz: u32) -> Vec<i16> {
@@ -91,7 +93,10 @@ fn unreadable_files_give_a_precise_error() {
     );
 
     let text = TempFile::with("text.wav", b"this is not audio at all");
-    assert!(matches!(decode_wav_digits(&text.0), Err(WavError::NotWav)));
+    assert!(matches!(
+        decode_wav_digits(&text.0),
+        Err(WavError::NotWav(_))
+    ));
 
     let mut stereo = wav_pcm16(&[0; 100], 1, 8000);
     stereo[22] = 2;
@@ -105,8 +110,51 @@ fn unreadable_files_give_a_precise_error() {
     let truncated = TempFile::with("truncated.wav", &wav_pcm16(&[0; 100], 1, 8000)[..30]);
     assert!(matches!(
         decode_wav_digits(&truncated.0),
-        Err(WavError::Truncated("fmt"))
+        Err(WavError::Decode(DecodeError::Truncated))
     ));
+}
+
+#[test]
+fn pcm_at_8k_comes_back_sample_for_sample() {
+    let samples = [0i16, 1, -1, 32767, -32768, 1234];
+    let back = parse_wav_8k(wav_pcm16(&samples, 1, 8000)).expect("valid");
+    assert_eq!(back, samples);
+    // A recording of nothing reads as no samples (and so no digits).
+    let empty = parse_wav_8k(wav_pcm16(&[], 1, 8000)).expect("an empty recording");
+    assert!(empty.is_empty());
+}
+
+#[test]
+fn files_the_command_does_not_take_get_precise_errors() {
+    assert!(matches!(
+        parse_wav_8k(b"hello".to_vec()),
+        Err(WavError::NotWav(_))
+    ));
+    let mut stereo = wav_pcm16(&[0; 4], 1, 8000);
+    stereo[22] = 2;
+    assert!(matches!(
+        parse_wav_8k(stereo),
+        Err(WavError::UnsupportedChannels(2))
+    ));
+    let float = wav(3, 1, 8000, 32, &0.5f32.to_le_bytes().repeat(4));
+    let error = parse_wav_8k(float).expect_err("32-bit float");
+    assert!(
+        matches!(error, WavError::UnsupportedEncoding(_)),
+        "{error:?}"
+    );
+    let eight_bit = wav(1, 1, 8000, 8, &[128; 4]);
+    let error = parse_wav_8k(eight_bit).expect_err("8-bit PCM");
+    assert!(
+        matches!(error, WavError::UnsupportedEncoding(_)) && error.to_string().contains("8-bit"),
+        "{error}"
+    );
+    let no_data = wav_pcm16(&[], 1, 8000)[..36].to_vec();
+    assert!(matches!(
+        parse_wav_8k(no_data),
+        Err(WavError::Decode(DecodeError::Truncated))
+    ));
+    let mp3_in_wav = wav(0x55, 1, 8000, 0, &[0; 4]);
+    assert!(matches!(parse_wav_8k(mp3_in_wav), Err(WavError::NotWav(_))));
 }
 
 #[test]

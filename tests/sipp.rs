@@ -277,8 +277,8 @@ async fn sipp_rfc4733_hash_from_the_shipped_pcap_ends_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_in_band_hash_from_a_wav_ends_the_call() {
+    use sipconf::audio::wav::read_wav_8k;
     use sipconf::media::dtmf::key_tones_hz;
-    use sipconf::media::dtmf::wav::read_wav_8k;
     use sipconf_testkit::wav::wav_pcm16;
     // A WAV of silence, # (941 + 1477 Hz at -6 dBm0 per tone, 120 ms), silence,
     // read back as the bridge's own `sipconf dtmf` would, then put in a pcap.
