@@ -37,9 +37,9 @@ use crate::media::rtp::{
     check_rtcp, write_rtcp_report, RtpSender, SenderInfo, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES,
 };
 use crate::media::slot::{Played, Received, Slot};
-use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
-use crate::media::wakeup::Wakeup;
 use crate::media::{AddMember, Command, Event, MediaConfig, MediaStats, MemberKey, MemberSockets};
+use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes, ReceiveBatch, SendBatch};
+use crate::net::wakeup::Wakeup;
 
 /// One tick of audio.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -1009,8 +1009,8 @@ mod tests {
     use super::*;
     use crate::media::codec::Codec;
     use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
-    use crate::media::udp::disconnect;
     use crate::media::{spawn, MediaHandle, MemberFlags, MemberKeys};
+    use crate::net::udp::disconnect;
     use std::net::{IpAddr, SocketAddr, UdpSocket};
 
     fn loopback_socket() -> UdpSocket {

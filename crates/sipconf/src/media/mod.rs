@@ -13,14 +13,15 @@ pub mod engine;
 pub mod jitter;
 pub mod keypad;
 pub mod mixer;
+pub mod resample;
 pub mod rtp;
 pub mod slot;
-pub mod udp;
-pub mod wakeup;
 
 pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
 pub use dtmf::DigitSource;
+
+use crate::net::wakeup;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -16,8 +16,8 @@ use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad};
 use crate::media::mixer::{GateLevels, NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{ReceptionStats, RtpPacket, RtpSender};
-use crate::media::udp::{disconnect, RawAddr};
 use crate::media::{AddMember, MemberFlags, MemberKey, MemberSockets};
+use crate::net::udp::{disconnect, RawAddr};
 
 /// Telephone-event end packets this soon after a member starts are not its
 /// keypad's: the three end packets of the key that admitted it (a PIN's `#`)

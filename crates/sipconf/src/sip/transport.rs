@@ -7,7 +7,7 @@
 //! endpoint's next timeout.
 
 use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
-use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes};
+use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
