@@ -1,4 +1,6 @@
-//! The `sipconf` command: run the bridge (the default) or check a configuration.
+//! The `sipconf` command: run the bridge (the default), check a configuration,
+//! read the keypad digits in a recording, or load-test a running bridge. It
+//! parses the command line and hands over; the bridge is the `sipconf` library.
 
 use clap::{Parser, Subcommand};
 use sipconf::config::{self, Config};
@@ -32,7 +34,7 @@ enum Commands {
         file: PathBuf,
     },
     /// Simulate phones calling a running bridge and report what it did (exit 2 if a call failed).
-    Loadtest(sipconf::loadtest::LoadtestArgs),
+    Loadtest(sipconf_loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
     // These read files or call a bridge: they need no configuration of their own.
     match &cli.command {
         Some(Commands::Dtmf { file }) => return dtmf(file),
-        Some(Commands::Loadtest(args)) => return sipconf::loadtest::main(args),
+        Some(Commands::Loadtest(args)) => return sipconf_loadtest::main(args),
         _ => {}
     }
     let path = config::resolve_path(cli.config);
@@ -66,13 +68,13 @@ fn main() -> ExitCode {
         }
         Commands::Run => run(config),
         Commands::Dtmf { file } => dtmf(&file),
-        Commands::Loadtest(args) => sipconf::loadtest::main(&args),
+        Commands::Loadtest(args) => sipconf_loadtest::main(&args),
     }
 }
 
 /// `sipconf dtmf FILE`: what the bridge's digit receiver hears in a recording.
 fn dtmf(file: &std::path::Path) -> ExitCode {
-    match sipconf::media::dtmf::decode_wav_digits(file) {
+    match sipconf::audio::wav::decode_wav_digits(file) {
         Ok(reports) => {
             print!("{}", sipconf::media::dtmf::format_report(&reports));
             ExitCode::SUCCESS

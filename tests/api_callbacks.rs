@@ -11,7 +11,7 @@ use common::tempdir::TempDir;
 use common::{free_port, Daemon};
 use serde_json::{json, Value};
 use sipconf::media::Codec;
-use sipconf::testphone::{Phone, PhoneOptions};
+use sipconf_testkit::testphone::{Phone, PhoneOptions};
 use std::path::Path;
 use std::time::Duration;
 

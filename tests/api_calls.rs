@@ -9,7 +9,8 @@ use common::tempdir::TempDir;
 use common::Daemon;
 use serde_json::{json, Value};
 use sipconf::media::Codec;
-use sipconf::testphone::{db_ratio, tone_amplitude, CallError, Phone, PhoneOptions, Signal};
+use sipconf_testkit::meter::{db_ratio, tone_amplitude};
+use sipconf_testkit::testphone::{CallError, Phone, PhoneOptions, Signal};
 use std::time::Duration;
 
 const AMPLITUDE: f64 = 5000.0;
@@ -407,7 +408,7 @@ async fn a_room_caller_removed_or_completed_through_the_api_is_hung_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_by_key_shows_in_the_member_record_and_its_event() {
-    use sipconf::testphone::{KeyMode, KeyPress};
+    use sipconf_testkit::testphone::{KeyMode, KeyPress};
     let dir = TempDir::new("sipconf-api");
     let app = CallbackServer::start().await;
     let (daemon, api) = daemon_with_app(&dir, &app, 10);
@@ -451,7 +452,7 @@ async fn mute_by_key_shows_in_the_member_record_and_its_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passthru_conference_sends_keys_as_dtmf_events_and_they_change_nothing() {
-    use sipconf::testphone::{KeyMode, KeyPress};
+    use sipconf_testkit::testphone::{KeyMode, KeyPress};
     let dir = TempDir::new("sipconf-api");
     let app = CallbackServer::start().await;
     let (daemon, api) = daemon_with_app(&dir, &app, 10);

@@ -11,7 +11,7 @@ use common::tempdir::TempDir;
 use common::Daemon;
 use serde_json::json;
 use sipconf::media::Codec;
-use sipconf::testphone::{Phone, PhoneOptions};
+use sipconf_testkit::testphone::{Phone, PhoneOptions};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;

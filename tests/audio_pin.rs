@@ -10,7 +10,7 @@ use common::api::{start_with_api, Api};
 use common::tempdir::TempDir;
 use common::Daemon;
 use sipconf::media::Codec;
-use sipconf::testphone::{Phone, PhoneOptions, Signal};
+use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::sync::Arc;
 use std::time::Duration;
 

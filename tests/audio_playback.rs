@@ -11,7 +11,8 @@ use common::api::CallbackServer;
 use common::tempdir::TempDir;
 use serde_json::json;
 use sipconf::media::Codec;
-use sipconf::testphone::{db_ratio, peak, tone_amplitude, Phone, PhoneOptions};
+use sipconf_testkit::meter::{db_ratio, peak, tone_amplitude};
+use sipconf_testkit::testphone::{Phone, PhoneOptions};
 use std::time::Duration;
 
 const EVENT_WAIT: Duration = Duration::from_secs(5);
@@ -53,8 +54,8 @@ async fn every_wav_flavour_reaches_every_member_at_its_level_and_shape() {
         .flat_map(|s| [s, s])
         .collect();
     files.put_body("/pcm.wav", wav_pcm16(&source, 1, RATE));
-    files.put_body("/ulaw.wav", wav_g711(Codec::Pcmu, 1.0));
-    files.put_body("/alaw.wav", wav_g711(Codec::Pcma, 1.0));
+    files.put_body("/ulaw.wav", signal_wav_g711(Codec::Pcmu, 1.0));
+    files.put_body("/alaw.wav", signal_wav_g711(Codec::Pcma, 1.0));
     files.put_body("/stereo-44k.wav", wav_pcm16(&stereo_44k, 2, 44_100));
 
     let mut phones = vec![a.phone, b.phone];

@@ -8,7 +8,8 @@ use common::room::{
 };
 use common::Daemon;
 use sipconf::media::Codec;
-use sipconf::testphone::{db_ratio, peak, tone_amplitude, CallError, Phone, PhoneOptions, Signal};
+use sipconf_testkit::meter::{db_ratio, peak, tone_amplitude};
+use sipconf_testkit::testphone::{CallError, Phone, PhoneOptions, Signal};
 use std::time::Duration;
 
 async fn three_phones_hear_the_others_and_not_themselves(codecs: [Codec; 3]) {

@@ -1,7 +1,7 @@
 //! The command line: `check-config` and `dtmf`, run as the real binary.
 
 use sipconf::media::dtmf::key_tones_hz;
-use sipconf::media::dtmf::wav::pcm16_wav_bytes;
+use sipconf_testkit::wav::wav_pcm16;
 use std::process::Command;
 
 fn sipconf(args: &[&str]) -> (i32, String, String) {
@@ -55,7 +55,7 @@ fn dtmf_prints_each_digit_with_times_then_the_digit_string() {
         }
     }
     let path = temp_path("keys.wav");
-    std::fs::write(&path, pcm16_wav_bytes(&samples, 16_000)).unwrap();
+    std::fs::write(&path, wav_pcm16(&samples, 1, 16_000)).unwrap();
     let (code, out, err) = sipconf(&["dtmf", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     assert_eq!(code, 0, "{err}");

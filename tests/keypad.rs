@@ -8,9 +8,8 @@ mod common;
 use common::Daemon;
 use sipconf::media::dtmf::key_tones_hz;
 use sipconf::media::Codec;
-use sipconf::testphone::{
-    db_ratio, tone_amplitude, KeyMode, KeyPress, Phone, PhoneOptions, Recording, Signal,
-};
+use sipconf_testkit::meter::{db_ratio, tone_amplitude};
+use sipconf_testkit::testphone::{KeyMode, KeyPress, Phone, PhoneOptions, Recording, Signal};
 use std::time::Duration;
 
 /// The presser's voice: a 600 Hz sine, quiet enough that +12 dB stays linear.

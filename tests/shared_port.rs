@@ -8,7 +8,7 @@ mod common;
 use common::room::{assert_each_hears_the_others_and_not_itself, sine, stream_together};
 use common::{Addresses, Daemon};
 use sipconf::media::Codec;
-use sipconf::testphone::{Phone, PhoneOptions, Signal};
+use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::net::{IpAddr, UdpSocket};
 use std::time::Duration;
 
@@ -165,7 +165,7 @@ fn start_up_fails_clearly_when_the_shared_port_is_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_in_a_pin_lobby_on_the_shared_port_join_and_hear_each_other() {
-    use sipconf::testphone::{KeyMode, KeyPress};
+    use sipconf_testkit::testphone::{KeyMode, KeyPress};
     let daemon = Daemon::start(
         "shared_port = true",
         "[[room]]\nnumber = \"1000\"\npin = \"42\"\npin_prompt = \"PIN.\"\n",

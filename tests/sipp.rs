@@ -6,7 +6,8 @@ mod common;
 
 use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
-use sipconf::testphone::{tone_amplitude, Phone, PhoneOptions, Signal};
+use sipconf_testkit::meter::tone_amplitude;
+use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -276,7 +277,9 @@ async fn sipp_rfc4733_hash_from_the_shipped_pcap_ends_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_in_band_hash_from_a_wav_ends_the_call() {
-    use sipconf::media::dtmf::{key_tones_hz, wav};
+    use sipconf::audio::wav::read_wav_8k;
+    use sipconf::media::dtmf::key_tones_hz;
+    use sipconf_testkit::wav::wav_pcm16;
     // A WAV of silence, # (941 + 1477 Hz at -6 dBm0 per tone, 120 ms), silence,
     // read back as the bridge's own `sipconf dtmf` would, then put in a pcap.
     let dir = TempDir::new("sipconf-inband");
@@ -294,8 +297,8 @@ async fn sipp_in_band_hash_from_a_wav_ends_the_call() {
         })
         .collect();
     let wav_path = dir.path().join("hash.wav");
-    std::fs::write(&wav_path, wav::pcm16_wav_bytes(&samples, 8000)).expect("write wav");
-    let from_wav = wav::read_wav_8k(&wav_path).expect("read wav");
+    std::fs::write(&wav_path, wav_pcm16(&samples, 1, 8000)).expect("write wav");
+    let from_wav = read_wav_8k(&wav_path).expect("read wav");
     let pcap = dir.path().join("hash_inband.pcap");
     write_audio_pcap(&pcap, Codec::Pcmu, &from_wav);
     sipp_presses_hash(pcap, 0, "sipp_in_band_hash_from_a_wav_ends_the_call").await;

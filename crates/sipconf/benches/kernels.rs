@@ -161,10 +161,10 @@ fn sockets(criterion: &mut Criterion) {
 }
 
 /// The same packets 64 at a time through one socket each way (`sendmmsg`,
-/// `recvmmsg`, with the load generator's batches), as a media thread with one
+/// `recvmmsg`, with `net::udp`'s batches), as a media thread with one
 /// shared RTP socket would move them. Divide by 64 for the cost per packet.
 fn socket_batches(criterion: &mut Criterion) {
-    use sipconf::loadtest::net::{RawAddr, ReceiveBatch, SendBatch};
+    use sipconf::net::udp::{RawAddr, ReceiveBatch, SendBatch};
     use std::os::fd::AsRawFd;
     const BATCH: usize = 64;
     let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -1,15 +1,18 @@
-//! Wires the planes together: starts the media thread, the SIP transport and the
-//! call manager; tells systemd when it is ready, pings its watchdog from the
-//! media clock, and on SIGTERM/SIGINT hangs up every call before exiting.
+//! Wires the planes together: starts the media thread, the SIP transport, the
+//! call driver, the callback sender and the API; tells systemd when it is
+//! ready, pings its watchdog from the media clock, and on SIGTERM/SIGINT hangs
+//! up every call before exiting. It holds no rule of its own: what a call,
+//! a record or a packet becomes is decided in the parts it starts.
 
 use crate::api::{self, ApiState};
-use crate::calls::{self, Manager, Shared};
-use crate::conference::Registry;
+use crate::calls::driver::Driver;
+use crate::calls::{self, Shared};
+use crate::conference::{Registry, StoreFailure};
 use crate::config::Config;
 use crate::events::Events;
 use crate::media::{self, MediaConfig};
 use crate::sip::{self, EndpointConfig};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use sd_notify::NotifyState;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -25,7 +28,7 @@ pub enum StartError {
     #[error("cannot listen for SIP on {0}: {1}")]
     Sip(SocketAddr, std::io::Error),
     #[error("cannot open the store {0}: {1}")]
-    Store(String, StoreError),
+    Store(String, StoreFailure),
     #[error("cannot listen for the API on {0}: {1}")]
     Api(SocketAddr, std::io::Error),
 }
@@ -92,7 +95,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let store_path = config.store.path.display().to_string();
     let store = Arc::new(
-        Store::open(&config.store.path).map_err(|e| StartError::Store(store_path.clone(), e))?,
+        Store::open(&config.store.path)
+            .map_err(|e| StartError::Store(store_path.clone(), e.into()))?,
     );
     let (registry, recovered) = Registry::open(
         store.clone(),
@@ -111,7 +115,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     queue_recovery_callbacks(&shared, &recovered);
     let sender_task = shared.events.spawn_sender(config.events.max_attempts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (manager, manager_handle) = Manager::new(config.clone(), sip_handle, media, shared.clone());
+    let (manager, manager_handle) = Driver::new(config.clone(), sip_handle, media, shared.clone());
     let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx.clone()));
     let api_task = if config.api.enabled() {
         let state = ApiState::new(

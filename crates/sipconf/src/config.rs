@@ -1,7 +1,8 @@
 //! The configuration file: TOML in, a typed and validated [`Config`] out.
 //!
 //! Every key has a default (documented in `config/sipconf.toml`), unknown keys are
-//! refused, and every error names the key and the line it is on.
+//! refused, and every error names the key and the line it is on. It opens nothing but
+//! the file and starts nothing: `app.rs` turns a `Config` into running planes.
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -117,7 +118,8 @@ pub struct OutboundConfig {
 pub struct SipConfig {
     /// Address for both UDP and TCP.
     pub listen: SocketAddr,
-    /// Address written in Via and Contact; `None` = the address each request arrived on.
+    /// Address written in Via and Contact; `None`: the listen address, or, when listening
+    /// on a wildcard address, the address of the interface with the default route.
     pub advertised_address: Option<IpAddr>,
     pub max_transactions: usize,
     pub t1: Duration,

@@ -1,13 +1,16 @@
 //! The SQLite store: conferences, members, calls and the callback outbox, so
 //! records survive restarts and power loss (WAL) and can be read with `sqlite3`.
+//! The records registry writes through it as a [`RecordStore`]; the callback
+//! outbox is its own.
 //!
 //! Writes come from the signalling plane only (the call manager, the API and
 //! the callback sender), through one connection behind a mutex: each write is
-//! one short statement, never on the media thread.
+//! one short statement, never on the media thread. It stores and reads
+//! records; it never decides what they hold.
 
 use crate::conference::{
     CallDirection, CallRecord, CallState, Callback, CallbackMethod, Conference, ConferenceState,
-    Member, MemberState, Profile,
+    Loaded, Member, MemberState, Profile, RecordStore, StoreFailure,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -104,17 +107,6 @@ pub struct OutboxEntry {
     pub attempts: u32,
 }
 
-/// Everything read back at start-up.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub conferences: Vec<Conference>,
-    /// In join order.
-    pub members: Vec<Member>,
-    pub calls: Vec<CallRecord>,
-    /// Completed conferences in the file, loaded or not.
-    pub completed_conferences: u64,
-}
-
 pub struct Store {
     connection: Mutex<Connection>,
 }
@@ -179,161 +171,6 @@ impl Store {
         self.connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn save_conference(&self, c: &Conference) -> Result<(), StoreError> {
-        self.connection().execute(
-            "INSERT INTO conferences (id, state, from_number, tag, created_ms, completed_ms,
-                completed_reason, mute, hold, profile, callback_url, callback_method,
-                callback_timeout_ms, fallback_url, room, active_members)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-             ON CONFLICT(id) DO UPDATE SET state = ?2, from_number = ?3, tag = ?4,
-                created_ms = ?5, completed_ms = ?6, completed_reason = ?7, mute = ?8,
-                hold = ?9, profile = ?10, callback_url = ?11, callback_method = ?12,
-                callback_timeout_ms = ?13, fallback_url = ?14, room = ?15, active_members = ?16",
-            params![
-                c.id,
-                c.state.as_str(),
-                c.from,
-                c.tag,
-                to_ms(c.created_time),
-                c.completed_time.map(to_ms),
-                c.completed_reason,
-                c.mute,
-                c.hold,
-                c.profile.as_str(),
-                c.callback.url,
-                c.callback.method.as_str(),
-                c.callback.timeout_ms,
-                c.callback.fallback_url,
-                c.room,
-                c.active_members as i64,
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn save_member(&self, m: &Member) -> Result<(), StoreError> {
-        self.connection().execute(
-            "INSERT INTO members (id, conference_id, call_id, state, added_ms, removed_ms,
-                removed_reason, mute, hold, deaf, join_tone, leaving_tone)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT(id) DO UPDATE SET state = ?4, removed_ms = ?6, removed_reason = ?7,
-                mute = ?8, hold = ?9, deaf = ?10, join_tone = ?11, leaving_tone = ?12",
-            params![
-                m.id,
-                m.conference_id,
-                m.call_id,
-                m.state.as_str(),
-                to_ms(m.added_time),
-                m.removed_time.map(to_ms),
-                m.removed_reason,
-                m.mute,
-                m.hold,
-                m.deaf,
-                m.join_tone,
-                m.leaving_tone,
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn save_call(&self, c: &CallRecord) -> Result<(), StoreError> {
-        self.connection().execute(
-            "INSERT INTO calls (id, direction, from_uri, to_uri, state, start_ms, active_ms,
-                end_ms, callback_url, conference_id, tag, cause)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT(id) DO UPDATE SET state = ?5, active_ms = ?7, end_ms = ?8,
-                callback_url = ?9, conference_id = ?10, tag = ?11, cause = ?12",
-            params![
-                c.id,
-                c.direction.as_str(),
-                c.from,
-                c.to,
-                c.state.as_str(),
-                to_ms(c.start_time),
-                c.active_time.map(to_ms),
-                c.end_time.map(to_ms),
-                c.callback_url,
-                c.conference_id,
-                c.tag,
-                c.cause,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// What start-up needs: every conference, member and call that is not
-    /// over, and the newest `completed_kept` completed conferences (with
-    /// their members) and ended calls; conferences oldest first, members in
-    /// join order. Older records stay in the file and are read on demand.
-    pub fn load(&self, completed_kept: usize) -> Result<Loaded, StoreError> {
-        let connection = self.connection();
-        let kept = completed_kept.min(i64::MAX as usize) as i64;
-        let conferences_kept = "state != 'completed' OR rowid IN (SELECT rowid FROM conferences
-            WHERE state = 'completed' ORDER BY rowid DESC LIMIT ?1)";
-        Ok(Loaded {
-            conferences: conferences_where(
-                &connection,
-                &format!("WHERE {conferences_kept} ORDER BY rowid"),
-                params![kept],
-            )?,
-            members: members_where(
-                &connection,
-                &format!(
-                    "WHERE conference_id IN (SELECT id FROM conferences WHERE {conferences_kept})
-                     ORDER BY rowid"
-                ),
-                params![kept],
-            )?,
-            calls: calls_where(
-                &connection,
-                "WHERE state IN ('started', 'active') OR rowid IN (SELECT rowid FROM calls
-                    WHERE state IN ('completed', 'rejected') ORDER BY rowid DESC LIMIT ?1)
-                 ORDER BY rowid",
-                params![kept],
-            )?,
-            completed_conferences: connection.query_row(
-                "SELECT COUNT(*) FROM conferences WHERE state = 'completed'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64,
-        })
-    }
-
-    /// One conference, with its members' ids in join order.
-    pub fn conference(&self, id: &str) -> Result<Option<Conference>, StoreError> {
-        let connection = self.connection();
-        let Some(mut conference) =
-            conferences_where(&connection, "WHERE id = ?1", params![id])?.pop()
-        else {
-            return Ok(None);
-        };
-        conference.member_ids = member_ids_of(&connection, id)?;
-        Ok(Some(conference))
-    }
-
-    /// Every conference, newest first, without its members' ids (one query,
-    /// not one per conference: the list is a year of conferences on a busy box).
-    pub fn conferences_newest_first(&self) -> Result<Vec<Conference>, StoreError> {
-        conferences_where(&self.connection(), "ORDER BY rowid DESC", [])
-    }
-
-    pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {
-        Ok(members_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
-    }
-
-    /// A conference's members in join order.
-    pub fn members_of(&self, conference_id: &str) -> Result<Vec<Member>, StoreError> {
-        members_where(
-            &self.connection(),
-            "WHERE conference_id = ?1 ORDER BY rowid",
-            params![conference_id],
-        )
-    }
-
-    pub fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        Ok(calls_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
     }
 
     /// Queues a callback; returns its sequence number.
@@ -409,6 +246,189 @@ impl Store {
             .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
         Ok(())
     }
+}
+
+/// The records registry's storage. Each call takes the connection for one
+/// statement (or, at start-up, one load); the store's own errors are boxed
+/// for the registry, which logs them.
+impl RecordStore for Store {
+    fn save_conference(&self, conference: &Conference) -> Result<(), StoreFailure> {
+        Ok(write_conference(&self.connection(), conference)?)
+    }
+
+    fn save_member(&self, member: &Member) -> Result<(), StoreFailure> {
+        Ok(write_member(&self.connection(), member)?)
+    }
+
+    fn save_call(&self, call: &CallRecord) -> Result<(), StoreFailure> {
+        Ok(write_call(&self.connection(), call)?)
+    }
+
+    fn load(&self, completed_kept: usize) -> Result<Loaded, StoreFailure> {
+        Ok(load_records(&self.connection(), completed_kept)?)
+    }
+
+    fn conference(&self, id: &str) -> Result<Option<Conference>, StoreFailure> {
+        Ok(conference_with_member_ids(&self.connection(), id)?)
+    }
+
+    /// One query, not one per conference: the list is a year of conferences
+    /// on a busy box.
+    fn conferences_newest_first(&self) -> Result<Vec<Conference>, StoreFailure> {
+        Ok(conferences_where(
+            &self.connection(),
+            "ORDER BY rowid DESC",
+            [],
+        )?)
+    }
+
+    fn member(&self, id: &str) -> Result<Option<Member>, StoreFailure> {
+        Ok(members_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
+    }
+
+    fn members_of(&self, conference_id: &str) -> Result<Vec<Member>, StoreFailure> {
+        Ok(members_where(
+            &self.connection(),
+            "WHERE conference_id = ?1 ORDER BY rowid",
+            params![conference_id],
+        )?)
+    }
+
+    fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreFailure> {
+        Ok(calls_where(&self.connection(), "WHERE id = ?1", params![id])?.pop())
+    }
+}
+
+fn write_conference(connection: &Connection, c: &Conference) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO conferences (id, state, from_number, tag, created_ms, completed_ms,
+            completed_reason, mute, hold, profile, callback_url, callback_method,
+            callback_timeout_ms, fallback_url, room, active_members)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT(id) DO UPDATE SET state = ?2, from_number = ?3, tag = ?4,
+            created_ms = ?5, completed_ms = ?6, completed_reason = ?7, mute = ?8,
+            hold = ?9, profile = ?10, callback_url = ?11, callback_method = ?12,
+            callback_timeout_ms = ?13, fallback_url = ?14, room = ?15, active_members = ?16",
+        params![
+            c.id,
+            c.state.as_str(),
+            c.from,
+            c.tag,
+            to_ms(c.created_time),
+            c.completed_time.map(to_ms),
+            c.completed_reason,
+            c.mute,
+            c.hold,
+            c.profile.as_str(),
+            c.callback.url,
+            c.callback.method.as_str(),
+            c.callback.timeout_ms,
+            c.callback.fallback_url,
+            c.room,
+            c.active_members as i64,
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_member(connection: &Connection, m: &Member) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO members (id, conference_id, call_id, state, added_ms, removed_ms,
+            removed_reason, mute, hold, deaf, join_tone, leaving_tone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(id) DO UPDATE SET state = ?4, removed_ms = ?6, removed_reason = ?7,
+            mute = ?8, hold = ?9, deaf = ?10, join_tone = ?11, leaving_tone = ?12",
+        params![
+            m.id,
+            m.conference_id,
+            m.call_id,
+            m.state.as_str(),
+            to_ms(m.added_time),
+            m.removed_time.map(to_ms),
+            m.removed_reason,
+            m.mute,
+            m.hold,
+            m.deaf,
+            m.join_tone,
+            m.leaving_tone,
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_call(connection: &Connection, c: &CallRecord) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO calls (id, direction, from_uri, to_uri, state, start_ms, active_ms,
+            end_ms, callback_url, conference_id, tag, cause)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(id) DO UPDATE SET state = ?5, active_ms = ?7, end_ms = ?8,
+            callback_url = ?9, conference_id = ?10, tag = ?11, cause = ?12",
+        params![
+            c.id,
+            c.direction.as_str(),
+            c.from,
+            c.to,
+            c.state.as_str(),
+            to_ms(c.start_time),
+            c.active_time.map(to_ms),
+            c.end_time.map(to_ms),
+            c.callback_url,
+            c.conference_id,
+            c.tag,
+            c.cause,
+        ],
+    )?;
+    Ok(())
+}
+
+/// What start-up needs: every conference, member and call that is not
+/// over, and the newest `completed_kept` completed conferences (with
+/// their members) and ended calls; conferences oldest first, members in
+/// join order. Older records stay in the file and are read on demand.
+fn load_records(connection: &Connection, completed_kept: usize) -> Result<Loaded, StoreError> {
+    let kept = completed_kept.min(i64::MAX as usize) as i64;
+    let conferences_kept = "state != 'completed' OR rowid IN (SELECT rowid FROM conferences
+        WHERE state = 'completed' ORDER BY rowid DESC LIMIT ?1)";
+    Ok(Loaded {
+        conferences: conferences_where(
+            connection,
+            &format!("WHERE {conferences_kept} ORDER BY rowid"),
+            params![kept],
+        )?,
+        members: members_where(
+            connection,
+            &format!(
+                "WHERE conference_id IN (SELECT id FROM conferences WHERE {conferences_kept})
+                 ORDER BY rowid"
+            ),
+            params![kept],
+        )?,
+        calls: calls_where(
+            connection,
+            "WHERE state IN ('started', 'active') OR rowid IN (SELECT rowid FROM calls
+                WHERE state IN ('completed', 'rejected') ORDER BY rowid DESC LIMIT ?1)
+             ORDER BY rowid",
+            params![kept],
+        )?,
+        completed_conferences: connection.query_row(
+            "SELECT COUNT(*) FROM conferences WHERE state = 'completed'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64,
+    })
+}
+
+/// One conference, with its members' ids in join order.
+fn conference_with_member_ids(
+    connection: &Connection,
+    id: &str,
+) -> Result<Option<Conference>, StoreError> {
+    let Some(mut conference) = conferences_where(connection, "WHERE id = ?1", params![id])?.pop()
+    else {
+        return Ok(None);
+    };
+    conference.member_ids = member_ids_of(connection, id)?;
+    Ok(Some(conference))
 }
 
 type OutboxRow = Result<OutboxEntry, StoreError>;
@@ -612,7 +632,7 @@ fn member_ids_of(connection: &Connection, conference_id: &str) -> Result<Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conference::{MemberOptions, Registry};
+    use crate::conference::{store_checks, MemberOptions, Registry};
     use std::sync::Arc;
 
     fn now() -> SystemTime {
@@ -693,6 +713,17 @@ mod tests {
             ConferenceState::Created,
             "a conference without members waits for them"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn old_completed_records_leave_memory_but_stay_readable_and_unchangeable() {
+        let dir = std::env::temp_dir().join(format!("sipconf-kept-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        store_checks::old_completed_records_leave_memory_but_stay_readable_and_unchangeable(|| {
+            Arc::new(Store::open(&path).unwrap())
+        });
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -9,9 +9,8 @@ use std::process::Command;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sipconf::media::dtmf::{
-    decode_digits, key_tones_hz, wav, DigitReport, InbandDetector, DBM0_PEAK,
-};
+use sipconf::audio::wav::read_wav_8k;
+use sipconf::media::dtmf::{decode_digits, key_tones_hz, DigitReport, InbandDetector, DBM0_PEAK};
 use sipconf::media::Codec;
 
 const RATE_HZ: f64 = 8000.0;
@@ -516,7 +515,7 @@ fn speech_corpus(name: &str) -> Option<Vec<(String, Vec<i16>)>> {
     let corpus = files
         .iter()
         .map(|path| {
-            let samples = wav::read_wav_8k(path).expect("espeak-ng writes valid WAV");
+            let samples = read_wav_8k(path).expect("espeak-ng writes valid WAV");
             (
                 path.file_stem()
                     .expect("name")

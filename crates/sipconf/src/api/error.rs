@@ -3,6 +3,7 @@
 //! `details` (request path and method) are added by the layer that knows the
 //! request, see [`with_details`].
 
+use crate::calls::{Busy, CallError};
 use crate::conference::RecordError;
 use axum::body::Body;
 use axum::extract::Request;
@@ -25,11 +26,21 @@ pub enum ApiError {
     NotFound,
     MethodNotAllowed,
     Record(RecordError),
+    Call(CallError),
 }
 
 impl From<RecordError> for ApiError {
     fn from(e: RecordError) -> ApiError {
         ApiError::Record(e)
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> ApiError {
+        match e {
+            CallError::Record(e) => ApiError::Record(e),
+            other => ApiError::Call(other),
+        }
     }
 }
 
@@ -98,53 +109,8 @@ impl ApiError {
                 "method-not-allowed",
                 "This resource does not support this method".into(),
             ),
-            ApiError::Record(e) => {
-                let message = e.to_string();
-                match e {
-                    RecordError::ConferenceNotFound(_) => {
-                        (S::NOT_FOUND, "not-found", "conference-not-found", message)
-                    }
-                    RecordError::MemberNotFound(_) => (
-                        S::NOT_FOUND,
-                        "not-found",
-                        "conference-member-not-found",
-                        message,
-                    ),
-                    RecordError::CallNotFound(_) => {
-                        (S::NOT_FOUND, "not-found", "call-not-found", message)
-                    }
-                    RecordError::ConferenceCompleted => {
-                        (S::FORBIDDEN, "authorization", "conference-error", message)
-                    }
-                    RecordError::ConferenceFull(_) => {
-                        (S::FORBIDDEN, "limit", "conference-max-members", message)
-                    }
-                    RecordError::CallInConference(..) | RecordError::CallInvalidState(..) => {
-                        (S::FORBIDDEN, "authorization", "call-invalid-state", message)
-                    }
-                    RecordError::CallUnavailable(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "call-unavailable",
-                        message,
-                    ),
-                    RecordError::BadTarget(_) => {
-                        (S::BAD_REQUEST, "bad-request", "invalid-to", message)
-                    }
-                    RecordError::SpeechUnavailable(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "text-to-speech-unavailable",
-                        message,
-                    ),
-                    RecordError::Busy(_) => (
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "service-unavailable",
-                        message,
-                    ),
-                }
-            }
+            ApiError::Record(e) => record_error(e),
+            ApiError::Call(e) => call_error(e),
         };
         CatapultError {
             status,
@@ -152,6 +118,101 @@ impl ApiError {
             code,
             message,
         }
+    }
+}
+
+/// A refusal of the records layer as the client reads it: status, category,
+/// code and the English message.
+fn record_error(e: &RecordError) -> (StatusCode, &'static str, &'static str, String) {
+    use StatusCode as S;
+    match e {
+        RecordError::ConferenceNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "conference-not-found",
+            format!("The conference {id} could not be found"),
+        ),
+        RecordError::MemberNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "conference-member-not-found",
+            format!("The conference member {id} could not be found"),
+        ),
+        RecordError::CallNotFound(id) => (
+            S::NOT_FOUND,
+            "not-found",
+            "call-not-found",
+            format!("The call {id} could not be found"),
+        ),
+        RecordError::ConferenceCompleted => (
+            S::FORBIDDEN,
+            "authorization",
+            "conference-error",
+            "Invalid conference state completed".into(),
+        ),
+        RecordError::ConferenceFull(max) => (
+            S::FORBIDDEN,
+            "limit",
+            "conference-max-members",
+            format!("The conference is full ({max} members)"),
+        ),
+    }
+}
+
+/// A refusal of the call layer as the client reads it.
+fn call_error(e: &CallError) -> (StatusCode, &'static str, &'static str, String) {
+    use StatusCode as S;
+    match e {
+        CallError::CallInConference(call, conference) => (
+            S::FORBIDDEN,
+            "authorization",
+            "call-invalid-state",
+            format!("The call {call} is already a member of conference {conference}"),
+        ),
+        CallError::CallInvalidState(call, state) => (
+            S::FORBIDDEN,
+            "authorization",
+            "call-invalid-state",
+            format!("The call {call} is in state {}", state.as_str()),
+        ),
+        CallError::CallUnavailable(call) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "call-unavailable",
+            format!("The call {call} is not answered"),
+        ),
+        CallError::BadTarget(why) => (
+            S::BAD_REQUEST,
+            "bad-request",
+            "invalid-to",
+            format!("Cannot call {why}"),
+        ),
+        CallError::SpeechUnavailable(why) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "text-to-speech-unavailable",
+            format!("Text to speech is unavailable: {why}"),
+        ),
+        CallError::Busy(why) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service-unavailable",
+            format!("The bridge is busy: {}", busy_reason(*why)),
+        ),
+        CallError::Record(e) => record_error(e),
+    }
+}
+
+/// What the bridge ran out of, in the client's words.
+fn busy_reason(busy: Busy) -> &'static str {
+    match busy {
+        Busy::Stopping => "the bridge is stopping",
+        Busy::CallGone => "the call is gone",
+        Busy::NoMediaSlot => "every media slot is taken",
+        Busy::NoMix => "every conference mix is taken",
+        Busy::SocketNotShared => "cannot share the RTP socket",
+        Busy::NoRtpPort => "no free RTP port",
+        Busy::SipTablesFull => "the SIP call table is full",
     }
 }
 
@@ -226,8 +287,62 @@ mod tests {
         let completed = ApiError::from(RecordError::ConferenceCompleted).catapult();
         assert_eq!(completed.code, "conference-error");
         assert_eq!(completed.message, "Invalid conference state completed");
-        let unanswered = ApiError::from(RecordError::CallUnavailable("c-x".into())).catapult();
+        let unanswered = ApiError::from(CallError::CallUnavailable("c-x".into())).catapult();
         assert_eq!(unanswered.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(unanswered.code, "call-unavailable");
+    }
+
+    /// The English of every refusal lives here, not in the records or call layer.
+    #[test]
+    fn record_and_call_errors_are_worded_for_clients() {
+        let worded = |e: CallError| ApiError::from(e).catapult().message;
+        for (error, message) in [
+            (
+                CallError::Record(RecordError::ConferenceNotFound("conf-x".into())),
+                "The conference conf-x could not be found",
+            ),
+            (
+                CallError::Record(RecordError::MemberNotFound("member-x".into())),
+                "The conference member member-x could not be found",
+            ),
+            (
+                CallError::Record(RecordError::ConferenceCompleted),
+                "Invalid conference state completed",
+            ),
+            (
+                CallError::Record(RecordError::ConferenceFull(3)),
+                "The conference is full (3 members)",
+            ),
+            (
+                CallError::Record(RecordError::CallNotFound("c-x".into())),
+                "The call c-x could not be found",
+            ),
+            (
+                CallError::CallUnavailable("c-x".into()),
+                "The call c-x is not answered",
+            ),
+            (
+                CallError::CallInConference("c-x".into(), "conf-y".into()),
+                "The call c-x is already a member of conference conf-y",
+            ),
+            (
+                CallError::CallInvalidState("c-x".into(), crate::conference::CallState::Started),
+                "The call c-x is in state started",
+            ),
+            (
+                CallError::Busy(Busy::NoMediaSlot),
+                "The bridge is busy: every media slot is taken",
+            ),
+            (
+                CallError::BadTarget("no outbound proxy".into()),
+                "Cannot call no outbound proxy",
+            ),
+            (
+                CallError::SpeechUnavailable("espeak-ng is missing".into()),
+                "Text to speech is unavailable: espeak-ng is missing",
+            ),
+        ] {
+            assert_eq!(worded(error), message);
+        }
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Handlers read records from the registry and ask the call manager for
 //! everything that touches SIP or the mixer; they never wait for callbacks.
+//! Records go out as the views of `conference::wire`, never built by hand;
+//! every failure goes out through the Catapult table of `error.rs`.
 
 mod error;
 mod input;
@@ -15,12 +17,12 @@ use crate::calls::{
     AudioRequest, AudioTarget, ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest,
     Shared,
 };
+use crate::conference::wire::{self, CallView, ConferenceView, MemberView, Uris};
 use crate::conference::{
-    CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions,
-    MemberState, Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
+    CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions, MemberState,
+    Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
 };
 use crate::config::Config;
-use crate::events::resource_time;
 use crate::media::MediaStats;
 use crate::store::Store;
 use axum::body::Bytes;
@@ -32,7 +34,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use input::Input;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,6 +54,7 @@ pub struct ApiState {
     manager: ManagerHandle,
     media_stats: Arc<MediaStats>,
     store: Arc<Store>,
+    uris: Uris,
 }
 
 impl ApiState {
@@ -61,21 +65,18 @@ impl ApiState {
         media_stats: Arc<MediaStats>,
         store: Arc<Store>,
     ) -> ApiState {
+        let uris = Uris::new(format!(
+            "{}/v1/users/{}",
+            config.api.public_base_url, config.api.user_id
+        ));
         ApiState {
             config,
             shared,
             manager,
             media_stats,
             store,
+            uris,
         }
-    }
-
-    /// `{public_base_url}/v1/users/{userId}`.
-    fn user_base(&self) -> String {
-        format!(
-            "{}/v1/users/{}",
-            self.config.api.public_base_url, self.config.api.user_id
-        )
     }
 }
 
@@ -209,13 +210,14 @@ fn body_input(body: Result<Bytes, BytesRejection>) -> Result<Input, ApiError> {
     }
 }
 
-fn json_response(value: Value) -> Response {
+/// A view of a record (or a list of them) as a JSON body.
+fn json_response(view: &impl Serialize) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        value.to_string(),
+        wire::to_json(view),
     )
         .into_response()
 }
@@ -229,106 +231,6 @@ fn created(location: String) -> ApiResult {
     let location = HeaderValue::from_str(&location)
         .map_err(|_| ApiError::Validation("unrepresentable Location".into()))?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
-}
-
-fn insert_opt(map: &mut Map<String, Value>, name: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(name.into(), value);
-    }
-}
-
-fn conference_json(c: &Conference) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(c.id));
-    m.insert("state".into(), json!(c.state.as_str()));
-    m.insert("from".into(), json!(c.from));
-    m.insert("createdTime".into(), json!(resource_time(c.created_time)));
-    insert_opt(
-        &mut m,
-        "completedTime",
-        c.completed_time.map(|t| json!(resource_time(t))),
-    );
-    m.insert("activeMembers".into(), json!(c.active_members));
-    m.insert("hold".into(), json!(c.hold));
-    m.insert("mute".into(), json!(c.mute));
-    m.insert("profile".into(), json!(c.profile.as_str()));
-    insert_opt(
-        &mut m,
-        "callbackUrl",
-        c.callback.url.as_ref().map(|u| json!(u)),
-    );
-    m.insert(
-        "callbackHttpMethod".into(),
-        json!(c.callback.method.as_str()),
-    );
-    m.insert("callbackTimeout".into(), json!(c.callback.timeout_ms));
-    insert_opt(
-        &mut m,
-        "fallbackUrl",
-        c.callback.fallback_url.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(&mut m, "tag", c.tag.as_ref().map(|t| json!(t)));
-    Value::Object(m)
-}
-
-fn member_json(state: &ApiState, m: &Member) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(m.id));
-    o.insert("state".into(), json!(m.state.as_str()));
-    o.insert("addedTime".into(), json!(resource_time(m.added_time)));
-    insert_opt(
-        &mut o,
-        "removedTime",
-        m.removed_time.map(|t| json!(resource_time(t))),
-    );
-    o.insert("hold".into(), json!(m.hold));
-    o.insert("mute".into(), json!(m.mute));
-    o.insert("joinTone".into(), json!(m.join_tone));
-    o.insert("leavingTone".into(), json!(m.leaving_tone));
-    o.insert(
-        "call".into(),
-        json!(format!("{}/calls/{}", state.user_base(), m.call_id)),
-    );
-    o.insert("talking".into(), json!(m.talking));
-    o.insert("deaf".into(), json!(m.deaf));
-    Value::Object(o)
-}
-
-fn call_json(c: &CallRecord) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(c.id));
-    o.insert("direction".into(), json!(c.direction.as_str()));
-    o.insert("from".into(), json!(c.from));
-    o.insert("to".into(), json!(c.to));
-    o.insert("state".into(), json!(c.state.as_str()));
-    o.insert("startTime".into(), json!(resource_time(c.start_time)));
-    insert_opt(
-        &mut o,
-        "activeTime",
-        c.active_time.map(|t| json!(resource_time(t))),
-    );
-    insert_opt(
-        &mut o,
-        "endTime",
-        c.end_time.map(|t| json!(resource_time(t))),
-    );
-    insert_opt(
-        &mut o,
-        "chargeableDuration",
-        c.chargeable_duration_s().map(|d| json!(d)),
-    );
-    insert_opt(
-        &mut o,
-        "callbackUrl",
-        c.callback_url.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(
-        &mut o,
-        "conferenceId",
-        c.conference_id.as_ref().map(|u| json!(u)),
-    );
-    insert_opt(&mut o, "tag", c.tag.as_ref().map(|t| json!(t)));
-    Value::Object(o)
 }
 
 /// The callback settings a request sets; `None` leaves one unchanged.
@@ -381,12 +283,9 @@ impl CallbackInput {
 
 async fn list_conferences(State(state): State<ApiState>) -> ApiResult {
     let registry = state.shared.registry();
-    let list: Vec<Value> = registry
-        .conferences_newest_first()
-        .into_iter()
-        .map(|c| conference_json(&c))
-        .collect();
-    Ok(json_response(Value::Array(list)))
+    let conferences = registry.conferences_newest_first();
+    let list: Vec<ConferenceView> = conferences.iter().map(|c| ConferenceView::new(c)).collect();
+    Ok(json_response(&list))
 }
 
 async fn create_conference(
@@ -421,7 +320,7 @@ async fn create_conference(
         id
     };
     tracing::info!(conference = %id, %from, "conference created through the API");
-    created(format!("{}/conferences/{id}", state.user_base()))
+    created(state.uris.conference(&id))
 }
 
 async fn get_conference(
@@ -432,7 +331,7 @@ async fn get_conference(
     let c = registry
         .conference(&id)
         .ok_or(RecordError::ConferenceNotFound(id.clone()))?;
-    Ok(json_response(conference_json(&c)))
+    Ok(json_response(&ConferenceView::new(&c)))
 }
 
 async fn update_conference(
@@ -480,12 +379,12 @@ async fn list_members(
     if registry.conference(&id).is_none() {
         return Err(RecordError::ConferenceNotFound(id).into());
     }
-    let list: Vec<Value> = registry
-        .members_of(&id)
-        .into_iter()
-        .map(|m| member_json(&state, &m))
+    let members = registry.members_of(&id);
+    let list: Vec<MemberView> = members
+        .iter()
+        .map(|m| MemberView::new(&state.uris, m))
         .collect();
-    Ok(json_response(Value::Array(list)))
+    Ok(json_response(&list))
 }
 
 async fn add_member(
@@ -505,10 +404,7 @@ async fn add_member(
         .manager
         .add_member(id.clone(), call_id, options)
         .await?;
-    created(format!(
-        "{}/conferences/{id}/members/{member}",
-        state.user_base()
-    ))
+    created(state.uris.member(&id, &member))
 }
 
 /// The member, if it belongs to the conference.
@@ -532,7 +428,7 @@ async fn get_member(
 ) -> ApiResult {
     let registry = state.shared.registry();
     let m = member_in(&registry, &id, &member)?;
-    Ok(json_response(member_json(&state, &m)))
+    Ok(json_response(&MemberView::new(&state.uris, &m)))
 }
 
 async fn update_member(
@@ -579,7 +475,7 @@ async fn get_call(
     let c = registry
         .call(&id)
         .ok_or(RecordError::CallNotFound(id.clone()))?;
-    Ok(json_response(call_json(&c)))
+    Ok(json_response(&CallView::new(&c)))
 }
 
 async fn update_call(
@@ -638,7 +534,7 @@ async fn create_call(
         tag: input.string("tag")?.filter(|t| !t.is_empty()),
     };
     let id = state.manager.create_call(request).await?;
-    created(format!("{}/calls/{id}", state.user_base()))
+    created(state.uris.call(&id))
 }
 
 /// The audio request of API.md: exactly one of `fileUrl` and `sentence`; an
@@ -732,10 +628,10 @@ async fn health(State(state): State<ApiState>) -> Response {
     tokio::time::sleep(HEALTH_WINDOW).await;
     let after = state.media_stats.ticks.load(Ordering::Relaxed);
     if after > before {
-        json_response(json!({"status": "ok", "mediaTicks": after}))
+        json_response(&json!({"status": "ok", "mediaTicks": after}))
     } else {
         let mut response =
-            json_response(json!({"status": "media clock stopped", "mediaTicks": after}));
+            json_response(&json!({"status": "media clock stopped", "mediaTicks": after}));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }

@@ -1,20 +1,14 @@
 //! `fileUrl` to a clip: an HTTP(S) GET with a size limit and a timeout, a
-//! cache keyed by URL that revalidates with ETag / Last-Modified, and decoding
-//! (symphonia: WAV in PCM, u-law, A-law or IMA ADPCM; MP3) to mono at the
-//! conference rate. Runs on the signalling plane; decoding runs on tokio's
-//! blocking pool, never on the media thread.
+//! cache keyed by URL that revalidates with ETag / Last-Modified, and
+//! decoding through the one reader (`decode`: WAV in PCM, u-law, A-law or
+//! IMA ADPCM; MP3) to mono at the conference rate. Runs on the signalling
+//! plane; decoding runs on tokio's blocking pool, never on the media thread.
 
-use super::{Clip, CLIP_RATE_HZ};
+use super::decode::{decode_to_clip, DecodeError};
+use super::Clip;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
-use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 /// Why a file could not be turned into audio.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,23 +25,6 @@ pub enum FetchError {
     TooLarge { url: String, limit_bytes: usize },
     #[error("{url}: {error}")]
     Decode { url: String, error: DecodeError },
-}
-
-/// Why bytes could not be decoded into a clip.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("not a supported audio file (WAV in PCM, u-law, A-law or IMA ADPCM; MP3): {0}")]
-    Unsupported(String),
-    #[error("the file has no audio track")]
-    NoTrack,
-    #[error("the file does not say its sample rate")]
-    NoSampleRate,
-    #[error("the audio is corrupt: {0}")]
-    Corrupt(String),
-    #[error("the file holds no audio")]
-    Empty,
-    #[error("the audio is longer than the limit of {limit_s} s")]
-    TooLong { limit_s: u64 },
 }
 
 /// Limits on what a URL may bring in.
@@ -171,17 +148,10 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        let extension = parsed
-            .path_segments()
-            .and_then(|mut s| s.next_back())
-            .and_then(|name| name.rsplit_once('.'))
-            .map(|(_, ext)| ext.to_ascii_lowercase());
         let max_seconds = self.limits.max_seconds;
-        let decoded = tokio::task::spawn_blocking(move || {
-            decode_to_clip(&body, extension.as_deref(), max_seconds)
-        })
-        .await
-        .unwrap_or_else(|e| Err(DecodeError::Corrupt(format!("the decoder failed: {e}"))));
+        let decoded = tokio::task::spawn_blocking(move || decode_to_clip(body, max_seconds))
+            .await
+            .unwrap_or_else(|e| Err(DecodeError::Corrupt(format!("the decoder failed: {e}"))));
         let clip = decoded.map_err(|error| FetchError::Decode {
             url: url.to_string(),
             error,
@@ -217,200 +187,5 @@ impl Fetcher {
                 last_used,
             },
         );
-    }
-}
-
-/// Decodes a whole file, downmixes it to mono and resamples it to
-/// `CLIP_RATE_HZ`. `extension` is a hint for the probe only.
-pub fn decode_to_clip(
-    bytes: &[u8],
-    extension: Option<&str>,
-    max_seconds: u64,
-) -> Result<Clip, DecodeError> {
-    let (mono, rate_hz) = decode_mono(bytes.to_vec(), extension, max_seconds)?;
-    let resampled = resample(&mono, rate_hz, CLIP_RATE_HZ);
-    if resampled.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    Ok(resampled
-        .iter()
-        .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
-        .collect())
-}
-
-/// The file's audio as mono samples in -1..1 at its own rate.
-fn decode_mono(
-    bytes: Vec<u8>,
-    extension: Option<&str>,
-    max_seconds: u64,
-) -> Result<(Vec<f32>, u32), DecodeError> {
-    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
-    let mut hint = Hint::new();
-    if let Some(extension) = extension {
-        hint.with_extension(extension);
-    }
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            source,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| DecodeError::Unsupported(e.to_string()))?;
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or(DecodeError::NoTrack)?;
-    let track_id = track.id;
-    let rate_hz = track
-        .codec_params
-        .sample_rate
-        .filter(|&r| r > 0)
-        .ok_or(DecodeError::NoSampleRate)?;
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| DecodeError::Unsupported(e.to_string()))?;
-    let limit = max_seconds.saturating_mul(u64::from(rate_hz)) as usize;
-    let mut mono: Vec<f32> = Vec::new();
-    let mut interleaved: Option<SampleBuffer<f32>> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(packet) => packet,
-            // The end of the stream, or a truncated last packet, ends the clip.
-            Err(SymphoniaError::IoError(_)) | Err(SymphoniaError::ResetRequired) => break,
-            Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        let decoded = match decoder.decode(&packet) {
-            Ok(decoded) => decoded,
-            // One damaged frame (common in MP3 streams) is skipped, not fatal.
-            Err(SymphoniaError::DecodeError(_)) => continue,
-            Err(SymphoniaError::IoError(_)) => break,
-            Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
-        };
-        let spec = *decoded.spec();
-        let channels = spec.channels.count().max(1);
-        let needed = decoded.capacity() as u64;
-        let buffer = match &mut interleaved {
-            Some(buffer) if buffer.capacity() >= needed as usize * channels => buffer,
-            slot => slot.insert(SampleBuffer::new(needed, spec)),
-        };
-        buffer.copy_interleaved_ref(decoded);
-        let scale = 1.0 / channels as f32;
-        mono.extend(
-            buffer
-                .samples()
-                .chunks_exact(channels)
-                .map(|frame| frame.iter().sum::<f32>() * scale),
-        );
-        if mono.len() > limit {
-            return Err(DecodeError::TooLong {
-                limit_s: max_seconds,
-            });
-        }
-    }
-    if mono.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    Ok((mono, rate_hz))
-}
-
-/// Zero crossings of the windowed sinc on each side of the centre, in units
-/// of the output (or input, whichever is slower) sample period.
-const SINC_ZERO_CROSSINGS: usize = 16;
-/// Cut-off as a fraction of the lower Nyquist frequency: the transition band
-/// ends at Nyquist, so nothing above it folds back audibly.
-const CUTOFF_FRACTION: f64 = 0.9;
-
-/// Band-limited resampling by a windowed sinc (Blackman window), evaluated
-/// directly at each output instant: any ratio, run once per clip off the
-/// media thread, so simplicity wins over speed.
-pub fn resample(input: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
-    if from_hz == to_hz || input.is_empty() {
-        return input.to_vec();
-    }
-    let ratio = f64::from(to_hz) / f64::from(from_hz);
-    // Low-pass at the lower of the two Nyquist frequencies (in input samples).
-    let cutoff = ratio.min(1.0) * CUTOFF_FRACTION;
-    let half_width = (SINC_ZERO_CROSSINGS as f64 / cutoff).ceil() as i64;
-    let output_len = ((input.len() as f64) * ratio).round() as usize;
-    let mut output = Vec::with_capacity(output_len);
-    for n in 0..output_len {
-        let centre = n as f64 / ratio;
-        let first = (centre.floor() as i64 - half_width + 1).max(0);
-        let last = (centre.floor() as i64 + half_width).min(input.len() as i64 - 1);
-        let mut total = 0.0f64;
-        for k in first..=last {
-            let distance = centre - k as f64;
-            let x = distance * cutoff;
-            let sinc = if x.abs() < 1e-12 {
-                1.0
-            } else {
-                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-            };
-            let w = 0.5 + 0.5 * distance / half_width as f64;
-            let window = if (0.0..=1.0).contains(&w) {
-                0.42 - 0.5 * (2.0 * std::f64::consts::PI * w).cos()
-                    + 0.08 * (4.0 * std::f64::consts::PI * w).cos()
-            } else {
-                0.0
-            };
-            total += f64::from(input[k as usize]) * cutoff * sinc * window;
-        }
-        output.push(total as f32);
-    }
-    output
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sine(frequency_hz: f64, rate_hz: u32, seconds: f64, amplitude: f32) -> Vec<f32> {
-        let n = (f64::from(rate_hz) * seconds) as usize;
-        (0..n)
-            .map(|i| {
-                amplitude
-                    * (2.0 * std::f64::consts::PI * frequency_hz * i as f64 / f64::from(rate_hz))
-                        .sin() as f32
-            })
-            .collect()
-    }
-
-    fn rms(samples: &[f32]) -> f64 {
-        (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
-    }
-
-    #[test]
-    fn resampling_44100_to_8000_keeps_a_1_khz_tone_at_its_level() {
-        let input = sine(1000.0, 44_100, 1.0, 0.5);
-        let output = resample(&input, 44_100, 8000);
-        assert_eq!(output.len(), 8000);
-        let expected = sine(1000.0, 8000, 1.0, 0.5);
-        let middle = 200..7800;
-        let level_db = 20.0 * (rms(&output[middle.clone()]) / rms(&expected[middle])).log10();
-        assert!(level_db.abs() < 0.2, "{level_db} dB");
-    }
-
-    #[test]
-    fn resampling_removes_tones_above_the_new_nyquist() {
-        let input = sine(6000.0, 44_100, 0.5, 0.5);
-        let output = resample(&input, 44_100, 8000);
-        let level_db = 20.0 * (rms(&output[200..3800]) / rms(&input)).log10();
-        assert!(level_db < -40.0, "6 kHz folded back at {level_db} dB");
-    }
-
-    #[test]
-    fn garbage_is_an_unsupported_file_not_a_panic() {
-        let garbage: Vec<u8> = (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        assert!(matches!(
-            decode_to_clip(&garbage, None, 60),
-            Err(DecodeError::Unsupported(_))
-        ));
-        assert!(decode_to_clip(&[], Some("wav"), 60).is_err());
     }
 }

@@ -1,17 +1,24 @@
 //! Audio the bridge plays: files by URL (`fetch`), text to speech (`tts`,
-//! `voices`) and synthesized tones. Everything here runs on the signalling
-//! plane and ends in a [`Clip`], a read-only `Arc<[i16]>` at the conference
-//! rate that the media thread only reads.
+//! `voices`) and synthesized tones, all decoded by the one reader of audio
+//! files (`decode`), which also reads `sipconf dtmf` recordings (`wav`).
+//! Everything here runs on the signalling plane (or in the `sipconf dtmf`
+//! command) and ends in a [`Clip`], a read-only `Arc<[i16]>` at the
+//! conference rate that the media thread only reads. Nothing here touches
+//! the media thread, a call or a record: the switchboard asks for a clip and
+//! plays it.
 
+pub mod decode;
 pub mod fetch;
 pub mod tts;
 pub mod voices;
+pub mod wav;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fetch::{DecodeError, FetchError, FetchLimits, Fetcher};
+pub use decode::DecodeError;
+pub use fetch::{FetchError, FetchLimits, Fetcher};
 pub use tts::{Speaker, SpeechError};
 pub use voices::{espeak_voice, EspeakVoice, VoiceError};
 

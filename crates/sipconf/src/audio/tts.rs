@@ -4,7 +4,7 @@
 //! on stdout, a timeout after which the process is killed, and a cache of
 //! sentences already spoken.
 
-use super::fetch::{decode_to_clip, DecodeError};
+use super::decode::{decode_to_clip, DecodeError};
 use super::voices::EspeakVoice;
 use super::Clip;
 use std::collections::HashMap;
@@ -157,7 +157,7 @@ impl Speaker {
             });
         }
         let wav = output.stdout;
-        tokio::task::spawn_blocking(move || decode_to_clip(&wav, Some("wav"), MAX_SENTENCE_SECONDS))
+        tokio::task::spawn_blocking(move || decode_to_clip(wav, MAX_SENTENCE_SECONDS))
             .await
             .unwrap_or_else(|e| Err(DecodeError::Corrupt(e.to_string())))
             .map_err(SpeechError::Decode)

@@ -1,5 +1,6 @@
 //! Catapult's `gender`, `locale` and `voice` mapped to an espeak-ng voice and
-//! variant (`en-gb+f3`). The README's voice table is this table.
+//! variant (`en-gb+f3`). The voice table of docs/api.md is this table. Pure
+//! data: it runs nothing.
 
 /// A Catapult voice: its espeak-ng language and variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,27 @@
 //! RTP port pairs from `media.rtp_ports`: an even port for RTP and the odd one
 //! above it for RTCP (RFC 3550 §11), bound here and handed to the media plane;
 //! or, with `media.shared_port`, the media thread's one pair for every call.
+//! Also the address our SDP names for them.
+//!
+//! This is the only IO the switchboard has done for it synchronously, through
+//! the [`RtpPorts`] trait: binding a pair and asking the kernel for a route.
+//! It never sends or receives on the sockets (the media plane does).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 
 use crate::media::MemberSockets;
+
+/// RTP ports and media addresses for the switchboard's calls.
+pub trait RtpPorts: Send {
+    /// A pair for a new call; `None` when every pair is in use.
+    fn bind_pair(&mut self) -> Option<CallPorts>;
+    /// Gives a call's pair back.
+    fn release(&mut self, ports: &CallPorts);
+    /// The address our SDP names for media exchanged with a peer at `remote`.
+    fn media_address_towards(&self, remote: IpAddr) -> IpAddr;
+}
 
 /// A call's RTP port (RTCP is the one above) and, unless the port is shared,
 /// the sockets bound to it.
@@ -19,6 +34,15 @@ pub struct CallPorts {
 }
 
 impl CallPorts {
+    /// A port with no sockets of its own: the media thread's shared pair
+    /// serves it (`MemberSockets::Shared`).
+    pub fn shared(rtp_port: u16) -> CallPorts {
+        CallPorts {
+            rtp_port,
+            own: None,
+        }
+    }
+
     /// What the media plane is given for a member of this call: clones of the
     /// call's own sockets (bound to explicit ports, so the media thread may
     /// connect them to the phone at `sdp_ip`, the address our SDP gave it),
@@ -40,6 +64,8 @@ impl CallPorts {
 /// would reach the new one).
 #[derive(Debug)]
 pub struct PortPool {
+    /// `media.address`: named in every SDP; `None`: the address that routes to the peer.
+    advertised: Option<IpAddr>,
     bind_address: IpAddr,
     first_even: u16,
     pairs: u16,
@@ -55,6 +81,7 @@ impl PortPool {
         // A pair needs both ports inside the range.
         let pairs = range.end.saturating_sub(first_even) / 2;
         PortPool {
+            advertised: None,
             bind_address,
             first_even,
             pairs,
@@ -67,6 +94,7 @@ impl PortPool {
     /// A pool that gives every call the media thread's shared RTP port.
     pub fn shared(rtp_port: u16) -> PortPool {
         PortPool {
+            advertised: None,
             bind_address: IpAddr::from([0, 0, 0, 0]),
             first_even: rtp_port,
             pairs: 0,
@@ -76,14 +104,24 @@ impl PortPool {
         }
     }
 
+    /// Names `address` in every SDP (`media.address`) instead of the
+    /// address that routes to each peer.
+    pub fn advertising(mut self, address: Option<IpAddr>) -> PortPool {
+        self.advertised = address;
+        self
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.len()
+    }
+}
+
+impl RtpPorts for PortPool {
     /// Binds the next free pair (or gives the shared port); `None` when every
     /// pair is in use or taken by another program.
-    pub fn bind_pair(&mut self) -> Option<CallPorts> {
+    fn bind_pair(&mut self) -> Option<CallPorts> {
         if let Some(rtp_port) = self.shared {
-            return Some(CallPorts {
-                rtp_port,
-                own: None,
-            });
+            return Some(CallPorts::shared(rtp_port));
         }
         for _ in 0..self.pairs {
             let port = self.first_even + 2 * self.cursor;
@@ -108,15 +146,35 @@ impl PortPool {
 
     /// Returns a call's pair to the pool (its sockets close when the call's
     /// `CallPorts` and the media plane's clones are dropped).
-    pub fn release(&mut self, ports: &CallPorts) {
+    fn release(&mut self, ports: &CallPorts) {
         if ports.own.is_some() {
             self.in_use.remove(&ports.rtp_port);
         }
     }
 
-    pub fn in_use(&self) -> usize {
-        self.in_use.len()
+    fn media_address_towards(&self, remote: IpAddr) -> IpAddr {
+        self.advertised
+            .unwrap_or_else(|| local_address_towards(remote))
     }
+}
+
+/// The local address the kernel would use to reach `remote` (no packet is sent:
+/// connecting a UDP socket only looks up the route).
+pub fn local_address_towards(remote: IpAddr) -> IpAddr {
+    // ::ffff:a.b.c.d is an IPv4 peer: answer with the IPv4 address it reaches.
+    let remote = remote.to_canonical();
+    let unspecified: IpAddr = if remote.is_ipv4() {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    UdpSocket::bind((unspecified, 0))
+        .and_then(|s| {
+            s.connect((remote, 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(unspecified)
 }
 
 #[cfg(test)]
@@ -157,6 +215,24 @@ mod tests {
         pool.release(&first);
         drop(first);
         assert_eq!(pool.bind_pair().map(|p| p.rtp_port), Some(a));
+    }
+
+    #[test]
+    fn an_ipv4_peer_seen_through_a_dual_stack_socket_is_answered_in_ipv4() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(local_address_towards(loopback), loopback);
+        let mapped = IpAddr::from(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        assert_eq!(local_address_towards(mapped), loopback);
+    }
+
+    #[test]
+    fn an_advertised_media_address_is_named_whatever_the_peer() {
+        let advertised = IpAddr::from([192, 0, 2, 1]);
+        let pool = PortPool::shared(30_000).advertising(Some(advertised));
+        assert_eq!(
+            pool.media_address_towards(IpAddr::from([127, 0, 0, 1])),
+            advertised
+        );
     }
 
     #[test]

@@ -1,27 +1,31 @@
-//! Callback events (API.md "Callback events"): built from records, queued in
-//! the SQLite outbox, and delivered by one sender task, in order per
-//! conference (or per call), with a timeout, a fallback URL and retries with
-//! backoff. Queuing is one short insert, so neither the API nor the call
-//! manager ever waits for an application's web server.
+//! Callback events (API.md "Callback events"): rendered from records by
+//! [`crate::conference::wire`], queued in the SQLite outbox, and delivered by
+//! one sender task, in order per conference (or per call), with a timeout, a
+//! fallback URL and retries with backoff. Queuing is one short insert, so
+//! neither the API nor the call core ever waits for an application's web
+//! server. This module decides where an event goes, never what it says, and
+//! never changes a record.
 
-mod time;
+mod callback;
 
-pub use time::{event_time, resource_time};
+pub use callback::CallbackEvent;
 
+use crate::conference::wire::{
+    self, CallAudioEvent, CallEvent, ConferenceAudioEvent, ConferenceEvent, DtmfEvent,
+    IncomingCallEvent, MemberEvent, Uris,
+};
 use crate::conference::{
-    CallRecord, Callback, CallbackMethod, Conference, ConferenceState, Member,
-    MAX_CALLBACK_TIMEOUT_MS,
+    CallRecord, Callback, CallbackMethod, Conference, Member, MAX_CALLBACK_TIMEOUT_MS,
 };
 use crate::store::{OutboxEntry, Store};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
-/// The `applicationId` of `incomingcall` events: the bridge is one application.
-pub const APPLICATION_ID: &str = "a-sipconf";
 /// How often the sender looks at the outbox even when nothing woke it.
 const RESCAN: Duration = Duration::from_secs(1);
 /// First retry delay; each later one doubles.
@@ -38,186 +42,104 @@ pub struct DeliveryStats {
     pub given_up: AtomicU64,
 }
 
-/// Builds events from records and queues them.
+/// Renders events from records (through [`wire`]) and queues them.
 pub struct Events {
     store: Arc<Store>,
     wake: Arc<Notify>,
-    /// `{public_base_url}/v1/users/{userId}`: the prefix of every URI in an event.
-    user_base: String,
+    /// The prefix of every URI in an event.
+    uris: Uris,
     pub stats: Arc<DeliveryStats>,
 }
 
+/// Where a call's own events go: its `callbackUrl`, with the default settings.
+fn call_callback(call: &CallRecord) -> Option<Callback> {
+    call.callback_url.as_deref().map(to_url)
+}
+
+fn to_url(url: &str) -> Callback {
+    Callback {
+        url: Some(url.to_string()),
+        ..Callback::default()
+    }
+}
+
 impl Events {
+    /// `user_base` is `{public_base_url}/v1/users/{userId}`.
     pub fn new(store: Arc<Store>, user_base: String) -> Events {
         Events {
             store,
             wake: Arc::new(Notify::new()),
-            user_base,
+            uris: Uris::new(user_base),
             stats: Arc::new(DeliveryStats::default()),
         }
     }
 
-    pub fn conference_uri(&self, id: &str) -> String {
-        format!("{}/conferences/{id}", self.user_base)
-    }
-
-    pub fn member_uri(&self, conference_id: &str, member_id: &str) -> String {
-        format!(
-            "{}/conferences/{conference_id}/members/{member_id}",
-            self.user_base
-        )
-    }
-
-    pub fn call_uri(&self, id: &str) -> String {
-        format!("{}/calls/{id}", self.user_base)
-    }
-
     /// `conference` with `status` `created` or `completed` (its state now).
     pub fn conference(&self, c: &Conference) {
-        let status = match c.state {
-            ConferenceState::Completed => "completed",
-            _ => "created",
-        };
-        let mut event = Map::new();
-        event.insert("eventType".into(), json!("conference"));
-        event.insert("conferenceId".into(), json!(c.id));
-        event.insert("conferenceUri".into(), json!(self.conference_uri(&c.id)));
-        event.insert("status".into(), json!(status));
-        event.insert("createdTime".into(), json!(event_time(c.created_time)));
-        if let Some(t) = c.completed_time {
-            event.insert("completedTime".into(), json!(event_time(t)));
-        }
-        self.for_conference(c, event);
+        let event = ConferenceEvent::new(&self.uris, c);
+        self.enqueue(&c.id, &c.callback, &event);
     }
 
     /// `conference-member`: joined, left or removed, mute or hold changed.
     pub fn member(&self, c: &Conference, m: &Member) {
-        let mut event = Map::new();
-        event.insert("eventType".into(), json!("conference-member"));
-        event.insert("conferenceId".into(), json!(c.id));
-        event.insert("callId".into(), json!(m.call_id));
-        event.insert("memberId".into(), json!(m.id));
-        event.insert("memberUri".into(), json!(self.member_uri(&c.id, &m.id)));
-        event.insert("activeMembers".into(), json!(c.active_members));
-        event.insert("state".into(), json!(m.state.as_str()));
-        event.insert("hold".into(), json!(m.hold || c.hold));
-        event.insert("mute".into(), json!(m.mute || c.mute));
-        event.insert("time".into(), json!(event_time(SystemTime::now())));
-        self.for_conference(c, event);
-    }
-
-    fn for_conference(&self, c: &Conference, mut event: Map<String, Value>) {
-        if let Some(tag) = &c.tag {
-            event.insert("tag".into(), json!(tag));
-        }
-        self.enqueue(&c.id, &c.callback, event);
+        let event = MemberEvent::new(&self.uris, c, m, SystemTime::now());
+        self.enqueue(&c.id, &c.callback, &event);
     }
 
     /// A call event (`answer`, `hangup` with its cause) to the call's `callbackUrl`.
     pub fn call(&self, call: &CallRecord, event_type: &str) {
-        let Some(url) = &call.callback_url else {
+        let Some(callback) = call_callback(call) else {
             return;
         };
-        let mut event = self.call_fields(call, event_type);
-        if event_type == "hangup" {
-            if let Some(cause) = &call.cause {
-                event.insert("cause".into(), json!(cause));
-            }
-        }
-        if let Some(tag) = &call.tag {
-            event.insert("tag".into(), json!(tag));
-        }
-        let callback = Callback {
-            url: Some(url.clone()),
-            ..Callback::default()
-        };
-        self.enqueue(&call.id, &callback, event);
+        let event = CallEvent::new(&self.uris, call, event_type, SystemTime::now());
+        self.enqueue(&call.id, &callback, &event);
     }
 
     /// `dtmf` (a key pressed in a `passthru_digits` conference) to the call's
     /// `callbackUrl`, or, when the call has none, to its conference's.
     pub fn dtmf(&self, call: &CallRecord, conference: &Conference, digit: char, duration_ms: u32) {
-        let mut event = self.call_fields(call, "dtmf");
-        event.insert("dtmfDigit".into(), json!(digit.to_string()));
-        event.insert("dtmfDuration".into(), json!(duration_ms));
-        event.insert("conferenceId".into(), json!(conference.id));
-        let callback = match &call.callback_url {
-            Some(url) => Callback {
-                url: Some(url.clone()),
-                ..Callback::default()
-            },
-            None => conference.callback.clone(),
-        };
-        if let Some(tag) = call.tag.as_ref().or(conference.tag.as_ref()) {
-            event.insert("tag".into(), json!(tag));
-        }
-        self.enqueue(&call.id, &callback, event);
+        let callback = call_callback(call).unwrap_or_else(|| conference.callback.clone());
+        let event = DtmfEvent::new(
+            &self.uris,
+            call,
+            conference,
+            digit,
+            duration_ms,
+            SystemTime::now(),
+        );
+        self.enqueue(&call.id, &callback, &event);
     }
 
     /// `conference-playback` or `conference-speak` (`kind` `playback` / `speak`)
     /// with `status` `started` or `done`; `tag` is the audio request's, else the conference's.
     pub fn conference_audio(&self, c: &Conference, kind: &str, status: &str, tag: Option<&str>) {
-        let mut event = Map::new();
-        event.insert("eventType".into(), json!(format!("conference-{kind}")));
-        event.insert("conferenceId".into(), json!(c.id));
-        event.insert("conferenceUri".into(), json!(self.conference_uri(&c.id)));
-        event.insert("status".into(), json!(status));
-        event.insert("time".into(), json!(event_time(SystemTime::now())));
-        match tag {
-            Some(tag) => {
-                event.insert("tag".into(), json!(tag));
-                self.enqueue(&c.id, &c.callback, event);
-            }
-            None => self.for_conference(c, event),
-        }
+        let event = ConferenceAudioEvent::new(&self.uris, c, kind, status, tag, SystemTime::now());
+        self.enqueue(&c.id, &c.callback, &event);
     }
 
     /// The call's `playback` or `speak` event with `status` `started` or `done`;
     /// `tag` is the audio request's, else the call's.
     pub fn call_audio(&self, call: &CallRecord, kind: &str, status: &str, tag: Option<&str>) {
-        let Some(url) = &call.callback_url else {
+        let Some(callback) = call_callback(call) else {
             return;
         };
-        let mut event = self.call_fields(call, kind);
-        event.insert("status".into(), json!(status));
-        if let Some(tag) = tag.or(call.tag.as_deref()) {
-            event.insert("tag".into(), json!(tag));
-        }
-        let callback = Callback {
-            url: Some(url.clone()),
-            ..Callback::default()
-        };
-        self.enqueue(&call.id, &callback, event);
+        let event = CallAudioEvent::new(&self.uris, call, kind, status, tag, SystemTime::now());
+        self.enqueue(&call.id, &callback, &event);
     }
 
     /// `incomingcall` to the application's URL.
     pub fn incoming_call(&self, url: &str, call: &CallRecord) {
-        let mut event = self.call_fields(call, "incomingcall");
-        event.insert("applicationId".into(), json!(APPLICATION_ID));
-        let callback = Callback {
-            url: Some(url.to_string()),
-            ..Callback::default()
-        };
-        self.enqueue(&call.id, &callback, event);
+        let event = IncomingCallEvent::new(&self.uris, call, SystemTime::now());
+        self.enqueue(&call.id, &to_url(url), &event);
     }
 
-    fn call_fields(&self, call: &CallRecord, event_type: &str) -> Map<String, Value> {
-        let mut event = Map::new();
-        event.insert("eventType".into(), json!(event_type));
-        event.insert("callId".into(), json!(call.id));
-        event.insert("callUri".into(), json!(self.call_uri(&call.id)));
-        event.insert("from".into(), json!(call.from));
-        event.insert("to".into(), json!(call.to));
-        event.insert("callState".into(), json!(call.state.as_str()));
-        event.insert("time".into(), json!(event_time(SystemTime::now())));
-        event
-    }
-
-    fn enqueue(&self, stream: &str, callback: &Callback, event: Map<String, Value>) {
+    /// Queues `event` on `stream` (a conference's or a call's id, delivered
+    /// in order) for `callback`'s URL; nothing when it has none.
+    fn enqueue(&self, stream: &str, callback: &Callback, event: &impl Serialize) {
         let Some(url) = &callback.url else {
             return;
         };
-        let body = Value::Object(event).to_string();
+        let body = wire::to_json(event);
         let timeout_ms = callback.timeout_ms.clamp(1, MAX_CALLBACK_TIMEOUT_MS);
         match self.store.enqueue(
             stream,
@@ -430,6 +352,96 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conference::fixtures::{self, *};
+
+    /// Every queued event, oldest first, as `stream method url fallback
+    /// timeout body`, with the `time` of the event (the instant it was
+    /// queued) masked: its format is pinned in `time.rs`.
+    fn drain(store: &Store) -> Vec<String> {
+        let mut queued = Vec::new();
+        while let Some(head) = store.outbox_heads(&[]).unwrap().into_iter().next() {
+            store.outbox_remove(head.seq).unwrap();
+            let body = match head.body.split_once("\"time\":\"") {
+                Some((before, after)) => {
+                    let (time, rest) = after.split_at(24);
+                    let shape = |i: usize, c: u8| match i {
+                        4 | 7 => c == b'-',
+                        10 => c == b'T',
+                        13 | 16 => c == b':',
+                        19 => c == b'.',
+                        23 => c == b'Z',
+                        _ => c.is_ascii_digit(),
+                    };
+                    assert!(time.bytes().enumerate().all(|(i, c)| shape(i, c)), "{time}");
+                    format!("{before}\"time\":\"<now>{rest}")
+                }
+                None => head.body,
+            };
+            queued.push(format!(
+                "{} {} {} {:?} {} {body}",
+                head.stream,
+                head.method.as_str(),
+                head.url,
+                head.fallback_url,
+                head.timeout_ms
+            ));
+        }
+        queued
+    }
+
+    /// The exact bytes of every callback event, every optional field present
+    /// and absent, as applications have accepted them: keys in alphabetical
+    /// order, unset optional fields omitted; and where each goes.
+    #[test]
+    fn events_render_byte_for_byte() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let events = Events::new(store.clone(), fixtures::USER_BASE.into());
+        let (full, active, bare) = (full_conference(), active_conference(), bare_conference());
+        let (full_member, active_member) = (full_member(), active_member());
+        let (full_call, active_call, bare_call) = (full_call(), active_call(), bare_call());
+
+        events.conference(&full);
+        events.conference(&active);
+        events.conference(&bare);
+        events.member(&full, &full_member);
+        events.member(&active, &active_member);
+        events.conference_audio(&full, "playback", "started", Some("intro"));
+        events.conference_audio(&full, "speak", "done", None);
+        events.conference_audio(&active, "playback", "done", None);
+        events.call(&full_call, "hangup");
+        events.call(&full_call, "answer");
+        events.call(&active_call, "hangup");
+        events.call(&bare_call, "answer");
+        events.dtmf(&full_call, &active, '5', 120);
+        events.dtmf(&active_call, &full, '#', 80);
+        events.dtmf(&active_call, &active, '*', 60);
+        events.call_audio(&full_call, "speak", "started", Some("greeting"));
+        events.call_audio(&full_call, "playback", "done", None);
+        events.call_audio(&active_call, "playback", "started", None);
+        events.call_audio(&bare_call, "playback", "started", Some("x"));
+        events.incoming_call("http://app.example/incoming", &full_call);
+
+        let want = [
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"completedTime":"2026-11-27T02:15:01.999Z","conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","createdTime":"2026-11-27T01:14:00.250Z","eventType":"conference","status":"completed","tag":"board"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"conferenceId":"conf-active","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active","createdTime":"2026-11-27T01:15:00.000Z","eventType":"conference","status":"created"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"activeMembers":0,"callId":"c-full","conferenceId":"conf-full","eventType":"conference-member","hold":true,"memberId":"member-full","memberUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full/members/member-full","mute":true,"state":"completed","tag":"board","time":"<now>"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"activeMembers":1,"callId":"c-active","conferenceId":"conf-active","eventType":"conference-member","hold":true,"memberId":"member-active","memberUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active/members/member-active","mute":true,"state":"active","time":"<now>"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","eventType":"conference-playback","status":"started","tag":"intro","time":"<now>"}"##,
+            r##"conf-full GET http://app.example/cb Some("http://backup.example/cb") 2500 {"conferenceId":"conf-full","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-full","eventType":"conference-speak","status":"done","tag":"board","time":"<now>"}"##,
+            r##"conf-active POST http://app.example/cb None 10000 {"conferenceId":"conf-active","conferenceUri":"http://bridge.example:8088/v1/users/u-test/conferences/conf-active","eventType":"conference-playback","status":"done","time":"<now>"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","cause":"NORMAL_CLEARING","eventType":"hangup","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"answer","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","eventType":"hangup","from":"sip:bob@example","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","conferenceId":"conf-active","dtmfDigit":"5","dtmfDuration":120,"eventType":"dtmf","from":"sip:bridge@example","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","conferenceId":"conf-full","dtmfDigit":"#","dtmfDuration":80,"eventType":"dtmf","from":"sip:bob@example","tag":"board","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","conferenceId":"conf-active","dtmfDigit":"*","dtmfDuration":60,"eventType":"dtmf","from":"sip:bob@example","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"speak","from":"sip:bridge@example","status":"started","tag":"greeting","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-full POST http://app.example/calls None 10000 {"callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"playback","from":"sip:bridge@example","status":"done","tag":"vip","time":"<now>","to":"sip:alice@example"}"##,
+            r##"c-active POST http://app.example/calls None 10000 {"callId":"c-active","callState":"active","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-active","eventType":"playback","from":"sip:bob@example","status":"started","time":"<now>","to":"sip:1000@bridge"}"##,
+            r##"c-full POST http://app.example/incoming None 10000 {"applicationId":"a-sipconf","callId":"c-full","callState":"completed","callUri":"http://bridge.example:8088/v1/users/u-test/calls/c-full","eventType":"incomingcall","from":"sip:bridge@example","time":"<now>","to":"sip:alice@example"}"##,
+        ];
+        assert_eq!(drain(&store), want);
+    }
 
     #[test]
     fn user_info_is_percent_decoded() {

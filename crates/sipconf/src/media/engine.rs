@@ -28,9 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::media::core::{Applied, Datagram, MediaCore, Port, Stream};
 pub use crate::media::core::{CONFERENCE_RATE_HZ, TICK};
-use crate::media::udp::ReceiveBatch;
-use crate::media::wakeup::Wakeup;
 use crate::media::{Command, Event, MediaConfig, MediaStats};
+use crate::net::udp::ReceiveBatch;
+use crate::net::wakeup::Wakeup;
 use sockets::{SharedPort, Sockets, SHARED_BATCH};
 
 /// Further behind than this, the schedule restarts from now instead of catching up.
@@ -334,12 +334,15 @@ fn ntp_now() -> u64 {
 mod tests {
     use super::*;
     use crate::media::codec::Codec;
+    use crate::media::core::tests::tone_power;
     use crate::media::rtp::{
         check_rtcp, write_rtcp_report, write_rtp, RtpHeader, RtpPacket, RTCP_COMPOUND_MAX_BYTES,
     };
     use crate::media::slot::LONE_KEEPALIVE_TICKS;
-    use crate::media::udp::disconnect;
-    use crate::media::{spawn, AddMember, MediaHandle, MemberFlags, MemberKey, MemberSockets};
+    use crate::media::{
+        spawn, AddMember, MediaHandle, MemberFlags, MemberKey, MemberKeys, MemberSockets,
+    };
+    use crate::net::udp::disconnect;
     use std::net::{IpAddr, SocketAddr, UdpSocket};
 
     impl Engine {
@@ -432,8 +435,12 @@ mod tests {
     }
 
     /// Adds a member to a running engine; returns its key and phone.
-    fn add_member(media: &mut MediaHandle, tone_hz: f64) -> (MemberKey, Phone) {
-        let key = media.allocate().expect("slot");
+    fn add_member(
+        media: &mut MediaHandle,
+        keys: &mut MemberKeys,
+        tone_hz: f64,
+    ) -> (MemberKey, Phone) {
+        let key = keys.allocate().expect("slot");
         let (add, phone) = member_with_phone(key, MemberFlags::default(), tone_hz);
         media
             .send(Command::AddMember(Box::new(add)))
@@ -500,19 +507,6 @@ mod tests {
         heard
     }
 
-    /// Power of `frequency_hz` in `samples` (Goertzel).
-    fn tone_power(samples: &[i16], frequency_hz: f64) -> f64 {
-        let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency_hz / 8000.0).cos();
-        let (mut previous, mut before_previous) = (0.0, 0.0);
-        for &sample in samples {
-            let current = f64::from(sample) + coefficient * previous - before_previous;
-            before_previous = previous;
-            previous = current;
-        }
-        previous * previous + before_previous * before_previous
-            - coefficient * previous * before_previous
-    }
-
     #[test]
     fn two_phones_each_hear_the_other_and_not_themselves() {
         let (mut media, thread) = spawn(MediaConfig {
@@ -520,8 +514,9 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (_, high) = add_member(&mut media, 1000.0);
-        let (_, low) = add_member(&mut media, 400.0);
+        let mut keys = MemberKeys::new(4);
+        let (_, high) = add_member(&mut media, &mut keys, 1000.0);
+        let (_, low) = add_member(&mut media, &mut keys, 400.0);
         let (heard_by_high, heard_by_low) = std::thread::scope(|scope| {
             let high = scope.spawn(|| talk_and_listen(&high, 50));
             let low = scope.spawn(|| talk_and_listen(&low, 50));
@@ -560,7 +555,8 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (key, _phone) = add_member(&mut media, 1000.0);
+        let mut keys = MemberKeys::new(2);
+        let (key, _phone) = add_member(&mut media, &mut keys, 1000.0);
         let started = Instant::now();
         let mut timeouts = Vec::new();
         while started.elapsed() < Duration::from_millis(1000) {
@@ -574,7 +570,7 @@ mod tests {
         media
             .send(Command::RemoveMember { key })
             .expect("queue has room");
-        media.release(key);
+        keys.release(key);
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
         assert_eq!(timeouts.len(), 1, "{timeouts:?}");
@@ -595,9 +591,10 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
+        let mut keys = MemberKeys::new(32);
         let members: Vec<(MemberKey, Phone)> = (0..20)
             .map(|_| {
-                let key = media.allocate().expect("slot");
+                let key = keys.allocate().expect("slot");
                 let (add, phone) = member_with_phone(key, MemberFlags::default(), 1000.0);
                 assert!(media.send(Command::AddMember(Box::new(add))).is_ok());
                 phone
@@ -627,7 +624,7 @@ mod tests {
 
         for (key, _) in &members {
             assert!(media.send(Command::RemoveMember { key: *key }).is_ok());
-            media.release(*key);
+            keys.release(*key);
         }
         assert!(
             media.has_backlog(),
@@ -663,8 +660,10 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let members: Vec<(MemberKey, Phone)> =
-            (0..3).map(|_| add_member(&mut media, 1000.0)).collect();
+        let mut keys = MemberKeys::new(3);
+        let members: Vec<(MemberKey, Phone)> = (0..3)
+            .map(|_| add_member(&mut media, &mut keys, 1000.0))
+            .collect();
         let started = Instant::now();
         let mut timeouts = Vec::new();
         while started.elapsed() < Duration::from_millis(1500) && timeouts.len() < 3 {
@@ -685,7 +684,7 @@ mod tests {
             media
                 .send(Command::RemoveMember { key: *key })
                 .expect("queue has room");
-            media.release(*key);
+            keys.release(*key);
         }
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
@@ -702,11 +701,12 @@ mod tests {
             ..MediaConfig::default()
         })
         .expect("spawn");
-        let (key, phone) = add_member(&mut media, 1000.0);
+        let mut keys = MemberKeys::new(1);
+        let (key, phone) = add_member(&mut media, &mut keys, 1000.0);
         media
             .send(Command::RemoveMember { key })
             .expect("queue has room");
-        media.release(key);
+        keys.release(key);
         phone
             .rtcp
             .set_read_timeout(Some(Duration::from_secs(1)))

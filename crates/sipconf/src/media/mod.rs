@@ -16,14 +16,15 @@ pub mod engine;
 pub mod jitter;
 pub mod keypad;
 pub mod mixer;
+pub mod resample;
 pub mod rtp;
 pub mod slot;
-pub mod udp;
-pub mod wakeup;
 
 pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
 pub use dtmf::DigitSource;
+
+use crate::net::wakeup;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -260,24 +261,27 @@ fn count_in(histogram: &[AtomicU64], total: &AtomicU64, ns: u64) {
 /// remove), for sizing the backlog.
 const BACKLOG_COMMANDS_PER_MEMBER: usize = 4;
 
-/// Signalling-side handle. Not Sync; the caller wraps it in a Mutex.
-pub struct MediaHandle {
-    commands: rtrb::Producer<Command>,
-    /// Commands that did not fit in the queue, oldest first: they go before
-    /// any newer one, as the media thread makes room (`flush_backlog`).
-    backlog: VecDeque<Command>,
-    backlog_max: usize,
-    events: rtrb::Consumer<Event>,
-    stats: Arc<MediaStats>,
+/// Hands out member keys on the signalling side: a free slot of the
+/// `max_members` the media thread allocated, with a new generation, so a
+/// command or event naming a member that has since left is told apart.
+#[derive(Debug)]
+pub struct MemberKeys {
     /// Free slot indices, lowest on top.
     free_slots: Vec<u32>,
     generations: Vec<u32>,
     in_use: Vec<bool>,
-    shared_port: Option<u16>,
-    wakeup: Arc<wakeup::Wakeup>,
 }
 
-impl MediaHandle {
+impl MemberKeys {
+    /// Keys for `capacity` slots (`MediaConfig::max_members`).
+    pub fn new(capacity: usize) -> MemberKeys {
+        MemberKeys {
+            free_slots: (0..capacity as u32).rev().collect(),
+            generations: vec![0; capacity],
+            in_use: vec![false; capacity],
+        }
+    }
+
     /// A fresh key, or None when all `max_members` slots are taken (the caller answers 486).
     pub fn allocate(&mut self) -> Option<MemberKey> {
         let slot = self.free_slots.pop()?;
@@ -290,6 +294,43 @@ impl MediaHandle {
         })
     }
 
+    /// Returns the key's slot to the pool. Call after sending `RemoveMember`: the
+    /// queue is FIFO, so the media thread frees the slot before any reuse arrives.
+    pub fn release(&mut self, key: MemberKey) {
+        let index = key.slot as usize;
+        let current = self.generations.get(index) == Some(&key.generation);
+        if current && self.in_use[index] {
+            self.in_use[index] = false;
+            self.free_slots.push(key.slot);
+        }
+    }
+
+    /// `max_members`.
+    pub fn capacity(&self) -> usize {
+        self.generations.len()
+    }
+
+    /// Keys handed out and not released.
+    pub fn in_use(&self) -> usize {
+        self.capacity() - self.free_slots.len()
+    }
+}
+
+/// Signalling-side handle: the command queue (with its backlog) and the
+/// event queue. One task owns it.
+pub struct MediaHandle {
+    commands: rtrb::Producer<Command>,
+    /// Commands that did not fit in the queue, oldest first: they go before
+    /// any newer one, as the media thread makes room (`flush_backlog`).
+    backlog: VecDeque<Command>,
+    backlog_max: usize,
+    events: rtrb::Consumer<Event>,
+    stats: Arc<MediaStats>,
+    shared_port: Option<u16>,
+    wakeup: Arc<wakeup::Wakeup>,
+}
+
+impl MediaHandle {
     /// Queues `command` behind every earlier one. What does not fit in the
     /// queue to the media thread (which takes `COMMANDS_PER_TICK` a tick)
     /// waits in a backlog on this side, sent in order by later calls and by
@@ -334,17 +375,6 @@ impl MediaHandle {
         !self.backlog.is_empty()
     }
 
-    /// Returns the key's slot to the pool. Call after sending `RemoveMember`: the
-    /// queue is FIFO, so the media thread frees the slot before any reuse arrives.
-    pub fn release(&mut self, key: MemberKey) {
-        let index = key.slot as usize;
-        let current = self.generations.get(index) == Some(&key.generation);
-        if current && self.in_use[index] {
-            self.in_use[index] = false;
-            self.free_slots.push(key.slot);
-        }
-    }
-
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop().ok()
     }
@@ -357,11 +387,6 @@ impl MediaHandle {
 
     pub fn stats(&self) -> Arc<MediaStats> {
         Arc::clone(&self.stats)
-    }
-
-    /// `max_members`.
-    pub fn capacity(&self) -> usize {
-        self.generations.len()
     }
 
     /// The shared RTP port every member added with `MemberSockets::Shared`
@@ -399,9 +424,6 @@ pub fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, std::thread::
         backlog_max: capacity.saturating_mul(BACKLOG_COMMANDS_PER_MEMBER),
         events: event_consumer,
         stats,
-        free_slots: (0..capacity as u32).rev().collect(),
-        generations: vec![0; capacity],
-        in_use: vec![false; capacity],
         shared_port,
         wakeup,
     };
@@ -422,19 +444,25 @@ mod tests {
 
     #[test]
     fn allocate_refuses_beyond_capacity_and_release_makes_room() {
-        let (mut media, thread) = handle_with(2);
-        assert_eq!(media.capacity(), 2);
-        let first = media.allocate().expect("slot");
-        let second = media.allocate().expect("slot");
+        let mut keys = MemberKeys::new(2);
+        assert_eq!(keys.capacity(), 2);
+        let first = keys.allocate().expect("slot");
+        let second = keys.allocate().expect("slot");
         assert_ne!(first.slot, second.slot);
-        assert_eq!(media.allocate(), None);
-        media.release(first);
-        let reused = media.allocate().expect("slot");
+        assert_eq!(keys.allocate(), None);
+        assert_eq!(keys.in_use(), 2);
+        keys.release(first);
+        let reused = keys.allocate().expect("slot");
         assert_eq!(reused.slot, first.slot);
         assert_ne!(reused.generation, first.generation);
         // A stale key does not free the slot twice.
-        media.release(first);
-        assert_eq!(media.allocate(), None);
+        keys.release(first);
+        assert_eq!(keys.allocate(), None);
+    }
+
+    #[test]
+    fn a_shutdown_command_stops_the_thread() {
+        let (mut media, thread) = handle_with(2);
         media.send(Command::Shutdown).expect("queue has room");
         thread.join().expect("media thread");
     }

@@ -3,7 +3,8 @@
 //! and compute the matching `Authorization` / `Proxy-Authorization` value.
 //!
 //! Only MD5 with `qop=auth` or without qop is implemented; other challenges are refused
-//! with a precise error so the call fails with the far end's code.
+//! with a precise error so the call fails with the far end's code. It keeps no state
+//! and sends nothing: the UAC asks it for one header value per challenge.
 
 use ezk_sip_types::header::typed::{
     Algorithm, AlgorithmValue, AuthChallenge, DigestResponse, QopOption, QopResponse, Username,

@@ -1,5 +1,6 @@
 //! The INVITE dialog (RFC 3261 section 12) on either side: identity, the parties and
 //! route set for requests we send inside it (BYE, ACK), and the CSeq spaces of both sides.
+//! It sends and times nothing: the endpoint does.
 
 use super::message::{Request, Response};
 use super::Transport;

@@ -4,7 +4,8 @@
 //!
 //! Header lines, compact names and folding are handled by `ezk-sip-types`; this module
 //! decides which headers are mandatory (RFC 3261 section 8.1.1) and names exactly what is
-//! wrong so a request can be answered `400 <reason>`.
+//! wrong so a request can be answered `400 <reason>`. It keeps no state and decides no
+//! answer: the endpoint does.
 
 use bytes::Bytes;
 use ezk_sip_types::header::typed::{CSeq, CallID, Contact, FromTo, Via};

@@ -3,7 +3,8 @@
 //! and read the callee's answer.
 //!
 //! A hand parser: we read only the handful of lines an audio call needs, and every
-//! rejection names the line that was wrong.
+//! rejection names the line that was wrong. It chooses no port or address (the
+//! switchboard hands them in) and keeps no state between calls.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

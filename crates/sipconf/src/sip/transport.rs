@@ -1,12 +1,13 @@
 //! The tokio shell around [`Endpoint`]: UDP and TCP sockets on one port, the clock, and
-//! the channels to the call layer. All protocol decisions are in the sans-IO core.
+//! the channels to the call layer. All protocol decisions are in the sans-IO core; this
+//! file decides nothing about SIP and nothing about calls.
 //!
 //! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
 //! tasks (accepted, or opened for requests we originate), on commands and on the
 //! endpoint's next timeout.
 
 use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
-use crate::media::udp::{receive_buffer_bytes, set_buffer_bytes};
+use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;

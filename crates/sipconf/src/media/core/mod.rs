@@ -563,4 +563,4 @@ pub(crate) fn add(counter: &AtomicU64, amount: u64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -288,8 +288,9 @@ fn frame_of(sound: Sound, timestamp: u32) -> [i16; FRAME] {
     pcm
 }
 
-/// Power at `frequency_hz` over the whole slice (Goertzel).
-fn power_at(samples: &[i16], frequency_hz: f64) -> f64 {
+/// Power at `frequency_hz` over the whole slice (Goertzel); the media
+/// tests' one meter.
+pub(crate) fn tone_power(samples: &[i16], frequency_hz: f64) -> f64 {
     let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency_hz / 8000.0).cos();
     let (mut last, mut before_last) = (0.0, 0.0);
     for &sample in samples {
@@ -325,7 +326,7 @@ fn others_hear_at_most_20_ms_of_a_key_tone_held_back() {
         let key_samples: f64 = room.phones[listener].heard[before..]
             .chunks(FRAME)
             .map(|frame| {
-                let power = (power_at(frame, low_hz) + power_at(frame, high_hz)) / 2.0;
+                let power = (tone_power(frame, low_hz) + tone_power(frame, high_hz)) / 2.0;
                 2.0 * power.sqrt() / KEY_AMPLITUDE
             })
             .sum();
@@ -356,15 +357,15 @@ fn key_three_raises_the_talk_gain_a_listener_decodes_by_3_db() {
     let voice = Sound::Sine(VOICE_HZ);
     let level = |room: &mut Room| {
         room.run(&[voice, Sound::Silence], 20);
-        power_at(last_frames(&room.phones[1], 10), VOICE_HZ)
+        tone_power(last_frames(&room.phones[1], 10), VOICE_HZ)
     };
     let before = level(&mut room);
     room.press_rfc4733(0, '3', Sound::Silence, 14);
     let change = db(level(&mut room) / before);
     assert!((change - 3.0).abs() <= 0.5, "{change:+.2} dB");
     // The presser alone heard the confirmation ("up": 660 then 990 Hz).
-    assert!(power_at(&room.phones[0].heard, 990.0) > 1e10);
-    assert!(power_at(&room.phones[1].heard, 990.0) < 1e6);
+    assert!(tone_power(&room.phones[0].heard, 990.0) > 1e10);
+    assert!(tone_power(&room.phones[1].heard, 990.0) < 1e6);
 }
 
 #[test]
@@ -389,7 +390,7 @@ fn muted_is_not_heard_deaf_hears_silence_and_held_gets_nothing() {
     ];
     room.run(&sounds, 20);
     let listener = &room.phones[4].heard;
-    assert!(power_at(listener, 1000.0) > 1000.0 * power_at(listener, 400.0));
+    assert!(tone_power(listener, 1000.0) > 1000.0 * tone_power(listener, 400.0));
     let deaf = &room.phones[2];
     assert_eq!(deaf.packets.len(), 20);
     assert!(deaf.heard.iter().all(|&sample| sample == 0));
@@ -420,7 +421,7 @@ fn muted_is_not_heard_deaf_hears_silence_and_held_gets_nothing() {
         "the marker bit starts the talkspurt"
     );
     let listener = last_frames(&room.phones[4], 5);
-    assert!(power_at(listener, 400.0) > 1e10, "unmuted is heard");
+    assert!(tone_power(listener, 400.0) > 1e10, "unmuted is heard");
 }
 
 #[test]
@@ -500,7 +501,7 @@ fn a_lost_frame_is_concealed_at_half_level_and_counted() {
     assert_eq!(room.counter(|s| &s.packets_lost), 1, "frame at {lost_at}");
     room.run(&[tone, Sound::Silence], 2);
     let heard = last_frames(&room.phones[1], 4);
-    let level = |frame: usize| power_at(&heard[frame * FRAME..(frame + 1) * FRAME], VOICE_HZ);
+    let level = |frame: usize| tone_power(&heard[frame * FRAME..(frame + 1) * FRAME], VOICE_HZ);
     // The concealed frame repeats the last one at half amplitude: -6 dB.
     let change = db(level(1) / level(0));
     assert!((change + 6.0).abs() <= 0.5, "{change:+.2} dB");
@@ -516,7 +517,7 @@ fn shared_port_members_are_found_by_source_and_hear_each_other() {
     for (listener, other_hz, own_hz) in [(0, 400.0, 1000.0), (1, 1000.0, 400.0)] {
         let heard = &room.phones[listener].heard;
         assert_eq!(heard.len(), 20 * FRAME);
-        assert!(power_at(heard, other_hz) > 1000.0 * power_at(heard, own_hz));
+        assert!(tone_power(heard, other_hz) > 1000.0 * tone_power(heard, own_hz));
         let address = room.phones[listener].address;
         assert!(room.phones[listener]
             .packets
@@ -553,7 +554,7 @@ fn shared_port_latches_a_rewritten_port_for_the_only_member_waiting_at_its_ip() 
         room.phones[0].packets.last().map(|p| p.3),
         Some(phone_address(0))
     );
-    assert!(power_at(last_frames(&room.phones[1], 3), 1000.0) > 1e10);
+    assert!(tone_power(last_frames(&room.phones[1], 3), 1000.0) > 1e10);
     // Latched and alive, a second source at the same IP is foreign.
     let foreign = room.counter(|s| &s.foreign);
     let intruder = SocketAddr::from(([192, 0, 2, 10], 31_337));

@@ -4,20 +4,16 @@
 //!
 //! Sans-IO: decoded 8 kHz samples and event payloads go in, presses come out,
 //! all timed on the receiver's sample clock. Nothing here allocates after
-//! construction except the file tools in `wav`.
+//! construction except `decode_digits`, for whole recordings.
 
 pub mod detector;
 pub mod goertzel;
 pub mod merge;
 pub mod rfc4733;
-pub mod wav;
-
-use std::path::Path;
 
 pub use detector::InbandDetector;
 pub use merge::Merger;
 pub use rfc4733::{EventError, Rfc4733Receiver, TelephoneEvent};
-pub use wav::WavError;
 
 /// Peak of a 0 dBm0 sine in 16-bit linear (DTMF.md, "Levels").
 pub const DBM0_PEAK: f32 = 22_930.0;
@@ -196,12 +192,6 @@ pub fn decode_digits(samples: &[i16]) -> Vec<DigitReport> {
         }
     }
     reports
-}
-
-/// Reads a WAV file (16-bit PCM, u-law or A-law, mono, any rate) and returns the presses in it.
-pub fn decode_wav_digits(path: impl AsRef<Path>) -> Result<Vec<DigitReport>, WavError> {
-    let samples = wav::read_wav_8k(path.as_ref())?;
-    Ok(decode_digits(&samples))
 }
 
 /// `sipconf dtmf` output: one `DIGIT START_MS END_MS` line per press, then

@@ -11,10 +11,10 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use crate::media::core::{add, Port, Stream, Transmit, TransmitSink};
-use crate::media::udp::{
+use crate::media::{MediaStats, MemberKey, MemberSockets};
+use crate::net::udp::{
     disconnect, receive_buffer_bytes, set_buffer_bytes, RawAddr, ReceiveBatch, SendBatch,
 };
-use crate::media::{MediaStats, MemberKey, MemberSockets};
 
 /// Datagrams per `recvmmsg` and per `sendmmsg` on the shared port.
 pub const SHARED_BATCH: usize = 64;

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
-use sipconf::media::dtmf::wav::{g711_wav_bytes, pcm16_wav_bytes};
-use sipconf::media::dtmf::{decode_wav_digits, format_report, key_tones_hz, WavError};
+use sipconf::audio::decode::DecodeError;
+use sipconf::audio::wav::{decode_wav_digits, parse_wav_8k, WavError};
+use sipconf::media::dtmf::{format_report, key_tones_hz};
 use sipconf::media::Codec;
+use sipconf_testkit::wav::{wav, wav_g711, wav_pcm16};
 
 /// "1234#": 80 ms keys at -6 dBm0 per tone, the first at 200 ms, one every 200 ms.
 fn keys_at(rate_hz: u32) -> Vec<i16> {
@@ -66,7 +68,7 @@ fn pcm_at_any_rate_and_g711_files_give_the_keys_and_their_times() {
     for rate_hz in [8000, 11_025, 16_000, 22_050, 44_100, 48_000] {
         check_keys(
             &format!("pcm{rate_hz}.wav"),
-            &pcm16_wav_bytes(&keys_at(rate_hz), rate_hz),
+            &wav_pcm16(&keys_at(rate_hz), 1, rate_hz),
         );
     }
     for codec in Codec::ALL {
@@ -75,7 +77,7 @@ fn pcm_at_any_rate_and_g711_files_give_the_keys_and_their_times() {
         codec.encode(&pcm, &mut encoded);
         check_keys(
             &format!("{}.wav", codec.encoding_name()),
-            &g711_wav_bytes(codec, &encoded),
+            &wav_g711(codec, &encoded),
         );
     }
 }
@@ -91,9 +93,12 @@ fn unreadable_files_give_a_precise_error() {
     );
 
     let text = TempFile::with("text.wav", b"this is not audio at all");
-    assert!(matches!(decode_wav_digits(&text.0), Err(WavError::NotWav)));
+    assert!(matches!(
+        decode_wav_digits(&text.0),
+        Err(WavError::NotWav(_))
+    ));
 
-    let mut stereo = pcm16_wav_bytes(&[0; 100], 8000);
+    let mut stereo = wav_pcm16(&[0; 100], 1, 8000);
     stereo[22] = 2;
     let stereo = TempFile::with("stereo.wav", &stereo);
     let error = decode_wav_digits(&stereo.0).expect_err("stereo");
@@ -102,16 +107,59 @@ fn unreadable_files_give_a_precise_error() {
         "2 channels: only mono WAV files are supported"
     );
 
-    let truncated = TempFile::with("truncated.wav", &pcm16_wav_bytes(&[0; 100], 8000)[..30]);
+    let truncated = TempFile::with("truncated.wav", &wav_pcm16(&[0; 100], 1, 8000)[..30]);
     assert!(matches!(
         decode_wav_digits(&truncated.0),
-        Err(WavError::Truncated("fmt"))
+        Err(WavError::Decode(DecodeError::Truncated))
     ));
 }
 
 #[test]
+fn pcm_at_8k_comes_back_sample_for_sample() {
+    let samples = [0i16, 1, -1, 32767, -32768, 1234];
+    let back = parse_wav_8k(wav_pcm16(&samples, 1, 8000)).expect("valid");
+    assert_eq!(back, samples);
+    // A recording of nothing reads as no samples (and so no digits).
+    let empty = parse_wav_8k(wav_pcm16(&[], 1, 8000)).expect("an empty recording");
+    assert!(empty.is_empty());
+}
+
+#[test]
+fn files_the_command_does_not_take_get_precise_errors() {
+    assert!(matches!(
+        parse_wav_8k(b"hello".to_vec()),
+        Err(WavError::NotWav(_))
+    ));
+    let mut stereo = wav_pcm16(&[0; 4], 1, 8000);
+    stereo[22] = 2;
+    assert!(matches!(
+        parse_wav_8k(stereo),
+        Err(WavError::UnsupportedChannels(2))
+    ));
+    let float = wav(3, 1, 8000, 32, &0.5f32.to_le_bytes().repeat(4));
+    let error = parse_wav_8k(float).expect_err("32-bit float");
+    assert!(
+        matches!(error, WavError::UnsupportedEncoding(_)),
+        "{error:?}"
+    );
+    let eight_bit = wav(1, 1, 8000, 8, &[128; 4]);
+    let error = parse_wav_8k(eight_bit).expect_err("8-bit PCM");
+    assert!(
+        matches!(error, WavError::UnsupportedEncoding(_)) && error.to_string().contains("8-bit"),
+        "{error}"
+    );
+    let no_data = wav_pcm16(&[], 1, 8000)[..36].to_vec();
+    assert!(matches!(
+        parse_wav_8k(no_data),
+        Err(WavError::Decode(DecodeError::Truncated))
+    ));
+    let mp3_in_wav = wav(0x55, 1, 8000, 0, &[0; 4]);
+    assert!(matches!(parse_wav_8k(mp3_in_wav), Err(WavError::NotWav(_))));
+}
+
+#[test]
 fn a_recording_without_keys_reports_no_digits() {
-    let silence = TempFile::with("silence.wav", &pcm16_wav_bytes(&[0; 8000], 8000));
+    let silence = TempFile::with("silence.wav", &wav_pcm16(&[0; 8000], 1, 8000));
     let reports = decode_wav_digits(&silence.0).expect("readable");
     assert_eq!(format_report(&reports), "digits: \n");
 }

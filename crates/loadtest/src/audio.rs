@@ -4,10 +4,10 @@
 //! signal per voice, the marker pip, low noise), so sending a packet is a copy.
 //! A listener decodes through a 256-entry table, sums the energy, and looks for
 //! the marker: a 2 kHz pip, which the voices (harmonics below 1.6 kHz) never
-//! contain. At 8 kHz, 2 kHz is a quarter of the sample rate, where the Goertzel
-//! coefficient `2 cos(2 pi f / fs)` is zero.
+//! contain, with the test kit's Goertzel meter over 5 ms blocks.
 
-use crate::media::Codec;
+use sipconf::media::Codec;
+use sipconf_testkit::meter::Goertzel;
 
 /// 8 kHz samples in one 20 ms frame.
 pub const FRAME_SAMPLES: usize = 160;
@@ -153,17 +153,26 @@ fn voice_samples(voice: usize) -> Vec<i16> {
 }
 
 /// What one listener has heard in the measurement window.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Hearing {
     energy: f64,
     samples: u64,
-    /// Goertzel state at 2 kHz for the block in progress (coefficient 0).
-    s1: f64,
-    s2: f64,
-    block_fill: usize,
+    /// The 2 kHz level of the block in progress.
+    pip_meter: Goertzel,
     /// Arrival time of the last detected pip onset; further blocks within the
     /// pip's length (plus margin) are the same pip.
     last_onset_ns: Option<i64>,
+}
+
+impl Default for Hearing {
+    fn default() -> Hearing {
+        Hearing {
+            energy: 0.0,
+            samples: 0,
+            pip_meter: Goertzel::new(PIP_FREQ_HZ),
+            last_onset_ns: None,
+        }
+    }
 }
 
 impl Hearing {
@@ -175,17 +184,10 @@ impl Hearing {
         for (n, &sample) in pcm.iter().enumerate() {
             let x = sample as f64;
             self.energy += x * x;
-            // Goertzel with coefficient 2 cos(pi/2) = 0.
-            let s0 = x - self.s2;
-            self.s2 = self.s1;
-            self.s1 = s0;
-            self.block_fill += 1;
-            if self.block_fill == PIP_BLOCK_SAMPLES {
-                let power = self.s1 * self.s1 + self.s2 * self.s2;
-                let amplitude = 2.0 * power.sqrt() / PIP_BLOCK_SAMPLES as f64;
-                self.s1 = 0.0;
-                self.s2 = 0.0;
-                self.block_fill = 0;
+            self.pip_meter.push(x);
+            if self.pip_meter.samples() == PIP_BLOCK_SAMPLES {
+                let amplitude = self.pip_meter.amplitude();
+                self.pip_meter.reset();
                 if amplitude >= PIP_DETECT_AMPLITUDE && onset.is_none() {
                     let block_start = (n + 1 - PIP_BLOCK_SAMPLES) as i64;
                     let at = arrival_ns + block_start * 125_000;

@@ -1,43 +1,24 @@
-//! `sipconf loadtest`: N simulated phones against a running bridge, each a real
-//! SIP call over UDP with real-paced G.711 RTP, driven from one thread so the
-//! generator stays far cheaper than what it measures.
+//! The load generator's one loop (see the crate's documentation): phones
+//! placed at the ramp, each phone's frame sent on its own phase of the 20 ms
+//! tick, what the bridge sent read with kernel timestamps, the pip timed, SIP
+//! answered and retransmitted, and the figures of the measurement window.
 //!
-//! One loop does everything: it places calls at `--ramp` per second, and on an
-//! absolute 20 ms schedule each phone reads what the bridge sent it since its
-//! last tick (one `recvmmsg`, with kernel arrival timestamps, so the loop's own
-//! delays do not show up as the bridge's) and sends its frame (one `sendmmsg`,
-//! more frames in the same call if the loop fell behind). Phone sockets are
-//! not in the epoll set, which holds only the SIP socket: over loopback the
-//! bridge's send delivers into the phone's socket in the bridge's own context,
-//! and a socket in an epoll set makes every delivery run epoll's wake-up
-//! callback there too, a cost a phone across the network never puts on the
-//! bridge. Like real phones with free-running clocks, the phones send at
-//! different phases of the 20 ms tick (`PHASES` slots 1 ms apart). Talkers
-//! send speech-like audio, the others low noise; every second one of the
-//! first `PHASES` phones of a room, in an order that strides across the send
-//! phases (`pip_sender`), sends a 2 kHz pip whose onset everyone else in the
-//! room times: the bridge-added delay, over every phase between a packet's
-//! arrival and the bridge's tick.
-//! See `audio` for the signals and `report` for the figures.
+//! Everything runs on the calling thread over nonblocking sockets; the bridge
+//! is reached only over SIP and RTP.
 
-pub mod audio;
-pub mod limit;
-pub mod net;
-pub mod report;
-pub mod sip;
-
-use crate::media::Codec;
-use crate::testphone::{response_to, SipText};
-use audio::{Hearing, Sounds, FRAME_SAMPLES, PIP_FRAMES};
-use net::{Poller, RawAddr, ReceiveBatch, SendBatch};
-use report::{Histogram, Reception, Report, Spread};
-use sip::{Dialog, T1_MS, TRANSACTION_TIMEOUT_MS};
+use crate::audio::{Hearing, Sounds, FRAME_SAMPLES, PIP_FRAMES};
+use crate::report::{self, Histogram, Reception, Report, Spread};
+use crate::sip::{self, Dialog, T1_MS, TRANSACTION_TIMEOUT_MS};
+use crate::system;
+use crate::{LoadError, LoadtestArgs};
+use sipconf::media::Codec;
+use sipconf::net::poller::Poller;
+use sipconf::net::udp::{self, RawAddr, ReceiveBatch, SendBatch};
+use sipconf_testkit::testphone::{response_to, SipText};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// One RTP frame.
@@ -55,7 +36,7 @@ const HEARING_THRESHOLD_DBFS: f64 = -45.0;
 const SIP_TOKEN: u64 = u64::MAX;
 /// Send phases, 1 ms apart: phone `rank` in its room sends at `rank % PHASES` ms
 /// into each tick.
-const PHASES: usize = 20;
+pub(crate) const PHASES: usize = 20;
 /// Which of a room's first `markers` phones (ranks, and so send phases, 0 to
 /// `markers - 1`) sends the pip of period `period`. Every `markers`
 /// consecutive periods give every one of them a turn, and the order strides
@@ -86,151 +67,6 @@ const RTP_HEADER_BYTES: usize = 12;
 /// Datagrams a phone reads per tick: one is due, more after the loop (or the
 /// bridge) fell behind; any beyond wait for the next tick.
 const READ_PER_TICK: usize = 16;
-
-/// The command line of `sipconf loadtest`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct LoadtestArgs {
-    /// The bridge's SIP address.
-    #[arg(long, default_value = "127.0.0.1:5060")]
-    pub target: SocketAddr,
-    /// The room number dialled (the first room when `--rooms` > 1).
-    #[arg(long, default_value = "1000")]
-    pub room: String,
-    /// Simulated phones.
-    #[arg(long, default_value_t = 20)]
-    pub members: usize,
-    /// Talkers in each room; the others send low noise.
-    #[arg(long, default_value_t = 3)]
-    pub talkers: usize,
-    /// Members are spread round-robin over rooms `room`, `room+1`, ...
-    #[arg(long, default_value_t = 1)]
-    pub rooms: usize,
-    /// pcmu or pcma.
-    #[arg(long, default_value = "pcmu", value_parser = parse_codec)]
-    pub codec: Codec,
-    /// Seconds measured once every call is up.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Calls placed per second.
-    #[arg(long, default_value_t = 100.0)]
-    pub ramp: f64,
-    /// The bridge's process id on this host: measure its CPU and RSS.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Also write the report here as JSON.
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-    /// Local address for the phones' sockets.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub local_ip: IpAddr,
-    /// Find how many members the bridge carries before the audio breaks:
-    /// run again and again, from `--members` up (doubling, then halving the
-    /// gap), each run judged by what the phones heard (see `limit`).
-    #[arg(long)]
-    pub find_limit: bool,
-    /// With `--find-limit`: never try more members than this.
-    #[arg(long, default_value_t = 5000, value_name = "MEMBERS")]
-    pub limit_max: usize,
-    /// With `--find-limit`: seconds between runs (twice this after a run
-    /// that did not hold). The bridge keeps a finished SIP transaction 32 s
-    /// (64 x T1) to answer retransmissions, so a shorter pause lets one
-    /// run's calls fill the tables of the next.
-    #[arg(long, default_value_t = 35.0, value_name = "SECONDS")]
-    pub limit_pause: f64,
-}
-
-fn parse_codec(text: &str) -> Result<Codec, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "pcmu" | "ulaw" => Ok(Codec::Pcmu),
-        "pcma" | "alaw" => Ok(Codec::Pcma),
-        other => Err(format!("unknown codec {other:?} (pcmu or pcma)")),
-    }
-}
-
-/// Why a load test could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("--members must be at least 1 and --rooms between 1 and --members")]
-    BadCounts,
-    #[error("--rooms > 1 needs a numeric --room, not {0:?}")]
-    RoomNotNumeric(String),
-    #[error("--duration and --ramp must be positive, --limit-pause not negative")]
-    BadTimes,
-    #[error("cannot open sockets for {members} phones ({error}); the open-file limit is {limit}")]
-    Sockets {
-        members: usize,
-        limit: u64,
-        error: io::Error,
-    },
-    #[error("socket error: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Runs `sipconf loadtest`: prints the report and writes the JSON if asked.
-/// Exits 1 when the test could not run, 2 when it ran but some call failed
-/// (with `--find-limit`: when no member count held).
-pub fn main(args: &LoadtestArgs) -> ExitCode {
-    if args.find_limit {
-        let found = limit::find(args, &mut io::stderr());
-        return conclude(args, found, limit::LimitReport::to_text, |r| {
-            r.members_held.is_none()
-        });
-    }
-    let report = run(args, &mut io::stderr());
-    conclude(args, report, Report::to_text, |r| r.calls.failed > 0)
-}
-
-/// Prints what a load test found and writes it as JSON to `--json`: exit 0,
-/// 2 when `failed` says so, 1 when it could not run or the file could not be
-/// written.
-fn conclude<R: serde::Serialize>(
-    args: &LoadtestArgs,
-    result: Result<R, LoadError>,
-    text: impl Fn(&R) -> String,
-    failed: impl Fn(&R) -> bool,
-) -> ExitCode {
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("sipconf loadtest: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    print!("{}", text(&report));
-    if let Some(path) = &args.json {
-        if let Err(e) = write_json(path, &report) {
-            eprintln!("sipconf loadtest: cannot write {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    }
-    if failed(&report) {
-        return ExitCode::from(2);
-    }
-    ExitCode::SUCCESS
-}
-
-/// Writes `value` to `path` as pretty JSON.
-fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> io::Result<()> {
-    let json = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-    std::fs::write(path, json + "\n")
-}
-
-/// Runs the load test; progress lines go to `progress` once a second.
-pub fn run(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<Report, LoadError> {
-    if args.members == 0 || args.rooms == 0 || args.rooms > args.members {
-        return Err(LoadError::BadCounts);
-    }
-    if !(args.duration > 0.0 && args.ramp > 0.0 && args.limit_pause >= 0.0) {
-        return Err(LoadError::BadTimes);
-    }
-    let first_room: Option<u64> = args.room.parse().ok();
-    if args.rooms > 1 && first_room.is_none() {
-        return Err(LoadError::RoomNotNumeric(args.room.clone()));
-    }
-    let mut generator = Generator::new(args)?;
-    generator.run(progress)?;
-    Ok(generator.report())
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallState {
@@ -284,7 +120,7 @@ struct Window {
     own_cpu_us: u64,
 }
 
-struct Generator {
+pub(crate) struct Generator {
     target: SocketAddr,
     codec: Codec,
     room_names: Vec<String>,
@@ -329,15 +165,15 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(args: &LoadtestArgs) -> Result<Generator, LoadError> {
-        let limit = net::raise_open_file_limit();
+    pub(crate) fn new(args: &LoadtestArgs) -> Result<Generator, LoadError> {
+        let limit = system::raise_open_file_limit();
         let room_names: Vec<String> = match args.room.parse::<u64>() {
             Ok(first) if args.rooms > 1 => (0..args.rooms as u64)
                 .map(|n| (first + n).to_string())
                 .collect(),
             _ => vec![args.room.clone()],
         };
-        let sip_socket = net::bind_udp(SocketAddr::new(args.local_ip, 0), Some(8 << 20))?;
+        let sip_socket = udp::bind_timestamped(SocketAddr::new(args.local_ip, 0), Some(8 << 20))?;
         let local_sip = sip_socket.local_addr()?;
         let poller = Poller::new(8)?;
         poller.add(sip_socket.as_raw_fd(), SIP_TOKEN)?;
@@ -355,14 +191,13 @@ impl Generator {
                 talkers += 1;
                 talkers - 1
             });
-            let socket =
-                net::bind_udp(SocketAddr::new(args.local_ip, 0), None).map_err(|error| {
-                    LoadError::Sockets {
-                        members: args.members,
-                        limit,
-                        error,
-                    }
-                })?;
+            let socket = udp::bind_timestamped(SocketAddr::new(args.local_ip, 0), None).map_err(
+                |error| LoadError::Sockets {
+                    members: args.members,
+                    limit,
+                    error,
+                },
+            )?;
             let mut dialog = Dialog::new(index, &room_names[room], args.target, local_sip);
             dialog.build_invite(socket.local_addr()?, args.codec);
             use rand::Rng;
@@ -453,7 +288,7 @@ impl Generator {
         self.started + Duration::from_secs_f64(call as f64 / self.ramp_per_s)
     }
 
-    fn run(&mut self, progress: &mut dyn Write) -> Result<(), LoadError> {
+    pub(crate) fn run(&mut self, progress: &mut dyn Write) -> Result<(), LoadError> {
         // Binding every phone's socket and encoding the sounds took time: the
         // schedule starts now, or every send phase would start out late.
         self.started = Instant::now();
@@ -531,7 +366,7 @@ impl Generator {
     }
 
     fn open_window(&mut self, start: Instant) {
-        let now_ns = net::realtime_ns();
+        let now_ns = udp::realtime_ns();
         let to_start = start.saturating_duration_since(Instant::now());
         let start_ns = now_ns + to_start.as_nanos() as i64;
         let first_tick = (start.duration_since(self.started).as_nanos() / TICK.as_nanos()) as u64;
@@ -552,7 +387,7 @@ impl Generator {
                 self.bridge_end = Some((cpu, rss));
             }
         }
-        self.own_cpu_end_us = net::own_cpu_us();
+        self.own_cpu_end_us = system::own_cpu_us();
     }
 
     /// Samples CPU counters when the window opens (called from the tick).
@@ -560,7 +395,7 @@ impl Generator {
         let pid = self.pid;
         if let Some(window) = self.window.as_mut() {
             window.bridge_cpu_us = pid.and_then(bridge_cpu_us);
-            window.own_cpu_us = net::own_cpu_us();
+            window.own_cpu_us = system::own_cpu_us();
         }
     }
 
@@ -572,7 +407,7 @@ impl Generator {
             let phone = &mut self.phones[index];
             phone.state = CallState::Inviting { provisional: false };
             phone.invite_at = now;
-            phone.invited_ns = net::realtime_ns();
+            phone.invited_ns = udp::realtime_ns();
             phone.retransmit_interval = Duration::from_millis(T1_MS);
             phone.next_retransmit = now + phone.retransmit_interval;
             let invite = std::mem::take(&mut phone.dialog.invite);
@@ -749,7 +584,7 @@ impl Generator {
             }
             let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
             if pip_sent {
-                self.pip_sent[phone.room] = Some((net::realtime_ns(), index));
+                self.pip_sent[phone.room] = Some((udp::realtime_ns(), index));
                 self.pips_sent[phone.room] += 1;
             }
             self.send_refused += frames - accepted as u64;
@@ -784,7 +619,7 @@ impl Generator {
         let count = rtp_in.receive(phone.socket.as_raw_fd(), READ_PER_TICK)?;
         let mut pcm = [0i16; FRAME_SAMPLES];
         for i in 0..count {
-            let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(net::realtime_ns);
+            let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(udp::realtime_ns);
             let Some((ssrc, sequence, timestamp, payload)) =
                 rtp_fields(rtp_in.datagram(i), codec.payload_type())
             else {
@@ -957,7 +792,7 @@ impl Generator {
         );
     }
 
-    fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         let answered: Vec<&Phone> = self
             .phones
             .iter()
@@ -1119,7 +954,7 @@ fn bridge_cpu_us(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks_per_s = net::clock_ticks_per_second();
+    let ticks_per_s = system::clock_ticks_per_second();
     Some((utime + stime) * 1_000_000 / ticks_per_s)
 }
 
@@ -1167,12 +1002,5 @@ mod tests {
         let mut first_ten: Vec<usize> = (0..10).map(|p| pip_sender(p, PHASES)).collect();
         first_ten.sort_unstable();
         assert_eq!(first_ten, [0, 2, 4, 6, 8, 11, 13, 15, 17, 19]);
-    }
-
-    #[test]
-    fn codec_names_parse_in_either_case() {
-        assert_eq!(parse_codec("PCMA"), Ok(Codec::Pcma));
-        assert_eq!(parse_codec("pcmu"), Ok(Codec::Pcmu));
-        assert!(parse_codec("g729").is_err());
     }
 }

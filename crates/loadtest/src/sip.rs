@@ -1,13 +1,14 @@
 //! SIP for many simulated phones sharing one UDP socket: each phone is one
 //! dialog (INVITE / 200 / ACK ... BYE), told apart by a Call-ID that carries
 //! the phone's index. Messages are read with the test phone's plain-text
-//! reader (`testphone::SipText`), independent of the bridge's own parser.
+//! reader (`sipconf_testkit::testphone::SipText`), independent of the
+//! bridge's own parser.
 //!
 //! Building a message allocates; that happens a few times per call, never per
 //! RTP packet.
 
-use crate::media::Codec;
-use crate::testphone::{tag_param, uri_of, SipText};
+use sipconf::media::Codec;
+use sipconf_testkit::testphone::{tag_param, uri_of, SipText};
 use std::net::{IpAddr, SocketAddr};
 
 /// RFC 3261 T1: first retransmission interval, doubling after each one.
@@ -128,7 +129,7 @@ impl Dialog {
         };
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:loadtest@{ip}>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:loadtest@{local}>\r\nUser-Agent: sipconf-loadtest\r\n{content_type}Content-Length: {len}\r\n\r\n{body}",
-            ip = crate::sip::uri_host(local.ip()),
+            ip = sipconf::sip::uri_host(local.ip()),
             from_tag = self.from_tag,
             to = self.to,
             call_id = self.call_id,
@@ -200,8 +201,8 @@ mod tests {
             SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 40000)),
             Codec::Pcmu,
         );
-        let request = match crate::sip::message::parse(dialog.invite.as_bytes(), local) {
-            Ok(crate::sip::message::Message::Request(request)) => request,
+        let request = match sipconf::sip::message::parse(dialog.invite.as_bytes(), local) {
+            Ok(sipconf::sip::message::Message::Request(request)) => request,
             other => panic!("the bridge's parser says {other:?}:\n{}", dialog.invite),
         };
         assert_eq!(request.uri_user, "1000");

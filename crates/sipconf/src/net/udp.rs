@@ -1,16 +1,20 @@
 //! Batched UDP over libc: `recvmmsg` (with kernel receive timestamps when the
-//! socket asks for them) and `sendmmsg`. The media thread reads each member's
-//! socket with one `recvmmsg` a tick, which returns what waits without the
-//! extra empty read `recv_from` needs to learn the socket is drained; the
-//! load generator uses both. Every buffer is allocated once; a datagram in or
-//! out allocates nothing.
+//! socket asks for them) and `sendmmsg`, socket addresses in the form the
+//! kernel reads, and socket buffer sizes. The media thread reads each
+//! member's socket with one `recvmmsg` a tick, which returns what waits
+//! without the extra empty read `recv_from` needs to learn the socket is
+//! drained; the SIP transport sizes its buffers here; the load generator uses
+//! all of it. Every buffer is allocated once; a datagram in or out allocates
+//! nothing.
+//!
+//! Never here: what a datagram means, or when to read or send one.
 //!
 //! Each unsafe block is one system call on buffers this module owns, and says
 //! why it is sound.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Large enough for any SIP message the bridge sends us over UDP.
 pub const DATAGRAM_BYTES: usize = 4096;
@@ -212,22 +216,62 @@ impl ReceiveBatch {
 /// caps them at `net.core.rmem_max` and `wmem_max` without an error.
 pub fn set_buffer_bytes(fd: RawFd, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: `value` is a live c_int and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, value)?;
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, value)
+}
+
+/// Binds a nonblocking UDP socket whose datagrams carry their kernel arrival
+/// time (`ReceiveBatch::arrival_ns`), with `receive_buffer_bytes` of receive
+/// buffer if given (best effort: the kernel caps it at `net.core.rmem_max`).
+pub fn bind_timestamped(
+    addr: SocketAddr,
+    receive_buffer_bytes: Option<usize>,
+) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, SO_TIMESTAMPNS, 1)?;
+    if let Some(bytes) = receive_buffer_bytes {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let _ = set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, value);
     }
-    Ok(())
+    Ok(socket)
+}
+
+/// Wall-clock time in nanoseconds: the clock `SO_TIMESTAMPNS` stamps arrivals
+/// with, so send and arrival times compare directly.
+// time_t is 32 bits wide on 32-bit Raspberry Pi OS.
+#[allow(clippy::unnecessary_cast)]
+pub fn realtime_ns() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    now.tv_sec as i64 * 1_000_000_000 + now.tv_nsec as i64
+}
+
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Dissolves a UDP socket's `connect()`, so it again takes datagrams from any
@@ -380,8 +424,6 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn an_ipv4_peer_of_a_dual_stack_socket_reads_as_its_ipv4_address() {

@@ -4,9 +4,10 @@
 //!
 //! Its SIP side is deliberately independent of the bridge's parser (plain text in
 //! and out), so a test that uses it checks the bridge against a second reading of
-//! RFC 3261 rather than against itself.
+//! RFC 3261 rather than against itself. It borrows only the bridge's G.711
+//! codec and keypad table.
 
-use crate::media::Codec;
+use sipconf::media::Codec;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -232,7 +233,7 @@ impl KeyPress {
 const KEY_TONE_PEAK: f64 = 11_493.0;
 
 fn key_tone_sample(digit: char, n: usize) -> i16 {
-    let Some((low, high)) = crate::media::dtmf::key_tones_hz(digit) else {
+    let Some((low, high)) = sipconf::media::dtmf::key_tones_hz(digit) else {
         return 0;
     };
     let t = n as f64 / 8000.0;
@@ -903,50 +904,9 @@ pub fn response_to(request: &[u8], code: u16, reason: &str) -> String {
     out
 }
 
-/// The amplitude (peak, 16-bit linear) of the `freq_hz` component of `samples`
-/// at 8 kHz, by the Goertzel algorithm over the whole slice.
-pub fn tone_amplitude(samples: &[i16], freq_hz: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    let n = samples.len() as f64;
-    let w = 2.0 * std::f64::consts::PI * freq_hz / 8000.0;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in samples {
-        let s0 = x as f64 + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    2.0 * power.max(0.0).sqrt() / n
-}
-
-/// `20 log10(a / b)`, with a floor so silence compares as very quiet.
-pub fn db_ratio(a: f64, b: f64) -> f64 {
-    20.0 * (a.max(1e-3) / b.max(1e-3)).log10()
-}
-
-/// Peak absolute sample value.
-pub fn peak(samples: &[i16]) -> i32 {
-    samples.iter().map(|&s| (s as i32).abs()).max().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn goertzel_measures_a_sine_amplitude() {
-        let s: Vec<i16> = (0..8000)
-            .map(|n| {
-                (8000.0 * (2.0 * std::f64::consts::PI * 697.0 * n as f64 / 8000.0).sin()) as i16
-            })
-            .collect();
-        let a = tone_amplitude(&s, 697.0);
-        assert!((a - 8000.0).abs() < 20.0, "{a}");
-        assert!(tone_amplitude(&s, 1209.0) < 50.0);
-    }
 
     #[test]
     fn parses_responses_with_compact_headers() {

@@ -14,6 +14,7 @@ use sipconf::media::{
     AddMember, Codec, Command, DigitSource, Event, MediaConfig, MediaStats, MemberFlags, MemberKey,
     MemberSockets,
 };
+use sipconf_testkit::meter::tone_power;
 
 const FRAME: usize = 160;
 const EVENT_PT: u8 = 101;
@@ -291,18 +292,6 @@ impl Room {
     }
 }
 
-/// Power at `frequency_hz` (Goertzel over the whole slice).
-fn power_at(samples: &[i16], frequency_hz: f64) -> f64 {
-    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency_hz / 8000.0).cos();
-    let (mut last, mut before_last) = (0.0, 0.0);
-    for &sample in samples {
-        let next = f64::from(sample) + coefficient * last - before_last;
-        before_last = last;
-        last = next;
-    }
-    last * last + before_last * before_last - coefficient * last * before_last
-}
-
 fn db(ratio: f64) -> f64 {
     10.0 * ratio.log10()
 }
@@ -311,7 +300,7 @@ fn db(ratio: f64) -> f64 {
 /// confirmation tone is over.
 fn voice_level(room: &mut Room, listener: usize) -> f64 {
     room.idle(20);
-    power_at(room.phones[listener].last_heard(10), VOICE_HZ)
+    tone_power(room.phones[listener].last_heard(10), VOICE_HZ)
 }
 
 fn voice() -> Slot20 {
@@ -412,14 +401,14 @@ fn the_fifth_press_past_a_limit_answers_with_the_at_limit_tone() {
     room.press(0, '3', Way::Rfc4733);
     let answer = &room.phones[0].heard[heard_before..];
     // At-limit is three 400 Hz pips; "up" would rise 660 -> 990 Hz.
-    assert!(power_at(answer, 400.0) > 100.0 * power_at(answer, 660.0));
-    assert!(power_at(answer, 400.0) > 100.0 * power_at(answer, 990.0));
+    assert!(tone_power(answer, 400.0) > 100.0 * tone_power(answer, 660.0));
+    assert!(tone_power(answer, 400.0) > 100.0 * tone_power(answer, 990.0));
 }
 
 /// Whether phone 1 hears phone 0's voice (its level well above silence).
 fn heard_by_listener(room: &mut Room) -> bool {
     room.idle(10);
-    power_at(room.phones[1].last_heard(5), 1000.0) > 1e8
+    tone_power(room.phones[1].last_heard(5), 1000.0) > 1e8
 }
 
 #[test]
@@ -458,7 +447,7 @@ fn keys_seven_eight_nine_move_the_gate_for_a_quiet_talker() {
     let heard_before = room.phones[0].heard.len();
     room.press(0, '9', Way::Rfc4733);
     let answer = &room.phones[0].heard[heard_before..];
-    assert!(power_at(answer, 400.0) > 100.0 * power_at(answer, 660.0));
+    assert!(tone_power(answer, 400.0) > 100.0 * tone_power(answer, 660.0));
 }
 
 fn flags_changes(room: &Room) -> Vec<MemberFlags> {
@@ -501,7 +490,7 @@ fn star_deafens_and_mutes_and_a_second_star_restores_both() {
     room.idle(10);
     let hears_other = |room: &mut Room| {
         room.idle(20);
-        power_at(room.phones[0].last_heard(5), 1400.0)
+        tone_power(room.phones[0].last_heard(5), 1400.0)
     };
     let normally = hears_other(&mut room);
     let speaking = voice_level(&mut room, 1);
@@ -578,12 +567,12 @@ fn only_the_presser_hears_the_confirmation_and_others_at_most_20_ms_of_the_key()
         // its own key; listeners are looked at from the tenth frame on, past
         // the key and any bleed of it, whose edges spread into every band.
         let presser = &room.phones[0].heard[heard_before[0]..];
-        let confirmation = power_at(presser, 990.0);
+        let confirmation = tone_power(presser, 990.0);
         assert!(confirmation > 1e10, "{way:?}: the presser hears it");
         for (listener, &before) in heard_before.iter().enumerate().skip(1) {
             let after_key = &room.phones[listener].heard[before + 10 * FRAME..];
             assert!(
-                power_at(after_key, 990.0) < confirmation / 1e3,
+                tone_power(after_key, 990.0) < confirmation / 1e3,
                 "{way:?} from {onset}: listener {listener} hears the confirmation"
             );
             let heard = &room.phones[listener].heard[before..];
@@ -592,7 +581,7 @@ fn only_the_presser_hears_the_confirmation_and_others_at_most_20_ms_of_the_key()
             let key_samples: f64 = heard
                 .chunks(FRAME)
                 .map(|frame| {
-                    let power = (power_at(frame, low_hz) + power_at(frame, high_hz)) / 2.0;
+                    let power = (tone_power(frame, low_hz) + tone_power(frame, high_hz)) / 2.0;
                     2.0 * power.sqrt() / KEY_AMPLITUDE
                 })
                 .sum();
@@ -628,7 +617,7 @@ fn passthru_reports_the_digit_and_changes_nothing() {
     assert!(flags_changes(&room).is_empty());
     assert!(!room.seen.contains(&Event::Leave { key }));
     let after = &room.phones[0].heard[heard_before..];
-    assert!(power_at(after, 990.0) < 1e6, "no confirmation tone");
+    assert!(tone_power(after, 990.0) < 1e6, "no confirmation tone");
 }
 
 /// Ticks after the one a talker's first voiced frame arrived in until
@@ -641,10 +630,10 @@ fn voice_arrival_ticks(room: &mut Room, talker: usize, listener: usize) -> usize
     room.idle(6);
     room.phones[talker].idle = Slot20::Silence;
     let heard = &room.phones[listener].heard[before..];
-    let floor = power_at(&vec![VOICE_AMPLITUDE as i16; FRAME], 0.0) * 1e-4;
+    let floor = tone_power(&vec![VOICE_AMPLITUDE as i16; FRAME], 0.0) * 1e-4;
     heard
         .chunks(FRAME)
-        .position(|frame| power_at(frame, VOICE_HZ) > floor)
+        .position(|frame| tone_power(frame, VOICE_HZ) > floor)
         .expect("the voice is heard")
 }
 
@@ -679,7 +668,7 @@ fn others_hear_at_most_20_ms_of_any_key_wherever_it_starts() {
             let key_samples: f64 = room.phones[1].heard[before..]
                 .chunks(FRAME)
                 .map(|frame| {
-                    let power = (power_at(frame, low_hz) + power_at(frame, high_hz)) / 2.0;
+                    let power = (tone_power(frame, low_hz) + tone_power(frame, high_hz)) / 2.0;
                     2.0 * power.sqrt() / KEY_AMPLITUDE
                 })
                 .sum();

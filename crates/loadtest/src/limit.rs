@@ -10,8 +10,9 @@
 //! goes on below it, and if it was the first count that did not hold, the
 //! answer is "at least" the last that did.
 
-use super::report::Report;
-use super::{run, LoadError, LoadtestArgs};
+use crate::generator::PHASES;
+use crate::report::Report;
+use crate::{run, LoadError, LoadtestArgs};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -30,8 +31,8 @@ const GENERATOR_CPU_MAX_PERCENT: f64 = 90.0;
 /// ...or when more than this share of its send phases in the window started
 /// over 5 ms late.
 const GENERATOR_LATE_MAX_PERCENT: f64 = 1.0;
-/// Send phases per tick (`super::PHASES`), for the share of late ones.
-const PHASES_PER_TICK: f64 = super::PHASES as f64;
+/// Send phases per tick (`PHASES`), for the share of late ones.
+const PHASES_PER_TICK: f64 = PHASES as f64;
 /// The search stops when the gap between the last count that held and the
 /// first that broke is at most this share of the former (or one member).
 const RESOLUTION: f64 = 0.05;
@@ -444,7 +445,7 @@ pub fn find(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<LimitReport
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::report::{Calls, Generator, Listeners, Rtp};
+    use crate::report::{Calls, Generator, Listeners, Rtp};
 
     /// Runs a search against a bridge that carries `capacity` members.
     fn search_against(start: usize, floor: usize, ceiling: usize, capacity: usize) -> Vec<usize> {

@@ -2,7 +2,8 @@
 //! queued events, so the signalling side sleeps until there is something to
 //! read instead of waking every 20 ms to find the queue empty (most ticks of
 //! a quiet bridge queue nothing). One `write` per tick that queued events; a
-//! tick that queued none costs nothing.
+//! tick that queued none costs nothing. It carries no data: what happened is
+//! in the event queue, never here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,8 +1,10 @@
 //! Phones talking in one room: the test tones, the part of a recording worth
 //! measuring, streaming several phones at once, and the check that each
-//! hears the others at the level sent and not itself.
+//! hears the others at the level sent and not itself. Phones only: the
+//! bridge they call is the caller's.
 
-use sipconf::testphone::{db_ratio, tone_amplitude, Phone, Recording, Signal};
+use crate::meter::{db_ratio, tone_amplitude};
+use crate::testphone::{Phone, Recording, Signal};
 use std::time::Duration;
 
 /// Peak amplitude of each test sine: three of them sum below the limiter knee.

@@ -1,7 +1,28 @@
 //! UTC timestamps as the API writes them: `YYYY-MM-DDTHH:MM:SSZ` on resources
 //! (the Java client cannot parse fractions) and with milliseconds on events.
 
+use serde::{Serialize, Serializer};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A resource's instant on the wire: [`resource_time`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceTime(pub SystemTime);
+
+/// An event's instant on the wire: [`event_time`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime(pub SystemTime);
+
+impl Serialize for ResourceTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&resource_time(self.0))
+    }
+}
+
+impl Serialize for EventTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&event_time(self.0))
+    }
+}
 
 /// `2026-11-27T01:14:00Z`.
 pub fn resource_time(time: SystemTime) -> String {

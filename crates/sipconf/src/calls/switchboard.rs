@@ -1,0 +1,666 @@
+//! The call core: a sans-IO state machine that holds every rule of a call's
+//! life (DESIGN.md "Call routing": rooms, the PIN lobby, `incomingcall`, the
+//! API's requests, outbound calls, playback bookkeeping).
+//!
+//! Everything that happens is an [`Input`] handed to [`Switchboard::handle`]
+//! at a [`Now`], with the records to change; everything the switchboard wants
+//! done is an [`Action`] taken out with [`Switchboard::poll_action`], and its
+//! next timer is [`Switchboard::poll_timeout`]. It owns the tables of live
+//! calls, the media member keys and mixes, and the playback tables. It never
+//! touches a socket, a channel, the clock, SQLite or an HTTP client: the
+//! driver (`calls::driver`) does, and tests drive it on a fake clock.
+//!
+//! ```text
+//!   SIP events ──┐                       ┌── SIP answers and requests
+//!   media events ┤                       ├── media commands
+//!   API requests ┼─> Switchboard::handle ┼── callbacks (record snapshots)
+//!   clips, time ─┘   (&mut Registry)     ├── fetches, INVITEs to place
+//!                                        └── API replies
+//! ```
+//!
+//! This file holds the state machine and the rules of SIP's events (a call
+//! rings, is answered, held, hung up), of timers and of shutdown; the rules
+//! for members, the API's requests and audio are in `membership.rs`,
+//! `requests.rs` and `audio.rs`.
+
+use super::membership::effective_flags;
+use super::playback::Playback;
+use super::ports::RtpPorts;
+use super::table::{Call, CallTable, MixPool, Outgoing, Ringing, Route};
+use super::{
+    Action, Input, Now, RequestId, CALL_REJECTED, NORMAL_CLEARING, NO_ANSWER, ORIGINATOR_CANCEL,
+    USER_BUSY,
+};
+use crate::audio::{self, Clip};
+use crate::conference::{CallDirection, CallState, MemberOptions, Registry};
+use crate::config::{Config, Room};
+use crate::events::CallbackEvent;
+use crate::media::{Command, MemberKeys};
+use crate::sip::sdp::{self, Offer};
+use crate::sip::transport::SipCommand;
+use crate::sip::{CallKey, EndReason, SipEvent};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a timer set for a call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// A room's `answer_delay_ms` is over.
+    Answer,
+    /// Nobody answered within `application.answer_timeout`: 480.
+    GiveUp,
+    /// An outbound call's `callTimeout` is over: CANCEL.
+    CallTimeout,
+}
+
+/// An outbound call whose INVITE the endpoint is being asked to send.
+#[derive(Debug)]
+pub(super) struct Placing {
+    pub request: RequestId,
+    pub outgoing: Outgoing,
+    pub call_timeout: Duration,
+}
+
+/// Routes calls to rooms and applications and keeps records and media in step with SIP.
+pub struct Switchboard {
+    pub(super) config: Arc<Config>,
+    pub(super) ports: Box<dyn RtpPorts>,
+    pub(super) keys: MemberKeys,
+    pub(super) mixes: MixPool,
+    pub(super) calls: CallTable,
+    /// Outbound calls waiting for their key, by `c-` id.
+    pub(super) placing: HashMap<String, Placing>,
+    pub(super) playback: Playback,
+    pub(super) join_tone: Clip,
+    pub(super) leaving_tone: Clip,
+    /// Due instants, in order (a sequence number keeps equal instants apart).
+    timers: BTreeMap<(Instant, u64), (CallKey, Due)>,
+    timer_seq: u64,
+    /// The time of the input being handled.
+    pub(super) now: Now,
+    actions: VecDeque<Action>,
+}
+
+impl Switchboard {
+    /// A switchboard for `config`'s rooms and `max_members` media slots, with
+    /// its RTP ports from `ports`.
+    pub fn new(config: Arc<Config>, ports: Box<dyn RtpPorts>, now: Now) -> Switchboard {
+        let capacity = config.media.max_members;
+        Switchboard {
+            config,
+            ports,
+            keys: MemberKeys::new(capacity),
+            mixes: MixPool::new(capacity),
+            calls: CallTable::default(),
+            placing: HashMap::new(),
+            playback: Playback::default(),
+            join_tone: audio::join_tone(),
+            leaving_tone: audio::leaving_tone(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            now,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Handles one input at `now`, changing `records` and queuing actions.
+    pub fn handle(&mut self, now: Now, records: &mut Registry, input: Input) {
+        self.now = now;
+        match input {
+            Input::Sip(event) => self.on_sip_event(records, event),
+            Input::Media(event) => self.on_media_event(records, event),
+            Input::Api { request, call } => self.on_api(records, request, call),
+            Input::Invited { call_id, key } => self.on_invited(records, &call_id, key),
+            Input::Clip { id, result } => self.on_clip_ready(records, id, result),
+            Input::Timeout => self.on_timeout(records),
+            Input::Shutdown => self.hang_up_all(records),
+        }
+    }
+
+    /// The next thing to do, oldest first.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `Input::Timeout` is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Calls alive now (ringing, answered or outgoing).
+    pub fn live_calls(&self) -> usize {
+        self.calls.by_id.len()
+    }
+
+    /// Answered calls: those a shutdown sends a BYE to.
+    pub fn answered_calls(&self) -> usize {
+        self.calls.answered.len()
+    }
+
+    pub(super) fn act(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    pub(super) fn callback(&mut self, event: CallbackEvent) {
+        self.act(Action::Callback(Box::new(event)));
+    }
+
+    pub(super) fn sip(&mut self, command: SipCommand) {
+        self.act(Action::Sip(command));
+    }
+
+    pub(super) fn media(&mut self, command: Command) {
+        self.act(Action::Media(command));
+    }
+
+    pub(super) fn reject(&mut self, call: CallKey, code: u16, reason: &str) {
+        self.sip(SipCommand::Reject(call, code, reason.to_string()));
+    }
+
+    fn set_timer(&mut self, after: Duration, call: CallKey, due: Due) {
+        self.timer_seq += 1;
+        self.timers
+            .insert((self.now.instant + after, self.timer_seq), (call, due));
+    }
+
+    /// An outbound call is cancelled if nobody answers within `timeout`.
+    pub(super) fn set_call_timeout(&mut self, call: CallKey, timeout: Duration) {
+        self.set_timer(timeout, call, Due::CallTimeout);
+    }
+
+    /// Queues the `conference-member` event for a member as it is now.
+    pub(super) fn member_event(&mut self, records: &Registry, member_id: &str) {
+        let Some(member) = records.member(member_id) else {
+            return;
+        };
+        if let Some(conference) = records.conference(&member.conference_id) {
+            self.callback(CallbackEvent::Member {
+                conference: conference.into_owned(),
+                member: member.into_owned(),
+            });
+        }
+    }
+
+    /// Queues the `conference` event for a conference as it is now.
+    pub(super) fn conference_event(&mut self, records: &Registry, conference_id: &str) {
+        if let Some(conference) = records.conference(conference_id) {
+            self.callback(CallbackEvent::Conference(conference.into_owned()));
+        }
+    }
+
+    /// Queues a call event (`answer`, `hangup`) for a call as it is now.
+    fn call_event(&mut self, records: &Registry, call_id: &str, event_type: &'static str) {
+        if let Some(call) = records.call(call_id) {
+            self.callback(CallbackEvent::Call {
+                call: call.into_owned(),
+                event_type,
+            });
+        }
+    }
+
+    fn on_sip_event(&mut self, records: &mut Registry, event: SipEvent) {
+        match event {
+            SipEvent::IncomingCall {
+                call,
+                user,
+                from,
+                to,
+                offer,
+                source,
+                ..
+            } => self.on_incoming(records, call, &user, &from, &to, offer, source),
+            SipEvent::Confirmed { call } => {
+                if let Some(c) = self.calls.answered.get(&call) {
+                    tracing::debug!(call = %c.id, "call confirmed by ACK");
+                }
+            }
+            SipEvent::Reoffer { call, offer } => self.on_reoffer(records, call, &offer),
+            SipEvent::Cancelled { call } => {
+                self.finish(
+                    records,
+                    call,
+                    CallState::Completed,
+                    ORIGINATOR_CANCEL,
+                    "cancelled",
+                );
+            }
+            SipEvent::Ended { call, reason } => {
+                let (why, cause) = match reason {
+                    EndReason::RemoteBye => ("caller hung up", NORMAL_CLEARING),
+                    EndReason::LocalBye => ("hung up by the bridge", NORMAL_CLEARING),
+                    EndReason::AckTimeout => ("no ACK", NORMAL_CLEARING),
+                    EndReason::Cancelled => ("cancelled", ORIGINATOR_CANCEL),
+                    EndReason::Rejected => ("rejected", CALL_REJECTED),
+                };
+                self.finish(records, call, CallState::Completed, cause, why);
+            }
+            SipEvent::Progress { call, code } => {
+                if let Some(o) = self.calls.outgoing.get(&call) {
+                    tracing::info!(call = %o.id, code, "outbound call progressing");
+                }
+            }
+            SipEvent::Answered { call, answer } => {
+                self.on_outgoing_answered(records, call, &answer)
+            }
+            SipEvent::Failed { call, code, reason } => {
+                let timed_out = self.calls.outgoing.get(&call).is_some_and(|o| o.timed_out);
+                let (state, cause) = match code {
+                    _ if timed_out => (CallState::Completed, NO_ANSWER),
+                    486 | 600 => (CallState::Rejected, USER_BUSY),
+                    408 | 480 => (CallState::Completed, NO_ANSWER),
+                    487 => (CallState::Completed, ORIGINATOR_CANCEL),
+                    _ => (CallState::Rejected, CALL_REJECTED),
+                };
+                let why = format!("outbound call failed: {code} {reason}");
+                self.finish(records, call, state, cause, &why);
+            }
+        }
+    }
+
+    pub(super) fn room(&self, number: &str) -> Option<Room> {
+        self.config
+            .rooms
+            .iter()
+            .find(|r| r.number == number)
+            .cloned()
+    }
+
+    /// A new INVITE: to a room, to the application, or 404.
+    #[allow(clippy::too_many_arguments)]
+    fn on_incoming(
+        &mut self,
+        records: &mut Registry,
+        call: CallKey,
+        user: &str,
+        from: &str,
+        to: &str,
+        offer: Offer,
+        source: SocketAddr,
+    ) {
+        let room = self.room(user);
+        let application = self.config.application.incoming_call_url.clone();
+        if room.is_none() && application.is_none() {
+            tracing::info!(%from, number = user, "no room with this number: 404");
+            self.reject(call, 404, "Not Found");
+            return;
+        }
+        if let Err(e) = sdp::negotiate(&offer) {
+            tracing::info!(%from, "no common codec ({e}): 488");
+            self.reject(call, 488, "Not Acceptable Here");
+            return;
+        }
+        if let Some(room) = &room {
+            let active_in_room = records
+                .room_conference(&room.number)
+                .map(|c| c.active_members)
+                .unwrap_or(0);
+            if active_in_room >= room.max_members {
+                tracing::info!(room = %room.number, "room is full: 486");
+                self.reject(call, 486, "Busy Here (room full)");
+                return;
+            }
+        }
+        let id = records
+            .create_call(CallDirection::In, from, to, self.now.wall)
+            .id
+            .clone();
+        if let (None, Some(url)) = (&room, application) {
+            if let Some(record) = records.call(&id) {
+                self.callback(CallbackEvent::IncomingCall {
+                    url,
+                    call: record.into_owned(),
+                });
+            }
+        }
+        self.calls.by_id.insert(id.clone(), call);
+        let ringing = Ringing {
+            id,
+            route: room.clone().map_or(Route::Application, Route::Room),
+            from: from.to_string(),
+            offer,
+            source,
+        };
+        let (delay, due) = match &room {
+            Some(room) if room.answer_delay.is_zero() => {
+                self.answer_room_call(records, call, ringing);
+                return;
+            }
+            Some(room) => (room.answer_delay, Due::Answer),
+            None => (self.config.application.answer_timeout, Due::GiveUp),
+        };
+        tracing::info!(call = %ringing.id, number = user, %from, "ringing");
+        self.sip(SipCommand::Ring(call));
+        self.calls.ringing.insert(call, ringing);
+        self.set_timer(delay, call, due);
+    }
+
+    fn on_timeout(&mut self, records: &mut Registry) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > self.now.instant {
+                break;
+            }
+            let (call, due) = entry.remove();
+            self.on_due(records, call, due);
+        }
+    }
+
+    fn on_due(&mut self, records: &mut Registry, call: CallKey, due: Due) {
+        match due {
+            Due::Answer => {
+                if let Some(ringing) = self.calls.ringing.remove(&call) {
+                    self.answer_room_call(records, call, ringing);
+                }
+            }
+            Due::GiveUp => {
+                if self.calls.ringing.contains_key(&call) {
+                    tracing::info!("nobody answered within application.answer_timeout: 480");
+                    self.reject(call, 480, "Temporarily Unavailable");
+                    self.finish(
+                        records,
+                        call,
+                        CallState::Completed,
+                        NO_ANSWER,
+                        "not answered",
+                    );
+                }
+            }
+            Due::CallTimeout => {
+                if let Some(o) = self.calls.outgoing.get_mut(&call) {
+                    tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
+                    o.timed_out = true;
+                    self.sip(SipCommand::Hangup(call));
+                }
+            }
+        }
+    }
+
+    /// Answers a ringing call: RTP ports, 200 OK with SDP, the call record.
+    /// On failure the call is refused and finished; returns whether it was answered.
+    pub(super) fn answer(
+        &mut self,
+        records: &mut Registry,
+        call: CallKey,
+        ringing: &Ringing,
+    ) -> bool {
+        let offer = &ringing.offer;
+        let failure = match sdp::negotiate(offer) {
+            Err(e) => Some((488, format!("Not Acceptable Here ({e})"))),
+            Ok(mut negotiated) => match self.ports.bind_pair() {
+                None => {
+                    tracing::warn!("no free RTP port in media.rtp_ports: 503");
+                    Some((503, "Service Unavailable (no RTP port)".to_string()))
+                }
+                Some(ports) => {
+                    let media_address = self.ports.media_address_towards(ringing.source.ip());
+                    negotiated.direction = answer_direction(offer);
+                    let record = Call {
+                        id: ringing.id.clone(),
+                        ports,
+                        media_address,
+                        negotiated,
+                        session: new_sdp_session(),
+                        held: offer.is_hold(),
+                        joined: None,
+                        room_call: matches!(ringing.route, Route::Room(_)),
+                        lobby: None,
+                    };
+                    let answer = sdp::build_answer(
+                        record.session,
+                        SocketAddr::new(record.media_address, record.ports.rtp_port),
+                        &record.negotiated,
+                    );
+                    tracing::info!(call = %record.id, from = %ringing.from, codec = ?record.negotiated.codec, "call answered");
+                    self.calls.answered.insert(call, record);
+                    self.sip(SipCommand::Accept(call, answer));
+                    records.answer_call(&ringing.id, self.now.wall);
+                    self.call_event(records, &ringing.id, "answer");
+                    None
+                }
+            },
+        };
+        match failure {
+            None => true,
+            Some((code, reason)) => {
+                self.reject(call, code, &reason);
+                self.end_record(
+                    records,
+                    &ringing.id,
+                    CallState::Rejected,
+                    CALL_REJECTED,
+                    &reason,
+                );
+                false
+            }
+        }
+    }
+
+    /// Answers a call to a room; it asks for the room's PIN first if it has
+    /// one, else joins the room's conference at once.
+    pub(super) fn answer_room_call(
+        &mut self,
+        records: &mut Registry,
+        call: CallKey,
+        ringing: Ringing,
+    ) {
+        let Route::Room(room) = &ringing.route else {
+            return;
+        };
+        let room = room.clone();
+        if !self.answer(records, call, &ringing) {
+            return;
+        }
+        if room.pin.is_some() {
+            if let Err(e) = self.enter_lobby(call, room) {
+                tracing::warn!(call = %ringing.id, "cannot ask for the PIN: {e}");
+                self.sip(SipCommand::Hangup(call));
+                self.finish(records, call, CallState::Completed, NORMAL_CLEARING, e);
+            }
+            return;
+        }
+        self.join_room(records, call, &room);
+    }
+
+    /// Ends a call everywhere: ringing state, mixer, ports, records, and the
+    /// `hangup` event. Idempotent.
+    pub(super) fn finish(
+        &mut self,
+        records: &mut Registry,
+        key: CallKey,
+        state: CallState,
+        cause: &str,
+        why: &str,
+    ) {
+        let id = if let Some(outgoing) = self.calls.outgoing.remove(&key) {
+            self.ports.release(&outgoing.ports);
+            outgoing.id
+        } else if let Some(ringing) = self.calls.ringing.remove(&key) {
+            ringing.id
+        } else if self.calls.answered.contains_key(&key) {
+            self.detach(records, key, why);
+            self.leave_lobby(key);
+            let Some(call) = self.calls.answered.remove(&key) else {
+                return;
+            };
+            self.ports.release(&call.ports);
+            call.id
+        } else {
+            return;
+        };
+        self.end_record(records, &id, state, cause, why);
+    }
+
+    /// Ends a call's record (once) and queues its `hangup` event.
+    pub(super) fn end_record(
+        &mut self,
+        records: &mut Registry,
+        id: &str,
+        state: CallState,
+        cause: &str,
+        why: &str,
+    ) {
+        self.calls.by_id.remove(id);
+        if records.end_call(id, state, cause, self.now.wall) {
+            self.call_event(records, id, "hangup");
+        }
+        tracing::info!(call = %id, "call ended: {why}");
+    }
+
+    /// Hangs a call up (BYE, or CANCEL while ours rings) and ends it.
+    pub(super) fn hang_up(&mut self, records: &mut Registry, key: CallKey, cause: &str, why: &str) {
+        self.sip(SipCommand::Hangup(key));
+        self.finish(records, key, CallState::Completed, cause, why);
+    }
+
+    /// A re-INVITE: hold, resume or a new address; the codec stays.
+    fn on_reoffer(&mut self, records: &Registry, key: CallKey, offer: &Offer) {
+        let Some(call) = self.calls.answered.get_mut(&key) else {
+            self.sip(SipCommand::RejectReoffer(
+                key,
+                481,
+                "Call/Transaction Does Not Exist".into(),
+            ));
+            return;
+        };
+        // The codec stays what was first negotiated (the media slot is set up for
+        // it); a re-offer that no longer carries it is refused.
+        let Some(payload) = offer.payloads.iter().find(|p| {
+            p.encoding_name
+                .eq_ignore_ascii_case(call.negotiated.codec.encoding_name())
+        }) else {
+            self.sip(SipCommand::RejectReoffer(
+                key,
+                488,
+                "Not Acceptable Here".into(),
+            ));
+            return;
+        };
+        let held = offer.is_hold();
+        call.held = held;
+        call.negotiated.codec_pt = payload.pt;
+        call.negotiated.direction = answer_direction(offer);
+        if !offer.connection_addr.is_unspecified() {
+            call.negotiated.remote_rtp_addr = offer.remote_rtp_addr();
+        }
+        call.session.bump_version();
+        let remote_rtp = call.negotiated.remote_rtp_addr;
+        let remote_rtcp = call.remote_rtcp();
+        let joined = call.joined.as_ref().map(|j| (j.member_id.clone(), j.media));
+        let answer = sdp::build_answer(
+            call.session,
+            SocketAddr::new(call.media_address, call.ports.rtp_port),
+            &call.negotiated,
+        );
+        tracing::info!(call = %call.id, held, "re-offer");
+        if let Some((member, media_key)) = joined {
+            let flags = effective_flags(records, &member, held);
+            if !held {
+                self.media(Command::SetRemote {
+                    key: media_key,
+                    remote_rtp,
+                    remote_rtcp,
+                });
+            }
+            self.media(Command::SetFlags {
+                key: media_key,
+                flags,
+            });
+        }
+        self.sip(SipCommand::AcceptReoffer(key, answer));
+    }
+
+    /// An outbound call was answered: media as the answer says, the record,
+    /// the `answer` event, and the conference it was placed for.
+    fn on_outgoing_answered(&mut self, records: &mut Registry, key: CallKey, answer: &Offer) {
+        let Some(outgoing) = self.calls.outgoing.remove(&key) else {
+            return;
+        };
+        let negotiated = match sdp::negotiate_answer(answer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
+                self.sip(SipCommand::Hangup(key));
+                self.ports.release(&outgoing.ports);
+                self.end_record(
+                    records,
+                    &outgoing.id,
+                    CallState::Completed,
+                    NORMAL_CLEARING,
+                    "unusable answer",
+                );
+                return;
+            }
+        };
+        let id = outgoing.id.clone();
+        tracing::info!(call = %id, codec = ?negotiated.codec, "outbound call answered");
+        self.calls.answered.insert(
+            key,
+            Call {
+                id: outgoing.id,
+                ports: outgoing.ports,
+                media_address: outgoing.media_address,
+                negotiated,
+                session: outgoing.session,
+                held: answer.is_hold(),
+                joined: None,
+                room_call: false,
+                lobby: None,
+            },
+        );
+        records.answer_call(&id, self.now.wall);
+        self.call_event(records, &id, "answer");
+        if let Some(conference_id) = outgoing.conference_id {
+            if let Err(e) = self.join(records, key, &conference_id, MemberOptions::default()) {
+                tracing::warn!(call = %id, conference = %conference_id, "answered but cannot join: {e}");
+            }
+        }
+    }
+
+    /// Stopping: every call is hung up (BYE, CANCEL, or 503 while it rings)
+    /// and its records completed.
+    fn hang_up_all(&mut self, records: &mut Registry) {
+        let outgoing: Vec<CallKey> = self.calls.outgoing.keys().copied().collect();
+        for key in outgoing {
+            self.hang_up(records, key, NORMAL_CLEARING, "shutdown");
+        }
+        let ringing: Vec<CallKey> = self.calls.ringing.keys().copied().collect();
+        for key in ringing {
+            self.reject(key, 503, "Service Unavailable");
+            self.finish(
+                records,
+                key,
+                CallState::Completed,
+                NORMAL_CLEARING,
+                "shutdown",
+            );
+        }
+        if !self.calls.answered.is_empty() {
+            tracing::info!(calls = self.calls.answered.len(), "hanging up every call");
+        }
+        let answered: Vec<CallKey> = self.calls.answered.keys().copied().collect();
+        for key in answered {
+            self.hang_up(records, key, NORMAL_CLEARING, "shutdown");
+        }
+    }
+}
+
+/// A fresh SDP session (RFC 4566 5.2: the id is random).
+pub(super) fn new_sdp_session() -> sdp::SdpSession {
+    use rand::Rng;
+    sdp::SdpSession::new(rand::rng().random_range(1..u32::MAX as u64))
+}
+
+/// The direction we answer with: the RFC 3264 §6.1 mirror of the offer, and
+/// `recvonly` for the RFC 2543 hold (`c=0.0.0.0`), where we must not send.
+fn answer_direction(offer: &Offer) -> sdp::Direction {
+    match offer.direction.answer_to() {
+        sdp::Direction::SendRecv if offer.connection_addr.is_unspecified() => {
+            sdp::Direction::RecvOnly
+        }
+        sdp::Direction::SendOnly if offer.connection_addr.is_unspecified() => {
+            sdp::Direction::Inactive
+        }
+        direction => direction,
+    }
+}

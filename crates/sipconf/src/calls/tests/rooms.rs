@@ -1,0 +1,193 @@
+//! Calls to room numbers: routing, a full room, the answer delay, the PIN lobby.
+
+use super::*;
+
+#[test]
+fn a_caller_to_a_room_number_is_answered_into_the_rooms_conference() {
+    let mut bridge = Bridge::new(ROOM);
+    let actions = bridge.invite(1, "1000");
+    assert!(matches!(
+        sip_commands(&actions)[..],
+        [SipCommand::Accept(CallKey(1), _)]
+    ));
+    let (_, mix, keypad) = added(&actions);
+    assert!(keypad, "a room's conference interprets keys by default");
+    assert_eq!(
+        callbacks(&actions),
+        ["answer", "conference:created", "conference-member:active"]
+    );
+    let conference = bridge.room_conference("1000");
+    assert_eq!(conference.active_members, 1);
+    assert_eq!(conference.tag.as_deref(), Some("Standup"));
+
+    // The second caller joins the same conference, in the same mix.
+    let actions = bridge.invite(2, "1000");
+    let (_, second_mix, _) = added(&actions);
+    assert_eq!(second_mix, mix);
+    assert_eq!(bridge.room_conference("1000").id, conference.id);
+    assert_eq!(bridge.room_conference("1000").active_members, 2);
+}
+
+#[test]
+fn a_number_that_is_no_room_without_an_application_is_not_found() {
+    let mut bridge = Bridge::new(ROOM);
+    let actions = bridge.invite(1, "2000");
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(CallKey(1), 404, "Not Found".into())]
+    );
+    assert_eq!(bridge.switchboard.live_calls(), 0);
+}
+
+#[test]
+fn a_full_room_refuses_the_next_caller_with_486_and_keeps_no_record() {
+    let mut bridge = Bridge::new(ROOM);
+    for key in 1..=3 {
+        bridge.invite(key, "1000");
+    }
+    let actions = bridge.invite(4, "1000");
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(4),
+            486,
+            "Busy Here (room full)".into()
+        )]
+    );
+    assert!(callbacks(&actions).is_empty());
+    assert_eq!(bridge.switchboard.live_calls(), 3);
+}
+
+#[test]
+fn an_offer_without_a_common_codec_is_refused_with_488() {
+    let mut bridge = Bridge::new(ROOM);
+    let mut offer = offer(4000, "sendrecv");
+    offer.payloads.retain(|p| p.pt == 101);
+    let actions = bridge.sip(SipEvent::IncomingCall {
+        call: CallKey(1),
+        user: "1000".into(),
+        from: "sip:a@192.0.2.10".into(),
+        to: "sip:1000@192.0.2.1".into(),
+        offer,
+        source: SocketAddr::from(PHONE),
+        transport: Transport::Udp,
+    });
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(1),
+            488,
+            "Not Acceptable Here".into()
+        )]
+    );
+}
+
+#[test]
+fn a_room_with_an_answer_delay_rings_first_and_answers_when_it_is_over() {
+    let mut bridge = Bridge::new(&format!("{ROOM}answer_delay_ms = 2000\n"));
+    let actions = bridge.invite(1, "1000");
+    assert_eq!(sip_commands(&actions), [&SipCommand::Ring(CallKey(1))]);
+    assert!(bridge.advance(Duration::from_millis(1999)).is_empty());
+    let actions = bridge.advance(Duration::from_millis(1));
+    assert!(matches!(
+        sip_commands(&actions)[..],
+        [SipCommand::Accept(CallKey(1), _)]
+    ));
+}
+
+#[test]
+fn no_free_rtp_port_refuses_the_call_with_503_and_ends_its_record() {
+    let mut bridge = Bridge::with_ports(ROOM, Some(0));
+    let actions = bridge.invite(1, "1000");
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(1),
+            503,
+            "Service Unavailable (no RTP port)".into()
+        )]
+    );
+    assert_eq!(callbacks(&actions), ["hangup:CALL_REJECTED"]);
+}
+
+const PIN_ROOM: &str = "[[room]]\nnumber = \"1000\"\npin = \"4321\"\n";
+
+/// A caller answered into a PIN room's lobby: its lobby slot and the prompt's fetch.
+fn into_the_lobby(bridge: &mut Bridge, key: u64) -> MemberKey {
+    let actions = bridge.invite(key, "1000");
+    let (lobby, _, keypad) = added(&actions);
+    assert!(!keypad, "keys are the PIN in the lobby, never commands");
+    assert_eq!(
+        fetches(&actions)
+            .into_iter()
+            .map(|(_, what)| what)
+            .collect::<Vec<_>>(),
+        [crate::config::DEFAULT_PIN_PROMPT]
+    );
+    assert!(bridge.records.room_conference("1000").is_none());
+    lobby
+}
+
+fn enter(bridge: &mut Bridge, lobby: MemberKey, keys: &str) -> Vec<Action> {
+    keys.chars()
+        .flat_map(|digit| bridge.media(press(lobby, digit)))
+        .collect()
+}
+
+#[test]
+fn the_right_pin_takes_the_caller_from_its_lobby_into_the_room() {
+    let mut bridge = Bridge::new(PIN_ROOM);
+    let lobby = into_the_lobby(&mut bridge, 1);
+    let actions = enter(&mut bridge, lobby, "4321#");
+    let commands = media_commands(&actions);
+    assert!(matches!(commands[0], Command::RemoveMember { key } if *key == lobby));
+    let (member, _, keypad) = added(&actions);
+    assert!(keypad);
+    assert_ne!(member, lobby);
+    assert_eq!(
+        callbacks(&actions),
+        ["conference:created", "conference-member:active"]
+    );
+    assert_eq!(bridge.room_conference("1000").active_members, 1);
+}
+
+#[test]
+fn a_wrong_pin_is_said_so_and_the_third_says_goodbye_and_hangs_up() {
+    let mut bridge = Bridge::new(PIN_ROOM);
+    let lobby = into_the_lobby(&mut bridge, 1);
+    let call_id = the_call_id(&bridge, 1);
+    for _ in 0..2 {
+        let actions = enter(&mut bridge, lobby, "1111#");
+        let said: Vec<String> = fetches(&actions).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(said, [WRONG_PIN]);
+        assert!(sip_commands(&actions).is_empty());
+    }
+    let actions = enter(&mut bridge, lobby, "1#");
+    let [(goodbye, said)] = &fetches(&actions)[..] else {
+        panic!("one prompt: {actions:?}");
+    };
+    assert_eq!(said, PIN_FAILED);
+    // The goodbye plays to the caller, and its end hangs up.
+    let clip: Clip = vec![0i16; 800].into();
+    let actions = bridge.handle(Input::Clip {
+        id: *goodbye,
+        result: Ok(clip),
+    });
+    let played = media_commands(&actions)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::PlayClip { target, id, .. } => Some((*target, *id)),
+            _ => None,
+        })
+        .expect("the goodbye plays");
+    assert_eq!(played.0, ClipTarget::Member(lobby));
+    let actions = bridge.media(Event::ClipDone {
+        id: played.1,
+        end: ClipEnd::Finished,
+    });
+    assert_eq!(sip_commands(&actions), [&SipCommand::Hangup(CallKey(1))]);
+    assert_eq!(bridge.call_record(&call_id).state, CallState::Completed);
+    assert!(bridge.records.room_conference("1000").is_none());
+    // Keys after the last try do nothing.
+    assert!(enter(&mut bridge, lobby, "4321#").is_empty());
+}
