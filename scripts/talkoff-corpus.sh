@@ -2,7 +2,7 @@
 # Writes the DTMF talk-off corpus: speech with no digits, made with espeak-ng
 # in several languages and voices (more than ten minutes in all), as 16-bit
 # mono WAV files in OUTDIR. Generated when the tests run; never committed as
-# audio (DTMF.md row 9, talk-off; row 10 reuses it for talk-down).
+# audio (docs/dtmf.md row 9, talk-off; row 10 reuses it for talk-down).
 #
 # usage: scripts/talkoff-corpus.sh OUTDIR
 set -eu

@@ -1,5 +1,5 @@
 //! The Conferences API against the running daemon over real HTTP: every
-//! endpoint and error row of API.md, lenient input, strict output.
+//! endpoint and error row of docs/api.md, lenient input, strict output.
 
 mod common;
 

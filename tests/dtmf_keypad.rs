@@ -637,7 +637,7 @@ fn voice_arrival_ticks(room: &mut Room, talker: usize, listener: usize) -> usize
         .expect("the voice is heard")
 }
 
-/// DTMF.md's bleed rule costs a frame of delay only from a suspected key to
+/// docs/dtmf.md's bleed rule costs a frame of delay only from a suspected key to
 /// the next pause: before and after, a talker is heard in the very tick its
 /// frame arrives.
 #[test]

@@ -1,6 +1,6 @@
 //! The keypad end to end: test phones in a room press keys (in-band, RFC 4733,
 //! or both at once) and check, by decoding what they receive, that every key
-//! does what DESIGN.md's table says, that only the presser hears the
+//! does what the README's keypad table says, that only the presser hears the
 //! confirmation, and that nobody else hears more than 20 ms of the key tone.
 
 mod common;

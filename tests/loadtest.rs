@@ -1,6 +1,6 @@
 //! `sipconf loadtest` against the real daemon with a small crowd: every call is
 //! set up, nothing is lost, every listener hears the talkers, and the delay
-//! figures are there and plausible. The large figures are README benchmarks,
+//! figures are there and plausible. The large figures are benchmarks in docs/performance.md,
 //! not timed tests.
 
 mod common;

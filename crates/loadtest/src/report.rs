@@ -1,6 +1,7 @@
 //! The load test's findings: per-stream RTP accounting (RFC 3550 A.1 and A.8),
 //! fixed histograms for per-packet figures, and the report printed at the end
-//! and written as JSON.
+//! and written as JSON. It only counts and writes: it sends nothing and
+//! judges nothing (the `--find-limit` search judges a run).
 
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! DTMF.md row 11: the receiver's cost for one member's 20 ms frame (160
+//! docs/dtmf.md row 11: the receiver's cost for one member's 20 ms frame (160
 //! samples at 8 kHz), on speech-like noise, on a key and on silence. spandsp
 //! 0.0.6 takes 0.78 us; the target is at most 1.0 us.
 

@@ -56,7 +56,7 @@ pub struct Config {
     pub audio: crate::audio::AudioSettings,
 }
 
-/// The HTTP control API (`API.md`). It is served only when `token` is set: an
+/// The HTTP control API (docs/api.md). It is served only when `token` is set: an
 /// appliance ships with no default credentials.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {

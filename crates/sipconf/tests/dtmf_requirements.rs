@@ -1,7 +1,7 @@
-//! Every row of DTMF.md's requirements table, measured on synthesized signals,
+//! Every row of docs/dtmf.md's requirements table, measured on synthesized signals,
 //! clean and after G.711 u-law and A-law coding. Each test prints what it
-//! measured (the README's results table is filled from these lines); the
-//! assertions are DTMF.md's "must" column. Row 11 (cost) is `benches/dtmf.rs`.
+//! measured (docs/dtmf.md's results are filled from these lines); the
+//! assertions are docs/dtmf.md's "must" column. Row 11 (cost) is `benches/dtmf.rs`.
 
 use std::f64::consts::PI;
 use std::path::PathBuf;

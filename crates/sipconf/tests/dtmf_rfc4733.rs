@@ -1,4 +1,4 @@
-//! The RFC 4733 rules of DTMF.md, and the merge with in-band detection, driven
+//! The RFC 4733 rules of docs/dtmf.md, and the merge with in-band detection, driven
 //! packet by packet on the receiver's sample clock.
 
 use sipconf::media::dtmf::{

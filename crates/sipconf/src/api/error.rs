@@ -1,7 +1,8 @@
 //! Every API failure as a Catapult error: the HTTP status, `category`, `code`
-//! and `message`, in this one place (API.md "Conventions", "Errors"). The
+//! and `message`, in this one place (docs/api.md "Conventions", "Errors"). The
 //! `details` (request path and method) are added by the layer that knows the
-//! request, see [`with_details`].
+//! request, see [`with_details`]. The layers below say what went wrong as
+//! data (`RecordError`, `CallError`); only this file words it for clients.
 
 use crate::calls::{Busy, CallError};
 use crate::conference::RecordError;

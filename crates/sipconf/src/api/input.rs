@@ -1,7 +1,8 @@
-//! Lenient request bodies (API.md "Input is lenient"): booleans as `true` or
+//! Lenient request bodies (docs/api.md "Conventions"): booleans as `true` or
 //! `"true"` in any case, numbers as `2000` or `"2000"`, `null` as absent,
 //! unknown fields ignored, enum strings in any case. Every malformed field is
-//! a 400 that names it.
+//! a 400 that names it. It reads bodies and nothing else: what a field does
+//! is the handler's business.
 
 use super::error::ApiError;
 use serde_json::{Map, Value};

@@ -1,5 +1,5 @@
 //! The HTTP control API: Bandwidth Catapult v1 Conferences and the slice of
-//! Calls they need (`API.md`), plus `/health` and `/metrics`.
+//! Calls they need (docs/api.md), plus `/health` and `/metrics`.
 //!
 //! Handlers read records from the registry and ask the call manager for
 //! everything that touches SIP or the mixer; they never wait for callbacks.
@@ -222,7 +222,7 @@ fn json_response(view: &impl Serialize) -> Response {
         .into_response()
 }
 
-/// `200 OK` with no body (API.md: never 204).
+/// `200 OK` with no body (docs/api.md "Conventions": never 204).
 fn ok() -> Response {
     StatusCode::OK.into_response()
 }
@@ -537,7 +537,7 @@ async fn create_call(
     created(state.uris.call(&id))
 }
 
-/// The audio request of API.md: exactly one of `fileUrl` and `sentence`; an
+/// The audio request of docs/api.md: exactly one of `fileUrl` and `sentence`; an
 /// empty one stops what plays.
 fn audio_request(input: &Input) -> Result<AudioRequest, ApiError> {
     let file_url = input.string("fileUrl")?;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Longest `sentence` the API accepts (API.md "Audio request").
+/// Longest `sentence` the API accepts (docs/api.md "Audio").
 pub const MAX_SENTENCE_CHARS: usize = 1000;
 /// espeak-ng's own output is never longer than this per sentence.
 const MAX_SENTENCE_SECONDS: u64 = 120;

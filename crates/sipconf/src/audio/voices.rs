@@ -10,7 +10,7 @@ pub struct NamedVoice {
     pub variant: &'static str,
 }
 
-/// Every `voice` of API.md. Female voices use espeak-ng's female variants
+/// Every `voice` of docs/api.md "Audio". Female voices use espeak-ng's female variants
 /// `f1`..`f5`, male ones `m1`..`m7`, different ones for voices of one language.
 pub const VOICES: &[NamedVoice] = &[
     NamedVoice {
@@ -90,7 +90,7 @@ pub const VOICES: &[NamedVoice] = &[
     },
 ];
 
-/// Every `locale` of API.md and its espeak-ng language.
+/// Every `locale` of docs/api.md "Audio" and its espeak-ng language.
 pub const LOCALES: &[(&str, &str)] = &[
     ("en_US", "en-us"),
     ("en_UK", "en-gb"),

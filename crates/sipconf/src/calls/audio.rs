@@ -1,8 +1,9 @@
-//! The switchboard's rules for audio: the API's audio requests (API.md
-//! "Audio request"), the bridge's own prompts (the PIN, the count of people
+//! The switchboard's rules for audio: the API's audio requests (docs/api.md
+//! "Audio"), the bridge's own prompts (the PIN, the count of people
 //! present), the join and leave tones, and the `started` / `done` events.
 //! The tables are [`Playback`](super::playback::Playback)'s; fetching and
-//! speaking are the driver's ([`Action::Fetch`]).
+//! speaking are the driver's ([`Action::Fetch`]): nothing here fetches,
+//! decodes or runs a program.
 
 use super::playback::{After, AudioRequest, AudioTarget, Notify, Owner};
 use super::switchboard::Switchboard;

@@ -1,4 +1,4 @@
-//! The PIN lobby of a room (DESIGN.md "Call routing", step 1): the digits a
+//! The PIN lobby of a room (docs/architecture.md "Call routing", step 1): the digits a
 //! caller enters, checked at `#`, with three tries. A state machine of its
 //! own: keys in, a verdict out. It owns one caller's entry and nothing else;
 //! it never speaks, joins or hangs up (the switchboard does what the verdict

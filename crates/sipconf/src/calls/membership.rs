@@ -1,8 +1,9 @@
-//! The switchboard's rules for a call's place in a conference (DESIGN.md
-//! "Call routing" and "Mute, hold, deaf"): joining a room or a conference,
+//! The switchboard's rules for a call's place in a conference (docs/architecture.md
+//! "Call routing" and "Mute, hold and deaf"): joining a room or a conference,
 //! leaving it, the flags the mixer applies, what the media plane reports
 //! about a member (keys, talking, `#`, RTP timeout), and the PIN lobby a
-//! caller waits in before it joins.
+//! caller waits in before it joins. It only asks the media plane, through
+//! commands; it never sees a slot's state.
 
 use super::lobby::{Lobby, Pin, PIN_FAILED, WRONG_PIN};
 use super::playback::After;
@@ -390,7 +391,7 @@ fn add_member(
 }
 
 /// What the mixer applies to a member: its own flags, its conference's, and a
-/// hold from the phone itself (DESIGN.md "Mute, hold, deaf").
+/// hold from the phone itself (docs/architecture.md "Mute, hold and deaf").
 pub(super) fn effective_flags(records: &Registry, member_id: &str, sip_held: bool) -> MemberFlags {
     let member = records.member(member_id);
     let conference = member

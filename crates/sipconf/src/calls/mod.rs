@@ -1,4 +1,4 @@
-//! Calls and their routing (DESIGN.md "Call routing"): an incoming INVITE to a
+//! Calls and their routing (docs/architecture.md "Call routing"): an incoming INVITE to a
 //! room number is answered and joined to that room's conference; an INVITE to
 //! any other number becomes a Catapult Call that the application answers,
 //! rejects and adds to conferences through the API; the API places outbound
@@ -50,7 +50,7 @@ use crate::sip::{CallKey, OutgoingCall, SipEvent};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Hangup causes (API.md "Calls").
+/// Hangup causes (docs/api.md "Calls").
 pub const NORMAL_CLEARING: &str = "NORMAL_CLEARING";
 pub const ORIGINATOR_CANCEL: &str = "ORIGINATOR_CANCEL";
 pub const USER_BUSY: &str = "USER_BUSY";

@@ -1,8 +1,9 @@
-//! The switchboard's rules for the API's requests (API.md "Conferences" and
+//! The switchboard's rules for the API's requests (docs/api.md "Conferences" and
 //! "Calls"): add, change and remove members, change or complete a
 //! conference, answer, reject or hang up a call, and place an outbound call.
 //! Each request gets exactly one [`Action::Reply`]; an outbound call's comes
-//! once the SIP endpoint took its INVITE ([`Input::Invited`]).
+//! once the SIP endpoint took its INVITE ([`Input::Invited`]). Parsing the
+//! request and wording its errors are the API's, never this file's.
 //!
 //! [`Input::Invited`]: super::Input::Invited
 
@@ -104,7 +105,7 @@ impl Switchboard {
             .ok_or_else(|| RecordError::MemberNotFound(member_id.to_string()))?;
         let (call_id, state) = (member.call_id.clone(), member.state);
         if state == MemberState::Completed {
-            // Removing a removed member does nothing (API.md, decision).
+            // Removing a removed member does nothing (docs/api.md "Members").
             return if change.remove {
                 Ok(())
             } else {

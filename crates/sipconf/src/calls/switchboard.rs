@@ -1,5 +1,5 @@
 //! The call core: a sans-IO state machine that holds every rule of a call's
-//! life (DESIGN.md "Call routing": rooms, the PIN lobby, `incomingcall`, the
+//! life (docs/architecture.md "Call routing": rooms, the PIN lobby, `incomingcall`, the
 //! API's requests, outbound calls, playback bookkeeping).
 //!
 //! Everything that happens is an [`Input`] handed to [`Switchboard::handle`]

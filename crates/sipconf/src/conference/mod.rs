@@ -1,7 +1,7 @@
 //! Conference, member and call records and their state machines: the single
 //! source of truth for what exists, read by the call layer and the API.
 //!
-//! States follow the Catapult v1 contract (`API.md`): a conference goes
+//! States follow the Catapult v1 contract (docs/api.md): a conference goes
 //! `created` -> `active` -> `completed`; a member is `active` until `completed`.
 //! The [`Registry`] holds the records and writes every change through a
 //! [`RecordStore`] (SQLite's `crate::store::Store` in the daemon); [`wire`]
@@ -87,7 +87,7 @@ impl MemberState {
     }
 }
 
-/// What the keypad does in a conference (DESIGN.md "Keypad").
+/// What the keypad does in a conference (the README, "The keypad").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
     #[default]
@@ -133,7 +133,7 @@ impl CallbackMethod {
     }
 }
 
-/// The default and the largest `callbackTimeout`, in milliseconds (API.md).
+/// The default and the largest `callbackTimeout`, in milliseconds (docs/api.md).
 pub const MAX_CALLBACK_TIMEOUT_MS: u32 = 10_000;
 
 /// Where and how a resource's events are delivered.

@@ -1,4 +1,4 @@
-//! Callback events (API.md "Callback events"): rendered from records by
+//! Callback events (docs/api.md "Callback events"): rendered from records by
 //! [`crate::conference::wire`], queued in the SQLite outbox, and delivered by
 //! one sender task, in order per conference (or per call), with a timeout, a
 //! fallback URL and retries with backoff. Queuing is one short insert, so
@@ -270,7 +270,7 @@ impl Sender {
 
     async fn try_once(&self, entry: &OutboxEntry, url: &str) -> Result<(), String> {
         let mut url = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
-        // Credentials in the URL are sent as Basic auth (API.md "Callback events").
+        // Credentials in the URL are sent as Basic auth (docs/api.md "Callback events").
         let user = percent_decode(url.username());
         let password = url.password().map(percent_decode);
         let _ = url.set_username("");

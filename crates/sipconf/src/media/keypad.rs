@@ -1,4 +1,4 @@
-//! The keypad table from DESIGN.md ("Behaviour that must not drift") as a
+//! The keypad table of the README ("The keypad") as a
 //! sans-IO state machine per member, and the short confirmation tones the
 //! presser alone hears. Gains and gate steps are table look-ups, the tones a
 //! recursive oscillator: nothing here allocates or calls `powf` on the tick.

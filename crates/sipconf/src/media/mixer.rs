@@ -2,7 +2,8 @@
 //! minus itself, and give every other listener one shared encoded payload per
 //! codec. Sans-IO and allocation-free after construction; cost grows with
 //! talkers, not with listeners squared. Also the per-member noise gate that
-//! decides who is a talker.
+//! decides who is a talker. It never sees a packet or a member's flags: the
+//! core decides who talks and who hears.
 
 use crate::media::codec::Codec;
 

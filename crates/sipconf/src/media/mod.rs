@@ -1,6 +1,6 @@
 //! The media plane: RTP in and out, jitter buffers, codecs, the DTMF receiver
 //! and keypad, and the conference mixer, run by one dedicated thread on a
-//! 20 ms clock (see DESIGN.md, "One 20 ms tick"). `core` does all of a
+//! 20 ms clock (see docs/architecture.md, "One 20 ms tick"). `core` does all of a
 //! tick's work on in-memory datagrams at an explicit time; `engine` is the
 //! thread that keeps the clock and the sockets and drives it.
 //!
@@ -102,7 +102,7 @@ pub struct AddMember {
     pub codec: Codec,
     pub telephone_event_pt: Option<u8>,
     pub flags: MemberFlags,
-    /// Keys act on the member as DESIGN.md's keypad table says (profile
+    /// Keys act on the member as the README's keypad table says (profile
     /// `interpret_digits`, the default); false for `passthru_digits`. Every
     /// press is reported as `Event::Digit` either way.
     pub keypad: bool,

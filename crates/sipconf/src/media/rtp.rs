@@ -1,6 +1,8 @@
 //! RTP and RTCP on the wire (RFC 3550): a checked view over a received RTP
 //! packet, RTP and RTCP (SR/RR + SDES CNAME, BYE) written into caller buffers,
 //! and the per-stream sender and receiver bookkeeping those reports need.
+//! Views and writers over buffers the caller owns: nothing here allocates or
+//! touches a socket.
 
 use rtp_rs::{RtpPacketBuilder, RtpReader, RtpReaderError};
 

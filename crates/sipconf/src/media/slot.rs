@@ -108,7 +108,7 @@ pub struct Slot {
     pcm: Box<[i16]>,
     concealed_frames: u32,
     /// Last tick's frame, while the member is heard one frame late (`lagging`),
-    /// so a key's tone found in it can still be kept out of the mix (DTMF.md, "Bleed").
+    /// so a key's tone found in it can still be kept out of the mix (docs/dtmf.md, "Bleed").
     delayed: Box<[i16]>,
     /// The receiver suspected a key's tone while `delayed` was the current frame.
     delayed_is_tone: bool,
@@ -439,7 +439,7 @@ impl Slot {
         self.dtmf.poll_press()
     }
 
-    /// Carries out a press on a keypad conference (DESIGN.md's keypad table):
+    /// Carries out a press on a keypad conference (the README's keypad table):
     /// gains, gate and flags change, and a confirmation tone starts for this
     /// member alone. None on a `passthru_digits` conference, where keys do nothing.
     pub fn press(
@@ -471,7 +471,7 @@ impl Slot {
     }
 
     /// Decides what of the member goes into `mix` this tick and adds it:
-    /// nothing while muted or held; a key's tone held back (DTMF.md,
+    /// nothing while muted or held; a key's tone held back (docs/dtmf.md,
     /// "Bleed"); the gate's verdict; the talk gain. `suspected_now` is
     /// `listen_for_keys`' answer for this frame. Returns whether the member
     /// talks (the gate is open), which a held-back tone does not change.

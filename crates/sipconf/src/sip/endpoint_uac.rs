@@ -1,6 +1,7 @@
 //! The UAC half of the endpoint: calls the bridge places. Sends the INVITE, answers
 //! digest challenges, reports progress, ACKs the final response, and CANCELs when the
-//! call layer hangs up first (RFC 3261 sections 9.1, 13.2, 17.1.1 and 22).
+//! call layer hangs up first (RFC 3261 sections 9.1, 13.2, 17.1.1 and 22). Like the
+//! rest of the endpoint it takes the time as an argument and never touches a socket.
 
 use super::*;
 use crate::sip::auth;

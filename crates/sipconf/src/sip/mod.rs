@@ -1,5 +1,6 @@
 //! The SIP user agent: a sans-IO protocol core (message, transaction, dialog, sdp,
-//! endpoint) and its tokio shell (transport).
+//! endpoint) and its tokio shell (transport). It knows calls only as dialogs with
+//! SDP: rooms, records and media are the call layer's.
 
 pub mod auth;
 pub mod dialog;

@@ -1,11 +1,11 @@
-//! The records as the Catapult v1 wire shows them (API.md): the API's
+//! The records as the Catapult v1 wire shows them (docs/api.md): the API's
 //! Conference, Member and Call resources and every kind of callback event,
 //! each a `Serialize` view borrowed from the records, and [`to_json`], the one
 //! way a view becomes JSON text. The API and the callback outbox both render
 //! through here. Nothing here reads the clock, sends, stores or changes a
 //! record: the instant of an event is an argument.
 //!
-//! Unset optional fields are omitted, never `null` (API.md "Conventions": the
+//! Unset optional fields are omitted, never `null` (docs/api.md "Conventions": the
 //! C# client throws on a `null` date).
 
 mod time;
@@ -24,7 +24,7 @@ pub const APPLICATION_ID: &str = "a-sipconf";
 
 /// A view as JSON text, its keys in alphabetical order at every level.
 ///
-/// The views declare their fields in the order API.md lists them, but the
+/// The views declare their fields in the order docs/api.md lists them, but the
 /// wire has always carried the keys sorted (the renderers before these views
 /// built `serde_json::Map`s, which are sorted maps), and those are the bytes
 /// the v1 clients were tested against. Going through a `Value` and sorting it
@@ -86,7 +86,7 @@ serialize_as_api_name!(
     CallState
 );
 
-/// The Conference resource (API.md "Conference").
+/// The Conference resource (docs/api.md "Conferences").
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConferenceView<'a> {
@@ -131,7 +131,7 @@ impl<'a> ConferenceView<'a> {
     }
 }
 
-/// The Member resource (API.md "Member"), with the read-only extras
+/// The Member resource (docs/api.md "Members"), with the read-only extras
 /// `talking` and `deaf`. A member's own flags, not the conference's.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -169,7 +169,7 @@ impl<'a> MemberView<'a> {
     }
 }
 
-/// The Call resource (API.md "Calls").
+/// The Call resource (docs/api.md "Calls").
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallView<'a> {

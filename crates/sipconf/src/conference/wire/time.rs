@@ -1,5 +1,6 @@
 //! UTC timestamps as the API writes them: `YYYY-MM-DDTHH:MM:SSZ` on resources
 //! (the Java client cannot parse fractions) and with milliseconds on events.
+//! It formats; it never reads the clock.
 
 use serde::{Serialize, Serializer};
 use std::time::{SystemTime, UNIX_EPOCH};

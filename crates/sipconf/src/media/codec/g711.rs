@@ -1,5 +1,6 @@
 //! ITU-T G.711 u-law and A-law on 16-bit linear PCM: decode through 256-entry
 //! tables built at compile time, encode with a leading-zero count per sample.
+//! Pure functions on caller buffers: no state, no allocation.
 
 /// u-law bias added before the segment search (G.711 table 2, scaled to 16 bits).
 const ULAW_BIAS: i32 = 0x84;

@@ -72,7 +72,7 @@ impl MediaCore {
     }
 
     /// A press the member's receiver counted: always reported, and on a keypad
-    /// conference carried out (DESIGN.md's keypad table) with a confirmation
+    /// conference carried out (the README's keypad table) with a confirmation
     /// tone for the member alone.
     fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
         let slot = &mut self.slots[index];

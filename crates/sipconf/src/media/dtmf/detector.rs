@@ -2,7 +2,7 @@
 //! hold one key's two tones and nothing much else, and turns those verdicts
 //! into press start and end events with sample timestamps.
 //!
-//! A window passes when (DTMF.md, "Design notes"): its energy is above the
+//! A window passes when (docs/dtmf.md, "Design notes"): its energy is above the
 //! floor; one row and one column tone dominate their groups; each tone's
 //! frequency, measured from the phase advance between sub-blocks, is within
 //! `MAX_FREQUENCY_ERROR` of nominal (Q.24: accept +/-1.5 %, reject beyond
@@ -25,7 +25,7 @@ use super::{key_at, ToneEvent, DBM0_PEAK};
 const WINDOW_SUB_BLOCKS: usize = 4;
 const WINDOW_SAMPLES: usize = WINDOW_SUB_BLOCKS * SUB_BLOCK_SAMPLES;
 /// Passing windows of one key, in a row, before a press starts. Three windows
-/// 6.25 ms apart need about 30 ms of tone: DTMF.md row 5 wants >= 40 ms
+/// 6.25 ms apart need about 30 ms of tone: docs/dtmf.md row 5 wants >= 40 ms
 /// accepted and < 20 ms rejected.
 const CONFIRM_WINDOWS: u32 = 3;
 /// Windows in a row without the key before the press ends: 18.75 ms, so a
@@ -781,7 +781,7 @@ mod tests {
     #[test]
     fn a_key_is_suspected_within_its_first_full_frame() {
         // Wherever the key starts, the first 20 ms frame it fills is flagged,
-        // so only the frame it started in can reach the mix (DTMF.md, "Bleed").
+        // so only the frame it started in can reach the mix (docs/dtmf.md, "Bleed").
         for onset in (0..160).step_by(10) {
             let mut detector = InbandDetector::new();
             let mut samples = vec![0i16; 160 + onset];

@@ -5,7 +5,8 @@
 //! and also measure each tone's frequency from the phase advance between them.
 //!
 //! Allocation-free; the per-sample loop runs the eight filters in lock-step so
-//! the compiler can vectorise it.
+//! the compiler can vectorise it. It measures only: deciding what is a digit
+//! is the detector's.
 
 use std::f64::consts::PI;
 

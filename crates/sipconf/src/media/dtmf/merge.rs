@@ -1,11 +1,12 @@
 //! Counts a press once when a phone sends it both as RFC 4733 events and as
-//! in-band tones (DTMF.md, "RFC 4733"): an in-band press of the same digit
+//! in-band tones (docs/dtmf.md, "RFC 4733"): an in-band press of the same digit
 //! within 200 ms of an RFC 4733 press is dropped, and RFC 4733 is preferred.
 //!
 //! Once a phone has sent RFC 4733 events ("negotiated and arriving"), an
 //! in-band press waits up to 200 ms for its RFC 4733 twin before it counts. A
 //! phone that negotiated telephone-event but has sent none is taken at its
-//! tones at once; should a twin still come, it is the one dropped.
+//! tones at once; should a twin still come, it is the one dropped. It sees
+//! presses only, never audio or packets.
 
 use heapless::Deque;
 

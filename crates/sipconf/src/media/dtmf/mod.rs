@@ -1,6 +1,6 @@
 //! The DTMF receiver: in-band tones (a Goertzel bank and a detector of our
 //! own) and RFC 4733 telephone-events, merged so a press counts once. It meets
-//! the numbers in DTMF.md; the tests in `tests/dtmf_requirements.rs` measure them.
+//! the numbers in docs/dtmf.md; the tests in `tests/dtmf_requirements.rs` measure them.
 //!
 //! Sans-IO: decoded 8 kHz samples and event payloads go in, presses come out,
 //! all timed on the receiver's sample clock. Nothing here allocates after
@@ -15,7 +15,7 @@ pub use detector::InbandDetector;
 pub use merge::Merger;
 pub use rfc4733::{EventError, Rfc4733Receiver, TelephoneEvent};
 
-/// Peak of a 0 dBm0 sine in 16-bit linear (DTMF.md, "Levels").
+/// Peak of a 0 dBm0 sine in 16-bit linear (docs/dtmf.md, "Levels").
 pub const DBM0_PEAK: f32 = 22_930.0;
 /// Receiver samples per millisecond.
 const SAMPLES_PER_MS: u64 = 8;

@@ -1,6 +1,6 @@
 //! The RFC 4733 telephone-event receiver: turns the packets of the negotiated
 //! event payload type into press start and end events, counting each press
-//! once (DTMF.md, "RFC 4733"):
+//! once (docs/dtmf.md, "RFC 4733"):
 //!
 //! - one press per (SSRC, RTP timestamp, event), whatever the sequence numbers;
 //! - the end packet, usually sent three times, ends the press once;
