@@ -115,13 +115,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     queue_recovery_callbacks(&shared, &recovered);
     let sender_task = shared.events.spawn_sender(config.events.max_attempts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (manager, manager_handle) = Driver::new(config.clone(), sip_handle, media, shared.clone());
-    let manager_task = tokio::spawn(manager.run(sip_events, shutdown_rx.clone()));
+    let (driver, switchboard) = Driver::new(config.clone(), sip_handle, media, shared.clone());
+    let driver_task = tokio::spawn(driver.run(sip_events, shutdown_rx.clone()));
     let api_task = if config.api.enabled() {
         let state = ApiState::new(
             config.clone(),
             shared.clone(),
-            manager_handle,
+            switchboard,
             stats.clone(),
             store.clone(),
         );
@@ -151,13 +151,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("stopping: hanging up calls");
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
-    let _ = manager_task.await;
+    let _ = driver_task.await;
     if let Some(api_task) = api_task {
         let _ = api_task.await;
     }
     sender_task.abort();
     watchdog.abort();
-    // The manager sent Shutdown to the media thread; it stops within one tick.
+    // The driver sent Shutdown to the media thread; it stops within one tick.
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
     tracing::info!("stopped");
     Ok(())

@@ -3,7 +3,7 @@
 //! The records registry writes through it as a [`RecordStore`]; the callback
 //! outbox is its own.
 //!
-//! Writes come from the signalling plane only (the call manager, the API and
+//! Writes come from the signalling plane only (the call driver, the API and
 //! the callback sender), through one connection behind a mutex: each write is
 //! one short statement, never on the media thread. It stores and reads
 //! records; it never decides what they hold.

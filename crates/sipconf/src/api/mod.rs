@@ -1,7 +1,7 @@
 //! The HTTP control API: Bandwidth Catapult v1 Conferences and the slice of
 //! Calls they need (docs/api.md), plus `/health` and `/metrics`.
 //!
-//! Handlers read records from the registry and ask the call manager for
+//! Handlers read records from the registry and ask the switchboard (through its driver) for
 //! everything that touches SIP or the mixer; they never wait for callbacks.
 //! Records go out as the views of `conference::wire`, never built by hand;
 //! every failure goes out through the Catapult table of `error.rs`.
@@ -14,8 +14,8 @@ pub use std::borrow::Cow;
 
 use crate::audio::Source;
 use crate::calls::{
-    AudioRequest, AudioTarget, ConferenceChange, ManagerHandle, MemberChange, OutgoingRequest,
-    Shared,
+    AudioRequest, AudioTarget, ConferenceChange, MemberChange, OutgoingRequest, Shared,
+    SwitchboardHandle,
 };
 use crate::conference::wire::{self, CallView, ConferenceView, MemberView, Uris};
 use crate::conference::{
@@ -51,7 +51,7 @@ const HEALTH_WINDOW: Duration = Duration::from_millis(100);
 pub struct ApiState {
     config: Arc<Config>,
     shared: Arc<Shared>,
-    manager: ManagerHandle,
+    switchboard: SwitchboardHandle,
     media_stats: Arc<MediaStats>,
     store: Arc<Store>,
     uris: Uris,
@@ -61,7 +61,7 @@ impl ApiState {
     pub fn new(
         config: Arc<Config>,
         shared: Arc<Shared>,
-        manager: ManagerHandle,
+        switchboard: SwitchboardHandle,
         media_stats: Arc<MediaStats>,
         store: Arc<Store>,
     ) -> ApiState {
@@ -72,7 +72,7 @@ impl ApiState {
         ApiState {
             config,
             shared,
-            manager,
+            switchboard,
             media_stats,
             store,
             uris,
@@ -366,7 +366,7 @@ async fn update_conference(
         registry.update_conference(&id, |c| callback.apply(c))?;
     }
     if change != ConferenceChange::default() {
-        state.manager.update_conference(id, change).await?;
+        state.switchboard.update_conference(id, change).await?;
     }
     Ok(ok())
 }
@@ -401,7 +401,7 @@ async fn add_member(
         hold: input.boolean("hold")?.unwrap_or(false),
     };
     let member = state
-        .manager
+        .switchboard
         .add_member(id.clone(), call_id, options)
         .await?;
     created(state.uris.member(&id, &member))
@@ -462,7 +462,7 @@ async fn update_member(
         }
     }
     if change != MemberChange::default() {
-        state.manager.update_member(member, change).await?;
+        state.switchboard.update_member(member, change).await?;
     }
     Ok(ok())
 }
@@ -506,7 +506,7 @@ async fn update_call(
         })?;
     }
     if let Some(target) = target {
-        state.manager.set_call_state(id, target).await?;
+        state.switchboard.set_call_state(id, target).await?;
     }
     Ok(ok())
 }
@@ -533,7 +533,7 @@ async fn create_call(
         call_timeout,
         tag: input.string("tag")?.filter(|t| !t.is_empty()),
     };
-    let id = state.manager.create_call(request).await?;
+    let id = state.switchboard.create_call(request).await?;
     created(state.uris.call(&id))
 }
 
@@ -592,7 +592,7 @@ async fn conference_audio(
 ) -> ApiResult {
     let request = audio_request(&body_input(body)?)?;
     state
-        .manager
+        .switchboard
         .audio(AudioTarget::Conference(id), request)
         .await?;
     Ok(ok())
@@ -606,7 +606,7 @@ async fn member_audio(
     let request = audio_request(&body_input(body)?)?;
     member_in(&state.shared.registry(), &id, &member)?;
     state
-        .manager
+        .switchboard
         .audio(AudioTarget::Member(member), request)
         .await?;
     Ok(ok())
@@ -618,7 +618,10 @@ async fn call_audio(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request = audio_request(&body_input(body)?)?;
-    state.manager.audio(AudioTarget::Call(id), request).await?;
+    state
+        .switchboard
+        .audio(AudioTarget::Call(id), request)
+        .await?;
     Ok(ok())
 }
 

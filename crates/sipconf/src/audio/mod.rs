@@ -69,7 +69,7 @@ pub enum AudioError {
     Speech(#[from] SpeechError),
 }
 
-/// The fetcher and the speaker, shared by the manager's tasks.
+/// The fetcher and the speaker, shared by the call driver's tasks.
 pub struct Library {
     pub fetcher: Fetcher,
     pub speaker: Speaker,

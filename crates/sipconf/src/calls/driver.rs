@@ -4,7 +4,7 @@
 //! it hands back. It owns the media handle, the reply channels and the clock;
 //! it holds no rule of its own and no lock but the registry's, taken for one
 //! input at a time so the API sees records and callbacks change together.
-//! [`ManagerHandle`] is the API's side of it.
+//! [`SwitchboardHandle`] is the API's side of it.
 
 use super::outbound::outbound_target;
 use super::{
@@ -41,7 +41,7 @@ type Responder = oneshot::Sender<Result<Reply, CallError>>;
 
 /// The API's way to the switchboard.
 #[derive(Clone)]
-pub struct ManagerHandle {
+pub struct SwitchboardHandle {
     requests: mpsc::Sender<(ApiRequest, Responder)>,
     /// For the one check a speech request needs before it is queued.
     library: Arc<Library>,
@@ -49,15 +49,15 @@ pub struct ManagerHandle {
     outbound_proxy: Option<String>,
 }
 
-impl std::fmt::Debug for ManagerHandle {
+impl std::fmt::Debug for SwitchboardHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManagerHandle").finish_non_exhaustive()
+        f.debug_struct("SwitchboardHandle").finish_non_exhaustive()
     }
 }
 
 const STOPPING: CallError = CallError::Busy(Busy::Stopping);
 
-impl ManagerHandle {
+impl SwitchboardHandle {
     async fn ask(&self, request: ApiRequest) -> Result<Reply, CallError> {
         let (reply, answer) = oneshot::channel();
         if self.requests.send((request, reply)).await.is_err() {
@@ -187,7 +187,7 @@ impl Driver {
         sip: SipHandle,
         media: MediaHandle,
         shared: Arc<Shared>,
-    ) -> (Driver, ManagerHandle) {
+    ) -> (Driver, SwitchboardHandle) {
         // With media.shared_port the media thread bound the one pair every call uses.
         let ports = match media.shared_port() {
             Some(port) => PortPool::shared(port),
@@ -198,7 +198,7 @@ impl Driver {
         let library = Arc::new(Library::new(&config.audio));
         let (api_tx, api) = mpsc::channel(API_QUEUE_LEN);
         let (clips_tx, clips) = mpsc::unbounded_channel();
-        let handle = ManagerHandle {
+        let handle = SwitchboardHandle {
             requests: api_tx,
             library: library.clone(),
             outbound_proxy: config.sip.outbound.proxy.clone(),

@@ -34,7 +34,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use driver::ManagerHandle;
+pub use driver::SwitchboardHandle;
 pub use lobby::{PIN_FAILED, PIN_TRIES, WRONG_PIN};
 pub use outbound::{outbound_target, OutboundTarget};
 pub use playback::{AudioRequest, AudioTarget};
@@ -178,7 +178,7 @@ pub struct ConferenceChange {
     pub hold: Option<bool>,
 }
 
-/// `POST /calls` as the manager needs it.
+/// `POST /calls` as the switchboard needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutgoingRequest {
     /// A number or a `sip:` URI; our From.
