@@ -19,6 +19,7 @@ pub mod mixer;
 pub mod resample;
 pub mod rtp;
 pub mod slot;
+pub mod srtp;
 
 pub use clip::{ClipEnd, ClipTarget};
 pub use codec::Codec;
