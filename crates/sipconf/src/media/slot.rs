@@ -133,6 +133,9 @@ pub struct Slot {
     talking_reported: bool,
     /// When valid RTP last arrived, or the member was added or taken off hold.
     last_valid_rtp_at: Instant,
+    /// When the far end last showed it is alive without RTP: valid RTCP, or a
+    /// SIP session refresh. Looked at only once RTP has been silent too long.
+    last_sign_of_life_at: Instant,
     /// When this member started: telephone-events in the first moments belong
     /// to a press made before it joined (the `#` that ended a room PIN).
     started_at: Instant,
@@ -178,6 +181,7 @@ impl Slot {
             confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
             last_valid_rtp_at: now,
+            last_sign_of_life_at: now,
             started_at: now,
             timeout_reported: false,
             next_rtcp_at: now,
@@ -222,6 +226,7 @@ impl Slot {
         self.confirmation.stop();
         self.talking_reported = false;
         self.last_valid_rtp_at = now;
+        self.last_sign_of_life_at = now;
         self.timeout_reported = false;
         self.next_rtcp_at = first_rtcp_at;
     }
@@ -533,7 +538,14 @@ impl Slot {
         changed
     }
 
-    /// True once per silence longer than `rtp_timeout` while not held.
+    /// The far end showed it is alive by other means than RTP (RTCP, a session
+    /// refresh): a phone that sends no RTP while silent is not timed out.
+    pub fn heard_from(&mut self, now: Instant) {
+        self.last_sign_of_life_at = now;
+    }
+
+    /// True once per silence longer than `rtp_timeout` while not held: no RTP and
+    /// no other sign of life (`heard_from`) for that long.
     pub fn check_rtp_timeout(&mut self, now: Instant, rtp_timeout: Duration) -> bool {
         if self.flags.held || self.timeout_reported {
             return false;
@@ -543,7 +555,10 @@ impl Slot {
         if self.last_valid_rtp_at == now && !rtp_timeout.is_zero() {
             return false;
         }
-        if now.saturating_duration_since(self.last_valid_rtp_at) >= rtp_timeout {
+        // The second test runs only once RTP has been silent this long.
+        if now.saturating_duration_since(self.last_valid_rtp_at) >= rtp_timeout
+            && now.saturating_duration_since(self.last_sign_of_life_at) >= rtp_timeout
+        {
             self.timeout_reported = true;
             return true;
         }

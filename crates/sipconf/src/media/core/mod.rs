@@ -360,6 +360,13 @@ impl MediaCore {
                     Applied::Nothing
                 }
             },
+            Command::SignOfLife { key } => {
+                match self.slot_of(key) {
+                    Some(index) => self.slots[index].heard_from(now),
+                    None => self.count_dropped_command(),
+                }
+                Applied::Nothing
+            }
             Command::RemoveMember { key } => match self.slot_of(key) {
                 Some(index) => {
                     self.remove_member(index, ntp_timestamp, out);

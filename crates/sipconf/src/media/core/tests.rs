@@ -428,7 +428,7 @@ fn muted_is_not_heard_deaf_hears_silence_and_held_gets_nothing() {
 fn a_silent_member_raises_one_rtp_timeout_and_a_held_one_none() {
     let mut room = Room::new(MediaConfig {
         max_members: 3,
-        rtp_timeout: Duration::from_millis(300),
+        rtp_timeout: Some(Duration::from_millis(300)),
         ..MediaConfig::default()
     });
     let silent = room.add(MemberFlags::default(), true);
