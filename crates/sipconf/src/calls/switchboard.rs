@@ -219,7 +219,11 @@ impl Switchboard {
             SipEvent::Reoffer { call, offer } => self.on_reoffer(records, call, &offer),
             // A far end that refreshes its session is alive, RTP or not.
             SipEvent::Refreshed { call } => {
-                if let Some(key) = self.calls.answered.get(&call).and_then(|c| c.media()) {
+                let Some(c) = self.calls.answered.get(&call) else {
+                    return;
+                };
+                tracing::debug!(call = %c.id, "session refreshed");
+                if let Some(key) = c.media() {
                     self.media(Command::SignOfLife { key });
                 }
             }
