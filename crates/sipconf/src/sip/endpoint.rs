@@ -511,7 +511,11 @@ impl Endpoint {
                 .into_iter()
                 .chain(c.answer_due)
                 .chain(cancel_give_up)
-                .chain(c.session.map(|timer| timer.next_wake()))
+                .chain(
+                    c.session
+                        .filter(|_| c.phase != CallPhase::Terminating)
+                        .map(|timer| timer.next_wake()),
+                )
         });
         servers.chain(clients).chain(invites).chain(calls).min()
     }

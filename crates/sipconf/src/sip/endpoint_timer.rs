@@ -26,6 +26,9 @@ pub(super) fn timer_headers(answer: TimerAnswer) -> Vec<(&'static str, String)> 
     }
 }
 
+/// A refresh re-INVITE due while the far end's own INVITE is still open waits this long.
+const REFRESH_BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// After a glare (491) we try again after a random wait: 2.1 to 4 s when we
 /// placed the call (own the Call-ID), up to 2 s otherwise (RFC 3261 14.1).
 fn glare_wait(rng: &mut StdRng, own_call_id: bool) -> Duration {
@@ -157,14 +160,19 @@ impl Endpoint {
         let Some(timer) = call.session.as_mut() else {
             return;
         };
+        timer.refresh_at = None;
         if call.refresh.is_some() {
             return;
         }
-        timer.refresh_at = None;
-        let session_expires = timer.refresh_header().value();
-        let asked_s = timer.interval_s;
         let sdp_text = call.local_sdp.clone().filter(|_| !call.peer_allows_update);
         let is_invite = sdp_text.is_some();
+        // RFC 3261 14.1: no re-INVITE while an INVITE of the far end is still open.
+        if is_invite && (call.reoffer.is_some() || call.pending_2xx.is_some()) {
+            timer.refresh_at = Some(now + REFRESH_BUSY_WAIT);
+            return;
+        }
+        let session_expires = timer.refresh_header().value();
+        let asked_s = timer.interval_s;
         let dialog = &mut call.dialog;
         let via = format!(
             "SIP/2.0/{} {local_addr};branch={branch};rport",

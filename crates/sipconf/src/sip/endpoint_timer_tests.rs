@@ -537,6 +537,56 @@ fn a_reinvite_crossing_our_refresh_reinvite_gets_491() {
     );
 }
 
+#[test]
+fn a_refresh_due_while_the_callers_reinvite_is_open_waits_for_it() {
+    let mut endpoint = endpoint();
+    let start = Instant::now();
+    let asked = "Supported: timer\r\nSession-Expires: 90\r\n";
+    let (call, tag, _) = call_through_proxy(&mut endpoint, start, asked);
+    // The caller re-INVITEs just before our refresh; the call layer has not answered.
+    let at = start + 44 * SECOND;
+    from_proxy(
+        &mut endpoint,
+        at,
+        &phone_request("INVITE", "re3", 2, Some(&tag), asked, OFFER),
+    );
+    sent(&mut endpoint);
+    assert!(matches!(
+        events(&mut endpoint).as_slice(),
+        [SipEvent::Reoffer { .. }]
+    ));
+    assert!(
+        run_until(&mut endpoint, start + 46 * SECOND).is_empty(),
+        "no crossing re-INVITE"
+    );
+    endpoint.accept_reoffer(start + 46 * SECOND, call, OUR_ANSWER.to_owned());
+    let ok = sent(&mut endpoint);
+    let ack = phone_request("ACK", "ack3", 2, Some(&tag), "", "");
+    from_proxy(&mut endpoint, start + 46 * SECOND, &ack);
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    // Answering it was itself a refresh: the next one is 45 s after it.
+    assert!(requests(&run_until(&mut endpoint, start + 90 * SECOND), "INVITE").is_empty());
+    let out = run_until(&mut endpoint, start + 91 * SECOND);
+    assert_eq!(requests(&out, "INVITE").len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_call_we_hang_up_stops_its_session_timer() {
+    let mut endpoint = endpoint();
+    let start = Instant::now();
+    let (call, _, _) = call_through_proxy(
+        &mut endpoint,
+        start,
+        "Supported: timer\r\nSession-Expires: 90\r\n",
+    );
+    endpoint.hangup(start, call);
+    sent(&mut endpoint);
+    // Only the BYE's own retransmissions, until timer F ends the call.
+    let out = run_until(&mut endpoint, start + 120 * SECOND);
+    assert!(out.iter().all(|(_, m)| m.starts_with("BYE ")), "{out:?}");
+    assert_eq!(endpoint.poll_timeout(), None);
+}
+
 // ==== session timers as UAC ====
 
 #[test]
