@@ -9,6 +9,18 @@
 use super::*;
 use crate::sip::session_timer::timer_after_our_request;
 
+/// Our session refresh (RFC 4028) waiting for its final response.
+#[derive(Clone, Debug)]
+pub(super) struct RefreshInFlight {
+    pub(super) branch: String,
+    /// Via of a re-INVITE, for the ACK of a non-2xx (RFC 3261 17.1.1.3).
+    pub(super) via: String,
+    pub(super) cseq: u32,
+    /// A re-INVITE with our last SDP; otherwise an UPDATE without a body.
+    pub(super) is_invite: bool,
+    pub(super) asked_s: u32,
+}
+
 /// `Session-Expires` and `Require` of a 2xx that carries `answer`.
 pub(super) fn timer_headers(answer: TimerAnswer) -> Vec<(&'static str, String)> {
     match answer {

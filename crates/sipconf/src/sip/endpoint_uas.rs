@@ -760,3 +760,53 @@ impl Endpoint {
         }
     }
 }
+
+/// The Require option tags we do not support, if any (RFC 3261 8.2.2.3). We
+/// support only `timer` (RFC 4028).
+pub(super) fn required_extensions(request: &Request) -> Option<String> {
+    let tags: Vec<String> = request
+        .headers
+        .get_raw(&Name::REQUIRE)
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(session_timer::OPTION_TAG))
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
+/// Keep a refusal code in 300..=699 so the call layer cannot send a 2xx by mistake.
+fn final_failure_code(code: u16) -> u16 {
+    if (300..=699).contains(&code) {
+        code
+    } else {
+        500
+    }
+}
+
+/// A request body we refuse, with the response to send.
+struct SdpRefusal {
+    code: u16,
+    reason: String,
+}
+
+/// The SDP offer in a request: `Ok(None)` without a body.
+fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
+    if request.body.is_empty() {
+        return Ok(None);
+    }
+    match request.content_type() {
+        Some(content_type) if content_type == SDP_CONTENT_TYPE => {}
+        _ => {
+            return Err(SdpRefusal {
+                code: 415,
+                reason: "Unsupported Media Type".to_owned(),
+            })
+        }
+    }
+    sdp::parse_offer(&request.body)
+        .map(Some)
+        .map_err(|error| SdpRefusal {
+            code: 488,
+            reason: format!("Not Acceptable Here ({error})"),
+        })
+}
