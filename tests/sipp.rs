@@ -4,12 +4,13 @@
 
 mod common;
 
+use common::sipp::scenario;
 use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
 use sipconf_testkit::meter::tone_amplitude;
 use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The tone in the pcaps this test writes, and its peak amplitude.
@@ -102,40 +103,14 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(name)
-}
-
-/// Runs sipp as a UAC against the daemon: one call, bounded in time. Returns
-/// whether sipp reported success, and its error log.
+/// Runs sipp as a UAC against the daemon: one call, bounded in time.
 fn run_sipp(
-    bridge: std::net::SocketAddr,
+    bridge: SocketAddr,
     dir: &TempDir,
     scenario_file: &Path,
     service: &str,
 ) -> (bool, String) {
-    let port = common::free_port();
-    let media_port = common::free_port();
-    let mut cmd = Command::new("sipp");
-    cmd.current_dir(dir.path())
-        .arg("-sf")
-        .arg(scenario_file)
-        .args(["-s", service, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
-        .args(["-m", "1", "-l", "1", "-timeout", "30", "-timeout_error"])
-        .args(["-trace_err", "-error_file", "errors.log", "-nostdin"])
-        .arg(bridge.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let output = cmd.output().expect("run sipp");
-    let errors = std::fs::read_to_string(dir.path().join("errors.log")).unwrap_or_default();
-    (
-        output.status.success(),
-        format!("{}\n{errors}", String::from_utf8_lossy(&output.stderr)),
-    )
+    common::sipp::run_uac(bridge, dir, scenario_file, service, 30)
 }
 
 /// sipp calls room 1000 and plays `pcap`; a test phone in the room listens.

@@ -88,6 +88,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         max_dialogs: config.media.max_members + 64,
         t1: config.sip.t1,
         t2: config.sip.t2,
+        session_timer: config.sip.session_timer,
     };
     let (sip_handle, sip_events, bound) = sip::transport::start(config.sip.listen, endpoint_config)
         .await

@@ -126,6 +126,8 @@ pub struct SipConfig {
     pub t2: Duration,
     pub user_agent: String,
     pub outbound: OutboundConfig,
+    /// RFC 4028 session timers: `sip.session_expires` and `sip.min_se`.
+    pub session_timer: crate::sip::session_timer::TimerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +139,9 @@ pub struct MediaSettings {
     /// RTP ports (even ones carry RTP, the odd port above carries RTCP).
     pub rtp_ports: Range<u16>,
     pub max_members: usize,
-    pub rtp_timeout: Duration,
+    /// No RTP (nor RTCP, nor a session refresh) for this long hangs a call up;
+    /// `None` (`media.rtp_timeout = 0`): never.
+    pub rtp_timeout: Option<Duration>,
     pub jitter_frames: usize,
     pub gate_threshold_dbfs: f32,
     /// Every call uses one RTP/RTCP port pair (the first even port of
@@ -418,6 +422,8 @@ struct RawSip {
     t2_ms: Spanned<i64>,
     user_agent: Spanned<String>,
     outbound: RawOutbound,
+    session_expires: Spanned<i64>,
+    min_se: Spanned<i64>,
 }
 
 impl Default for RawSip {
@@ -430,6 +436,8 @@ impl Default for RawSip {
             t2_ms: unspanned(4000),
             user_agent: unspanned(format!("sipconf/{}", env!("CARGO_PKG_VERSION"))),
             outbound: RawOutbound::default(),
+            session_expires: unspanned(DEFAULT_SESSION_EXPIRES_S),
+            min_se: unspanned(DEFAULT_MIN_SE_S),
         }
     }
 }
@@ -493,6 +501,16 @@ struct RawRoom {
     #[serde(default)]
     announce_count: bool,
 }
+
+/// `sip.session_expires` when the file does not set it: RFC 4028's recommended
+/// interval. A refresh every 15 minutes costs nothing, and a call whose far end
+/// vanished without BYE or RTP timeout is cleared within half an hour.
+pub const DEFAULT_SESSION_EXPIRES_S: i64 = 1800;
+/// `sip.min_se` when the file does not set it: RFC 4028's floor, so no
+/// PBX's interval is refused unless the RFC refuses it too.
+pub const DEFAULT_MIN_SE_S: i64 = crate::sip::session_timer::MIN_SE_FLOOR_S as i64;
+/// The longest session interval we accept in the file: a day.
+const MAX_SESSION_EXPIRES_S: i64 = 86_400;
 
 /// `sip.max_transactions` when the file does not set it: four per member
 /// (each call's INVITE, and its BYE, stay 32 s after they end, so a full
@@ -565,6 +583,18 @@ impl RawConfig {
         })?;
         let t1_ms = in_range(&self.sip.t1_ms, "sip.t1_ms", 50, 10_000)?;
         let t2_ms = in_range(&self.sip.t2_ms, "sip.t2_ms", t1_ms, 60_000)?;
+        let min_se_s = in_range(
+            &self.sip.min_se,
+            "sip.min_se",
+            DEFAULT_MIN_SE_S,
+            MAX_SESSION_EXPIRES_S,
+        )?;
+        let session_expires_s = in_range(
+            &self.sip.session_expires,
+            "sip.session_expires",
+            min_se_s,
+            MAX_SESSION_EXPIRES_S,
+        )?;
         let sip = SipConfig {
             listen,
             advertised_address: optional_ip(
@@ -587,6 +617,10 @@ impl RawConfig {
                 proxy: non_empty(&self.sip.outbound.proxy),
                 username: self.sip.outbound.username.get_ref().clone(),
                 password: self.sip.outbound.password.get_ref().clone(),
+            },
+            session_timer: crate::sip::session_timer::TimerSettings {
+                session_expires_s: session_expires_s as u32,
+                min_se_s: min_se_s as u32,
             },
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
@@ -611,12 +645,10 @@ impl RawConfig {
             rtp_ports: parse_port_range(&self.media.rtp_ports)?,
             max_members: in_range(&self.media.max_members, "media.max_members", 2, 100_000)?
                 as usize,
-            rtp_timeout: Duration::from_secs(in_range(
-                &self.media.rtp_timeout,
-                "media.rtp_timeout",
-                1,
-                3600,
-            )? as u64),
+            rtp_timeout: match in_range(&self.media.rtp_timeout, "media.rtp_timeout", 0, 3600)? {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds as u64)),
+            },
             jitter_frames: in_range(&self.media.jitter_frames, "media.jitter_frames", 0, 10)?
                 as usize,
             gate_threshold_dbfs: gate as f32,
@@ -872,7 +904,9 @@ mod tests {
         let c = Config::parse("", "t").unwrap();
         assert_eq!(c.sip.listen, "0.0.0.0:5060".parse().unwrap());
         assert_eq!(c.media.rtp_ports, 20000..30000);
-        assert_eq!(c.media.rtp_timeout, Duration::from_secs(30));
+        assert_eq!(c.media.rtp_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.sip.session_timer.session_expires_s, 1800);
+        assert_eq!(c.sip.session_timer.min_se_s, 90);
         assert_eq!(c.rooms.len(), 1);
         assert_eq!(c.rooms[0].number, "1000");
     }
@@ -943,6 +977,30 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
+    }
+
+    #[test]
+    fn rtp_timeout_zero_means_never() {
+        let c = Config::parse("[media]\nrtp_timeout = 0\n", "t").unwrap();
+        assert_eq!(c.media.rtp_timeout, None);
+        let e = Config::parse("[media]\nrtp_timeout = -1\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("media.rtp_timeout"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn session_timer_settings_are_checked_against_rfc_4028() {
+        let c = Config::parse("[sip]\nsession_expires = 600\nmin_se = 120\n", "t").unwrap();
+        assert_eq!(c.sip.session_timer.session_expires_s, 600);
+        assert_eq!(c.sip.session_timer.min_se_s, 120);
+        // Below the RFC's floor of 90 s.
+        let e = Config::parse("[sip]\nmin_se = 60\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.min_se"), "{e}");
+        assert_eq!(e.line, Some(2));
+        // An interval we would refuse ourselves.
+        let e = Config::parse("[sip]\nmin_se = 600\nsession_expires = 300\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.session_expires"), "{e}");
+        assert_eq!(e.line, Some(3));
     }
 
     #[test]

@@ -272,6 +272,12 @@ pub struct Phone {
     cseq: u32,
     /// The bridge's Contact, where in-dialog requests go.
     remote_target: String,
+    /// Record-Route of the bridge's 2xx, reversed (RFC 3261 12.1.2): the Route
+    /// headers of requests in the call.
+    route_set: Vec<String>,
+    /// Where requests in the call are sent: the first route's address, or the
+    /// bridge's SIP address when there is no route set.
+    next_hop: SocketAddr,
     /// Where the bridge said to send RTP.
     pub remote_rtp: SocketAddr,
     /// The codec the bridge chose.
@@ -347,6 +353,8 @@ impl Phone {
             to_header: format!("<sip:{}@{}>", options.number, options.server),
             cseq: 0,
             remote_target: String::new(),
+            route_set: Vec::new(),
+            next_hop: options.server,
             remote_rtp: options.server,
             codec,
             answer_sdp: String::new(),
@@ -453,8 +461,16 @@ impl Phone {
         } else {
             "Content-Type: application/sdp\r\n".to_string()
         };
+        let routes: String = if self.to_tag.is_empty() {
+            String::new()
+        } else {
+            self.route_set
+                .iter()
+                .map(|route| format!("Route: {route}\r\n"))
+                .collect()
+        };
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:phone@{local}>\r\nUser-Agent: sipconf-testphone\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n{routes}From: <sip:phone@{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:phone@{local}>\r\nUser-Agent: sipconf-testphone\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
             random_token(),
             uri_host(local.ip()),
             self.from_tag,
@@ -495,10 +511,15 @@ impl Phone {
         )
     }
 
+    /// Sends a request: out of a call to the bridge's address, in a call to its
+    /// next hop (the first route, when the bridge's 2xx had a Record-Route).
     async fn send(&self, text: &str) -> Result<(), CallError> {
-        self.sip
-            .send_to(text.as_bytes(), self.options.server)
-            .await?;
+        let destination = if self.to_tag.is_empty() {
+            self.options.server
+        } else {
+            self.next_hop
+        };
+        self.sip.send_to(text.as_bytes(), destination).await?;
         Ok(())
     }
 
@@ -590,6 +611,9 @@ impl Phone {
                     if let Some(contact) = message.header("Contact") {
                         self.remote_target = uri_of(contact);
                     }
+                    if self.route_set.is_empty() {
+                        self.follow_record_route(&message);
+                    }
                     let target = if self.remote_target.is_empty() {
                         self.invite_uri()
                     } else {
@@ -607,6 +631,34 @@ impl Phone {
             }
             return Ok(message);
         }
+    }
+
+    /// The route set of the call from the bridge's first 2xx (RFC 3261 12.1.2):
+    /// its Record-Route reversed, the first route being the next hop.
+    fn follow_record_route(&mut self, response: &SipText) {
+        let mut routes: Vec<String> = response
+            .headers("Record-Route")
+            .iter()
+            .flat_map(|value| split_name_addrs(value))
+            .collect();
+        routes.reverse();
+        let first_hop = routes.first().map(|route| uri_of(route)).and_then(|uri| {
+            let host_port = uri.strip_prefix("sip:")?.rsplit('@').next()?;
+            let host_port = host_port.split(';').next()?;
+            host_port
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| Some(SocketAddr::new(host_port.parse().ok()?, 5060)))
+        });
+        if let Some(hop) = first_hop {
+            self.next_hop = hop;
+        }
+        self.route_set = routes;
+    }
+
+    /// The route set the phone follows in this call (empty without Record-Route).
+    pub fn route_set(&self) -> &[String] {
+        &self.route_set
     }
 
     fn accept_answer(&mut self, response: &SipText) -> Result<(), CallError> {
@@ -870,6 +922,28 @@ fn request_uri_of(request: &str) -> String {
         .and_then(|l| l.split(' ').nth(1))
         .unwrap_or_default()
         .to_string()
+}
+
+/// The name-addrs of a header value that may hold several (`<a>, <b>`),
+/// split at the commas outside angle brackets.
+fn split_name_addrs(value: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut inside = false;
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' => inside = true,
+            '>' => inside = false,
+            ',' if !inside => {
+                parts.push(value[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim().to_string());
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 /// The URI inside a name-addr (`"Bob" <sip:b@h>;x` -> `sip:b@h`).

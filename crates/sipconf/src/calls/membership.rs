@@ -203,7 +203,10 @@ impl Switchboard {
         match event {
             Event::RtpTimeout { key } => {
                 if let Some(&call) = self.calls.by_media.get(&key) {
-                    tracing::info!("no RTP for {:?}: hanging up", self.config.media.rtp_timeout);
+                    tracing::info!(
+                        "no RTP, RTCP or session refresh for {:?}: hanging up",
+                        self.config.media.rtp_timeout.unwrap_or_default()
+                    );
                     self.hang_up(records, call, NORMAL_CLEARING, "RTP timeout");
                 }
             }

@@ -217,6 +217,16 @@ impl Switchboard {
                 }
             }
             SipEvent::Reoffer { call, offer } => self.on_reoffer(records, call, &offer),
+            // A far end that refreshes its session is alive, RTP or not.
+            SipEvent::Refreshed { call } => {
+                let Some(c) = self.calls.answered.get(&call) else {
+                    return;
+                };
+                tracing::debug!(call = %c.id, "session refreshed");
+                if let Some(key) = c.media() {
+                    self.media(Command::SignOfLife { key });
+                }
+            }
             SipEvent::Cancelled { call } => {
                 self.finish(
                     records,
@@ -233,6 +243,8 @@ impl Switchboard {
                     EndReason::AckTimeout => ("no ACK", NORMAL_CLEARING),
                     EndReason::Cancelled => ("cancelled", ORIGINATOR_CANCEL),
                     EndReason::Rejected => ("rejected", CALL_REJECTED),
+                    EndReason::SessionExpired => ("session expired (no refresh)", NORMAL_CLEARING),
+                    EndReason::RefreshFailed => ("session refresh failed", NORMAL_CLEARING),
                 };
                 self.finish(records, call, CallState::Completed, cause, why);
             }

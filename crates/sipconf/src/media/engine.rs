@@ -551,7 +551,7 @@ mod tests {
     fn a_silent_member_raises_one_rtp_timeout() {
         let (mut media, thread) = spawn(MediaConfig {
             max_members: 2,
-            rtp_timeout: Duration::from_millis(300),
+            rtp_timeout: Some(Duration::from_millis(300)),
             ..MediaConfig::default()
         })
         .expect("spawn");
@@ -655,7 +655,7 @@ mod tests {
     fn rtp_timeouts_that_find_the_event_queue_full_are_raised_again() {
         let (mut media, thread) = spawn(MediaConfig {
             max_members: 3,
-            rtp_timeout: Duration::from_millis(200),
+            rtp_timeout: Some(Duration::from_millis(200)),
             event_queue_len: 2,
             ..MediaConfig::default()
         })

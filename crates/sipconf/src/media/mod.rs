@@ -54,8 +54,9 @@ pub struct MemberFlags {
 pub struct MediaConfig {
     /// Member slots, and conference mixes, allocated at start.
     pub max_members: usize,
-    /// No valid RTP for this long (while not held) raises `Event::RtpTimeout`.
-    pub rtp_timeout: Duration,
+    /// No valid RTP, nor any other sign of life (RTCP, `Command::SignOfLife`), for
+    /// this long (while not held) raises `Event::RtpTimeout`; `None`: never.
+    pub rtp_timeout: Option<Duration>,
     /// Playout delay of the jitter buffer in 20 ms frames.
     pub jitter_frames: usize,
     /// Noise gate opening level; -50 dBFS is about -47 dBm0 for G.711.
@@ -78,7 +79,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             max_members: 64,
-            rtp_timeout: Duration::from_secs(30),
+            rtp_timeout: Some(Duration::from_secs(30)),
             jitter_frames: 1,
             gate_threshold_dbfs: -50.0,
             gate_hangover_frames: 10,
@@ -142,6 +143,11 @@ pub enum Command {
         key: MemberKey,
         remote_rtp: SocketAddr,
         remote_rtcp: SocketAddr,
+    },
+    /// The member's far end showed it is alive by other means than media (a SIP
+    /// session refresh): its RTP timeout starts again.
+    SignOfLife {
+        key: MemberKey,
     },
     /// Sends RTCP BYE and frees the slot.
     RemoveMember {

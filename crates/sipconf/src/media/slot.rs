@@ -131,8 +131,9 @@ pub struct Slot {
     confirmation: ConfirmationPlayer,
     /// Last talking state reported in an event.
     talking_reported: bool,
-    /// When valid RTP last arrived, or the member was added or taken off hold.
-    last_valid_rtp_at: Instant,
+    /// When the far end last showed it is alive: valid RTP, valid RTCP or a SIP
+    /// session refresh; or when the member was added or taken off hold.
+    last_heard_at: Instant,
     /// When this member started: telephone-events in the first moments belong
     /// to a press made before it joined (the `#` that ended a room PIN).
     started_at: Instant,
@@ -177,7 +178,7 @@ impl Slot {
             keypad: Keypad::default(),
             confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
-            last_valid_rtp_at: now,
+            last_heard_at: now,
             started_at: now,
             timeout_reported: false,
             next_rtcp_at: now,
@@ -221,7 +222,7 @@ impl Slot {
         self.keypad = Keypad::default();
         self.confirmation.stop();
         self.talking_reported = false;
-        self.last_valid_rtp_at = now;
+        self.last_heard_at = now;
         self.timeout_reported = false;
         self.next_rtcp_at = first_rtcp_at;
     }
@@ -293,7 +294,7 @@ impl Slot {
     /// New flags; coming off hold restarts the RTP timeout.
     pub fn set_flags(&mut self, flags: MemberFlags, now: Instant) {
         if self.flags.held && !flags.held {
-            self.last_valid_rtp_at = now;
+            self.last_heard_at = now;
             self.timeout_reported = false;
         }
         self.flags = flags;
@@ -320,7 +321,7 @@ impl Slot {
             }
         }
         self.last_from_remote_at = Some(now);
-        self.last_valid_rtp_at = now;
+        self.last_heard_at = now;
         self.timeout_reported = false;
         self.reception.on_packet(packet.ssrc(), packet.sequence());
         let event_end = packet
@@ -533,17 +534,24 @@ impl Slot {
         changed
     }
 
-    /// True once per silence longer than `rtp_timeout` while not held.
+    /// The far end showed it is alive by other means than RTP (RTCP, a session
+    /// refresh): a phone that sends no RTP while silent is not timed out.
+    pub fn heard_from(&mut self, now: Instant) {
+        self.last_heard_at = now;
+    }
+
+    /// True once per silence longer than `rtp_timeout` while not held: no RTP and
+    /// no other sign of life (`heard_from`) for that long.
     pub fn check_rtp_timeout(&mut self, now: Instant, rtp_timeout: Duration) -> bool {
         if self.flags.held || self.timeout_reported {
             return false;
         }
         // RTP that came this very tick is no silence (unless the timeout is
         // zero), and needs no clock arithmetic to tell.
-        if self.last_valid_rtp_at == now && !rtp_timeout.is_zero() {
+        if self.last_heard_at == now && !rtp_timeout.is_zero() {
             return false;
         }
-        if now.saturating_duration_since(self.last_valid_rtp_at) >= rtp_timeout {
+        if now.saturating_duration_since(self.last_heard_at) >= rtp_timeout {
             self.timeout_reported = true;
             return true;
         }

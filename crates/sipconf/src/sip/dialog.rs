@@ -1,5 +1,6 @@
-//! The INVITE dialog (RFC 3261 section 12) on either side: identity, the parties and
-//! route set for requests we send inside it (BYE, ACK), and the CSeq spaces of both sides.
+//! The INVITE dialog (RFC 3261 section 12) on either side: identity, the parties, the
+//! remote target and route set of the requests we send inside it (ACK, BYE, session
+//! refreshes) and where they go first, and the CSeq spaces of both sides.
 //! It sends and times nothing: the endpoint does.
 
 use super::message::{Request, Response};
@@ -48,10 +49,18 @@ pub struct Dialog {
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
-    /// Next hop of our requests: where the caller's INVITE came from (UAS), or the
-    /// callee's Contact / our outbound next hop (UAC).
+    /// Next hop of our requests (RFC 3261 12.2.1.1, 8.1.2): the first route when the
+    /// route set names an IP address; otherwise where the caller's INVITE came from
+    /// (UAS), or the callee's Contact or our outbound next hop (UAC).
     pub transport: Transport,
     pub peer: SocketAddr,
+}
+
+/// The Request-URI and Route headers of a request inside a dialog (RFC 3261 12.2.1.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestTarget {
+    pub request_uri: String,
+    pub routes: Vec<String>,
 }
 
 impl Dialog {
@@ -63,7 +72,7 @@ impl Dialog {
         peer: SocketAddr,
     ) -> Dialog {
         let to = invite.echo.to.clone().unwrap_or_default();
-        Dialog {
+        let mut dialog = Dialog {
             local_party: format!("{to};tag={local_tag}"),
             id: DialogId {
                 call_id: invite.call_id.clone(),
@@ -79,7 +88,9 @@ impl Dialog {
             remote_cseq: invite.cseq,
             transport,
             peer,
-        }
+        };
+        dialog.follow_route_set();
+        dialog
     }
 
     /// The UAC side before any answer: our From (with our tag) and To (no tag yet),
@@ -127,6 +138,58 @@ impl Dialog {
                 self.peer = addr;
             }
         }
+        self.follow_route_set();
+    }
+
+    /// With a route set, requests go first to its first URI (RFC 3261 12.2.1.1 and
+    /// 8.1.2), on the transport it names; a host name (which we do not resolve) keeps
+    /// the next hop we have, which is the proxy that sent us the INVITE or the one we
+    /// sent ours to.
+    fn follow_route_set(&mut self) {
+        let Some(first) = self.route_set.first() else {
+            return;
+        };
+        let uri = route_uri(first);
+        if let Some(addr) = literal_addr(uri) {
+            self.peer = addr;
+        }
+        if let Some(transport) = uri_transport(uri) {
+            self.transport = transport;
+        }
+    }
+
+    /// A target refresh (re-INVITE, UPDATE, or their 2xx) names a new Contact: our
+    /// later requests go there (RFC 3261 12.2.2, 12.2.1.2). The route set stays.
+    pub fn refresh_target(&mut self, contact: Option<String>) {
+        let Some(contact) = contact else {
+            return;
+        };
+        if self.route_set.is_empty() {
+            if let Some(addr) = literal_addr(&contact) {
+                self.peer = addr;
+            }
+        }
+        self.remote_target = contact;
+    }
+
+    /// Request-URI and Route headers for our next request (RFC 3261 12.2.1.1): with a
+    /// loose router first (`;lr`) the remote target and the whole route set; with a
+    /// strict router first, its URI as the Request-URI and the remote target last.
+    pub fn request_target(&self) -> RequestTarget {
+        match self.route_set.split_first() {
+            Some((first, rest)) if !is_loose(route_uri(first)) => {
+                let mut routes = rest.to_vec();
+                routes.push(format!("<{}>", self.remote_target));
+                RequestTarget {
+                    request_uri: route_uri(first).to_owned(),
+                    routes,
+                }
+            }
+            _ => RequestTarget {
+                request_uri: self.remote_target.clone(),
+                routes: self.route_set.clone(),
+            },
+        }
     }
 
     /// Check and record the CSeq of a new request from the far end.
@@ -143,6 +206,35 @@ impl Dialog {
         self.local_cseq = self.local_cseq.wrapping_add(1);
         self.local_cseq
     }
+}
+
+/// The URI of a Route or Record-Route value: inside `<...>` when bracketed.
+pub fn route_uri(route: &str) -> &str {
+    match (route.find('<'), route.find('>')) {
+        (Some(open), Some(close)) if open < close => &route[open + 1..close],
+        _ => route.split(';').next().unwrap_or(route).trim(),
+    }
+}
+
+/// The URI parameters of `uri` (after the host, before any headers).
+fn uri_params(uri: &str) -> impl Iterator<Item = &str> {
+    let after_user = uri.rsplit_once('@').map_or(uri, |(_, host)| host);
+    let without_headers = after_user.split('?').next().unwrap_or_default();
+    without_headers.split(';').skip(1).map(str::trim)
+}
+
+/// A loose router (RFC 3261 16.12.1.1) puts `lr` in its Record-Route URI.
+fn is_loose(uri: &str) -> bool {
+    uri_params(uri)
+        .any(|p| p.eq_ignore_ascii_case("lr") || p.to_ascii_lowercase().starts_with("lr="))
+}
+
+/// The transport a URI asks for with `;transport=`, when it is one we speak.
+pub fn uri_transport(uri: &str) -> Option<Transport> {
+    uri_params(uri)
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.eq_ignore_ascii_case("transport"))
+        .and_then(|(_, value)| Transport::from_param(value))
 }
 
 /// The socket address of a SIP URI whose host is an IP literal (`sip:u@192.0.2.1:5062`,

@@ -11,6 +11,7 @@
 use super::dialog::{Dialog, DialogId};
 use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};
 use super::sdp;
+use super::session_timer::{self, SessionTimer, TimerAnswer, TimerHeaders, TimerSettings};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, Retransmission, RetransmitStep,
     ServerKey, ServerState, ServerTimeout, ServerTransaction, Timers,
@@ -23,6 +24,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// How a SIP message travels. Reliable transports (everything but UDP) are not
+/// retransmitted by the transaction layer (RFC 3261 17.1.1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
@@ -35,6 +38,17 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The transport a URI's `;transport=` parameter names, if we speak it.
+    pub fn from_param(value: &str) -> Option<Transport> {
+        if value.eq_ignore_ascii_case("udp") {
+            Some(Transport::Udp)
+        } else if value.eq_ignore_ascii_case("tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
         }
     }
 }
@@ -101,6 +115,8 @@ pub struct EndpointConfig {
     pub max_dialogs: usize,
     pub t1: Duration,
     pub t2: Duration,
+    /// RFC 4028 session timers: the interval we ask for and the shortest we accept.
+    pub session_timer: TimerSettings,
 }
 
 impl EndpointConfig {
@@ -113,6 +129,7 @@ impl EndpointConfig {
             max_dialogs: 256,
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
+            session_timer: TimerSettings::default(),
         }
     }
 }
@@ -131,6 +148,10 @@ pub enum EndReason {
     AckTimeout,
     Cancelled,
     Rejected,
+    /// The far end was to refresh the session (RFC 4028) and did not: we sent BYE.
+    SessionExpired,
+    /// Our session refresh got 408 or 481, or nothing: we ended the call.
+    RefreshFailed,
 }
 
 /// What happened, for the call layer. Every call that was announced with `IncomingCall`
@@ -160,6 +181,9 @@ pub enum SipEvent {
     /// The call is over: BYE from the far end (already answered 200), our BYE completed or
     /// timed out, or no ACK within 64*T1.
     Ended { call: CallKey, reason: EndReason },
+    /// A session refresh (RFC 4028: a re-INVITE or UPDATE, either way) succeeded:
+    /// the far end is alive, even if it sends no RTP.
+    Refreshed { call: CallKey },
     /// A call we placed is ringing (180) or has early media (183); once per code.
     Progress { call: CallKey, code: u16 },
     /// A call we placed was answered with this SDP; we have already sent the ACK.
@@ -189,6 +213,8 @@ pub struct EndpointStats {
 
 /// Methods we implement, for Allow (RFC 3261 20.5).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
+/// Option tags we support, for Supported (RFC 3261 20.37).
+const SUPPORTED: &str = session_timer::OPTION_TAG;
 /// Methods we recognise but refuse with 405.
 const KNOWN_NOT_ALLOWED: [&str; 8] = [
     "REGISTER",
@@ -224,13 +250,20 @@ struct PendingReoffer {
     echo: EchoHeaders,
     is_invite: bool,
     cseq: u32,
+    /// The requester's Contact: the dialog's remote target once we accept.
+    contact: Option<String>,
+    /// Its session timer, decided when it came.
+    timer: TimerAnswer,
 }
 
-/// A 2xx to an INVITE retransmitted until its ACK (RFC 3261 13.3.1.4).
+/// A 2xx to an INVITE retransmitted until its ACK (RFC 3261 13.3.1.4), to where
+/// the INVITE came from (its Via), which need not be the dialog's next hop.
 #[derive(Clone, Debug)]
 struct Pending2xx {
     cseq: u32,
     retransmission: Retransmission,
+    transport: Transport,
+    destination: SocketAddr,
 }
 
 /// Whether the call layer hung up a call we placed before it was answered.
@@ -272,6 +305,10 @@ struct Outgoing {
     provisional_received: bool,
     progress_reported: Vec<u16>,
     hangup: Hangup,
+    /// The session interval our INVITE asks for, and its Min-SE: the largest
+    /// a 422 named, or ours (RFC 4028 7.4).
+    session_expires_s: u32,
+    min_se_s: u32,
 }
 
 /// The dialog-creating INVITE of a call we answer.
@@ -280,6 +317,8 @@ struct UasInvite {
     key: ServerKey,
     echo: EchoHeaders,
     cseq: u32,
+    /// Our session timer answer to it (RFC 4028), carried by the 2xx.
+    timer: TimerAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -300,6 +339,12 @@ struct Call {
     /// When the call layer must have answered the INVITE or the pending re-offer; after
     /// that we refuse it ourselves so no transaction waits forever.
     answer_due: Option<Instant>,
+    /// The RFC 4028 session timer, once a 2xx set one up.
+    session: Option<SessionTimer>,
+    /// The far end listed UPDATE in Allow: refreshes are UPDATEs without a body
+    /// rather than re-INVITEs.
+    peer_allows_update: bool,
+    refresh: Option<RefreshInFlight>,
 }
 
 #[derive(Clone, Debug)]
@@ -308,10 +353,22 @@ struct ServerEntry {
     call: Option<CallKey>,
 }
 
+/// What a non-INVITE client transaction is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientJob {
+    /// `report`: the call to end when the BYE completes (`None` if already ended).
+    Bye {
+        report: Option<CallKey>,
+    },
+    Cancel,
+    /// A session refresh by UPDATE.
+    Refresh(CallKey),
+}
+
 #[derive(Clone, Debug)]
 struct ClientEntry {
     txn: ClientTransaction,
-    call: Option<CallKey>,
+    job: ClientJob,
 }
 
 #[derive(Clone, Debug)]
@@ -321,6 +378,8 @@ struct InviteClientEntry {
     /// The ACK of the 2xx that established the call, resent for each retransmitted 2xx
     /// (RFC 3261 13.2.2.4).
     ack_2xx: Option<Transmit>,
+    /// A session refresh re-INVITE rather than the INVITE that places the call.
+    refresh: bool,
 }
 
 pub struct Endpoint {
@@ -440,6 +499,11 @@ impl Endpoint {
                 .into_iter()
                 .chain(c.answer_due)
                 .chain(cancel_give_up)
+                .chain(
+                    c.session
+                        .filter(|_| c.phase != CallPhase::Terminating)
+                        .map(|timer| timer.next_wake()),
+                )
         });
         servers.chain(clients).chain(invites).chain(calls).min()
     }
@@ -573,7 +637,7 @@ impl Endpoint {
             let extra = [
                 ("Allow", ALLOW),
                 ("Accept", SDP_CONTENT_TYPE),
-                ("Supported", ""),
+                ("Supported", SUPPORTED),
             ];
             self.respond(
                 now,
@@ -714,14 +778,23 @@ impl Endpoint {
         let Some(entry) = self.client_txns.get_mut(&response.branch) else {
             return;
         };
-        if response.cseq_method != Method::BYE && response.cseq_method != Method::CANCEL {
+        let expected = match entry.job {
+            ClientJob::Bye { .. } => Method::BYE,
+            ClientJob::Cancel => Method::CANCEL,
+            ClientJob::Refresh(_) => Method::UPDATE,
+        };
+        if response.cseq_method != expected {
             return;
         }
         if let ClientOutcome::Finished(_) = entry.txn.on_response(response.code) {
-            let call = entry.call;
+            let job = entry.job;
             self.client_txns.remove(&response.branch);
-            if let Some(call_key) = call {
-                self.end_call(call_key, EndReason::LocalBye);
+            match job {
+                ClientJob::Bye {
+                    report: Some(call_key),
+                } => self.end_call(call_key, EndReason::LocalBye),
+                ClientJob::Refresh(call_key) => self.on_refresh_response(now, call_key, &response),
+                ClientJob::Bye { report: None } | ClientJob::Cancel => {}
             }
         }
     }
@@ -736,11 +809,12 @@ impl Endpoint {
             self.config.local_addr
         );
         let cseq = dialog.next_local_cseq();
+        let target = dialog.request_target();
         let bytes = message::write_request(&OutgoingRequest {
             method: "BYE",
-            request_uri: &dialog.remote_target,
+            request_uri: &target.request_uri,
             via: &via,
-            routes: &dialog.route_set,
+            routes: &target.routes,
             from: &dialog.local_party,
             to: &dialog.remote_party,
             call_id: &dialog.id.call_id,
@@ -756,8 +830,13 @@ impl Endpoint {
             bytes.clone(),
             self.timers,
         );
-        self.client_txns
-            .insert(branch, ClientEntry { txn, call: report });
+        self.client_txns.insert(
+            branch,
+            ClientEntry {
+                txn,
+                job: ClientJob::Bye { report },
+            },
+        );
         self.transmit(dialog.transport, dialog.peer, bytes);
     }
 
@@ -823,14 +902,18 @@ impl Endpoint {
                 ClientOutcome::Resend(bytes) => {
                     resend.push((entry.txn.transport, entry.txn.peer, bytes));
                 }
-                ClientOutcome::Finished(_) => finished_clients.push((branch.clone(), entry.call)),
+                ClientOutcome::Finished(_) => finished_clients.push((branch.clone(), entry.job)),
             }
         }
-        for (branch, call) in finished_clients {
+        for (branch, job) in finished_clients {
             self.client_txns.remove(&branch);
-            // Timer F: the far end never answered our BYE; the call is over anyway.
-            if let Some(call_key) = call {
-                self.end_call(call_key, EndReason::LocalBye);
+            match job {
+                // Timer F: the far end never answered our BYE; the call is over anyway.
+                ClientJob::Bye {
+                    report: Some(call_key),
+                } => self.end_call(call_key, EndReason::LocalBye),
+                ClientJob::Refresh(call_key) => self.refresh_failed(now, call_key, &branch),
+                ClientJob::Bye { report: None } | ClientJob::Cancel => {}
             }
         }
         self.handle_invite_timeouts(now, &mut resend);
@@ -851,7 +934,7 @@ impl Endpoint {
             match pending.retransmission.handle_timeout(now) {
                 RetransmitStep::Nothing => {}
                 RetransmitStep::Resend(bytes) => {
-                    resend.push((call.dialog.transport, call.dialog.peer, bytes));
+                    resend.push((pending.transport, pending.destination, bytes));
                 }
                 RetransmitStep::GiveUp => ack_timeouts.push(*call_key),
             }
@@ -871,6 +954,7 @@ impl Endpoint {
             self.reject(now, call_key, 480, "Temporarily Unavailable");
             self.reject_reoffer(now, call_key, 500, "Offer Not Answered");
         }
+        self.handle_session_timers(now);
     }
 
     // ==== commands from the call layer ====
@@ -889,60 +973,16 @@ fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> S
     }
 }
 
-/// The Require option tags we do not support, if any (RFC 3261 8.2.2.3). We support none.
-fn required_extensions(request: &Request) -> Option<String> {
-    let tags: Vec<String> = request
-        .headers
-        .get_raw(&Name::REQUIRE)
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect();
-    (!tags.is_empty()).then(|| tags.join(", "))
-}
-
-/// Keep a refusal code in 300..=699 so the call layer cannot send a 2xx by mistake.
-fn final_failure_code(code: u16) -> u16 {
-    if (300..=699).contains(&code) {
-        code
-    } else {
-        500
-    }
-}
-
-/// A request body we refuse, with the response to send.
-struct SdpRefusal {
-    code: u16,
-    reason: String,
-}
-
-/// The SDP offer in a request: `Ok(None)` without a body.
-fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
-    if request.body.is_empty() {
-        return Ok(None);
-    }
-    match request.content_type() {
-        Some(content_type) if content_type == SDP_CONTENT_TYPE => {}
-        _ => {
-            return Err(SdpRefusal {
-                code: 415,
-                reason: "Unsupported Media Type".to_owned(),
-            })
-        }
-    }
-    sdp::parse_offer(&request.body)
-        .map(Some)
-        .map_err(|error| SdpRefusal {
-            code: 488,
-            reason: format!("Not Acceptable Here ({error})"),
-        })
-}
+#[path = "endpoint_timer.rs"]
+mod timer;
+use timer::{timer_headers, RefreshInFlight};
 
 #[path = "endpoint_uac.rs"]
 mod uac;
 
 #[path = "endpoint_uas.rs"]
 mod uas;
+use uas::required_extensions;
 
 #[cfg(test)]
 #[path = "endpoint_tests.rs"]
@@ -951,3 +991,7 @@ mod tests;
 #[cfg(test)]
 #[path = "endpoint_uac_tests.rs"]
 mod uac_tests;
+
+#[cfg(test)]
+#[path = "endpoint_timer_tests.rs"]
+mod timer_tests;

@@ -22,6 +22,7 @@ fn endpoint() -> Endpoint {
         max_dialogs: 4,
         t1: T1,
         t2: T2,
+        session_timer: TimerSettings::default(),
     })
 }
 
@@ -397,8 +398,9 @@ fn reinvite_sendonly_is_reported_as_hold_reoffer() {
         now,
         &request("ACK", "ack2", 2, Some(&tag), ""),
     );
-    // The re-INVITE's ACK stops retransmission but does not confirm the call again.
-    assert!(events(&mut endpoint).is_empty());
+    // The 200 was a session refresh; the re-INVITE's ACK stops retransmission
+    // but does not confirm the call again.
+    assert_eq!(events(&mut endpoint), vec![SipEvent::Refreshed { call }]);
     endpoint.handle_timeout(now + T1);
     assert!(sent(&mut endpoint).is_empty());
 }
@@ -479,7 +481,7 @@ fn options_gets_200_with_allow_accept_supported() {
     assert_eq!(status_line(&ok), "SIP/2.0 200 OK");
     assert!(ok.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE\r\n"));
     assert!(ok.contains("Accept: application/sdp\r\n"));
-    assert!(ok.contains("Supported: \r\n"));
+    assert!(ok.contains("Supported: timer\r\n"));
     assert!(ok.contains("Server: sipconf-test\r\n"));
 }
 

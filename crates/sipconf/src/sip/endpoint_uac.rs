@@ -1,7 +1,8 @@
 //! The UAC half of the endpoint: calls the bridge places. Sends the INVITE, answers
 //! digest challenges, reports progress, ACKs the final response, and CANCELs when the
-//! call layer hangs up first (RFC 3261 sections 9.1, 13.2, 17.1.1 and 22). Like the
-//! rest of the endpoint it takes the time as an argument and never touches a socket.
+//! call layer hangs up first (RFC 3261 sections 9.1, 13.2, 17.1.1 and 22); asks for a
+//! session timer and answers a 422 (RFC 4028 section 7). Like the rest of the
+//! endpoint it takes the time as an argument and never touches a socket.
 
 use super::*;
 use crate::sip::auth;
@@ -83,12 +84,17 @@ impl Endpoint {
                     provisional_received: false,
                     progress_reported: Vec::new(),
                     hangup: Hangup::NotWanted,
+                    session_expires_s: self.config.session_timer.session_expires_s,
+                    min_se_s: self.config.session_timer.min_se_s,
                 }),
                 local_user: uri_user(&call.from_uri).to_owned(),
                 pending_2xx: None,
                 reoffer: None,
                 local_sdp: Some(call.offer_sdp),
                 answer_due: None,
+                session: None,
+                peer_allows_update: false,
+                refresh: None,
             },
         );
         self.send_invite(now, call_key);
@@ -96,7 +102,8 @@ impl Endpoint {
     }
 
     /// Send the call's INVITE in a new transaction: a new branch and the next CSeq, with
-    /// every credential collected so far.
+    /// every credential collected so far. It asks for a session timer with us as the
+    /// refresher (RFC 4028 section 7.1).
     fn send_invite(&mut self, now: Instant, call_key: CallKey) {
         let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
         let local_addr = self.config.local_addr;
@@ -113,10 +120,18 @@ impl Endpoint {
         );
         let cseq = dialog.next_local_cseq();
         let contact = contact_header(local_addr, &call.local_user, dialog.transport);
+        let session_expires = session_timer::SessionExpires {
+            interval_s: outgoing.session_expires_s,
+            refresher: Some(session_timer::Refresher::Uac),
+        }
+        .value();
+        let min_se = outgoing.min_se_s.to_string();
         let mut extra: Vec<(&str, &str)> = vec![
             ("Contact", contact.as_str()),
             ("Allow", ALLOW),
-            ("Supported", ""),
+            ("Supported", SUPPORTED),
+            ("Session-Expires", session_expires.as_str()),
+            ("Min-SE", min_se.as_str()),
         ];
         extra.extend(
             outgoing
@@ -154,6 +169,7 @@ impl Endpoint {
                 txn,
                 call: call_key,
                 ack_2xx: None,
+                refresh: false,
             },
         );
         self.transmit(transport, destination, bytes);
@@ -164,7 +180,10 @@ impl Endpoint {
             return;
         };
         let call_key = entry.call;
+        let refresh = entry.refresh;
         match entry.txn.on_response(now, response.code) {
+            InviteResponse::Provisional if refresh => {}
+            InviteResponse::Final if refresh => self.on_refresh_response(now, call_key, &response),
             InviteResponse::Provisional => self.on_provisional(now, call_key, &response),
             InviteResponse::Final if response.code < 300 => {
                 self.on_invite_2xx(now, call_key, &response)
@@ -225,18 +244,19 @@ impl Endpoint {
 
     /// The ACK of a 2xx: a new transaction sent along the dialog (RFC 3261 13.2.2.4),
     /// with the INVITE's CSeq number.
-    fn ack_2xx(&mut self, dialog: &Dialog, invite_cseq: u32) -> Transmit {
+    pub(super) fn ack_2xx(&mut self, dialog: &Dialog, invite_cseq: u32) -> Transmit {
         let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             dialog.transport.via_token(),
             self.config.local_addr
         );
+        let target = dialog.request_target();
         let bytes = message::write_request(&OutgoingRequest {
             method: "ACK",
-            request_uri: &dialog.remote_target,
+            request_uri: &target.request_uri,
             via: &via,
-            routes: &dialog.route_set,
+            routes: &target.routes,
             from: &dialog.local_party,
             to: &dialog.remote_party,
             call_id: &dialog.id.call_id,
@@ -281,6 +301,20 @@ impl Endpoint {
         self.transmits.push_back(ack);
         self.dialogs.insert(dialog_id, call_key);
 
+        if let Some(call) = self.calls.get_mut(&call_key) {
+            let asked_s = call
+                .outgoing
+                .as_ref()
+                .map_or(self.config.session_timer.session_expires_s, |o| {
+                    o.session_expires_s
+                });
+            call.session = Some(session_timer::timer_after_our_request(
+                now,
+                asked_s,
+                TimerHeaders::of_response(response),
+            ));
+            call.peer_allows_update = message::allows(&response.headers, "UPDATE");
+        }
         let answer = if response.body.is_empty() {
             Err("Answer Without SDP".to_owned())
         } else if response.content_type().as_deref() != Some(SDP_CONTENT_TYPE) {
@@ -351,7 +385,7 @@ impl Endpoint {
             let (transport, peer) = (entry.txn.transport, entry.txn.peer);
             self.transmit(transport, peer, ack);
         }
-        if self.authenticate(call_key, response) {
+        if self.authenticate(call_key, response) || self.accept_min_se(call_key, response) {
             self.send_invite(now, call_key);
             return;
         }
@@ -418,6 +452,28 @@ impl Endpoint {
         answered_any
     }
 
+    /// A 422 names the far end's Min-SE: ask again with it, once per larger value
+    /// (RFC 4028 section 7.4). `false` when there is nothing to ask for.
+    fn accept_min_se(&mut self, call_key: CallKey, response: &Response) -> bool {
+        if response.code != 422 {
+            return false;
+        }
+        let their_min = TimerHeaders::of_response(response).min_se_s;
+        let Some((_, outgoing)) = self.calling(call_key) else {
+            return false;
+        };
+        match their_min {
+            Some(min)
+                if min > outgoing.session_expires_s && outgoing.hangup == Hangup::NotWanted =>
+            {
+                outgoing.session_expires_s = min;
+                outgoing.min_se_s = outgoing.min_se_s.max(min);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Report a failed outgoing call and forget it.
     fn fail(&mut self, call_key: CallKey, code: u16, reason: String) {
         self.events.push_back(SipEvent::Failed {
@@ -467,8 +523,13 @@ impl Endpoint {
         let (transport, destination) = (dialog.transport, outgoing.destination);
         let branch = outgoing.branch.clone();
         let txn = ClientTransaction::new(now, transport, destination, cancel.clone(), timers);
-        self.client_txns
-            .insert(branch, ClientEntry { txn, call: None });
+        self.client_txns.insert(
+            branch,
+            ClientEntry {
+                txn,
+                job: ClientJob::Cancel,
+            },
+        );
         self.transmit(transport, destination, cancel);
     }
 
@@ -491,7 +552,7 @@ impl Endpoint {
                 }
                 InviteClientTimeout::TimedOut => {
                     finished.push(branch.clone());
-                    timed_out.push(entry.call);
+                    timed_out.push((branch.clone(), entry.call));
                 }
                 InviteClientTimeout::Terminated => finished.push(branch.clone()),
             }
@@ -500,9 +561,11 @@ impl Endpoint {
             self.invite_txns.remove(&branch);
         }
         // Timer B: nothing at all came back (RFC 3261 17.1.1.2).
-        for call_key in timed_out {
+        for (branch, call_key) in timed_out {
             if self.calling(call_key).is_some() {
                 self.fail(call_key, 408, "Request Timeout".to_owned());
+            } else {
+                self.refresh_failed(now, call_key, &branch);
             }
         }
         // RFC 3261 9.1: no final response 64*T1 after our CANCEL ends the transaction.

@@ -5,13 +5,15 @@ use super::*;
 use md5::{Digest, Md5};
 
 const T1: Duration = Duration::from_millis(500);
-const OFFER: &str = "v=0\r\no=sipconf 1 1 IN IP4 192.0.2.1\r\ns=sipconf\r\nc=IN IP4 192.0.2.1\r\n\
+pub(super) const OFFER: &str =
+    "v=0\r\no=sipconf 1 1 IN IP4 192.0.2.1\r\ns=sipconf\r\nc=IN IP4 192.0.2.1\r\n\
     t=0 0\r\nm=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-const ANSWER: &str = "v=0\r\no=- 5 5 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
+pub(super) const ANSWER: &str =
+    "v=0\r\no=- 5 5 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
     m=audio 30000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-const CALLEE_CONTACT: &str = "Contact: <sip:alice@192.0.2.9:5071>\r\n";
+pub(super) const CALLEE_CONTACT: &str = "Contact: <sip:alice@192.0.2.9:5071>\r\n";
 
-fn callee() -> SocketAddr {
+pub(super) fn callee() -> SocketAddr {
     "192.0.2.9:5070".parse().expect("addr")
 }
 
@@ -23,10 +25,11 @@ fn endpoint() -> Endpoint {
         max_dialogs: 4,
         t1: T1,
         t2: Duration::from_secs(4),
+        session_timer: TimerSettings::default(),
     })
 }
 
-fn outgoing(credentials: Option<Credentials>) -> OutgoingCall {
+pub(super) fn outgoing(credentials: Option<Credentials>) -> OutgoingCall {
     OutgoingCall {
         request_uri: "sip:alice@192.0.2.9:5070".to_owned(),
         from_uri: "sip:1000@bridge".to_owned(),
@@ -46,7 +49,7 @@ fn credentials() -> Option<Credentials> {
 }
 
 /// Everything sent since the last call, with its destination.
-fn sent(endpoint: &mut Endpoint) -> Vec<(SocketAddr, String)> {
+pub(super) fn sent(endpoint: &mut Endpoint) -> Vec<(SocketAddr, String)> {
     std::iter::from_fn(|| endpoint.poll_transmit())
         .map(|t| {
             (
@@ -58,7 +61,7 @@ fn sent(endpoint: &mut Endpoint) -> Vec<(SocketAddr, String)> {
 }
 
 /// Exactly one message, sent to `to`.
-fn sent_one(endpoint: &mut Endpoint, to: SocketAddr) -> String {
+pub(super) fn sent_one(endpoint: &mut Endpoint, to: SocketAddr) -> String {
     let mut out = sent(endpoint);
     assert_eq!(out.len(), 1, "{out:?}");
     let (destination, text) = out.remove(0);
@@ -66,16 +69,16 @@ fn sent_one(endpoint: &mut Endpoint, to: SocketAddr) -> String {
     text
 }
 
-fn events(endpoint: &mut Endpoint) -> Vec<SipEvent> {
+pub(super) fn events(endpoint: &mut Endpoint) -> Vec<SipEvent> {
     std::iter::from_fn(|| endpoint.poll_event()).collect()
 }
 
-fn start_line(message: &str) -> &str {
+pub(super) fn start_line(message: &str) -> &str {
     message.lines().next().unwrap_or_default()
 }
 
 /// The value of the first header `name` (full name, as we write them).
-fn header<'a>(message: &'a str, name: &str) -> &'a str {
+pub(super) fn header<'a>(message: &'a str, name: &str) -> &'a str {
     let prefix = format!("{name}: ");
     message
         .lines()
@@ -83,7 +86,7 @@ fn header<'a>(message: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {message}"))
 }
 
-fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
     let prefix = format!("{name}: ");
     message
         .lines()
@@ -91,7 +94,7 @@ fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn branch(message: &str) -> &str {
+pub(super) fn branch(message: &str) -> &str {
     header(message, "Via")
         .split(";branch=")
         .nth(1)
@@ -100,11 +103,17 @@ fn branch(message: &str) -> &str {
 }
 
 /// The far end's response to `request`, written the way a phone would.
-fn reply(request: &str, code: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> String {
+pub(super) fn reply(
+    request: &str,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> String {
     reply_with_body(request, code, reason, to_tag, extra, "")
 }
 
-fn reply_with_body(
+pub(super) fn reply_with_body(
     request: &str,
     code: u16,
     reason: &str,
@@ -133,19 +142,23 @@ fn reply_with_body(
     )
 }
 
-fn feed(endpoint: &mut Endpoint, now: Instant, text: &str) {
+pub(super) fn feed(endpoint: &mut Endpoint, now: Instant, text: &str) {
     endpoint.handle_datagram(now, Transport::Udp, callee(), text.as_bytes());
 }
 
 /// INVITE sent; returns the call and the INVITE text.
-fn place_call(endpoint: &mut Endpoint, now: Instant) -> (CallKey, String) {
+pub(super) fn place_call(endpoint: &mut Endpoint, now: Instant) -> (CallKey, String) {
     let call = endpoint.invite(now, outgoing(None)).expect("invite");
     let invite = sent_one(endpoint, callee());
     (call, invite)
 }
 
 /// INVITE, 180, 200 with SDP, ACK; returns the call and the INVITE.
-fn answered_call(endpoint: &mut Endpoint, now: Instant, extra_2xx: &str) -> (CallKey, String) {
+pub(super) fn answered_call(
+    endpoint: &mut Endpoint,
+    now: Instant,
+    extra_2xx: &str,
+) -> (CallKey, String) {
     let (call, invite) = place_call(endpoint, now);
     feed(
         endpoint,

@@ -1,8 +1,9 @@
 //! The UAS half of the endpoint: calls placed to the bridge. Answers an INVITE
 //! for the call layer (ring, accept, reject), re-INVITEs and UPDATEs within a
 //! call, ACK, CANCEL and BYE, and hangs calls up (RFC 3261 sections 12, 13.3,
-//! 14, 15 and 17.2; RFC 3311 for UPDATE). Like the rest of the endpoint it
-//! takes the time as an argument and never touches a socket.
+//! 14, 15 and 17.2; RFC 3311 for UPDATE; RFC 4028 for the session timer each
+//! INVITE and UPDATE negotiates). Like the rest of the endpoint it takes the
+//! time as an argument and never touches a socket.
 
 use super::*;
 
@@ -51,6 +52,14 @@ impl Endpoint {
             }
         };
 
+        let timer = TimerAnswer::decide(
+            self.config.session_timer,
+            TimerHeaders::of_request(&request),
+        );
+        if let TimerAnswer::TooSmall { min_se_s } = timer {
+            self.refuse_too_small(now, &origin, key, &request, None, min_se_s);
+            return;
+        }
         let call_key = CallKey(self.next_call);
         self.next_call += 1;
         let local_tag = self.random_token();
@@ -66,6 +75,7 @@ impl Endpoint {
                     key,
                     echo: request.echo.clone(),
                     cseq: request.cseq,
+                    timer,
                 }),
                 outgoing: None,
                 local_user: request.uri_user.clone(),
@@ -73,6 +83,9 @@ impl Endpoint {
                 reoffer: None,
                 local_sdp: None,
                 answer_due: Some(now + UNANSWERED_CALL_TIMEOUT),
+                session: None,
+                peer_allows_update: message::allows(&request.headers, "UPDATE"),
+                refresh: None,
             },
         );
         self.events.push_back(SipEvent::IncomingCall {
@@ -141,6 +154,18 @@ impl Endpoint {
         let Some(call) = self.calls.get(&call_key) else {
             return;
         };
+        // RFC 3261 14.1: our own re-INVITE is on its way (a session refresh).
+        if call.refresh.as_ref().is_some_and(|r| r.is_invite) {
+            self.respond(
+                now,
+                &origin,
+                key,
+                &request,
+                Some(&local_tag),
+                Reply::new(491, "Request Pending"),
+            );
+            return;
+        }
         // RFC 3261 14.2: one offer at a time.
         let busy = call.reoffer.is_some()
             || call.pending_2xx.is_some()
@@ -150,10 +175,13 @@ impl Endpoint {
             self.refuse_offer_pending(now, &origin, key, &request, &local_tag);
             return;
         }
+        let Some(timer) = self.in_dialog_timer(now, &origin, &key, &request) else {
+            return;
+        };
         match parse_sdp_body(&request) {
             Ok(Some(offer)) => {
                 self.open_invite_txn(now, &key, &origin, call_key, &request);
-                self.await_reoffer_answer(now, call_key, key, request, true, offer);
+                self.await_reoffer_answer(now, call_key, key, request, true, offer, timer);
             }
             Ok(None) => {
                 // Offerless re-INVITE (e.g. a session refresh): offer our current SDP again;
@@ -170,7 +198,18 @@ impl Endpoint {
                     return;
                 };
                 self.open_server_txn(key.clone(), &origin, true);
-                self.send_invite_2xx(now, call_key, &key, &request.echo, request.cseq, &sdp_text);
+                if let Some(call) = self.calls.get_mut(&call_key) {
+                    call.dialog.refresh_target(request.contact_uri());
+                }
+                self.send_invite_2xx(
+                    now,
+                    call_key,
+                    &key,
+                    &request.echo,
+                    request.cseq,
+                    &sdp_text,
+                    timer,
+                );
             }
             Err(refusal) => {
                 self.respond(
@@ -185,7 +224,10 @@ impl Endpoint {
         }
     }
 
-    /// Send 200 with SDP to an INVITE of `call` and retransmit it until ACK.
+    /// Send 200 with SDP to an INVITE of `call` and retransmit it until ACK. The
+    /// 2xx that creates the dialog copies the INVITE's Record-Route (RFC 3261
+    /// 12.1.1); every 2xx carries the session timer `timer` and restarts it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_invite_2xx(
         &mut self,
         now: Instant,
@@ -194,6 +236,7 @@ impl Endpoint {
         echo: &EchoHeaders,
         cseq: u32,
         sdp_text: &str,
+        timer: TimerAnswer,
     ) {
         let Some(call) = self.calls.get(&call_key) else {
             return;
@@ -204,11 +247,20 @@ impl Endpoint {
             call.dialog.transport,
         );
         let local_tag = call.dialog.id.local_tag.clone();
-        let extra = [
+        let creates_dialog = call.phase == CallPhase::Answered;
+        let record_routes = if creates_dialog {
+            call.dialog.route_set.clone()
+        } else {
+            Vec::new()
+        };
+        let timer_headers = timer_headers(timer);
+        let mut extra = vec![
             ("Contact", contact.as_str()),
             ("Allow", ALLOW),
-            ("Supported", ""),
+            ("Supported", SUPPORTED),
         ];
+        extra.extend(record_routes.iter().map(|rr| ("Record-Route", rr.as_str())));
+        extra.extend(timer_headers.iter().map(|(n, v)| (*n, v.as_str())));
         let body = Body {
             content_type: SDP_CONTENT_TYPE,
             text: sdp_text,
@@ -222,14 +274,24 @@ impl Endpoint {
         ) else {
             return;
         };
+        let Some((transport, destination)) = self
+            .server_txns
+            .get(key)
+            .map(|entry| (entry.txn.transport, entry.txn.peer))
+        else {
+            return;
+        };
         if let Some(call) = self.calls.get_mut(&call_key) {
             // The 2xx is retransmitted on every transport: proxies may drop it (13.3.1.4).
             call.pending_2xx = Some(Pending2xx {
                 cseq,
                 retransmission: Retransmission::new(now, bytes, self.timers, true),
+                transport,
+                destination,
             });
             call.local_sdp = Some(sdp_text.to_owned());
         }
+        self.session_refreshed(now, call_key, timer, !creates_dialog);
     }
 
     /// One offer at a time (RFC 3261 14.2, RFC 3311 5.2): 500 with Retry-After.
@@ -254,6 +316,7 @@ impl Endpoint {
 
     /// Hands a re-INVITE's or UPDATE's offer to the call layer and waits (at
     /// most the transaction timeout) for its answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn await_reoffer_answer(
         &mut self,
         now: Instant,
@@ -262,13 +325,16 @@ impl Endpoint {
         request: Request,
         is_invite: bool,
         offer: sdp::Offer,
+        timer: TimerAnswer,
     ) {
         if let Some(call) = self.calls.get_mut(&call_key) {
             call.reoffer = Some(PendingReoffer {
+                contact: request.contact_uri(),
                 key,
                 echo: request.echo,
                 is_invite,
                 cseq: request.cseq,
+                timer,
             });
             call.answer_due = Some(now + self.timers.timeout());
         }
@@ -297,25 +363,30 @@ impl Endpoint {
             self.refuse_offer_pending(now, &origin, key, &request, &local_tag);
             return;
         }
+        let Some(timer) = self.in_dialog_timer(now, &origin, &key, &request) else {
+            return;
+        };
         match parse_sdp_body(&request) {
             Ok(Some(offer)) => {
                 self.open_server_txn(key.clone(), &origin, false);
-                self.await_reoffer_answer(now, call_key, key, request, false, offer);
+                self.await_reoffer_answer(now, call_key, key, request, false, offer, timer);
             }
             // UPDATE without a body refreshes the session (RFC 3311, RFC 4028).
             Ok(None) => {
-                let contact = self
-                    .calls
-                    .get(&call_key)
-                    .map(|call| {
+                let contact = match self.calls.get_mut(&call_key) {
+                    Some(call) => {
+                        call.dialog.refresh_target(request.contact_uri());
                         contact_header(
                             self.config.local_addr,
                             &call.local_user,
                             call.dialog.transport,
                         )
-                    })
-                    .unwrap_or_default();
-                let extra = [("Contact", contact.as_str())];
+                    }
+                    None => return,
+                };
+                let timer_headers = timer_headers(timer);
+                let mut extra = vec![("Contact", contact.as_str()), ("Supported", SUPPORTED)];
+                extra.extend(timer_headers.iter().map(|(n, v)| (*n, v.as_str())));
                 self.respond(
                     now,
                     &origin,
@@ -324,6 +395,7 @@ impl Endpoint {
                     Some(&local_tag),
                     Reply::new(200, "OK").extra(&extra),
                 );
+                self.session_refreshed(now, call_key, timer, true);
             }
             Err(refusal) => {
                 self.respond(
@@ -542,7 +614,11 @@ impl Endpoint {
             c.dialog.id.local_tag.clone(),
         );
         let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
-        let extra = [("Contact", contact.as_str())];
+        // A provisional response with a tag creates an early dialog: it carries the
+        // Record-Route too (RFC 3261 12.1.1).
+        let record_routes = c.dialog.route_set.clone();
+        let mut extra = vec![("Contact", contact.as_str())];
+        extra.extend(record_routes.iter().map(|rr| ("Record-Route", rr.as_str())));
         self.respond_in(
             now,
             &key,
@@ -564,10 +640,10 @@ impl Endpoint {
         else {
             return;
         };
-        let (key, echo, cseq) = (uas.key.clone(), uas.echo.clone(), uas.cseq);
+        let (key, echo, cseq, timer) = (uas.key.clone(), uas.echo.clone(), uas.cseq, uas.timer);
         c.phase = CallPhase::Answered;
         c.answer_due = None;
-        self.send_invite_2xx(now, call, &key, &echo, cseq, &answer_sdp);
+        self.send_invite_2xx(now, call, &key, &echo, cseq, &answer_sdp, timer);
     }
 
     /// Final refusal of an INVITE not answered yet (404, 486, 488, 603...).
@@ -601,6 +677,7 @@ impl Endpoint {
             return;
         };
         c.answer_due = None;
+        c.dialog.refresh_target(pending.contact.clone());
         if pending.is_invite {
             self.send_invite_2xx(
                 now,
@@ -609,24 +686,30 @@ impl Endpoint {
                 &pending.echo,
                 pending.cseq,
                 &answer_sdp,
+                pending.timer,
             );
             return;
         }
         c.local_sdp = Some(answer_sdp.clone());
         let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
         let tag = c.dialog.id.local_tag.clone();
-        let extra = [("Contact", contact.as_str())];
+        let timer_headers = timer_headers(pending.timer);
+        let mut extra = vec![("Contact", contact.as_str()), ("Supported", SUPPORTED)];
+        extra.extend(timer_headers.iter().map(|(n, v)| (*n, v.as_str())));
         let body = Body {
             content_type: SDP_CONTENT_TYPE,
             text: &answer_sdp,
         };
-        self.respond_in(
+        let sent = self.respond_in(
             now,
             &pending.key,
             &pending.echo,
             &tag,
             Reply::new(200, "OK").extra(&extra).body(body),
         );
+        if sent.is_some() {
+            self.session_refreshed(now, call, pending.timer, true);
+        }
     }
 
     /// Refuse the pending re-offer; the session stays as it was (RFC 3261 14.2).
@@ -676,4 +759,54 @@ impl Endpoint {
             CallPhase::Terminating => {}
         }
     }
+}
+
+/// The Require option tags we do not support, if any (RFC 3261 8.2.2.3). We
+/// support only `timer` (RFC 4028).
+pub(super) fn required_extensions(request: &Request) -> Option<String> {
+    let tags: Vec<String> = request
+        .headers
+        .get_raw(&Name::REQUIRE)
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(session_timer::OPTION_TAG))
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
+/// Keep a refusal code in 300..=699 so the call layer cannot send a 2xx by mistake.
+fn final_failure_code(code: u16) -> u16 {
+    if (300..=699).contains(&code) {
+        code
+    } else {
+        500
+    }
+}
+
+/// A request body we refuse, with the response to send.
+struct SdpRefusal {
+    code: u16,
+    reason: String,
+}
+
+/// The SDP offer in a request: `Ok(None)` without a body.
+fn parse_sdp_body(request: &Request) -> Result<Option<sdp::Offer>, SdpRefusal> {
+    if request.body.is_empty() {
+        return Ok(None);
+    }
+    match request.content_type() {
+        Some(content_type) if content_type == SDP_CONTENT_TYPE => {}
+        _ => {
+            return Err(SdpRefusal {
+                code: 415,
+                reason: "Unsupported Media Type".to_owned(),
+            })
+        }
+    }
+    sdp::parse_offer(&request.body)
+        .map(Some)
+        .map_err(|error| SdpRefusal {
+            code: 488,
+            reason: format!("Not Acceptable Here ({error})"),
+        })
 }

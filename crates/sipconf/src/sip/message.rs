@@ -423,6 +423,15 @@ fn record_routes(headers: &Headers) -> Vec<String> {
         .collect()
 }
 
+/// Whether an Allow header lists `method` (RFC 3261 20.5). Without one we
+/// cannot tell, and say no.
+pub fn allows(headers: &Headers, method: &str) -> bool {
+    headers
+        .get_raw(&Name::ALLOW)
+        .flat_map(|v| v.split(','))
+        .any(|m| m.trim().eq_ignore_ascii_case(method))
+}
+
 /// Content-Type without parameters, lower case; `None` when absent.
 fn content_type(headers: &Headers) -> Option<String> {
     raw_value(headers, &Name::CONTENT_TYPE).map(|v| {

@@ -7,6 +7,7 @@ pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 

@@ -270,7 +270,10 @@ fn connect(peer: SocketAddr, tcp_tx: mpsc::Sender<TcpInput>) -> mpsc::Sender<Byt
     let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
     tokio::spawn(async move {
         match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-            Ok(Ok(stream)) => connection(stream, peer, tcp_tx, writer_rx).await,
+            Ok(Ok(stream)) => {
+                without_nagle(&stream, peer);
+                connection(stream, peer, tcp_tx, writer_rx).await
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TCP connect failed");
                 let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
@@ -291,6 +294,15 @@ fn canonical(peer: SocketAddr) -> SocketAddr {
     SocketAddr::new(peer.ip().to_canonical(), peer.port())
 }
 
+/// SIP messages are small and each is complete when written: Nagle's
+/// algorithm would hold one back until the peer acknowledges the last (a 200
+/// after a 100 Trying waits out the peer's delayed ACK, some 40 ms).
+fn without_nagle(stream: &TcpStream, peer: SocketAddr) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+    }
+}
+
 async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -302,6 +314,7 @@ async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
                 continue;
             }
         };
+        without_nagle(&stream, peer);
         let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
         if tcp_tx
             .send(TcpInput::Connected(peer, writer_tx))
@@ -534,6 +547,84 @@ mod tests {
         let answer = read_message(&mut stream, &mut BytesMut::new()).await;
         assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
         assert!(!header_value(&answer, "Via").contains("::ffff"), "{answer}");
+    }
+
+    /// Whether this process's TCP socket from `local` to `peer` (the transport's
+    /// end of a connection whose other end the test holds) has TCP_NODELAY set;
+    /// `None` when no such socket is open.
+    fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+        use std::os::fd::FromRawFd;
+        for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: the descriptor is open (listed by the kernel a moment ago) and
+            // ManuallyDrop keeps it from being closed here; on a descriptor that is
+            // not a TCP socket the calls below fail harmlessly.
+            let stream =
+                std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+            let local_of = stream.local_addr().ok().map(canonical);
+            let peer_of = stream.peer_addr().ok().map(canonical);
+            if local_of == Some(local) && peer_of == Some(peer) {
+                return stream.nodelay().ok();
+            }
+        }
+        None
+    }
+
+    /// Nagle's algorithm held the 200 to a re-INVITE back until the phone's
+    /// delayed ACK of the 100 Trying (issue 16, item 3): the transport's TCP
+    /// sockets, accepted and opened, send at once.
+    #[tokio::test]
+    async fn tcp_connections_both_ways_are_without_nagle() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+            .await
+            .expect("start");
+        let mut phone = TcpStream::connect(bound).await.expect("connect");
+        let phone_addr = phone.local_addr().expect("addr");
+        phone
+            .write_all(options("TCP", phone_addr, "nagle1").as_bytes())
+            .await
+            .expect("write");
+        let answer = read_message(&mut phone, &mut BytesMut::new()).await;
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert_eq!(
+            nodelay_of(bound, phone_addr),
+            Some(true),
+            "accepted connection"
+        );
+
+        let callee = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let callee_addr = callee.local_addr().expect("addr");
+        handle
+            .invite(OutgoingCall {
+                request_uri: format!("sip:alice@{callee_addr};transport=tcp"),
+                from_uri: "sip:1000@bridge".to_owned(),
+                from_display: None,
+                destination: callee_addr,
+                transport: Transport::Tcp,
+                offer_sdp: "v=0\r\n".to_owned(),
+                credentials: None,
+            })
+            .await
+            .expect("call placed");
+        let (mut stream, bridge_end) =
+            tokio::time::timeout(Duration::from_secs(5), callee.accept())
+                .await
+                .expect("connection in time")
+                .expect("accept");
+        let invite = read_message(&mut stream, &mut BytesMut::new()).await;
+        assert!(invite.starts_with("INVITE "), "{invite}");
+        assert_eq!(
+            nodelay_of(bridge_end, callee_addr),
+            Some(true),
+            "connection opened for an outgoing request"
+        );
     }
 
     /// The value of header `name` in a message we received.

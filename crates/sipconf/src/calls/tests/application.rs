@@ -329,6 +329,36 @@ fn no_rtp_for_the_timeout_hangs_the_call_up_and_completes_the_room() {
 }
 
 #[test]
+fn a_session_refresh_is_a_sign_of_life_for_the_media_plane() {
+    let mut bridge = Bridge::new(ROOM);
+    let (_, media) = room_member(&mut bridge, 1);
+    let actions = bridge.sip(SipEvent::Refreshed { call: CallKey(1) });
+    assert!(matches!(
+        media_commands(&actions)[..],
+        [Command::SignOfLife { key }] if *key == media
+    ));
+    // A refresh of a call that is gone asks nothing.
+    assert!(bridge
+        .sip(SipEvent::Refreshed { call: CallKey(9) })
+        .is_empty());
+}
+
+#[test]
+fn an_expired_session_completes_the_member() {
+    let mut bridge = Bridge::new(ROOM);
+    let (member, _) = room_member(&mut bridge, 1);
+    bridge.sip(SipEvent::Ended {
+        call: CallKey(1),
+        reason: EndReason::SessionExpired,
+    });
+    assert_eq!(
+        bridge.records.member(&member).expect("member").state,
+        MemberState::Completed
+    );
+    assert_eq!(bridge.switchboard.mixes.in_use(), 0);
+}
+
+#[test]
 fn pound_on_the_keypad_leaves_and_hangs_up() {
     let mut bridge = Bridge::new(ROOM);
     let (_, media) = room_member(&mut bridge, 1);

@@ -198,6 +198,9 @@ struct TickCounts {
 
 pub struct MediaCore {
     config: MediaConfig,
+    /// `config.rtp_timeout`, with "never" as a silence no clock reaches, so
+    /// the tick's check is the same compare either way.
+    rtp_timeout: Duration,
     slots: Vec<Slot>,
     /// Indices of the active slots, ascending: the tick walks these instead
     /// of every slot (each a cold cache line to check), so a box sized for
@@ -286,6 +289,7 @@ impl MediaCore {
                 let step = index as f32 - f32::from(MAX_STEPS);
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
             }),
+            rtp_timeout: config.rtp_timeout.unwrap_or(Duration::MAX),
             config,
         }
     }
@@ -360,6 +364,13 @@ impl MediaCore {
                     Applied::Nothing
                 }
             },
+            Command::SignOfLife { key } => {
+                match self.slot_of(key) {
+                    Some(index) => self.slots[index].heard_from(now),
+                    None => self.count_dropped_command(),
+                }
+                Applied::Nothing
+            }
             Command::RemoveMember { key } => match self.slot_of(key) {
                 Some(index) => {
                     self.remove_member(index, ntp_timestamp, out);

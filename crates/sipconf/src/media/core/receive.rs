@@ -46,11 +46,11 @@ impl MediaCore {
             }
             (Port::Member(key), Stream::Rtcp) => {
                 if let Some(index) = self.slot_of(key) {
-                    self.receive_rtcp(index, contents, source);
+                    self.receive_rtcp(index, contents, source, now);
                 }
             }
             (Port::Shared, Stream::Rtp) => self.receive_shared_rtp(contents, source, now),
-            (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(contents, source),
+            (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(contents, source, now),
         }
     }
 
@@ -67,14 +67,16 @@ impl MediaCore {
         }
     }
 
-    /// A valid RTCP packet to member `index` latches its RTCP where it came from.
-    fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr) {
+    /// A valid RTCP packet to member `index` latches its RTCP where it came from,
+    /// and is a sign of life of a phone that sends no RTP while it is silent.
+    fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
         if check_rtcp(contents).is_err() {
             self.counts.malformed += 1;
             return;
         }
         let slot = &mut self.slots[index];
         slot.latch_rtcp(source);
+        slot.heard_from(now);
         if !slot.has_own_sockets() {
             self.refile_if_moved(index);
         }
@@ -113,7 +115,7 @@ impl MediaCore {
 
     /// RTCP on the shared port: a report from a member's RTCP address, or
     /// failing that with its RTP stream's SSRC, latches its RTCP there.
-    fn receive_shared_rtcp(&mut self, contents: &[u8], source: SocketAddr) {
+    fn receive_shared_rtcp(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
         let Ok(summary) = check_rtcp(contents) else {
             self.counts.malformed += 1;
             return;
@@ -134,6 +136,7 @@ impl MediaCore {
             return;
         };
         self.slots[index].latch_rtcp(source);
+        self.slots[index].heard_from(now);
         self.demux.file(index, self.slots[index].filed_as());
     }
 }

@@ -428,7 +428,7 @@ fn muted_is_not_heard_deaf_hears_silence_and_held_gets_nothing() {
 fn a_silent_member_raises_one_rtp_timeout_and_a_held_one_none() {
     let mut room = Room::new(MediaConfig {
         max_members: 3,
-        rtp_timeout: Duration::from_millis(300),
+        rtp_timeout: Some(Duration::from_millis(300)),
         ..MediaConfig::default()
     });
     let silent = room.add(MemberFlags::default(), true);
@@ -452,6 +452,86 @@ fn a_silent_member_raises_one_rtp_timeout_and_a_held_one_none() {
     }
     // 300 ms after it was added, at the tick that starts 300 ms in.
     assert_eq!(timeouts, [(silent, 15)]);
+}
+
+/// Phone `who` sends an RTCP report from its RTCP address (its RTP port + 1).
+fn send_rtcp(room: &mut Room, who: usize) {
+    let address = room.phones[who].address;
+    let source = SocketAddr::new(address.ip(), address.port() + 1);
+    let mut report = [0u8; 128];
+    let len = write_rtcp_report(0x5EED + who as u32, None, None, false, &mut report).expect("fits");
+    let now = room.now();
+    room.core.receive(
+        Datagram {
+            port: Port::Shared,
+            stream: Stream::Rtcp,
+            source,
+            contents: &report[..len],
+        },
+        now,
+    );
+}
+
+/// Ticks of `room` in which member keys timed out.
+fn timeouts_in(
+    room: &mut Room,
+    ticks: u32,
+    mut each_tick: impl FnMut(&mut Room),
+) -> Vec<(MemberKey, u32)> {
+    let mut timeouts = Vec::new();
+    for _ in 0..ticks {
+        each_tick(room);
+        room.tick();
+        for event in room.events.drain(..) {
+            if let Event::RtpTimeout { key } = event {
+                timeouts.push((key, room.ticks - 1));
+            }
+        }
+    }
+    timeouts
+}
+
+#[test]
+fn rtcp_or_a_session_refresh_keeps_a_member_that_sends_no_rtp() {
+    let mut room = Room::new(MediaConfig {
+        max_members: 3,
+        rtp_timeout: Some(Duration::from_millis(300)),
+        ..MediaConfig::default()
+    });
+    let reports = room.add(MemberFlags::default(), true);
+    let refreshed = room.add(MemberFlags::default(), true);
+    let silent = room.add(MemberFlags::default(), true);
+    // Every 200 ms: an RTCP report from the first, a refresh of the second's call.
+    let timeouts = timeouts_in(&mut room, 100, |room| {
+        if room.ticks % 10 == 0 {
+            send_rtcp(room, 0);
+            room.command(Command::SignOfLife { key: refreshed });
+        }
+    });
+    assert_eq!(
+        timeouts,
+        [(silent, 15)],
+        "only the one with no sign of life"
+    );
+    // Signs of life stop after the report and refresh at tick 100: 300 ms later
+    // both are timed out.
+    send_rtcp(&mut room, 0);
+    room.command(Command::SignOfLife { key: refreshed });
+    let timeouts = timeouts_in(&mut room, 20, |_| {});
+    assert_eq!(timeouts, [(reports, 115), (refreshed, 115)]);
+}
+
+#[test]
+fn without_an_rtp_timeout_a_silent_member_is_never_timed_out() {
+    let mut room = Room::new(MediaConfig {
+        max_members: 2,
+        rtp_timeout: None,
+        ..MediaConfig::default()
+    });
+    room.add(MemberFlags::default(), true);
+    // Ten minutes of fake time without a packet.
+    let timeouts = timeouts_in(&mut room, 30_000, |_| {});
+    assert!(timeouts.is_empty(), "{timeouts:?}");
 }
 
 #[test]

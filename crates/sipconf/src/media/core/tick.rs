@@ -60,7 +60,7 @@ impl MediaCore {
         let talking = slot.contribute(&mut self.mixes[slot.mix_index()], suspected_now);
         let key = slot.key();
         let talking_changed = slot.report_talking(talking);
-        let timed_out = slot.check_rtp_timeout(now, self.config.rtp_timeout);
+        let timed_out = slot.check_rtp_timeout(now, self.rtp_timeout);
         if talking_changed {
             self.emit(Event::Talking { key, talking });
         }

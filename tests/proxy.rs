@@ -1,0 +1,262 @@
+//! Behind a record-routing proxy: Kamailio (Debian `kamailio`) on loopback in
+//! front of the bridge, as a PBX or an SBC stands in front of it in a real
+//! deployment. A phone calls a room through it; the phone's ACK, its hold
+//! re-INVITE and its BYE must pass through the proxy too (the proxy's log says
+//! which requests it routed by their Route header), and hold and hang-up must
+//! work. A proxy that sees in-dialog requests without its Route refuses them,
+//! as an SBC would.
+
+mod common;
+
+use common::{free_port, require_tool, tempdir::TempDir, Daemon};
+use sipconf::media::Codec;
+use sipconf_testkit::meter::tone_amplitude;
+use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TONE_HZ: f64 = 700.0;
+const AMPLITUDE: f64 = 8000.0;
+
+/// A record-routing proxy for one bridge: it record-routes every new request
+/// and relays it to the bridge, relays in-dialog requests by their Route
+/// (logging each), and refuses in-dialog requests that do not name it.
+fn kamailio_config(port: u16, bridge: SocketAddr) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+disable_tcp=yes
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+alias="127.0.0.1:{port}"
+
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+
+modparam("rr", "append_fromtag", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_NOTICE", "ROUTED $rm cseq=$cs from=$si:$sp\n");
+            t_relay();
+            exit;
+        }}
+        xlog("L_NOTICE", "NO-ROUTE $rm from=$si:$sp\n");
+        if (is_method("ACK")) {{
+            exit;
+        }}
+        sl_send_reply("404", "Not Here (no Route)");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    record_route();
+    xlog("L_NOTICE", "NEW $rm from=$si:$sp\n");
+    $du = "sip:{bridge}";
+    t_relay();
+}}
+"#
+    )
+}
+
+/// Kamailio running in the foreground with its log in a file; stopped (with
+/// its worker processes) when dropped.
+struct Kamailio {
+    child: Child,
+    log: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Kamailio {
+    fn start(dir: &TempDir, bridge: SocketAddr) -> Kamailio {
+        let port = free_port();
+        let config = dir.path().join("kamailio.cfg");
+        std::fs::write(&config, kamailio_config(port, bridge)).expect("write config");
+        let log = dir.path().join("kamailio.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("kamailio")
+            .arg("-f")
+            .arg(&config)
+            // Foreground, log to stderr, no PID or control files anywhere shared.
+            .args(["-DD", "-E", "-w"])
+            .arg(dir.path())
+            .args(["-Y", &dir.path().display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start kamailio");
+        Kamailio {
+            child,
+            log,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until the proxy relays an OPTIONS to the bridge and back.
+    async fn wait_until_relaying(&self) {
+        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let local = probe.local_addr().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 4096];
+        for attempt in 0.. {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio never relayed an OPTIONS; its log:\n{}",
+                self.log()
+            );
+            let options = format!(
+                "OPTIONS sip:1000@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKprobe{attempt}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:1000@{0}>\r\n\
+                 Call-ID: probe{attempt}@{local}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                self.addr
+            );
+            let _ = probe.send_to(options.as_bytes(), self.addr).await;
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(300), probe.recv_from(&mut buf)).await
+            {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM makes the main process stop its workers too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sine() -> Signal {
+    Signal::Sine {
+        freq_hz: TONE_HZ,
+        amplitude: AMPLITUDE,
+    }
+}
+
+/// The listener's loudest half second of the tone, in dB against what was sent.
+async fn heard_db(listener: &mut Phone, talker: &mut Phone) -> f64 {
+    let tone = sine();
+    let (heard, sent) = tokio::join!(
+        listener.stream(&Signal::Silence, Duration::from_millis(1500)),
+        talker.stream(&tone, Duration::from_millis(1500)),
+    );
+    sent.expect("talker media");
+    let heard = heard.expect("listener media");
+    let loudest = heard
+        .samples
+        .chunks(4000)
+        .map(|window| tone_amplitude(window, TONE_HZ))
+        .fold(0.0f64, f64::max);
+    20.0 * (loudest.max(1e-9) / AMPLITUDE).log10()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
+    if !require_tool(
+        "kamailio",
+        "a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it",
+    ) {
+        return;
+    }
+    let daemon = Daemon::with_rooms();
+    let dir = TempDir::new("sipconf-kamailio");
+    let proxy = Kamailio::start(&dir, daemon.sip);
+    proxy.wait_until_relaying().await;
+
+    let mut listener = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("the listener calls the room directly");
+    let mut phone = Phone::call(PhoneOptions::new(proxy.addr, "1000", Codec::Pcmu))
+        .await
+        .unwrap_or_else(|e| panic!("call through the proxy: {e}; its log:\n{}", proxy.log()));
+    let route = phone.route_set().to_vec();
+    assert_eq!(
+        route.len(),
+        1,
+        "the bridge's 200 carries the proxy's Record-Route: {route:?}"
+    );
+    assert!(
+        route[0].contains(&format!("127.0.0.1:{};lr", proxy.addr.port())),
+        "{route:?}"
+    );
+
+    let before = heard_db(&mut listener, &mut phone).await;
+    assert!(
+        before.abs() <= 1.0,
+        "the room hears the proxied phone at {before:.1} dB"
+    );
+
+    let answer = phone
+        .reinvite("sendonly")
+        .await
+        .unwrap_or_else(|e| panic!("hold through the proxy: {e}; its log:\n{}", proxy.log()));
+    assert!(answer.contains("a=recvonly"), "hold answer: {answer}");
+    let held = heard_db(&mut listener, &mut phone).await;
+    assert!(
+        held < -40.0,
+        "the held phone is still heard at {held:.1} dB"
+    );
+
+    let status = phone
+        .hangup()
+        .await
+        .unwrap_or_else(|e| panic!("BYE through the proxy: {e}; its log:\n{}", proxy.log()));
+    assert_eq!(status, 200);
+    assert!(
+        daemon.wait_for_log("call ended: caller hung up", Duration::from_secs(2)),
+        "the bridge ended the call on the phone's BYE"
+    );
+
+    let log = proxy.log();
+    for (method, cseq) in [("ACK", "1"), ("INVITE", "2"), ("ACK", "2"), ("BYE", "3")] {
+        assert!(
+            log.contains(&format!("ROUTED {method} cseq={cseq} ")),
+            "the proxy did not route the phone's {method} (CSeq {cseq}); its log:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("NO-ROUTE"),
+        "a request missed the route set:\n{log}"
+    );
+    listener.hangup().await.expect("listener bye");
+}
