@@ -17,7 +17,7 @@ use std::time::Duration;
 fn pin_room(dir: &TempDir) -> (Daemon, Api) {
     start_with_api(
         &dir.path().join("sipconf.db"),
-        "[[room]]\nnumber = \"1000\"\npin = \"4321\"\npin_prompt = \"Enter the PIN.\"\nannounce_count = true\n",
+        "[[room]]\nnumber = \"1000\"\npin = \"4321\"\npin_prompt = \"Enter the PIN.\"\nannounce_count = true\n\n[pin]\ndelay_ms = 200\n",
     )
 }
 
@@ -169,9 +169,11 @@ async fn three_wrong_pins_hang_up() {
     let dir = TempDir::new("pin-wrong");
     let (daemon, api) = pin_room(&dir);
     let mut phone = call_room(&daemon, Some(101)).await;
+    // Each wrong PIN makes the next try wait (0.2 s, then 0.4 s here).
     send_rfc4733(&phone, "1111#", 101).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     send_rfc4733(&phone, "4321*9#", 101).await;
-    assert!(!phone.wait_for_bye(Duration::from_millis(300)).await);
+    assert!(!phone.wait_for_bye(Duration::from_millis(500)).await);
     send_rfc4733(&phone, "12#", 101).await;
     assert!(
         phone.wait_for_bye(Duration::from_secs(10)).await,

@@ -167,6 +167,7 @@ impl Room {
                 mix: 0,
                 remote_rtp: address,
                 remote_rtcp: SocketAddr::from(([192, 0, 2, 10 + slot as u8], 4001)),
+                signalling_ip: None,
                 sockets: MemberSockets::Shared,
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(EVENT_PT),

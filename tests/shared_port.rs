@@ -98,9 +98,9 @@ async fn a_phone_whose_rtp_comes_from_another_port_than_its_sdp_is_latched_and_h
     options.advertised_rtp_port = Some(nat_outside.local_addr().expect("bound").port());
     let behind_nat = call(&daemon, options).await;
     let other = call(&daemon, PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu)).await;
-    // The bridge waits half a second for RTP from the port the SDP named
-    // before it takes the NAT's port (a newer call from the same IP could
-    // be sending before its member is filed); then the phone is heard.
+    // The bridge takes the NAT's port only from a member 200 ms old (a newer
+    // call from the same IP could be sending before its member is filed),
+    // after four packets in sequence; then the phone is heard.
     let signals = [sine(700.0), sine(1100.0)];
     let latching = stream_together(
         vec![behind_nat, other],

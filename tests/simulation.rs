@@ -354,6 +354,7 @@ impl Sim {
                             self.endpoint.reject_reoffer(now, call, code, &reason)
                         }
                         SipCommand::Hangup(call) => self.endpoint.hangup(now, call),
+                        SipCommand::ByeOrphan(dialog) => self.endpoint.bye_orphan(now, *dialog),
                     },
                     Action::Media(command) => {
                         let mut sent = Vec::new();

@@ -67,6 +67,7 @@ fn core_tick(criterion: &mut Criterion) {
             sockets: MemberSockets::Shared,
             remote_rtp: address(slot),
             remote_rtcp: address(slot),
+            signalling_ip: Some(address(slot).ip()),
             codec: Codec::Pcmu,
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),

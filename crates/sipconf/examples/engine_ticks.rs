@@ -116,6 +116,7 @@ fn main() {
                 sockets,
                 remote_rtp: phone_address,
                 remote_rtcp: SocketAddr::new(loopback, phone_address.port().wrapping_add(1)),
+                signalling_ip: Some(loopback),
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(101),
                 flags: MemberFlags::default(),

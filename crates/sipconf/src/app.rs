@@ -11,6 +11,7 @@ use crate::conference::{Registry, StoreFailure};
 use crate::config::Config;
 use crate::events::Events;
 use crate::media::{self, MediaConfig};
+use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{self, EndpointConfig};
 use crate::store::Store;
 use sd_notify::NotifyState;
@@ -114,7 +115,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
     let shared = Arc::new(Shared::new(registry, events));
     queue_recovery_callbacks(&shared, &recovered);
+    hang_up_callers_left_over(&sip_handle, &recovered).await;
     let sender_task = shared.events.spawn_sender(config.events.max_attempts);
+    let store_task = tokio::spawn(keep_writing_the_store(shared.clone(), store.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (driver, switchboard) = Driver::new(config.clone(), sip_handle, media, shared.clone());
     let driver_task = tokio::spawn(driver.run(sip_events, shutdown_rx.clone()));
@@ -157,6 +160,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let _ = api_task.await;
     }
     sender_task.abort();
+    store_task.abort();
     watchdog.abort();
     // The driver sent Shutdown to the media thread; it stops within one tick.
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
@@ -184,6 +188,58 @@ fn queue_recovery_callbacks(shared: &Shared, recovered: &crate::conference::Reco
             conferences = recovered.conferences.len(),
             calls = recovered.calls.len(),
             "completed what the previous run left active"
+        );
+    }
+}
+
+/// How often records that wait for the store are written again, or, with
+/// none waiting, whether a store that could not write can again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Records written again per `STORE_RETRY`, so the registry's lock is short.
+const STORE_RETRY_RECORDS: usize = 256;
+
+/// While the store cannot write (a full disk), retries what waits, so the
+/// bridge recovers without a restart once it can (docs/security.md).
+async fn keep_writing_the_store(shared: Arc<Shared>, store: Arc<Store>) {
+    let mut interval = tokio::time::interval(STORE_RETRY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let waiting = shared.registry().unsaved();
+        if waiting > 0 {
+            let left = shared.registry().retry_unsaved(STORE_RETRY_RECORDS);
+            if left < waiting {
+                tracing::info!(
+                    written = waiting - left,
+                    left,
+                    "records written to the store"
+                );
+            }
+        } else if !store.health().is_writable() {
+            // Nothing waits, so only a write can tell whether it works again.
+            let _ = store.probe();
+        }
+    }
+}
+
+/// Sends a BYE to every caller whose call the previous run left up and
+/// whose dialog it kept: after a crash their phones may still be on the
+/// line, streaming to ports a new call may get (docs/security.md).
+async fn hang_up_callers_left_over(sip: &SipHandle, recovered: &crate::conference::Recovered) {
+    let mut sent = 0;
+    for text in &recovered.dialogs {
+        let Some(dialog) = calls::dialogs::restored(text) else {
+            tracing::warn!("a stored dialog is unreadable; its caller gets no BYE");
+            continue;
+        };
+        if sip.send(SipCommand::ByeOrphan(Box::new(dialog))).await {
+            sent += 1;
+        }
+    }
+    if sent > 0 {
+        tracing::info!(
+            callers = sent,
+            "sent BYE to callers the previous run left up"
         );
     }
 }

@@ -54,6 +54,17 @@ pub struct Config {
     pub application: ApplicationConfig,
     pub events: EventsConfig,
     pub audio: crate::audio::AudioSettings,
+    pub pin: PinLimits,
+}
+
+/// PIN guessing per source address (`[pin]`, docs/security.md): each wrong
+/// PIN makes the address wait before its next try, `first_delay` and twice
+/// as long each time; `max_failures` wrong PINs lock it out for `lockout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinLimits {
+    pub first_delay: Duration,
+    pub max_failures: u32,
+    pub lockout: Duration,
 }
 
 /// The HTTP control API (docs/api.md). It is served only when `token` is set: an
@@ -263,6 +274,37 @@ struct RawConfig {
     application: RawApplication,
     events: RawEvents,
     audio: RawAudio,
+    pin: RawPin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPin {
+    delay_ms: Spanned<i64>,
+    max_failures: Spanned<i64>,
+    lockout_s: Spanned<i64>,
+}
+
+impl Default for RawPin {
+    fn default() -> Self {
+        RawPin {
+            delay_ms: unspanned(1000),
+            max_failures: unspanned(6),
+            lockout_s: unspanned(300),
+        }
+    }
+}
+
+impl RawPin {
+    fn validate(&self) -> Result<PinLimits, Invalid> {
+        let delay_ms = in_range(&self.delay_ms, "pin.delay_ms", 0, 60_000)?;
+        let lockout_s = in_range(&self.lockout_s, "pin.lockout_s", 1, 86_400)?;
+        Ok(PinLimits {
+            first_delay: Duration::from_millis(delay_ms as u64),
+            max_failures: in_range(&self.max_failures, "pin.max_failures", 1, 1000)? as u32,
+            lockout: Duration::from_secs(lockout_s as u64),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -799,6 +841,7 @@ impl RawConfig {
                     as u32,
             },
             audio: self.audio.validate()?,
+            pin: self.pin.validate()?,
         })
     }
 }
@@ -958,6 +1001,18 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("store.completed_in_memory"), "{e}");
+    }
+
+    #[test]
+    fn pin_limits_default_to_a_second_doubling_six_tries_and_five_minutes() {
+        let pin = Config::parse("", "t").unwrap().pin;
+        assert_eq!(pin.first_delay, Duration::from_secs(1));
+        assert_eq!(pin.max_failures, 6);
+        assert_eq!(pin.lockout, Duration::from_secs(300));
+        let text = "[pin]\ndelay_ms = 500\nmax_failures = 0\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("pin.max_failures"), "{e}");
     }
 
     #[test]

@@ -5,12 +5,18 @@
 //!
 //! Writes come from the signalling plane only (the call driver, the API and
 //! the callback sender), through one connection behind a mutex: each write is
-//! one short statement, never on the media thread. It stores and reads
-//! records; it never decides what they hold.
+//! one short statement (or one transaction), never on the media thread. Each
+//! write's outcome goes to [`StoreHealth`] (`store/health.rs`), which logs
+//! failures once per kind and tells `/health` whether the store can write.
+//! It stores and reads records; it never decides what they hold.
+
+mod health;
+
+pub use health::{FailureKind, StoreHealth};
 
 use crate::conference::{
     CallDirection, CallRecord, CallState, Callback, CallbackMethod, Conference, ConferenceState,
-    Loaded, Member, MemberState, Profile, RecordStore, StoreFailure,
+    Loaded, Member, MemberState, Profile, Record, RecordStore, StoreFailure,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -18,7 +24,11 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `PRAGMA user_version` of the schema below; bump it with a migration.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// What turns a file of each older version into the one before the next:
+/// version 2 keeps the SIP dialog of a call that is not over.
+const MIGRATIONS: [(i64, &str); 1] = [(1, "ALTER TABLE calls ADD COLUMN dialog TEXT;")];
 
 const SCHEMA: &str = "
 CREATE TABLE conferences (
@@ -66,7 +76,8 @@ CREATE TABLE calls (
     callback_url TEXT,
     conference_id TEXT,
     tag TEXT,
-    cause TEXT
+    cause TEXT,
+    dialog TEXT
 );
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -109,6 +120,7 @@ pub struct OutboxEntry {
 
 pub struct Store {
     connection: Mutex<Connection>,
+    health: StoreHealth,
 }
 
 fn to_ms(time: SystemTime) -> i64 {
@@ -162,8 +174,18 @@ impl Store {
                 "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
         }
+        for (from, migration) in MIGRATIONS {
+            // A file made at version 0 here got the whole schema above.
+            if version > 0 && version <= from {
+                connection.execute_batch(&format!(
+                    "BEGIN; {migration} PRAGMA user_version = {}; COMMIT;",
+                    from + 1
+                ))?;
+            }
+        }
         Ok(Store {
             connection: Mutex::new(connection),
+            health: StoreHealth::default(),
         })
     }
 
@@ -171,6 +193,62 @@ impl Store {
         self.connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the store can write now, and why not.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// Runs one write on the connection and tells `health` how it went.
+    fn write<T>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = write(&mut self.connection());
+        match &result {
+            Ok(_) => self.health.wrote(),
+            Err(StoreError::Sqlite(error)) => {
+                self.health.failed(error);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs an UPDATE or DELETE that may find nothing to change; only one
+    /// that changed rows shows the store can write again (a statement that
+    /// changes nothing writes nothing, even to a full disk).
+    fn write_rows(
+        &self,
+        write: impl FnOnce(&mut Connection) -> Result<usize, rusqlite::Error>,
+    ) -> Result<usize, StoreError> {
+        let result = write(&mut self.connection());
+        match &result {
+            Ok(0) => {}
+            Ok(_) => self.health.wrote(),
+            Err(error) => {
+                self.health.failed(error);
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Writes and takes back one row, so the file must take a page: whether
+    /// the store can write now (a full disk says no). Nothing is kept.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.write(|connection| {
+            let transaction = connection.transaction()?;
+            transaction.execute(
+                "INSERT INTO outbox (stream, url, method, timeout_ms, body)
+                 VALUES ('', '', 'POST', 1, '')",
+                [],
+            )?;
+            let seq = transaction.last_insert_rowid();
+            transaction.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+            transaction.commit()?;
+            Ok(())
+        })
     }
 
     /// Queues a callback; returns its sequence number.
@@ -183,13 +261,14 @@ impl Store {
         timeout_ms: u32,
         body: &str,
     ) -> Result<i64, StoreError> {
-        let connection = self.connection();
-        connection.execute(
-            "INSERT INTO outbox (stream, url, fallback_url, method, timeout_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![stream, url, fallback_url, method.as_str(), timeout_ms, body],
-        )?;
-        Ok(connection.last_insert_rowid())
+        self.write(|connection| {
+            connection.execute(
+                "INSERT INTO outbox (stream, url, fallback_url, method, timeout_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![stream, url, fallback_url, method.as_str(), timeout_ms, body],
+            )?;
+            Ok(connection.last_insert_rowid())
+        })
     }
 
     /// The oldest waiting callback of every stream, except `busy` ones.
@@ -233,17 +312,20 @@ impl Store {
 
     /// Records one more failed try.
     pub fn outbox_attempted(&self, seq: i64, attempts: u32) -> Result<(), StoreError> {
-        self.connection().execute(
-            "UPDATE outbox SET attempts = ?2 WHERE seq = ?1",
-            params![seq, attempts],
-        )?;
+        self.write_rows(|connection| {
+            connection.execute(
+                "UPDATE outbox SET attempts = ?2 WHERE seq = ?1",
+                params![seq, attempts],
+            )
+        })?;
         Ok(())
     }
 
     /// Removes a callback that was delivered or given up on.
     pub fn outbox_remove(&self, seq: i64) -> Result<(), StoreError> {
-        self.connection()
-            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+        self.write_rows(|connection| {
+            connection.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+        })?;
         Ok(())
     }
 }
@@ -253,15 +335,41 @@ impl Store {
 /// for the registry, which logs them.
 impl RecordStore for Store {
     fn save_conference(&self, conference: &Conference) -> Result<(), StoreFailure> {
-        Ok(write_conference(&self.connection(), conference)?)
+        Ok(self.write(|connection| write_conference(connection, conference))?)
     }
 
     fn save_member(&self, member: &Member) -> Result<(), StoreFailure> {
-        Ok(write_member(&self.connection(), member)?)
+        Ok(self.write(|connection| write_member(connection, member))?)
     }
 
     fn save_call(&self, call: &CallRecord) -> Result<(), StoreFailure> {
-        Ok(write_call(&self.connection(), call)?)
+        Ok(self.write(|connection| write_call(connection, call))?)
+    }
+
+    fn save_dialog(&self, call_id: &str, dialog: &str) -> Result<(), StoreFailure> {
+        self.write_rows(|connection| {
+            connection.execute(
+                "UPDATE calls SET dialog = ?2 WHERE id = ?1 AND state IN ('started', 'active')",
+                params![call_id, dialog],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// One transaction: all of them are stored, or none.
+    fn save_all(&self, records: &[Record<'_>]) -> Result<(), StoreFailure> {
+        Ok(self.write(|connection| {
+            let transaction = connection.transaction()?;
+            for record in records {
+                match record {
+                    Record::Conference(c) => write_conference(&transaction, c)?,
+                    Record::Member(m) => write_member(&transaction, m)?,
+                    Record::Call(c) => write_call(&transaction, c)?,
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })?)
     }
 
     fn load(&self, completed_kept: usize) -> Result<Loaded, StoreFailure> {
@@ -362,7 +470,8 @@ fn write_call(connection: &Connection, c: &CallRecord) -> Result<(), StoreError>
             end_ms, callback_url, conference_id, tag, cause)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT(id) DO UPDATE SET state = ?5, active_ms = ?7, end_ms = ?8,
-            callback_url = ?9, conference_id = ?10, tag = ?11, cause = ?12",
+            callback_url = ?9, conference_id = ?10, tag = ?11, cause = ?12,
+            dialog = CASE WHEN ?5 IN ('completed', 'rejected') THEN NULL ELSE dialog END",
         params![
             c.id,
             c.direction.as_str(),
@@ -415,7 +524,18 @@ fn load_records(connection: &Connection, completed_kept: usize) -> Result<Loaded
             [],
             |r| r.get::<_, i64>(0),
         )? as u64,
+        dialogs: open_dialogs(connection)?,
     })
+}
+
+/// The dialogs of calls that are not over.
+fn open_dialogs(connection: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT id, dialog FROM calls
+         WHERE state IN ('started', 'active') AND dialog IS NOT NULL ORDER BY rowid",
+    )?;
+    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One conference, with its members' ids in join order.
@@ -632,7 +752,7 @@ fn member_ids_of(connection: &Connection, conference_id: &str) -> Result<Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conference::{store_checks, MemberOptions, Registry};
+    use crate::conference::{store_checks, Durability, MemberOptions, RecordError, Registry};
     use std::sync::Arc;
 
     fn now() -> SystemTime {
@@ -677,7 +797,7 @@ mod tests {
                 ..MemberOptions::default()
             };
             let member = r
-                .add_member_with(&conf, &call, options, 10, now())
+                .add_member_with(&conf, &call, options, 10, now(), Durability::Required)
                 .unwrap()
                 .id
                 .clone();
@@ -712,6 +832,134 @@ mod tests {
             r.conference(&idle).unwrap().state,
             ConferenceState::Created,
             "a conference without members waits for them"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The file may grow by `pages` more pages at most: SQLite then answers
+    /// as on a full disk (SQLITE_FULL).
+    fn fill_up(store: &Store, pages: i64) {
+        let connection = store.connection();
+        let count: i64 = connection
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        connection
+            .pragma_update(None, "max_page_count", count + pages)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_full_file_refuses_the_apis_records_keeps_the_calls_and_recovers_when_space_returns() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let (mut r, _) = Registry::open(store.clone(), now(), 1000).unwrap();
+        let kept = r
+            .create_conference_stored("+1555", Profile::default(), now(), |_| {})
+            .unwrap()
+            .id
+            .clone();
+        fill_up(&store, 0);
+        // What still fits in the file's pages is stored; then one is refused,
+        // with nothing made.
+        let mut stored = 1;
+        let refused = loop {
+            match r.create_conference_stored("+1666", Profile::default(), now(), |_| {}) {
+                Ok(_) if stored < 10_000 => stored += 1,
+                other => break other.map(|c| c.id.clone()),
+            }
+        };
+        assert!(
+            matches!(refused, Err(RecordError::NotStored(_))),
+            "{refused:?}"
+        );
+        assert_eq!(r.conferences_newest_first().len(), stored);
+        assert!(!store.health().is_writable());
+        assert_eq!(store.health().failure(), Some(FailureKind::DiskFull));
+        // Calls the network brings are made all the same; the first that
+        // does not fit waits in memory.
+        let mut calls = Vec::new();
+        while r.unsaved() == 0 && calls.len() < 10_000 {
+            let call = r.create_call(CallDirection::In, "sip:a@x", "sip:b@y", now());
+            calls.push(call.id.clone());
+        }
+        assert_eq!(r.unsaved(), 1);
+        let call = calls.last().expect("a call").clone();
+        assert!(store.call(&call).unwrap().is_none());
+        assert!(r.call(&call).is_some());
+        // Space returns: what waited is written, and the store is healthy.
+        store
+            .connection()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        assert_eq!(r.retry_unsaved(100), 0);
+        assert!(store.health().is_writable());
+        assert!(store.call(&call).unwrap().is_some());
+        assert!(store.conference(&kept).unwrap().is_some());
+        assert_eq!(store.health().failed_writes(), 2, "one refused, one waited");
+    }
+
+    #[test]
+    fn the_dialog_of_a_call_left_up_comes_back_at_the_next_start_and_an_ended_ones_does_not() {
+        let dir = std::env::temp_dir().join(format!("sipconf-dialogs-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let (mut r, _) = Registry::open(store, now(), 10).unwrap();
+            for (n, ends) in [(1, false), (2, true)] {
+                let id = r.create_call(CallDirection::In, "a", "b", now()).id.clone();
+                r.answer_call(&id, now());
+                r.set_dialog(&id, &format!("dialog {n}"));
+                if ends {
+                    r.end_call(&id, CallState::Completed, "NORMAL_CLEARING", now());
+                }
+            }
+        }
+        let store = Arc::new(Store::open(&path).unwrap());
+        let (r, recovered) = Registry::open(store, now(), 10).unwrap();
+        assert_eq!(recovered.dialogs, ["dialog 1"]);
+        let left_up = &recovered.calls[0];
+        assert_eq!(
+            r.call(left_up).unwrap().cause.as_deref(),
+            Some(crate::conference::CRASH_CAUSE)
+        );
+        // Completed now, so the next start finds no dialog.
+        drop(r);
+        let store = Arc::new(Store::open(&path).unwrap());
+        let (_, recovered) = Registry::open(store, now(), 10).unwrap();
+        assert!(recovered.dialogs.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_version_1_file_gains_the_dialog_column_and_keeps_its_calls() {
+        let dir = std::env::temp_dir().join(format!("sipconf-v1-{}", std::process::id()));
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let v1 = SCHEMA.replace("    cause TEXT,\n    dialog TEXT\n", "    cause TEXT\n");
+            assert_ne!(v1, SCHEMA);
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(&format!("{v1} PRAGMA user_version = 1;"))
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO calls (id, direction, from_uri, to_uri, state, start_ms)
+                     VALUES ('c-old', 'in', 'a', 'b', 'completed', 0)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .connection()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            store.call("c-old").unwrap().unwrap().state,
+            CallState::Completed
         );
         let _ = std::fs::remove_dir_all(dir);
     }

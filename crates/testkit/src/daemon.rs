@@ -106,8 +106,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `program` (the `sipconf` binary) with `[sip]` on a free
-    /// loopback port, a private RTP range, `media_extra` in `[media]` and
-    /// `rooms` appended to the configuration (rooms, other sections).
+    /// loopback port, a private RTP range (unless `media_extra` sets
+    /// `rtp_ports`), `media_extra` in `[media]` and `rooms` appended to the
+    /// configuration (rooms, other sections).
     pub fn start(program: &Path, media_extra: &str, rooms: &str) -> Daemon {
         Daemon::start_with_env(program, media_extra, rooms, &[])
     }
@@ -165,8 +166,14 @@ impl Daemon {
             None => String::new(),
         };
         let bind = addresses.bind;
+        // A test may choose the RTP ports (restart tests keep them).
+        let rtp_ports = if media_extra.contains("rtp_ports") {
+            String::new()
+        } else {
+            format!("rtp_ports = \"{low}-{high}\"\n")
+        };
         let config = format!(
-            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\nrtp_ports = \"{low}-{high}\"\n{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(program)

@@ -157,6 +157,12 @@ fn record_error(e: &RecordError) -> (StatusCode, &'static str, &'static str, Str
             "conference-max-members",
             format!("The conference is full ({max} members)"),
         ),
+        RecordError::NotStored(why) => (
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "store-unavailable",
+            format!("The record could not be stored ({why}); nothing was made or changed"),
+        ),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod error;
 mod input;
+mod metrics;
 
 use error::ApiError;
 pub use std::borrow::Cow;
@@ -134,7 +135,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/users/{user}/calls/{id}",
             get(get_call).post(update_call),
         )
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(users)
@@ -262,6 +263,15 @@ fn callback_input(input: &Input) -> Result<CallbackInput, ApiError> {
 }
 
 impl CallbackInput {
+    /// The request sets none of them.
+    fn is_empty(&self) -> bool {
+        self.url.is_none()
+            && self.method.is_none()
+            && self.timeout_ms.is_none()
+            && self.fallback_url.is_none()
+            && self.tag.is_none()
+    }
+
     fn apply(self, c: &mut Conference) {
         if let Some(url) = self.url {
             c.callback.url = url;
@@ -304,18 +314,11 @@ async fn create_conference(
     let callback = callback_input(&input)?;
     let id = {
         let mut registry = state.shared.registry();
+        let now = crate::store::truncate_to_ms(SystemTime::now());
         let id = registry
-            .create_conference_with(
-                &from,
-                None,
-                None,
-                profile,
-                Default::default(),
-                crate::store::truncate_to_ms(SystemTime::now()),
-            )
+            .create_conference_stored(&from, profile, now, |c| callback.apply(c))?
             .id
             .clone();
-        registry.update_conference(&id, |c| callback.apply(c))?;
         state.shared.conference_event(&registry, &id);
         id
     };
@@ -363,7 +366,9 @@ async fn update_conference(
         if c.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted.into());
         }
-        registry.update_conference(&id, |c| callback.apply(c))?;
+        if !callback.is_empty() {
+            registry.update_conference_stored(&id, |c| callback.apply(c))?;
+        }
     }
     if change != ConferenceChange::default() {
         state.switchboard.update_conference(id, change).await?;
@@ -496,14 +501,19 @@ async fn update_call(
     let tag = input.string("tag")?;
     {
         let mut registry = state.shared.registry();
-        registry.update_call(&id, |c| {
-            if let Some(url) = callback_url {
-                c.callback_url = url;
-            }
-            if let Some(tag) = tag {
-                c.tag = (!tag.is_empty()).then_some(tag);
-            }
-        })?;
+        if registry.call(&id).is_none() {
+            return Err(RecordError::CallNotFound(id).into());
+        }
+        if callback_url.is_some() || tag.is_some() {
+            registry.update_call_stored(&id, |c| {
+                if let Some(url) = callback_url {
+                    c.callback_url = url;
+                }
+                if let Some(tag) = tag {
+                    c.tag = (!tag.is_empty()).then_some(tag);
+                }
+            })?;
+        }
     }
     if let Some(target) = target {
         state.switchboard.set_call_state(id, target).await?;
@@ -625,193 +635,28 @@ async fn call_audio(
     Ok(ok())
 }
 
-/// 200 while the media clock ticks; 503 when it has stopped.
+/// 200 while the media clock ticks (`status` `degraded` while the store
+/// cannot write: calls go on, new records are refused); 503 when the clock
+/// has stopped.
 async fn health(State(state): State<ApiState>) -> Response {
     let before = state.media_stats.ticks.load(Ordering::Relaxed);
     tokio::time::sleep(HEALTH_WINDOW).await;
     let after = state.media_stats.ticks.load(Ordering::Relaxed);
+    let store = state.store.health().failure();
+    let store_status = match store {
+        None => "ok".to_string(),
+        Some(kind) => format!("degraded: {}", kind.as_str()),
+    };
     if after > before {
-        json_response(&json!({"status": "ok", "mediaTicks": after}))
+        let status = if store.is_none() { "ok" } else { "degraded" };
+        json_response(&json!({"status": status, "mediaTicks": after, "store": store_status}))
     } else {
-        let mut response =
-            json_response(&json!({"status": "media clock stopped", "mediaTicks": after}));
+        let mut response = json_response(
+            &json!({"status": "media clock stopped", "mediaTicks": after, "store": store_status}),
+        );
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }
-}
-
-/// One Prometheus histogram from the media plane's nanosecond buckets.
-fn write_histogram(
-    text: &mut String,
-    name: &str,
-    help: &str,
-    buckets: &[std::sync::atomic::AtomicU64],
-    total_ns: &std::sync::atomic::AtomicU64,
-) {
-    use std::fmt::Write;
-    let _ = writeln!(text, "# HELP {name} {help}");
-    let _ = writeln!(text, "# TYPE {name} histogram");
-    let mut cumulative = 0u64;
-    for (i, bucket) in buckets.iter().enumerate() {
-        cumulative += bucket.load(Ordering::Relaxed);
-        let le = crate::media::TICK_BUCKETS_NS
-            .get(i)
-            .map_or("+Inf".to_string(), |ns| format!("{}", *ns as f64 / 1e9));
-        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(
-        text,
-        "{name}_sum {}",
-        total_ns.load(Ordering::Relaxed) as f64 / 1e9
-    );
-    let _ = writeln!(text, "{name}_count {cumulative}");
-}
-
-/// Prometheus text exposition (version 0.0.4).
-async fn metrics(State(state): State<ApiState>) -> Response {
-    use std::fmt::Write;
-    let (calls, members, conferences) = {
-        let registry = state.shared.registry();
-        registry.counts()
-    };
-    let media = &state.media_stats;
-    let events = &state.shared.events.stats;
-    let outbox = state.store.outbox_len().unwrap_or(0);
-    let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-        let _ = writeln!(text, "# HELP {name} {help}");
-        let _ = writeln!(text, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(text, "{name}{labels} {value}");
-        }
-    };
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    metric(
-        "sipconf_calls",
-        "gauge",
-        "Calls by state.",
-        &[
-            ("{state=\"started\"}", calls[0] as f64),
-            ("{state=\"active\"}", calls[1] as f64),
-        ],
-    );
-    metric(
-        "sipconf_members_active",
-        "gauge",
-        "Active conference members.",
-        &[("", members as f64)],
-    );
-    metric(
-        "sipconf_conferences",
-        "gauge",
-        "Conferences by state.",
-        &[
-            ("{state=\"created\"}", conferences[0] as f64),
-            ("{state=\"active\"}", conferences[1] as f64),
-            ("{state=\"completed\"}", conferences[2] as f64),
-        ],
-    );
-    metric(
-        "sipconf_media_ticks_total",
-        "counter",
-        "Media clock ticks.",
-        &[("", load(&media.ticks))],
-    );
-    metric(
-        "sipconf_media_late_ticks_total",
-        "counter",
-        "Ticks that started more than one tick late.",
-        &[("", load(&media.late_ticks))],
-    );
-    metric(
-        "sipconf_media_tick_seconds",
-        "gauge",
-        "Duration of media ticks: the last one and the longest so far.",
-        &[
-            ("{tick=\"last\"}", load(&media.last_tick_ns) / 1e9),
-            ("{tick=\"max\"}", load(&media.max_tick_ns) / 1e9),
-        ],
-    );
-    metric(
-        "sipconf_rtp_packets_in_total",
-        "counter",
-        "RTP packets received.",
-        &[("", load(&media.packets_in))],
-    );
-    metric(
-        "sipconf_rtp_packets_out_total",
-        "counter",
-        "RTP packets sent.",
-        &[("", load(&media.packets_out))],
-    );
-    metric(
-        "sipconf_rtp_packets_lost_total",
-        "counter",
-        "Frames missing at playout and concealed.",
-        &[("", load(&media.packets_lost))],
-    );
-    metric(
-        "sipconf_rtp_datagrams_dropped_total",
-        "counter",
-        "RTP and RTCP datagrams dropped: not valid, or a payload type not negotiated (malformed); RTP from a source that is not the member's (foreign).",
-        &[
-            ("{reason=\"malformed\"}", load(&media.malformed)),
-            ("{reason=\"foreign\"}", load(&media.foreign)),
-        ],
-    );
-    metric(
-        "sipconf_rtp_send_errors_total",
-        "counter",
-        "RTP and RTCP sends that failed (socket buffer full, unreachable).",
-        &[("", load(&media.send_errors))],
-    );
-    metric(
-        "sipconf_callbacks_delivered_total",
-        "counter",
-        "Callback events the application accepted.",
-        &[("", load(&events.delivered))],
-    );
-    metric(
-        "sipconf_callback_failures_total",
-        "counter",
-        "Callback tries that failed (fallback tries included).",
-        &[("", load(&events.failed_tries))],
-    );
-    metric(
-        "sipconf_callbacks_given_up_total",
-        "counter",
-        "Callback events dropped after events.max_attempts tries.",
-        &[("", load(&events.given_up))],
-    );
-    metric(
-        "sipconf_callbacks_queued",
-        "gauge",
-        "Callback events waiting in the outbox.",
-        &[("", outbox as f64)],
-    );
-    // Prometheus histograms: cumulative buckets, sum and count.
-    write_histogram(
-        &mut text,
-        "sipconf_media_tick_duration_seconds",
-        "Time each media tick took.",
-        &media.tick_histogram,
-        &media.tick_ns_total,
-    );
-    write_histogram(
-        &mut text,
-        "sipconf_media_tick_lateness_seconds",
-        "How late each media tick started against its 20 ms schedule.",
-        &media.lateness_histogram,
-        &media.lateness_ns_total,
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

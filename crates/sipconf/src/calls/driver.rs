@@ -204,7 +204,8 @@ impl Driver {
             outbound_proxy: config.sip.outbound.proxy.clone(),
         };
         let driver = Driver {
-            switchboard: Switchboard::new(config, ports, Now::current()),
+            switchboard: Switchboard::new(config, ports, Now::current())
+                .with_pin_stats(shared.pins.clone()),
             shared,
             sip,
             media,

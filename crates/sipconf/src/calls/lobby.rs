@@ -1,8 +1,11 @@
 //! The PIN lobby of a room (docs/architecture.md "Call routing", step 1): the digits a
 //! caller enters, checked at `#`, with three tries. A state machine of its
-//! own: keys in, a verdict out. It owns one caller's entry and nothing else;
-//! it never speaks, joins or hangs up (the switchboard does what the verdict
-//! says) and never sees the media plane beyond the key of the caller's slot.
+//! own: keys in, a verdict out. After a wrong PIN it may be told to wait
+//! (`pause`): keys pressed until `resume` are dropped. It owns one caller's
+//! entry and nothing else; it never speaks, joins or hangs up (the
+//! switchboard does what the verdict says, and keeps the per-address count
+//! in `pin_guard.rs`) and never sees the media plane beyond the key of the
+//! caller's slot.
 
 use crate::config::Room;
 use crate::media::MemberKey;
@@ -15,6 +18,9 @@ const MAX_PIN_DIGITS: usize = 32;
 pub const WRONG_PIN: &str = "That PIN is not valid. Please try again.";
 /// Spoken after the last wrong PIN, before the bridge hangs up.
 pub const PIN_FAILED: &str = "That PIN is not valid. Goodbye.";
+/// Spoken before hanging up on a caller whose address is locked out
+/// (`pin_guard.rs`).
+pub const PIN_LOCKED_OUT: &str = "Too many wrong PINs. Please try again later. Goodbye.";
 
 /// What a key did to the entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +46,9 @@ pub struct Lobby {
     pub room: Room,
     digits: String,
     wrong: u32,
+    /// Keys are dropped until `resume` (after a wrong PIN, while the
+    /// caller's address waits).
+    paused: bool,
 }
 
 impl Lobby {
@@ -50,12 +59,23 @@ impl Lobby {
             room,
             digits: String::new(),
             wrong: 0,
+            paused: false,
         }
+    }
+
+    /// Drops every key until `resume`.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        self.digits.clear();
+    }
+
+    pub fn resume(&mut self) {
+        self.paused = false;
     }
 
     /// One key pressed in the lobby.
     pub fn press(&mut self, digit: char) -> Pin {
-        if self.wrong >= PIN_TRIES {
+        if self.wrong >= PIN_TRIES || self.paused {
             return Pin::Entering;
         }
         match digit {
@@ -138,6 +158,16 @@ mod tests {
         let mut lobby = lobby("4321");
         assert_eq!(enter(&mut lobby, "43#"), Pin::Wrong { tries: 1 });
         assert_eq!(enter(&mut lobby, "21#"), Pin::Wrong { tries: 2 });
+        assert_eq!(enter(&mut lobby, "4321#"), Pin::Right);
+    }
+
+    #[test]
+    fn keys_pressed_while_paused_are_dropped() {
+        let mut lobby = lobby("4321");
+        assert_eq!(enter(&mut lobby, "1#"), Pin::Wrong { tries: 1 });
+        lobby.pause();
+        assert_eq!(enter(&mut lobby, "4321#"), Pin::Entering);
+        lobby.resume();
         assert_eq!(enter(&mut lobby, "4321#"), Pin::Right);
     }
 

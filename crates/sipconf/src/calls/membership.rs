@@ -5,14 +5,16 @@
 //! caller waits in before it joins. It only asks the media plane, through
 //! commands; it never sees a slot's state.
 
-use super::lobby::{Lobby, Pin, PIN_FAILED, WRONG_PIN};
+use super::lobby::{Lobby, Pin, PIN_FAILED, PIN_LOCKED_OUT, WRONG_PIN};
+use super::pin_guard::Failure;
 use super::playback::After;
 use super::switchboard::Switchboard;
 use super::table::{Call, Joined};
 use super::{Busy, CallError};
 use super::{NORMAL_CLEARING, USER_BUSY};
 use crate::conference::{
-    CallState, Conference, ConferenceState, MemberOptions, Profile, RecordError, Registry,
+    CallState, Conference, ConferenceState, Durability, MemberOptions, Profile, RecordError,
+    Registry,
 };
 use crate::config::Room;
 use crate::events::CallbackEvent;
@@ -20,6 +22,8 @@ use crate::media::{self, AddMember, Command, Event, MemberFlags, MemberKey, Memb
 use crate::sip::sdp;
 use crate::sip::transport::SipCommand;
 use crate::sip::CallKey;
+use std::net::IpAddr;
+use std::time::Instant;
 
 impl Switchboard {
     /// Joins an answered call to its room's conference, creating one when none is active.
@@ -44,7 +48,14 @@ impl Switchboard {
                 (id, 0)
             }
         };
-        match self.join(records, call, &conference_id, MemberOptions::default()) {
+        let options = MemberOptions::default();
+        match self.join(
+            records,
+            call,
+            &conference_id,
+            options,
+            Durability::BestEffort,
+        ) {
             Ok(_) if room.announce_count => self.announce_count(&call_id, others as u64),
             Ok(_) => {}
             Err(e) => {
@@ -66,12 +77,15 @@ impl Switchboard {
     }
 
     /// Puts an answered call into a conference's mix; returns the member id.
+    /// `durability`: whether the member must be stored before it joins
+    /// (the API's request) or not (a room's caller).
     pub(super) fn join(
         &mut self,
         records: &mut Registry,
         key: CallKey,
         conference_id: &str,
         options: MemberOptions,
+        durability: Durability,
     ) -> Result<String, CallError> {
         let Some(call) = self.calls.answered.get(&key) else {
             return Err(CallError::Busy(Busy::CallGone));
@@ -108,7 +122,14 @@ impl Switchboard {
             return Err(CallError::Busy(Busy::NoMix));
         };
         let member_id = match records
-            .add_member_with(conference_id, &call_id, options, max_members, self.now.wall)
+            .add_member_with(
+                conference_id,
+                &call_id,
+                options,
+                max_members,
+                self.now.wall,
+                durability,
+            )
             .map(|m| m.id.clone())
         {
             Ok(id) => id,
@@ -322,26 +343,70 @@ impl Switchboard {
             return;
         };
         let call_id = call.id.clone();
+        let ip = call.signalling_ip;
         let Some(lobby) = call.lobby.as_mut() else {
             return;
         };
-        match lobby.press(digit) {
+        let now = self.now.instant;
+        if digit == '#' && self.pin_guard.locked_until(ip, now).is_some() {
+            // Whatever was entered: the address may not try now.
+            lobby.pause();
+            self.pin_guard.refused();
+            tracing::info!(call = %call_id, %ip, "PIN tried from a locked-out address");
+            self.speak_to_call(&call_id, PIN_LOCKED_OUT, After::HangUp(key));
+            return;
+        }
+        let verdict = lobby.press(digit);
+        if matches!(verdict, Pin::Wrong { .. } | Pin::Refused) {
+            lobby.pause();
+        }
+        match verdict {
             Pin::Entering => {}
             Pin::Right => {
                 let room = lobby.room.clone();
                 tracing::info!(call = %call_id, "right PIN");
+                self.pin_guard.succeeded(ip);
                 self.leave_lobby(key);
                 self.join_room(records, key, &room);
             }
-            Pin::Wrong { tries } => {
-                tracing::info!(call = %call_id, tries, "wrong PIN");
-                self.speak_to_call(&call_id, WRONG_PIN, After::Nothing);
-            }
-            Pin::Refused => {
-                tracing::info!(call = %call_id, "wrong PIN, no tries left");
-                self.speak_to_call(&call_id, PIN_FAILED, After::HangUp(key));
-            }
+            Pin::Wrong { tries } => match self.pin_guard.failed(ip, now) {
+                Failure::Delay(wait) => {
+                    let wait_ms = wait.as_millis() as u64;
+                    tracing::info!(call = %call_id, %ip, tries, wait_ms, "wrong PIN");
+                    self.set_pin_retry(wait, key);
+                }
+                Failure::LockedOut { until } => self.lock_out(key, &call_id, ip, until),
+            },
+            Pin::Refused => match self.pin_guard.failed(ip, now) {
+                Failure::Delay(_) => {
+                    tracing::info!(call = %call_id, %ip, "wrong PIN, no tries left");
+                    self.speak_to_call(&call_id, PIN_FAILED, After::HangUp(key));
+                }
+                Failure::LockedOut { until } => self.lock_out(key, &call_id, ip, until),
+            },
         }
+    }
+
+    /// The caller's address entered its last wrong PIN: it is locked out
+    /// until `until`, and this caller is told so and hung up.
+    fn lock_out(&mut self, key: CallKey, call_id: &str, ip: IpAddr, until: Instant) {
+        let for_s = until.saturating_duration_since(self.now.instant).as_secs();
+        tracing::warn!(call = %call_id, %ip, for_s, "too many wrong PINs: address locked out");
+        self.speak_to_call(call_id, PIN_LOCKED_OUT, After::HangUp(key));
+    }
+
+    /// A caller who entered a wrong PIN waited long enough: it is asked
+    /// again, and its keys count from now on.
+    pub(super) fn pin_retry(&mut self, key: CallKey) {
+        let Some(call) = self.calls.answered.get_mut(&key) else {
+            return;
+        };
+        let Some(lobby) = call.lobby.as_mut() else {
+            return;
+        };
+        lobby.resume();
+        let call_id = call.id.clone();
+        self.speak_to_call(&call_id, WRONG_PIN, After::Nothing);
     }
 
     /// Takes a call out of its lobby (it joins, or it ended).
@@ -386,6 +451,7 @@ fn add_member(
         sockets,
         remote_rtp: call.negotiated.remote_rtp_addr,
         remote_rtcp: call.remote_rtcp(),
+        signalling_ip: Some(call.signalling_ip),
         codec: media_codec(call.negotiated.codec),
         telephone_event_pt: call.negotiated.telephone_event_pt,
         flags,

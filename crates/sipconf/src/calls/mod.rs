@@ -22,10 +22,12 @@
 //! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets).
 
 mod audio;
+pub mod dialogs;
 pub mod driver;
 mod lobby;
 mod membership;
 mod outbound;
+mod pin_guard;
 mod playback;
 mod ports;
 mod requests;
@@ -35,8 +37,9 @@ mod table;
 mod tests;
 
 pub use driver::SwitchboardHandle;
-pub use lobby::{PIN_FAILED, PIN_TRIES, WRONG_PIN};
+pub use lobby::{PIN_FAILED, PIN_LOCKED_OUT, PIN_TRIES, WRONG_PIN};
 pub use outbound::{outbound_target, OutboundTarget};
+pub use pin_guard::PinStats;
 pub use playback::{AudioRequest, AudioTarget};
 pub use ports::{local_address_towards, CallPorts, PortPool, RtpPorts};
 pub use switchboard::Switchboard;
@@ -47,7 +50,7 @@ use crate::events::{CallbackEvent, Events};
 use crate::media::{Command, Event};
 use crate::sip::transport::SipCommand;
 use crate::sip::{CallKey, OutgoingCall, SipEvent};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Hangup causes (docs/api.md "Calls").
@@ -119,6 +122,8 @@ pub enum Busy {
 pub struct Shared {
     pub registry: Mutex<Registry>,
     pub events: Events,
+    /// The switchboard's count of wrong PINs and lockouts, for `/metrics`.
+    pub pins: Arc<PinStats>,
 }
 
 impl Shared {
@@ -126,6 +131,7 @@ impl Shared {
         Shared {
             registry: Mutex::new(registry),
             events,
+            pins: Arc::new(PinStats::default()),
         }
     }
 

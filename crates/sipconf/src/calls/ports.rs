@@ -3,22 +3,32 @@
 //! or, with `media.shared_port`, the media thread's one pair for every call.
 //! Also the address our SDP names for them.
 //!
+//! Pairs are drawn at random from the range, and a pair a call gave back is
+//! not handed out again for `PORT_QUARANTINE` while another is free, so late
+//! or stale RTP of an old call (a phone that never got its BYE, a bridge
+//! restarted after a crash) does not reach the next caller on that port,
+//! and a restart does not start again from the bottom of the range.
+//!
 //! This is the only IO the switchboard has done for it synchronously, through
 //! the [`RtpPorts`] trait: binding a pair and asking the kernel for a route.
 //! It never sends or receives on the sockets (the media plane does).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::media::MemberSockets;
 
 /// RTP ports and media addresses for the switchboard's calls.
 pub trait RtpPorts: Send {
-    /// A pair for a new call; `None` when every pair is in use.
-    fn bind_pair(&mut self) -> Option<CallPorts>;
-    /// Gives a call's pair back.
-    fn release(&mut self, ports: &CallPorts);
+    /// A pair for a new call at `now`; `None` when every pair is in use.
+    fn bind_pair(&mut self, now: Instant) -> Option<CallPorts>;
+    /// Gives a call's pair back at `now`.
+    fn release(&mut self, ports: &CallPorts, now: Instant);
     /// The address our SDP names for media exchanged with a peer at `remote`.
     fn media_address_towards(&self, remote: IpAddr) -> IpAddr;
 }
@@ -59,9 +69,17 @@ impl CallPorts {
     }
 }
 
-/// Hands out bound RTP/RTCP socket pairs, round-robin through the range so a
-/// port just released is not reused at once (late packets of the old call
-/// would reach the new one).
+/// A pair given back is not handed out again for this long while another
+/// pair is free: a phone that missed its BYE, or streams on after the bridge
+/// restarted, keeps sending to its old port for a while (until its own RTP
+/// timeout, often 30 to 60 s).
+pub const PORT_QUARANTINE: Duration = Duration::from_secs(60);
+
+/// Random pairs tried before the range is searched in order.
+const RANDOM_TRIES: usize = 32;
+
+/// Hands out bound RTP/RTCP socket pairs, drawn at random from the range,
+/// keeping pairs given back in quarantine (`PORT_QUARANTINE`).
 #[derive(Debug)]
 pub struct PortPool {
     /// `media.address`: named in every SDP; `None`: the address that routes to the peer.
@@ -69,8 +87,11 @@ pub struct PortPool {
     bind_address: IpAddr,
     first_even: u16,
     pairs: u16,
-    cursor: u16,
     in_use: HashSet<u16>,
+    /// Pairs given back, oldest first, with when.
+    quarantine: VecDeque<(u16, Instant)>,
+    quarantined: HashSet<u16>,
+    rng: SmallRng,
     /// `media.shared_port`: every call gets this RTP port and no sockets.
     shared: Option<u16>,
 }
@@ -85,8 +106,10 @@ impl PortPool {
             bind_address,
             first_even,
             pairs,
-            cursor: 0,
             in_use: HashSet::new(),
+            quarantine: VecDeque::new(),
+            quarantined: HashSet::new(),
+            rng: SmallRng::from_rng(&mut rand::rng()),
             shared: None,
         }
     }
@@ -94,13 +117,8 @@ impl PortPool {
     /// A pool that gives every call the media thread's shared RTP port.
     pub fn shared(rtp_port: u16) -> PortPool {
         PortPool {
-            advertised: None,
-            bind_address: IpAddr::from([0, 0, 0, 0]),
-            first_even: rtp_port,
-            pairs: 0,
-            cursor: 0,
-            in_use: HashSet::new(),
             shared: Some(rtp_port),
+            ..PortPool::new(IpAddr::from([0, 0, 0, 0]), rtp_port..rtp_port)
         }
     }
 
@@ -114,41 +132,90 @@ impl PortPool {
     pub fn in_use(&self) -> usize {
         self.in_use.len()
     }
-}
 
-impl RtpPorts for PortPool {
-    /// Binds the next free pair (or gives the shared port); `None` when every
-    /// pair is in use or taken by another program.
-    fn bind_pair(&mut self) -> Option<CallPorts> {
-        if let Some(rtp_port) = self.shared {
-            return Some(CallPorts::shared(rtp_port));
+    /// Binds the pair at `port`, unless it is in use here or taken by
+    /// another program.
+    fn try_bind(&mut self, port: u16) -> Option<CallPorts> {
+        if self.in_use.contains(&port) {
+            return None;
         }
-        for _ in 0..self.pairs {
-            let port = self.first_even + 2 * self.cursor;
-            self.cursor = (self.cursor + 1) % self.pairs.max(1);
-            if self.in_use.contains(&port) {
-                continue;
+        let rtp = UdpSocket::bind(SocketAddr::new(self.bind_address, port)).ok()?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_address, port + 1)).ok()?;
+        self.in_use.insert(port);
+        Some(CallPorts {
+            rtp_port: port,
+            own: Some((rtp, rtcp)),
+        })
+    }
+
+    /// A free pair out of quarantine: random tries, then the range in order
+    /// from a random place.
+    fn bind_free(&mut self) -> Option<CallPorts> {
+        let eligible = |pool: &PortPool, port: u16| {
+            !pool.in_use.contains(&port) && !pool.quarantined.contains(&port)
+        };
+        for _ in 0..RANDOM_TRIES {
+            let port = self.first_even + 2 * self.rng.random_range(0..self.pairs);
+            if eligible(self, port) {
+                if let Some(ports) = self.try_bind(port) {
+                    return Some(ports);
+                }
             }
-            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.bind_address, port)) else {
-                continue;
-            };
-            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.bind_address, port + 1)) else {
-                continue;
-            };
-            self.in_use.insert(port);
-            return Some(CallPorts {
-                rtp_port: port,
-                own: Some((rtp, rtcp)),
-            });
+        }
+        let start = self.rng.random_range(0..self.pairs);
+        for step in 0..self.pairs {
+            let port = self.first_even + 2 * ((start + step) % self.pairs);
+            if eligible(self, port) {
+                if let Some(ports) = self.try_bind(port) {
+                    return Some(ports);
+                }
+            }
         }
         None
     }
 
-    /// Returns a call's pair to the pool (its sockets close when the call's
-    /// `CallPorts` and the media plane's clones are dropped).
-    fn release(&mut self, ports: &CallPorts) {
-        if ports.own.is_some() {
-            self.in_use.remove(&ports.rtp_port);
+    /// Every other pair is in use: the one longest in quarantine.
+    fn bind_quarantined(&mut self) -> Option<CallPorts> {
+        for position in 0..self.quarantine.len() {
+            let (port, _) = self.quarantine[position];
+            if let Some(ports) = self.try_bind(port) {
+                self.quarantine.remove(position);
+                self.quarantined.remove(&port);
+                return Some(ports);
+            }
+        }
+        None
+    }
+}
+
+impl RtpPorts for PortPool {
+    /// Binds a random free pair out of quarantine (or gives the shared
+    /// port); when every free pair is in quarantine, the one given back
+    /// longest ago; `None` when every pair is in use or taken by another
+    /// program.
+    fn bind_pair(&mut self, now: Instant) -> Option<CallPorts> {
+        if let Some(rtp_port) = self.shared {
+            return Some(CallPorts::shared(rtp_port));
+        }
+        if self.pairs == 0 {
+            return None;
+        }
+        while let Some(&(port, at)) = self.quarantine.front() {
+            if now.saturating_duration_since(at) < PORT_QUARANTINE {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.quarantined.remove(&port);
+        }
+        self.bind_free().or_else(|| self.bind_quarantined())
+    }
+
+    /// Returns a call's pair to the pool, in quarantine (its sockets close
+    /// when the call's `CallPorts` and the media plane's clones are dropped).
+    fn release(&mut self, ports: &CallPorts, now: Instant) {
+        let given_back = ports.own.is_some() && self.in_use.remove(&ports.rtp_port);
+        if given_back && self.quarantined.insert(ports.rtp_port) {
+            self.quarantine.push_back((ports.rtp_port, now));
         }
     }
 
@@ -202,19 +269,65 @@ mod tests {
     #[test]
     fn hands_out_even_rtp_ports_with_rtcp_above_and_runs_out_cleanly() {
         let base = free_block_of_six();
+        let now = Instant::now();
         let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), base + 1..base + 6);
-        let first = pool.bind_pair().expect("first pair");
+        let first = pool.bind_pair(now).expect("first pair");
         let a = first.rtp_port;
         assert_eq!(a % 2, 0);
         let (rtp, rtcp) = first.own.as_ref().expect("own sockets");
         assert_eq!(rtp.local_addr().unwrap().port(), a);
         assert_eq!(rtcp.local_addr().unwrap().port(), a + 1);
-        let second = pool.bind_pair().expect("second pair");
+        let second = pool.bind_pair(now).expect("second pair");
         assert_ne!(a, second.rtp_port);
-        assert!(pool.bind_pair().is_none(), "only two pairs fit");
-        pool.release(&first);
+        assert!(pool.bind_pair(now).is_none(), "only two pairs fit");
+        pool.release(&first, now);
         drop(first);
-        assert_eq!(pool.bind_pair().map(|p| p.rtp_port), Some(a));
+        // In quarantine, but the only pair free: handed out all the same.
+        assert_eq!(pool.bind_pair(now).map(|p| p.rtp_port), Some(a));
+    }
+
+    #[test]
+    fn a_pair_given_back_waits_in_quarantine_while_others_are_free() {
+        let base = free_block_of_six();
+        let start = Instant::now();
+        let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), base..base + 6);
+        let first = pool.bind_pair(start).expect("a pair");
+        let used = first.rtp_port;
+        pool.release(&first, start);
+        drop(first);
+        // Three pairs, one in quarantine: the two others come out first.
+        let a = pool.bind_pair(start).expect("a pair");
+        let b = pool.bind_pair(start).expect("a pair");
+        assert!(a.rtp_port != used && b.rtp_port != used);
+        // Only the quarantined one is free: better it than no call.
+        let c = pool.bind_pair(start).expect("a pair");
+        assert_eq!(c.rtp_port, used);
+        let given_back = start + Duration::from_secs(1);
+        for ports in [a, b, c] {
+            pool.release(&ports, given_back);
+        }
+        // After the quarantine every pair is free again.
+        let later = given_back + PORT_QUARANTINE;
+        let all: HashSet<u16> = (0..3)
+            .map(|_| pool.bind_pair(later).expect("a pair"))
+            .map(|p| p.rtp_port)
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert!(pool.quarantine.is_empty());
+    }
+
+    #[test]
+    fn a_fresh_pool_does_not_start_at_the_bottom_of_the_range() {
+        // Twenty restarts, each binding its first pair of 100.
+        let now = Instant::now();
+        let firsts: HashSet<u16> = (0..20)
+            .filter_map(|_| {
+                let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 47_000..47_200);
+                pool.bind_pair(now).map(|ports| ports.rtp_port)
+            })
+            .collect();
+        // All on one pair by chance: about once in 10^38.
+        assert!(firsts.len() > 5, "{firsts:?}");
     }
 
     #[test]
@@ -238,14 +351,15 @@ mod tests {
     #[test]
     fn a_shared_pool_gives_every_call_the_shared_port_and_no_sockets() {
         let mut pool = PortPool::shared(30_000);
-        let calls: Vec<CallPorts> = (0..3).map(|_| pool.bind_pair().expect("port")).collect();
+        let now = Instant::now();
+        let calls: Vec<CallPorts> = (0..3).map(|_| pool.bind_pair(now).expect("port")).collect();
         for call in &calls {
             assert_eq!(call.rtp_port, 30_000);
             assert!(matches!(
                 call.member_sockets(IpAddr::from([127, 0, 0, 1])),
                 Ok(MemberSockets::Shared)
             ));
-            pool.release(call);
+            pool.release(call, Instant::now());
         }
         assert_eq!(pool.in_use(), 0);
     }

@@ -16,7 +16,8 @@ use super::{
 };
 use super::{Busy, CallError};
 use crate::conference::{
-    CallDirection, CallState, ConferenceState, MemberOptions, MemberState, RecordError, Registry,
+    CallDirection, CallState, ConferenceState, Durability, MemberOptions, MemberState, RecordError,
+    Registry,
 };
 use crate::sip::sdp;
 use crate::sip::{CallKey, Credentials, OutgoingCall};
@@ -91,7 +92,7 @@ impl Switchboard {
         let Some((key, _)) = self.calls.answered_by_id(call_id) else {
             return Err(CallError::CallUnavailable(call_id.to_string()));
         };
-        self.join(records, key, conference_id, options)
+        self.join(records, key, conference_id, options, Durability::Required)
     }
 
     fn update_member(
@@ -316,7 +317,7 @@ impl Switchboard {
                 return Err(RecordError::ConferenceCompleted.into());
             }
         }
-        let Some(ports) = self.ports.bind_pair() else {
+        let Some(ports) = self.ports.bind_pair(self.now.instant) else {
             return Err(CallError::Busy(Busy::NoRtpPort));
         };
         let media_address = self.ports.media_address_towards(target.destination.ip());
@@ -331,14 +332,23 @@ impl Switchboard {
             username: outbound.username.clone(),
             password: outbound.password.clone(),
         });
-        let id = records
-            .create_call(CallDirection::Out, &call.from, &call.to, self.now.wall)
-            .id
-            .clone();
-        let _ = records.update_call(&id, |c| {
-            c.callback_url = call.callback_url.clone();
-            c.tag = call.tag.clone();
-        });
+        let created = records.create_call_stored(
+            CallDirection::Out,
+            &call.from,
+            &call.to,
+            self.now.wall,
+            |c| {
+                c.callback_url = call.callback_url.clone();
+                c.tag = call.tag.clone();
+            },
+        );
+        let id = match created {
+            Ok(record) => record.id.clone(),
+            Err(e) => {
+                self.ports.release(&ports, self.now.instant);
+                return Err(e.into());
+            }
+        };
         let invite = OutgoingCall {
             request_uri: target.request_uri.clone(),
             from_uri: outbound_from_uri(&call.from, media_address),
@@ -357,6 +367,7 @@ impl Switchboard {
                     id: id.clone(),
                     ports,
                     media_address,
+                    signalling_ip: target.destination.ip(),
                     session,
                     conference_id: call.conference_id,
                     timed_out: false,
@@ -383,7 +394,8 @@ impl Switchboard {
             return;
         };
         let Some(key) = key else {
-            self.ports.release(&placing.outgoing.ports);
+            self.ports
+                .release(&placing.outgoing.ports, self.now.instant);
             records.end_call(call_id, CallState::Rejected, CALL_REJECTED, self.now.wall);
             self.reply(placing.request, Err(CallError::Busy(Busy::SipTablesFull)));
             return;

@@ -24,6 +24,7 @@
 //! `requests.rs` and `audio.rs`.
 
 use super::membership::effective_flags;
+use super::pin_guard::{PinGuard, PinStats};
 use super::playback::Playback;
 use super::ports::RtpPorts;
 use super::table::{Call, CallTable, MixPool, Outgoing, Ringing, Route};
@@ -32,7 +33,7 @@ use super::{
     USER_BUSY,
 };
 use crate::audio::{self, Clip};
-use crate::conference::{CallDirection, CallState, MemberOptions, Registry};
+use crate::conference::{CallDirection, CallState, Durability, MemberOptions, Registry};
 use crate::config::{Config, Room};
 use crate::events::CallbackEvent;
 use crate::media::{Command, MemberKeys};
@@ -53,6 +54,9 @@ enum Due {
     GiveUp,
     /// An outbound call's `callTimeout` is over: CANCEL.
     CallTimeout,
+    /// A caller who entered a wrong PIN has waited its address's delay:
+    /// it may try again.
+    PinRetry,
 }
 
 /// An outbound call whose INVITE the endpoint is being asked to send.
@@ -73,6 +77,8 @@ pub struct Switchboard {
     /// Outbound calls waiting for their key, by `c-` id.
     pub(super) placing: HashMap<String, Placing>,
     pub(super) playback: Playback,
+    /// Wrong PINs per source address.
+    pub(super) pin_guard: PinGuard,
     pub(super) join_tone: Clip,
     pub(super) leaving_tone: Clip,
     /// Due instants, in order (a sequence number keeps equal instants apart).
@@ -88,6 +94,7 @@ impl Switchboard {
     /// its RTP ports from `ports`.
     pub fn new(config: Arc<Config>, ports: Box<dyn RtpPorts>, now: Now) -> Switchboard {
         let capacity = config.media.max_members;
+        let pin_limits = config.pin;
         Switchboard {
             config,
             ports,
@@ -96,6 +103,7 @@ impl Switchboard {
             calls: CallTable::default(),
             placing: HashMap::new(),
             playback: Playback::default(),
+            pin_guard: PinGuard::new(pin_limits, Arc::new(PinStats::default())),
             join_tone: audio::join_tone(),
             leaving_tone: audio::leaving_tone(),
             timers: BTreeMap::new(),
@@ -103,6 +111,12 @@ impl Switchboard {
             now,
             actions: VecDeque::new(),
         }
+    }
+
+    /// Counts wrong PINs and lockouts into `stats` (the API's `/metrics`).
+    pub fn with_pin_stats(mut self, stats: Arc<PinStats>) -> Switchboard {
+        self.pin_guard = PinGuard::new(self.config.pin, stats);
+        self
     }
 
     /// Handles one input at `now`, changing `records` and queuing actions.
@@ -157,6 +171,11 @@ impl Switchboard {
 
     pub(super) fn reject(&mut self, call: CallKey, code: u16, reason: &str) {
         self.sip(SipCommand::Reject(call, code, reason.to_string()));
+    }
+
+    /// A caller in a PIN lobby may try again after `after`.
+    pub(super) fn set_pin_retry(&mut self, after: Duration, call: CallKey) {
+        self.set_timer(after, call, Due::PinRetry);
     }
 
     fn set_timer(&mut self, after: Duration, call: CallKey, due: Due) {
@@ -256,6 +275,12 @@ impl Switchboard {
             SipEvent::Answered { call, answer } => {
                 self.on_outgoing_answered(records, call, &answer)
             }
+            SipEvent::Established { call, dialog } => {
+                // Kept with the record, so a run after a crash can end the call.
+                if let Some(c) = self.calls.answered.get(&call) {
+                    records.set_dialog(&c.id, &super::dialogs::stored(&dialog));
+                }
+            }
             SipEvent::Failed { call, code, reason } => {
                 let timed_out = self.calls.outgoing.get(&call).is_some_and(|o| o.timed_out);
                 let (state, cause) = match code {
@@ -302,6 +327,15 @@ impl Switchboard {
             tracing::info!(%from, "no common codec ({e}): 488");
             self.reject(call, 488, "Not Acceptable Here");
             return;
+        }
+        if let Some(room) = room.as_ref().filter(|room| room.pin.is_some()) {
+            if let Some(until) = self.pin_guard.locked_until(source.ip(), self.now.instant) {
+                let for_s = until.saturating_duration_since(self.now.instant).as_secs();
+                tracing::info!(%from, ip = %source.ip(), room = %room.number, for_s, "locked out for wrong PINs: 403");
+                self.pin_guard.refused();
+                self.reject(call, 403, "Forbidden (too many wrong PINs)");
+                return;
+            }
         }
         if let Some(room) = &room {
             let active_in_room = records
@@ -378,6 +412,7 @@ impl Switchboard {
                     );
                 }
             }
+            Due::PinRetry => self.pin_retry(call),
             Due::CallTimeout => {
                 if let Some(o) = self.calls.outgoing.get_mut(&call) {
                     tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");
@@ -399,7 +434,7 @@ impl Switchboard {
         let offer = &ringing.offer;
         let failure = match sdp::negotiate(offer) {
             Err(e) => Some((488, format!("Not Acceptable Here ({e})"))),
-            Ok(mut negotiated) => match self.ports.bind_pair() {
+            Ok(mut negotiated) => match self.ports.bind_pair(self.now.instant) {
                 None => {
                     tracing::warn!("no free RTP port in media.rtp_ports: 503");
                     Some((503, "Service Unavailable (no RTP port)".to_string()))
@@ -411,6 +446,7 @@ impl Switchboard {
                         id: ringing.id.clone(),
                         ports,
                         media_address,
+                        signalling_ip: ringing.source.ip(),
                         negotiated,
                         session: new_sdp_session(),
                         held: offer.is_hold(),
@@ -485,7 +521,7 @@ impl Switchboard {
         why: &str,
     ) {
         let id = if let Some(outgoing) = self.calls.outgoing.remove(&key) {
-            self.ports.release(&outgoing.ports);
+            self.ports.release(&outgoing.ports, self.now.instant);
             outgoing.id
         } else if let Some(ringing) = self.calls.ringing.remove(&key) {
             ringing.id
@@ -495,7 +531,7 @@ impl Switchboard {
             let Some(call) = self.calls.answered.remove(&key) else {
                 return;
             };
-            self.ports.release(&call.ports);
+            self.ports.release(&call.ports, self.now.instant);
             call.id
         } else {
             return;
@@ -593,7 +629,7 @@ impl Switchboard {
             Err(e) => {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
                 self.sip(SipCommand::Hangup(key));
-                self.ports.release(&outgoing.ports);
+                self.ports.release(&outgoing.ports, self.now.instant);
                 self.end_record(
                     records,
                     &outgoing.id,
@@ -612,6 +648,7 @@ impl Switchboard {
                 id: outgoing.id,
                 ports: outgoing.ports,
                 media_address: outgoing.media_address,
+                signalling_ip: outgoing.signalling_ip,
                 negotiated,
                 session: outgoing.session,
                 held: answer.is_hold(),
@@ -623,7 +660,15 @@ impl Switchboard {
         records.answer_call(&id, self.now.wall);
         self.call_event(records, &id, "answer");
         if let Some(conference_id) = outgoing.conference_id {
-            if let Err(e) = self.join(records, key, &conference_id, MemberOptions::default()) {
+            let options = MemberOptions::default();
+            let joined = self.join(
+                records,
+                key,
+                &conference_id,
+                options,
+                Durability::BestEffort,
+            );
+            if let Err(e) = joined {
                 tracing::warn!(call = %id, conference = %conference_id, "answered but cannot join: {e}");
             }
         }

@@ -20,6 +20,9 @@ pub struct Call {
     pub ports: CallPorts,
     /// The address our SDP named for its media.
     pub media_address: IpAddr,
+    /// Where its signalling came from (or went, for a call we placed): the
+    /// media plane may learn its RTP from another port at this IP (a NAT).
+    pub signalling_ip: IpAddr,
     pub negotiated: sdp::Negotiated,
     pub session: sdp::SdpSession,
     /// On hold by the phone (SIP re-offer).
@@ -80,6 +83,8 @@ pub struct Outgoing {
     pub id: String,
     pub ports: CallPorts,
     pub media_address: IpAddr,
+    /// The INVITE's next hop.
+    pub signalling_ip: IpAddr,
     pub session: sdp::SdpSession,
     pub conference_id: Option<String>,
     /// Set when our `callTimeout` cancelled it, so the cause is NO_ANSWER.

@@ -174,3 +174,75 @@ pub fn bare_call() -> CallRecord {
         cause: None,
     }
 }
+
+/// A store in memory that refuses every write while `full` is set, as a
+/// full disk does.
+#[derive(Debug, Default)]
+pub struct FullableStore {
+    pub records: MemoryStore,
+    pub full: std::sync::atomic::AtomicBool,
+}
+
+impl FullableStore {
+    fn check(&self) -> Result<(), StoreFailure> {
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("database or disk is full".into());
+        }
+        Ok(())
+    }
+
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl RecordStore for FullableStore {
+    fn save_conference(&self, conference: &Conference) -> Result<(), StoreFailure> {
+        self.check()?;
+        self.records.save_conference(conference)
+    }
+
+    fn save_member(&self, member: &Member) -> Result<(), StoreFailure> {
+        self.check()?;
+        self.records.save_member(member)
+    }
+
+    fn save_call(&self, call: &CallRecord) -> Result<(), StoreFailure> {
+        self.check()?;
+        self.records.save_call(call)
+    }
+
+    fn save_all(&self, records: &[Record<'_>]) -> Result<(), StoreFailure> {
+        self.check()?;
+        self.records.save_all(records)
+    }
+
+    fn save_dialog(&self, call_id: &str, dialog: &str) -> Result<(), StoreFailure> {
+        self.check()?;
+        self.records.save_dialog(call_id, dialog)
+    }
+
+    fn load(&self, completed_kept: usize) -> Result<Loaded, StoreFailure> {
+        self.records.load(completed_kept)
+    }
+
+    fn conference(&self, id: &str) -> Result<Option<Conference>, StoreFailure> {
+        self.records.conference(id)
+    }
+
+    fn conferences_newest_first(&self) -> Result<Vec<Conference>, StoreFailure> {
+        self.records.conferences_newest_first()
+    }
+
+    fn member(&self, id: &str) -> Result<Option<Member>, StoreFailure> {
+        self.records.member(id)
+    }
+
+    fn members_of(&self, conference_id: &str) -> Result<Vec<Member>, StoreFailure> {
+        self.records.members_of(conference_id)
+    }
+
+    fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreFailure> {
+        self.records.call(id)
+    }
+}

@@ -15,8 +15,9 @@ mod registry;
 mod storage;
 pub mod wire;
 
-pub use registry::{Recovered, Registry, RESTART_REASON};
-pub use storage::{Loaded, MemoryStore, RecordStore, StoreFailure};
+pub use registry::Durability;
+pub use registry::{Recovered, Registry, CRASH_CAUSE, RESTART_REASON};
+pub use storage::{Loaded, MemoryStore, Record, RecordStore, StoreFailure};
 
 #[cfg(test)]
 pub(crate) use registry::store_checks;
@@ -299,6 +300,10 @@ pub enum RecordError {
     /// No call has this id.
     #[error("call {0} not found")]
     CallNotFound(String),
+    /// The store could not write the record (the reason), so nothing was
+    /// made or changed.
+    #[error("record not stored: {0}")]
+    NotStored(String),
 }
 
 #[cfg(test)]

@@ -5,15 +5,26 @@
 //! are read back from the store when asked for, so memory does not grow with
 //! the calls a bridge has taken. Records are kept after completion so they
 //! stay readable. It knows the store only through the trait.
+//!
+//! When the store cannot write (a full disk), what the API creates or edits
+//! ([`Durability::Required`]) is refused and not made, while what the
+//! network did (a call rang, ended, joined its room) is made in memory and
+//! written once the store can again ([`Registry::retry_unsaved`]).
 
 use super::{
     new_id, CallDirection, CallRecord, CallState, Callback, Conference, ConferenceState, Member,
-    MemberOptions, MemberState, Profile, RecordError, RecordStore, StoreFailure,
+    MemberOptions, MemberState, Profile, Record, RecordError, RecordStore, StoreFailure,
 };
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+#[path = "registry_writes.rs"]
+mod writes;
+
+pub use writes::Durability;
+use writes::Unsaved;
 
 /// All conference, member and call records; every change is written through
 /// to the store when one is attached.
@@ -38,6 +49,11 @@ pub struct Registry {
     completed_kept: usize,
     /// Completed conferences only in the store.
     completed_elsewhere: u64,
+    /// Records changed while the store could not write them; they stay in
+    /// memory (nothing is forgotten) until written.
+    unsaved: BTreeSet<Unsaved>,
+    /// Dialogs of calls not written yet, kept until their call is.
+    unsaved_dialogs: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -56,10 +72,17 @@ pub struct Recovered {
     pub members: Vec<String>,
     pub conferences: Vec<String>,
     pub calls: Vec<String>,
+    /// The SIP dialogs kept for those calls (as `set_dialog` was given
+    /// them): their callers may still be on the line.
+    pub dialogs: Vec<String>,
 }
 
 /// The reason recorded for records a previous run left active.
 pub const RESTART_REASON: &str = "the bridge restarted";
+
+/// The hang-up cause of calls a previous run left up: it stopped without
+/// hanging them up (killed, crashed, or the power went).
+pub const CRASH_CAUSE: &str = "CRASH";
 
 impl Registry {
     /// A registry in memory only, which keeps every record (tests, and a
@@ -151,8 +174,14 @@ impl Registry {
             .filter(|c| matches!(c.state, CallState::Started | CallState::Active))
             .map(|c| c.id.clone())
             .collect();
+        recovered.dialogs = loaded
+            .dialogs
+            .into_iter()
+            .filter(|(call, _)| open_calls.contains(call))
+            .map(|(_, dialog)| dialog)
+            .collect();
         for id in open_calls {
-            registry.end_call(&id, CallState::Completed, "NORMAL_CLEARING", now);
+            registry.end_call(&id, CallState::Completed, CRASH_CAUSE, now);
             recovered.calls.push(id);
         }
         // Room conferences still waiting for their first member are reused.
@@ -171,6 +200,10 @@ impl Registry {
     /// calls from memory beyond `completed_kept` of each; the store has them.
     /// (Without a store nothing is tracked, and everything stays.)
     fn forget_old_records(&mut self) {
+        if !self.unsaved.is_empty() {
+            // What waits for the store is only in memory.
+            return;
+        }
         while self.completed_in_memory.len() > self.completed_kept
             || self.completed_members_in_memory > self.completed_kept
         {
@@ -243,30 +276,6 @@ impl Registry {
         }
     }
 
-    fn persist_conference(&self, id: &str) {
-        if let (Some(store), Some(c)) = (&self.store, self.conferences.get(id)) {
-            if let Err(e) = store.save_conference(c) {
-                tracing::error!(conference = %id, "cannot write the conference record: {e}");
-            }
-        }
-    }
-
-    fn persist_member(&self, id: &str) {
-        if let (Some(store), Some(m)) = (&self.store, self.members.get(id)) {
-            if let Err(e) = store.save_member(m) {
-                tracing::error!(member = %id, "cannot write the member record: {e}");
-            }
-        }
-    }
-
-    fn persist_call(&self, id: &str) {
-        if let (Some(store), Some(c)) = (&self.store, self.calls.get(id)) {
-            if let Err(e) = store.save_call(c) {
-                tracing::error!(call = %id, "cannot write the call record: {e}");
-            }
-        }
-    }
-
     /// Creates a conference in state `created`.
     pub fn create_conference(
         &mut self,
@@ -295,30 +304,41 @@ impl Registry {
         callback: Callback,
         now: SystemTime,
     ) -> &Conference {
-        let id = new_id("conf-");
-        let conference = Conference {
-            id: id.clone(),
-            state: ConferenceState::Created,
-            from: from.to_string(),
-            tag,
-            created_time: now,
-            completed_time: None,
-            mute: false,
-            hold: false,
-            profile,
-            callback,
-            room: room.map(str::to_string),
-            completed_reason: None,
-            member_ids: Vec::new(),
-            active_members: 0,
-        };
-        if let Some(room) = room {
-            self.room_conferences.insert(room.to_string(), id.clone());
+        let conference = new_conference(from, tag, room, profile, callback, now);
+        self.insert_conference(conference, Durability::BestEffort)
+            .expect("a best-effort change is never refused")
+    }
+
+    /// Creates a conference in state `created` with `change` made to it,
+    /// if the store takes it (the API's `POST /conferences`).
+    pub fn create_conference_stored(
+        &mut self,
+        from: &str,
+        profile: Profile,
+        now: SystemTime,
+        change: impl FnOnce(&mut Conference),
+    ) -> Result<&Conference, RecordError> {
+        let mut conference = new_conference(from, None, None, profile, Callback::default(), now);
+        change(&mut conference);
+        self.insert_conference(conference, Durability::Required)
+    }
+
+    fn insert_conference(
+        &mut self,
+        conference: Conference,
+        durability: Durability,
+    ) -> Result<&Conference, RecordError> {
+        self.store_first(durability, &[Record::Conference(&conference)])?;
+        let id = conference.id.clone();
+        if let Some(room) = &conference.room {
+            self.room_conferences.insert(room.clone(), id.clone());
         }
         self.conference_order.push(id.clone());
         self.conferences.insert(id.clone(), conference);
-        self.persist_conference(&id);
-        &self.conferences[&id]
+        if durability == Durability::BestEffort {
+            self.persist_conference(&id);
+        }
+        Ok(&self.conferences[&id])
     }
 
     /// The room's conference that is not completed, if any.
@@ -380,6 +400,26 @@ impl Registry {
         Ok(&self.conferences[id])
     }
 
+    /// As `update_conference`, if the store takes the changed record first
+    /// (the API's own changes to a conference's settings).
+    pub fn update_conference_stored(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Conference),
+    ) -> Result<&Conference, RecordError> {
+        let Some(conference) = self.conferences.get(id) else {
+            return Err(self.conference_missing(id));
+        };
+        if conference.state == ConferenceState::Completed {
+            return Err(RecordError::ConferenceCompleted);
+        }
+        let mut changed = conference.clone();
+        change(&mut changed);
+        self.store_first(Durability::Required, &[Record::Conference(&changed)])?;
+        self.conferences.insert(id.to_string(), changed);
+        Ok(&self.conferences[id])
+    }
+
     /// A member, from memory or (of an old completed conference) from the store.
     pub fn member(&self, id: &str) -> Option<Cow<'_, Member>> {
         match self.members.get(id) {
@@ -424,10 +464,13 @@ impl Registry {
             MemberOptions::default(),
             max_members,
             now,
+            Durability::BestEffort,
         )
     }
 
     /// Adds an active member with its initial flags; the conference becomes `active`.
+    /// With `Durability::Required` the conference, the member and the call
+    /// are stored together first, or nothing changes.
     pub fn add_member_with(
         &mut self,
         conference_id: &str,
@@ -435,8 +478,9 @@ impl Registry {
         options: MemberOptions,
         max_members: usize,
         now: SystemTime,
+        durability: Durability,
     ) -> Result<&Member, RecordError> {
-        let Some(conference) = self.conferences.get_mut(conference_id) else {
+        let Some(conference) = self.conferences.get(conference_id) else {
             return Err(self.conference_missing(conference_id));
         };
         if conference.state == ConferenceState::Completed {
@@ -446,6 +490,7 @@ impl Registry {
             return Err(RecordError::ConferenceFull(max_members));
         }
         let id = new_id("member-");
+        let mut conference = conference.clone();
         conference.state = ConferenceState::Active;
         conference.active_members += 1;
         conference.member_ids.push(id.clone());
@@ -464,13 +509,24 @@ impl Registry {
             talking: false,
             removed_reason: None,
         };
+        let call = self.calls.get(call_id).map(|call| CallRecord {
+            conference_id: Some(conference_id.to_string()),
+            ..call.clone()
+        });
+        let mut records = vec![Record::Conference(&conference), Record::Member(&member)];
+        records.extend(call.as_ref().map(Record::Call));
+        self.store_first(durability, &records)?;
+        self.conferences
+            .insert(conference_id.to_string(), conference);
         self.members.insert(id.clone(), member);
-        if let Some(call) = self.calls.get_mut(call_id) {
-            call.conference_id = Some(conference_id.to_string());
+        if let Some(call) = call {
+            self.calls.insert(call_id.to_string(), call);
         }
-        self.persist_conference(conference_id);
-        self.persist_member(&id);
-        self.persist_call(call_id);
+        if durability == Durability::BestEffort {
+            self.persist_conference(conference_id);
+            self.persist_member(&id);
+            self.persist_call(call_id);
+        }
         Ok(&self.members[&id])
     }
 
@@ -653,6 +709,37 @@ impl Registry {
         &self.calls[&id]
     }
 
+    /// Records a new call in state `started` with `change` made to it, if
+    /// the store takes it (the API's `POST /calls`).
+    pub fn create_call_stored(
+        &mut self,
+        direction: CallDirection,
+        from: &str,
+        to: &str,
+        now: SystemTime,
+        change: impl FnOnce(&mut CallRecord),
+    ) -> Result<&CallRecord, RecordError> {
+        let mut record = CallRecord {
+            id: new_id("c-"),
+            direction,
+            from: from.to_string(),
+            to: to.to_string(),
+            state: CallState::Started,
+            start_time: now,
+            active_time: None,
+            end_time: None,
+            callback_url: None,
+            conference_id: None,
+            tag: None,
+            cause: None,
+        };
+        change(&mut record);
+        self.store_first(Durability::Required, &[Record::Call(&record)])?;
+        let id = record.id.clone();
+        self.calls.insert(id.clone(), record);
+        Ok(&self.calls[&id])
+    }
+
     /// Changes a call record.
     pub fn update_call(
         &mut self,
@@ -666,6 +753,25 @@ impl Registry {
             .ok_or_else(|| RecordError::CallNotFound(id.to_string()))?;
         change(call);
         self.persist_call(id);
+        Ok(&self.calls[id])
+    }
+
+    /// As `update_call`, if the store takes the changed record first (the
+    /// API's changes to a call's settings).
+    pub fn update_call_stored(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut CallRecord),
+    ) -> Result<&CallRecord, RecordError> {
+        self.recall_call(id);
+        let mut changed = self
+            .calls
+            .get(id)
+            .ok_or_else(|| RecordError::CallNotFound(id.to_string()))?
+            .clone();
+        change(&mut changed);
+        self.store_first(Durability::Required, &[Record::Call(&changed)])?;
+        self.calls.insert(id.to_string(), changed);
         Ok(&self.calls[id])
     }
 
@@ -695,6 +801,33 @@ impl Registry {
             self.forget_old_records();
         }
         true
+    }
+}
+
+/// A new conference in state `created`.
+fn new_conference(
+    from: &str,
+    tag: Option<String>,
+    room: Option<&str>,
+    profile: Profile,
+    callback: Callback,
+    now: SystemTime,
+) -> Conference {
+    Conference {
+        id: new_id("conf-"),
+        state: ConferenceState::Created,
+        from: from.to_string(),
+        tag,
+        created_time: now,
+        completed_time: None,
+        mute: false,
+        hold: false,
+        profile,
+        callback,
+        room: room.map(str::to_string),
+        completed_reason: None,
+        member_ids: Vec::new(),
+        active_members: 0,
     }
 }
 
@@ -863,6 +996,73 @@ mod tests {
         store_checks::old_completed_records_leave_memory_but_stay_readable_and_unchangeable(|| {
             store.clone()
         });
+    }
+
+    #[test]
+    fn a_full_store_refuses_required_changes_and_keeps_best_effort_ones_until_it_takes_them() {
+        use crate::conference::fixtures::FullableStore;
+        let now = SystemTime::now();
+        let store = Arc::new(FullableStore::default());
+        let (mut r, _) = Registry::open(store.clone(), now, 2).unwrap();
+        let conf = r
+            .create_conference_stored("+1555", Profile::default(), now, |_| {})
+            .unwrap()
+            .id
+            .clone();
+        let call = r
+            .create_call(CallDirection::In, "sip:a@x", "sip:b@y", now)
+            .id
+            .clone();
+        store.set_full(true);
+        let not_stored = |e: RecordError| matches!(e, RecordError::NotStored(_));
+        let refused = r.create_conference_stored("+1666", Profile::default(), now, |_| {});
+        assert!(refused.is_err_and(not_stored));
+        let refused =
+            r.create_call_stored(CallDirection::Out, "1000", "sip:b@y", now, |c| c.tag = None);
+        assert!(refused.is_err_and(not_stored));
+        let refused = r.update_conference_stored(&conf, |c| c.tag = Some("x".into()));
+        assert!(refused.is_err_and(not_stored));
+        let refused = r.update_call_stored(&call, |c| c.tag = Some("x".into()));
+        assert!(refused.is_err_and(not_stored));
+        let options = MemberOptions::default();
+        let refused = r.add_member_with(&conf, &call, options, 10, now, Durability::Required);
+        assert!(refused.is_err_and(not_stored));
+        // Nothing of it was made.
+        assert_eq!(
+            (r.conferences.len(), r.members.len(), r.calls.len()),
+            (1, 0, 1)
+        );
+        assert_eq!(r.conference(&conf).unwrap().tag, None);
+        assert_eq!(r.conference(&conf).unwrap().active_members, 0);
+        assert_eq!(r.call(&call).unwrap().tag, None);
+        assert_eq!(r.unsaved(), 0);
+
+        // What the network does goes on in memory, and is not forgotten.
+        let member = r
+            .add_member_with(&conf, &call, options, 10, now, Durability::BestEffort)
+            .unwrap()
+            .id
+            .clone();
+        assert!(r.complete_member(&member, now).unwrap());
+        assert!(r.end_call(&call, CallState::Completed, "NORMAL_CLEARING", now));
+        for n in 0..5 {
+            let old = r.create_call(CallDirection::In, "a", "b", now).id.clone();
+            r.end_call(&old, CallState::Completed, &format!("C{n}"), now);
+        }
+        assert_eq!(r.unsaved(), 8);
+        assert_eq!(r.retry_unsaved(100), 8, "still full");
+        assert_eq!(r.calls.len(), 6, "nothing unsaved leaves memory");
+
+        // Space returns: everything is written, then the oldest leave memory.
+        store.set_full(false);
+        assert_eq!(r.retry_unsaved(100), 0);
+        assert_eq!(r.calls.len(), 2);
+        let stored = store.records.member(&member).unwrap().expect("stored");
+        assert_eq!(stored.state, MemberState::Completed);
+        let stored = store.records.conference(&conf).unwrap().expect("stored");
+        assert_eq!(stored.state, ConferenceState::Completed);
+        let stored = store.records.call(&call).unwrap().expect("stored");
+        assert_eq!(stored.conference_id.as_deref(), Some(conf.as_str()));
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct Loaded {
     pub calls: Vec<CallRecord>,
     /// Completed conferences in the store, loaded or not.
     pub completed_conferences: u64,
+    /// The SIP dialogs of calls that are not over (call id, dialog as
+    /// `save_dialog` was given it).
+    pub dialogs: Vec<(String, String)>,
+}
+
+/// One record to save, of any kind.
+#[derive(Clone, Copy, Debug)]
+pub enum Record<'a> {
+    Conference(&'a Conference),
+    Member(&'a Member),
+    Call(&'a CallRecord),
 }
 
 /// Durable records: the registry writes each change through (one record at
@@ -34,6 +45,13 @@ pub trait RecordStore: Send + Sync {
     fn save_conference(&self, conference: &Conference) -> Result<(), StoreFailure>;
     fn save_member(&self, member: &Member) -> Result<(), StoreFailure>;
     fn save_call(&self, call: &CallRecord) -> Result<(), StoreFailure>;
+
+    /// Saves every one of `records`, or (on failure) none of them.
+    fn save_all(&self, records: &[Record<'_>]) -> Result<(), StoreFailure>;
+
+    /// Keeps the SIP dialog (an opaque text) of a call that is not over;
+    /// it is forgotten when the call is saved ended.
+    fn save_dialog(&self, call_id: &str, dialog: &str) -> Result<(), StoreFailure>;
 
     /// What start-up needs: every conference, member and call that is not
     /// over, and the newest `completed_kept` completed conferences (with
@@ -64,6 +82,8 @@ struct Records {
     conferences: Vec<Conference>,
     members: Vec<Member>,
     calls: Vec<CallRecord>,
+    /// Dialogs of calls not over, by call id.
+    dialogs: Vec<(String, String)>,
 }
 
 /// Replaces the record with `id`, or adds it last.
@@ -91,6 +111,10 @@ fn newest_over<T>(records: &[T], kept: usize, over: impl Fn(&T) -> bool) -> Vec<
             true
         })
         .collect()
+}
+
+fn is_over(call: &CallRecord) -> bool {
+    matches!(call.state, CallState::Completed | CallState::Rejected)
 }
 
 fn without_member_ids(c: &Conference) -> Conference {
@@ -127,7 +151,34 @@ impl RecordStore for MemoryStore {
     }
 
     fn save_call(&self, call: &CallRecord) -> Result<(), StoreFailure> {
-        upsert(&mut self.records().calls, call, |c| &c.id);
+        let mut records = self.records();
+        upsert(&mut records.calls, call, |c| &c.id);
+        if is_over(call) {
+            records.dialogs.retain(|(id, _)| *id != call.id);
+        }
+        Ok(())
+    }
+
+    fn save_dialog(&self, call_id: &str, dialog: &str) -> Result<(), StoreFailure> {
+        let mut records = self.records();
+        let open = records.calls.iter().any(|c| c.id == call_id && !is_over(c));
+        if open {
+            records.dialogs.retain(|(id, _)| id != call_id);
+            records
+                .dialogs
+                .push((call_id.to_string(), dialog.to_string()));
+        }
+        Ok(())
+    }
+
+    fn save_all(&self, records: &[Record<'_>]) -> Result<(), StoreFailure> {
+        for record in records {
+            match record {
+                Record::Conference(c) => self.save_conference(c)?,
+                Record::Member(m) => self.save_member(m)?,
+                Record::Call(c) => self.save_call(c)?,
+            }
+        }
         Ok(())
     }
 
@@ -145,8 +196,9 @@ impl RecordStore for MemoryStore {
             .filter(|m| conferences.iter().any(|c| c.id == m.conference_id))
             .map(as_read_back)
             .collect();
-        let ended = |c: &CallRecord| matches!(c.state, CallState::Completed | CallState::Rejected);
+        let ended = |c: &CallRecord| is_over(c);
         Ok(Loaded {
+            dialogs: records.dialogs.clone(),
             members,
             calls: newest_over(&records.calls, completed_kept, ended)
                 .into_iter()

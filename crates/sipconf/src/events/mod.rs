@@ -40,6 +40,8 @@ pub struct DeliveryStats {
     pub failed_tries: AtomicU64,
     /// Events dropped after `events.max_attempts` tries.
     pub given_up: AtomicU64,
+    /// Events that could not be queued: the store could not write.
+    pub not_queued: AtomicU64,
 }
 
 /// Renders events from records (through [`wire`]) and queues them.
@@ -150,7 +152,11 @@ impl Events {
             &body,
         ) {
             Ok(_) => self.wake.notify_one(),
-            Err(e) => tracing::error!(%stream, "cannot queue a callback: {e}"),
+            Err(e) => {
+                // The store logs the first failure of each kind.
+                self.stats.not_queued.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%stream, "callback not queued: {e}");
+            }
         }
     }
 

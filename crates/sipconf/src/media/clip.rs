@@ -355,6 +355,7 @@ mod tests {
                 },
                 remote_rtp: phone.local_addr().expect("addr"),
                 remote_rtcp: phone.local_addr().expect("addr"),
+                signalling_ip: None,
                 codec: Codec::Pcmu,
                 telephone_event_pt: None,
                 flags: Default::default(),

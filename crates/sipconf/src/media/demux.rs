@@ -3,10 +3,12 @@
 //! hash tables with a fixed number of entries chosen at start, so finding,
 //! adding and removing a member on the tick never allocates.
 //!
-//! A member is found by the address it sends from (its SDP address until RTP
-//! latches it elsewhere). A member that has received no RTP yet is also listed
-//! under its SDP address's IP alone, so that a NAT which rewrote the source
-//! port can still be latched when exactly one waiting member has that IP.
+//! A member is found by its SDP address and by the address its stream was
+//! learned at. A datagram from another port at one of a member's IPs (its
+//! signalling source's or its SDP address's) is handed to that member when it
+//! is the only one there who could be learning (`media/latch.rs` then wants
+//! a run in sequence before it takes it); where several could, nobody can
+//! tell which, and it is dropped.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -126,21 +128,28 @@ impl<V: Copy> AddressTable<V> {
     }
 }
 
-/// The members waiting for their first RTP that share one IP: how many, and
-/// the XOR of their slot indices (which is the slot itself when there is one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Waiting {
+/// The members filed at one IP: how many, and the XOR of their slot indices
+/// (which is the slot itself when there is one); the same for those still
+/// learning their stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AtIp {
     members: u32,
-    slots_xor: u32,
+    members_xor: u32,
+    learning: u32,
+    learning_xor: u32,
 }
 
 /// What a member is filed under; `None` where it is not.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filed {
-    pub rtp: Option<SocketAddr>,
+    /// Its SDP address, and the address its stream was learned at when that
+    /// is another.
+    pub rtp: [Option<SocketAddr>; 2],
     pub rtcp: Option<SocketAddr>,
-    /// The IP of its SDP address, while no RTP has arrived.
-    pub waiting: Option<IpAddr>,
+    /// The IPs a stream of its may be learned at.
+    pub ips: [Option<IpAddr>; 2],
+    /// No stream is locked yet.
+    pub learning: bool,
 }
 
 /// Who sent a datagram to the shared RTP port.
@@ -148,32 +157,34 @@ pub struct Filed {
 pub enum Sender {
     /// The member whose address it is.
     Member(usize),
-    /// No member has the address, but exactly one member waiting for its first
-    /// RTP has the source's IP: a NAT rewrote its port, latch it.
-    OnlyWaitingAtIp(usize),
+    /// No member has the address, but it is at the IP of exactly one member
+    /// who could be learning its stream there: that member's latch decides.
+    AtIpOf(usize),
+    /// At an IP where several members could be learning: nobody can tell which.
+    Ambiguous,
     /// Nobody's.
     Foreign,
 }
 
-/// The demultiplexer of one shared port: RTP and RTCP addresses and waiting
+/// The demultiplexer of one shared port: RTP and RTCP addresses and member
 /// IPs, and what each slot is filed under (so a change can be undone exactly).
 pub struct Demux {
     rtp: AddressTable<u32>,
     rtcp: AddressTable<u32>,
-    waiting: AddressTable<Waiting>,
+    at_ip: AddressTable<AtIp>,
     filed: Box<[Filed]>,
 }
 
 impl Demux {
-    /// Each of `max_members` slots is filed under at most one key per table,
-    /// so no table ever holds more than `max_members` keys and an insert
-    /// cannot fail; `TableFull` is still handled (the member is not found,
-    /// never a panic).
+    /// Each of `max_members` slots is filed under at most two keys in the
+    /// RTP and IP tables and one in the RTCP table, so no table ever holds
+    /// more than it was made for and an insert cannot fail; `TableFull` is
+    /// still handled (the member is not found, never a panic).
     pub fn new(max_members: usize) -> Demux {
         Demux {
-            rtp: AddressTable::new(max_members),
+            rtp: AddressTable::new(2 * max_members),
             rtcp: AddressTable::new(max_members),
-            waiting: AddressTable::new(max_members),
+            at_ip: AddressTable::new(2 * max_members),
             filed: vec![Filed::default(); max_members].into_boxed_slice(),
         }
     }
@@ -194,10 +205,10 @@ impl Demux {
         }
         let slot = index as u32;
         if filed.rtp != wanted.rtp {
-            if let Some(old) = filed.rtp {
+            for old in filed.rtp.into_iter().flatten() {
                 remove_if_owner(&mut self.rtp, &old, slot);
             }
-            if let Some(new) = wanted.rtp {
+            for new in wanted.rtp.into_iter().flatten() {
                 // Two members with one address: the newer one is found.
                 let _ = self.rtp.insert(new, slot);
             }
@@ -210,51 +221,50 @@ impl Demux {
                 let _ = self.rtcp.insert(new, slot);
             }
         }
-        let mut waiting = wanted.waiting;
-        if filed.waiting != wanted.waiting {
-            if let Some(ip) = filed.waiting {
-                self.stop_waiting(ip, slot);
+        let mut ips = wanted.ips;
+        if filed.ips != wanted.ips || filed.learning != wanted.learning {
+            for ip in filed.ips.into_iter().flatten() {
+                self.leave_ip(ip, slot, filed.learning);
             }
-            if let Some(ip) = wanted.waiting {
-                if !self.start_waiting(ip, slot) {
-                    waiting = None;
+            for ip in ips.iter_mut() {
+                if let Some(address) = *ip {
+                    if !self.join_ip(address, slot, wanted.learning) {
+                        *ip = None;
+                    }
                 }
             }
         }
-        self.filed[index] = Filed { waiting, ..wanted };
+        self.filed[index] = Filed { ips, ..wanted };
     }
 
-    fn start_waiting(&mut self, ip: IpAddr, slot: u32) -> bool {
+    fn join_ip(&mut self, ip: IpAddr, slot: u32, learning: bool) -> bool {
         let key = SocketAddr::new(ip, 0);
-        let waiting = match self.waiting.get(&key) {
-            Some(w) => Waiting {
-                members: w.members + 1,
-                slots_xor: w.slots_xor ^ slot,
-            },
-            None => Waiting {
-                members: 1,
-                slots_xor: slot,
-            },
-        };
-        self.waiting.insert(key, waiting).is_ok()
+        let mut at = self.at_ip.get(&key).unwrap_or_default();
+        at.members += 1;
+        at.members_xor ^= slot;
+        if learning {
+            at.learning += 1;
+            at.learning_xor ^= slot;
+        }
+        self.at_ip.insert(key, at).is_ok()
     }
 
-    fn stop_waiting(&mut self, ip: IpAddr, slot: u32) {
+    fn leave_ip(&mut self, ip: IpAddr, slot: u32, learning: bool) {
         let key = SocketAddr::new(ip, 0);
-        let Some(w) = self.waiting.get(&key) else {
+        let Some(mut at) = self.at_ip.get(&key) else {
             return;
         };
-        if w.members <= 1 {
-            self.waiting.remove(&key);
-        } else {
-            let _ = self.waiting.insert(
-                key,
-                Waiting {
-                    members: w.members - 1,
-                    slots_xor: w.slots_xor ^ slot,
-                },
-            );
+        if at.members <= 1 {
+            self.at_ip.remove(&key);
+            return;
         }
+        at.members -= 1;
+        at.members_xor ^= slot;
+        if learning && at.learning > 0 {
+            at.learning -= 1;
+            at.learning_xor ^= slot;
+        }
+        let _ = self.at_ip.insert(key, at);
     }
 
     /// Who sent an RTP datagram from `source`.
@@ -262,9 +272,16 @@ impl Demux {
         if let Some(slot) = self.rtp.get(&source) {
             return Sender::Member(slot as usize);
         }
-        match self.waiting.get(&SocketAddr::new(source.ip(), 0)) {
-            Some(w) if w.members == 1 => Sender::OnlyWaitingAtIp(w.slots_xor as usize),
-            _ => Sender::Foreign,
+        let Some(at) = self.at_ip.get(&SocketAddr::new(source.ip(), 0)) else {
+            return Sender::Foreign;
+        };
+        // One member learning at the IP is the one a new stream there may be
+        // (the others have theirs). None learning: a member whose stream
+        // moved, when it is the only one there.
+        match (at.learning, at.members) {
+            (1, _) => Sender::AtIpOf(at.learning_xor as usize),
+            (0, 1) => Sender::AtIpOf(at.members_xor as usize),
+            _ => Sender::Ambiguous,
         }
     }
 
@@ -290,11 +307,12 @@ mod tests {
         SocketAddr::from(([192, 0, 2, last], port))
     }
 
-    fn member_at(address: SocketAddr, waiting: bool) -> Filed {
+    fn member_at(address: SocketAddr, learning: bool) -> Filed {
         Filed {
-            rtp: Some(address),
+            rtp: [Some(address), None],
             rtcp: Some(SocketAddr::new(address.ip(), address.port() + 1)),
-            waiting: waiting.then_some(address.ip()),
+            ips: [Some(address.ip()), None],
+            learning,
         }
     }
 
@@ -369,27 +387,58 @@ mod tests {
         let mut demux = Demux::new(2);
         demux.file(0, member_at(at(1, 4000), false));
         demux.file(0, member_at(at(1, 5000), false));
-        assert_eq!(demux.rtp_sender(at(1, 4000)), Sender::Foreign);
+        // Still at the member's IP: its latch, not the table, decides.
+        assert_eq!(demux.rtp_sender(at(1, 4000)), Sender::AtIpOf(0));
         assert_eq!(demux.rtp_sender(at(1, 5000)), Sender::Member(0));
     }
 
     #[test]
-    fn an_unknown_port_latches_only_the_one_waiting_member_at_that_ip() {
+    fn an_unknown_port_goes_to_the_one_member_learning_at_that_ip() {
         let mut demux = Demux::new(4);
         let rewritten = at(1, 31_337);
         demux.file(0, member_at(at(1, 4000), true));
-        assert_eq!(demux.rtp_sender(rewritten), Sender::OnlyWaitingAtIp(0));
+        assert_eq!(demux.rtp_sender(rewritten), Sender::AtIpOf(0));
         assert_eq!(demux.rtp_sender(at(9, 4000)), Sender::Foreign, "other IP");
 
-        // Two waiting at one IP: nobody can tell which; both stay unlatched.
+        // Two learning at one IP: nobody can tell which.
         demux.file(2, member_at(at(1, 4002), true));
-        assert_eq!(demux.rtp_sender(rewritten), Sender::Foreign);
+        assert_eq!(demux.rtp_sender(rewritten), Sender::Ambiguous);
 
-        // One of them heard from: the other is again the only candidate.
+        // One of them locked its stream: the other is again the one.
         demux.file(0, member_at(at(1, 4000), false));
-        assert_eq!(demux.rtp_sender(rewritten), Sender::OnlyWaitingAtIp(2));
+        assert_eq!(demux.rtp_sender(rewritten), Sender::AtIpOf(2));
+        // Both locked: two members there, none learning.
         demux.file(2, member_at(at(1, 4002), false));
+        assert_eq!(demux.rtp_sender(rewritten), Sender::Ambiguous);
+        // One left: a stream of the other's may have moved.
+        demux.file(0, Filed::default());
+        assert_eq!(demux.rtp_sender(rewritten), Sender::AtIpOf(2));
+        demux.file(2, Filed::default());
         assert_eq!(demux.rtp_sender(rewritten), Sender::Foreign);
+    }
+
+    #[test]
+    fn a_member_is_found_at_its_sdp_address_and_where_its_stream_was_learned() {
+        let mut demux = Demux::new(2);
+        let signalling = IpAddr::from([203, 0, 113, 5]);
+        let learned = SocketAddr::new(signalling, 31_000);
+        demux.file(
+            0,
+            Filed {
+                rtp: [Some(at(1, 4000)), Some(learned)],
+                rtcp: None,
+                ips: [Some(at(1, 0).ip()), Some(signalling)],
+                learning: false,
+            },
+        );
+        assert_eq!(demux.rtp_sender(at(1, 4000)), Sender::Member(0));
+        assert_eq!(demux.rtp_sender(learned), Sender::Member(0));
+        assert_eq!(
+            demux.rtp_sender(SocketAddr::new(signalling, 9)),
+            Sender::AtIpOf(0)
+        );
+        demux.file(0, Filed::default());
+        assert_eq!(demux.rtp_sender(learned), Sender::Foreign);
     }
 
     #[test]

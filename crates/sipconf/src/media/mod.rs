@@ -15,6 +15,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod jitter;
 pub mod keypad;
+pub mod latch;
 pub mod mixer;
 pub mod resample;
 pub mod rtp;
@@ -98,9 +99,14 @@ pub struct AddMember {
     /// Conference mix index, < max_members, chosen by the caller.
     pub mix: u32,
     pub sockets: MemberSockets,
-    /// From SDP; replaced by the source of the member's RTP once it arrives (symmetric RTP).
+    /// From SDP: RTP from here is the member's at once; RTP is sent here
+    /// until a stream is learned elsewhere (`media/latch.rs`).
     pub remote_rtp: SocketAddr,
     pub remote_rtcp: SocketAddr,
+    /// Where the call's signalling came from: a stream from another port
+    /// at this IP (a NAT that rewrote the port) may be learned, with evidence.
+    /// None: only the SDP address's IP.
+    pub signalling_ip: Option<IpAddr>,
     pub codec: Codec,
     pub telephone_event_pt: Option<u8>,
     pub flags: MemberFlags,
@@ -216,12 +222,21 @@ pub struct MediaStats {
     pub packets_lost: AtomicU64,
     /// Datagrams that were not valid RTP/RTCP, or carried a payload type not negotiated.
     pub malformed: AtomicU64,
-    /// RTP datagrams dropped for their source: not the member's latched
-    /// address while its stream is alive (a phone that moved, stray
-    /// traffic), or on the shared port nobody's, or a port a NAT may have
-    /// rewritten before the member has waited `NAT_LATCH_AFTER`. A per-call
-    /// socket connected to its phone has the kernel drop them uncounted.
+    /// RTP datagrams (and RTCP reports) dropped for their source: neither
+    /// the member's SDP address nor at its signalling or SDP IP, or on the
+    /// shared port nobody's (`media/latch.rs`). A per-call socket connected
+    /// to its phone has the kernel drop them uncounted.
     pub foreign: AtomicU64,
+    /// RTP from a member's IP not (yet) proven its stream by a run of
+    /// packets in sequence (a NAT's rewritten port while it is learned, a
+    /// stale stream, or on the shared port a member younger than
+    /// `NAT_LATCH_AFTER`).
+    pub learning: AtomicU64,
+    /// RTP from a member's IP: a second stream while the member's own is alive.
+    pub contested: AtomicU64,
+    /// Shared port: RTP from an unknown port at an IP where several members
+    /// could be learning their stream.
+    pub ambiguous: AtomicU64,
     /// Commands that referred to a stale key or could not be carried out.
     pub commands_dropped: AtomicU64,
     pub events_dropped: AtomicU64,

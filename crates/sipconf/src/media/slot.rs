@@ -18,6 +18,7 @@ use crate::media::demux::Filed;
 use crate::media::dtmf::{DigitPress, DtmfReceiver};
 use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad, MAX_STEPS};
+use crate::media::latch::{Admit, Latch};
 use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX};
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
@@ -28,10 +29,6 @@ use crate::media::{AddMember, MemberFlags, MemberKey, MemberSockets};
 /// keypad's: the three end packets of the key that admitted it (a PIN's `#`)
 /// arrive then, after the lobby already took the key.
 const JOIN_GUARD: Duration = Duration::from_millis(200);
-
-/// A new source address only takes over the stream after the latched one has
-/// been silent this long, so a stray or spoofed packet cannot steal the media.
-pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
 
 /// Lost frames are filled by repeating the last one, halved each time, this
 /// many times; then silence.
@@ -56,8 +53,13 @@ pub enum Received {
     Malformed,
     /// A payload type that was not negotiated.
     UnexpectedPayloadType(u8),
-    /// Valid RTP from an address other than the latched one, while that one is alive.
+    /// Valid RTP from an address that is neither the member's SDP address
+    /// nor at its signalling or SDP IP (`latch.rs`).
     ForeignSource,
+    /// Valid RTP from the member's IP, not (yet) proven its stream by a run in sequence.
+    Learning,
+    /// Valid RTP from the member's IP, a second stream while its own is alive.
+    Contested,
 }
 
 /// Where this tick's frame came from.
@@ -92,12 +94,9 @@ pub struct Slot {
     /// The member brought its own socket pair (the engine keeps it); without
     /// one it is on the shared port and filed in its demultiplexer.
     own_sockets: bool,
-    /// From SDP, then wherever valid RTP latched it (symmetric RTP).
-    remote_rtp: SocketAddr,
-    remote_rtcp: SocketAddr,
-    /// Some once RTP arrived: when the latched address last sent valid RTP.
-    last_from_remote_at: Option<Instant>,
-    rtcp_latched: bool,
+    /// Its addresses: where RTP is taken from and sent to (its SDP
+    /// address, or a stream learned with evidence), and RTCP's.
+    latch: Latch,
     jitter: JitterBuffer,
     reception: ReceptionStats,
     sender: RtpSender,
@@ -156,10 +155,7 @@ impl Slot {
             telephone_event_pt: None,
             flags: MemberFlags::default(),
             own_sockets: false,
-            remote_rtp: unspecified,
-            remote_rtcp: unspecified,
-            last_from_remote_at: None,
-            rtcp_latched: false,
+            latch: Latch::new(unspecified, unspecified, None),
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
             sender: RtpSender::new(0, 0, 0),
@@ -203,7 +199,7 @@ impl Slot {
         self.telephone_event_pt = add.telephone_event_pt;
         self.flags = add.flags;
         self.own_sockets = matches!(add.sockets, MemberSockets::Own { .. });
-        self.set_remote(add.remote_rtp, add.remote_rtcp);
+        self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
         self.sender = sender;
@@ -263,14 +259,15 @@ impl Slot {
         self.own_sockets
     }
 
-    /// Where the member's RTP goes: its SDP address until RTP latched another.
+    /// Where the member's RTP goes: its SDP address until a stream is
+    /// learned elsewhere.
     pub fn remote_rtp(&self) -> SocketAddr {
-        self.remote_rtp
+        self.latch.rtp_destination()
     }
 
     /// Where the member's RTCP goes.
     pub fn remote_rtcp(&self) -> SocketAddr {
-        self.remote_rtcp
+        self.latch.rtcp_destination()
     }
 
     /// The SSRC of the member's incoming stream, once RTP arrived.
@@ -283,12 +280,10 @@ impl Slot {
         self.talking_reported
     }
 
-    /// New addresses from a re-INVITE: latching starts over.
+    /// New addresses from a re-INVITE: learning starts over, unless the SDP
+    /// address is the one it was (a session refresh).
     pub fn set_remote(&mut self, remote_rtp: SocketAddr, remote_rtcp: SocketAddr) {
-        self.remote_rtp = remote_rtp;
-        self.remote_rtcp = remote_rtcp;
-        self.last_from_remote_at = None;
-        self.rtcp_latched = false;
+        self.latch.set_remote(remote_rtp, remote_rtcp);
     }
 
     /// New flags; coming off hold restarts the RTP timeout.
@@ -310,20 +305,22 @@ impl Slot {
         if payload_type != self.codec.payload_type() && !is_event {
             return Received::UnexpectedPayloadType(payload_type);
         }
-        if source != self.remote_rtp {
-            if self.latched_is_alive(now) {
-                return Received::ForeignSource;
-            }
-            // Symmetric RTP (RFC 4961): answer where the media comes from.
-            self.remote_rtp = source;
-            if !self.rtcp_latched {
-                self.remote_rtcp = SocketAddr::new(source.ip(), source.port().wrapping_add(1));
+        let (ssrc, sequence) = (packet.ssrc(), packet.sequence());
+        if !self.latch.takes(source, now) {
+            let stream_ssrc = self.reception.ssrc;
+            match self
+                .latch
+                .admit_other(source, ssrc, sequence, stream_ssrc, now)
+            {
+                Admit::Accept => {}
+                Admit::Learning => return Received::Learning,
+                Admit::Contested => return Received::Contested,
+                Admit::Foreign => return Received::ForeignSource,
             }
         }
-        self.last_from_remote_at = Some(now);
         self.last_heard_at = now;
         self.timeout_reported = false;
-        self.reception.on_packet(packet.ssrc(), packet.sequence());
+        self.reception.on_packet(ssrc, sequence);
         let event_end = packet
             .payload()
             .get(1)
@@ -337,32 +334,21 @@ impl Slot {
             // No audio: the jitter buffer follows the audio clock, so an event
             // takes no place in it (a pause while the key is held is no loss).
             // A payload too short to read is no press; the packet still kept the stream alive.
-            let _ =
-                self.dtmf
-                    .on_telephone_event(packet.ssrc(), packet.timestamp(), packet.payload());
+            let _ = self
+                .dtmf
+                .on_telephone_event(ssrc, packet.timestamp(), packet.payload());
             return Received::TelephoneEvent;
         }
-        let pushed = self
-            .jitter
-            .push(packet.timestamp(), packet.ssrc(), packet.payload());
+        let pushed = self.jitter.push(packet.timestamp(), ssrc, packet.payload());
         Received::Audio(pushed)
     }
 
-    /// The latched address sent valid RTP within `RELATCH_AFTER`, so RTP
-    /// from any other source is not this member's.
-    fn latched_is_alive(&self, now: Instant) -> bool {
-        // RTP that came this very tick needs no clock arithmetic.
-        self.last_from_remote_at
-            .is_some_and(|at| at == now || now.saturating_duration_since(at) < RELATCH_AFTER)
-    }
-
-    /// The address the member's RTP is latched to while its stream is alive
-    /// (valid RTP from there within `RELATCH_AFTER`); None before RTP came
-    /// and once it has been silent that long, when another source may take
-    /// the stream over. The engine keeps a member's own RTP socket connected
-    /// to this address.
+    /// Where the engine may keep the member's own RTP socket connected: its
+    /// SDP address while the stream is locked there and alive (see
+    /// `Latch::connectable`); None otherwise, when another source may still
+    /// have to be heard.
     pub fn live_rtp_source(&self, now: Instant) -> Option<SocketAddr> {
-        self.latched_is_alive(now).then_some(self.remote_rtp)
+        self.latch.connectable(now)
     }
 
     /// How long ago the member started.
@@ -370,21 +356,22 @@ impl Slot {
         now.saturating_duration_since(self.started_at)
     }
 
-    /// Whether valid RTP has arrived since the member started or its remote
-    /// address was last set (until then its stream may be latched elsewhere).
-    pub fn rtp_arrived(&self) -> bool {
-        self.last_from_remote_at.is_some()
+    /// A valid RTCP packet arrived from `source`: send our reports there, if
+    /// it is at one of the member's IPs. Returns whether it was taken.
+    pub fn latch_rtcp(&mut self, source: SocketAddr) -> bool {
+        self.latch.latch_rtcp(source)
     }
 
-    /// A valid RTCP packet arrived from `source`: send our reports there.
-    pub fn latch_rtcp(&mut self, source: SocketAddr) {
-        self.remote_rtcp = source;
-        self.rtcp_latched = true;
+    /// What the member is filed under may have changed since the last call
+    /// (a stream was locked or moved, RTCP latched).
+    pub fn take_moved(&mut self) -> bool {
+        self.latch.take_moved()
     }
 
     /// What the member is filed under in the shared port's demultiplexer: its
-    /// RTP and RTCP addresses, and while no RTP has come its SDP address's IP
-    /// (for the NAT latch); nothing if it is free or has its own sockets.
+    /// SDP address and the address its stream was learned at, its RTCP
+    /// address, and the IPs a stream of its may be learned at; nothing if it
+    /// is free or has its own sockets.
     pub fn filed_as(&self) -> Filed {
         if !self.active || self.own_sockets {
             return Filed::default();
@@ -392,13 +379,13 @@ impl Slot {
         let usable = |address: SocketAddr| {
             (!address.ip().is_unspecified() && address.port() != 0).then_some(address)
         };
-        let rtp = usable(self.remote_rtp);
+        let sdp = usable(self.latch.sdp_rtp());
+        let learned = usable(self.latch.rtp_destination()).filter(|&a| Some(a) != sdp);
         Filed {
-            rtp,
-            rtcp: usable(self.remote_rtcp),
-            waiting: rtp
-                .filter(|_| !self.rtp_arrived())
-                .map(|address| address.ip()),
+            rtp: [sdp, learned],
+            rtcp: usable(self.latch.rtcp_destination()),
+            ips: self.latch.learnable_ips(),
+            learning: !self.latch.is_locked(),
         }
     }
 
@@ -662,6 +649,7 @@ mod tests {
             sockets: MemberSockets::Shared,
             remote_rtp: SocketAddr::from(PHONE),
             remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
+            signalling_ip: Some(SocketAddr::from(PHONE).ip()),
             codec: Codec::Pcmu,
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),
@@ -690,36 +678,30 @@ mod tests {
     }
 
     #[test]
-    fn rtp_from_a_new_address_latches_when_nothing_came_before() {
+    fn a_rewritten_port_is_heard_after_a_run_and_a_stranger_never() {
         let now = Instant::now();
         let mut slot = member(now);
-        let behind_nat = SocketAddr::from(([203, 0, 113, 5], 30_000));
-        let pushed = slot.receive_rtp(&rtp(0, 1, &[0xFF; 160]), behind_nat, now);
-        assert_eq!(pushed, Received::Audio(Push::Resynced));
-        assert_eq!(slot.remote_rtp, behind_nat);
+        let stranger = SocketAddr::from(([198, 51, 100, 1], 5000));
+        for sequence in 1..=10 {
+            assert_eq!(
+                slot.receive_rtp(&rtp(0, sequence, &[0xFF; 160]), stranger, now),
+                Received::ForeignSource
+            );
+        }
+        let behind_nat = SocketAddr::from(([192, 0, 2, 10], 30_000));
+        let received: Vec<Received> = (1..=4)
+            .map(|sequence| slot.receive_rtp(&rtp(0, sequence, &[0xFF; 160]), behind_nat, now))
+            .collect();
+        assert_eq!(received[..3], [Received::Learning; 3]);
+        assert!(matches!(received[3], Received::Audio(_)));
+        assert_eq!(slot.remote_rtp(), behind_nat);
         assert_eq!(
-            slot.remote_rtcp,
-            SocketAddr::from(([203, 0, 113, 5], 30_001))
+            slot.remote_rtcp(),
+            SocketAddr::from(([192, 0, 2, 10], 30_001))
         );
-    }
-
-    #[test]
-    fn a_second_source_cannot_steal_a_live_stream_but_takes_over_a_dead_one() {
-        let now = Instant::now();
-        let mut slot = member(now);
-        slot.receive_rtp(&rtp(0, 1, &[0xFF; 160]), SocketAddr::from(PHONE), now);
-        let intruder = SocketAddr::from(([198, 51, 100, 1], 5000));
-        let soon = now + Duration::from_millis(100);
-        assert_eq!(
-            slot.receive_rtp(&rtp(0, 2, &[0xFF; 160]), intruder, soon),
-            Received::ForeignSource
-        );
-        let later = now + RELATCH_AFTER + Duration::from_millis(1);
-        assert!(matches!(
-            slot.receive_rtp(&rtp(0, 3, &[0xFF; 160]), intruder, later),
-            Received::Audio(_)
-        ));
-        assert_eq!(slot.remote_rtp, intruder);
+        assert!(slot.take_moved(), "filed anew");
+        // Only accepted RTP keeps the stream alive for the RTP timeout.
+        assert!(!slot.check_rtp_timeout(now, Duration::from_millis(300)));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub enum CSeqError {
     OutOfOrder,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dialog {
     pub id: DialogId,
     /// Our side written as a From value: the INVITE's To plus our tag.

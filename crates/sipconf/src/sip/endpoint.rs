@@ -196,6 +196,11 @@ pub enum SipEvent {
         code: u16,
         reason: String,
     },
+    /// The call's dialog once established, for the call layer to keep so a
+    /// restarted bridge can still end it (`Endpoint::bye_orphan`). The
+    /// transport sends it after `Confirmed` and `Answered`, from
+    /// `Endpoint::dialog`; the endpoint itself never does.
+    Established { call: CallKey, dialog: Box<Dialog> },
 }
 
 /// Counters for metrics and tests.
@@ -470,6 +475,18 @@ impl Endpoint {
 
     pub fn poll_event(&mut self) -> Option<SipEvent> {
         self.events.pop_front()
+    }
+
+    /// The dialog of a call, while the endpoint has it.
+    pub fn dialog(&self, call: CallKey) -> Option<&Dialog> {
+        self.calls.get(&call).map(|c| &c.dialog)
+    }
+
+    /// Ends a dialog a previous run of the bridge left up (known from the
+    /// store, not to this endpoint) with a BYE in a transaction of its own;
+    /// its outcome is reported to nobody.
+    pub fn bye_orphan(&mut self, now: Instant, mut dialog: Dialog) {
+        self.send_bye(now, &mut dialog, None);
     }
 
     /// The earliest instant at which `handle_timeout` has work to do.

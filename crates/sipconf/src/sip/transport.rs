@@ -6,6 +6,7 @@
 //! tasks (accepted, or opened for requests we originate), on commands and on the
 //! endpoint's next timeout.
 
+use super::dialog::Dialog;
 use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
 use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
@@ -44,6 +45,8 @@ pub enum SipCommand {
     AcceptReoffer(CallKey, String),
     RejectReoffer(CallKey, u16, String),
     Hangup(CallKey),
+    /// BYE for a dialog of a previous run (see `Endpoint::bye_orphan`).
+    ByeOrphan(Box<Dialog>),
 }
 
 /// What the SIP task receives from handles: a command, or an outgoing call that needs
@@ -201,9 +204,20 @@ async fn run(
             send(&udp, &mut tcp_writers, &tcp_tx, transmit).await;
         }
         while let Some(event) = endpoint.poll_event() {
-            if event_tx.send(event).await.is_err() {
-                tracing::debug!("SIP event receiver dropped, SIP task stops");
-                return;
+            let established = match &event {
+                SipEvent::Confirmed { call } | SipEvent::Answered { call, .. } => {
+                    endpoint.dialog(*call).map(|dialog| SipEvent::Established {
+                        call: *call,
+                        dialog: Box::new(dialog.clone()),
+                    })
+                }
+                _ => None,
+            };
+            for event in std::iter::once(event).chain(established) {
+                if event_tx.send(event).await.is_err() {
+                    tracing::debug!("SIP event receiver dropped, SIP task stops");
+                    return;
+                }
             }
         }
     }
@@ -226,6 +240,7 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
             endpoint.reject_reoffer(now, call, code, &reason)
         }
         SipCommand::Hangup(call) => endpoint.hangup(now, call),
+        SipCommand::ByeOrphan(dialog) => endpoint.bye_orphan(now, *dialog),
     }
 }
 

@@ -63,6 +63,52 @@ fn the_application_answers_and_adds_the_call_to_a_conference() {
 }
 
 #[test]
+fn a_member_the_store_cannot_write_is_refused_and_never_mixed_while_room_callers_still_join() {
+    use crate::conference::fixtures::FullableStore;
+    let config = format!("{APPLICATION}{ROOM}");
+    let mut bridge = Bridge::new(&config);
+    let store = Arc::new(FullableStore::default());
+    bridge.records = Registry::open(store.clone(), bridge.now.wall, 100)
+        .unwrap()
+        .0;
+    bridge.invite(1, "5551234");
+    let call_id = the_call_id(&bridge, 1);
+    answer_for_the_application(&mut bridge, &call_id);
+    let conference = bridge
+        .records
+        .create_conference("5551234", None, None, bridge.now.wall)
+        .id
+        .clone();
+    store.set_full(true);
+    let (reply, actions) = bridge.api(ApiRequest::AddMember {
+        conference_id: conference.clone(),
+        call_id: call_id.clone(),
+        options: MemberOptions::default(),
+    });
+    assert!(
+        matches!(reply, Err(CallError::Record(RecordError::NotStored(_)))),
+        "{reply:?}"
+    );
+    assert!(media_commands(&actions).is_empty(), "nothing is mixed");
+    assert!(callbacks(&actions).is_empty());
+    assert!(bridge.records.members_of(&conference).is_empty());
+    // A caller dialling a room is answered and joins all the same.
+    let actions = bridge.invite(2, "1000");
+    added(&actions);
+    assert_eq!(bridge.room_conference("1000").active_members, 1);
+    assert!(bridge.records.unsaved() > 0);
+    // Space returns: the application may add its call now.
+    store.set_full(false);
+    let (reply, _) = bridge.api(ApiRequest::AddMember {
+        conference_id: conference,
+        call_id,
+        options: MemberOptions::default(),
+    });
+    assert!(matches!(reply, Ok(Reply::Created(_))), "{reply:?}");
+    assert_eq!(bridge.records.retry_unsaved(100), 0);
+}
+
+#[test]
 fn the_application_rejects_a_call_with_603() {
     let mut bridge = Bridge::new(APPLICATION);
     bridge.invite(1, "5551234");

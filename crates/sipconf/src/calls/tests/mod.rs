@@ -34,7 +34,7 @@ struct FakePorts {
 }
 
 impl RtpPorts for FakePorts {
-    fn bind_pair(&mut self) -> Option<CallPorts> {
+    fn bind_pair(&mut self, _now: std::time::Instant) -> Option<CallPorts> {
         if let Some(left) = &mut self.left {
             *left = left.checked_sub(1)?;
         }
@@ -43,7 +43,7 @@ impl RtpPorts for FakePorts {
         Some(CallPorts::shared(self.next))
     }
 
-    fn release(&mut self, _ports: &CallPorts) {
+    fn release(&mut self, _ports: &CallPorts, _now: std::time::Instant) {
         self.in_use.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -101,13 +101,18 @@ impl Bridge {
 
     /// An INVITE from a phone to `user`, as the endpoint reports it.
     fn invite(&mut self, key: u64, user: &str) -> Vec<Action> {
+        self.invite_from(key, user, SocketAddr::from(PHONE))
+    }
+
+    /// An INVITE to `user` whose signalling came from `source`.
+    fn invite_from(&mut self, key: u64, user: &str, source: SocketAddr) -> Vec<Action> {
         self.sip(SipEvent::IncomingCall {
             call: CallKey(key),
             user: user.to_string(),
             from: format!("sip:caller{key}@192.0.2.10"),
             to: format!("sip:{user}@192.0.2.1"),
             offer: offer(4000 + 2 * key as u16, "sendrecv"),
-            source: SocketAddr::from(PHONE),
+            source,
             transport: Transport::Udp,
         })
     }

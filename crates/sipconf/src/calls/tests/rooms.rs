@@ -152,15 +152,21 @@ fn the_right_pin_takes_the_caller_from_its_lobby_into_the_room() {
 }
 
 #[test]
-fn a_wrong_pin_is_said_so_and_the_third_says_goodbye_and_hangs_up() {
+fn a_wrong_pin_is_said_so_after_a_doubling_wait_and_the_third_says_goodbye_and_hangs_up() {
     let mut bridge = Bridge::new(PIN_ROOM);
     let lobby = into_the_lobby(&mut bridge, 1);
     let call_id = the_call_id(&bridge, 1);
-    for _ in 0..2 {
+    for wait_s in [1, 2] {
         let actions = enter(&mut bridge, lobby, "1111#");
+        assert!(fetches(&actions).is_empty(), "nothing said while it waits");
+        assert!(sip_commands(&actions).is_empty());
+        // Keys while it waits are dropped: even the right PIN.
+        assert!(enter(&mut bridge, lobby, "4321#").is_empty());
+        let almost = Duration::from_secs(wait_s) - Duration::from_millis(1);
+        assert!(fetches(&bridge.advance(almost)).is_empty());
+        let actions = bridge.advance(Duration::from_millis(1));
         let said: Vec<String> = fetches(&actions).into_iter().map(|(_, s)| s).collect();
         assert_eq!(said, [WRONG_PIN]);
-        assert!(sip_commands(&actions).is_empty());
     }
     let actions = enter(&mut bridge, lobby, "1#");
     let [(goodbye, said)] = &fetches(&actions)[..] else {
@@ -190,4 +196,60 @@ fn a_wrong_pin_is_said_so_and_the_third_says_goodbye_and_hangs_up() {
     assert!(bridge.records.room_conference("1000").is_none());
     // Keys after the last try do nothing.
     assert!(enter(&mut bridge, lobby, "4321#").is_empty());
+}
+
+#[test]
+fn a_guessing_address_is_locked_out_of_pin_rooms_while_another_gets_in() {
+    let config = format!("{PIN_ROOM}\n[pin]\nmax_failures = 4\nlockout_s = 300\n");
+    let mut bridge = Bridge::new(&config);
+    let guesser = SocketAddr::from(([198, 51, 100, 7], 5060));
+    let said = |actions: &[Action]| -> Vec<String> {
+        fetches(actions).into_iter().map(|(_, s)| s).collect()
+    };
+    // Three wrong PINs on one call (its tries), then the fourth on the next.
+    bridge.invite_from(1, "1000", guesser);
+    bridge.invite_from(2, "1000", guesser);
+    let lobby_of = |bridge: &Bridge, key: u64| {
+        bridge.switchboard.calls.answered[&CallKey(key)]
+            .lobby
+            .as_ref()
+            .expect("in its lobby")
+            .media
+    };
+    let lobby = lobby_of(&bridge, 1);
+    for _ in 0..2 {
+        enter(&mut bridge, lobby, "1111#");
+        bridge.advance(Duration::from_secs(60));
+    }
+    assert_eq!(said(&enter(&mut bridge, lobby, "1111#")), [PIN_FAILED]);
+    let other_lobby = lobby_of(&bridge, 2);
+    assert_eq!(
+        said(&enter(&mut bridge, other_lobby, "9999#")),
+        [PIN_LOCKED_OUT]
+    );
+    // Locked out: a new call from the address is refused before it is answered.
+    let actions = bridge.invite_from(3, "1000", guesser);
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(3),
+            403,
+            "Forbidden (too many wrong PINs)".into()
+        )]
+    );
+    // A colleague with the right PIN gets in at once.
+    let colleague = SocketAddr::from(([192, 0, 2, 20], 5060));
+    let colleague_lobby = added(&bridge.invite_from(4, "1000", colleague)).0;
+    let actions = enter(&mut bridge, colleague_lobby, "4321#");
+    assert!(callbacks(&actions).contains(&"conference-member:active".to_string()));
+    let pins = bridge.switchboard.pin_guard.stats();
+    assert_eq!(pins.failures.load(Ordering::Relaxed), 4);
+    assert_eq!(pins.lockouts.load(Ordering::Relaxed), 1);
+    assert_eq!(pins.refused.load(Ordering::Relaxed), 1);
+    // After the lockout the address may try again.
+    bridge.advance(Duration::from_secs(300));
+    let actions = bridge.invite_from(5, "1000", guesser);
+    assert!(sip_commands(&actions)
+        .iter()
+        .any(|c| matches!(c, SipCommand::Accept(CallKey(5), _))));
 }

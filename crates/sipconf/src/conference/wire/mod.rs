@@ -192,6 +192,9 @@ pub struct CallView<'a> {
     conference_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tag: Option<&'a str>,
+    /// Why it ended (docs/api.md "Hang-up causes"), once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
 }
 
 impl<'a> CallView<'a> {
@@ -209,6 +212,7 @@ impl<'a> CallView<'a> {
             callback_url: c.callback_url.as_deref(),
             conference_id: c.conference_id.as_deref(),
             tag: c.tag.as_deref(),
+            cause: c.cause.as_deref(),
         }
     }
 }
@@ -488,7 +492,7 @@ mod tests {
             r#"{"activeMembers":0,"callbackHttpMethod":"POST","callbackTimeout":10000,"createdTime":"2026-11-27T01:16:00Z","from":"2000","hold":false,"id":"conf-bare","mute":false,"profile":"interpret_digits","state":"created"}"#,
             r#"{"addedTime":"2026-11-27T01:14:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-full","deaf":true,"hold":false,"id":"member-full","joinTone":true,"leavingTone":false,"mute":true,"removedTime":"2026-11-27T02:15:00Z","state":"completed","talking":false}"#,
             r#"{"addedTime":"2026-11-27T01:15:10Z","call":"http://bridge.example:8088/v1/users/u-test/calls/c-active","deaf":false,"hold":true,"id":"member-active","joinTone":false,"leavingTone":true,"mute":false,"state":"active","talking":true}"#,
-            r#"{"activeTime":"2026-11-27T01:14:02Z","callbackUrl":"http://app.example/calls","chargeableDuration":65,"conferenceId":"conf-full","direction":"out","endTime":"2026-11-27T01:15:08Z","from":"sip:bridge@example","id":"c-full","startTime":"2026-11-27T01:14:00Z","state":"completed","tag":"vip","to":"sip:alice@example"}"#,
+            r#"{"activeTime":"2026-11-27T01:14:02Z","callbackUrl":"http://app.example/calls","cause":"NORMAL_CLEARING","chargeableDuration":65,"conferenceId":"conf-full","direction":"out","endTime":"2026-11-27T01:15:08Z","from":"sip:bridge@example","id":"c-full","startTime":"2026-11-27T01:14:00Z","state":"completed","tag":"vip","to":"sip:alice@example"}"#,
             r#"{"activeTime":"2026-11-27T01:15:05Z","callbackUrl":"http://app.example/calls","conferenceId":"conf-active","direction":"in","from":"sip:bob@example","id":"c-active","startTime":"2026-11-27T01:15:05Z","state":"active","to":"sip:1000@bridge"}"#,
             r#"{"direction":"in","from":"sip:carol@example","id":"c-bare","startTime":"2026-11-27T01:16:10Z","state":"started","to":"sip:5555@bridge"}"#,
         ];

@@ -41,6 +41,7 @@
 //!     sockets: MemberSockets::Shared,
 //!     remote_rtp: phone,
 //!     remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
+//!     signalling_ip: Some(phone.ip()),
 //!     codec: Codec::Pcmu,
 //!     telephone_event_pt: Some(101),
 //!     flags: MemberFlags::default(),
@@ -193,6 +194,9 @@ struct TickCounts {
     packets_in: u64,
     malformed: u64,
     foreign: u64,
+    learning: u64,
+    contested: u64,
+    ambiguous: u64,
     packets_lost: u64,
 }
 
@@ -322,9 +326,9 @@ impl MediaCore {
         })
     }
 
-    /// Where the member's RTP is latched while its stream is alive (see
-    /// `Slot::live_rtp_source`): the engine keeps the member's own RTP
-    /// socket connected there, and unconnected while None.
+    /// Where the member's own RTP socket may be connected (see
+    /// `Slot::live_rtp_source`): the engine keeps it connected there, and
+    /// unconnected while None.
     pub fn live_rtp_source(&self, key: MemberKey, now: Instant) -> Option<SocketAddr> {
         let index = self.slot_of(key)?;
         self.slots[index].live_rtp_source(now)
@@ -553,6 +557,9 @@ impl MediaCore {
         add(&self.stats.packets_in, counts.packets_in);
         add(&self.stats.malformed, counts.malformed);
         add(&self.stats.foreign, counts.foreign);
+        add(&self.stats.learning, counts.learning);
+        add(&self.stats.contested, counts.contested);
+        add(&self.stats.ambiguous, counts.ambiguous);
         add(&self.stats.packets_lost, counts.packets_lost);
     }
 

@@ -1,9 +1,10 @@
 //! Datagrams in: a member's own RTP and RTCP, and the shared port's, whose
-//! member is found by source address (`Demux`) with the NAT latch rules.
+//! member is found by source address (`Demux`); which source a member takes
+//! its stream from is its latch's (`media/latch.rs`).
 //!
 //! Owns: which member a datagram is for and what it did to it, counted per
-//! tick. Never touches: sockets (the caller read the datagram), the clock,
-//! the mixes, the events.
+//! tick by reason. Never touches: sockets (the caller read the datagram), the
+//! clock, the mixes, the events.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,13 +14,13 @@ use crate::media::demux::Sender;
 use crate::media::rtp::check_rtcp;
 use crate::media::slot::Received;
 
-/// On the shared port, a member is latched to an unknown port at its SDP
-/// address's IP only after waiting this long for RTP from the address it gave:
-/// a phone sending from where it said is heard within a tick or two, while a
-/// packet from an unknown port in the first moments is far more likely a
-/// newer call from the same IP (a PBX relaying many) whose member is not
-/// filed yet than this member behind a port-rewriting NAT.
-pub const NAT_LATCH_AFTER: Duration = Duration::from_millis(500);
+/// On the shared port, RTP from an unknown port at a member's IP counts
+/// toward learning its stream only once the member is this old: in its
+/// first moments such a stream is as likely a newer call from the same IP
+/// (a PBX relaying many) whose member is not filed yet, which a tick or two
+/// normally settles. With the run the latch wants, a phone behind a
+/// port-rewriting NAT is heard about 0.3 s after it starts sending.
+pub const NAT_LATCH_AFTER: Duration = Duration::from_millis(200);
 
 /// Shared-port RTCP reports whose member is looked up by SSRC (a scan of
 /// every slot) per tick, so a flood of unknown reports cannot stretch one.
@@ -41,7 +42,9 @@ impl MediaCore {
         match (port, stream) {
             (Port::Member(key), Stream::Rtp) => {
                 if let Some(index) = self.slot_of(key) {
-                    self.receive_rtp(index, contents, source, now);
+                    // Its own socket: it is filed nowhere, so never refiled.
+                    let received = self.slots[index].receive_rtp(contents, source, now);
+                    self.count(received);
                 }
             }
             (Port::Member(key), Stream::Rtcp) => {
@@ -54,48 +57,69 @@ impl MediaCore {
         }
     }
 
-    /// Hands RTP to member `index` and counts what became of it.
-    fn receive_rtp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
-        let slot = &mut self.slots[index];
-        match slot.receive_rtp(contents, source, now) {
+    /// Counts what became of an RTP datagram.
+    #[inline(always)]
+    fn count(&mut self, received: Received) {
+        match received {
             Received::Audio(_) | Received::TelephoneEvent => self.counts.packets_in += 1,
             Received::Malformed | Received::UnexpectedPayloadType(_) => self.counts.malformed += 1,
             Received::ForeignSource => self.counts.foreign += 1,
-        }
-        if !slot.has_own_sockets() {
-            self.refile_if_moved(index);
+            Received::Learning => self.counts.learning += 1,
+            Received::Contested => self.counts.contested += 1,
         }
     }
 
-    /// A valid RTCP packet to member `index` latches its RTCP where it came from,
-    /// and is a sign of life of a phone that sends no RTP while it is silent.
+    /// Hands shared-port RTP to member `index`, counts what became of it,
+    /// and refiles the member if its stream locked or moved.
+    fn receive_shared_member_rtp(
+        &mut self,
+        index: usize,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) {
+        let received = self.slots[index].receive_rtp(contents, source, now);
+        self.count(received);
+        self.refile_if_moved(index);
+    }
+
+    /// A valid RTCP packet to member `index` latches its RTCP where it came
+    /// from, if that is at one of the member's IPs; such a report is a sign
+    /// of life of a phone that sends no RTP while it is silent.
     fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
         if check_rtcp(contents).is_err() {
             self.counts.malformed += 1;
             return;
         }
-        let slot = &mut self.slots[index];
-        slot.latch_rtcp(source);
-        slot.heard_from(now);
-        if !slot.has_own_sockets() {
-            self.refile_if_moved(index);
+        if self.slots[index].latch_rtcp(source) {
+            self.slots[index].heard_from(now);
+        } else {
+            self.counts.foreign += 1;
         }
+        self.refile_if_moved(index);
     }
 
-    /// A shared-port member latched a new address, or its first RTP: refile it.
+    /// A shared-port member locked or moved its stream or latched its RTCP:
+    /// refile it. (A member with its own sockets is filed nowhere.)
+    #[inline(always)]
     fn refile_if_moved(&mut self, index: usize) {
-        let filed = self.slots[index].filed_as();
-        if filed != self.demux.filed(index) {
-            self.demux.file(index, filed);
+        let slot = &mut self.slots[index];
+        if !slot.has_own_sockets() && slot.take_moved() {
+            self.demux.file(index, slot.filed_as());
         }
     }
 
     /// RTP on the shared port: the member whose address it came from, or
-    /// the only one waiting at that IP once it has waited `NAT_LATCH_AFTER`.
+    /// the one who could be learning a stream at that IP, once it is
+    /// `NAT_LATCH_AFTER` old.
     fn receive_shared_rtp(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
-        let (index, nat_latch) = match self.demux.rtp_sender(source) {
+        let (index, at_ip) = match self.demux.rtp_sender(source) {
             Sender::Member(index) => (index, false),
-            Sender::OnlyWaitingAtIp(index) => (index, true),
+            Sender::AtIpOf(index) => (index, true),
+            Sender::Ambiguous => {
+                self.counts.ambiguous += 1;
+                return;
+            }
             Sender::Foreign => {
                 self.counts.foreign += 1;
                 return;
@@ -104,13 +128,13 @@ impl MediaCore {
         let Some(slot) = self.slots.get(index).filter(|slot| slot.is_active()) else {
             return;
         };
-        if nat_latch && slot.age(now) < NAT_LATCH_AFTER {
+        if at_ip && slot.age(now) < NAT_LATCH_AFTER {
             // Most likely a member whose AddMember is still queued,
-            // sending from the same IP (a PBX): not this one's to take.
-            self.counts.foreign += 1;
+            // sending from the same IP (a PBX): not this one's to learn.
+            self.counts.learning += 1;
             return;
         }
-        self.receive_rtp(index, contents, source, now);
+        self.receive_shared_member_rtp(index, contents, source, now);
     }
 
     /// RTCP on the shared port: a report from a member's RTCP address, or
@@ -135,8 +159,11 @@ impl MediaCore {
         let Some(index) = index.filter(|&index| index < self.slots.len()) else {
             return;
         };
-        self.slots[index].latch_rtcp(source);
-        self.slots[index].heard_from(now);
-        self.demux.file(index, self.slots[index].filed_as());
+        if self.slots[index].latch_rtcp(source) {
+            self.slots[index].heard_from(now);
+        } else {
+            self.counts.foreign += 1;
+        }
+        self.refile_if_moved(index);
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::media::codec::Codec;
 use crate::media::dtmf::{event_code, key_tones_hz, TelephoneEvent};
+use crate::media::latch::LEARN_RUN;
 use crate::media::rtp::{check_rtcp, write_rtcp_report, write_rtp, RtpHeader, RtpPacket};
 use crate::media::slot::LONE_KEEPALIVE_TICKS;
 use crate::media::{DigitSource, MemberFlags};
@@ -110,6 +111,7 @@ impl Room {
             sockets: MemberSockets::Shared,
             remote_rtp: sdp_rtp,
             remote_rtcp: SocketAddr::new(sdp_rtp.ip(), sdp_rtp.port() + 1),
+            signalling_ip: Some(sdp_rtp.ip()),
             codec: Codec::Pcmu,
             telephone_event_pt: Some(EVENT_PT),
             flags,
@@ -614,37 +616,106 @@ fn shared_port_members_are_found_by_source_and_hear_each_other() {
 }
 
 #[test]
-fn shared_port_latches_a_rewritten_port_for_the_only_member_waiting_at_its_ip() {
+fn shared_port_learns_a_rewritten_port_at_the_members_ip_after_a_run_within_300_ms() {
     let mut room = Room::with_members(3);
     // The SDP names a port nobody sends from (a NAT rewrote it).
     let sdp = SocketAddr::from(([192, 0, 2, 10], 9));
     let key = room.add_at(0, sdp, MemberFlags::default(), true);
     room.add(MemberFlags::default(), true);
     let sounds = [Sound::Sine(1000.0), Sound::Sine(400.0)];
-    // Its first half second, an unknown port is more likely a newer call
-    // from the same IP whose member is not filed yet: not taken.
-    room.run(&sounds, 25);
+    // Its first moments, an unknown port is as likely a newer call from the
+    // same IP whose member is not filed yet: not counted toward learning.
+    let guard_ticks = (NAT_LATCH_AFTER.as_millis() / TICK.as_millis()) as u32;
+    room.run(&sounds, guard_ticks);
     assert_eq!(room.core.member(key).expect("member").remote_rtp, sdp);
-    assert_eq!(room.counter(|s| &s.foreign), 25);
-    room.run(&sounds, 5);
+    // Then a run in sequence: heard at its fourth packet.
+    room.run(&sounds, u32::from(LEARN_RUN) - 1);
+    assert_eq!(room.core.member(key).expect("member").remote_rtp, sdp);
+    assert_eq!(
+        room.counter(|s| &s.learning),
+        u64::from(guard_ticks) + u64::from(LEARN_RUN) - 1
+    );
+    room.run(&sounds, 1);
+    assert!(TICK * room.ticks <= Duration::from_millis(300));
     let latched = room.core.member(key).expect("member");
     assert_eq!(latched.remote_rtp, phone_address(0));
     assert_eq!(latched.remote_rtcp, SocketAddr::new(sdp.ip(), 4001));
+    room.run(&sounds, 2);
     assert_eq!(
         room.phones[0].packets.last().map(|p| p.3),
         Some(phone_address(0))
     );
-    assert!(tone_power(last_frames(&room.phones[1], 3), 1000.0) > 1e10);
-    // Latched and alive, a second source at the same IP is foreign.
-    let foreign = room.counter(|s| &s.foreign);
+    assert!(tone_power(last_frames(&room.phones[1], 2), 1000.0) > 1e10);
+    // Locked and alive, a second stream at the same IP is never taken,
+    // however long its run.
     let intruder = SocketAddr::from(([192, 0, 2, 10], 31_337));
-    room.receive_from(intruder, &rtp(0, 9, 0, &[0xFF; FRAME]));
-    room.tick();
-    assert_eq!(room.counter(|s| &s.foreign), foreign + 1);
+    for n in 0..20 {
+        room.receive_from(intruder, &rtp(0, 5000 + n, 0, &[0xFF; FRAME]));
+        room.run(&sounds, 1);
+    }
+    assert_eq!(
+        room.counter(|s| &s.contested),
+        20 - u64::from(LEARN_RUN) + 1
+    );
     assert_eq!(
         room.core.member(key).expect("member").remote_rtp,
         phone_address(0)
     );
+    assert_eq!(room.counter(|s| &s.foreign), 0);
+}
+
+#[test]
+fn a_stranger_is_never_heard_nor_sent_audio_before_during_or_after_a_pause() {
+    for shared in [false, true] {
+        let mut room = Room::with_members(2);
+        let stranger = SocketAddr::from(([198, 51, 100, 7], 5000));
+        // The stranger's stream carries a 2 kHz tone, in sequence, one SSRC.
+        let mut sequence = 7000u16;
+        let mut stranger_sends = |room: &mut Room, ticks: u32, phones: &[Sound]| {
+            for _ in 0..ticks {
+                let pcm = frame_of(Sound::Sine(2000.0), u32::from(sequence) * 160);
+                let mut payload = [0u8; FRAME];
+                Codec::Pcmu.encode(&pcm, &mut payload);
+                let datagram = rtp(0, sequence, u32::from(sequence) * 160, &payload);
+                sequence = sequence.wrapping_add(1);
+                let port = if shared {
+                    Port::Shared
+                } else {
+                    Port::Member(room.phones[0].key)
+                };
+                let now = room.now();
+                room.core.receive(
+                    Datagram {
+                        port,
+                        stream: Stream::Rtp,
+                        source: stranger,
+                        contents: &datagram,
+                    },
+                    now,
+                );
+                room.run(phones, 1);
+            }
+        };
+        let caller = room.add(MemberFlags::default(), true);
+        room.add(MemberFlags::default(), true);
+        // Before the caller's first packet, while it talks, and after it
+        // paused for two seconds.
+        stranger_sends(&mut room, 25, &[]);
+        stranger_sends(&mut room, 25, &[Sound::Sine(700.0), Sound::Silence]);
+        stranger_sends(&mut room, 100, &[]);
+        stranger_sends(&mut room, 25, &[Sound::Sine(700.0), Sound::Silence]);
+        let listener = &room.phones[1].heard;
+        assert!(
+            tone_power(listener, 700.0) > 1e4 * tone_power(listener, 2000.0).max(1.0),
+            "shared {shared}: the caller is heard, the stranger not"
+        );
+        let member = room.core.member(caller).expect("member");
+        assert_eq!(member.remote_rtp, phone_address(0), "shared {shared}");
+        for phone in &room.phones {
+            assert!(phone.packets.iter().all(|p| p.3 != stranger));
+        }
+        assert_eq!(room.counter(|s| &s.foreign), 175, "shared {shared}");
+    }
 }
 
 #[test]
@@ -652,10 +723,24 @@ fn a_shared_port_report_is_matched_by_ssrc_and_removal_says_bye() {
     let mut room = Room::with_members(2);
     let key = room.add(MemberFlags::default(), true);
     room.run(&[Sound::Silence], 2);
-    let reporter = SocketAddr::from(([192, 0, 2, 99], 7000));
+    // From another port at the phone's IP; one from elsewhere is refused.
+    let stranger = SocketAddr::from(([198, 51, 100, 7], 7000));
+    let reporter = SocketAddr::from(([192, 0, 2, 10], 7000));
     let mut report = [0u8; 128];
-    let ssrc = 0xD7F0;
-    let len = write_rtcp_report(ssrc, None, None, false, &mut report).expect("fits");
+    let len = write_rtcp_report(0xD7F0, None, None, false, &mut report).expect("fits");
+    room.core.receive(
+        Datagram {
+            port: Port::Shared,
+            stream: Stream::Rtcp,
+            source: stranger,
+            contents: &report[..len],
+        },
+        room.now(),
+    );
+    assert_eq!(
+        room.core.member(key).expect("member").remote_rtcp,
+        SocketAddr::from(([192, 0, 2, 10], 4001))
+    );
     room.core.receive(
         Datagram {
             port: Port::Shared,
@@ -704,6 +789,7 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
         },
         remote_rtp: phone,
         remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
+        signalling_ip: Some(phone.ip()),
         codec: Codec::Pcmu,
         telephone_event_pt: None,
         flags: MemberFlags::default(),
@@ -720,22 +806,30 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
             ..
         }
     ));
-    let moved = SocketAddr::from(([192, 0, 2, 10], 5000));
-    let datagram = rtp(0, 1, 0, &[0xFF; FRAME]);
-    core.receive(
-        Datagram {
+    let receive = |core: &mut MediaCore, source: SocketAddr, sequence: u16| {
+        let datagram = rtp(0, sequence, 160 * u32::from(sequence), &[0xFF; FRAME]);
+        let datagram = Datagram {
             port: Port::Member(key),
             stream: Stream::Rtp,
-            source: moved,
+            source,
             contents: &datagram,
-        },
-        start,
-    );
-    assert_eq!(core.live_rtp_source(key, start), Some(moved));
+        };
+        core.receive(datagram, start);
+    };
+    // From its SDP address: its socket may be connected there while alive.
+    receive(&mut core, phone, 1);
+    assert_eq!(core.live_rtp_source(key, start), Some(phone));
     assert_eq!(
         core.live_rtp_source(key, start + Duration::from_secs(2)),
         None
     );
+    // Its stream moves to another port at its IP: followed after a run,
+    // and a learned address is never connected to.
+    let moved = SocketAddr::from(([192, 0, 2, 10], 5000));
+    for sequence in 2..2 + u16::from(LEARN_RUN) {
+        receive(&mut core, moved, sequence);
+    }
+    assert_eq!(core.live_rtp_source(key, start), None);
     core.tick(start, 0, &mut sink);
     assert_eq!(sent, [(Port::Member(key), Stream::Rtp, moved)]);
 }
