@@ -150,24 +150,50 @@ async fn spread_and_fail_over(lab: &Lab) {
     bridges[index].stop();
     drop(callers.remove(0));
 
-    // A caller right away: either the probes already took the bridge out,
-    // or the INVITE goes unanswered and the front door tries the next one.
-    let (early, early_bridge) = call(lab, &front_door, room).await;
-    assert_ne!(early_bridge, gone, "a caller reached the stopped bridge");
-    // Within a few probe intervals the probes mark the bridge down...
+    // With no call to notice it, the probes take the stopped bridge out
+    // within a few probe intervals...
     let down = format!("BRIDGE DOWN sip:{}", sip[index]);
     assert!(
-        front_door.wait_for_log(&down, Duration::from_secs(10 * PROBE_INTERVAL_S)),
-        "the front door never took the stopped bridge out; its log:\n{}",
+        front_door.wait_for_log(&down, Duration::from_secs(30)),
+        "the probes never took the stopped bridge out; its log:\n{}",
         front_door.log()
     );
-    // ...and the room's next caller joins the first on the same bridge.
+    // ...and the room's next callers go straight to another bridge, together.
+    let (early, early_bridge) = call(lab, &front_door, room).await;
     let (late, late_bridge) = call(lab, &front_door, room).await;
+    assert_ne!(early_bridge, gone, "a caller reached the stopped bridge");
     assert_eq!(
         late_bridge, early_bridge,
         "the next callers of room {room} landed on two bridges"
     );
-    assert_they_hear_each_other(vec![early, late]).await;
+    assert!(
+        !front_door.log().contains("NO ANSWER"),
+        "a call was sent to the bridge the probes took out; the front door's log:\n{}",
+        front_door.log()
+    );
+    let mut phones = assert_they_hear_each_other(vec![early, late]).await;
+
+    // The front door record-routed the calls: the BYE goes through it.
+    for phone in phones.iter_mut() {
+        let route = phone.route_set().to_vec();
+        assert_eq!(
+            route.len(),
+            1,
+            "the bridge's 200 carries the front door's Record-Route: {route:?}"
+        );
+        // Port 5060 is the default, so the front door leaves it out.
+        assert!(
+            route[0].starts_with(&format!("<sip:{};lr", front_door.addr.ip())),
+            "{route:?}"
+        );
+        let status = phone.hangup().await.unwrap_or_else(|e| {
+            panic!(
+                "BYE through the front door: {e}; its log:\n{}",
+                front_door.log()
+            )
+        });
+        assert_eq!(status, 200, "the bridge answers the BYE routed to it");
+    }
 
     // The other rooms stayed where they were.
     for (i, room) in ROOMS.iter().enumerate().skip(1) {
@@ -176,6 +202,43 @@ async fn spread_and_fail_over(lab: &Lab) {
             assert_eq!(bridge, landed[i], "room {room} moved");
         }
     }
+
+    // A bridge that hangs (frozen, as a wedged box) takes the probes a
+    // while to notice, unanswered OPTIONS time out first; a caller meanwhile
+    // is sent to the next bridge once its INVITE goes unanswered.
+    let (room, hung) = ROOMS
+        .iter()
+        .zip(&landed)
+        .find(|(_, bridge)| **bridge != gone)
+        .map(|(room, bridge)| (*room, *bridge))
+        .expect("a room on a bridge still up");
+    let hung_index = sip
+        .iter()
+        .position(|addr| addr.ip() == hung)
+        .expect("a bridge of this lab");
+    signal(&bridges[hung_index], "STOP");
+    let (moved, moved_to) = call(lab, &front_door, room).await;
+    signal(&bridges[hung_index], "CONT");
+    assert_ne!(moved_to, hung, "a caller reached the hung bridge");
+    assert!(
+        front_door.log().contains(&format!(
+            "NO ANSWER room={room} from=sip:{}",
+            sip[hung_index]
+        )),
+        "the caller was not moved by the no-answer failover; the front door's log:\n{}",
+        front_door.log()
+    );
+    drop(moved);
+}
+
+/// Sends `signal` (STOP, CONT) to a bridge.
+fn signal(bridge: &Daemon, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(bridge.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} the bridge");
 }
 
 #[test]

@@ -289,6 +289,11 @@ impl Daemon {
         None
     }
 
+    /// The process id (to freeze it with SIGSTOP, as a hung box would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
