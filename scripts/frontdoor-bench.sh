@@ -43,7 +43,7 @@ done
 : > "$dir/dispatcher.list"
 for n in 2 3 4; do
     echo "1 sip:10.0.0.$n:5060 8" >> "$dir/dispatcher.list"
-    ip netns exec "$p-bridge$((n - 1))" sipp -sf "$(dirname "$cfg")/../../scripts/frontdoor-uas.xml" -i "10.0.0.$n" -p 5060 -nostdin \
+    ip netns exec "$p-bridge$((n - 1))" sipp -sf "$(dirname "$cfg")/../../scripts/frontdoor-uas.xml" -i "10.0.0.$n" -p 5060 -aa -nostdin \
         > /dev/null 2>&1 &
     echo $! > "$dir/uas$n.pid"
 done
