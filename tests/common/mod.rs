@@ -6,6 +6,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod kamailio;
+pub mod netns;
 pub mod sipp;
 
 pub use sipconf_testkit::daemon::{free_port, require_tool, Addresses};
@@ -43,6 +45,21 @@ impl Daemon {
     pub fn start_with_addresses(addresses: Addresses, media_extra: &str, rooms: &str) -> Daemon {
         Daemon(sipconf_testkit::daemon::Daemon::start_with_addresses(
             program(),
+            addresses,
+            media_extra,
+            rooms,
+        ))
+    }
+
+    pub fn start_in_netns(
+        netns: &str,
+        addresses: Addresses,
+        media_extra: &str,
+        rooms: &str,
+    ) -> Daemon {
+        Daemon(sipconf_testkit::daemon::Daemon::start_in_netns(
+            program(),
+            netns,
             addresses,
             media_extra,
             rooms,

@@ -122,6 +122,7 @@ impl Daemon {
     ) -> Daemon {
         Daemon::start_at(
             program,
+            None,
             Addresses::on(IpAddr::from([127, 0, 0, 1])),
             media_extra,
             rooms,
@@ -136,11 +137,25 @@ impl Daemon {
         media_extra: &str,
         rooms: &str,
     ) -> Daemon {
-        Daemon::start_at(program, addresses, media_extra, rooms, &[])
+        Daemon::start_at(program, None, addresses, media_extra, rooms, &[])
+    }
+
+    /// As [`Daemon::start_with_addresses`], inside the network namespace
+    /// `netns` (made by `ip netns add`): the program runs under
+    /// `ip netns exec`, which execs it, so signals still reach it directly.
+    pub fn start_in_netns(
+        program: &Path,
+        netns: &str,
+        addresses: Addresses,
+        media_extra: &str,
+        rooms: &str,
+    ) -> Daemon {
+        Daemon::start_at(program, Some(netns), addresses, media_extra, rooms, &[])
     }
 
     fn start_at(
         program: &Path,
+        netns: Option<&str>,
         addresses: Addresses,
         media_extra: &str,
         rooms: &str,
@@ -176,7 +191,15 @@ impl Daemon {
             "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(program)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -264,6 +287,11 @@ impl Daemon {
         }
         let _ = self.child.kill();
         None
+    }
+
+    /// The process id (to freeze it with SIGSTOP, as a hung box would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
