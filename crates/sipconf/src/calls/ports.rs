@@ -251,10 +251,15 @@ mod tests {
 
     /// A base port (even) with the six ports from it free on loopback right now;
     /// other programs on a shared machine hold ports, so none is assumed free.
+    /// The block comes from 10000-11499, below the kernel's ephemeral range
+    /// (32768 up) and the test kit's ports (12000 up): a port there that is
+    /// free now stays free until the pool binds it, where one in the
+    /// ephemeral range can be taken meanwhile by any parallel test's client.
     fn free_block_of_six() -> u16 {
-        for candidate in (40_000u16..60_000)
-            .step_by(64)
-            .skip((std::process::id() % 300) as usize)
+        for candidate in (10_000u16..11_500)
+            .step_by(8)
+            .skip((std::process::id() % 180) as usize)
+            .chain((10_000u16..11_500).step_by(8))
         {
             let held: Vec<_> = (candidate..candidate + 6)
                 .map_while(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).ok())
@@ -263,7 +268,7 @@ mod tests {
                 return candidate;
             }
         }
-        panic!("no six free consecutive UDP ports on 127.0.0.1 between 40000 and 60000");
+        panic!("no six free consecutive UDP ports on 127.0.0.1 between 10000 and 11500");
     }
 
     #[test]
@@ -322,7 +327,7 @@ mod tests {
         let now = Instant::now();
         let firsts: HashSet<u16> = (0..20)
             .filter_map(|_| {
-                let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 47_000..47_200);
+                let mut pool = PortPool::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 11_600..11_800);
                 pool.bind_pair(now).map(|ports| ports.rtp_port)
             })
             .collect();
