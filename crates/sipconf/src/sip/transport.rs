@@ -7,6 +7,7 @@
 //! endpoint's next timeout.
 
 use super::dialog::Dialog;
+use super::registration::{RegistrationConfig, RegistrationStats};
 use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
 use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +57,9 @@ pub enum SipCommand {
 enum HandleInput {
     Command(SipCommand),
     Invite(Box<OutgoingCall>, oneshot::Sender<Option<CallKey>>),
+    Register(Box<RegistrationConfig>, Arc<RegistrationStats>),
+    /// Remove every binding; the sender is told once every removal is answered.
+    Unregister(oneshot::Sender<()>),
 }
 
 /// Sends commands to the SIP task. The task stops when every handle is dropped.
@@ -78,6 +83,33 @@ impl SipHandle {
             .await
             .ok()?;
         reply_rx.await.ok().flatten()
+    }
+
+    /// Start registering with a registrar (the first REGISTER goes at once);
+    /// `false` if the SIP task has stopped.
+    pub async fn register(
+        &self,
+        config: RegistrationConfig,
+        stats: Arc<RegistrationStats>,
+    ) -> bool {
+        self.commands
+            .send(HandleInput::Register(Box::new(config), stats))
+            .await
+            .is_ok()
+    }
+
+    /// Remove every registration's binding (REGISTER with expiry 0) and wait
+    /// until the registrars answered or gave up; the caller bounds the wait.
+    pub async fn unregister_all(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self
+            .commands
+            .send(HandleInput::Unregister(done_tx))
+            .await
+            .is_ok()
+        {
+            let _ = done_rx.await;
+        }
     }
 }
 
@@ -153,6 +185,7 @@ async fn run(
 ) {
     let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut unregistered: Option<oneshot::Sender<()>> = None;
     loop {
         let wake_at = endpoint.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -194,6 +227,13 @@ async fn run(
                         // without it, as an unanswered call would.
                         let _ = reply.send(placed.ok());
                     }
+                    HandleInput::Register(config, stats) => {
+                        endpoint.register(now, *config, stats);
+                    }
+                    HandleInput::Unregister(done) => {
+                        endpoint.unregister_all(now);
+                        unregistered = Some(done);
+                    }
                 }
             },
             () = sleep_until_or_forever(wake_at) => {
@@ -202,6 +242,11 @@ async fn run(
         }
         while let Some(transmit) = endpoint.poll_transmit() {
             send(&udp, &mut tcp_writers, &tcp_tx, transmit).await;
+        }
+        if endpoint.registrations_settled() {
+            if let Some(done) = unregistered.take() {
+                let _ = done.send(());
+            }
         }
         while let Some(event) = endpoint.poll_event() {
             let established = match &event {
