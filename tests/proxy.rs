@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::{free_port, require_tool, tempdir::TempDir, Daemon};
+use common::kamailio::Kamailio;
+use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
 use sipconf_testkit::meter::tone_amplitude;
 use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TONE_HZ: f64 = 700.0;
 const AMPLITUDE: f64 = 8000.0;
@@ -78,94 +77,6 @@ request_route {{
     )
 }
 
-/// Kamailio running in the foreground with its log in a file; stopped (with
-/// its worker processes) when dropped.
-struct Kamailio {
-    child: Child,
-    log: PathBuf,
-    addr: SocketAddr,
-}
-
-impl Kamailio {
-    fn start(dir: &TempDir, bridge: SocketAddr) -> Kamailio {
-        let port = free_port();
-        let config = dir.path().join("kamailio.cfg");
-        std::fs::write(&config, kamailio_config(port, bridge)).expect("write config");
-        let log = dir.path().join("kamailio.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("kamailio")
-            .arg("-f")
-            .arg(&config)
-            // Foreground, log to stderr, no PID or control files anywhere shared.
-            .args(["-DD", "-E", "-w"])
-            .arg(dir.path())
-            .args(["-Y", &dir.path().display().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start kamailio");
-        Kamailio {
-            child,
-            log,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (at most 10 s) until the proxy relays an OPTIONS to the bridge and back.
-    async fn wait_until_relaying(&self) {
-        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let local = probe.local_addr().expect("addr");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = vec![0u8; 4096];
-        for attempt in 0.. {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio never relayed an OPTIONS; its log:\n{}",
-                self.log()
-            );
-            let options = format!(
-                "OPTIONS sip:1000@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKprobe{attempt}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:1000@{0}>\r\n\
-                 Call-ID: probe{attempt}@{local}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                self.addr
-            );
-            let _ = probe.send_to(options.as_bytes(), self.addr).await;
-            if let Ok(Ok((n, _))) =
-                tokio::time::timeout(Duration::from_millis(300), probe.recv_from(&mut buf)).await
-            {
-                if buf[..n].starts_with(b"SIP/2.0 200") {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SIGTERM makes the main process stop its workers too.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn sine() -> Signal {
     Signal::Sine {
         freq_hz: TONE_HZ,
@@ -200,8 +111,8 @@ async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
     }
     let daemon = Daemon::with_rooms();
     let dir = TempDir::new("sipconf-kamailio");
-    let proxy = Kamailio::start(&dir, daemon.sip);
-    proxy.wait_until_relaying().await;
+    let proxy = Kamailio::start(&dir, |port| kamailio_config(port, daemon.sip));
+    proxy.wait_until_answering().await;
 
     let mut listener = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
         .await

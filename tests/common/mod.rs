@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod kamailio;
 pub mod sipp;
 
 pub use sipconf_testkit::daemon::{free_port, require_tool, Addresses};
