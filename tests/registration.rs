@@ -30,13 +30,19 @@ const GRANTED_S: u64 = 6;
 /// domain), that grants `GRANTED_S` seconds, checks digest nonce counts, and
 /// relays INVITEs to whoever registered the dialled user. Each REGISTER is
 /// logged with its Expires and Authorization.
-fn registrar_config(port: u16) -> String {
+/// With `tcp`, it listens for SIP over TCP on the same port too.
+fn registrar_config(port: u16, tcp: bool) -> String {
+    let tcp = if tcp {
+        format!("listen=tcp:127.0.0.1:{port}\ntcp_children=1")
+    } else {
+        "disable_tcp=yes".to_owned()
+    };
     format!(
         r#"#!KAMAILIO
 debug=2
 log_stderror=yes
 children=1
-disable_tcp=yes
+{tcp}
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
 alias="127.0.0.1:{port}"
@@ -68,7 +74,7 @@ request_route {{
         exit;
     }}
     if (is_method("REGISTER")) {{
-        xlog("L_NOTICE", "REGISTER cseq=$cs expires=$hdr(Expires) auth=[$hdr(Authorization)]\n");
+        xlog("L_NOTICE", "REGISTER cseq=$cs proto=$pr expires=$hdr(Expires) auth=[$hdr(Authorization)]\n");
         if (!pv_www_authenticate("$td", "{PASSWORD}", "0")) {{
             xlog("L_NOTICE", "CHALLENGED cseq=$cs\n");
             www_challenge("$td", "1");
@@ -98,20 +104,25 @@ request_route {{
         exit;
     }}
     xlog("L_NOTICE", "RELAYED $rm to $ru\n");
+    t_on_reply("RELAYED_REPLY");
     t_relay();
+}}
+
+onreply_route[RELAYED_REPLY] {{
+    xlog("L_NOTICE", "REPLY $rs over $pr\n");
 }}
 "#
     )
 }
 
 /// The bridge with room 1000, registered as extension 2000 at `registrar`
-/// with `password`, and its API (for /metrics).
-fn bridge(registrar: &Kamailio, password: &str, store: &TempDir) -> (Daemon, Api) {
+/// with `password` (and the `extra` keys), and its API (for /metrics).
+fn bridge(registrar: &Kamailio, password: &str, extra: &str, store: &TempDir) -> (Daemon, Api) {
     let api_port = free_port();
     let sections = format!(
         "[[room]]\nnumber = \"1000\"\n\n\
          [[registration]]\nregistrar = \"sip:{}\"\nuser = \"2000\"\npassword = \"{password}\"\n\
-         contact_user = \"conf2000\"\nroom = \"1000\"\n\n{}",
+         contact_user = \"conf2000\"\nroom = \"1000\"\n{extra}\n{}",
         registrar.addr,
         api_sections(api_port, &store.path().join("sipconf.db"), "")
     );
@@ -189,9 +200,9 @@ async fn the_bridge_registers_as_an_extension_and_calls_to_it_reach_the_room() {
         return;
     }
     let dir = TempDir::new("sipconf-registrar");
-    let registrar = Kamailio::start(&dir, registrar_config);
+    let registrar = Kamailio::start(&dir, |port| registrar_config(port, false));
     registrar.wait_until_answering().await;
-    let (mut daemon, api) = bridge(&registrar, PASSWORD, &dir);
+    let (mut daemon, api) = bridge(&registrar, PASSWORD, "", &dir);
     let aor = format!("sip:2000@{}", registrar.addr);
 
     assert!(
@@ -201,6 +212,7 @@ async fn the_bridge_registers_as_an_extension_and_calls_to_it_reach_the_room() {
     );
     let log = registrar.log();
     assert!(log.contains("CHALLENGED cseq=1"), "{log}");
+    assert!(log.contains("REGISTER cseq=1 proto=udp"), "{log}");
     assert!(
         log.contains("SAVED cseq=2 expires=3600"),
         "asked for the configured hour: {log}"
@@ -306,9 +318,9 @@ async fn a_wrong_password_is_reported_failed_and_backed_off() {
         return;
     }
     let dir = TempDir::new("sipconf-registrar");
-    let registrar = Kamailio::start(&dir, registrar_config);
+    let registrar = Kamailio::start(&dir, |port| registrar_config(port, false));
     registrar.wait_until_answering().await;
-    let (daemon, api) = bridge(&registrar, "not-the-password", &dir);
+    let (daemon, api) = bridge(&registrar, "not-the-password", "", &dir);
     let aor = format!("sip:2000@{}", registrar.addr);
 
     assert!(
@@ -361,4 +373,53 @@ async fn a_wrong_password_is_reported_failed_and_backed_off() {
             other.map(|_| "an answer")
         ),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_bridge_registers_and_the_pbx_relays_calls_over_tcp() {
+    if !require_tool(
+        "kamailio",
+        "over_tcp_the_bridge_registers_and_the_pbx_relays_calls_over_tcp",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("sipconf-registrar");
+    let registrar = Kamailio::start(&dir, |port| registrar_config(port, true));
+    registrar.wait_until_answering().await;
+    let (daemon, _api) = bridge(&registrar, PASSWORD, "transport = \"tcp\"\n", &dir);
+    assert!(
+        daemon.wait_for_log("registered", Duration::from_secs(10)),
+        "the bridge did not register over TCP; the registrar's log:\n{}",
+        registrar.log()
+    );
+    let log = registrar.log();
+    assert!(log.contains("REGISTER cseq=2 proto=tcp"), "{log}");
+
+    let mut listener = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
+        .await
+        .expect("the listener calls room 1000 directly");
+    let mut caller = Phone::call(PhoneOptions::new(registrar.addr, "2000", Codec::Pcmu))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "call to extension 2000: {e}; the registrar's log:\n{}",
+                registrar.log()
+            )
+        });
+    let log = registrar.log();
+    assert!(
+        log.contains(&format!(
+            "RELAYED INVITE to sip:conf2000@{};transport=tcp",
+            daemon.sip
+        )),
+        "{log}"
+    );
+    assert!(log.contains("REPLY 200 over tcp"), "{log}");
+    let room_hears = heard_db(&mut listener, &mut caller).await;
+    assert!(
+        room_hears.abs() <= 1.0,
+        "the room hears the extension's caller at {room_hears:.1} dB"
+    );
+    assert_eq!(caller.hangup().await.expect("bye"), 200);
+    assert_eq!(listener.hangup().await.expect("bye"), 200);
 }
