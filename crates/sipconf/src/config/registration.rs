@@ -74,17 +74,18 @@ pub(super) struct RawRegistration {
     contact_user: Option<Spanned<String>>,
 }
 
-/// Characters of a SIP user part we accept in the file: unreserved and the
-/// user-unreserved marks of RFC 3261 25.1 that need no escaping.
+/// Characters of a SIP user part we accept in the file: the unreserved and
+/// user-unreserved characters of RFC 3261 25.1 that need no escaping and
+/// cannot be read as a URI's parameter or header separators.
 fn is_user_part(text: &str) -> bool {
     !text.is_empty()
         && text
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$".contains(c))
 }
 
 /// `sip:host[:port]` (or `host[:port]`) as host and port; no user part, no
-/// parameters but an ignored `;lr`.
+/// parameters (the transport is `registration.transport`).
 fn registrar(value: &Spanned<String>) -> Result<(String, u16), Invalid> {
     const KEY: &str = "registration.registrar";
     let text = value.get_ref().trim();
@@ -103,7 +104,12 @@ fn registrar(value: &Spanned<String>) -> Result<(String, u16), Invalid> {
             format!("`{text}` is not a registrar like \"sip:pbx.example.com\" or \"sip:192.0.2.10:5060\": {why}"),
         )
     };
-    let hostport = rest.split(';').next().unwrap_or_default();
+    let (hostport, params) = rest.split_once(';').unwrap_or((rest, ""));
+    if !params.is_empty() {
+        return Err(bad(
+            "no URI parameters; the transport is registration.transport",
+        ));
+    }
     if hostport.contains('@') {
         return Err(bad("give the host only; the user is registration.user"));
     }
@@ -181,7 +187,7 @@ pub(super) fn validate(
             return Err(invalid(
                 &raw.user,
                 "registration.user",
-                format!("`{user}` is not a SIP user name (letters, digits and - _ . ! ~ * ' ( ) & = + $ , ; ? /)"),
+                format!("`{user}` is not a SIP user name (letters, digits and - _ . ! ~ * ' ( ) & = + $)"),
             ));
         }
         let password = raw.password.get_ref().to_string();
@@ -333,6 +339,7 @@ mod tests {
         for (text, key, words) in [
             ("registrar = \"sips:pbx\"\nuser = \"2000\"\npassword = \"pw\"\nroom = \"1000\"\n", "registration.registrar", "TLS"),
             ("registrar = \"sip:2000@pbx\"\nuser = \"2000\"\npassword = \"pw\"\nroom = \"1000\"\n", "registration.registrar", "host only"),
+            ("registrar = \"sip:pbx;transport=tcp\"\nuser = \"2000\"\npassword = \"pw\"\nroom = \"1000\"\n", "registration.registrar", "registration.transport"),
             ("registrar = \"sip:pbx:0\"\nuser = \"2000\"\npassword = \"pw\"\nroom = \"1000\"\n", "registration.registrar", "port"),
             ("registrar = \"sip:pbx\"\nuser = \"a b\"\npassword = \"pw\"\nroom = \"1000\"\n", "registration.user", "SIP user"),
             ("registrar = \"sip:pbx\"\nuser = \"2000\"\npassword = \"\"\nroom = \"1000\"\n", "registration.password", "empty"),
