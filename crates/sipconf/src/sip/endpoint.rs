@@ -218,7 +218,7 @@ pub struct EndpointStats {
 }
 
 /// Methods we implement, for Allow (RFC 3261 20.5).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 /// Option tags we support, for Supported (RFC 3261 20.37).
 const SUPPORTED: &str = session_timer::OPTION_TAG;
 /// Methods we recognise but refuse with 405.
@@ -995,7 +995,7 @@ impl Endpoint {
 }
 
 /// Our Contact for a call reached at `user` (RFC 3261 12.1.1: a SIP URI we can be reached at).
-fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> String {
+pub(crate) fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> String {
     let transport_param = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",

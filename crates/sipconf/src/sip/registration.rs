@@ -10,6 +10,7 @@
 //! atomics for `/metrics`, as the media plane's counters are.
 
 use super::auth::{self, Challenge};
+use super::endpoint::{contact_header, ALLOW};
 use super::message::{self, OutgoingRequest, Response};
 use super::Transport;
 use bytes::Bytes;
@@ -30,9 +31,6 @@ pub const RETRY_MAX: Duration = Duration::from_secs(600);
 /// How long before the binding expires we refresh it (at most; half the
 /// granted expiry when that is shorter).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-
-/// Methods we implement, for Allow in the REGISTER (what the registrar may send us).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 
 /// What the REGISTER of one registration says and where it goes.
 #[derive(Clone, PartialEq, Eq)]
@@ -241,18 +239,9 @@ impl Registration {
         self.in_flight
     }
 
-    /// The expiry the next REGISTER asks for.
-    pub fn requested_expires_s(&self) -> u32 {
-        self.requested_s
-    }
-
-    /// Our Contact URI, as the registrar lists it back.
-    fn contact_uri(&self, local_addr: SocketAddr) -> String {
-        let transport = match self.config.transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
-        format!("sip:{}@{local_addr}{transport}", self.config.contact_user)
+    /// Our Contact, `<sip:contact_user@local_addr>` (the one calls are placed to).
+    fn contact(&self, local_addr: SocketAddr) -> String {
+        contact_header(local_addr, &self.config.contact_user, self.config.transport)
     }
 
     /// Writes the next REGISTER (a removal once stopping) and counts it.
@@ -275,7 +264,7 @@ impl Registration {
         );
         let from = format!("<{}>;tag={}", self.config.aor, self.from_tag);
         let to = format!("<{}>", self.config.aor);
-        let contact = format!("<{}>", self.contact_uri(local_addr));
+        let contact = self.contact(local_addr);
         let expires = if self.removing {
             "0".to_owned()
         } else {
@@ -392,8 +381,9 @@ impl Registration {
             self.set_state(RegistrationState::Unregistered);
             return Next::Wait;
         }
+        let ours = self.contact(local_addr);
         let granted_s =
-            granted_expiry(response, &self.contact_uri(local_addr)).unwrap_or(self.requested_s);
+            granted_expiry(response, ours.trim_matches(['<', '>'])).unwrap_or(self.requested_s);
         if granted_s == 0 {
             // A 200 that lists no binding of ours: the registrar did not keep it.
             self.fail(
