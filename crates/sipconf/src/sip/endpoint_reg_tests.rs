@@ -497,3 +497,35 @@ fn over_tcp_the_contact_says_so_and_nothing_is_retransmitted() {
     assert!(sent(&mut endpoint).is_empty());
     assert_eq!(headers(&register, "Expires"), vec!["3600"]);
 }
+
+#[test]
+fn a_proxy_challenge_is_answered_with_proxy_authorization() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (_, stats, first) = start(&mut endpoint, now);
+    let challenge = CHALLENGE.replace("WWW-Authenticate", "Proxy-Authenticate");
+    feed(
+        &mut endpoint,
+        now,
+        &reply(
+            &first,
+            407,
+            "Proxy Authentication Required",
+            Some("p1"),
+            &challenge,
+        ),
+    );
+    let second = sent_one(&mut endpoint, registrar());
+    assert!(!second.contains("\r\nAuthorization:"), "{second}");
+    let authorization = header(&second, "Proxy-Authorization");
+    assert_eq!(
+        param(authorization, "response"),
+        expected_response(authorization, "s3cret")
+    );
+    feed(
+        &mut endpoint,
+        now,
+        &reply(&second, 200, "OK", Some("p1"), "Expires: 600\r\n"),
+    );
+    assert_eq!(stats.state(), RegistrationState::Registered);
+}
