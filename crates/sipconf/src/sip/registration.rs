@@ -385,12 +385,12 @@ impl Registration {
         let granted_s =
             granted_expiry(response, ours.trim_matches(['<', '>'])).unwrap_or(self.requested_s);
         if granted_s == 0 {
-            // A 200 that lists no binding of ours: the registrar did not keep it.
+            // Our binding listed with expires=0: the registrar did not keep it.
             self.fail(
                 now,
                 Failure {
                     code: response.code,
-                    reason: "the registrar's 200 lists no binding of our Contact".to_owned(),
+                    reason: "the registrar's 200 grants our Contact no time".to_owned(),
                 },
                 None,
             );
@@ -527,35 +527,46 @@ fn header_seconds(response: &Response, name: &Name) -> Option<u32> {
 
 /// The expiry the registrar granted our binding (RFC 3261 10.2.4): the
 /// `expires` parameter of the Contact that is ours, else the Expires header.
-/// `Some(0)` when the 200 lists Contacts but none is ours.
+/// A registrar behind which we are NATed may list our Contact rewritten to
+/// the address it saw (Asterisk's `rewrite_contact`): then the Contact with
+/// our user part is ours. A 200 that lists no Contact of ours still says
+/// the REGISTER succeeded; its Expires header, if any, is the grant.
 fn granted_expiry(response: &Response, ours: &str) -> Option<u32> {
-    let mut listed_any = false;
-    for value in response.header_values(&Name::CONTACT) {
-        for contact in message::split_commas(&value) {
-            listed_any = true;
+    let contacts: Vec<(String, String)> = response
+        .header_values(&Name::CONTACT)
+        .iter()
+        .flat_map(|value| message::split_commas(value))
+        .map(|contact| {
             let (uri, params) = match contact.split_once('<') {
                 Some((_, rest)) => rest.split_once('>').unwrap_or((rest, "")),
                 None => contact.split_once(';').unwrap_or((&contact, "")),
             };
-            if !same_contact(uri, ours) {
-                continue;
-            }
-            let expires = params.split(';').find_map(|param| {
-                let (name, value) = param.split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("expires")
-                    .then(|| value.trim().trim_matches('"').parse::<u32>().ok())?
-            });
-            if let Some(expires) = expires {
-                return Some(expires);
-            }
-            return header_seconds(response, &Name::EXPIRES);
-        }
-    }
-    if listed_any {
-        return Some(0);
-    }
-    header_seconds(response, &Name::EXPIRES)
+            (uri.trim().to_owned(), params.to_owned())
+        })
+        .collect();
+    let mine = contacts
+        .iter()
+        .find(|(uri, _)| same_contact(uri, ours))
+        .or_else(|| {
+            contacts
+                .iter()
+                .find(|(uri, _)| uri_user(uri) == uri_user(ours))
+        });
+    mine.and_then(|(_, params)| {
+        params.split(';').find_map(|param| {
+            let (name, value) = param.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("expires")
+                .then(|| value.trim().trim_matches('"').parse::<u32>().ok())?
+        })
+    })
+    .or_else(|| header_seconds(response, &Name::EXPIRES))
+}
+
+/// The user part of a SIP URI, empty if none.
+fn uri_user(uri: &str) -> &str {
+    let rest = uri.split_once(':').map_or(uri, |(_, rest)| rest);
+    rest.split_once('@').map_or("", |(user, _)| user)
 }
 
 /// Whether two Contact URIs name the same binding: scheme, user, host and
@@ -582,6 +593,43 @@ mod tests {
         assert_eq!(retry_wait(40, None), RETRY_MAX);
         assert_eq!(retry_wait(0, Some(120)).as_secs(), 120);
         assert_eq!(retry_wait(0, Some(100_000)), RETRY_MAX);
+    }
+
+    fn ok(contacts: &str) -> Response {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx\r\n\
+             From: <sip:2000@pbx>;tag=a\r\nTo: <sip:2000@pbx>;tag=b\r\nCall-ID: c\r\n\
+             CSeq: 2 REGISTER\r\n{contacts}Content-Length: 0\r\n\r\n"
+        );
+        match message::parse(text.as_bytes(), "192.0.2.50:5060".parse().expect("addr")) {
+            Ok(message::Message::Response(response)) => *response,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_grant_is_our_contacts_even_when_the_registrar_rewrote_its_address() {
+        let ours = "sip:conf@192.168.1.20:5060";
+        let listed =
+            "Contact: <sip:conf@192.168.1.20:5060>;expires=1200, <sip:x@192.0.2.9>;expires=60\r\n";
+        assert_eq!(granted_expiry(&ok(listed), ours), Some(1200));
+        // Asterisk's rewrite_contact: our Contact as the NAT showed it.
+        let rewritten = "Contact: <sip:x@192.0.2.9>;expires=60\r\nContact: <sip:conf@203.0.113.5:40112>;expires=900\r\n";
+        assert_eq!(granted_expiry(&ok(rewritten), ours), Some(900));
+        // Nothing of ours listed: the Expires header, else nothing known.
+        let others = "Contact: <sip:x@192.0.2.9>;expires=60\r\nExpires: 300\r\n";
+        assert_eq!(granted_expiry(&ok(others), ours), Some(300));
+        assert_eq!(
+            granted_expiry(&ok("Contact: <sip:x@192.0.2.9>;expires=60\r\n"), ours),
+            None
+        );
+        assert_eq!(
+            granted_expiry(
+                &ok("Contact: <sip:conf@192.168.1.20:5060>;expires=0\r\n"),
+                ours
+            ),
+            Some(0)
+        );
     }
 
     #[test]
