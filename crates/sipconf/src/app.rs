@@ -206,23 +206,29 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
 
 /// Looks up the registrar of `entry` (again after a failure, waiting as a
-/// refused REGISTER would) and hands the registration to the SIP task.
+/// refused REGISTER would) and hands the registration to the SIP task; then,
+/// while it backs off, looks the name up again before each retry, so a
+/// registrar that moved is found without a restart.
 async fn register(
     sip: SipHandle,
     local_addr: SocketAddr,
     entry: RegistrationEntry,
     stats: Arc<RegistrationStats>,
 ) {
-    let mut failures = 0;
-    let destination = loop {
-        let found = tokio::net::lookup_host((entry.host.trim_matches(['[', ']']), entry.port))
+    let host = entry.host.trim_matches(['[', ']']).to_owned();
+    let port = entry.port;
+    let look_up = || async {
+        tokio::net::lookup_host((host.as_str(), port))
             .await
             .ok()
             .and_then(|mut addresses| {
                 // The registrar's address family must be the one we send from.
                 addresses.find(|a| a.is_ipv4() == local_addr.is_ipv4())
-            });
-        if let Some(destination) = found {
+            })
+    };
+    let mut failures = 0;
+    let mut destination = loop {
+        if let Some(destination) = look_up().await {
             break destination;
         }
         let wait = registration::retry_wait(failures, None);
@@ -245,7 +251,24 @@ async fn register(
         expires_s: entry.expiry_s,
         contact_user: entry.contact_user,
     };
-    sip.register(config, stats).await;
+    let Some(key) = sip.register(config, stats.clone()).await else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(registration::RETRY_FIRST).await;
+        if stats.state() != RegistrationState::BackingOff {
+            continue;
+        }
+        match look_up().await {
+            Some(found) if found != destination => {
+                if !sip.move_registrar(key, found).await {
+                    return;
+                }
+                destination = found;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Queues the callbacks for what a previous run left active and start-up

@@ -46,6 +46,14 @@ impl Endpoint {
         !self.registrations.iter().any(Registration::in_flight)
     }
 
+    /// Later REGISTERs of `key` go to `address` (its registrar's name now
+    /// resolves there); one in flight finishes where it went.
+    pub fn move_registrar(&mut self, key: RegistrationKey, address: SocketAddr) {
+        if let Some(registration) = self.registrations.get_mut(key.0) {
+            registration.move_to(address);
+        }
+    }
+
     /// The registration's state, for tests and the transport's shutdown.
     pub fn registration(&self, key: RegistrationKey) -> Option<&Registration> {
         self.registrations.get(key.0)

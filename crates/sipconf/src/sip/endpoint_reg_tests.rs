@@ -529,3 +529,22 @@ fn a_proxy_challenge_is_answered_with_proxy_authorization() {
     );
     assert_eq!(stats.state(), RegistrationState::Registered);
 }
+
+#[test]
+fn a_moved_registrar_gets_the_next_try() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let (key, stats, first) = start(&mut endpoint, now);
+    feed(
+        &mut endpoint,
+        now,
+        &reply(&first, 503, "Service Unavailable", Some("r1"), ""),
+    );
+    assert_eq!(stats.state(), RegistrationState::BackingOff);
+    let moved: SocketAddr = "192.0.2.51:5060".parse().expect("addr");
+    endpoint.move_registrar(key, moved);
+    endpoint.handle_timeout(now + Duration::from_secs(30));
+    let retry = sent_one(&mut endpoint, moved);
+    assert_eq!(header(&retry, "CSeq"), "2 REGISTER");
+    assert_eq!(header(&retry, "Call-ID"), header(&first, "Call-ID"));
+}

@@ -226,6 +226,14 @@ impl Registration {
         &self.config
     }
 
+    /// The registrar's name resolves to `address` now.
+    pub fn move_to(&mut self, address: SocketAddr) {
+        if self.config.destination != address {
+            tracing::info!(aor = %self.config.aor, from = %self.config.destination, to = %address, "registrar moved");
+            self.config.destination = address;
+        }
+    }
+
     pub fn state(&self) -> RegistrationState {
         self.state
     }

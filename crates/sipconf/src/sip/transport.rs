@@ -8,7 +8,9 @@
 
 use super::dialog::Dialog;
 use super::registration::{RegistrationConfig, RegistrationStats};
-use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
+use super::{
+    CallKey, Endpoint, EndpointConfig, OutgoingCall, RegistrationKey, SipEvent, Transmit, Transport,
+};
 use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
@@ -57,7 +59,13 @@ pub enum SipCommand {
 enum HandleInput {
     Command(SipCommand),
     Invite(Box<OutgoingCall>, oneshot::Sender<Option<CallKey>>),
-    Register(Box<RegistrationConfig>, Arc<RegistrationStats>),
+    Register(
+        Box<RegistrationConfig>,
+        Arc<RegistrationStats>,
+        oneshot::Sender<RegistrationKey>,
+    ),
+    /// The registrar's name now resolves to another address.
+    MoveRegistrar(RegistrationKey, SocketAddr),
     /// Remove every binding; the sender is told once every removal is answered.
     Unregister(oneshot::Sender<()>),
 }
@@ -86,14 +94,25 @@ impl SipHandle {
     }
 
     /// Start registering with a registrar (the first REGISTER goes at once);
-    /// `false` if the SIP task has stopped.
+    /// `None` if the SIP task has stopped.
     pub async fn register(
         &self,
         config: RegistrationConfig,
         stats: Arc<RegistrationStats>,
-    ) -> bool {
+    ) -> Option<RegistrationKey> {
+        let (key_tx, key_rx) = oneshot::channel();
         self.commands
-            .send(HandleInput::Register(Box::new(config), stats))
+            .send(HandleInput::Register(Box::new(config), stats, key_tx))
+            .await
+            .ok()?;
+        key_rx.await.ok()
+    }
+
+    /// Send a registration's later REGISTERs to `address`; `false` if the
+    /// SIP task has stopped.
+    pub async fn move_registrar(&self, key: RegistrationKey, address: SocketAddr) -> bool {
+        self.commands
+            .send(HandleInput::MoveRegistrar(key, address))
             .await
             .is_ok()
     }
@@ -227,8 +246,11 @@ async fn run(
                         // without it, as an unanswered call would.
                         let _ = reply.send(placed.ok());
                     }
-                    HandleInput::Register(config, stats) => {
-                        endpoint.register(now, *config, stats);
+                    HandleInput::Register(config, stats, key) => {
+                        let _ = key.send(endpoint.register(now, *config, stats));
+                    }
+                    HandleInput::MoveRegistrar(key, address) => {
+                        endpoint.move_registrar(key, address);
                     }
                     HandleInput::Unregister(done) => {
                         endpoint.unregister_all(now);
