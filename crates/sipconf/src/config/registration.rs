@@ -143,19 +143,23 @@ fn registrar(value: &Spanned<String>) -> Result<(String, u16), Invalid> {
     Ok((host, port))
 }
 
+/// `udp` or `tcp`, named here rather than by `Transport::from_param` so a
+/// transport the endpoint learns later (TLS) is not taken before the
+/// registration supports it.
 fn transport(value: &Option<Spanned<String>>) -> Result<Transport, Invalid> {
     let Some(value) = value else {
         return Ok(Transport::Udp);
     };
-    let text = value.get_ref().trim();
-    match Transport::from_param(text) {
-        Some(transport) => Ok(transport),
-        None if text.eq_ignore_ascii_case("tls") => Err(invalid(
+    let text = value.get_ref().trim().to_ascii_lowercase();
+    match text.as_str() {
+        "udp" => Ok(Transport::Udp),
+        "tcp" => Ok(Transport::Tcp),
+        "tls" => Err(invalid(
             value,
             "registration.transport",
             "\"tls\" is not supported for registrations yet: use \"udp\" or \"tcp\"",
         )),
-        None => Err(invalid(
+        _ => Err(invalid(
             value,
             "registration.transport",
             format!("`{text}` is not a transport: use \"udp\" or \"tcp\""),
