@@ -2,7 +2,7 @@
 //! in a file, its PID and control files in the test's directory, optionally
 //! inside a network namespace; stopped with its worker processes on drop.
 
-use super::tempdir::TempDir;
+use super::{free_port, tempdir::TempDir};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,6 +52,21 @@ impl Kamailio {
         Kamailio { child, log, addr }
     }
 
+    /// Starts it on loopback at a free port with the configuration `config`
+    /// writes for that port (kept in `dir` as `kamailio.cfg`).
+    pub fn start_on_loopback(dir: &TempDir, config: impl FnOnce(u16) -> String) -> Kamailio {
+        let port = free_port();
+        let path = dir.path().join("kamailio.cfg");
+        std::fs::write(&path, config(port)).expect("write config");
+        Kamailio::start(
+            dir,
+            &path,
+            &[],
+            None,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -67,6 +82,38 @@ impl Kamailio {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.log().contains(needle)
+    }
+
+    /// Waits (at most 10 s) until an OPTIONS sent to it is answered 200 (by
+    /// it, or by whoever its configuration relays OPTIONS to).
+    pub async fn wait_until_answering(&self) {
+        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let local = probe.local_addr().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 4096];
+        for attempt in 0.. {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio never answered an OPTIONS with 200; its log:\n{}",
+                self.log()
+            );
+            let options = format!(
+                "OPTIONS sip:1000@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKprobe{attempt}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:1000@{0}>\r\n\
+                 Call-ID: probe{attempt}@{local}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                self.addr
+            );
+            let _ = probe.send_to(options.as_bytes(), self.addr).await;
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(300), probe.recv_from(&mut buf)).await
+            {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
     }
 }
 

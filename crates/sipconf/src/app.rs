@@ -8,9 +8,10 @@ use crate::api::{self, ApiState};
 use crate::calls::driver::Driver;
 use crate::calls::{self, Shared};
 use crate::conference::{Registry, StoreFailure};
-use crate::config::Config;
+use crate::config::{Config, RegistrationEntry};
 use crate::events::Events;
 use crate::media::{self, MediaConfig};
+use crate::sip::registration::{self, RegistrationConfig, RegistrationState, RegistrationStats};
 use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{self, EndpointConfig};
 use crate::store::Store;
@@ -91,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         t2: config.sip.t2,
         session_timer: config.sip.session_timer,
     };
+    let endpoint_local = endpoint_config.local_addr;
     let (sip_handle, sip_events, bound) = sip::transport::start(config.sip.listen, endpoint_config)
         .await
         .map_err(|e| StartError::Sip(config.sip.listen, e))?;
@@ -113,7 +115,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.api.public_base_url, config.api.user_id
         ),
     );
-    let shared = Arc::new(Shared::new(registry, events));
+    let mut shared = Shared::new(registry, events);
+    shared.registrations = config
+        .registrations
+        .iter()
+        .map(|entry| (entry.aor.clone(), Arc::new(RegistrationStats::default())))
+        .collect();
+    let shared = Arc::new(shared);
+    let registering: Vec<_> = config
+        .registrations
+        .iter()
+        .zip(&shared.registrations)
+        .map(|(entry, (_, stats))| {
+            tokio::spawn(register(
+                sip_handle.clone(),
+                endpoint_local,
+                entry.clone(),
+                stats.clone(),
+            ))
+        })
+        .collect();
+    let sip_for_shutdown = sip_handle.clone();
     queue_recovery_callbacks(&shared, &recovered);
     hang_up_callers_left_over(&sip_handle, &recovered).await;
     let sender_task = shared.events.spawn_sender(config.events.max_attempts);
@@ -154,6 +176,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     wait_for_stop_signal().await;
     tracing::info!("stopping: hanging up calls");
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    for task in registering {
+        task.abort();
+    }
+    if !config.registrations.is_empty() {
+        // Registrars forget us now rather than route calls here until expiry.
+        let removed =
+            tokio::time::timeout(UNREGISTER_GRACE, sip_for_shutdown.unregister_all()).await;
+        if removed.is_err() {
+            tracing::info!("a registrar did not answer the removal of our binding in time");
+        }
+    }
+    drop(sip_for_shutdown);
     let _ = shutdown_tx.send(true);
     let _ = driver_task.await;
     if let Some(api_task) = api_task {
@@ -166,6 +200,75 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long shutdown waits for registrars to answer the removal of our bindings.
+const UNREGISTER_GRACE: Duration = Duration::from_secs(2);
+
+/// Looks up the registrar of `entry` (again after a failure, waiting as a
+/// refused REGISTER would) and hands the registration to the SIP task; then,
+/// while it backs off, looks the name up again before each retry, so a
+/// registrar that moved is found without a restart.
+async fn register(
+    sip: SipHandle,
+    local_addr: SocketAddr,
+    entry: RegistrationEntry,
+    stats: Arc<RegistrationStats>,
+) {
+    let host = entry.host.trim_matches(['[', ']']).to_owned();
+    let port = entry.port;
+    let look_up = || async {
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addresses| {
+                // The registrar's address family must be the one we send from.
+                addresses.find(|a| a.is_ipv4() == local_addr.is_ipv4())
+            })
+    };
+    let mut failures = 0;
+    let mut destination = loop {
+        if let Some(destination) = look_up().await {
+            break destination;
+        }
+        let wait = registration::retry_wait(failures, None);
+        if failures == 0 {
+            tracing::warn!(aor = %entry.aor, host = %entry.host, retry_in_s = wait.as_secs(), "cannot look up the registrar");
+        }
+        failures += 1;
+        stats.failures_total.fetch_add(1, Ordering::Relaxed);
+        stats.set_state(RegistrationState::BackingOff);
+        tokio::time::sleep(wait).await;
+    };
+    let config = RegistrationConfig {
+        registrar_uri: entry.registrar_uri,
+        aor: entry.aor,
+        destination,
+        transport: entry.transport,
+        auth_user: entry.auth_user,
+        password: entry.password,
+        realm: entry.realm,
+        expires_s: entry.expiry_s,
+        contact_user: entry.contact_user,
+    };
+    let Some(key) = sip.register(config, stats.clone()).await else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(registration::RETRY_FIRST).await;
+        if stats.state() != RegistrationState::BackingOff {
+            continue;
+        }
+        match look_up().await {
+            Some(found) if found != destination => {
+                if !sip.move_registrar(key, found).await {
+                    return;
+                }
+                destination = found;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Queues the callbacks for what a previous run left active and start-up

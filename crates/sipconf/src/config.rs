@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod registration;
+pub use registration::RegistrationEntry;
+
 /// The path `sipconf` reads when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/sipconf.toml";
 
@@ -55,6 +58,8 @@ pub struct Config {
     pub events: EventsConfig,
     pub audio: crate::audio::AudioSettings,
     pub pin: PinLimits,
+    /// `[[registration]]`: registrars the bridge registers with.
+    pub registrations: Vec<RegistrationEntry>,
 }
 
 /// PIN guessing per source address (`[pin]`, docs/security.md): each wrong
@@ -275,6 +280,7 @@ struct RawConfig {
     events: RawEvents,
     audio: RawAudio,
     pin: RawPin,
+    registration: Vec<registration::RawRegistration>,
 }
 
 #[derive(Deserialize)]
@@ -800,11 +806,13 @@ impl RawConfig {
                 announce_count: raw.announce_count,
             });
         }
+        let registrations = registration::validate(self.registration, &rooms)?;
         Ok(Config {
             sip,
             media,
             log,
             rooms,
+            registrations,
             api: self.api.validate()?,
             store: StoreConfig {
                 path: match &self.store.path {

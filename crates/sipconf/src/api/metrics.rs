@@ -4,10 +4,12 @@
 //! and the store's health. It reads counters and records; it changes nothing.
 
 use super::ApiState;
+use crate::sip::registration::{RegistrationState, RegistrationStats};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// One Prometheus histogram from the media plane's nanosecond buckets.
 fn write_histogram(
@@ -34,6 +36,69 @@ fn write_histogram(
         total_ns.load(Ordering::Relaxed) as f64 / 1e9
     );
     let _ = writeln!(text, "{name}_count {cumulative}");
+}
+
+/// Each `[[registration]]`, labelled by its address of record: one gauge per
+/// state (1 for the state it is in), and its counters.
+fn write_registrations(text: &mut String, registrations: &[(String, Arc<RegistrationStats>)]) {
+    use std::fmt::Write;
+    if registrations.is_empty() {
+        return;
+    }
+    let label = |aor: &str| aor.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = writeln!(
+        text,
+        "# HELP sipconf_registration_state Where each registration stands: 1 for its state \
+         (registering, registered, backing_off after a failure, unregistered at shutdown), \
+         0 for the others."
+    );
+    let _ = writeln!(text, "# TYPE sipconf_registration_state gauge");
+    for (aor, stats) in registrations {
+        let now = stats.state();
+        for state in RegistrationState::ALL {
+            let _ = writeln!(
+                text,
+                "sipconf_registration_state{{aor=\"{}\",state=\"{}\"}} {}",
+                label(aor),
+                state.label(),
+                u8::from(state == now)
+            );
+        }
+    }
+    type Read = fn(&RegistrationStats) -> u64;
+    let counters: [(&str, &str, &str, Read); 4] = [
+        (
+            "sipconf_registration_requests_total",
+            "counter",
+            "REGISTER requests sent (challenge answers and refreshes included, retransmissions not).",
+            |s| s.requests_total.load(Ordering::Relaxed),
+        ),
+        (
+            "sipconf_registration_failures_total",
+            "counter",
+            "Registration tries that failed: refused, wrong credentials, no answer, registrar not found.",
+            |s| s.failures_total.load(Ordering::Relaxed),
+        ),
+        (
+            "sipconf_registration_last_failure_code",
+            "gauge",
+            "SIP status of the last failed try (408: no answer); 0 before any.",
+            |s| s.last_failure_code.load(Ordering::Relaxed),
+        ),
+        (
+            "sipconf_registration_expires_seconds",
+            "gauge",
+            "Expiry the registrar granted last; 0 while not registered.",
+            |s| s.expires_s.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in counters {
+        let _ = writeln!(text, "# HELP {name} {help}");
+        let _ = writeln!(text, "# TYPE {name} {kind}");
+        for (aor, stats) in registrations {
+            let _ = writeln!(text, "{name}{{aor=\"{}\"}} {}", label(aor), value(stats));
+        }
+    }
 }
 
 /// Prometheus text exposition (version 0.0.4).
@@ -212,6 +277,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "Callback events waiting in the outbox.",
         &[("", outbox as f64)],
     );
+    write_registrations(&mut text, &state.shared.registrations);
     // Prometheus histograms: cumulative buckets, sum and count.
     write_histogram(
         &mut text,
@@ -235,4 +301,34 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_registration_has_one_state_set_and_its_counters_labelled_by_aor() {
+        let stats = Arc::new(RegistrationStats::default());
+        stats.set_state(RegistrationState::BackingOff);
+        stats.failures_total.store(3, Ordering::Relaxed);
+        stats.last_failure_code.store(401, Ordering::Relaxed);
+        let mut text = String::new();
+        write_registrations(&mut text, &[("sip:2000@pbx".to_owned(), stats)]);
+        for line in [
+            "sipconf_registration_state{aor=\"sip:2000@pbx\",state=\"registering\"} 0\n",
+            "sipconf_registration_state{aor=\"sip:2000@pbx\",state=\"registered\"} 0\n",
+            "sipconf_registration_state{aor=\"sip:2000@pbx\",state=\"backing_off\"} 1\n",
+            "sipconf_registration_state{aor=\"sip:2000@pbx\",state=\"unregistered\"} 0\n",
+            "sipconf_registration_failures_total{aor=\"sip:2000@pbx\"} 3\n",
+            "sipconf_registration_last_failure_code{aor=\"sip:2000@pbx\"} 401\n",
+            "sipconf_registration_expires_seconds{aor=\"sip:2000@pbx\"} 0\n",
+            "# TYPE sipconf_registration_requests_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        let mut none = String::new();
+        write_registrations(&mut none, &[]);
+        assert!(none.is_empty(), "no registrations, no metric families");
+    }
 }

@@ -124,6 +124,8 @@ pub struct Shared {
     pub events: Events,
     /// The switchboard's count of wrong PINs and lockouts, for `/metrics`.
     pub pins: Arc<PinStats>,
+    /// Each `[[registration]]`'s address of record and state, for `/metrics`.
+    pub registrations: Vec<(String, Arc<crate::sip::registration::RegistrationStats>)>,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl Shared {
             registry: Mutex::new(registry),
             events,
             pins: Arc::new(PinStats::default()),
+            registrations: Vec::new(),
         }
     }
 

@@ -296,7 +296,15 @@ impl Switchboard {
         }
     }
 
-    pub(super) fn room(&self, number: &str) -> Option<Room> {
+    /// The room a Request-URI user reaches: the room of the registration
+    /// whose contact user it is (docs/pbx.md), else the room of that number.
+    pub(super) fn room(&self, user: &str) -> Option<Room> {
+        let number = self
+            .config
+            .registrations
+            .iter()
+            .find(|r| r.contact_user == user)
+            .map_or(user, |r| r.room.as_str());
         self.config
             .rooms
             .iter()

@@ -104,8 +104,9 @@ pub fn digest_response(
 }
 
 /// The `Authorization` (or `Proxy-Authorization`) value answering `challenge` for one
-/// request. `cnonce` is used only when the challenge asked for `qop=auth`; we answer each
-/// nonce once, so the nonce count is always 1.
+/// request. `cnonce` and `nonce_count` (the requests sent with this nonce so far,
+/// this one included, RFC 2617 3.2.2) are used only when the challenge asked for
+/// `qop=auth`.
 pub fn authorization(
     challenge: &Challenge,
     username: &str,
@@ -113,9 +114,9 @@ pub fn authorization(
     method: &str,
     uri: &str,
     cnonce: &str,
+    nonce_count: u32,
 ) -> String {
-    const NONCE_COUNT: u32 = 1;
-    let nc = format!("{NONCE_COUNT:08x}");
+    let nc = format!("{nonce_count:08x}");
     let qop = challenge.qop_auth.then_some(QopAuth { nc: &nc, cnonce });
     let response = digest_response(
         username,
@@ -137,7 +138,7 @@ pub fn authorization(
         qop_response: challenge.qop_auth.then(|| QopResponse {
             qop: QopOption::Auth,
             cnonce: cnonce.to_owned().into(),
-            nc: NONCE_COUNT,
+            nc: nonce_count,
         }),
         userhash: false,
         other: Vec::new(),
@@ -208,6 +209,7 @@ mod tests {
             "GET",
             "/dir/index.html",
             "0a4f113b",
+            1,
         );
         assert!(value.starts_with("Digest username=\"Mufasa\""), "{value}");
         for part in [
@@ -226,11 +228,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_nonce_is_answered_with_its_count() {
+        let challenge =
+            parse_challenge(r#"Digest realm="r", nonce="n", qop="auth""#).expect("challenge");
+        let value = authorization(&challenge, "u", "p", "REGISTER", "sip:r", "c2", 2);
+        assert!(value.contains("nc=00000002"), "{value}");
+        let expected = digest_response(
+            "u",
+            "p",
+            "r",
+            "n",
+            "REGISTER",
+            "sip:r",
+            Some(QopAuth {
+                nc: "00000002",
+                cnonce: "c2",
+            }),
+        );
+        assert!(
+            value.contains(&format!("response=\"{expected}\"")),
+            "{value}"
+        );
+    }
+
+    #[test]
     fn no_qop_challenge_gets_the_rfc_2069_style_response() {
         let challenge =
             parse_challenge(r#"Digest realm="sip.example", nonce="abc""#).expect("challenge");
         assert!(!challenge.qop_auth);
-        let value = authorization(&challenge, "alice", "secret", "INVITE", "sip:b@x", "c");
+        let value = authorization(&challenge, "alice", "secret", "INVITE", "sip:b@x", "c", 1);
         // H(A1) = MD5("alice:sip.example:secret"), H(A2) = MD5("INVITE:sip:b@x"),
         // response = MD5(HA1:abc:HA2); computed here from the definition.
         let ha1 = md5_hex("alice:sip.example:secret");

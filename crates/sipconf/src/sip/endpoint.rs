@@ -10,6 +10,7 @@
 
 use super::dialog::{Dialog, DialogId};
 use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};
+use super::registration::Registration;
 use super::sdp;
 use super::session_timer::{self, SessionTimer, TimerAnswer, TimerHeaders, TimerSettings};
 use super::transaction::{
@@ -217,7 +218,7 @@ pub struct EndpointStats {
 }
 
 /// Methods we implement, for Allow (RFC 3261 20.5).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 /// Option tags we support, for Supported (RFC 3261 20.37).
 const SUPPORTED: &str = session_timer::OPTION_TAG;
 /// Methods we recognise but refuse with 405.
@@ -368,6 +369,8 @@ enum ClientJob {
     Cancel,
     /// A session refresh by UPDATE.
     Refresh(CallKey),
+    /// A REGISTER of `registrations[i]`.
+    Register(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -398,6 +401,7 @@ pub struct Endpoint {
     invite_txns: HashMap<String, InviteClientEntry>,
     calls: HashMap<CallKey, Call>,
     dialogs: HashMap<DialogId, CallKey>,
+    registrations: Vec<Registration>,
     next_call: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SipEvent>,
@@ -453,6 +457,7 @@ impl Endpoint {
             invite_txns: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            registrations: Vec::new(),
             next_call: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -522,7 +527,13 @@ impl Endpoint {
                         .map(|timer| timer.next_wake()),
                 )
         });
-        servers.chain(clients).chain(invites).chain(calls).min()
+        let registrations = self.registrations.iter().filter_map(Registration::due);
+        servers
+            .chain(clients)
+            .chain(invites)
+            .chain(calls)
+            .chain(registrations)
+            .min()
     }
 
     fn transaction_count(&self) -> usize {
@@ -799,6 +810,7 @@ impl Endpoint {
             ClientJob::Bye { .. } => Method::BYE,
             ClientJob::Cancel => Method::CANCEL,
             ClientJob::Refresh(_) => Method::UPDATE,
+            ClientJob::Register(_) => Method::REGISTER,
         };
         if response.cseq_method != expected {
             return;
@@ -811,6 +823,9 @@ impl Endpoint {
                     report: Some(call_key),
                 } => self.end_call(call_key, EndReason::LocalBye),
                 ClientJob::Refresh(call_key) => self.on_refresh_response(now, call_key, &response),
+                ClientJob::Register(index) => {
+                    self.on_register_response(now, index, Some(&response))
+                }
                 ClientJob::Bye { report: None } | ClientJob::Cancel => {}
             }
         }
@@ -930,6 +945,7 @@ impl Endpoint {
                     report: Some(call_key),
                 } => self.end_call(call_key, EndReason::LocalBye),
                 ClientJob::Refresh(call_key) => self.refresh_failed(now, call_key, &branch),
+                ClientJob::Register(index) => self.on_register_response(now, index, None),
                 ClientJob::Bye { report: None } | ClientJob::Cancel => {}
             }
         }
@@ -972,13 +988,14 @@ impl Endpoint {
             self.reject_reoffer(now, call_key, 500, "Offer Not Answered");
         }
         self.handle_session_timers(now);
+        self.handle_registration_timers(now);
     }
 
     // ==== commands from the call layer ====
 }
 
 /// Our Contact for a call reached at `user` (RFC 3261 12.1.1: a SIP URI we can be reached at).
-fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> String {
+pub(crate) fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> String {
     let transport_param = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
@@ -999,6 +1016,10 @@ mod uac;
 
 #[path = "endpoint_uas.rs"]
 mod uas;
+
+#[path = "endpoint_reg.rs"]
+mod reg;
+pub use reg::RegistrationKey;
 use uas::required_extensions;
 
 #[cfg(test)]
@@ -1012,3 +1033,7 @@ mod uac_tests;
 #[cfg(test)]
 #[path = "endpoint_timer_tests.rs"]
 mod timer_tests;
+
+#[cfg(test)]
+#[path = "endpoint_reg_tests.rs"]
+mod reg_tests;

@@ -438,6 +438,8 @@ impl Endpoint {
                 "INVITE",
                 &request_uri,
                 &cnonce,
+                // Each INVITE answers a fresh challenge: the nonce's first use.
+                1,
             );
             outgoing
                 .authorizations

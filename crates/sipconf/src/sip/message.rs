@@ -487,7 +487,7 @@ impl Response {
 }
 
 /// Split a header value on commas that are not inside `<...>` or quotes.
-fn split_commas(value: &str) -> Vec<String> {
+pub fn split_commas(value: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut depth_angle = false;
     let mut in_quotes = false;

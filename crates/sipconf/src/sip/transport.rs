@@ -7,13 +7,17 @@
 //! endpoint's next timeout.
 
 use super::dialog::Dialog;
-use super::{CallKey, Endpoint, EndpointConfig, OutgoingCall, SipEvent, Transmit, Transport};
+use super::registration::{RegistrationConfig, RegistrationStats};
+use super::{
+    CallKey, Endpoint, EndpointConfig, OutgoingCall, RegistrationKey, SipEvent, Transmit, Transport,
+};
 use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +59,15 @@ pub enum SipCommand {
 enum HandleInput {
     Command(SipCommand),
     Invite(Box<OutgoingCall>, oneshot::Sender<Option<CallKey>>),
+    Register(
+        Box<RegistrationConfig>,
+        Arc<RegistrationStats>,
+        oneshot::Sender<RegistrationKey>,
+    ),
+    /// The registrar's name now resolves to another address.
+    MoveRegistrar(RegistrationKey, SocketAddr),
+    /// Remove every binding; the sender is told once every removal is answered.
+    Unregister(oneshot::Sender<()>),
 }
 
 /// Sends commands to the SIP task. The task stops when every handle is dropped.
@@ -78,6 +91,44 @@ impl SipHandle {
             .await
             .ok()?;
         reply_rx.await.ok().flatten()
+    }
+
+    /// Start registering with a registrar (the first REGISTER goes at once);
+    /// `None` if the SIP task has stopped.
+    pub async fn register(
+        &self,
+        config: RegistrationConfig,
+        stats: Arc<RegistrationStats>,
+    ) -> Option<RegistrationKey> {
+        let (key_tx, key_rx) = oneshot::channel();
+        self.commands
+            .send(HandleInput::Register(Box::new(config), stats, key_tx))
+            .await
+            .ok()?;
+        key_rx.await.ok()
+    }
+
+    /// Send a registration's later REGISTERs to `address`; `false` if the
+    /// SIP task has stopped.
+    pub async fn move_registrar(&self, key: RegistrationKey, address: SocketAddr) -> bool {
+        self.commands
+            .send(HandleInput::MoveRegistrar(key, address))
+            .await
+            .is_ok()
+    }
+
+    /// Remove every registration's binding (REGISTER with expiry 0) and wait
+    /// until the registrars answered or gave up; the caller bounds the wait.
+    pub async fn unregister_all(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self
+            .commands
+            .send(HandleInput::Unregister(done_tx))
+            .await
+            .is_ok()
+        {
+            let _ = done_rx.await;
+        }
     }
 }
 
@@ -153,6 +204,7 @@ async fn run(
 ) {
     let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut unregistered: Option<oneshot::Sender<()>> = None;
     loop {
         let wake_at = endpoint.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -194,6 +246,16 @@ async fn run(
                         // without it, as an unanswered call would.
                         let _ = reply.send(placed.ok());
                     }
+                    HandleInput::Register(config, stats, key) => {
+                        let _ = key.send(endpoint.register(now, *config, stats));
+                    }
+                    HandleInput::MoveRegistrar(key, address) => {
+                        endpoint.move_registrar(key, address);
+                    }
+                    HandleInput::Unregister(done) => {
+                        endpoint.unregister_all(now);
+                        unregistered = Some(done);
+                    }
                 }
             },
             () = sleep_until_or_forever(wake_at) => {
@@ -202,6 +264,11 @@ async fn run(
         }
         while let Some(transmit) = endpoint.poll_transmit() {
             send(&udp, &mut tcp_writers, &tcp_tx, transmit).await;
+        }
+        if endpoint.registrations_settled() {
+            if let Some(done) = unregistered.take() {
+                let _ = done.send(());
+            }
         }
         while let Some(event) = endpoint.poll_event() {
             let established = match &event {

@@ -40,6 +40,27 @@ fn a_number_that_is_no_room_without_an_application_is_not_found() {
 }
 
 #[test]
+fn a_call_to_a_registrations_contact_user_joins_the_registrations_room() {
+    let config = format!(
+        "{ROOM}[[registration]]\nregistrar = \"sip:pbx.example\"\nuser = \"2000\"\n\
+         password = \"pw\"\ncontact_user = \"conf-2000\"\nroom = \"1000\"\n"
+    );
+    let mut bridge = Bridge::new(&config);
+    let actions = bridge.invite(1, "conf-2000");
+    assert!(matches!(
+        sip_commands(&actions)[..],
+        [SipCommand::Accept(CallKey(1), _)]
+    ));
+    assert_eq!(bridge.room_conference("1000").active_members, 1);
+    // The extension number itself is no room when the contact user differs.
+    let actions = bridge.invite(2, "2000");
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(CallKey(2), 404, "Not Found".into())]
+    );
+}
+
+#[test]
 fn a_full_room_refuses_the_next_caller_with_486_and_keeps_no_record() {
     let mut bridge = Bridge::new(ROOM);
     for key in 1..=3 {
