@@ -124,6 +124,11 @@ pub struct Shared {
     pub events: Events,
     /// The switchboard's count of wrong PINs and lockouts, for `/metrics`.
     pub pins: Arc<PinStats>,
+    /// What the SIP endpoint's per-source limits refused, for `/metrics`.
+    pub sip_limits: Arc<crate::sip::source_guard::LimitStats>,
+    /// SIP over TCP's and the API's connections, for `/metrics`.
+    pub sip_connections: Arc<crate::net::connections::ConnectionStats>,
+    pub api_connections: Arc<crate::net::connections::ConnectionStats>,
 }
 
 impl Shared {
@@ -132,6 +137,9 @@ impl Shared {
             registry: Mutex::new(registry),
             events,
             pins: Arc::new(PinStats::default()),
+            sip_limits: Arc::default(),
+            sip_connections: Arc::default(),
+            api_connections: Arc::default(),
         }
     }
 

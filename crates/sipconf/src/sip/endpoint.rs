@@ -12,6 +12,7 @@ use super::dialog::{Dialog, DialogId};
 use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request, Response};
 use super::sdp;
 use super::session_timer::{self, SessionTimer, TimerAnswer, TimerHeaders, TimerSettings};
+use super::source_guard::{LimitStats, SourceGuard, SourceLimits};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, Retransmission, RetransmitStep,
     ServerKey, ServerState, ServerTimeout, ServerTransaction, Timers,
@@ -21,7 +22,8 @@ use ezk_sip_types::{Method, Name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a SIP message travels. Reliable transports (everything but UDP) are not
@@ -117,6 +119,10 @@ pub struct EndpointConfig {
     pub t2: Duration,
     /// RFC 4028 session timers: the interval we ask for and the shortest we accept.
     pub session_timer: TimerSettings,
+    /// Who may send requests, how fast, and how much each source may hold.
+    pub limits: SourceLimits,
+    /// Where the limits count what they refuse, for `/metrics`.
+    pub limit_stats: Arc<LimitStats>,
 }
 
 impl EndpointConfig {
@@ -130,6 +136,8 @@ impl EndpointConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             session_timer: TimerSettings::default(),
+            limits: SourceLimits::default(),
+            limit_stats: Arc::default(),
         }
     }
 }
@@ -319,6 +327,8 @@ struct Outgoing {
 /// The dialog-creating INVITE of a call we answer.
 #[derive(Clone, Debug)]
 struct UasInvite {
+    /// Where it came from: its source's count of pending INVITEs.
+    source: IpAddr,
     key: ServerKey,
     echo: EchoHeaders,
     cseq: u32,
@@ -356,6 +366,9 @@ struct Call {
 struct ServerEntry {
     txn: ServerTransaction,
     call: Option<CallKey>,
+    /// The source whose share of the table this transaction takes (see
+    /// `SourceGuard`): set for screened requests that open no call.
+    charged_to: Option<IpAddr>,
 }
 
 /// What a non-INVITE client transaction is for.
@@ -402,6 +415,7 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SipEvent>,
     stats: EndpointStats,
+    guard: SourceGuard,
     rng: StdRng,
 }
 
@@ -442,6 +456,7 @@ struct Origin {
 
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Self {
+        let guard = SourceGuard::new(config.limits.clone(), Arc::clone(&config.limit_stats));
         Endpoint {
             timers: Timers {
                 t1: config.t1,
@@ -457,6 +472,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            guard,
             rng: StdRng::from_os_rng(),
         }
     }
@@ -606,6 +622,9 @@ impl Endpoint {
             self.handle_ack(now, &request);
             return;
         }
+        let Some(admission) = self.screen(now, &origin, &request) else {
+            return;
+        };
         let key = ServerKey::new(
             &request.branch,
             &request.sent_by,
@@ -614,6 +633,13 @@ impl Endpoint {
             request.cseq,
             request.from_tag.as_deref(),
         );
+        self.serve_request(now, origin, key.clone(), request);
+        if let Admission::Screened(source) = admission {
+            self.charge(&key, source);
+        }
+    }
+
+    fn serve_request(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
         // A retransmission belongs to its transaction (RFC 3261 17.2.3).
         if let Some(entry) = self.server_txns.get(&key) {
             if let Some(bytes) = entry.txn.on_request_retransmission() {
@@ -742,8 +768,7 @@ impl Endpoint {
             self.timers,
         );
         let bytes = txn.send_response(now, code, bytes);
-        self.server_txns
-            .insert(key, ServerEntry { txn, call: None });
+        self.insert_server_txn(key, txn);
         self.transmit(origin.transport, origin.source, bytes);
     }
 
@@ -783,8 +808,7 @@ impl Endpoint {
 
     fn open_server_txn(&mut self, key: ServerKey, origin: &Origin, is_invite: bool) {
         let txn = ServerTransaction::new(is_invite, origin.transport, origin.source, self.timers);
-        self.server_txns
-            .insert(key, ServerEntry { txn, call: None });
+        self.insert_server_txn(key, txn);
     }
 
     fn handle_response(&mut self, now: Instant, response: Response) {
@@ -906,7 +930,7 @@ impl Endpoint {
             }
         }
         for key in finished_servers {
-            self.server_txns.remove(&key);
+            self.remove_server_txn(&key);
         }
 
         let mut finished_clients = Vec::new();
@@ -999,6 +1023,10 @@ mod uac;
 
 #[path = "endpoint_uas.rs"]
 mod uas;
+
+#[path = "endpoint_limits.rs"]
+mod limits;
+use limits::Admission;
 use uas::required_extensions;
 
 #[cfg(test)]
@@ -1012,3 +1040,7 @@ mod uac_tests;
 #[cfg(test)]
 #[path = "endpoint_timer_tests.rs"]
 mod timer_tests;
+
+#[cfg(test)]
+#[path = "endpoint_limits_tests.rs"]
+mod limits_tests;

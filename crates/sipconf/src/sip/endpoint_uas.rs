@@ -24,6 +24,10 @@ impl Endpoint {
             self.respond_stateless(&origin, &request, 503, "Service Unavailable");
             return;
         }
+        if self.too_many_pending_invites(origin.source.ip()) {
+            self.refuse_pending_invite(&origin, &request);
+            return;
+        }
         let offer = match parse_sdp_body(&request) {
             Ok(Some(offer)) => offer,
             Ok(None) => {
@@ -72,6 +76,7 @@ impl Endpoint {
                 dialog,
                 phase: CallPhase::Offered,
                 uas_invite: Some(UasInvite {
+                    source: origin.source.ip(),
                     key,
                     echo: request.echo.clone(),
                     cseq: request.cseq,
