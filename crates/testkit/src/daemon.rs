@@ -123,9 +123,23 @@ impl Daemon {
         Daemon::start_at(
             program,
             Addresses::on(IpAddr::from([127, 0, 0, 1])),
-            media_extra,
-            rooms,
+            ("", media_extra, rooms),
             env,
+        )
+    }
+
+    /// As [`Daemon::start`], with `sip_extra` (keys of `[sip]`, one a line).
+    pub fn start_with_sip(
+        program: &Path,
+        sip_extra: &str,
+        media_extra: &str,
+        rooms: &str,
+    ) -> Daemon {
+        Daemon::start_at(
+            program,
+            Addresses::on(IpAddr::from([127, 0, 0, 1])),
+            (sip_extra, media_extra, rooms),
+            &[],
         )
     }
 
@@ -136,14 +150,13 @@ impl Daemon {
         media_extra: &str,
         rooms: &str,
     ) -> Daemon {
-        Daemon::start_at(program, addresses, media_extra, rooms, &[])
+        Daemon::start_at(program, addresses, ("", media_extra, rooms), &[])
     }
 
     fn start_at(
         program: &Path,
         addresses: Addresses,
-        media_extra: &str,
-        rooms: &str,
+        (sip_extra, media_extra, rooms): (&str, &str, &str),
         env: &[(&str, &str)],
     ) -> Daemon {
         let port = free_port();
@@ -173,7 +186,7 @@ impl Daemon {
             format!("rtp_ports = \"{low}-{high}\"\n")
         };
         let config = format!(
-            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n{sip_extra}\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(program)
