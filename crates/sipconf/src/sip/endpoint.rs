@@ -99,10 +99,6 @@ pub enum InviteError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallKey(pub u64);
 
-/// `max_transactions / IN_DIALOG_RESERVE_DIVISOR` transactions are kept for
-/// requests within a call (see `Endpoint::has_room_for`).
-const IN_DIALOG_RESERVE_DIVISOR: usize = 8;
-
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
     /// Address written into Via and Contact: the bound address, or the advertised one
@@ -366,8 +362,7 @@ struct Call {
 struct ServerEntry {
     txn: ServerTransaction,
     call: Option<CallKey>,
-    /// The source whose share of the table this transaction takes (see
-    /// `SourceGuard`): set for screened requests that open no call.
+    /// The source whose table share it takes (`endpoint_limits.rs`), if any.
     charged_to: Option<IpAddr>,
 }
 
@@ -456,8 +451,8 @@ struct Origin {
 
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Self {
-        let guard = SourceGuard::new(config.limits.clone(), Arc::clone(&config.limit_stats));
         Endpoint {
+            guard: SourceGuard::new(config.limits.clone(), Arc::clone(&config.limit_stats)),
             timers: Timers {
                 t1: config.t1,
                 t2: config.t2,
@@ -472,7 +467,6 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
-            guard,
             rng: StdRng::from_os_rng(),
         }
     }
@@ -539,27 +533,6 @@ impl Endpoint {
                 )
         });
         servers.chain(clients).chain(invites).chain(calls).min()
-    }
-
-    fn transaction_count(&self) -> usize {
-        self.server_txns.len() + self.client_txns.len() + self.invite_txns.len()
-    }
-
-    /// Whether the transaction table takes `request`. The last eighth is kept
-    /// for requests within a call (BYE, re-INVITE) and CANCEL: under a burst
-    /// of new calls (a finished transaction stays 64 x T1, so a room that
-    /// hangs up and dials again fills the table twice over), the calls that
-    /// are up can still hang up, rather than be refused and left sending
-    /// RTP to phones that are gone until their RTP times out.
-    fn has_room_for(&self, request: &Request) -> bool {
-        let max = self.config.max_transactions;
-        let continues_a_call = request.to_tag.is_some() || request.method == Method::CANCEL;
-        let limit = if continues_a_call {
-            max
-        } else {
-            max - max / IN_DIALOG_RESERVE_DIVISOR
-        };
-        self.transaction_count() < limit
     }
 
     fn random_token(&mut self) -> String {
@@ -716,21 +689,6 @@ impl Endpoint {
         }
     }
 
-    /// Answer without keeping state: only for refusals under overload.
-    fn respond_stateless(&mut self, origin: &Origin, request: &Request, code: u16, reason: &str) {
-        let tag = self.random_token();
-        let bytes = message::write_response(
-            &request.echo,
-            code,
-            reason,
-            Some(&tag),
-            &[("Retry-After", "5")],
-            None,
-            &self.config.user_agent,
-        );
-        self.transmit(origin.transport, origin.source, bytes);
-    }
-
     /// Create a server transaction for `request` and send one final response in it.
     /// `to_tag` defaults to a fresh tag (RFC 3261 8.2.6.2).
     fn respond(
@@ -882,35 +840,6 @@ impl Endpoint {
     }
 
     // ==== timers ====
-
-    /// Opens the server transaction of an INVITE (initial or re-INVITE) for
-    /// `call` and answers 100 Trying at once, so the caller stops
-    /// retransmitting (RFC 3261 17.2.1). The 100 carries no To tag: it creates
-    /// no dialog.
-    fn open_invite_txn(
-        &mut self,
-        now: Instant,
-        key: &ServerKey,
-        origin: &Origin,
-        call: CallKey,
-        request: &Request,
-    ) {
-        self.open_server_txn(key.clone(), origin, true);
-        let trying = message::write_response(
-            &request.echo,
-            100,
-            "Trying",
-            None,
-            &[],
-            None,
-            &self.config.user_agent,
-        );
-        if let Some(entry) = self.server_txns.get_mut(key) {
-            entry.call = Some(call);
-            let bytes = entry.txn.send_response(now, 100, trying);
-            self.transmit(origin.transport, origin.source, bytes);
-        }
-    }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut finished_servers = Vec::new();

@@ -1,11 +1,16 @@
-//! The endpoint's side of the per-source limits (docs/security.md,
-//! "Per-source limits"): which requests are screened by the `SourceGuard`
-//! (all but ACKs and requests within a call we know), what a refusal sends,
-//! the transaction table's share per source, and the cap on INVITEs not yet
-//! answered or ACKed, which hold the RTP ports of calls that may never be real.
+//! The endpoint's limits: the transaction table's reserve for calls that are
+//! up, and the per-source limits (docs/security.md, "Per-source limits"):
+//! which requests are screened by the `SourceGuard` (all but ACKs and
+//! requests within a call we know), what a refusal sends, the table's share
+//! per source, and the cap on INVITEs not yet answered or ACKed, which hold
+//! the RTP ports of calls that may never be real.
 
 use super::*;
 use crate::sip::source_guard::{RequestKind, Verdict};
+
+/// `max_transactions / IN_DIALOG_RESERVE_DIVISOR` transactions are kept for
+/// requests within a call (see `Endpoint::has_room_for`).
+const IN_DIALOG_RESERVE_DIVISOR: usize = 8;
 
 /// How a request that goes on was let in.
 pub(super) enum Admission {
@@ -18,6 +23,48 @@ pub(super) enum Admission {
 }
 
 impl Endpoint {
+    pub(super) fn transaction_count(&self) -> usize {
+        self.server_txns.len() + self.client_txns.len() + self.invite_txns.len()
+    }
+
+    /// Whether the transaction table takes `request`. The last eighth is kept
+    /// for requests within a call (BYE, re-INVITE) and CANCEL: under a burst
+    /// of new calls (a finished transaction stays 64 x T1, so a room that
+    /// hangs up and dials again fills the table twice over), the calls that
+    /// are up can still hang up, rather than be refused and left sending
+    /// RTP to phones that are gone until their RTP times out.
+    pub(super) fn has_room_for(&self, request: &Request) -> bool {
+        let max = self.config.max_transactions;
+        let continues_a_call = request.to_tag.is_some() || request.method == Method::CANCEL;
+        let limit = if continues_a_call {
+            max
+        } else {
+            max - max / IN_DIALOG_RESERVE_DIVISOR
+        };
+        self.transaction_count() < limit
+    }
+
+    /// Answer without keeping state: only for refusals under overload.
+    pub(super) fn respond_stateless(
+        &mut self,
+        origin: &Origin,
+        request: &Request,
+        code: u16,
+        reason: &str,
+    ) {
+        let tag = self.random_token();
+        let bytes = message::write_response(
+            &request.echo,
+            code,
+            reason,
+            Some(&tag),
+            &[("Retry-After", "5")],
+            None,
+            &self.config.user_agent,
+        );
+        self.transmit(origin.transport, origin.source, bytes);
+    }
+
     /// Screens a request (never an ACK); `None` when it was dropped or
     /// refused here.
     pub(super) fn screen(

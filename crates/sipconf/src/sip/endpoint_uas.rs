@@ -104,6 +104,35 @@ impl Endpoint {
         });
     }
 
+    /// Opens the server transaction of an INVITE (initial or re-INVITE) for
+    /// `call` and answers 100 Trying at once, so the caller stops
+    /// retransmitting (RFC 3261 17.2.1). The 100 carries no To tag: it creates
+    /// no dialog.
+    pub(super) fn open_invite_txn(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        origin: &Origin,
+        call: CallKey,
+        request: &Request,
+    ) {
+        self.open_server_txn(key.clone(), origin, true);
+        let trying = message::write_response(
+            &request.echo,
+            100,
+            "Trying",
+            None,
+            &[],
+            None,
+            &self.config.user_agent,
+        );
+        if let Some(entry) = self.server_txns.get_mut(key) {
+            entry.call = Some(call);
+            let bytes = entry.txn.send_response(now, 100, trying);
+            self.transmit(origin.transport, origin.source, bytes);
+        }
+    }
+
     /// Find the call of an in-dialog request and check its CSeq; answers 481 or 500
     /// itself and returns `None` when the request cannot go on.
     pub(super) fn in_dialog_call(
