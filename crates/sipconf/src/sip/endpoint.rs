@@ -561,9 +561,12 @@ impl Endpoint {
             Err(malformed) => {
                 self.stats.malformed_total += 1;
                 tracing::debug!(%source, error = %malformed.error, "malformed SIP message");
-                // Answer requests (never an ACK) whose Via we could read; drop the rest.
+                // Answer requests (never an ACK) whose Via we could read, when
+                // their source is within its limits; drop the rest.
                 if let Some(echo) = malformed.echo {
-                    if malformed.method != Some(Method::ACK) {
+                    if malformed.method != Some(Method::ACK)
+                        && self.may_answer_malformed(now, source)
+                    {
                         let reason = malformed.error.to_string();
                         let tag = self.random_token();
                         let bytes = message::write_response(

@@ -94,6 +94,13 @@ impl Endpoint {
         }
     }
 
+    /// Whether a request that could not be parsed may be answered 400: not
+    /// from a denied source nor one over its rate (garbage is what scanners
+    /// and fuzzers send); it is screened like OPTIONS and takes a token.
+    pub(super) fn may_answer_malformed(&mut self, now: Instant, source: SocketAddr) -> bool {
+        self.guard.screen(now, source.ip(), RequestKind::Options) == Verdict::Pass
+    }
+
     /// Charges the transaction `key` opened for a screened request to its
     /// source, unless it belongs to a call (the pending-INVITE cap covers
     /// those) or is charged already (a retransmission).

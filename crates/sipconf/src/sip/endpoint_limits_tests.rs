@@ -407,3 +407,33 @@ fn a_denied_source_gets_silence_and_no_call() {
         vec!["SIP/2.0 100 Trying"]
     );
 }
+
+#[test]
+fn garbage_is_answered_400_only_within_the_source_limits() {
+    let (mut endpoint, stats) = endpoint(SourceLimits {
+        requests_per_s: 1,
+        request_burst: 2,
+        deny: vec!["203.0.113.0/24".parse().expect("cidr")],
+        ..SourceLimits::default()
+    });
+    let now = Instant::now();
+    let garbage = |source: SocketAddr| {
+        format!(
+            "OPTIONS sip:1000@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKg\r\n\
+             CSeq: x OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for _ in 0..5 {
+        feed(&mut endpoint, now, flooder(), &garbage(flooder()));
+    }
+    let answers = answers_to(&mut endpoint, flooder());
+    assert_eq!(answers.len(), 2, "the burst only: {answers:?}");
+    assert!(
+        answers.iter().all(|a| a.starts_with("SIP/2.0 400 ")),
+        "{answers:?}"
+    );
+    assert_eq!(stats.over_rate.load(Ordering::Relaxed), 3);
+    let denied: SocketAddr = "203.0.113.5:5060".parse().expect("addr");
+    feed(&mut endpoint, now, denied, &garbage(denied));
+    assert!(answers_to(&mut endpoint, denied).is_empty());
+}
