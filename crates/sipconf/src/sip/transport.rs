@@ -557,6 +557,82 @@ mod tests {
         assert_eq!(next_frame(&mut endless), Err(FramingError::TooLong));
     }
 
+    /// With a 1 s idle timeout, a TCP connection that carries a call is
+    /// kept past it (an OPTIONS on it is answered 3 s later), while one
+    /// that carries none is closed within the timeout and a margin.
+    #[tokio::test]
+    async fn an_idle_tcp_connection_is_closed_unless_a_call_runs_over_it() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let limits = ConnectionLimits {
+            max_connections: 8,
+            max_connections_per_ip: 8,
+            idle_timeout: Duration::from_secs(1),
+        };
+        let gate = ConnectionGate::new(limits, Arc::default());
+        let (handle, mut events, bound) =
+            start(listen, EndpointConfig::new(listen), Arc::clone(&gate))
+                .await
+                .expect("start");
+        let mut phone = TcpStream::connect(bound).await.expect("connect");
+        let local = phone.local_addr().expect("addr");
+        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                     m=audio 4000 RTP/AVP 0\r\n";
+        let invite = format!(
+            "INVITE sip:1000@{bound};transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bKidle1\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@{local}>;tag=a\r\nTo: <sip:1000@{bound}>\r\n\
+             Call-ID: idle1@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{local};transport=tcp>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        );
+        phone.write_all(invite.as_bytes()).await.expect("write");
+        let call = match next_event(&mut events).await {
+            SipEvent::IncomingCall { call, .. } => call,
+            other => panic!("expected IncomingCall, got {other:?}"),
+        };
+        assert!(
+            handle
+                .send(SipCommand::Accept(call, offer.to_owned()))
+                .await
+        );
+        let mut received = BytesMut::new();
+        let ok = loop {
+            let message = read_message(&mut phone, &mut received).await;
+            if message.starts_with("SIP/2.0 200 ") {
+                break message;
+            }
+        };
+        let to = header_value(&ok, "To");
+        let ack = format!(
+            "ACK sip:1000@{bound};transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bKidle2\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@{local}>;tag=a\r\nTo: {to}\r\nCall-ID: idle1@127.0.0.1\r\n\
+             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        phone.write_all(ack.as_bytes()).await.expect("write");
+        assert!(matches!(
+            next_event(&mut events).await,
+            SipEvent::Confirmed { call: confirmed } if confirmed == call
+        ));
+
+        let mut idle = TcpStream::connect(bound).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "a connection without a call was kept"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        phone
+            .write_all(options("TCP", local, "idle3").as_bytes())
+            .await
+            .expect("write");
+        let answer = read_message(&mut phone, &mut received).await;
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert_eq!(gate.stats().closed_idle.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn options_over_udp_and_tcp_get_200() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
