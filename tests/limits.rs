@@ -156,11 +156,14 @@ async fn an_invite_flood_leaves_room_for_callers_from_another_address() {
 }
 
 /// 127.0.0.2 sends OPTIONS at 1000 a second: it gets answers until it holds
-/// its share of the transaction table (32 here), then silence; the table is
-/// not full, so 127.0.0.1 is answered and calls in.
+/// its share of the transaction table (32 here), then silence, each request
+/// counted in `/metrics` as over its rate or its share; the table is not
+/// full, so 127.0.0.1 is answered and calls in.
 #[tokio::test]
 async fn an_options_flood_does_not_lock_others_out() {
-    let daemon = Daemon::start_with_sip("max_transactions_per_ip = 32\n", "", ROOM);
+    let dir = TempDir::new("limits-options");
+    let api_port = free_port();
+    let daemon = daemon_with_api(&dir, api_port, "max_transactions_per_ip = 32\n", "");
     let statuses = flood(daemon.sip, 1000, 1000, |from, bridge, n| {
         options(from, bridge, "UDP", n)
     })
@@ -174,6 +177,20 @@ async fn an_options_flood_does_not_lock_others_out() {
     Phone::call(caller(&daemon))
         .await
         .expect("a caller gets in");
+    let metrics = get_url(api_port, "/metrics").await.text;
+    let counter = |reason: &str| -> u64 {
+        let sample = format!("sipconf_sip_requests_refused_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&sample)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {sample} in\n{metrics}"))
+    };
+    assert!(counter("transactions") > 0, "{metrics}");
+    assert_eq!(
+        counter("rate") + counter("transactions"),
+        1000 - 32,
+        "every OPTIONS not answered is counted once"
+    );
 }
 
 /// `deny` wins over `allow`: 127.0.0.2 gets no answer at all, to OPTIONS or
