@@ -66,6 +66,15 @@ impl Daemon {
         ))
     }
 
+    pub fn start_with_sip(sip_extra: &str, media_extra: &str, rooms: &str) -> Daemon {
+        Daemon(sipconf_testkit::daemon::Daemon::start_with_sip(
+            program(),
+            sip_extra,
+            media_extra,
+            rooms,
+        ))
+    }
+
     pub fn with_rooms() -> Daemon {
         Daemon(sipconf_testkit::daemon::Daemon::with_rooms(program()))
     }

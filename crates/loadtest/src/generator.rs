@@ -920,6 +920,7 @@ impl Generator {
                 late_ticks_in_window: self.late_ticks_in_window,
                 tick_lateness_ms_p99: self.tick_lateness.quantile_ms(0.99).unwrap_or(0.0),
             },
+            flood: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! RTP, like any phone, and reads its CPU and memory from /proc.
 
 pub mod audio; // what the phones send, and how a listener judges what it hears
+pub mod flood; // --flood: INVITEs never ACKed from another address, meanwhile
 mod generator; // the one loop: calls, RTP at 20 ms on 20 phases, pips, the window
 pub mod limit; // --find-limit: the largest member count whose audio holds
 pub mod report; // the figures, as text and JSON
@@ -88,6 +89,13 @@ pub struct LoadtestArgs {
     /// run's calls fill the tables of the next.
     #[arg(long, default_value_t = 35.0, value_name = "SECONDS")]
     pub limit_pause: f64,
+    /// Meanwhile, flood the room with this many INVITEs a second that are
+    /// never ACKed, from `--flood-from` (docs/security.md).
+    #[arg(long, value_name = "PER_S")]
+    pub flood: Option<f64>,
+    /// The flood's source address.
+    #[arg(long, default_value = "127.0.0.2")]
+    pub flood_from: IpAddr,
 }
 
 fn parse_codec(text: &str) -> Result<Codec, String> {
@@ -105,7 +113,7 @@ pub enum LoadError {
     BadCounts,
     #[error("--rooms > 1 needs a numeric --room, not {0:?}")]
     RoomNotNumeric(String),
-    #[error("--duration and --ramp must be positive, --limit-pause not negative")]
+    #[error("--duration, --ramp and --flood must be positive, --limit-pause not negative")]
     BadTimes,
     #[error("cannot open sockets for {members} phones ({error}); the open-file limit is {limit}")]
     Sockets {
@@ -179,8 +187,23 @@ pub fn run(args: &LoadtestArgs, progress: &mut dyn Write) -> Result<Report, Load
         return Err(LoadError::RoomNotNumeric(args.room.clone()));
     }
     let mut generator = generator::Generator::new(args)?;
-    generator.run(progress)?;
-    Ok(generator.report())
+    let flood = match args.flood {
+        Some(rate) if rate > 0.0 => Some(flood::Flood::start(
+            args.target,
+            &args.room,
+            args.flood_from,
+            rate,
+        )?),
+        Some(_) => return Err(LoadError::BadTimes),
+        None => None,
+    };
+    let ran = generator.run(progress);
+    let flood = flood.map(flood::Flood::stop).transpose()?;
+    ran?;
+    Ok(Report {
+        flood,
+        ..generator.report()
+    })
 }
 
 #[cfg(test)]

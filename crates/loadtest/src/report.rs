@@ -350,6 +350,9 @@ pub struct Report {
     pub delay_ms: Option<Delay>,
     pub bridge: Option<Bridge>,
     pub generator: Generator,
+    /// `--flood`: what the flood sent and what the bridge answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::flood::FloodReport>,
 }
 
 impl Report {
@@ -434,6 +437,9 @@ impl Report {
             None => {
                 let _ = writeln!(out, "delay       not measured (no talker or no listener)");
             }
+        }
+        if let Some(flood) = &self.flood {
+            out.push_str(&flood.to_text());
         }
         if let Some(b) = &self.bridge {
             let _ = writeln!(

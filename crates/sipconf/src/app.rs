@@ -11,7 +11,9 @@ use crate::conference::{Registry, StoreFailure};
 use crate::config::{Config, RegistrationEntry};
 use crate::events::Events;
 use crate::media::{self, MediaConfig};
+use crate::net::connections::{ConnectionGate, ConnectionStats};
 use crate::sip::registration::{self, RegistrationConfig, RegistrationState, RegistrationStats};
+use crate::sip::source_guard::LimitStats;
 use crate::sip::transport::{SipCommand, SipHandle};
 use crate::sip::{self, EndpointConfig};
 use crate::store::Store;
@@ -74,6 +76,22 @@ fn media_config(config: &Config) -> MediaConfig {
     }
 }
 
+/// A flood of INVITEs that are never ACKed holds one RTP port pair each for
+/// 64 x T1; `sip.max_pending_invites` caps them, which protects the ports
+/// only while it is below the number of pairs.
+fn warn_if_pending_invites_can_hold_every_port(config: &Config) {
+    let ports = &config.media.rtp_ports;
+    let pairs = usize::from(ports.end - ports.start.next_multiple_of(2)) / 2;
+    if !config.media.shared_port && config.sip.limits.pending_invites >= pairs {
+        tracing::warn!(
+            max_pending_invites = config.sip.limits.pending_invites,
+            rtp_port_pairs = pairs,
+            "sip.max_pending_invites is not below the RTP port pairs of media.rtp_ports: \
+             INVITEs that are never ACKed can hold every port"
+        );
+    }
+}
+
 /// Runs the bridge until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
@@ -82,6 +100,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let stats = media.stats();
 
     let advertised = advertised_sip_address(&config);
+    let sip_limits = Arc::new(LimitStats::default());
+    let sip_connections = Arc::new(ConnectionStats::default());
+    let api_connections = Arc::new(ConnectionStats::default());
+    warn_if_pending_invites_can_hold_every_port(&config);
     let endpoint_config = EndpointConfig {
         local_addr: SocketAddr::new(advertised, config.sip.listen.port()),
         user_agent: config.sip.user_agent.clone(),
@@ -91,11 +113,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         t1: config.sip.t1,
         t2: config.sip.t2,
         session_timer: config.sip.session_timer,
+        limits: config.sip.limits.clone(),
+        limit_stats: Arc::clone(&sip_limits),
     };
     let endpoint_local = endpoint_config.local_addr;
-    let (sip_handle, sip_events, bound) = sip::transport::start(config.sip.listen, endpoint_config)
-        .await
-        .map_err(|e| StartError::Sip(config.sip.listen, e))?;
+    let tcp_gate = ConnectionGate::new(config.sip.tcp, Arc::clone(&sip_connections));
+    let (sip_handle, sip_events, bound) =
+        sip::transport::start(config.sip.listen, endpoint_config, tcp_gate)
+            .await
+            .map_err(|e| StartError::Sip(config.sip.listen, e))?;
 
     let store_path = config.store.path.display().to_string();
     let store = Arc::new(
@@ -115,7 +141,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.api.public_base_url, config.api.user_id
         ),
     );
-    let mut shared = Shared::new(registry, events);
+    let mut shared = Shared {
+        sip_limits,
+        sip_connections,
+        api_connections,
+        ..Shared::new(registry, events)
+    };
     shared.registrations = config
         .registrations
         .iter()

@@ -4,6 +4,8 @@
 //! refused, and every error names the key and the line it is on. It opens nothing but
 //! the file and starts nothing: `app.rs` turns a `Config` into running planes.
 
+use crate::net::connections::ConnectionLimits;
+use crate::sip::source_guard::{Cidr, SourceLimits};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -85,6 +87,8 @@ pub struct ApiConfig {
     pub token: String,
     /// Basic auth password.
     pub secret: String,
+    /// `api.max_connections`, `api.max_connections_per_ip`, `api.idle_timeout_s`.
+    pub connections: ConnectionLimits,
 }
 
 impl ApiConfig {
@@ -144,6 +148,10 @@ pub struct SipConfig {
     pub outbound: OutboundConfig,
     /// RFC 4028 session timers: `sip.session_expires` and `sip.min_se`.
     pub session_timer: crate::sip::session_timer::TimerSettings,
+    /// Per-source limits on requests (docs/security.md).
+    pub limits: SourceLimits,
+    /// SIP over TCP: `sip.tcp_max_connections`, `..._per_ip`, `sip.tcp_idle_timeout_s`.
+    pub tcp: ConnectionLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +398,9 @@ struct RawApi {
     user_id: Spanned<String>,
     token: Spanned<String>,
     secret: Spanned<String>,
+    max_connections: Spanned<i64>,
+    max_connections_per_ip: Spanned<i64>,
+    idle_timeout_s: Spanned<i64>,
 }
 
 impl Default for RawApi {
@@ -400,6 +411,9 @@ impl Default for RawApi {
             user_id: unspanned(String::new()),
             token: unspanned(String::new()),
             secret: unspanned(String::new()),
+            max_connections: unspanned(256),
+            max_connections_per_ip: unspanned(32),
+            idle_timeout_s: unspanned(60),
         }
     }
 }
@@ -472,6 +486,17 @@ struct RawSip {
     outbound: RawOutbound,
     session_expires: Spanned<i64>,
     min_se: Spanned<i64>,
+    allow: Vec<Spanned<String>>,
+    deny: Vec<Spanned<String>>,
+    requests_per_s: Spanned<i64>,
+    request_burst: Spanned<i64>,
+    /// None: `max_transactions / 16`.
+    max_transactions_per_ip: Option<Spanned<i64>>,
+    max_pending_invites: Spanned<i64>,
+    max_pending_invites_per_ip: Spanned<i64>,
+    tcp_max_connections: Spanned<i64>,
+    tcp_max_connections_per_ip: Spanned<i64>,
+    tcp_idle_timeout_s: Spanned<i64>,
 }
 
 impl Default for RawSip {
@@ -486,6 +511,16 @@ impl Default for RawSip {
             outbound: RawOutbound::default(),
             session_expires: unspanned(DEFAULT_SESSION_EXPIRES_S),
             min_se: unspanned(DEFAULT_MIN_SE_S),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            requests_per_s: unspanned(200),
+            request_burst: unspanned(400),
+            max_transactions_per_ip: None,
+            max_pending_invites: unspanned(128),
+            max_pending_invites_per_ip: unspanned(32),
+            tcp_max_connections: unspanned(1024),
+            tcp_max_connections_per_ip: unspanned(32),
+            tcp_idle_timeout_s: unspanned(300),
         }
     }
 }
@@ -643,21 +678,22 @@ impl RawConfig {
             min_se_s,
             MAX_SESSION_EXPIRES_S,
         )?;
+        let max_transactions = match &self.sip.max_transactions {
+            Some(value) => in_range(value, "sip.max_transactions", 16, 1_000_000)? as usize,
+            None => default_max_transactions(in_range(
+                &self.media.max_members,
+                "media.max_members",
+                2,
+                100_000,
+            )? as usize),
+        };
         let sip = SipConfig {
             listen,
             advertised_address: optional_ip(
                 &self.sip.advertised_address,
                 "sip.advertised_address",
             )?,
-            max_transactions: match &self.sip.max_transactions {
-                Some(value) => in_range(value, "sip.max_transactions", 16, 1_000_000)? as usize,
-                None => default_max_transactions(in_range(
-                    &self.media.max_members,
-                    "media.max_members",
-                    2,
-                    100_000,
-                )? as usize),
-            },
+            max_transactions,
             t1: Duration::from_millis(t1_ms as u64),
             t2: Duration::from_millis(t2_ms as u64),
             user_agent: self.sip.user_agent.get_ref().clone(),
@@ -669,6 +705,27 @@ impl RawConfig {
             session_timer: crate::sip::session_timer::TimerSettings {
                 session_expires_s: session_expires_s as u32,
                 min_se_s: min_se_s as u32,
+            },
+            limits: self.sip.source_limits(max_transactions)?,
+            tcp: ConnectionLimits {
+                max_connections: in_range(
+                    &self.sip.tcp_max_connections,
+                    "sip.tcp_max_connections",
+                    1,
+                    100_000,
+                )? as usize,
+                max_connections_per_ip: in_range(
+                    &self.sip.tcp_max_connections_per_ip,
+                    "sip.tcp_max_connections_per_ip",
+                    1,
+                    *self.sip.tcp_max_connections.get_ref(),
+                )? as usize,
+                idle_timeout: Duration::from_secs(in_range(
+                    &self.sip.tcp_idle_timeout_s,
+                    "sip.tcp_idle_timeout_s",
+                    1,
+                    86_400,
+                )? as u64),
             },
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
@@ -854,6 +911,54 @@ impl RawConfig {
     }
 }
 
+/// `[sip] allow` or `deny`: a list of address ranges.
+fn cidr_list(values: &[Spanned<String>], key: &str) -> Result<Vec<Cidr>, Invalid> {
+    values
+        .iter()
+        .map(|value| {
+            value
+                .get_ref()
+                .trim()
+                .parse::<Cidr>()
+                .map_err(|e| invalid(value, key, e.to_string()))
+        })
+        .collect()
+}
+
+impl RawSip {
+    fn source_limits(&self, max_transactions: usize) -> Result<SourceLimits, Invalid> {
+        let requests_per_s = in_range(&self.requests_per_s, "sip.requests_per_s", 1, 1_000_000)?;
+        let pending_invites = in_range(
+            &self.max_pending_invites,
+            "sip.max_pending_invites",
+            1,
+            100_000,
+        )?;
+        Ok(SourceLimits {
+            allow: cidr_list(&self.allow, "sip.allow")?,
+            deny: cidr_list(&self.deny, "sip.deny")?,
+            requests_per_s: requests_per_s as u32,
+            request_burst: in_range(&self.request_burst, "sip.request_burst", 1, 1_000_000)? as u32,
+            transactions_per_ip: match &self.max_transactions_per_ip {
+                Some(value) => in_range(
+                    value,
+                    "sip.max_transactions_per_ip",
+                    1,
+                    max_transactions as i64,
+                )? as usize,
+                None => (max_transactions / 16).max(1),
+            },
+            pending_invites: pending_invites as usize,
+            pending_invites_per_ip: in_range(
+                &self.max_pending_invites_per_ip,
+                "sip.max_pending_invites_per_ip",
+                1,
+                pending_invites,
+            )? as usize,
+        })
+    }
+}
+
 impl RawApi {
     fn validate(self) -> Result<ApiConfig, Invalid> {
         let listen: SocketAddr = self.listen.get_ref().trim().parse().map_err(|_| {
@@ -897,12 +1002,28 @@ impl RawApi {
                 ));
             }
         }
+        let max_connections = in_range(&self.max_connections, "api.max_connections", 1, 100_000)?;
         Ok(ApiConfig {
             listen,
             public_base_url,
             user_id,
             token,
             secret,
+            connections: ConnectionLimits {
+                max_connections: max_connections as usize,
+                max_connections_per_ip: in_range(
+                    &self.max_connections_per_ip,
+                    "api.max_connections_per_ip",
+                    1,
+                    max_connections,
+                )? as usize,
+                idle_timeout: Duration::from_secs(in_range(
+                    &self.idle_timeout_s,
+                    "api.idle_timeout_s",
+                    1,
+                    86_400,
+                )? as u64),
+            },
         })
     }
 }
@@ -1021,6 +1142,69 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("pin.max_failures"), "{e}");
+    }
+
+    #[test]
+    fn source_and_connection_limits_have_defaults_and_name_key_and_line() {
+        let config = Config::parse("", "t").unwrap();
+        let limits = &config.sip.limits;
+        assert!(limits.allow.is_empty() && limits.deny.is_empty());
+        assert_eq!((limits.requests_per_s, limits.request_burst), (200, 400));
+        assert_eq!(limits.transactions_per_ip, 4096 / 16);
+        assert_eq!(
+            (limits.pending_invites_per_ip, limits.pending_invites),
+            (32, 128)
+        );
+        assert_eq!(config.sip.tcp.max_connections, 1024);
+        assert_eq!(config.sip.tcp.max_connections_per_ip, 32);
+        assert_eq!(config.sip.tcp.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.api.connections.max_connections, 256);
+        assert_eq!(config.api.connections.max_connections_per_ip, 32);
+        assert_eq!(config.api.connections.idle_timeout, Duration::from_secs(60));
+
+        let text = "[sip]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny = [\"10.9.0.0/16\"]\n";
+        let limits = Config::parse(text, "t").unwrap().sip.limits;
+        assert!(limits.allow[1].contains("2001:db8::1".parse().unwrap()));
+        assert!(limits.deny[0].contains("10.9.1.1".parse().unwrap()));
+
+        let text = "[sip]\nallow = [\"10.0.0.0/8\",\n  \"10.0.0.0/40\"]\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.allow"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("prefix length"), "{e}");
+        let e = Config::parse("[sip]\ndeny = [\"lan\"]\n", "x.toml").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.deny"), Some(2)),
+            "{e}"
+        );
+        let text = "[sip]\nmax_pending_invites = 10\nmax_pending_invites_per_ip = 11\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("sip.max_pending_invites_per_ip"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(3));
+        let e = Config::parse(
+            "[sip]\nmax_transactions = 100\nmax_transactions_per_ip = 101\n",
+            "x",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.max_transactions_per_ip"), "{e}");
+        let e = Config::parse("[sip]\ntcp_idle_timeout_s = 0\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.tcp_idle_timeout_s"), "{e}");
+        let e = Config::parse(
+            "[api]\nmax_connections = 4\nmax_connections_per_ip = 5\n",
+            "x",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("api.max_connections_per_ip"), Some(3))
+        );
+        let e = Config::parse("[sip]\nrequests_per_s = 0\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sip.requests_per_s"), "{e}");
     }
 
     #[test]

@@ -124,9 +124,24 @@ impl Daemon {
             program,
             None,
             Addresses::on(IpAddr::from([127, 0, 0, 1])),
-            media_extra,
-            rooms,
+            ("", media_extra, rooms),
             env,
+        )
+    }
+
+    /// As [`Daemon::start`], with `sip_extra` (keys of `[sip]`, one a line).
+    pub fn start_with_sip(
+        program: &Path,
+        sip_extra: &str,
+        media_extra: &str,
+        rooms: &str,
+    ) -> Daemon {
+        Daemon::start_at(
+            program,
+            None,
+            Addresses::on(IpAddr::from([127, 0, 0, 1])),
+            (sip_extra, media_extra, rooms),
+            &[],
         )
     }
 
@@ -137,7 +152,7 @@ impl Daemon {
         media_extra: &str,
         rooms: &str,
     ) -> Daemon {
-        Daemon::start_at(program, None, addresses, media_extra, rooms, &[])
+        Daemon::start_at(program, None, addresses, ("", media_extra, rooms), &[])
     }
 
     /// As [`Daemon::start_with_addresses`], inside the network namespace
@@ -150,15 +165,20 @@ impl Daemon {
         media_extra: &str,
         rooms: &str,
     ) -> Daemon {
-        Daemon::start_at(program, Some(netns), addresses, media_extra, rooms, &[])
+        Daemon::start_at(
+            program,
+            Some(netns),
+            addresses,
+            ("", media_extra, rooms),
+            &[],
+        )
     }
 
     fn start_at(
         program: &Path,
         netns: Option<&str>,
         addresses: Addresses,
-        media_extra: &str,
-        rooms: &str,
+        (sip_extra, media_extra, rooms): (&str, &str, &str),
         env: &[(&str, &str)],
     ) -> Daemon {
         let port = free_port();
@@ -188,7 +208,7 @@ impl Daemon {
             format!("rtp_ports = \"{low}-{high}\"\n")
         };
         let config = format!(
-            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
+            "[sip]\nlisten = \"{sip}\"\nt1_ms = 100\n{sip_extra}\n\n[media]\n{address}bind_address = \"{bind}\"\n{rtp_ports}{media_extra}\n\n[log]\nlevel = \"info,sipconf=debug\"\n\n{store}{rooms}\n"
         );
         std::fs::write(&config_path, config).expect("write config");
         let mut command = match netns {

@@ -246,6 +246,54 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "Source addresses locked out of PIN rooms now.",
         &[("", load(&pins.locked_now))],
     );
+    let limits = &state.shared.sip_limits;
+    metric(
+        "sipconf_sip_requests_refused_total",
+        "counter",
+        "SIP requests not served by the per-source limits: from a source outside sip.allow or in sip.deny (denied, dropped); over the source's sip.requests_per_s (rate, dropped); over its sip.max_transactions_per_ip (transactions, 503; OPTIONS dropped); INVITEs over sip.max_pending_invites_per_ip or sip.max_pending_invites (pending_invites, 503).",
+        &[
+            ("{reason=\"denied\"}", load(&limits.denied)),
+            ("{reason=\"rate\"}", load(&limits.over_rate)),
+            ("{reason=\"transactions\"}", load(&limits.over_transactions)),
+            ("{reason=\"pending_invites\"}", load(&limits.over_pending_invites)),
+        ],
+    );
+    metric(
+        "sipconf_sip_sources_tracked",
+        "gauge",
+        "Source addresses whose SIP request rate is remembered now (at most 4096).",
+        &[("", load(&limits.sources_tracked))],
+    );
+    let (sip, api) = (&state.shared.sip_connections, &state.shared.api_connections);
+    metric(
+        "sipconf_connections_open",
+        "gauge",
+        "Accepted TCP connections open now, SIP and API.",
+        &[
+            ("{listener=\"sip\"}", load(&sip.open)),
+            ("{listener=\"api\"}", load(&api.open)),
+        ],
+    );
+    metric(
+        "sipconf_connections_refused_total",
+        "counter",
+        "TCP connections closed at once: their source had its share open (per_ip), or the listener its total.",
+        &[
+            ("{listener=\"sip\",reason=\"per_ip\"}", load(&sip.refused_per_ip)),
+            ("{listener=\"sip\",reason=\"total\"}", load(&sip.refused_total)),
+            ("{listener=\"api\",reason=\"per_ip\"}", load(&api.refused_per_ip)),
+            ("{listener=\"api\",reason=\"total\"}", load(&api.refused_total)),
+        ],
+    );
+    metric(
+        "sipconf_connections_closed_idle_total",
+        "counter",
+        "TCP connections closed after carrying nothing for their idle timeout.",
+        &[
+            ("{listener=\"sip\"}", load(&sip.closed_idle)),
+            ("{listener=\"api\"}", load(&api.closed_idle)),
+        ],
+    );
     let store = state.store.health();
     metric(
         "sipconf_store_writable",

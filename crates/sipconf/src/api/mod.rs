@@ -8,6 +8,7 @@
 
 mod error;
 mod input;
+mod listener;
 mod metrics;
 
 use error::ApiError;
@@ -25,6 +26,7 @@ use crate::conference::{
 };
 use crate::config::Config;
 use crate::media::MediaStats;
+use crate::net::connections::ConnectionGate;
 use crate::store::Store;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -86,8 +88,14 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(state.config.api.listen).await?;
-    let bound = listener.local_addr()?;
+    let listener = listener::GatedListener {
+        listener: tokio::net::TcpListener::bind(state.config.api.listen).await?,
+        gate: ConnectionGate::new(
+            state.config.api.connections,
+            Arc::clone(&state.shared.api_connections),
+        ),
+    };
+    let bound = listener.listener.local_addr()?;
     let app = router(state);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)

@@ -126,6 +126,11 @@ pub struct Shared {
     pub pins: Arc<PinStats>,
     /// Each `[[registration]]`'s address of record and state, for `/metrics`.
     pub registrations: Vec<(String, Arc<crate::sip::registration::RegistrationStats>)>,
+    /// What the SIP endpoint's per-source limits refused, for `/metrics`.
+    pub sip_limits: Arc<crate::sip::source_guard::LimitStats>,
+    /// SIP over TCP's and the API's connections, for `/metrics`.
+    pub sip_connections: Arc<crate::net::connections::ConnectionStats>,
+    pub api_connections: Arc<crate::net::connections::ConnectionStats>,
 }
 
 impl Shared {
@@ -135,6 +140,9 @@ impl Shared {
             events,
             pins: Arc::new(PinStats::default()),
             registrations: Vec::new(),
+            sip_limits: Arc::default(),
+            sip_connections: Arc::default(),
+            api_connections: Arc::default(),
         }
     }
 

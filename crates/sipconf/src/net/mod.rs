@@ -7,6 +7,7 @@
 //! Never here: protocol (SIP, RTP), clocks other than the kernel's
 //! timestamps, threads or tokio.
 
+pub mod connections; // caps on accepted TCP connections per IP and in all, idle timeouts
 pub mod poller; // an epoll set: which of many sockets have datagrams waiting
 pub mod udp; // batched UDP, socket addresses in kernel form, buffer sizes, timestamps
 pub mod wakeup; // the eventfd the media thread rings when it queued events

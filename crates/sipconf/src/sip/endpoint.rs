@@ -13,6 +13,7 @@ use super::message::{self, Body, EchoHeaders, Message, OutgoingRequest, Request,
 use super::registration::Registration;
 use super::sdp;
 use super::session_timer::{self, SessionTimer, TimerAnswer, TimerHeaders, TimerSettings};
+use super::source_guard::{LimitStats, SourceGuard, SourceLimits};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, Retransmission, RetransmitStep,
     ServerKey, ServerState, ServerTimeout, ServerTransaction, Timers,
@@ -22,7 +23,8 @@ use ezk_sip_types::{Method, Name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a SIP message travels. Reliable transports (everything but UDP) are not
@@ -98,10 +100,6 @@ pub enum InviteError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallKey(pub u64);
 
-/// `max_transactions / IN_DIALOG_RESERVE_DIVISOR` transactions are kept for
-/// requests within a call (see `Endpoint::has_room_for`).
-const IN_DIALOG_RESERVE_DIVISOR: usize = 8;
-
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
     /// Address written into Via and Contact: the bound address, or the advertised one
@@ -118,6 +116,10 @@ pub struct EndpointConfig {
     pub t2: Duration,
     /// RFC 4028 session timers: the interval we ask for and the shortest we accept.
     pub session_timer: TimerSettings,
+    /// Who may send requests, how fast, and how much each source may hold.
+    pub limits: SourceLimits,
+    /// Where the limits count what they refuse, for `/metrics`.
+    pub limit_stats: Arc<LimitStats>,
 }
 
 impl EndpointConfig {
@@ -131,6 +133,8 @@ impl EndpointConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             session_timer: TimerSettings::default(),
+            limits: SourceLimits::default(),
+            limit_stats: Arc::default(),
         }
     }
 }
@@ -320,6 +324,8 @@ struct Outgoing {
 /// The dialog-creating INVITE of a call we answer.
 #[derive(Clone, Debug)]
 struct UasInvite {
+    /// Where it came from: its source's count of pending INVITEs.
+    source: IpAddr,
     key: ServerKey,
     echo: EchoHeaders,
     cseq: u32,
@@ -357,6 +363,8 @@ struct Call {
 struct ServerEntry {
     txn: ServerTransaction,
     call: Option<CallKey>,
+    /// The source whose table share it takes (`endpoint_limits.rs`), if any.
+    charged_to: Option<IpAddr>,
 }
 
 /// What a non-INVITE client transaction is for.
@@ -406,6 +414,7 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SipEvent>,
     stats: EndpointStats,
+    guard: SourceGuard,
     rng: StdRng,
 }
 
@@ -447,6 +456,7 @@ struct Origin {
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Self {
         Endpoint {
+            guard: SourceGuard::new(config.limits.clone(), Arc::clone(&config.limit_stats)),
             timers: Timers {
                 t1: config.t1,
                 t2: config.t2,
@@ -536,27 +546,6 @@ impl Endpoint {
             .min()
     }
 
-    fn transaction_count(&self) -> usize {
-        self.server_txns.len() + self.client_txns.len() + self.invite_txns.len()
-    }
-
-    /// Whether the transaction table takes `request`. The last eighth is kept
-    /// for requests within a call (BYE, re-INVITE) and CANCEL: under a burst
-    /// of new calls (a finished transaction stays 64 x T1, so a room that
-    /// hangs up and dials again fills the table twice over), the calls that
-    /// are up can still hang up, rather than be refused and left sending
-    /// RTP to phones that are gone until their RTP times out.
-    fn has_room_for(&self, request: &Request) -> bool {
-        let max = self.config.max_transactions;
-        let continues_a_call = request.to_tag.is_some() || request.method == Method::CANCEL;
-        let limit = if continues_a_call {
-            max
-        } else {
-            max - max / IN_DIALOG_RESERVE_DIVISOR
-        };
-        self.transaction_count() < limit
-    }
-
     fn random_token(&mut self) -> String {
         format!("{:016x}", self.rng.random::<u64>())
     }
@@ -583,9 +572,12 @@ impl Endpoint {
             Err(malformed) => {
                 self.stats.malformed_total += 1;
                 tracing::debug!(%source, error = %malformed.error, "malformed SIP message");
-                // Answer requests (never an ACK) whose Via we could read; drop the rest.
+                // Answer requests (never an ACK) whose Via we could read, when
+                // their source is within its limits; drop the rest.
                 if let Some(echo) = malformed.echo {
-                    if malformed.method != Some(Method::ACK) {
+                    if malformed.method != Some(Method::ACK)
+                        && self.may_answer_malformed(now, source)
+                    {
                         let reason = malformed.error.to_string();
                         let tag = self.random_token();
                         let bytes = message::write_response(
@@ -617,6 +609,9 @@ impl Endpoint {
             self.handle_ack(now, &request);
             return;
         }
+        let Some(admission) = self.screen(now, &origin, &request) else {
+            return;
+        };
         let key = ServerKey::new(
             &request.branch,
             &request.sent_by,
@@ -625,6 +620,13 @@ impl Endpoint {
             request.cseq,
             request.from_tag.as_deref(),
         );
+        self.serve_request(now, origin, key.clone(), request);
+        if let Admission::Screened(source) = admission {
+            self.charge(&key, source);
+        }
+    }
+
+    fn serve_request(&mut self, now: Instant, origin: Origin, key: ServerKey, request: Request) {
         // A retransmission belongs to its transaction (RFC 3261 17.2.3).
         if let Some(entry) = self.server_txns.get(&key) {
             if let Some(bytes) = entry.txn.on_request_retransmission() {
@@ -701,21 +703,6 @@ impl Endpoint {
         }
     }
 
-    /// Answer without keeping state: only for refusals under overload.
-    fn respond_stateless(&mut self, origin: &Origin, request: &Request, code: u16, reason: &str) {
-        let tag = self.random_token();
-        let bytes = message::write_response(
-            &request.echo,
-            code,
-            reason,
-            Some(&tag),
-            &[("Retry-After", "5")],
-            None,
-            &self.config.user_agent,
-        );
-        self.transmit(origin.transport, origin.source, bytes);
-    }
-
     /// Create a server transaction for `request` and send one final response in it.
     /// `to_tag` defaults to a fresh tag (RFC 3261 8.2.6.2).
     fn respond(
@@ -753,8 +740,7 @@ impl Endpoint {
             self.timers,
         );
         let bytes = txn.send_response(now, code, bytes);
-        self.server_txns
-            .insert(key, ServerEntry { txn, call: None });
+        self.insert_server_txn(key, txn);
         self.transmit(origin.transport, origin.source, bytes);
     }
 
@@ -794,8 +780,7 @@ impl Endpoint {
 
     fn open_server_txn(&mut self, key: ServerKey, origin: &Origin, is_invite: bool) {
         let txn = ServerTransaction::new(is_invite, origin.transport, origin.source, self.timers);
-        self.server_txns
-            .insert(key, ServerEntry { txn, call: None });
+        self.insert_server_txn(key, txn);
     }
 
     fn handle_response(&mut self, now: Instant, response: Response) {
@@ -874,35 +859,6 @@ impl Endpoint {
 
     // ==== timers ====
 
-    /// Opens the server transaction of an INVITE (initial or re-INVITE) for
-    /// `call` and answers 100 Trying at once, so the caller stops
-    /// retransmitting (RFC 3261 17.2.1). The 100 carries no To tag: it creates
-    /// no dialog.
-    fn open_invite_txn(
-        &mut self,
-        now: Instant,
-        key: &ServerKey,
-        origin: &Origin,
-        call: CallKey,
-        request: &Request,
-    ) {
-        self.open_server_txn(key.clone(), origin, true);
-        let trying = message::write_response(
-            &request.echo,
-            100,
-            "Trying",
-            None,
-            &[],
-            None,
-            &self.config.user_agent,
-        );
-        if let Some(entry) = self.server_txns.get_mut(key) {
-            entry.call = Some(call);
-            let bytes = entry.txn.send_response(now, 100, trying);
-            self.transmit(origin.transport, origin.source, bytes);
-        }
-    }
-
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut finished_servers = Vec::new();
         let mut resend = Vec::new();
@@ -921,7 +877,7 @@ impl Endpoint {
             }
         }
         for key in finished_servers {
-            self.server_txns.remove(&key);
+            self.remove_server_txn(&key);
         }
 
         let mut finished_clients = Vec::new();
@@ -1020,20 +976,24 @@ mod uas;
 #[path = "endpoint_reg.rs"]
 mod reg;
 pub use reg::RegistrationKey;
+
+#[path = "endpoint_limits.rs"]
+mod limits;
+use limits::Admission;
 use uas::required_extensions;
 
 #[cfg(test)]
 #[path = "endpoint_tests.rs"]
 mod tests;
-
 #[cfg(test)]
 #[path = "endpoint_uac_tests.rs"]
 mod uac_tests;
-
 #[cfg(test)]
 #[path = "endpoint_timer_tests.rs"]
 mod timer_tests;
-
 #[cfg(test)]
 #[path = "endpoint_reg_tests.rs"]
 mod reg_tests;
+#[cfg(test)]
+#[path = "endpoint_limits_tests.rs"]
+mod limits_tests;

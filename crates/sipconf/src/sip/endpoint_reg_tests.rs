@@ -25,6 +25,8 @@ fn endpoint() -> Endpoint {
         t1: T1,
         t2: Duration::from_secs(4),
         session_timer: TimerSettings::default(),
+        limits: crate::sip::source_guard::SourceLimits::default(),
+        limit_stats: Arc::default(),
     })
 }
 

@@ -23,6 +23,8 @@ fn endpoint() -> Endpoint {
         t1: T1,
         t2: T2,
         session_timer: TimerSettings::default(),
+        limits: SourceLimits::default(),
+        limit_stats: Arc::default(),
     })
 }
 

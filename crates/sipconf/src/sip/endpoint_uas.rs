@@ -24,6 +24,10 @@ impl Endpoint {
             self.respond_stateless(&origin, &request, 503, "Service Unavailable");
             return;
         }
+        if self.too_many_pending_invites(origin.source.ip()) {
+            self.refuse_pending_invite(&origin, &request);
+            return;
+        }
         let offer = match parse_sdp_body(&request) {
             Ok(Some(offer)) => offer,
             Ok(None) => {
@@ -72,6 +76,7 @@ impl Endpoint {
                 dialog,
                 phase: CallPhase::Offered,
                 uas_invite: Some(UasInvite {
+                    source: origin.source.ip(),
                     key,
                     echo: request.echo.clone(),
                     cseq: request.cseq,
@@ -97,6 +102,35 @@ impl Endpoint {
             source: origin.source,
             transport: origin.transport,
         });
+    }
+
+    /// Opens the server transaction of an INVITE (initial or re-INVITE) for
+    /// `call` and answers 100 Trying at once, so the caller stops
+    /// retransmitting (RFC 3261 17.2.1). The 100 carries no To tag: it creates
+    /// no dialog.
+    pub(super) fn open_invite_txn(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        origin: &Origin,
+        call: CallKey,
+        request: &Request,
+    ) {
+        self.open_server_txn(key.clone(), origin, true);
+        let trying = message::write_response(
+            &request.echo,
+            100,
+            "Trying",
+            None,
+            &[],
+            None,
+            &self.config.user_agent,
+        );
+        if let Some(entry) = self.server_txns.get_mut(key) {
+            entry.call = Some(call);
+            let bytes = entry.txn.send_response(now, 100, trying);
+            self.transmit(origin.transport, origin.source, bytes);
+        }
     }
 
     /// Find the call of an in-dialog request and check its CSeq; answers 481 or 500

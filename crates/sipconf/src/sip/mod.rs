@@ -9,6 +9,7 @@ pub mod message;
 pub mod registration;
 pub mod sdp;
 pub mod session_timer;
+pub mod source_guard;
 pub mod transaction;
 pub mod transport;
 

@@ -11,13 +11,16 @@ use super::registration::{RegistrationConfig, RegistrationStats};
 use super::{
     CallKey, Endpoint, EndpointConfig, OutgoingCall, RegistrationKey, SipEvent, Transmit, Transport,
 };
+use crate::net::connections::{Admission, ConnectionGate};
 use crate::net::udp::{receive_buffer_bytes, set_buffer_bytes};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -136,6 +139,9 @@ impl SipHandle {
 enum TcpInput {
     Connected(SocketAddr, mpsc::Sender<Bytes>),
     Message(SocketAddr, Bytes),
+    /// Nothing came on the connection for the idle timeout: closed unless a
+    /// call runs over it.
+    Idle(SocketAddr),
     Closed(SocketAddr),
 }
 
@@ -145,10 +151,11 @@ enum TcpInput {
 ///
 /// When bound to a specific address it becomes `config.local_addr` (Via, Contact); when
 /// bound to a wildcard address the caller's advertised address is kept, with the bound
-/// port if it gave port 0.
+/// port if it gave port 0. `tcp` caps accepted connections and times idle ones out.
 pub async fn start(
     listen: SocketAddr,
     mut config: EndpointConfig,
+    tcp: Arc<ConnectionGate>,
 ) -> io::Result<(SipHandle, mpsc::Receiver<SipEvent>, SocketAddr)> {
     let udp = UdpSocket::bind(listen).await?;
     // A burst (every phone of a conference hanging up at once, a PBX
@@ -168,7 +175,7 @@ pub async fn start(
         );
     }
     let bound = udp.local_addr()?;
-    let tcp = TcpListener::bind(bound).await?;
+    let tcp_listener = TcpListener::bind(bound).await?;
     if !bound.ip().is_unspecified() {
         config.local_addr = bound;
     } else if config.local_addr.port() == 0 {
@@ -178,11 +185,11 @@ pub async fn start(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
     let (tcp_tx, tcp_rx) = mpsc::channel(TCP_QUEUE_LEN);
-    tokio::spawn(accept_loop(tcp, tcp_tx.clone()));
+    tokio::spawn(accept_loop(tcp_listener, tcp_tx.clone(), Arc::clone(&tcp)));
     tokio::spawn(run(
         Endpoint::new(config),
         udp,
-        (tcp_tx, tcp_rx),
+        (tcp_tx, tcp_rx, tcp),
         command_rx,
         event_tx,
     ));
@@ -198,7 +205,11 @@ pub async fn start(
 async fn run(
     mut endpoint: Endpoint,
     udp: UdpSocket,
-    (tcp_tx, mut tcp_rx): (mpsc::Sender<TcpInput>, mpsc::Receiver<TcpInput>),
+    (tcp_tx, mut tcp_rx, tcp_gate): (
+        mpsc::Sender<TcpInput>,
+        mpsc::Receiver<TcpInput>,
+        Arc<ConnectionGate>,
+    ),
     mut command_rx: mpsc::Receiver<HandleInput>,
     event_tx: mpsc::Sender<SipEvent>,
 ) {
@@ -224,6 +235,15 @@ async fn run(
                 TcpInput::Message(peer, message) => {
                     let now = Instant::now().into_std();
                     endpoint.handle_datagram(now, Transport::Tcp, peer, &message);
+                }
+                // Dropping the writer ends the connection's task.
+                TcpInput::Idle(peer) => {
+                    if !endpoint.has_call_over(Transport::Tcp, peer)
+                        && tcp_writers.remove(&peer).is_some()
+                    {
+                        tcp_gate.stats().closed_idle.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "idle TCP connection closed");
+                    }
                 }
                 TcpInput::Closed(peer) => {
                     tcp_writers.remove(&peer);
@@ -263,7 +283,8 @@ async fn run(
             },
         }
         while let Some(transmit) = endpoint.poll_transmit() {
-            send(&udp, &mut tcp_writers, &tcp_tx, transmit).await;
+            let idle_timeout = tcp_gate.limits().idle_timeout;
+            send(&udp, &mut tcp_writers, (&tcp_tx, idle_timeout), transmit).await;
         }
         if endpoint.registrations_settled() {
             if let Some(done) = unregistered.take() {
@@ -314,7 +335,7 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
 async fn send(
     udp: &UdpSocket,
     tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    tcp_tx: &mpsc::Sender<TcpInput>,
+    (tcp_tx, idle_timeout): (&mpsc::Sender<TcpInput>, Duration),
     transmit: Transmit,
 ) {
     match transmit.transport {
@@ -328,7 +349,7 @@ async fn send(
         // connection is gone.
         Transport::Tcp => match tcp_writers.get(&transmit.destination) {
             None if !transmit.bytes.starts_with(b"SIP/2.0 ") => {
-                let writer = connect(transmit.destination, tcp_tx.clone());
+                let writer = connect(transmit.destination, tcp_tx.clone(), idle_timeout);
                 if writer.try_send(transmit.bytes).is_err() {
                     tracing::debug!(peer = %transmit.destination, "TCP writer full, message dropped");
                 }
@@ -348,13 +369,22 @@ async fn send(
 
 /// Open a connection to `peer` in the background. Messages wait in the returned writer's
 /// queue until it is up; if it cannot be opened, `Closed` drops the writer again.
-fn connect(peer: SocketAddr, tcp_tx: mpsc::Sender<TcpInput>) -> mpsc::Sender<Bytes> {
+fn connect(
+    peer: SocketAddr,
+    tcp_tx: mpsc::Sender<TcpInput>,
+    idle_timeout: Duration,
+) -> mpsc::Sender<Bytes> {
     let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
     tokio::spawn(async move {
         match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
             Ok(Ok(stream)) => {
                 without_nagle(&stream, peer);
-                connection(stream, peer, tcp_tx, writer_rx).await
+                let link = Link {
+                    peer,
+                    idle_timeout,
+                    admission: None,
+                };
+                connection(stream, link, tcp_tx, writer_rx).await
             }
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TCP connect failed");
@@ -385,7 +415,11 @@ fn without_nagle(stream: &TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tcp_tx: mpsc::Sender<TcpInput>,
+    gate: Arc<ConnectionGate>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok((stream, peer)) => (stream, canonical(peer)),
@@ -393,6 +427,14 @@ async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
                 // Typically out of file descriptors: back off instead of spinning.
                 tracing::warn!(%error, "TCP accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over a cap the connection is closed at once, before it costs a task.
+        let admission = match gate.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "TCP connection refused: too many open");
                 continue;
             }
         };
@@ -405,16 +447,34 @@ async fn accept_loop(listener: TcpListener, tcp_tx: mpsc::Sender<TcpInput>) {
         {
             return;
         }
-        tokio::spawn(connection(stream, peer, tcp_tx.clone(), writer_rx));
+        let link = Link {
+            peer,
+            idle_timeout: gate.limits().idle_timeout,
+            admission: Some(admission),
+        };
+        tokio::spawn(connection(stream, link, tcp_tx.clone(), writer_rx));
     }
+}
+
+/// One TCP connection's peer, its idle timeout, and, for accepted ones,
+/// its place under the caps (given back when the task ends).
+struct Link {
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    admission: Option<Admission>,
 }
 
 async fn connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    link: Link,
     tcp_tx: mpsc::Sender<TcpInput>,
     mut writer_rx: mpsc::Receiver<Bytes>,
 ) {
+    let Link {
+        peer,
+        idle_timeout,
+        admission: _admission,
+    } = link;
     let (mut reader, mut writer) = stream.into_split();
     let write = async move {
         while let Some(bytes) = writer_rx.recv().await {
@@ -445,9 +505,14 @@ async fn connection(
                     }
                 }
             }
-            match reader.read_buf(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match tokio::time::timeout(idle_timeout, reader.read_buf(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    if read_tx.send(TcpInput::Idle(peer)).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };
@@ -516,8 +581,17 @@ pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, FramingError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::net::connections::ConnectionLimits;
     use tokio::io::AsyncReadExt;
+
+    fn tcp_gate() -> Arc<ConnectionGate> {
+        let limits = ConnectionLimits {
+            max_connections: 64,
+            max_connections_per_ip: 8,
+            idle_timeout: Duration::from_secs(300),
+        };
+        ConnectionGate::new(limits, Arc::default())
+    }
 
     fn options(transport: &str, local: SocketAddr, branch: &str) -> String {
         format!(
@@ -549,10 +623,86 @@ mod tests {
         assert_eq!(next_frame(&mut endless), Err(FramingError::TooLong));
     }
 
+    /// With a 1 s idle timeout, a TCP connection that carries a call is
+    /// kept past it (an OPTIONS on it is answered 3 s later), while one
+    /// that carries none is closed within the timeout and a margin.
+    #[tokio::test]
+    async fn an_idle_tcp_connection_is_closed_unless_a_call_runs_over_it() {
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let limits = ConnectionLimits {
+            max_connections: 8,
+            max_connections_per_ip: 8,
+            idle_timeout: Duration::from_secs(1),
+        };
+        let gate = ConnectionGate::new(limits, Arc::default());
+        let (handle, mut events, bound) =
+            start(listen, EndpointConfig::new(listen), Arc::clone(&gate))
+                .await
+                .expect("start");
+        let mut phone = TcpStream::connect(bound).await.expect("connect");
+        let local = phone.local_addr().expect("addr");
+        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                     m=audio 4000 RTP/AVP 0\r\n";
+        let invite = format!(
+            "INVITE sip:1000@{bound};transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bKidle1\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@{local}>;tag=a\r\nTo: <sip:1000@{bound}>\r\n\
+             Call-ID: idle1@127.0.0.1\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@{local};transport=tcp>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        );
+        phone.write_all(invite.as_bytes()).await.expect("write");
+        let call = match next_event(&mut events).await {
+            SipEvent::IncomingCall { call, .. } => call,
+            other => panic!("expected IncomingCall, got {other:?}"),
+        };
+        assert!(
+            handle
+                .send(SipCommand::Accept(call, offer.to_owned()))
+                .await
+        );
+        let mut received = BytesMut::new();
+        let ok = loop {
+            let message = read_message(&mut phone, &mut received).await;
+            if message.starts_with("SIP/2.0 200 ") {
+                break message;
+            }
+        };
+        let to = header_value(&ok, "To");
+        let ack = format!(
+            "ACK sip:1000@{bound};transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bKidle2\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@{local}>;tag=a\r\nTo: {to}\r\nCall-ID: idle1@127.0.0.1\r\n\
+             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        phone.write_all(ack.as_bytes()).await.expect("write");
+        assert!(matches!(
+            next_event(&mut events).await,
+            SipEvent::Confirmed { call: confirmed } if confirmed == call
+        ));
+
+        let mut idle = TcpStream::connect(bound).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "a connection without a call was kept"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        phone
+            .write_all(options("TCP", local, "idle3").as_bytes())
+            .await
+            .expect("write");
+        let answer = read_message(&mut phone, &mut received).await;
+        assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+        assert_eq!(gate.stats().closed_idle.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn options_over_udp_and_tcp_get_200() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen), tcp_gate())
             .await
             .expect("start");
         assert_ne!(bound.port(), 0);
@@ -603,7 +753,7 @@ mod tests {
     #[tokio::test]
     async fn ipv4_phones_of_a_dual_stack_transport_are_seen_as_ipv4() {
         let listen: SocketAddr = "[::ffff:127.0.0.1]:0".parse().expect("addr");
-        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+        let (_handle, _events, bound) = start(listen, EndpointConfig::new(listen), tcp_gate())
             .await
             .expect("start");
         let bound = SocketAddr::from(([127, 0, 0, 1], bound.port()));
@@ -664,7 +814,7 @@ mod tests {
     #[tokio::test]
     async fn tcp_connections_both_ways_are_without_nagle() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let (handle, _events, bound) = start(listen, EndpointConfig::new(listen))
+        let (handle, _events, bound) = start(listen, EndpointConfig::new(listen), tcp_gate())
             .await
             .expect("start");
         let mut phone = TcpStream::connect(bound).await.expect("connect");
@@ -752,7 +902,7 @@ mod tests {
     #[tokio::test]
     async fn outgoing_call_over_udp_rings_is_answered_and_acked() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let (handle, mut events, bound) = start(listen, EndpointConfig::new(listen))
+        let (handle, mut events, bound) = start(listen, EndpointConfig::new(listen), tcp_gate())
             .await
             .expect("start");
         let callee = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -834,7 +984,7 @@ mod tests {
     #[tokio::test]
     async fn outgoing_call_over_tcp_opens_the_connection_and_acks_on_it() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let (handle, mut events, _bound) = start(listen, EndpointConfig::new(listen))
+        let (handle, mut events, _bound) = start(listen, EndpointConfig::new(listen), tcp_gate())
             .await
             .expect("start");
         let callee = TcpListener::bind("127.0.0.1:0").await.expect("bind");
