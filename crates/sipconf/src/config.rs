@@ -158,6 +158,8 @@ pub struct MediaSettings {
     /// Every call uses one RTP/RTCP port pair (the first even port of
     /// `rtp_ports` and the next), demultiplexed by source address.
     pub shared_port: bool,
+    /// `media.srtp`: whether calls may or must use SRTP (SDES keys).
+    pub srtp: crate::sip::sdp::SrtpPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -495,6 +497,7 @@ struct RawMedia {
     jitter_frames: Spanned<i64>,
     gate_threshold_dbfs: Spanned<f64>,
     shared_port: Spanned<bool>,
+    srtp: Spanned<String>,
 }
 
 impl Default for RawMedia {
@@ -508,6 +511,7 @@ impl Default for RawMedia {
             jitter_frames: unspanned(1),
             gate_threshold_dbfs: unspanned(-55.0),
             shared_port: unspanned(false),
+            srtp: unspanned("offer".to_string()),
         }
     }
 }
@@ -576,6 +580,20 @@ fn in_range(value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, 
         ));
     }
     Ok(v)
+}
+
+fn parse_srtp_policy(value: &Spanned<String>) -> Result<crate::sip::sdp::SrtpPolicy, Invalid> {
+    use crate::sip::sdp::SrtpPolicy;
+    match value.get_ref().as_str() {
+        "off" => Ok(SrtpPolicy::Off),
+        "offer" => Ok(SrtpPolicy::Offer),
+        "require" => Ok(SrtpPolicy::Require),
+        other => Err(invalid(
+            value,
+            "media.srtp",
+            format!("`{other}` is not one of \"off\", \"offer\", \"require\""),
+        )),
+    }
 }
 
 fn optional_ip(value: &Spanned<String>, key: &str) -> Result<Option<IpAddr>, Invalid> {
@@ -695,6 +713,7 @@ impl RawConfig {
                 as usize,
             gate_threshold_dbfs: gate as f32,
             shared_port: *self.media.shared_port.get_ref(),
+            srtp: parse_srtp_policy(&self.media.srtp)?,
         };
         if media.shared_port && media.rtp_ports.start.next_multiple_of(2) + 1 >= media.rtp_ports.end
         {
@@ -1032,6 +1051,26 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
+    }
+
+    #[test]
+    fn srtp_is_offered_by_default_and_must_be_a_known_word() {
+        use crate::sip::sdp::SrtpPolicy;
+        assert_eq!(
+            Config::parse("", "t").unwrap().media.srtp,
+            SrtpPolicy::Offer
+        );
+        let c = Config::parse("[media]\nsrtp = \"require\"\n", "t").unwrap();
+        assert_eq!(c.media.srtp, SrtpPolicy::Require);
+        let c = Config::parse("[media]\nsrtp = \"off\"\n", "t").unwrap();
+        assert_eq!(c.media.srtp, SrtpPolicy::Off);
+        let text = "[media]\nmax_members = 10\nsrtp = \"mandatory\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("media.srtp"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("`mandatory` is not one of"), "{e}");
+        let e = Config::parse("[media]\nsrtp = true\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("srtp"), "{e}");
     }
 
     #[test]

@@ -165,10 +165,21 @@ impl MediaCore {
         } else {
             mix.encoded_for_listener(codec)
         };
-        let Ok(len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
+        let Ok(mut len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
             add(&stats.send_errors, 1);
             return;
         };
+        // The listeners' shared payload was copied into this member's
+        // packet: SRTP encrypts it there, with this member's key.
+        if let Some(srtp) = slot.srtp_mut() {
+            match srtp.outbound.protect_rtp(send_buffer, len) {
+                Ok(protected) => len = protected,
+                Err(_) => {
+                    add(&stats.send_errors, 1);
+                    return;
+                }
+            }
+        }
         out.transmit(Transmit {
             member: slot.key(),
             port: MediaCore::port_of(slot),
@@ -187,10 +198,19 @@ impl MediaCore {
         out: &mut S,
     ) {
         let slot = &mut self.slots[index];
-        let Ok(len) = slot.write_rtcp(ntp_timestamp, bye, &mut self.rtcp_buffer) else {
+        let Ok(mut len) = slot.write_rtcp(ntp_timestamp, bye, &mut self.rtcp_buffer) else {
             add(&self.stats.send_errors, 1);
             return;
         };
+        if let Some(srtp) = slot.srtp_mut() {
+            match srtp.outbound.protect_rtcp(&mut self.rtcp_buffer, len) {
+                Ok(protected) => len = protected,
+                Err(_) => {
+                    add(&self.stats.send_errors, 1);
+                    return;
+                }
+            }
+        }
         out.transmit(Transmit {
             member: slot.key(),
             port: MediaCore::port_of(slot),
