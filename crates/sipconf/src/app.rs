@@ -32,6 +32,8 @@ pub enum StartError {
     Store(String, StoreFailure),
     #[error("cannot listen for the API on {0}: {1}")]
     Api(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] sip::tls::TlsSetupError),
 }
 
 /// The address put in Via and Contact: the configured one, the listen address
@@ -90,10 +92,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         t1: config.sip.t1,
         t2: config.sip.t2,
         session_timer: config.sip.session_timer,
+        tls_port: None,
     };
-    let (sip_handle, sip_events, bound) = sip::transport::start(config.sip.listen, endpoint_config)
-        .await
-        .map_err(|e| StartError::Sip(config.sip.listen, e))?;
+    let tls = config.sip.tls.as_ref().map(sip::tls::load).transpose()?;
+    let (sip_handle, sip_events, bound) =
+        sip::transport::start_with_tls(config.sip.listen, endpoint_config, tls)
+            .await
+            .map_err(|e| StartError::Sip(config.sip.listen, e))?;
 
     let store_path = config.store.path.display().to_string();
     let store = Arc::new(

@@ -125,6 +125,23 @@ pub struct OutboundConfig {
     pub password: String,
 }
 
+/// `[sip.tls]`: SIP over TLS. The files are read when the bridge starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where TLS is accepted (5061 by convention).
+    pub listen: SocketAddr,
+    /// PEM: the bridge's certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: CAs that phones' client certificates, and the servers of
+    /// outbound TLS calls, must chain to; `None`: outbound calls trust the
+    /// Mozilla roots and phones need no certificate.
+    pub ca: Option<PathBuf>,
+    /// Phones must present a certificate that chains to `ca`.
+    pub require_client_certificate: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct SipConfig {
     /// Address for both UDP and TCP.
@@ -139,6 +156,8 @@ pub struct SipConfig {
     pub outbound: OutboundConfig,
     /// RFC 4028 session timers: `sip.session_expires` and `sip.min_se`.
     pub session_timer: crate::sip::session_timer::TimerSettings,
+    /// `[sip.tls]`; `None` when `sip.tls.listen` is empty.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -457,6 +476,72 @@ impl Default for RawOutbound {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawTls {
+    listen: Spanned<String>,
+    certificate: Spanned<String>,
+    key: Spanned<String>,
+    ca: Spanned<String>,
+    require_client_certificate: Spanned<bool>,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            listen: unspanned(String::new()),
+            certificate: unspanned(String::new()),
+            key: unspanned(String::new()),
+            ca: unspanned(String::new()),
+            require_client_certificate: unspanned(false),
+        }
+    }
+}
+
+impl RawTls {
+    fn parse(&self, sip_listen: SocketAddr) -> Result<Option<TlsConfig>, Invalid> {
+        let listen = self.listen.get_ref().trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            invalid(
+                &self.listen,
+                "sip.tls.listen",
+                format!("`{listen}` is not an address like \"0.0.0.0:5061\""),
+            )
+        })?;
+        if listen.port() != 0 && listen == sip_listen {
+            return Err(invalid(
+                &self.listen,
+                "sip.tls.listen",
+                "must not be sip.listen: TLS needs a port of its own",
+            ));
+        }
+        let file = |value: &Spanned<String>, key: &str| {
+            non_empty(value)
+                .map(PathBuf::from)
+                .ok_or_else(|| invalid(value, key, "needed for SIP over TLS: a PEM file"))
+        };
+        let ca = non_empty(&self.ca).map(PathBuf::from);
+        let require_client_certificate = *self.require_client_certificate.get_ref();
+        if require_client_certificate && ca.is_none() {
+            return Err(invalid(
+                &self.require_client_certificate,
+                "sip.tls.require_client_certificate",
+                "needs sip.tls.ca, the CAs client certificates must chain to",
+            ));
+        }
+        Ok(Some(TlsConfig {
+            listen,
+            certificate: file(&self.certificate, "sip.tls.certificate")?,
+            key: file(&self.key, "sip.tls.key")?,
+            ca,
+            require_client_certificate,
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawSip {
     listen: Spanned<String>,
     advertised_address: Spanned<String>,
@@ -468,6 +553,7 @@ struct RawSip {
     outbound: RawOutbound,
     session_expires: Spanned<i64>,
     min_se: Spanned<i64>,
+    tls: RawTls,
 }
 
 impl Default for RawSip {
@@ -482,6 +568,7 @@ impl Default for RawSip {
             outbound: RawOutbound::default(),
             session_expires: unspanned(DEFAULT_SESSION_EXPIRES_S),
             min_se: unspanned(DEFAULT_MIN_SE_S),
+            tls: RawTls::default(),
         }
     }
 }
@@ -682,6 +769,7 @@ impl RawConfig {
                 session_expires_s: session_expires_s as u32,
                 min_se_s: min_se_s as u32,
             },
+            tls: self.sip.tls.parse(listen)?,
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
         if !(-96.0..=0.0).contains(&gate) {
@@ -1051,6 +1139,46 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_its_keys_are_checked() {
+        assert_eq!(Config::parse("", "t").unwrap().sip.tls, None);
+        let text = "[sip.tls]\nlisten = \"0.0.0.0:5061\"\ncertificate = \"/etc/c.pem\"\n\
+                    key = \"/etc/k.pem\"\n";
+        let tls = Config::parse(text, "t").unwrap().sip.tls.expect("on");
+        assert_eq!(tls.listen, "0.0.0.0:5061".parse().unwrap());
+        assert_eq!(tls.certificate, PathBuf::from("/etc/c.pem"));
+        assert_eq!((tls.ca, tls.require_client_certificate), (None, false));
+        let refused = |text: &str| Config::parse(text, "x.toml").unwrap_err();
+        let e = refused("[sip.tls]\nlisten = \"5061\"\n");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.listen"), Some(2)),
+            "{e}"
+        );
+        let e = refused("[sip.tls]\nlisten = \"0.0.0.0:5061\"\nkey = \"k.pem\"\n");
+        assert_eq!(e.key.as_deref(), Some("sip.tls.certificate"), "{e}");
+        let e = refused(
+            "[sip]\nlisten = \"0.0.0.0:5070\"\n[sip.tls]\nlisten = \"0.0.0.0:5070\"\n\
+             certificate = \"c\"\nkey = \"k\"\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.listen"), Some(4)),
+            "{e}"
+        );
+        let e = refused(
+            "[sip.tls]\nlisten = \"0.0.0.0:5061\"\ncertificate = \"c\"\nkey = \"k\"\n\
+             require_client_certificate = true\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.require_client_certificate"), Some(5)),
+            "{e}"
+        );
+        let e = refused("[sip.tls]\nport = 5061\n");
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS (`[sip.tls]`), on its own port.
+    Tls,
 }
 
 impl Transport {
@@ -38,6 +40,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -47,6 +50,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if value.eq_ignore_ascii_case("tcp") {
             Some(Transport::Tcp)
+        } else if value.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
         } else {
             None
         }
@@ -117,6 +122,9 @@ pub struct EndpointConfig {
     pub t2: Duration,
     /// RFC 4028 session timers: the interval we ask for and the shortest we accept.
     pub session_timer: TimerSettings,
+    /// The port of SIP over TLS (`[sip.tls]`), written in Via and Contact of
+    /// what travels on TLS; `None`: no TLS.
+    pub tls_port: Option<u16>,
 }
 
 impl EndpointConfig {
@@ -130,7 +138,25 @@ impl EndpointConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             session_timer: TimerSettings::default(),
+            tls_port: None,
         }
+    }
+
+    /// Our address in the Via and Contact of a message on `transport`: TLS
+    /// listens on a port of its own.
+    pub fn local_addr_for(&self, transport: Transport) -> SocketAddr {
+        local_addr_for(self.local_addr, self.tls_port, transport)
+    }
+}
+
+fn local_addr_for(
+    local_addr: SocketAddr,
+    tls_port: Option<u16>,
+    transport: Transport,
+) -> SocketAddr {
+    match (transport, tls_port) {
+        (Transport::Tls, Some(port)) => SocketAddr::new(local_addr.ip(), port),
+        _ => local_addr,
     }
 }
 
@@ -823,7 +849,7 @@ impl Endpoint {
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             dialog.transport.via_token(),
-            self.config.local_addr
+            self.config.local_addr_for(dialog.transport)
         );
         let cseq = dialog.next_local_cseq();
         let target = dialog.request_target();
@@ -982,6 +1008,9 @@ fn contact_header(local_addr: SocketAddr, user: &str, transport: Transport) -> S
     let transport_param = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
+        // RFC 3261 19.1.1 (a `sips:` Contact would forbid any hop without
+        // TLS; desk phones set to TLS take either).
+        Transport::Tls => ";transport=tls",
     };
     if user.is_empty() {
         format!("<sip:{local_addr}{transport_param}>")

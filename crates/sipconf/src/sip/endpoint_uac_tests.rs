@@ -26,6 +26,7 @@ fn endpoint() -> Endpoint {
         t1: T1,
         t2: Duration::from_secs(4),
         session_timer: TimerSettings::default(),
+        tls_port: None,
     })
 }
 

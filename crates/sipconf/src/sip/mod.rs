@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod session_timer;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
 
