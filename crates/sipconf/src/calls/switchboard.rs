@@ -657,7 +657,7 @@ impl Switchboard {
         let Some(outgoing) = self.calls.outgoing.remove(&key) else {
             return;
         };
-        let negotiated = match sdp::negotiate_answer(answer) {
+        let negotiated = match sdp::negotiate_answer(answer, outgoing.srtp_key) {
             Ok(n) => n,
             Err(e) => {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");

@@ -317,16 +317,27 @@ fn write_session_head(sdp: &mut String, session: SdpSession, local_rtp_addr: Soc
     );
 }
 
+/// The one suite our offers carry, as tag 1: the 80-bit tag every phone takes.
+pub const OFFERED_SUITE: Suite = Suite::AesCm128HmacSha1_80;
+const OFFERED_CRYPTO_TAG: u32 = 1;
+
 /// Write the SDP offer of an outbound call: every codec we mix, in our order of
-/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv.
+/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv; with
+/// `srtp_key`, on RTP/SAVP with one `a=crypto` line carrying it.
 pub fn build_offer(
     session: SdpSession,
     local_rtp_addr: SocketAddr,
     telephone_event_pt: u8,
+    srtp_key: Option<&MasterKey>,
 ) -> String {
-    let mut sdp = String::with_capacity(320);
+    let mut sdp = String::with_capacity(400);
     write_session_head(&mut sdp, session, local_rtp_addr);
-    let _ = write!(sdp, "m=audio {} RTP/AVP", local_rtp_addr.port());
+    let profile = if srtp_key.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    let _ = write!(sdp, "m=audio {} {profile}", local_rtp_addr.port());
     for codec in SdpCodec::SUPPORTED {
         let _ = write!(sdp, " {}", codec.static_pt());
     }
@@ -346,7 +357,19 @@ pub fn build_offer(
          a=ptime:{PTIME_MS}\r\na={}\r\n",
         Direction::SendRecv.as_str()
     );
+    if let Some(key) = srtp_key {
+        write_crypto(&mut sdp, OFFERED_CRYPTO_TAG, OFFERED_SUITE, key);
+    }
     sdp
+}
+
+fn write_crypto(sdp: &mut String, tag: u32, suite: Suite, key: &MasterKey) {
+    let _ = write!(
+        sdp,
+        "a=crypto:{tag} {} inline:{}\r\n",
+        suite.name(),
+        base64::engine::general_purpose::STANDARD.encode(key.concatenated())
+    );
 }
 
 /// Parse the SDP answer to our offer. An answer has the structure of an offer (RFC 3264
@@ -358,9 +381,35 @@ pub fn parse_answer(body: &[u8]) -> Result<Offer, SdpError> {
 /// What an answer to our offer settles: the answerer's first codec we support (RFC 3264
 /// 6.1 lets the answerer order them), its telephone-event type, and the direction we send
 /// in, mirrored from the answer's.
-pub fn negotiate_answer(answer: &Offer) -> Result<Negotiated, NotAcceptable> {
-    // We offer plain RTP only, so an answer's `a=crypto` is not ours to take.
-    negotiate_codec(answer)
+/// When we offered SRTP with `offered_key`, the answer must take our line
+/// (tag 1, our suite) and give its own key (RFC 4568 7.1.2).
+pub fn negotiate_answer(
+    answer: &Offer,
+    offered_key: Option<MasterKey>,
+) -> Result<Negotiated, NotAcceptable> {
+    let mut negotiated = negotiate_codec(answer)?;
+    if let Some(local) = offered_key {
+        let crypto = answer
+            .crypto
+            .iter()
+            .find(|crypto| crypto.tag == OFFERED_CRYPTO_TAG && crypto.suite == OFFERED_SUITE)
+            .ok_or_else(|| {
+                NotAcceptable::NoUsableCrypto(
+                    answer
+                        .crypto_skipped
+                        .clone()
+                        .unwrap_or_else(|| "the answer has no a=crypto:1".to_owned()),
+                )
+            })?;
+        negotiated.srtp = Some(SrtpKeys {
+            tag: crypto.tag,
+            suite: crypto.suite,
+            remote: crypto.key,
+            local,
+        });
+        negotiated.secure_profile = answer.secure_profile;
+    }
+    Ok(negotiated)
 }
 
 /// Write an SDP answer for one audio stream.
@@ -405,13 +454,7 @@ pub fn build_answer(
     );
     if let Some(srtp) = &negotiated.srtp {
         // RFC 4568 5.1.2: the offer's tag, our key for the suite it named.
-        let _ = write!(
-            sdp,
-            "a=crypto:{} {} inline:{}\r\n",
-            srtp.tag,
-            srtp.suite.name(),
-            base64::engine::general_purpose::STANDARD.encode(srtp.local.concatenated())
-        );
+        write_crypto(&mut sdp, srtp.tag, srtp.suite, &srtp.local);
     }
     sdp
 }
@@ -883,6 +926,7 @@ mod tests {
             SdpSession::new(9),
             "198.51.100.1:20002".parse().expect("addr"),
             101,
+            None,
         );
         assert_eq!(
             sdp,
@@ -903,7 +947,7 @@ mod tests {
             "a=rtpmap:96 telephone-event/8000\r\na=recvonly\r\n",
         );
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
-        let negotiated = negotiate_answer(&answer).expect("codec");
+        let negotiated = negotiate_answer(&answer, None).expect("codec");
         assert_eq!(negotiated.codec, SdpCodec::Pcma);
         assert_eq!(negotiated.codec_pt, 8);
         assert_eq!(negotiated.telephone_event_pt, Some(96));
@@ -916,7 +960,10 @@ mod tests {
 
         let sdp = offer("m=audio 5004 RTP/AVP 18", "");
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
-        assert_eq!(negotiate_answer(&answer), Err(NotAcceptable::NoCommonCodec));
+        assert_eq!(
+            negotiate_answer(&answer, None),
+            Err(NotAcceptable::NoCommonCodec)
+        );
     }
 
     /// 30 bytes 0, 1, .. 29 as `inline:` writes them.
@@ -970,6 +1017,37 @@ mod tests {
         let read_back = parse_answer(answer.as_bytes()).expect("answer parses");
         assert_eq!(read_back.crypto[0].key, KEY);
         assert_eq!(read_back.crypto[0].tag, 2);
+    }
+
+    #[test]
+    fn our_srtp_offer_carries_our_key_and_takes_the_answerers() {
+        let sdp = build_offer(
+            SdpSession::new(9),
+            "198.51.100.1:20002".parse().expect("addr"),
+            101,
+            Some(&KEY),
+        );
+        assert!(sdp.contains("m=audio 20002 RTP/SAVP 0 8 101\r\n"), "{sdp}");
+        assert!(sdp.ends_with(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:ERERERERERERERERERERERERERERERERERERERER\r\n"
+        ));
+        let answer = offer(
+            "m=audio 5004 RTP/SAVP 0",
+            &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OFFERED_KEY}\r\n"),
+        );
+        let answer = parse_answer(answer.as_bytes()).expect("answer");
+        let keys = negotiate_answer(&answer, Some(KEY)).expect("srtp").srtp;
+        assert_eq!(
+            keys.map(|k| (k.remote, k.local)),
+            Some((offered_key(), KEY))
+        );
+        let plain = parse_answer(offer("m=audio 5004 RTP/AVP 0", "").as_bytes()).expect("answer");
+        assert_eq!(
+            negotiate_answer(&plain, Some(KEY)),
+            Err(NotAcceptable::NoUsableCrypto(
+                "the answer has no a=crypto:1".into()
+            ))
+        );
     }
 
     #[test]

@@ -804,6 +804,7 @@ mod tests {
             crate::sip::sdp::SdpSession::new(1),
             "127.0.0.1:20000".parse().expect("addr"),
             101,
+            None,
         );
         let call = handle
             .invite(OutgoingCall {
