@@ -233,6 +233,12 @@ impl Slot {
         self.srtp = srtp;
     }
 
+    /// The member speaks SRTP.
+    #[inline(always)]
+    pub fn speaks_srtp(&self) -> bool {
+        self.srtp.is_some()
+    }
+
     /// The member's SRTP contexts, if it speaks SRTP.
     #[inline(always)]
     pub fn srtp_mut(&mut self) -> Option<&mut MemberSrtp> {

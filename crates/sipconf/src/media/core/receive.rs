@@ -71,6 +71,30 @@ impl MediaCore {
         source: SocketAddr,
         now: Instant,
     ) {
+        let slot = &mut self.slots[index];
+        let received = if !slot.speaks_srtp() {
+            slot.receive_rtp(contents, source, now)
+        } else {
+            match self.receive_srtp(index, contents, source, now) {
+                Some(received) => received,
+                None => return,
+            }
+        };
+        self.count(received);
+    }
+
+    /// SRTP to member `index`: unprotected into the scratch buffer, then
+    /// taken as RTP; None (counted) when it fails. Kept out of line so the
+    /// plain RTP path stays as short as it was.
+    #[cold]
+    #[inline(never)]
+    fn receive_srtp(
+        &mut self,
+        index: usize,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) -> Option<Received> {
         let MediaCore {
             slots,
             unprotect_buffer,
@@ -78,14 +102,13 @@ impl MediaCore {
             ..
         } = self;
         let slot = &mut slots[index];
-        let received = match plaintext(slot.srtp_mut(), Stream::Rtp, contents, unprotect_buffer) {
-            Ok(plain) => slot.receive_rtp(plain, source, now),
+        match plaintext(slot.srtp_mut(), Stream::Rtp, contents, unprotect_buffer) {
+            Ok(plain) => Some(slot.receive_rtp(plain, source, now)),
             Err(error) => {
                 counts.srtp_dropped(error);
-                return;
+                None
             }
-        };
-        self.count(received);
+        }
     }
 
     /// Counts what became of an RTP datagram.
@@ -117,6 +140,29 @@ impl MediaCore {
     /// from, if that is at one of the member's IPs; such a report is a sign
     /// of life of a phone that sends no RTP while it is silent.
     fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
+        let valid = if self.slots[index].speaks_srtp() {
+            self.unprotect_rtcp(index, contents)
+        } else {
+            let valid = check_rtcp(contents).is_ok();
+            self.counts.malformed += u64::from(!valid);
+            valid
+        };
+        if !valid {
+            return;
+        }
+        if self.slots[index].latch_rtcp(source) {
+            self.slots[index].heard_from(now);
+        } else {
+            self.counts.foreign += 1;
+        }
+        self.refile_if_moved(index);
+    }
+
+    /// Whether SRTCP to member `index` is authentic and a valid report
+    /// once unprotected; what is not is counted here, by reason.
+    #[cold]
+    #[inline(never)]
+    fn unprotect_rtcp(&mut self, index: usize, contents: &[u8]) -> bool {
         let MediaCore {
             slots,
             unprotect_buffer,
@@ -125,22 +171,16 @@ impl MediaCore {
         } = self;
         let srtp = slots[index].srtp_mut();
         match plaintext(srtp, Stream::Rtcp, contents, unprotect_buffer) {
-            Ok(plain) if check_rtcp(plain).is_ok() => {}
-            Ok(_) => {
-                counts.malformed += 1;
-                return;
+            Ok(plain) => {
+                let valid = check_rtcp(plain).is_ok();
+                counts.malformed += u64::from(!valid);
+                valid
             }
             Err(error) => {
                 counts.srtp_dropped(error);
-                return;
+                false
             }
         }
-        if self.slots[index].latch_rtcp(source) {
-            self.slots[index].heard_from(now);
-        } else {
-            self.counts.foreign += 1;
-        }
-        self.refile_if_moved(index);
     }
 
     /// A shared-port member locked or moved its stream or latched its RTCP:
@@ -215,7 +255,6 @@ impl MediaCore {
 
 /// A member's datagram as RTP or RTCP: `contents` itself, or, for a member
 /// that speaks SRTP, copied into `buffer` and unprotected there.
-#[inline(always)]
 fn plaintext<'a>(
     srtp: Option<&mut MemberSrtp>,
     stream: Stream,
