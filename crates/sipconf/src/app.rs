@@ -35,6 +35,8 @@ pub enum StartError {
     Store(String, StoreFailure),
     #[error("cannot listen for the API on {0}: {1}")]
     Api(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] sip::tls::TlsSetupError),
 }
 
 /// The address put in Via and Contact: the configured one, the listen address
@@ -115,11 +117,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         session_timer: config.sip.session_timer,
         limits: config.sip.limits.clone(),
         limit_stats: Arc::clone(&sip_limits),
+        tls_port: None,
     };
     let endpoint_local = endpoint_config.local_addr;
     let tcp_gate = ConnectionGate::new(config.sip.tcp, Arc::clone(&sip_connections));
+    let tls = config.sip.tls.as_ref().map(sip::tls::load).transpose()?;
     let (sip_handle, sip_events, bound) =
-        sip::transport::start(config.sip.listen, endpoint_config, tcp_gate)
+        sip::transport::start_with_tls(config.sip.listen, endpoint_config, tcp_gate, tls)
             .await
             .map_err(|e| StartError::Sip(config.sip.listen, e))?;
 

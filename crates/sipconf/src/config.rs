@@ -134,6 +134,23 @@ pub struct OutboundConfig {
     pub password: String,
 }
 
+/// `[sip.tls]`: SIP over TLS. The files are read when the bridge starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where TLS is accepted (5061 by convention).
+    pub listen: SocketAddr,
+    /// PEM: the bridge's certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: CAs that phones' client certificates, and the servers of
+    /// outbound TLS calls, must chain to; `None`: outbound calls trust the
+    /// Mozilla roots and phones need no certificate.
+    pub ca: Option<PathBuf>,
+    /// Phones must present a certificate that chains to `ca`.
+    pub require_client_certificate: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct SipConfig {
     /// Address for both UDP and TCP.
@@ -152,6 +169,8 @@ pub struct SipConfig {
     pub limits: SourceLimits,
     /// SIP over TCP: `sip.tcp_max_connections`, `..._per_ip`, `sip.tcp_idle_timeout_s`.
     pub tcp: ConnectionLimits,
+    /// `[sip.tls]`; `None` when `sip.tls.listen` is empty.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +190,8 @@ pub struct MediaSettings {
     /// Every call uses one RTP/RTCP port pair (the first even port of
     /// `rtp_ports` and the next), demultiplexed by source address.
     pub shared_port: bool,
+    /// `media.srtp`: whether calls may or must use SRTP (SDES keys).
+    pub srtp: crate::sip::sdp::SrtpPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -475,6 +496,72 @@ impl Default for RawOutbound {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawTls {
+    listen: Spanned<String>,
+    certificate: Spanned<String>,
+    key: Spanned<String>,
+    ca: Spanned<String>,
+    require_client_certificate: Spanned<bool>,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            listen: unspanned(String::new()),
+            certificate: unspanned(String::new()),
+            key: unspanned(String::new()),
+            ca: unspanned(String::new()),
+            require_client_certificate: unspanned(false),
+        }
+    }
+}
+
+impl RawTls {
+    fn parse(&self, sip_listen: SocketAddr) -> Result<Option<TlsConfig>, Invalid> {
+        let listen = self.listen.get_ref().trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            invalid(
+                &self.listen,
+                "sip.tls.listen",
+                format!("`{listen}` is not an address like \"0.0.0.0:5061\""),
+            )
+        })?;
+        if listen.port() != 0 && listen == sip_listen {
+            return Err(invalid(
+                &self.listen,
+                "sip.tls.listen",
+                "must not be sip.listen: TLS needs a port of its own",
+            ));
+        }
+        let file = |value: &Spanned<String>, key: &str| {
+            non_empty(value)
+                .map(PathBuf::from)
+                .ok_or_else(|| invalid(value, key, "needed for SIP over TLS: a PEM file"))
+        };
+        let ca = non_empty(&self.ca).map(PathBuf::from);
+        let require_client_certificate = *self.require_client_certificate.get_ref();
+        if require_client_certificate && ca.is_none() {
+            return Err(invalid(
+                &self.require_client_certificate,
+                "sip.tls.require_client_certificate",
+                "needs sip.tls.ca, the CAs client certificates must chain to",
+            ));
+        }
+        Ok(Some(TlsConfig {
+            listen,
+            certificate: file(&self.certificate, "sip.tls.certificate")?,
+            key: file(&self.key, "sip.tls.key")?,
+            ca,
+            require_client_certificate,
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawSip {
     listen: Spanned<String>,
     advertised_address: Spanned<String>,
@@ -497,6 +584,7 @@ struct RawSip {
     tcp_max_connections: Spanned<i64>,
     tcp_max_connections_per_ip: Spanned<i64>,
     tcp_idle_timeout_s: Spanned<i64>,
+    tls: RawTls,
 }
 
 impl Default for RawSip {
@@ -521,6 +609,7 @@ impl Default for RawSip {
             tcp_max_connections: unspanned(1024),
             tcp_max_connections_per_ip: unspanned(32),
             tcp_idle_timeout_s: unspanned(300),
+            tls: RawTls::default(),
         }
     }
 }
@@ -536,6 +625,7 @@ struct RawMedia {
     jitter_frames: Spanned<i64>,
     gate_threshold_dbfs: Spanned<f64>,
     shared_port: Spanned<bool>,
+    srtp: Spanned<String>,
 }
 
 impl Default for RawMedia {
@@ -549,6 +639,7 @@ impl Default for RawMedia {
             jitter_frames: unspanned(1),
             gate_threshold_dbfs: unspanned(-55.0),
             shared_port: unspanned(false),
+            srtp: unspanned("offer".to_string()),
         }
     }
 }
@@ -617,6 +708,20 @@ fn in_range(value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, 
         ));
     }
     Ok(v)
+}
+
+fn parse_srtp_policy(value: &Spanned<String>) -> Result<crate::sip::sdp::SrtpPolicy, Invalid> {
+    use crate::sip::sdp::SrtpPolicy;
+    match value.get_ref().as_str() {
+        "off" => Ok(SrtpPolicy::Off),
+        "offer" => Ok(SrtpPolicy::Offer),
+        "require" => Ok(SrtpPolicy::Require),
+        other => Err(invalid(
+            value,
+            "media.srtp",
+            format!("`{other}` is not one of \"off\", \"offer\", \"require\""),
+        )),
+    }
 }
 
 fn optional_ip(value: &Spanned<String>, key: &str) -> Result<Option<IpAddr>, Invalid> {
@@ -727,6 +832,7 @@ impl RawConfig {
                     86_400,
                 )? as u64),
             },
+            tls: self.sip.tls.parse(listen)?,
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
         if !(-96.0..=0.0).contains(&gate) {
@@ -758,6 +864,7 @@ impl RawConfig {
                 as usize,
             gate_threshold_dbfs: gate as f32,
             shared_port: *self.media.shared_port.get_ref(),
+            srtp: parse_srtp_policy(&self.media.srtp)?,
         };
         if media.shared_port && media.rtp_ports.start.next_multiple_of(2) + 1 >= media.rtp_ports.end
         {
@@ -1224,6 +1331,66 @@ mod tests {
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("media.shared_port"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_its_keys_are_checked() {
+        assert_eq!(Config::parse("", "t").unwrap().sip.tls, None);
+        let text = "[sip.tls]\nlisten = \"0.0.0.0:5061\"\ncertificate = \"/etc/c.pem\"\n\
+                    key = \"/etc/k.pem\"\n";
+        let tls = Config::parse(text, "t").unwrap().sip.tls.expect("on");
+        assert_eq!(tls.listen, "0.0.0.0:5061".parse().unwrap());
+        assert_eq!(tls.certificate, PathBuf::from("/etc/c.pem"));
+        assert_eq!((tls.ca, tls.require_client_certificate), (None, false));
+        let refused = |text: &str| Config::parse(text, "x.toml").unwrap_err();
+        let e = refused("[sip.tls]\nlisten = \"5061\"\n");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.listen"), Some(2)),
+            "{e}"
+        );
+        let e = refused("[sip.tls]\nlisten = \"0.0.0.0:5061\"\nkey = \"k.pem\"\n");
+        assert_eq!(e.key.as_deref(), Some("sip.tls.certificate"), "{e}");
+        let e = refused(
+            "[sip]\nlisten = \"0.0.0.0:5070\"\n[sip.tls]\nlisten = \"0.0.0.0:5070\"\n\
+             certificate = \"c\"\nkey = \"k\"\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.listen"), Some(4)),
+            "{e}"
+        );
+        let e = refused(
+            "[sip.tls]\nlisten = \"0.0.0.0:5061\"\ncertificate = \"c\"\nkey = \"k\"\n\
+             require_client_certificate = true\n",
+        );
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("sip.tls.require_client_certificate"), Some(5)),
+            "{e}"
+        );
+        let e = refused("[sip.tls]\nport = 5061\n");
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn srtp_is_offered_by_default_and_must_be_a_known_word() {
+        use crate::sip::sdp::SrtpPolicy;
+        assert_eq!(
+            Config::parse("", "t").unwrap().media.srtp,
+            SrtpPolicy::Offer
+        );
+        let c = Config::parse("[media]\nsrtp = \"require\"\n", "t").unwrap();
+        assert_eq!(c.media.srtp, SrtpPolicy::Require);
+        let c = Config::parse("[media]\nsrtp = \"off\"\n", "t").unwrap();
+        assert_eq!(c.media.srtp, SrtpPolicy::Off);
+        let text = "[media]\nmax_members = 10\nsrtp = \"mandatory\"\n";
+        let e = Config::parse(text, "x.toml").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("media.srtp"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("`mandatory` is not one of"), "{e}");
+        let e = Config::parse("[media]\nsrtp = true\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("srtp"), "{e}");
     }
 
     #[test]

@@ -188,13 +188,15 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     metric(
         "sipconf_rtp_datagrams_dropped_total",
         "counter",
-        "RTP and RTCP datagrams dropped: not valid, or a payload type not negotiated (malformed); from neither a member's SDP address nor its signalling or SDP IP (foreign); from a member's IP, not (yet) proven its stream by a run in sequence (learning); a second stream from a member's IP while its own is alive (contested); shared port, from an IP where several members could be learning (ambiguous).",
+        "RTP and RTCP datagrams dropped: not valid, or a payload type not negotiated (malformed); from neither a member's SDP address nor its signalling or SDP IP (foreign); from a member's IP, not (yet) proven its stream by a run in sequence (learning); a second stream from a member's IP while its own is alive (contested); shared port, from an IP where several members could be learning (ambiguous); SRTP or SRTCP that failed authentication (srtp_auth) or was replayed or too old for the replay window (srtp_replay).",
         &[
             ("{reason=\"malformed\"}", load(&media.malformed)),
             ("{reason=\"foreign\"}", load(&media.foreign)),
             ("{reason=\"learning\"}", load(&media.learning)),
             ("{reason=\"contested\"}", load(&media.contested)),
             ("{reason=\"ambiguous\"}", load(&media.ambiguous)),
+            ("{reason=\"srtp_auth\"}", load(&media.srtp_auth_failed)),
+            ("{reason=\"srtp_replay\"}", load(&media.srtp_replayed)),
         ],
     );
     metric(

@@ -27,6 +27,7 @@ pub fn stored(dialog: &Dialog) -> String {
         "transport": match dialog.transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         },
         "peer": dialog.peer.to_string(),
     })
@@ -42,6 +43,7 @@ pub fn restored(text: &str) -> Option<Dialog> {
     let transport = match value.get("transport")?.as_str()? {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
         _ => return None,
     };
     let route_set = value

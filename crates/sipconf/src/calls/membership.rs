@@ -456,6 +456,13 @@ fn add_member(
         telephone_event_pt: call.negotiated.telephone_event_pt,
         flags,
         keypad,
+        srtp: call.negotiated.srtp.map(|keys| {
+            Box::new(media::srtp::MemberSrtp::new(
+                keys.suite,
+                &keys.remote,
+                &keys.local,
+            ))
+        }),
     }
 }
 

@@ -29,11 +29,14 @@ struct Named {
 }
 
 /// `to` as a Request-URI, the `host:port` to look up, and the transport: a
-/// `sip:` URI goes to its own host (`;transport=tcp` honoured), a number goes
-/// to `sip.outbound.proxy`.
+/// `sip:` URI goes to its own host (`;transport=tcp` or `tls` honoured), a
+/// `sips:` URI too over TLS (RFC 3261 26.2), a number goes to
+/// `sip.outbound.proxy`.
 fn parse_target(to: &str, proxy: Option<&str>) -> Result<Named, String> {
     let to = to.trim();
-    let (request_uri, hostport, params) = match to.strip_prefix("sip:") {
+    let sips = to.starts_with("sips:");
+    let (request_uri, hostport, params) = match to.strip_prefix("sip:").or(to.strip_prefix("sips:"))
+    {
         Some(rest) => {
             let (address, params) = rest.split_once(';').unwrap_or((rest, ""));
             let hostport = address.rsplit_once('@').map_or(address, |(_, h)| h);
@@ -59,23 +62,26 @@ fn parse_target(to: &str, proxy: Option<&str>) -> Result<Named, String> {
             )
         }
     };
-    let transport = if params
-        .split(';')
-        .any(|p| p.trim().eq_ignore_ascii_case("transport=tcp"))
-    {
-        Transport::Tcp
-    } else {
-        Transport::Udp
+    let named_transport = params.split(';').find_map(|p| {
+        let (name, value) = p.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("transport")
+            .then(|| Transport::from_param(value))
+            .flatten()
+    });
+    let transport = match named_transport {
+        _ if sips => Transport::Tls,
+        Some(transport) => transport,
+        None => Transport::Udp,
     };
     let has_port = if hostport.starts_with('[') {
         hostport.contains("]:")
     } else {
         hostport.contains(':')
     };
-    let with_port = if has_port {
-        hostport.clone()
-    } else {
-        format!("{hostport}:5060")
+    let with_port = match (has_port, transport) {
+        (true, _) => hostport.clone(),
+        (false, Transport::Tls) => format!("{hostport}:5061"),
+        (false, _) => format!("{hostport}:5060"),
     };
     Ok(Named {
         request_uri,

@@ -8,7 +8,7 @@
 //! [`Input::Invited`]: super::Input::Invited
 
 use super::outbound::{outbound_from_uri, OutboundTarget, OFFERED_TELEPHONE_EVENT_PT};
-use super::switchboard::{new_sdp_session, Placing, Switchboard};
+use super::switchboard::{fresh_master_key, new_sdp_session, Placing, Switchboard};
 use super::table::{Outgoing, Route};
 use super::{
     Action, ApiRequest, ConferenceChange, MemberChange, OutgoingRequest, Reply, RequestId,
@@ -20,7 +20,7 @@ use crate::conference::{
     Registry,
 };
 use crate::sip::sdp;
-use crate::sip::{CallKey, Credentials, OutgoingCall};
+use crate::sip::{CallKey, Credentials, OutgoingCall, Transport};
 use std::net::SocketAddr;
 
 impl Switchboard {
@@ -322,10 +322,19 @@ impl Switchboard {
         };
         let media_address = self.ports.media_address_towards(target.destination.ip());
         let session = new_sdp_session();
+        // SRTP keys in clear SDP protect nothing, so plain calls stay plain
+        // unless SRTP is required.
+        let offers_srtp = match self.config.media.srtp {
+            sdp::SrtpPolicy::Off => false,
+            sdp::SrtpPolicy::Offer => target.transport == Transport::Tls,
+            sdp::SrtpPolicy::Require => true,
+        };
+        let srtp_key = offers_srtp.then(fresh_master_key);
         let offer_sdp = sdp::build_offer(
             session,
             SocketAddr::new(media_address, ports.rtp_port),
             OFFERED_TELEPHONE_EVENT_PT,
+            srtp_key.as_ref(),
         );
         let outbound = &self.config.sip.outbound;
         let credentials = (!outbound.username.is_empty()).then(|| Credentials {
@@ -371,6 +380,7 @@ impl Switchboard {
                     session,
                     conference_id: call.conference_id,
                     timed_out: false,
+                    srtp_key,
                 },
                 call_timeout: call.call_timeout,
             },

@@ -36,6 +36,7 @@ use crate::audio::{self, Clip};
 use crate::conference::{CallDirection, CallState, Durability, MemberOptions, Registry};
 use crate::config::{Config, Room};
 use crate::events::CallbackEvent;
+use crate::media::srtp::{MasterKey, MASTER_KEY_BYTES, MASTER_SALT_BYTES};
 use crate::media::{Command, MemberKeys};
 use crate::sip::sdp::{self, Offer};
 use crate::sip::transport::SipCommand;
@@ -331,9 +332,9 @@ impl Switchboard {
             self.reject(call, 404, "Not Found");
             return;
         }
-        if let Err(e) = sdp::negotiate(&offer) {
-            tracing::info!(%from, "no common codec ({e}): 488");
-            self.reject(call, 488, "Not Acceptable Here");
+        if let Err(e) = sdp::negotiate(&offer, self.config.media.srtp, fresh_master_key()) {
+            tracing::info!(%from, "offer not acceptable ({e}): 488");
+            self.reject(call, 488, &format!("Not Acceptable Here ({e})"));
             return;
         }
         if let Some(room) = room.as_ref().filter(|room| room.pin.is_some()) {
@@ -440,7 +441,7 @@ impl Switchboard {
         ringing: &Ringing,
     ) -> bool {
         let offer = &ringing.offer;
-        let failure = match sdp::negotiate(offer) {
+        let failure = match sdp::negotiate(offer, self.config.media.srtp, fresh_master_key()) {
             Err(e) => Some((488, format!("Not Acceptable Here ({e})"))),
             Ok(mut negotiated) => match self.ports.bind_pair(self.now.instant) {
                 None => {
@@ -592,6 +593,38 @@ impl Switchboard {
             ));
             return;
         };
+        // The media slot keeps the SRTP contexts it was given: a re-offer
+        // must go on with the same key and suite (only the tag may change),
+        // and cannot turn SRTP on or off.
+        let srtp = match call.negotiated.srtp {
+            Some(keys) => offer
+                .crypto
+                .iter()
+                .find(|crypto| crypto.suite == keys.suite && crypto.key == keys.remote)
+                .map(|crypto| {
+                    Some(sdp::SrtpKeys {
+                        tag: crypto.tag,
+                        ..keys
+                    })
+                })
+                .ok_or("SRTP re-keying is not supported"),
+            None if offer.secure_profile => Err("SRTP cannot start in a re-INVITE"),
+            None => Ok(None),
+        };
+        let srtp = match srtp {
+            Ok(srtp) => srtp,
+            Err(why) => {
+                tracing::info!(call = %call.id, "re-offer refused: {why}");
+                self.sip(SipCommand::RejectReoffer(
+                    key,
+                    488,
+                    format!("Not Acceptable Here ({why})"),
+                ));
+                return;
+            }
+        };
+        call.negotiated.srtp = srtp;
+        call.negotiated.secure_profile = srtp.is_some() && offer.secure_profile;
         let held = offer.is_hold();
         call.held = held;
         call.negotiated.codec_pt = payload.pt;
@@ -632,7 +665,7 @@ impl Switchboard {
         let Some(outgoing) = self.calls.outgoing.remove(&key) else {
             return;
         };
-        let negotiated = match sdp::negotiate_answer(answer) {
+        let negotiated = match sdp::negotiate_answer(answer, outgoing.srtp_key) {
             Ok(n) => n,
             Err(e) => {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");
@@ -708,6 +741,16 @@ impl Switchboard {
             self.hang_up(records, key, NORMAL_CLEARING, "shutdown");
         }
     }
+}
+
+/// A new SRTP master key and salt from the operating system's generator,
+/// for the `a=crypto` of one answer (RFC 4568 8.1: a fresh key per session).
+pub(super) fn fresh_master_key() -> MasterKey {
+    let mut bytes = [0u8; MASTER_KEY_BYTES + MASTER_SALT_BYTES];
+    // Linux's getrandom(2) fails only before the pool is first seeded at
+    // boot, long before a call; `rand::rng()` makes the same assumption.
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    MasterKey::from_concatenated(&bytes).expect("30 bytes are a key and a salt")
 }
 
 /// A fresh SDP session (RFC 4566 5.2: the id is random).

@@ -89,6 +89,8 @@ pub struct Outgoing {
     pub conference_id: Option<String>,
     /// Set when our `callTimeout` cancelled it, so the cause is NO_ANSWER.
     pub timed_out: bool,
+    /// The key our offer's `a=crypto` carried, when it offered SRTP.
+    pub srtp_key: Option<crate::media::srtp::MasterKey>,
 }
 
 /// Every live call, by SIP key, with the indices that find one.

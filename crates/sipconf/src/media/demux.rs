@@ -68,7 +68,10 @@ impl<V: Copy> AddressTable<V> {
         (product >> (64 - self.bits)) as usize & self.mask()
     }
 
-    /// Where `key` is stored, if it is.
+    /// Where `key` is stored, if it is. Inlined into the shared port's
+    /// lookup of every datagram: left to itself the compiler stopped
+    /// doing so when the receive path grew SRTP (+0.6 % instructions).
+    #[inline(always)]
     fn position(&self, key: &SocketAddr) -> Option<usize> {
         let mut at = self.home(key);
         // The table is never full, so an empty entry ends every probe.
@@ -81,6 +84,7 @@ impl<V: Copy> AddressTable<V> {
         }
     }
 
+    #[inline(always)]
     pub fn get(&self, key: &SocketAddr) -> Option<V> {
         self.position(key)
             .and_then(|at| self.entries[at].map(|(_, value)| value))

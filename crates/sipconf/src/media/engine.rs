@@ -436,6 +436,7 @@ mod tests {
             telephone_event_pt: Some(101),
             flags,
             keypad: true,
+            srtp: None,
         };
         (add, phone)
     }
@@ -973,6 +974,7 @@ mod tests {
                 telephone_event_pt: Some(101),
                 flags: MemberFlags::default(),
                 keypad: true,
+                srtp: None,
             };
             self.command(Command::AddMember(Box::new(add)));
             (key, phone)

@@ -114,6 +114,9 @@ pub struct AddMember {
     /// `interpret_digits`, the default); false for `passthru_digits`. Every
     /// press is reported as `Event::Digit` either way.
     pub keypad: bool,
+    /// Some: the member's media is SRTP with these contexts (`sip/sdp.rs`
+    /// negotiated the keys); boxed, and keyed, on the signalling side.
+    pub srtp: Option<Box<srtp::MemberSrtp>>,
 }
 
 /// Where a member's RTP and RTCP come and go.
@@ -237,6 +240,11 @@ pub struct MediaStats {
     /// Shared port: RTP from an unknown port at an IP where several members
     /// could be learning their stream.
     pub ambiguous: AtomicU64,
+    /// SRTP or SRTCP from a member that failed authentication (a wrong key,
+    /// or not its stream): dropped before it could latch anything.
+    pub srtp_auth_failed: AtomicU64,
+    /// SRTP or SRTCP replayed, or older than the replay window.
+    pub srtp_replayed: AtomicU64,
     /// Commands that referred to a stale key or could not be carried out.
     pub commands_dropped: AtomicU64,
     pub events_dropped: AtomicU64,

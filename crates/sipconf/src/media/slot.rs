@@ -23,6 +23,7 @@ use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
 };
+use crate::media::srtp::MemberSrtp;
 use crate::media::{AddMember, MemberFlags, MemberKey, MemberSockets};
 
 /// Telephone-event end packets this soon after a member starts are not its
@@ -138,6 +139,8 @@ pub struct Slot {
     started_at: Instant,
     timeout_reported: bool,
     next_rtcp_at: Instant,
+    /// Some: the member speaks SRTP (`AddMember::srtp`).
+    srtp: Option<Box<MemberSrtp>>,
 }
 
 impl Slot {
@@ -178,6 +181,7 @@ impl Slot {
             started_at: now,
             timeout_reported: false,
             next_rtcp_at: now,
+            srtp: None,
         }
     }
 
@@ -221,6 +225,24 @@ impl Slot {
         self.last_heard_at = now;
         self.timeout_reported = false;
         self.next_rtcp_at = first_rtcp_at;
+    }
+
+    /// The member's SRTP contexts from its `AddMember` (None: plain RTP).
+    /// Call after `start`; the previous member's are dropped.
+    pub fn use_srtp(&mut self, srtp: Option<Box<MemberSrtp>>) {
+        self.srtp = srtp;
+    }
+
+    /// The member speaks SRTP.
+    #[inline(always)]
+    pub fn speaks_srtp(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// The member's SRTP contexts, if it speaks SRTP.
+    #[inline(always)]
+    pub fn srtp_mut(&mut self) -> Option<&mut MemberSrtp> {
+        self.srtp.as_deref_mut()
     }
 
     /// Frees the slot for the next member.
@@ -654,6 +676,7 @@ mod tests {
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),
             keypad: true,
+            srtp: None,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
         slot.start(&add, RtpSender::new(1, 0, 0), 160, now, now);

@@ -71,7 +71,7 @@ impl Suite {
 }
 
 /// The keying material of one direction: what `a=crypto`'s `inline:` carries.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct MasterKey {
     pub key: [u8; MASTER_KEY_BYTES],
     pub salt: [u8; MASTER_SALT_BYTES],
@@ -103,6 +103,25 @@ impl MasterKey {
         out[..MASTER_KEY_BYTES].copy_from_slice(&self.key);
         out[MASTER_KEY_BYTES..].copy_from_slice(&self.salt);
         out
+    }
+}
+
+/// One member's SRTP, both ways: `inbound` unprotects what it sends us
+/// (its key from the SDP), `outbound` protects what we send it (ours).
+/// Made on the signalling side when the member joins, so the media thread
+/// derives no keys.
+#[derive(Clone, Debug)]
+pub struct MemberSrtp {
+    pub inbound: Context,
+    pub outbound: Context,
+}
+
+impl MemberSrtp {
+    pub fn new(suite: Suite, remote: &MasterKey, local: &MasterKey) -> MemberSrtp {
+        MemberSrtp {
+            inbound: Context::new(suite, remote),
+            outbound: Context::new(suite, local),
+        }
     }
 }
 

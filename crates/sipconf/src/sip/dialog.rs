@@ -238,11 +238,13 @@ pub fn uri_transport(uri: &str) -> Option<Transport> {
 }
 
 /// The socket address of a SIP URI whose host is an IP literal (`sip:u@192.0.2.1:5062`,
-/// `sip:[2001:db8::1]`), port 5060 when absent; `None` for names, which we do not resolve.
+/// `sip:[2001:db8::1]`), port 5060 when absent (5061 for `sips:`); `None` for names,
+/// which we do not resolve.
 pub fn literal_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))?;
+    let (rest, default_port) = match uri.strip_prefix("sip:") {
+        Some(rest) => (rest, 5060),
+        None => (uri.strip_prefix("sips:")?, 5061),
+    };
     let host_port = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     let host_port = host_port.split([';', '?', '>']).next().unwrap_or_default();
     if let Ok(addr) = host_port.parse::<SocketAddr>() {
@@ -251,7 +253,7 @@ pub fn literal_addr(uri: &str) -> Option<SocketAddr> {
     let host = host_port.trim_start_matches('[').trim_end_matches(']');
     host.parse::<std::net::IpAddr>()
         .ok()
-        .map(|ip| SocketAddr::new(ip, 5060))
+        .map(|ip| SocketAddr::new(ip, default_port))
 }
 
 #[cfg(test)]
@@ -265,6 +267,7 @@ mod tests {
             ("sip:alice@192.0.2.7;transport=udp", Some("192.0.2.7:5060")),
             ("sip:[2001:db8::1]:5070", Some("[2001:db8::1]:5070")),
             ("sip:bob@[2001:db8::1]", Some("[2001:db8::1]:5060")),
+            ("sips:bob@192.0.2.7", Some("192.0.2.7:5061")),
             ("sip:alice@pbx.example.com", None),
             ("tel:+15551234", None),
         ];

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS (`[sip.tls]`), on its own port.
+    Tls,
 }
 
 impl Transport {
@@ -41,6 +43,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -50,6 +53,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if value.eq_ignore_ascii_case("tcp") {
             Some(Transport::Tcp)
+        } else if value.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
         } else {
             None
         }
@@ -120,6 +125,9 @@ pub struct EndpointConfig {
     pub limits: SourceLimits,
     /// Where the limits count what they refuse, for `/metrics`.
     pub limit_stats: Arc<LimitStats>,
+    /// The port of SIP over TLS (`[sip.tls]`), written in Via and Contact of
+    /// what travels on TLS; `None`: no TLS.
+    pub tls_port: Option<u16>,
 }
 
 impl EndpointConfig {
@@ -135,7 +143,25 @@ impl EndpointConfig {
             session_timer: TimerSettings::default(),
             limits: SourceLimits::default(),
             limit_stats: Arc::default(),
+            tls_port: None,
         }
+    }
+
+    /// Our address in the Via and Contact of a message on `transport`: TLS
+    /// listens on a port of its own.
+    pub fn local_addr_for(&self, transport: Transport) -> SocketAddr {
+        local_addr_for(self.local_addr, self.tls_port, transport)
+    }
+}
+
+fn local_addr_for(
+    local_addr: SocketAddr,
+    tls_port: Option<u16>,
+    transport: Transport,
+) -> SocketAddr {
+    match (transport, tls_port) {
+        (Transport::Tls, Some(port)) => SocketAddr::new(local_addr.ip(), port),
+        _ => local_addr,
     }
 }
 
@@ -823,7 +849,7 @@ impl Endpoint {
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             dialog.transport.via_token(),
-            self.config.local_addr
+            self.config.local_addr_for(dialog.transport)
         );
         let cseq = dialog.next_local_cseq();
         let target = dialog.request_target();
@@ -955,6 +981,9 @@ pub(crate) fn contact_header(local_addr: SocketAddr, user: &str, transport: Tran
     let transport_param = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
+        // RFC 3261 19.1.1 (a `sips:` Contact would forbid any hop without
+        // TLS; desk phones set to TLS take either).
+        Transport::Tls => ";transport=tls",
     };
     if user.is_empty() {
         format!("<sip:{local_addr}{transport_param}>")
@@ -983,17 +1012,17 @@ use limits::Admission;
 use uas::required_extensions;
 
 #[cfg(test)]
-#[path = "endpoint_tests.rs"]
-mod tests;
-#[cfg(test)]
-#[path = "endpoint_uac_tests.rs"]
-mod uac_tests;
-#[cfg(test)]
-#[path = "endpoint_timer_tests.rs"]
-mod timer_tests;
+#[path = "endpoint_limits_tests.rs"]
+mod limits_tests;
 #[cfg(test)]
 #[path = "endpoint_reg_tests.rs"]
 mod reg_tests;
 #[cfg(test)]
-#[path = "endpoint_limits_tests.rs"]
-mod limits_tests;
+#[path = "endpoint_tests.rs"]
+mod tests;
+#[cfg(test)]
+#[path = "endpoint_timer_tests.rs"]
+mod timer_tests;
+#[cfg(test)]
+#[path = "endpoint_uac_tests.rs"]
+mod uac_tests;

@@ -27,6 +27,7 @@ fn endpoint() -> Endpoint {
         session_timer: TimerSettings::default(),
         limits: crate::sip::source_guard::SourceLimits::default(),
         limit_stats: Arc::default(),
+        tls_port: None,
     })
 }
 

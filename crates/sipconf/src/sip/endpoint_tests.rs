@@ -25,6 +25,7 @@ fn endpoint() -> Endpoint {
         session_timer: TimerSettings::default(),
         limits: SourceLimits::default(),
         limit_stats: Arc::default(),
+        tls_port: Some(5061),
     })
 }
 
@@ -702,6 +703,45 @@ fn tcp_bye_is_not_retransmitted() {
     endpoint.hangup(now, call);
     let bye = sent(&mut endpoint).remove(0);
     assert!(bye.contains("Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK"));
+    endpoint.handle_timeout(now + T1 * 2);
+    assert!(sent(&mut endpoint).is_empty());
+}
+
+#[test]
+fn a_call_over_tls_is_answered_with_our_tls_port_in_contact_and_via() {
+    let mut endpoint = endpoint();
+    let now = Instant::now();
+    let invite = request("INVITE", "tls1", 1, None, OFFER)
+        .replace("UDP", "TLS")
+        .replace(
+            "INVITE sip:1000@192.0.2.1 ",
+            "INVITE sips:1000@192.0.2.1:5061 ",
+        );
+    endpoint.handle_datagram(now, Transport::Tls, phone(), invite.as_bytes());
+    let call = match events(&mut endpoint).as_slice() {
+        [SipEvent::IncomingCall {
+            call, transport, ..
+        }] => {
+            assert_eq!(*transport, Transport::Tls);
+            *call
+        }
+        other => panic!("expected IncomingCall, got {other:?}"),
+    };
+    endpoint.accept(now, call, ANSWER.to_owned());
+    let ok = sent(&mut endpoint).remove(1);
+    assert!(
+        ok.contains("Contact: <sip:1000@192.0.2.1:5061;transport=tls>"),
+        "{ok}"
+    );
+    let ack = request("ACK", "tlsack", 1, Some(&to_tag(&ok)), "").replace("UDP", "TLS");
+    endpoint.handle_datagram(now, Transport::Tls, phone(), ack.as_bytes());
+    endpoint.hangup(now, call);
+    let bye = sent(&mut endpoint).remove(0);
+    assert!(
+        bye.contains("Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK"),
+        "{bye}"
+    );
+    // TLS is reliable: no retransmission.
     endpoint.handle_timeout(now + T1 * 2);
     assert!(sent(&mut endpoint).is_empty());
 }

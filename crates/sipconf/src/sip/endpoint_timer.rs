@@ -163,7 +163,7 @@ impl Endpoint {
     /// refresher.
     pub(super) fn send_refresh(&mut self, now: Instant, call_key: CallKey) {
         let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
-        let local_addr = self.config.local_addr;
+        let (local_addr, tls_port) = (self.config.local_addr, self.config.tls_port);
         let min_se = self.config.session_timer.min_se_s.to_string();
         let (user_agent, timers) = (self.config.user_agent.clone(), self.timers);
         let Some(call) = self.calls.get_mut(&call_key) else {
@@ -186,6 +186,7 @@ impl Endpoint {
         let session_expires = timer.refresh_header().value();
         let asked_s = timer.interval_s;
         let dialog = &mut call.dialog;
+        let local_addr = super::local_addr_for(local_addr, tls_port, dialog.transport);
         let via = format!(
             "SIP/2.0/{} {local_addr};branch={branch};rport",
             dialog.transport.via_token()

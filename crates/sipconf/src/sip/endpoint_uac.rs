@@ -106,7 +106,7 @@ impl Endpoint {
     /// refresher (RFC 4028 section 7.1).
     fn send_invite(&mut self, now: Instant, call_key: CallKey) {
         let branch = format!("{}{}", message::BRANCH_MAGIC_COOKIE, self.random_token());
-        let local_addr = self.config.local_addr;
+        let (local_addr, tls_port) = (self.config.local_addr, self.config.tls_port);
         let Some(call) = self.calls.get_mut(&call_key) else {
             return;
         };
@@ -114,6 +114,7 @@ impl Endpoint {
             return;
         };
         let dialog = &mut call.dialog;
+        let local_addr = super::local_addr_for(local_addr, tls_port, dialog.transport);
         let via = format!(
             "SIP/2.0/{} {local_addr};branch={branch};rport",
             dialog.transport.via_token()
@@ -249,7 +250,7 @@ impl Endpoint {
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             dialog.transport.via_token(),
-            self.config.local_addr
+            self.config.local_addr_for(dialog.transport)
         );
         let target = dialog.request_target();
         let bytes = message::write_request(&OutgoingRequest {

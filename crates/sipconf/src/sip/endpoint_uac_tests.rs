@@ -28,6 +28,7 @@ fn endpoint() -> Endpoint {
         session_timer: TimerSettings::default(),
         limits: SourceLimits::default(),
         limit_stats: Arc::default(),
+        tls_port: None,
     })
 }
 
@@ -286,7 +287,7 @@ fn answer_is_acked_along_the_dialog_and_reported_once() {
         }] => {
             assert_eq!(*answered, call);
             assert_eq!(answer.audio_port, 30000);
-            let negotiated = sdp::negotiate_answer(answer).expect("codec");
+            let negotiated = sdp::negotiate_answer(answer, None).expect("codec");
             assert_eq!(negotiated.codec, sdp::SdpCodec::Pcma);
         }
         other => panic!("expected Answered, got {other:?}"),

@@ -276,7 +276,7 @@ impl Endpoint {
             return;
         };
         let contact = contact_header(
-            self.config.local_addr,
+            self.config.local_addr_for(call.dialog.transport),
             &call.local_user,
             call.dialog.transport,
         );
@@ -411,7 +411,7 @@ impl Endpoint {
                     Some(call) => {
                         call.dialog.refresh_target(request.contact_uri());
                         contact_header(
-                            self.config.local_addr,
+                            self.config.local_addr_for(call.dialog.transport),
                             &call.local_user,
                             call.dialog.transport,
                         )
@@ -647,7 +647,11 @@ impl Endpoint {
             uas.echo.clone(),
             c.dialog.id.local_tag.clone(),
         );
-        let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
+        let contact = contact_header(
+            self.config.local_addr_for(c.dialog.transport),
+            &c.local_user,
+            c.dialog.transport,
+        );
         // A provisional response with a tag creates an early dialog: it carries the
         // Record-Route too (RFC 3261 12.1.1).
         let record_routes = c.dialog.route_set.clone();
@@ -725,7 +729,11 @@ impl Endpoint {
             return;
         }
         c.local_sdp = Some(answer_sdp.clone());
-        let contact = contact_header(self.config.local_addr, &c.local_user, c.dialog.transport);
+        let contact = contact_header(
+            self.config.local_addr_for(c.dialog.transport),
+            &c.local_user,
+            c.dialog.transport,
+        );
         let tag = c.dialog.id.local_tag.clone();
         let timer_headers = timer_headers(pending.timer);
         let mut extra = vec![("Contact", contact.as_str()), ("Supported", SUPPORTED)];

@@ -3,11 +3,19 @@
 //! and read the callee's answer.
 //!
 //! A hand parser: we read only the handful of lines an audio call needs, and every
-//! rejection names the line that was wrong. It chooses no port or address (the
+//! rejection names the line that was wrong. It chooses no port, address or key (the
 //! switchboard hands them in) and keeps no state between calls.
+//!
+//! SRTP keys travel in `a=crypto` lines (SDES, RFC 4568): the offer lists the
+//! suites and keys its author sends with, the answer picks one line by its tag
+//! and gives the answerer's own key for that suite.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use base64::Engine as _;
+
+use crate::media::srtp::{MasterKey, Suite};
 
 /// Media direction attribute (RFC 3264 section 6.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,6 +82,34 @@ pub struct Offer {
     /// Media-level direction, else session-level, else sendrecv.
     pub direction: Direction,
     pub ptime_ms: Option<u32>,
+    /// The `m=` line's profile is RTP/SAVP or RTP/SAVPF (RFC 3711 7.1).
+    pub secure_profile: bool,
+    /// The usable `a=crypto` lines of the audio stream, in the offerer's order.
+    pub crypto: Vec<Crypto>,
+    /// Why the first `a=crypto` line that is not in `crypto` was left out.
+    pub crypto_skipped: Option<String>,
+}
+
+/// One `a=crypto` line we can use (RFC 4568 9.1): one of our suites, one key,
+/// no MKI, no session parameters that would change the transforms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    pub suite: Suite,
+    pub key: MasterKey,
+}
+
+/// `media.srtp`: whether calls may, or must, encrypt their media.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SrtpPolicy {
+    /// Plain RTP only: an RTP/SAVP offer gets 488 (RFC 3264 6: we support
+    /// no profile of that stream); `a=crypto` on RTP/AVP is ignored.
+    Off,
+    /// SRTP when the offer carries a usable `a=crypto`, plain RTP otherwise.
+    #[default]
+    Offer,
+    /// SRTP only: an offer without a usable `a=crypto` gets 488.
+    Require,
 }
 
 impl Offer {
@@ -105,7 +141,7 @@ pub enum SdpError {
     MalformedMedia(String),
     #[error("no active audio m= line")]
     NoAudioStream,
-    #[error("audio stream is not RTP/AVP: {0}")]
+    #[error("audio stream is not RTP/AVP or RTP/SAVP: {0}")]
     UnsupportedProfile(String),
     #[error("malformed a=rtpmap: {0}")]
     MalformedRtpmap(String),
@@ -155,6 +191,16 @@ impl SdpCodec {
 /// Packet time we send and ask for.
 pub const PTIME_MS: u32 = 20;
 
+/// The SRTP of a call: the suite and tag of the offer's line we took, the
+/// far end's key (what it sends with) and ours (what we send with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub tag: u32,
+    pub suite: Suite,
+    pub remote: MasterKey,
+    pub local: MasterKey,
+}
+
 /// The result of negotiation: what both sides will use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Negotiated {
@@ -165,15 +211,57 @@ pub struct Negotiated {
     pub remote_rtp_addr: SocketAddr,
     /// Direction of our answer.
     pub direction: Direction,
+    /// The answer's profile is RTP/SAVP (the offer's was secure).
+    pub secure_profile: bool,
+    /// Some: media is SRTP with these keys.
+    pub srtp: Option<SrtpKeys>,
 }
 
-/// Offer and answer have no codec in common; the call layer answers 488.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no common codec (we support PCMU and PCMA)")]
-pub struct NoCommonCodec;
+/// Why an offer cannot be answered; the call layer answers 488 with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAcceptable {
+    #[error("no common codec (we support PCMU and PCMA)")]
+    NoCommonCodec,
+    #[error("SRTP is off here (media.srtp): offer RTP/AVP")]
+    SrtpOff,
+    #[error("SRTP is required here: offer a=crypto with AES_CM_128_HMAC_SHA1_80 or _32")]
+    SrtpRequired,
+    #[error("no usable a=crypto ({0})")]
+    NoUsableCrypto(String),
+}
 
-/// Pick the first offered payload we support (the offerer's preference wins, RFC 3264 6.1).
-pub fn negotiate(offer: &Offer) -> Result<Negotiated, NoCommonCodec> {
+/// Pick the first offered payload we support (the offerer's preference wins, RFC 3264 6.1)
+/// and, as `policy` allows, the first usable `a=crypto` line, answered with `local_key`.
+pub fn negotiate(
+    offer: &Offer,
+    policy: SrtpPolicy,
+    local_key: MasterKey,
+) -> Result<Negotiated, NotAcceptable> {
+    let srtp = match (policy, offer.crypto.first()) {
+        (SrtpPolicy::Off, _) if offer.secure_profile => return Err(NotAcceptable::SrtpOff),
+        // Best-effort SRTP (`a=crypto` on RTP/AVP) is answered in plain RTP.
+        (SrtpPolicy::Off, _) => None,
+        (_, Some(crypto)) => Some(SrtpKeys {
+            tag: crypto.tag,
+            suite: crypto.suite,
+            remote: crypto.key,
+            local: local_key,
+        }),
+        (_, None) if offer.secure_profile => {
+            let why = offer.crypto_skipped.as_deref().unwrap_or("none offered");
+            return Err(NotAcceptable::NoUsableCrypto(why.to_owned()));
+        }
+        (SrtpPolicy::Require, None) => return Err(NotAcceptable::SrtpRequired),
+        (SrtpPolicy::Offer, None) => None,
+    };
+    let mut negotiated = negotiate_codec(offer)?;
+    negotiated.srtp = srtp;
+    negotiated.secure_profile = offer.secure_profile && srtp.is_some();
+    Ok(negotiated)
+}
+
+/// The codec, telephone events, address and direction of an offer or answer.
+fn negotiate_codec(offer: &Offer) -> Result<Negotiated, NotAcceptable> {
     let (codec, codec_pt) = offer
         .payloads
         .iter()
@@ -183,13 +271,15 @@ pub fn negotiate(offer: &Offer) -> Result<Negotiated, NoCommonCodec> {
                 .find(|codec| codec.matches(payload))
                 .map(|codec| (codec, payload.pt))
         })
-        .ok_or(NoCommonCodec)?;
+        .ok_or(NotAcceptable::NoCommonCodec)?;
     Ok(Negotiated {
         codec,
         codec_pt,
         telephone_event_pt: offer.telephone_event_pt,
         remote_rtp_addr: offer.remote_rtp_addr(),
         direction: offer.direction.answer_to(),
+        secure_profile: false,
+        srtp: None,
     })
 }
 
@@ -227,16 +317,27 @@ fn write_session_head(sdp: &mut String, session: SdpSession, local_rtp_addr: Soc
     );
 }
 
+/// The one suite our offers carry, as tag 1: the 80-bit tag every phone takes.
+pub const OFFERED_SUITE: Suite = Suite::AesCm128HmacSha1_80;
+const OFFERED_CRYPTO_TAG: u32 = 1;
+
 /// Write the SDP offer of an outbound call: every codec we mix, in our order of
-/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv.
+/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv; with
+/// `srtp_key`, on RTP/SAVP with one `a=crypto` line carrying it.
 pub fn build_offer(
     session: SdpSession,
     local_rtp_addr: SocketAddr,
     telephone_event_pt: u8,
+    srtp_key: Option<&MasterKey>,
 ) -> String {
-    let mut sdp = String::with_capacity(320);
+    let mut sdp = String::with_capacity(400);
     write_session_head(&mut sdp, session, local_rtp_addr);
-    let _ = write!(sdp, "m=audio {} RTP/AVP", local_rtp_addr.port());
+    let profile = if srtp_key.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    let _ = write!(sdp, "m=audio {} {profile}", local_rtp_addr.port());
     for codec in SdpCodec::SUPPORTED {
         let _ = write!(sdp, " {}", codec.static_pt());
     }
@@ -256,7 +357,19 @@ pub fn build_offer(
          a=ptime:{PTIME_MS}\r\na={}\r\n",
         Direction::SendRecv.as_str()
     );
+    if let Some(key) = srtp_key {
+        write_crypto(&mut sdp, OFFERED_CRYPTO_TAG, OFFERED_SUITE, key);
+    }
     sdp
+}
+
+fn write_crypto(sdp: &mut String, tag: u32, suite: Suite, key: &MasterKey) {
+    let _ = write!(
+        sdp,
+        "a=crypto:{tag} {} inline:{}\r\n",
+        suite.name(),
+        base64::engine::general_purpose::STANDARD.encode(key.concatenated())
+    );
 }
 
 /// Parse the SDP answer to our offer. An answer has the structure of an offer (RFC 3264
@@ -268,8 +381,35 @@ pub fn parse_answer(body: &[u8]) -> Result<Offer, SdpError> {
 /// What an answer to our offer settles: the answerer's first codec we support (RFC 3264
 /// 6.1 lets the answerer order them), its telephone-event type, and the direction we send
 /// in, mirrored from the answer's.
-pub fn negotiate_answer(answer: &Offer) -> Result<Negotiated, NoCommonCodec> {
-    negotiate(answer)
+/// When we offered SRTP with `offered_key`, the answer must take our line
+/// (tag 1, our suite) and give its own key (RFC 4568 7.1.2).
+pub fn negotiate_answer(
+    answer: &Offer,
+    offered_key: Option<MasterKey>,
+) -> Result<Negotiated, NotAcceptable> {
+    let mut negotiated = negotiate_codec(answer)?;
+    if let Some(local) = offered_key {
+        let crypto = answer
+            .crypto
+            .iter()
+            .find(|crypto| crypto.tag == OFFERED_CRYPTO_TAG && crypto.suite == OFFERED_SUITE)
+            .ok_or_else(|| {
+                NotAcceptable::NoUsableCrypto(
+                    answer
+                        .crypto_skipped
+                        .clone()
+                        .unwrap_or_else(|| "the answer has no a=crypto:1".to_owned()),
+                )
+            })?;
+        negotiated.srtp = Some(SrtpKeys {
+            tag: crypto.tag,
+            suite: crypto.suite,
+            remote: crypto.key,
+            local,
+        });
+        negotiated.secure_profile = answer.secure_profile;
+    }
+    Ok(negotiated)
 }
 
 /// Write an SDP answer for one audio stream.
@@ -280,9 +420,14 @@ pub fn build_answer(
 ) -> String {
     let mut sdp = String::with_capacity(256);
     write_session_head(&mut sdp, session, local_rtp_addr);
+    let profile = if negotiated.secure_profile {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
     let _ = write!(
         sdp,
-        "m=audio {} RTP/AVP {}",
+        "m=audio {} {profile} {}",
         local_rtp_addr.port(),
         negotiated.codec_pt
     );
@@ -307,7 +452,58 @@ pub fn build_answer(
         "a=ptime:{PTIME_MS}\r\na={}\r\n",
         negotiated.direction.as_str()
     );
+    if let Some(srtp) = &negotiated.srtp {
+        // RFC 4568 5.1.2: the offer's tag, our key for the suite it named.
+        write_crypto(&mut sdp, srtp.tag, srtp.suite, &srtp.local);
+    }
     sdp
+}
+
+/// Reads one `a=crypto` value (RFC 4568 9.1): `Ok` if we can use it, else why not.
+/// `tag suite inline:key||salt[|lifetime][|MKI:length][;inline:...] [session-params]`.
+pub fn parse_crypto(value: &str) -> Result<Crypto, String> {
+    let mut fields = value.split_ascii_whitespace();
+    let (Some(tag), Some(suite), Some(key_params)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!("malformed a=crypto:{value}"));
+    };
+    let tag: u32 = tag
+        .parse()
+        .ok()
+        .filter(|tag| (1..=999_999_999).contains(tag))
+        .ok_or_else(|| format!("a=crypto tag {tag} is not 1-9 digits"))?;
+    let suite = Suite::parse(suite).ok_or_else(|| format!("suite {suite} is not supported"))?;
+    // WSH (a window size hint) and KDR=0 leave the transforms as they are;
+    // any other session parameter (UNENCRYPTED_SRTP, a key derivation rate,
+    // FEC) would change them.
+    if let Some(param) =
+        fields.find(|param| !(param.starts_with("WSH=") || param.eq_ignore_ascii_case("KDR=0")))
+    {
+        return Err(format!("session parameter {param} is not supported"));
+    }
+    if key_params.contains(';') {
+        return Err("several keys in one a=crypto (MKI) are not supported".to_owned());
+    }
+    let inline = key_params
+        .get(..7)
+        .filter(|method| method.eq_ignore_ascii_case("inline:"))
+        .map(|_| &key_params[7..])
+        .ok_or_else(|| format!("key method of {key_params} is not inline"))?;
+    let mut parts = inline.split('|');
+    let key_salt = parts.next().unwrap_or_default();
+    // A lifetime is accepted and not enforced: a call re-keys before 2^31
+    // packets only if it lasts more than a year. An MKI would tag every packet.
+    for part in parts {
+        if part.contains(':') {
+            return Err("an MKI in a=crypto is not supported".to_owned());
+        }
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key_salt)
+        .map_err(|_| format!("key {key_salt} is not base64"))?;
+    let key = MasterKey::from_concatenated(&bytes)
+        .ok_or_else(|| format!("key is {} bytes, not 30", bytes.len()))?;
+    Ok(Crypto { tag, suite, key })
 }
 
 /// RFC 3551 table 4: static audio payload types we can name without an rtpmap.
@@ -351,6 +547,9 @@ struct AudioSection {
     direction: Option<Direction>,
     rtpmaps: Vec<(u8, String, u32, u8)>,
     ptime_ms: Option<u32>,
+    secure_profile: bool,
+    crypto: Vec<Crypto>,
+    crypto_skipped: Option<String>,
 }
 
 fn parse_rtpmap(value: &str) -> Result<(u8, String, u32, u8), SdpError> {
@@ -409,9 +608,11 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
                     in_other_media = true;
                     continue;
                 }
-                if profile != "RTP/AVP" && profile != "RTP/AVPF" {
-                    return Err(SdpError::UnsupportedProfile(profile.to_owned()));
-                }
+                let secure_profile = match profile {
+                    "RTP/AVP" | "RTP/AVPF" => false,
+                    "RTP/SAVP" | "RTP/SAVPF" => true,
+                    _ => return Err(SdpError::UnsupportedProfile(profile.to_owned())),
+                };
                 let pts = fields
                     .map(|pt| pt.parse::<u8>().map_err(|_| malformed()))
                     .collect::<Result<Vec<u8>, SdpError>>()?;
@@ -423,6 +624,9 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
                     direction: None,
                     rtpmaps: Vec::new(),
                     ptime_ms: None,
+                    secure_profile,
+                    crypto: Vec::new(),
+                    crypto_skipped: None,
                 });
             }
             _ if in_other_media => {}
@@ -457,6 +661,13 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
                         }
                         section.ptime_ms = Some(ptime_ms as u32);
                     }
+                    // A line we cannot use is skipped (RFC 4568 7.1.1): another may do.
+                    "crypto" => match parse_crypto(attr_value) {
+                        Ok(crypto) => section.crypto.push(crypto),
+                        Err(why) => {
+                            section.crypto_skipped.get_or_insert(why);
+                        }
+                    },
                     _ => {}
                 }
             }
@@ -507,6 +718,9 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
             .or(session_direction)
             .unwrap_or(Direction::SendRecv),
         ptime_ms: section.ptime_ms,
+        secure_profile: section.secure_profile,
+        crypto: section.crypto,
+        crypto_skipped: section.crypto_skipped,
     })
 }
 
@@ -516,6 +730,12 @@ pub const HOLD_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our key in answers: 30 bytes of 0x11.
+    const KEY: MasterKey = MasterKey {
+        key: [0x11; 16],
+        salt: [0x11; 14],
+    };
 
     fn offer(media: &str, attrs: &str) -> String {
         format!(
@@ -530,7 +750,7 @@ mod tests {
             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
         );
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
-        let negotiated = negotiate(&parsed).expect("codec");
+        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("codec");
         assert_eq!(negotiated.codec, SdpCodec::Pcma);
         assert_eq!(negotiated.codec_pt, 8);
         assert_eq!(negotiated.telephone_event_pt, Some(101));
@@ -540,7 +760,12 @@ mod tests {
         );
 
         let sdp = offer("m=audio 4000 RTP/AVP 0 8", "");
-        let negotiated = negotiate(&parse_offer(sdp.as_bytes()).expect("offer")).expect("codec");
+        let negotiated = negotiate(
+            &parse_offer(sdp.as_bytes()).expect("offer"),
+            SrtpPolicy::Offer,
+            KEY,
+        )
+        .expect("codec");
         assert_eq!(negotiated.codec, SdpCodec::Pcmu);
         assert_eq!(negotiated.telephone_event_pt, None);
     }
@@ -554,7 +779,7 @@ mod tests {
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(parsed.telephone_event_pt, Some(96));
         assert_eq!(parsed.ptime_ms, Some(30));
-        let negotiated = negotiate(&parsed).expect("codec");
+        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("codec");
         let answer = build_answer(
             SdpSession::new(7),
             "198.51.100.1:20000".parse().expect("addr"),
@@ -589,13 +814,21 @@ mod tests {
             "a=rtpmap:101 telephone-event/8000\r\n",
         );
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
-        assert_eq!(negotiate(&parsed), Err(NoCommonCodec));
+        assert_eq!(
+            negotiate(&parsed, SrtpPolicy::Offer, KEY),
+            Err(NotAcceptable::NoCommonCodec)
+        );
     }
 
     #[test]
     fn dynamic_pcmu_with_rtpmap_is_accepted() {
         let sdp = offer("m=audio 4000 RTP/AVP 110", "a=rtpmap:110 pcmu/8000\r\n");
-        let negotiated = negotiate(&parse_offer(sdp.as_bytes()).expect("offer")).expect("codec");
+        let negotiated = negotiate(
+            &parse_offer(sdp.as_bytes()).expect("offer"),
+            SrtpPolicy::Offer,
+            KEY,
+        )
+        .expect("codec");
         assert_eq!(
             (negotiated.codec, negotiated.codec_pt),
             (SdpCodec::Pcmu, 110)
@@ -609,7 +842,9 @@ mod tests {
         assert_eq!(parsed.direction, Direction::SendOnly);
         assert!(parsed.is_hold());
         assert_eq!(
-            negotiate(&parsed).expect("codec").direction,
+            negotiate(&parsed, SrtpPolicy::Offer, KEY)
+                .expect("codec")
+                .direction,
             Direction::RecvOnly
         );
     }
@@ -621,7 +856,9 @@ mod tests {
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(parsed.direction, Direction::Inactive);
         assert_eq!(
-            negotiate(&parsed).expect("codec").direction,
+            negotiate(&parsed, SrtpPolicy::Offer, KEY)
+                .expect("codec")
+                .direction,
             Direction::Inactive
         );
     }
@@ -672,8 +909,8 @@ mod tests {
             Err(SdpError::MalformedMedia("audio x RTP/AVP 0".into()))
         );
         assert_eq!(
-            parse_offer(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4 RTP/SAVP 0\r\n"),
-            Err(SdpError::UnsupportedProfile("RTP/SAVP".into()))
+            parse_offer(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4 UDP/TLS/RTP/SAVPF 0\r\n"),
+            Err(SdpError::UnsupportedProfile("UDP/TLS/RTP/SAVPF".into()))
         );
         assert_eq!(
             parse_offer(
@@ -689,6 +926,7 @@ mod tests {
             SdpSession::new(9),
             "198.51.100.1:20002".parse().expect("addr"),
             101,
+            None,
         );
         assert_eq!(
             sdp,
@@ -709,7 +947,7 @@ mod tests {
             "a=rtpmap:96 telephone-event/8000\r\na=recvonly\r\n",
         );
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
-        let negotiated = negotiate_answer(&answer).expect("codec");
+        let negotiated = negotiate_answer(&answer, None).expect("codec");
         assert_eq!(negotiated.codec, SdpCodec::Pcma);
         assert_eq!(negotiated.codec_pt, 8);
         assert_eq!(negotiated.telephone_event_pt, Some(96));
@@ -722,7 +960,208 @@ mod tests {
 
         let sdp = offer("m=audio 5004 RTP/AVP 18", "");
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
-        assert_eq!(negotiate_answer(&answer), Err(NoCommonCodec));
+        assert_eq!(
+            negotiate_answer(&answer, None),
+            Err(NotAcceptable::NoCommonCodec)
+        );
+    }
+
+    /// 30 bytes 0, 1, .. 29 as `inline:` writes them.
+    const OFFERED_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd";
+
+    fn offered_key() -> MasterKey {
+        MasterKey::from_concatenated(&(0..30).collect::<Vec<u8>>()).expect("30 bytes")
+    }
+
+    #[test]
+    fn savp_offer_is_answered_with_the_first_usable_crypto_line_and_our_key() {
+        let sdp = offer(
+            "m=audio 4000 RTP/SAVP 0 101",
+            &format!(
+                "a=rtpmap:101 telephone-event/8000\r\n\
+                 a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{OFFERED_KEY}|2^31|1:4\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{OFFERED_KEY}|2^31\r\n\
+                 a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{OFFERED_KEY}\r\n"
+            ),
+        );
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        assert!(parsed.secure_profile);
+        assert_eq!(parsed.crypto.len(), 2);
+        assert_eq!(
+            parsed.crypto_skipped.as_deref(),
+            Some("an MKI in a=crypto is not supported")
+        );
+        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("answer");
+        assert_eq!(
+            negotiated.srtp,
+            Some(SrtpKeys {
+                tag: 2,
+                suite: Suite::AesCm128HmacSha1_80,
+                remote: offered_key(),
+                local: KEY,
+            })
+        );
+        let answer = build_answer(
+            SdpSession::new(7),
+            "198.51.100.1:20000".parse().expect("addr"),
+            &negotiated,
+        );
+        assert_eq!(
+            answer,
+            "v=0\r\no=sipconf 7 7 IN IP4 198.51.100.1\r\ns=sipconf\r\nc=IN IP4 198.51.100.1\r\n\
+             t=0 0\r\nm=audio 20000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:ERERERERERERERERERERERERERERERERERERERER\r\n"
+        );
+        // The answer reads back with our key under the offer's tag.
+        let read_back = parse_answer(answer.as_bytes()).expect("answer parses");
+        assert_eq!(read_back.crypto[0].key, KEY);
+        assert_eq!(read_back.crypto[0].tag, 2);
+    }
+
+    #[test]
+    fn our_srtp_offer_carries_our_key_and_takes_the_answerers() {
+        let sdp = build_offer(
+            SdpSession::new(9),
+            "198.51.100.1:20002".parse().expect("addr"),
+            101,
+            Some(&KEY),
+        );
+        assert!(sdp.contains("m=audio 20002 RTP/SAVP 0 8 101\r\n"), "{sdp}");
+        assert!(sdp.ends_with(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:ERERERERERERERERERERERERERERERERERERERER\r\n"
+        ));
+        let answer = offer(
+            "m=audio 5004 RTP/SAVP 0",
+            &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OFFERED_KEY}\r\n"),
+        );
+        let answer = parse_answer(answer.as_bytes()).expect("answer");
+        let keys = negotiate_answer(&answer, Some(KEY)).expect("srtp").srtp;
+        assert_eq!(
+            keys.map(|k| (k.remote, k.local)),
+            Some((offered_key(), KEY))
+        );
+        let plain = parse_answer(offer("m=audio 5004 RTP/AVP 0", "").as_bytes()).expect("answer");
+        assert_eq!(
+            negotiate_answer(&plain, Some(KEY)),
+            Err(NotAcceptable::NoUsableCrypto(
+                "the answer has no a=crypto:1".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn srtp_policy_decides_plain_and_secure_offers() {
+        let plain = parse_offer(offer("m=audio 4000 RTP/AVP 0", "").as_bytes()).expect("offer");
+        let secure = parse_offer(
+            offer(
+                "m=audio 4000 RTP/SAVP 0",
+                &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OFFERED_KEY}\r\n"),
+            )
+            .as_bytes(),
+        )
+        .expect("offer");
+        // Best-effort SRTP: a=crypto on RTP/AVP.
+        let best_effort = parse_offer(
+            offer(
+                "m=audio 4000 RTP/AVP 0",
+                &format!("a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:{OFFERED_KEY}\r\n"),
+            )
+            .as_bytes(),
+        )
+        .expect("offer");
+        let srtp_of = |offer: &Offer, policy| {
+            negotiate(offer, policy, KEY).map(|n| (n.secure_profile, n.srtp.map(|k| k.tag)))
+        };
+        assert_eq!(srtp_of(&plain, SrtpPolicy::Off), Ok((false, None)));
+        assert_eq!(
+            srtp_of(&secure, SrtpPolicy::Off),
+            Err(NotAcceptable::SrtpOff)
+        );
+        assert_eq!(srtp_of(&best_effort, SrtpPolicy::Off), Ok((false, None)));
+        assert_eq!(srtp_of(&plain, SrtpPolicy::Offer), Ok((false, None)));
+        assert_eq!(srtp_of(&secure, SrtpPolicy::Offer), Ok((true, Some(1))));
+        assert_eq!(
+            srtp_of(&best_effort, SrtpPolicy::Offer),
+            Ok((false, Some(5)))
+        );
+        assert_eq!(
+            srtp_of(&plain, SrtpPolicy::Require),
+            Err(NotAcceptable::SrtpRequired)
+        );
+        assert_eq!(srtp_of(&secure, SrtpPolicy::Require), Ok((true, Some(1))));
+        assert_eq!(
+            srtp_of(&best_effort, SrtpPolicy::Require),
+            Ok((false, Some(5)))
+        );
+    }
+
+    #[test]
+    fn savp_offer_without_a_usable_crypto_line_says_why() {
+        let sdp = offer(
+            "m=audio 4000 RTP/SAVP 0",
+            "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\n",
+        );
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        assert_eq!(
+            negotiate(&parsed, SrtpPolicy::Offer, KEY),
+            Err(NotAcceptable::NoUsableCrypto(
+                "suite AES_256_CM_HMAC_SHA1_80 is not supported".into()
+            ))
+        );
+        let sdp = offer("m=audio 4000 RTP/SAVP 0", "");
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        assert_eq!(
+            negotiate(&parsed, SrtpPolicy::Require, KEY),
+            Err(NotAcceptable::NoUsableCrypto("none offered".into()))
+        );
+    }
+
+    #[test]
+    fn crypto_lines_we_cannot_use_are_refused_precisely() {
+        let suite = "AES_CM_128_HMAC_SHA1_80";
+        let refused = |value: &str| parse_crypto(value).expect_err(value);
+        assert_eq!(refused("1"), "malformed a=crypto:1");
+        assert_eq!(
+            refused(&format!("0 {suite} inline:{OFFERED_KEY}")),
+            "a=crypto tag 0 is not 1-9 digits"
+        );
+        assert_eq!(
+            refused(&format!("1 {suite} uri:{OFFERED_KEY}")),
+            format!("key method of uri:{OFFERED_KEY} is not inline")
+        );
+        assert_eq!(
+            refused(&format!("1 {suite} inline:not*base64")),
+            "key not*base64 is not base64"
+        );
+        assert_eq!(
+            refused(&format!(
+                "1 {suite} inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxw="
+            )),
+            "key is 29 bytes, not 30"
+        );
+        assert_eq!(
+            refused(&format!(
+                "1 {suite} inline:{OFFERED_KEY};inline:{OFFERED_KEY}"
+            )),
+            "several keys in one a=crypto (MKI) are not supported"
+        );
+        assert_eq!(
+            refused(&format!("1 {suite} inline:{OFFERED_KEY} UNENCRYPTED_SRTP")),
+            "session parameter UNENCRYPTED_SRTP is not supported"
+        );
+        let taken = parse_crypto(&format!(
+            "7 aes_cm_128_hmac_sha1_32 INLINE:{OFFERED_KEY}|1048576 KDR=0 WSH=128"
+        ))
+        .expect("usable");
+        assert_eq!(
+            taken,
+            Crypto {
+                tag: 7,
+                suite: Suite::AesCm128HmacSha1_32,
+                key: offered_key()
+            }
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl ServerTransaction {
     }
 
     fn reliable(&self) -> bool {
-        self.transport == Transport::Tcp
+        self.transport != Transport::Udp
     }
 
     /// The transport gave us the same request again: what to resend (17.2.1, 17.2.2).

@@ -1,5 +1,6 @@
-//! The tokio shell around [`Endpoint`]: UDP and TCP sockets on one port, the clock, and
-//! the channels to the call layer. All protocol decisions are in the sans-IO core; this
+//! The tokio shell around [`Endpoint`]: UDP and TCP sockets on one port, TLS on
+//! another (`[sip.tls]`, set up by `tls.rs`), the clock, and the channels to the
+//! call layer. TCP and TLS connections are framed alike (`next_frame`). All protocol decisions are in the sans-IO core; this
 //! file decides nothing about SIP and nothing about calls.
 //!
 //! One task owns the endpoint and waits on UDP, on messages framed by the TCP connection
@@ -8,6 +9,7 @@
 
 use super::dialog::Dialog;
 use super::registration::{RegistrationConfig, RegistrationStats};
+use super::tls::TlsSetup;
 use super::{
     CallKey, Endpoint, EndpointConfig, OutgoingCall, RegistrationKey, SipEvent, Transmit, Transport,
 };
@@ -21,10 +23,12 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Largest SIP message we accept on TCP; a longer one closes the connection.
 pub const MAX_TCP_MESSAGE_BYTES: usize = 64 * 1024;
@@ -39,9 +43,11 @@ const EVENT_QUEUE_LEN: usize = 256;
 const TCP_QUEUE_LEN: usize = 256;
 /// Messages waiting for one TCP connection's writer.
 const TCP_WRITE_QUEUE_LEN: usize = 64;
-/// How long opening a connection for an outgoing request may take; the transaction's
-/// own timer B/F still bounds the request.
+/// How long opening a connection for an outgoing request may take (with its TLS
+/// handshake); the transaction's own timer B/F still bounds the request.
 const TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a phone may take over its TLS handshake once connected.
+const TLS_ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the call layer asks the SIP endpoint to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,14 +141,17 @@ impl SipHandle {
     }
 }
 
-/// What TCP connection tasks tell the endpoint task.
+/// A TCP or TLS connection: its transport and its peer.
+type StreamKey = (Transport, SocketAddr);
+
+/// What TCP and TLS connection tasks tell the endpoint task.
 enum TcpInput {
-    Connected(SocketAddr, mpsc::Sender<Bytes>),
-    Message(SocketAddr, Bytes),
+    Connected(StreamKey, mpsc::Sender<Bytes>),
+    Message(StreamKey, Bytes),
     /// Nothing came on the connection for the idle timeout: closed unless a
     /// call runs over it.
-    Idle(SocketAddr),
-    Closed(SocketAddr),
+    Idle(StreamKey),
+    Closed(StreamKey),
 }
 
 /// Binds UDP and TCP on `listen` (same port; port 0 = pick one for UDP and use the same
@@ -154,8 +163,20 @@ enum TcpInput {
 /// port if it gave port 0. `tcp` caps accepted connections and times idle ones out.
 pub async fn start(
     listen: SocketAddr,
+    config: EndpointConfig,
+    tcp: Arc<ConnectionGate>,
+) -> io::Result<(SipHandle, mpsc::Receiver<SipEvent>, SocketAddr)> {
+    start_with_tls(listen, config, tcp, None).await
+}
+
+/// As [`start`], with SIP over TLS on `tls.listen` too (its port becomes
+/// `config.tls_port`, written in Via and Contact on TLS). TLS connections
+/// are capped and timed out by `tcp` as TCP ones are.
+pub async fn start_with_tls(
+    listen: SocketAddr,
     mut config: EndpointConfig,
     tcp: Arc<ConnectionGate>,
+    tls: Option<TlsSetup>,
 ) -> io::Result<(SipHandle, mpsc::Receiver<SipEvent>, SocketAddr)> {
     let udp = UdpSocket::bind(listen).await?;
     // A burst (every phone of a conference hanging up at once, a PBX
@@ -185,11 +206,34 @@ pub async fn start(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_LEN);
     let (tcp_tx, tcp_rx) = mpsc::channel(TCP_QUEUE_LEN);
-    tokio::spawn(accept_loop(tcp_listener, tcp_tx.clone(), Arc::clone(&tcp)));
+    let connector = match tls {
+        Some(tls) => {
+            let listener = TcpListener::bind(tls.listen).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("sip.tls.listen {}: {e}", tls.listen))
+            })?;
+            tracing::info!(listen = %listener.local_addr()?, "SIP over TLS");
+            config.tls_port = Some(listener.local_addr()?.port());
+            tokio::spawn(accept_loop(
+                listener,
+                tcp_tx.clone(),
+                Arc::clone(&tcp),
+                Some(tls.acceptor.clone()),
+            ));
+            Some(tls.connector)
+        }
+        None => None,
+    };
+    tokio::spawn(accept_loop(
+        tcp_listener,
+        tcp_tx.clone(),
+        Arc::clone(&tcp),
+        None,
+    ));
     tokio::spawn(run(
         Endpoint::new(config),
         udp,
         (tcp_tx, tcp_rx, tcp),
+        connector,
         command_rx,
         event_tx,
     ));
@@ -210,11 +254,12 @@ async fn run(
         mpsc::Receiver<TcpInput>,
         Arc<ConnectionGate>,
     ),
+    connector: Option<TlsConnector>,
     mut command_rx: mpsc::Receiver<HandleInput>,
     event_tx: mpsc::Sender<SipEvent>,
 ) {
     let mut datagram = vec![0u8; MAX_DATAGRAM_BYTES];
-    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut tcp_writers: HashMap<StreamKey, mpsc::Sender<Bytes>> = HashMap::new();
     let mut unregistered: Option<oneshot::Sender<()>> = None;
     loop {
         let wake_at = endpoint.poll_timeout().map(Instant::from_std);
@@ -229,24 +274,24 @@ async fn run(
                 Err(error) => tracing::debug!(%error, "UDP receive failed"),
             },
             Some(input) = tcp_rx.recv() => match input {
-                TcpInput::Connected(peer, writer) => {
-                    tcp_writers.insert(peer, writer);
+                TcpInput::Connected(key, writer) => {
+                    tcp_writers.insert(key, writer);
                 }
-                TcpInput::Message(peer, message) => {
+                TcpInput::Message((transport, peer), message) => {
                     let now = Instant::now().into_std();
-                    endpoint.handle_datagram(now, Transport::Tcp, peer, &message);
+                    endpoint.handle_datagram(now, transport, peer, &message);
                 }
                 // Dropping the writer ends the connection's task.
-                TcpInput::Idle(peer) => {
-                    if !endpoint.has_call_over(Transport::Tcp, peer)
-                        && tcp_writers.remove(&peer).is_some()
+                TcpInput::Idle((transport, peer)) => {
+                    if !endpoint.has_call_over(transport, peer)
+                        && tcp_writers.remove(&(transport, peer)).is_some()
                     {
                         tcp_gate.stats().closed_idle.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, "idle TCP connection closed");
+                        tracing::debug!(%peer, ?transport, "idle connection closed");
                     }
                 }
-                TcpInput::Closed(peer) => {
-                    tcp_writers.remove(&peer);
+                TcpInput::Closed(key) => {
+                    tcp_writers.remove(&key);
                 }
             },
             command = command_rx.recv() => {
@@ -284,7 +329,14 @@ async fn run(
         }
         while let Some(transmit) = endpoint.poll_transmit() {
             let idle_timeout = tcp_gate.limits().idle_timeout;
-            send(&udp, &mut tcp_writers, (&tcp_tx, idle_timeout), transmit).await;
+            send(
+                &udp,
+                &mut tcp_writers,
+                (&tcp_tx, idle_timeout),
+                connector.as_ref(),
+                transmit,
+            )
+            .await;
         }
         if endpoint.registrations_settled() {
             if let Some(done) = unregistered.take() {
@@ -334,10 +386,12 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
 
 async fn send(
     udp: &UdpSocket,
-    tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_writers: &mut HashMap<StreamKey, mpsc::Sender<Bytes>>,
     (tcp_tx, idle_timeout): (&mpsc::Sender<TcpInput>, Duration),
+    connector: Option<&TlsConnector>,
     transmit: Transmit,
 ) {
+    let key = (transmit.transport, transmit.destination);
     match transmit.transport {
         Transport::Udp => {
             if let Err(error) = udp.send_to(&transmit.bytes, transmit.destination).await {
@@ -347,13 +401,24 @@ async fn send(
         // Messages go on the open connection to the peer. Without one, a request we
         // originate opens it (RFC 3261 18.1.1); a response is dropped, as the caller's
         // connection is gone.
-        Transport::Tcp => match tcp_writers.get(&transmit.destination) {
+        Transport::Tcp | Transport::Tls => match tcp_writers.get(&key) {
             None if !transmit.bytes.starts_with(b"SIP/2.0 ") => {
-                let writer = connect(transmit.destination, tcp_tx.clone(), idle_timeout);
+                let tls = match (transmit.transport, connector) {
+                    (Transport::Tls, Some(connector)) => Some((
+                        connector.clone(),
+                        super::tls::server_name(&transmit.bytes, transmit.destination),
+                    )),
+                    (Transport::Tls, None) => {
+                        tracing::info!(peer = %transmit.destination, "no [sip.tls]: a request over TLS is dropped");
+                        return;
+                    }
+                    _ => None,
+                };
+                let writer = connect(key, tcp_tx.clone(), idle_timeout, tls);
                 if writer.try_send(transmit.bytes).is_err() {
                     tracing::debug!(peer = %transmit.destination, "TCP writer full, message dropped");
                 }
-                tcp_writers.insert(transmit.destination, writer);
+                tcp_writers.insert(key, writer);
             }
             Some(writer) => {
                 if writer.try_send(transmit.bytes).is_err() {
@@ -367,36 +432,55 @@ async fn send(
     }
 }
 
-/// Open a connection to `peer` in the background. Messages wait in the returned writer's
+/// Open a connection to `key`'s peer in the background, with TLS checked for
+/// the name given when `tls` is set. Messages wait in the returned writer's
 /// queue until it is up; if it cannot be opened, `Closed` drops the writer again.
 fn connect(
-    peer: SocketAddr,
+    key: StreamKey,
     tcp_tx: mpsc::Sender<TcpInput>,
     idle_timeout: Duration,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 ) -> mpsc::Sender<Bytes> {
     let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
+    let peer = key.1;
     tokio::spawn(async move {
-        match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-            Ok(Ok(stream)) => {
-                without_nagle(&stream, peer);
-                let link = Link {
-                    peer,
-                    idle_timeout,
-                    admission: None,
-                };
-                connection(stream, link, tcp_tx, writer_rx).await
+        let opened = tokio::time::timeout(TCP_CONNECT_TIMEOUT, async {
+            let stream = TcpStream::connect(peer).await?;
+            without_nagle(&stream, peer);
+            match tls {
+                None => Ok(Stream::Tcp(stream)),
+                Some((connector, name)) => connector
+                    .connect(name, stream)
+                    .await
+                    .map(|stream| Stream::Tls(Box::new(stream))),
             }
+        })
+        .await;
+        let link = Link {
+            key,
+            idle_timeout,
+            admission: None,
+        };
+        match opened {
+            Ok(Ok(Stream::Tcp(stream))) => connection(stream, link, tcp_tx, writer_rx).await,
+            Ok(Ok(Stream::Tls(stream))) => connection(*stream, link, tcp_tx, writer_rx).await,
             Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "TCP connect failed");
-                let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+                tracing::info!(%peer, transport = ?key.0, %error, "connect failed");
+                let _ = tcp_tx.send(TcpInput::Closed(key)).await;
             }
             Err(_) => {
-                tracing::debug!(%peer, "TCP connect timed out");
-                let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+                tracing::info!(%peer, transport = ?key.0, "connect timed out");
+                let _ = tcp_tx.send(TcpInput::Closed(key)).await;
             }
         }
     });
     writer_tx
+}
+
+/// A connection we opened.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// An IPv4 peer of a dual-stack socket (bound to `::`) is reported as
@@ -415,10 +499,14 @@ fn without_nagle(stream: &TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Accepts connections on `listener`, up to `gate`'s caps: TCP, or TLS with
+/// `acceptor`, whose handshake runs in the connection's own task so a slow
+/// phone holds up no other.
 async fn accept_loop(
     listener: TcpListener,
     tcp_tx: mpsc::Sender<TcpInput>,
     gate: Arc<ConnectionGate>,
+    acceptor: Option<TlsAcceptor>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -434,48 +522,83 @@ async fn accept_loop(
         let admission = match gate.admit(peer.ip()) {
             Ok(admission) => admission,
             Err(refusal) => {
-                tracing::debug!(%peer, ?refusal, "TCP connection refused: too many open");
+                tracing::debug!(%peer, ?refusal, "connection refused: too many open");
                 continue;
             }
         };
         without_nagle(&stream, peer);
-        let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
-        if tcp_tx
-            .send(TcpInput::Connected(peer, writer_tx))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let link = Link {
-            peer,
-            idle_timeout: gate.limits().idle_timeout,
-            admission: Some(admission),
+        let idle_timeout = gate.limits().idle_timeout;
+        let Some(acceptor) = acceptor.clone() else {
+            let key = (Transport::Tcp, peer);
+            let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
+            if tcp_tx
+                .send(TcpInput::Connected(key, writer_tx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let link = Link {
+                key,
+                idle_timeout,
+                admission: Some(admission),
+            };
+            tokio::spawn(connection(stream, link, tcp_tx.clone(), writer_rx));
+            continue;
         };
-        tokio::spawn(connection(stream, link, tcp_tx.clone(), writer_rx));
+        let tcp_tx = tcp_tx.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(TLS_ACCEPT_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::info!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let key = (Transport::Tls, peer);
+            let (writer_tx, writer_rx) = mpsc::channel(TCP_WRITE_QUEUE_LEN);
+            if tcp_tx
+                .send(TcpInput::Connected(key, writer_tx))
+                .await
+                .is_ok()
+            {
+                let link = Link {
+                    key,
+                    idle_timeout,
+                    admission: Some(admission),
+                };
+                connection(stream, link, tcp_tx, writer_rx).await;
+            }
+        });
     }
 }
 
-/// One TCP connection's peer, its idle timeout, and, for accepted ones,
-/// its place under the caps (given back when the task ends).
+/// One TCP or TLS connection's transport and peer, its idle timeout, and,
+/// for accepted ones, its place under the caps (given back when the task ends).
 struct Link {
-    peer: SocketAddr,
+    key: StreamKey,
     idle_timeout: Duration,
     admission: Option<Admission>,
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     link: Link,
     tcp_tx: mpsc::Sender<TcpInput>,
     mut writer_rx: mpsc::Receiver<Bytes>,
 ) {
     let Link {
-        peer,
+        key,
         idle_timeout,
         admission: _admission,
     } = link;
-    let (mut reader, mut writer) = stream.into_split();
+    let peer = key.1;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let write = async move {
         while let Some(bytes) = writer_rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -490,11 +613,7 @@ async fn connection(
             loop {
                 match next_frame(&mut buffer) {
                     Ok(Some(message)) => {
-                        if read_tx
-                            .send(TcpInput::Message(peer, message))
-                            .await
-                            .is_err()
-                        {
+                        if read_tx.send(TcpInput::Message(key, message)).await.is_err() {
                             return;
                         }
                     }
@@ -509,7 +628,7 @@ async fn connection(
                 Ok(Ok(0) | Err(_)) => return,
                 Ok(Ok(_)) => {}
                 Err(_) => {
-                    if read_tx.send(TcpInput::Idle(peer)).await.is_err() {
+                    if read_tx.send(TcpInput::Idle(key)).await.is_err() {
                         return;
                     }
                 }
@@ -521,7 +640,7 @@ async fn connection(
         () = write => {}
         () = read => {}
     }
-    let _ = tcp_tx.send(TcpInput::Closed(peer)).await;
+    let _ = tcp_tx.send(TcpInput::Closed(key)).await;
 }
 
 /// Why a TCP byte stream cannot be cut into SIP messages.
@@ -911,6 +1030,7 @@ mod tests {
             crate::sip::sdp::SdpSession::new(1),
             "127.0.0.1:20000".parse().expect("addr"),
             101,
+            None,
         );
         let call = handle
             .invite(OutgoingCall {

@@ -176,3 +176,50 @@ fn stopping_hangs_up_every_call_and_completes_every_record() {
     assert_eq!(bridge.ports_in_use.load(Ordering::Relaxed), 0);
     assert_eq!(bridge.switchboard.keys.in_use(), 0);
 }
+
+#[test]
+fn an_outbound_call_over_tls_offers_srtp_and_joins_with_the_answerers_key() {
+    let mut bridge = Bridge::new("");
+    let conference = bridge
+        .records
+        .create_conference("x", None, None, bridge.now.wall)
+        .id
+        .clone();
+    let (_, actions) = bridge.api_deferred(ApiRequest::CreateCall {
+        call: OutgoingRequest {
+            from: "+15550000".into(),
+            to: "sips:alice@192.0.2.20".into(),
+            conference_id: Some(conference),
+            call_timeout: Duration::from_secs(30),
+            ..OutgoingRequest::default()
+        },
+        target: OutboundTarget {
+            request_uri: "sips:alice@192.0.2.20".into(),
+            destination: SocketAddr::from(([192, 0, 2, 20], 5061)),
+            transport: Transport::Tls,
+        },
+    });
+    let [Action::Invite { call_id, call }] = &actions[..] else {
+        panic!("one INVITE: {actions:?}");
+    };
+    assert!(call.offer_sdp.contains("RTP/SAVP"), "{}", call.offer_sdp);
+    let ours = sdp::parse_offer(call.offer_sdp.as_bytes()).expect("our offer");
+    assert_eq!(ours.crypto.len(), 1, "one a=crypto line");
+    let call_id = call_id.clone();
+    bridge.handle(Input::Invited {
+        call_id,
+        key: Some(CallKey(7)),
+    });
+    let answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n\
+                  m=audio 6000 RTP/SAVP 0\r\n\
+                  a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n";
+    let actions = bridge.sip(SipEvent::Answered {
+        call: CallKey(7),
+        answer: sdp::parse_answer(answer.as_bytes()).expect("answer"),
+    });
+    let srtp = media_commands(&actions).into_iter().find_map(|c| match c {
+        Command::AddMember(add) => Some(add.srtp.is_some()),
+        _ => None,
+    });
+    assert_eq!(srtp, Some(true), "the member joins with SRTP contexts");
+}

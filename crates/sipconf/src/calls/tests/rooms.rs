@@ -98,9 +98,81 @@ fn an_offer_without_a_common_codec_is_refused_with_488() {
         [&SipCommand::Reject(
             CallKey(1),
             488,
-            "Not Acceptable Here".into()
+            "Not Acceptable Here (no common codec (we support PCMU and PCMA))".into()
         )]
     );
+}
+
+/// An INVITE to room 1000 with `text` as its SDP.
+fn invite_with_sdp(bridge: &mut Bridge, key: u64, text: &str) -> Vec<Action> {
+    bridge.sip(SipEvent::IncomingCall {
+        call: CallKey(key),
+        user: "1000".into(),
+        from: format!("sip:caller{key}@192.0.2.10"),
+        to: "sip:1000@192.0.2.1".into(),
+        offer: sdp::parse_offer(text.as_bytes()).expect("valid offer"),
+        source: SocketAddr::from(PHONE),
+        transport: Transport::Udp,
+    })
+}
+
+const SAVP_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
+    t=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n\
+    a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n";
+
+#[test]
+fn with_srtp_required_a_plain_offer_gets_488_and_an_srtp_one_joins_encrypted() {
+    let config = format!("[media]\nsrtp = \"require\"\n{ROOM}");
+    let mut bridge = Bridge::new(&config);
+    let actions = bridge.invite(1, "1000");
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(1),
+            488,
+            "Not Acceptable Here (SRTP is required here: offer a=crypto with \
+             AES_CM_128_HMAC_SHA1_80 or _32)"
+                .into()
+        )]
+    );
+    let actions = invite_with_sdp(&mut bridge, 2, SAVP_OFFER);
+    let [SipCommand::Accept(CallKey(2), answer)] = sip_commands(&actions)[..] else {
+        panic!("answered: {actions:?}");
+    };
+    let answer = sdp::parse_answer(answer.as_bytes()).expect("our answer parses");
+    assert!(answer.secure_profile);
+    assert_eq!(answer.crypto.len(), 1);
+    assert_eq!(answer.crypto[0].tag, 1);
+    let srtp = media_commands(&actions).into_iter().find_map(|c| match c {
+        Command::AddMember(add) => Some(add.srtp.is_some()),
+        _ => None,
+    });
+    assert_eq!(srtp, Some(true), "the member joins with SRTP contexts");
+}
+
+#[test]
+fn with_srtp_off_an_savp_offer_gets_488_and_two_answers_never_share_a_key() {
+    let mut bridge = Bridge::new(&format!("[media]\nsrtp = \"off\"\n{ROOM}"));
+    let actions = invite_with_sdp(&mut bridge, 1, SAVP_OFFER);
+    assert_eq!(
+        sip_commands(&actions),
+        [&SipCommand::Reject(
+            CallKey(1),
+            488,
+            "Not Acceptable Here (SRTP is off here (media.srtp): offer RTP/AVP)".into()
+        )]
+    );
+    let mut bridge = Bridge::new(ROOM);
+    let keys: Vec<_> = (1..=2)
+        .map(|key| {
+            let actions = invite_with_sdp(&mut bridge, key, SAVP_OFFER);
+            let [SipCommand::Accept(_, answer)] = sip_commands(&actions)[..] else {
+                panic!("answered: {actions:?}");
+            };
+            sdp::parse_answer(answer.as_bytes()).expect("answer").crypto[0].key
+        })
+        .collect();
+    assert_ne!(keys[0], keys[1], "a fresh key per call");
 }
 
 #[test]

@@ -46,6 +46,7 @@
 //!     telephone_event_pt: Some(101),
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
+//!     srtp: None,
 //! };
 //! let mut sent = Vec::new();
 //! let mut sink = |t: Transmit<'_>| sent.push((t.destination, t.contents.to_vec()));
@@ -90,6 +91,7 @@ use crate::media::mixer::{
 };
 use crate::media::rtp::{RtpSender, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES};
 use crate::media::slot::{GateSteps, Slot};
+use crate::media::srtp::{MAX_TAG_BYTES, SRTCP_OVERHEAD_BYTES};
 use crate::media::{
     AddMember, Command, Event, MediaConfig, MediaStats, MemberFlags, MemberKey, MemberSockets,
 };
@@ -98,6 +100,8 @@ use crate::media::{
 pub const TICK: Duration = Duration::from_millis(20);
 /// Every codec we speak today is narrowband, so every conference mixes at 8 kHz.
 pub const CONFERENCE_RATE_HZ: u32 = 8000;
+/// The longest datagram the engine reads (an Ethernet MTU's worth).
+pub const DATAGRAM_MAX_BYTES: usize = 1500;
 
 /// Where a datagram arrived, or from where it leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +202,8 @@ struct TickCounts {
     contested: u64,
     ambiguous: u64,
     packets_lost: u64,
+    srtp_auth_failed: u64,
+    srtp_replayed: u64,
 }
 
 pub struct MediaCore {
@@ -231,11 +237,15 @@ pub struct MediaCore {
     events_queued: bool,
     stats: Arc<MediaStats>,
     counts: TickCounts,
+    /// One member's RTP packet on its way out: written, protected when the
+    /// member speaks SRTP, sent.
     send_buffer: Box<[u8]>,
+    /// An SRTP or SRTCP datagram copied here to be unprotected in place.
+    unprotect_buffer: Box<[u8]>,
     payload_buffer: Box<[u8]>,
     /// A member's own rendering of its mix, when it cannot share the listeners' payload.
     render_buffer: Box<[i16]>,
-    rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES],
+    rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
     rng: SmallRng,
     /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
     gate_steps: GateSteps,
@@ -283,10 +293,12 @@ impl MediaCore {
             events_queued: false,
             stats,
             counts: TickCounts::default(),
-            send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
+            send_buffer: vec![0; RTP_HEADER_BYTES + ENCODED_FRAME_BYTES_MAX + MAX_TAG_BYTES]
+                .into_boxed_slice(),
+            unprotect_buffer: vec![0; DATAGRAM_MAX_BYTES].into_boxed_slice(),
             payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
             render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
-            rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES],
+            rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
             clips: Clips::new(config.max_members),
             gate_steps: std::array::from_fn(|index| {
@@ -441,7 +453,7 @@ impl MediaCore {
             .then_some(index)
     }
 
-    fn add_member(&mut self, add: AddMember, now: Instant) -> Applied {
+    fn add_member(&mut self, mut add: AddMember, now: Instant) -> Applied {
         let index = add.key.slot as usize;
         let mix = add.mix as usize;
         if index >= self.slots.len() || mix >= self.mixes.len() {
@@ -464,6 +476,7 @@ impl MediaCore {
                 .mul_f64(self.rng.random_range(0.5..1.5));
         let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
         self.slots[index].start(&add, sender, frame_samples, now, first_rtcp_at);
+        self.slots[index].use_srtp(add.srtp.take());
         if let Err(position) = self.active_slots.binary_search(&(index as u32)) {
             // Within the capacity reserved at start: there are no more slots than that.
             self.active_slots.insert(position, index as u32);
@@ -561,6 +574,8 @@ impl MediaCore {
         add(&self.stats.contested, counts.contested);
         add(&self.stats.ambiguous, counts.ambiguous);
         add(&self.stats.packets_lost, counts.packets_lost);
+        add(&self.stats.srtp_auth_failed, counts.srtp_auth_failed);
+        add(&self.stats.srtp_replayed, counts.srtp_replayed);
     }
 
     /// The port a member's datagrams use.

@@ -2,6 +2,10 @@
 //! member is found by source address (`Demux`); which source a member takes
 //! its stream from is its latch's (`media/latch.rs`).
 //!
+//! A member that speaks SRTP has each datagram copied and unprotected
+//! before anything else looks at it: one that fails authentication or is a
+//! replay is dropped (counted by reason) and cannot latch an address.
+//!
 //! Owns: which member a datagram is for and what it did to it, counted per
 //! tick by reason. Never touches: sockets (the caller read the datagram), the
 //! clock, the mixes, the events.
@@ -9,10 +13,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Datagram, MediaCore, Port, Stream};
+use super::{Datagram, MediaCore, Port, Stream, TickCounts};
 use crate::media::demux::Sender;
 use crate::media::rtp::check_rtcp;
 use crate::media::slot::Received;
+use crate::media::srtp::{MemberSrtp, SrtpError};
 
 /// On the shared port, RTP from an unknown port at a member's IP counts
 /// toward learning its stream only once the member is this old: in its
@@ -43,8 +48,7 @@ impl MediaCore {
             (Port::Member(key), Stream::Rtp) => {
                 if let Some(index) = self.slot_of(key) {
                     // Its own socket: it is filed nowhere, so never refiled.
-                    let received = self.slots[index].receive_rtp(contents, source, now);
-                    self.count(received);
+                    self.receive_member_rtp(index, contents, source, now);
                 }
             }
             (Port::Member(key), Stream::Rtcp) => {
@@ -54,6 +58,56 @@ impl MediaCore {
             }
             (Port::Shared, Stream::Rtp) => self.receive_shared_rtp(contents, source, now),
             (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(contents, source, now),
+        }
+    }
+
+    /// Hands RTP to member `index` (unprotected first if it speaks SRTP)
+    /// and counts what became of it.
+    #[inline(always)]
+    fn receive_member_rtp(
+        &mut self,
+        index: usize,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) {
+        let slot = &mut self.slots[index];
+        let received = if !slot.speaks_srtp() {
+            slot.receive_rtp(contents, source, now)
+        } else {
+            match self.receive_srtp(index, contents, source, now) {
+                Some(received) => received,
+                None => return,
+            }
+        };
+        self.count(received);
+    }
+
+    /// SRTP to member `index`: unprotected into the scratch buffer, then
+    /// taken as RTP; None (counted) when it fails. Kept out of line so the
+    /// plain RTP path stays as short as it was.
+    #[cold]
+    #[inline(never)]
+    fn receive_srtp(
+        &mut self,
+        index: usize,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) -> Option<Received> {
+        let MediaCore {
+            slots,
+            unprotect_buffer,
+            counts,
+            ..
+        } = self;
+        let slot = &mut slots[index];
+        match plaintext(slot.srtp_mut(), Stream::Rtp, contents, unprotect_buffer) {
+            Ok(plain) => Some(slot.receive_rtp(plain, source, now)),
+            Err(error) => {
+                counts.srtp_dropped(error);
+                None
+            }
         }
     }
 
@@ -78,8 +132,7 @@ impl MediaCore {
         source: SocketAddr,
         now: Instant,
     ) {
-        let received = self.slots[index].receive_rtp(contents, source, now);
-        self.count(received);
+        self.receive_member_rtp(index, contents, source, now);
         self.refile_if_moved(index);
     }
 
@@ -87,8 +140,14 @@ impl MediaCore {
     /// from, if that is at one of the member's IPs; such a report is a sign
     /// of life of a phone that sends no RTP while it is silent.
     fn receive_rtcp(&mut self, index: usize, contents: &[u8], source: SocketAddr, now: Instant) {
-        if check_rtcp(contents).is_err() {
-            self.counts.malformed += 1;
+        let valid = if self.slots[index].speaks_srtp() {
+            self.unprotect_rtcp(index, contents)
+        } else {
+            let valid = check_rtcp(contents).is_ok();
+            self.counts.malformed += u64::from(!valid);
+            valid
+        };
+        if !valid {
             return;
         }
         if self.slots[index].latch_rtcp(source) {
@@ -97,6 +156,31 @@ impl MediaCore {
             self.counts.foreign += 1;
         }
         self.refile_if_moved(index);
+    }
+
+    /// Whether SRTCP to member `index` is authentic and a valid report
+    /// once unprotected; what is not is counted here, by reason.
+    #[cold]
+    #[inline(never)]
+    fn unprotect_rtcp(&mut self, index: usize, contents: &[u8]) -> bool {
+        let MediaCore {
+            slots,
+            unprotect_buffer,
+            counts,
+            ..
+        } = self;
+        let srtp = slots[index].srtp_mut();
+        match plaintext(srtp, Stream::Rtcp, contents, unprotect_buffer) {
+            Ok(plain) => {
+                let valid = check_rtcp(plain).is_ok();
+                counts.malformed += u64::from(!valid);
+                valid
+            }
+            Err(error) => {
+                counts.srtp_dropped(error);
+                false
+            }
+        }
     }
 
     /// A shared-port member locked or moved its stream or latched its RTCP:
@@ -140,10 +224,13 @@ impl MediaCore {
     /// RTCP on the shared port: a report from a member's RTCP address, or
     /// failing that with its RTP stream's SSRC, latches its RTCP there.
     fn receive_shared_rtcp(&mut self, contents: &[u8], source: SocketAddr, now: Instant) {
-        let Ok(summary) = check_rtcp(contents) else {
+        // The sender's SSRC is in the clear in RTCP and SRTCP alike; the
+        // rest of an SRTCP report is checked once it is unprotected.
+        let Some(ssrc) = contents.get(4..8) else {
             self.counts.malformed += 1;
             return;
         };
+        let sender_ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
         let index = match self.demux.rtcp_sender(source) {
             Some(index) => Some(index),
             None if self.rtcp_ssrc_scans < RTCP_SSRC_SCANS_PER_TICK => {
@@ -151,19 +238,51 @@ impl MediaCore {
                 self.slots.iter().position(|slot| {
                     slot.is_active()
                         && !slot.has_own_sockets()
-                        && slot.stream_ssrc() == Some(summary.sender_ssrc)
+                        && slot.stream_ssrc() == Some(sender_ssrc)
                 })
             }
             None => None,
         };
         let Some(index) = index.filter(|&index| index < self.slots.len()) else {
+            if check_rtcp(contents).is_err() {
+                self.counts.malformed += 1;
+            }
             return;
         };
-        if self.slots[index].latch_rtcp(source) {
-            self.slots[index].heard_from(now);
-        } else {
-            self.counts.foreign += 1;
+        self.receive_rtcp(index, contents, source, now);
+    }
+}
+
+/// A member's datagram as RTP or RTCP: `contents` itself, or, for a member
+/// that speaks SRTP, copied into `buffer` and unprotected there.
+fn plaintext<'a>(
+    srtp: Option<&mut MemberSrtp>,
+    stream: Stream,
+    contents: &'a [u8],
+    buffer: &'a mut [u8],
+) -> Result<&'a [u8], SrtpError> {
+    let Some(srtp) = srtp else {
+        return Ok(contents);
+    };
+    // Longer than any datagram the engine reads: not SRTP of ours.
+    let buffer = buffer
+        .get_mut(..contents.len())
+        .ok_or(SrtpError::TooShort)?;
+    buffer.copy_from_slice(contents);
+    let len = match stream {
+        Stream::Rtp => srtp.inbound.unprotect_rtp(buffer)?,
+        Stream::Rtcp => srtp.inbound.unprotect_rtcp(buffer)?,
+    };
+    Ok(&buffer[..len])
+}
+
+impl TickCounts {
+    /// Counts an SRTP or SRTCP datagram that was dropped, by reason.
+    fn srtp_dropped(&mut self, error: SrtpError) {
+        match error {
+            SrtpError::AuthenticationFailed => self.srtp_auth_failed += 1,
+            SrtpError::Replayed | SrtpError::TooOld => self.srtp_replayed += 1,
+            SrtpError::TooShort | SrtpError::NoRoom => self.malformed += 1,
         }
-        self.refile_if_moved(index);
     }
 }

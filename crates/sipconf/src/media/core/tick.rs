@@ -11,6 +11,7 @@ use super::{add, MediaCore, Stream, Transmit, TransmitSink, CONFERENCE_RATE_HZ};
 use crate::media::dtmf::DigitPress;
 use crate::media::mixer::apply_gain;
 use crate::media::slot::Played;
+use crate::media::srtp::MemberSrtp;
 use crate::media::Event;
 
 impl MediaCore {
@@ -165,10 +166,19 @@ impl MediaCore {
         } else {
             mix.encoded_for_listener(codec)
         };
-        let Ok(len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
+        let Ok(mut len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
             add(&stats.send_errors, 1);
             return;
         };
+        // The listeners' shared payload was copied into this member's
+        // packet: SRTP encrypts it there, with this member's key.
+        if let Some(srtp) = slot.srtp_mut() {
+            let Some(protected) = protect_rtp(srtp, send_buffer, len) else {
+                add(&stats.send_errors, 1);
+                return;
+            };
+            len = protected;
+        }
         out.transmit(Transmit {
             member: slot.key(),
             port: MediaCore::port_of(slot),
@@ -187,10 +197,19 @@ impl MediaCore {
         out: &mut S,
     ) {
         let slot = &mut self.slots[index];
-        let Ok(len) = slot.write_rtcp(ntp_timestamp, bye, &mut self.rtcp_buffer) else {
+        let Ok(mut len) = slot.write_rtcp(ntp_timestamp, bye, &mut self.rtcp_buffer) else {
             add(&self.stats.send_errors, 1);
             return;
         };
+        if let Some(srtp) = slot.srtp_mut() {
+            match srtp.outbound.protect_rtcp(&mut self.rtcp_buffer, len) {
+                Ok(protected) => len = protected,
+                Err(_) => {
+                    add(&self.stats.send_errors, 1);
+                    return;
+                }
+            }
+        }
         out.transmit(Transmit {
             member: slot.key(),
             port: MediaCore::port_of(slot),
@@ -199,4 +218,12 @@ impl MediaCore {
             contents: &self.rtcp_buffer[..len],
         });
     }
+}
+
+/// Encrypts a member's packet in place; out of line, so the plain RTP path
+/// stays as short as it was.
+#[cold]
+#[inline(never)]
+fn protect_rtp(srtp: &mut MemberSrtp, buffer: &mut [u8], len: usize) -> Option<usize> {
+    srtp.outbound.protect_rtp(buffer, len).ok()
 }
