@@ -11,13 +11,14 @@
 #                        libstd-rust-web-dev:arm64, the aarch64 C cross
 #                        compiler, qemu-user to run the result) and cargo-deb
 #                        3.8.0 from crates.io
-#   --profile NAME       a Cargo profile other than `release` (fat LTO); CI
-#                        smoke-tests with `ci-cross`, release with thin LTO
+#   --profile NAME       a Cargo profile other than `release` (fat LTO): CI
+#                        smoke-tests a `ci-cross` build (thin LTO, quicker)
 #   arm64|amd64|all      which packages (default: all)
 #
-# The packages land in target/debian/. A package for the machine's own
-# architecture is built with the `cargo` on PATH; arm64 on an x86-64 host
-# with Debian's /usr/bin/cargo and /usr/bin/rustc.
+# The packages land in target/debian/: the program stripped in the .deb, its
+# debug symbols in a -dbgsym .ddeb (install it too for symbolic backtraces).
+# A package for the machine's own architecture is built with the `cargo` on
+# PATH; arm64 on an x86-64 host with Debian's /usr/bin/cargo and rustc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --install-toolchain) install_toolchain=true ;;
         --profile) profile="${2:?--profile needs a name}"; shift ;;
         arm64 | amd64 | all) which="$1" ;;
-        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "build-deb.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -71,7 +72,7 @@ grep -q '^path = "/var/lib/sipconf/sipconf.db"$' target/deb/sipconf.toml || {
 for arch in $arches; do
     echo "== sipconf .deb for $arch (profile $profile)"
     if [ "$arch" = "$host_arch" ]; then
-        cargo deb --locked -p sipconf-daemon --profile "$profile" --output target/debian/
+        cargo deb --locked -p sipconf-daemon --profile "$profile" --dbgsym --output target/debian/
     elif [ "$arch" = arm64 ] && [ "$host_arch" = amd64 ]; then
         [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] || {
             echo "build-deb.sh: no arm64 Rust standard library (/usr/lib/rustlib/aarch64-unknown-linux-gnu); run with --install-toolchain" >&2
@@ -83,11 +84,11 @@ for arch in $arches; do
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
         CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
         AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
-            /usr/bin/cargo deb --locked -p sipconf-daemon --profile "$profile" \
+            /usr/bin/cargo deb --locked -p sipconf-daemon --profile "$profile" --dbgsym \
             --target aarch64-unknown-linux-gnu --output target/debian/
     else
         echo "build-deb.sh: cannot build $arch on $host_arch" >&2
         exit 1
     fi
 done
-ls -l target/debian/*.deb
+ls -l target/debian/
