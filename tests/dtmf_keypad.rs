@@ -173,6 +173,7 @@ impl Room {
                 telephone_event_pt: Some(EVENT_PT),
                 flags: MemberFlags::default(),
                 keypad,
+                link: false,
             };
             core.command(
                 Command::AddMember(Box::new(add)),

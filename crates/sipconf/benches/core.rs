@@ -72,6 +72,7 @@ fn core_tick(criterion: &mut Criterion) {
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),
             keypad: true,
+            link: false,
         };
         core.command(
             Command::AddMember(Box::new(add)),

@@ -121,6 +121,7 @@ fn main() {
                 telephone_event_pt: Some(101),
                 flags: MemberFlags::default(),
                 keypad: true,
+                link: false,
             };
             commands
                 .push(Command::AddMember(Box::new(add)))

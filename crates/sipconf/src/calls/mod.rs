@@ -22,6 +22,7 @@
 //! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets).
 
 mod audio;
+mod cascade;
 pub mod dialogs;
 pub mod driver;
 mod lobby;
@@ -290,6 +291,12 @@ pub enum Input {
         id: u64,
         result: Result<Clip, AudioError>,
     },
+    /// A cascade link's URI asked for by [`Action::ResolveLink`], resolved
+    /// or not (why).
+    LinkTarget {
+        index: usize,
+        target: Result<OutboundTarget, String>,
+    },
     /// `poll_timeout`'s instant came.
     Timeout,
     /// The bridge is stopping: hang up every call.
@@ -315,5 +322,11 @@ pub enum Action {
     Reply {
         request: RequestId,
         result: Result<Reply, CallError>,
+    },
+    /// Resolve `[[room]] cascade` entry `index`'s URI and answer with
+    /// [`Input::LinkTarget`].
+    ResolveLink {
+        index: usize,
+        uri: String,
     },
 }

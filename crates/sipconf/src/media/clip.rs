@@ -360,6 +360,7 @@ mod tests {
                 telephone_event_pt: None,
                 flags: Default::default(),
                 keypad: false,
+                link: false,
             };
             commands
                 .push(Command::AddMember(Box::new(add)))

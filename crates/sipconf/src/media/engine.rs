@@ -436,6 +436,7 @@ mod tests {
             telephone_event_pt: Some(101),
             flags,
             keypad: true,
+            link: false,
         };
         (add, phone)
     }
@@ -973,6 +974,7 @@ mod tests {
                 telephone_event_pt: Some(101),
                 flags: MemberFlags::default(),
                 keypad: true,
+                link: false,
             };
             self.command(Command::AddMember(Box::new(add)));
             (key, phone)

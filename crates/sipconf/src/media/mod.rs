@@ -114,6 +114,11 @@ pub struct AddMember {
     /// `interpret_digits`, the default); false for `passthru_digits`. Every
     /// press is reported as `Event::Digit` either way.
     pub keypad: bool,
+    /// A cascade link to another bridge (docs/scaling.md "Cascading"): what
+    /// it sends is other people's mix, so no key is listened for (a mix of
+    /// two voices can look like a key's tone pair), nothing is held back,
+    /// and the noise gate never closes on it.
+    pub link: bool,
 }
 
 /// Where a member's RTP and RTCP come and go.

@@ -125,6 +125,8 @@ pub struct Slot {
     dtmf: DtmfReceiver,
     /// Keys act on the member (profile interpret_digits).
     keypad_enabled: bool,
+    /// A cascade link (`AddMember::link`): no keys, no hold-back, no gate.
+    link: bool,
     keypad: Keypad,
     /// A confirmation tone for the member's own ears.
     confirmation: ConfirmationPlayer,
@@ -171,6 +173,7 @@ impl Slot {
             contributed: false,
             dtmf: DtmfReceiver::new(false),
             keypad_enabled: true,
+            link: false,
             keypad: Keypad::default(),
             confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
@@ -215,6 +218,7 @@ impl Slot {
         self.contributed = false;
         self.dtmf.reset(add.telephone_event_pt.is_some());
         self.keypad_enabled = add.keypad;
+        self.link = add.link;
         self.keypad = Keypad::default();
         self.confirmation.stop();
         self.talking_reported = false;
@@ -417,6 +421,9 @@ impl Slot {
     /// Runs this tick's frame through the digit receiver; true while it
     /// suspects a key's tone (the frame may hold the start of one).
     pub fn listen_for_keys(&mut self, frame_samples: usize) -> bool {
+        if self.link {
+            return false;
+        }
         // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
         self.dtmf.on_audio(&self.pcm[..frame_samples]);
         self.dtmf.tone_suspected()
@@ -424,6 +431,10 @@ impl Slot {
 
     /// The next key press the receiver counted, once it ended.
     pub fn poll_press(&mut self) -> Option<DigitPress> {
+        if self.link {
+            // Telephone-events from a link are not a person's keys either.
+            return None;
+        }
         self.dtmf.poll_press()
     }
 
@@ -498,6 +509,9 @@ impl Slot {
         let talking = if !may_talk {
             self.gate.close();
             false
+        } else if self.link {
+            // A link carries other bridges' talkers, gated there already.
+            true
         } else if held_back {
             // A key, not speech: keep it out, and leave the gate as it was.
             self.gate.is_open()
@@ -654,6 +668,7 @@ mod tests {
             telephone_event_pt: Some(101),
             flags: MemberFlags::default(),
             keypad: true,
+            link: false,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
         slot.start(&add, RtpSender::new(1, 0, 0), 160, now, now);

@@ -41,6 +41,8 @@ const TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub enum SipCommand {
     Ring(CallKey),
     Accept(CallKey, String),
+    /// Accept a cascade link: the 2xx carries `X-Sipconf-Link` with this value.
+    AcceptLink(CallKey, String, String),
     Reject(CallKey, u16, String),
     AcceptReoffer(CallKey, String),
     RejectReoffer(CallKey, u16, String),
@@ -234,6 +236,7 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
     match command {
         SipCommand::Ring(call) => endpoint.ring(now, call),
         SipCommand::Accept(call, sdp) => endpoint.accept(now, call, sdp),
+        SipCommand::AcceptLink(call, sdp, link) => endpoint.accept_link(now, call, sdp, Some(link)),
         SipCommand::Reject(call, code, reason) => endpoint.reject(now, call, code, &reason),
         SipCommand::AcceptReoffer(call, sdp) => endpoint.accept_reoffer(now, call, sdp),
         SipCommand::RejectReoffer(call, code, reason) => {
@@ -625,6 +628,7 @@ mod tests {
                 transport: Transport::Tcp,
                 offer_sdp: "v=0\r\n".to_owned(),
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");
@@ -704,6 +708,7 @@ mod tests {
                 transport: Transport::Udp,
                 offer_sdp: offer,
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");
@@ -743,6 +748,7 @@ mod tests {
             SipEvent::Answered {
                 call: answered,
                 answer,
+                ..
             } => {
                 assert_eq!(answered, call);
                 assert_eq!(answer.audio_port, 30000);
@@ -781,6 +787,7 @@ mod tests {
                 transport: Transport::Tcp,
                 offer_sdp: "v=0\r\n".to_owned(),
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");

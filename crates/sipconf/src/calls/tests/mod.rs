@@ -114,6 +114,7 @@ impl Bridge {
             offer: offer(4000 + 2 * key as u16, "sendrecv"),
             source,
             transport: Transport::Udp,
+            link: None,
         })
     }
 

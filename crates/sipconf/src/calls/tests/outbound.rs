@@ -42,6 +42,7 @@ fn an_outbound_call_is_placed_answered_and_joins_its_conference() {
     let actions = bridge.sip(SipEvent::Answered {
         call: CallKey(7),
         answer,
+        link: None,
     });
     assert_eq!(callbacks(&actions), ["answer", "conference-member:active"]);
     added(&actions);

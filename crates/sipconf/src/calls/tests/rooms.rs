@@ -71,6 +71,7 @@ fn an_offer_without_a_common_codec_is_refused_with_488() {
         offer,
         source: SocketAddr::from(PHONE),
         transport: Transport::Udp,
+        link: None,
     });
     assert_eq!(
         sip_commands(&actions),

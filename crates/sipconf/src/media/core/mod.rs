@@ -46,6 +46,7 @@
 //!     telephone_event_pt: Some(101),
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
+//!     link: false,
 //! };
 //! let mut sent = Vec::new();
 //! let mut sink = |t: Transmit<'_>| sent.push((t.destination, t.contents.to_vec()));

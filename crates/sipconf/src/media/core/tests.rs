@@ -116,6 +116,7 @@ impl Room {
             telephone_event_pt: Some(EVENT_PT),
             flags,
             keypad,
+            link: false,
         };
         let applied = self.command(Command::AddMember(Box::new(add)));
         assert!(matches!(applied, Applied::Started { key: started, .. } if started == key));
@@ -794,6 +795,7 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
         telephone_event_pt: None,
         flags: MemberFlags::default(),
         keypad: true,
+        link: false,
     };
     let start = Instant::now();
     let mut sent = Vec::new();
