@@ -9,6 +9,7 @@
 
 mod application;
 mod audio;
+mod cascade;
 mod outbound;
 mod rooms;
 
