@@ -470,7 +470,8 @@ fn add_member(
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
         codec: media_codec(call.negotiated.codec),
-        telephone_event_pt: call.negotiated.telephone_event_pt,
+        // A link's keys are nobody's: its telephone-events are dropped.
+        telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
         flags,
         keypad,
         link,

@@ -125,8 +125,6 @@ pub struct Slot {
     dtmf: DtmfReceiver,
     /// Keys act on the member (profile interpret_digits).
     keypad_enabled: bool,
-    /// A cascade link (`AddMember::link`): no keys, no hold-back, no gate.
-    link: bool,
     keypad: Keypad,
     /// A confirmation tone for the member's own ears.
     confirmation: ConfirmationPlayer,
@@ -173,7 +171,6 @@ impl Slot {
             contributed: false,
             dtmf: DtmfReceiver::new(false),
             keypad_enabled: true,
-            link: false,
             keypad: Keypad::default(),
             confirmation: ConfirmationPlayer::default(),
             talking_reported: false,
@@ -207,7 +204,12 @@ impl Slot {
         self.reception = ReceptionStats::default();
         self.sender = sender;
         self.gate.close();
-        self.gate.set_levels(self.default_gate);
+        // A link carries other bridges' talkers, gated there already.
+        self.gate.set_levels(if add.link {
+            GateLevels::ALWAYS_OPEN
+        } else {
+            self.default_gate
+        });
         self.pcm.fill(0);
         self.concealed_frames = 0;
         self.delayed.fill(0);
@@ -216,9 +218,10 @@ impl Slot {
         self.quiet_ticks = 0;
         self.contribution.fill(0);
         self.contributed = false;
-        self.dtmf.reset(add.telephone_event_pt.is_some());
+        // A cascade link's audio is other people's mix: no keys, so nothing
+        // held back, and no gate (docs/scaling.md "Cascading").
+        self.dtmf.reset(add.telephone_event_pt.is_some(), !add.link);
         self.keypad_enabled = add.keypad;
-        self.link = add.link;
         self.keypad = Keypad::default();
         self.confirmation.stop();
         self.talking_reported = false;
@@ -421,9 +424,6 @@ impl Slot {
     /// Runs this tick's frame through the digit receiver; true while it
     /// suspects a key's tone (the frame may hold the start of one).
     pub fn listen_for_keys(&mut self, frame_samples: usize) -> bool {
-        if self.link {
-            return false;
-        }
         // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
         self.dtmf.on_audio(&self.pcm[..frame_samples]);
         self.dtmf.tone_suspected()
@@ -431,10 +431,6 @@ impl Slot {
 
     /// The next key press the receiver counted, once it ended.
     pub fn poll_press(&mut self) -> Option<DigitPress> {
-        if self.link {
-            // Telephone-events from a link are not a person's keys either.
-            return None;
-        }
         self.dtmf.poll_press()
     }
 
@@ -509,9 +505,6 @@ impl Slot {
         let talking = if !may_talk {
             self.gate.close();
             false
-        } else if self.link {
-            // A link carries other bridges' talkers, gated there already.
-            true
         } else if held_back {
             // A key, not speech: keep it out, and leave the gate as it was.
             self.gate.is_open()
