@@ -16,7 +16,19 @@ use super::{OutgoingRequest, DEFAULT_CALL_TIMEOUT, NORMAL_CLEARING};
 use crate::conference::Registry;
 use crate::config::Config;
 use crate::sip::CallKey;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Cascade links counted for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Links in a conference now, either way.
+    pub up: AtomicU64,
+    /// Links that ended (dropped, cut or hung up), either way.
+    pub ended: AtomicU64,
+    /// Link INVITEs refused with 482: they named this bridge.
+    pub loops_refused: AtomicU64,
+}
 
 /// The first pause before a dropped or refused link is dialled again.
 pub const FIRST_REDIAL: Duration = Duration::from_secs(1);
@@ -168,6 +180,9 @@ impl Switchboard {
     /// The call of a link ended (or never started): a link this bridge
     /// dials is dialled again after its pause, unless the bridge stops.
     pub(super) fn link_down(&mut self, link: Option<&Link>, call_id: &str) {
+        if link.is_some() {
+            self.link_stats.ended.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(index) = link.and_then(|l| l.dialled) else {
             if let Some(link) = link {
                 tracing::info!(call = %call_id, room = %link.room, "cascade link from another bridge ended");

@@ -211,7 +211,8 @@ impl Driver {
         let outbound_proxy = config.sip.outbound.proxy.clone();
         let driver = Driver {
             switchboard: Switchboard::new(config, ports, Now::current())
-                .with_pin_stats(shared.pins.clone()),
+                .with_pin_stats(shared.pins.clone())
+                .with_link_stats(shared.links.clone()),
             shared,
             sip,
             media,

@@ -23,6 +23,7 @@ use crate::sip::sdp;
 use crate::sip::transport::SipCommand;
 use crate::sip::CallKey;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Switchboard {
@@ -159,6 +160,9 @@ impl Switchboard {
         self.media(Command::AddMember(Box::new(add(media_key, mix, flags))));
         self.member_event(records, &member_id);
         tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, link, "member joined");
+        if link {
+            self.link_stats.up.fetch_add(1, Ordering::Relaxed);
+        }
         if options.join_tone {
             let tone = self.join_tone.clone();
             self.play_tone(records, conference_id, tone);
@@ -178,14 +182,17 @@ impl Switchboard {
     /// Takes a call out of its conference's mix and completes its member record
     /// (and the conference when it was the last); the call itself stays up.
     pub(super) fn detach(&mut self, records: &mut Registry, key: CallKey, reason: &str) {
-        let Some(joined) = self
+        let Some((joined, link)) = self
             .calls
             .answered
             .get_mut(&key)
-            .and_then(|c| c.joined.take())
+            .and_then(|c| c.joined.take().map(|j| (j, c.link.is_some())))
         else {
             return;
         };
+        if link {
+            self.link_stats.up.fetch_sub(1, Ordering::Relaxed);
+        }
         self.calls.by_media.remove(&joined.media);
         self.media(Command::RemoveMember { key: joined.media });
         self.keys.release(joined.media);

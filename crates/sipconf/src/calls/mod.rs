@@ -37,6 +37,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use cascade::LinkStats;
 pub use driver::SwitchboardHandle;
 pub use lobby::{PIN_FAILED, PIN_LOCKED_OUT, PIN_TRIES, WRONG_PIN};
 pub use outbound::{outbound_target, OutboundTarget};
@@ -125,6 +126,8 @@ pub struct Shared {
     pub events: Events,
     /// The switchboard's count of wrong PINs and lockouts, for `/metrics`.
     pub pins: Arc<PinStats>,
+    /// The switchboard's count of cascade links, for `/metrics`.
+    pub links: Arc<LinkStats>,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ impl Shared {
             registry: Mutex::new(registry),
             events,
             pins: Arc::new(PinStats::default()),
+            links: Arc::new(LinkStats::default()),
         }
     }
 

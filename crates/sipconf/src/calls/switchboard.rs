@@ -23,7 +23,7 @@
 //! for members, the API's requests and audio are in `membership.rs`,
 //! `requests.rs` and `audio.rs`.
 
-use super::cascade::{bridge_ids, cascades, Cascade};
+use super::cascade::{bridge_ids, cascades, Cascade, LinkStats};
 use super::membership::effective_flags;
 use super::pin_guard::{PinGuard, PinStats};
 use super::playback::Playback;
@@ -100,6 +100,7 @@ pub struct Switchboard {
     pub(super) bridge_id: String,
     /// Shutdown began: links are not dialled again.
     pub(super) stopping: bool,
+    pub(super) link_stats: Arc<LinkStats>,
     /// The time of the input being handled.
     pub(super) now: Now,
     actions: VecDeque<Action>,
@@ -129,6 +130,7 @@ impl Switchboard {
             cascades,
             bridge_id,
             stopping: false,
+            link_stats: Arc::new(LinkStats::default()),
             now,
             actions: VecDeque::new(),
         };
@@ -138,6 +140,12 @@ impl Switchboard {
             switchboard.set_redial_timer(Duration::ZERO, index);
         }
         switchboard
+    }
+
+    /// Counts cascade links into `stats` (the API's `/metrics`).
+    pub fn with_link_stats(mut self, stats: Arc<LinkStats>) -> Switchboard {
+        self.link_stats = stats;
+        self
     }
 
     /// Counts wrong PINs and lockouts into `stats` (the API's `/metrics`).
@@ -809,6 +817,9 @@ impl Switchboard {
     fn incoming_link(&self, header: &str, room: Option<&Room>) -> Result<Link, (u16, String)> {
         let far = bridge_ids(header);
         if far.contains(&self.bridge_id) {
+            self.link_stats
+                .loops_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err((
                 482,
                 format!(

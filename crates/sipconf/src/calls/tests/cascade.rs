@@ -74,6 +74,11 @@ fn link_invite(bridge: &mut Bridge, key: u64, header: &str) -> Vec<Action> {
     })
 }
 
+/// One of the switchboard's link counters (`/metrics`).
+fn stat(bridge: &Bridge, counter: impl Fn(&LinkStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    counter(&bridge.switchboard.link_stats).load(Ordering::Relaxed)
+}
+
 fn link_member(actions: &[Action]) -> (bool, bool) {
     media_commands(actions)
         .into_iter()
@@ -141,6 +146,7 @@ fn a_link_that_names_this_bridge_is_refused_with_482_loop_detected() {
         );
     }
     assert!(bridge.records.room_conference("1000").is_none());
+    assert_eq!(stat(&bridge, |s| &s.loops_refused), 3);
 }
 
 #[test]
@@ -158,11 +164,16 @@ fn a_dropped_or_refused_link_is_dialled_again_after_a_pause_that_doubles() {
     let mut bridge = cascading("a", 5, true);
     dial(&mut bridge, Duration::ZERO, 50);
     answered(&mut bridge, 50, "b");
+    assert_eq!(stat(&bridge, |s| &s.up), 1, "one link up, for /metrics");
     // The far end hangs up: one second later the link is dialled again.
     bridge.sip(SipEvent::Ended {
         call: CallKey(50),
         reason: EndReason::RemoteBye,
     });
+    assert_eq!(
+        (stat(&bridge, |s| &s.up), stat(&bridge, |s| &s.ended)),
+        (0, 1)
+    );
     assert!(bridge.advance(Duration::from_millis(999)).is_empty());
     dial(&mut bridge, Duration::from_millis(1), 51);
     // Refused: two seconds, then four.
