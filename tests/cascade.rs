@@ -289,6 +289,20 @@ async fn a_cascade_link_from_the_config_joins_two_bridges_and_comes_back_when_cu
     );
     conference_with(&b_api, 3, Duration::from_secs(15)).await;
     all_hear_each_other(phones).await;
+    let metrics = b_api
+        .send(
+            b_api
+                .client
+                .get(format!("{}/metrics", b_api.base))
+                .basic_auth(common::api::TOKEN, Some(common::api::SECRET)),
+        )
+        .await;
+    for line in [
+        "sipconf_cascade_links 1\n",
+        "sipconf_cascade_links_ended_total 1\n",
+    ] {
+        assert!(metrics.text.contains(line), "{line}: {}", metrics.text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
