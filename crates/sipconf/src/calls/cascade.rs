@@ -108,10 +108,9 @@ impl Switchboard {
 
     /// People in a room's live conference: its active members but the links.
     pub(super) fn people_in_room(&self, records: &Registry, room: &str) -> usize {
-        records.room_conference(room).map_or(0, |c| {
-            c.active_members
-                .saturating_sub(self.links_in(&c.id.clone()))
-        })
+        records
+            .room_conference(room)
+            .map_or(0, |c| c.active_members.saturating_sub(self.links_in(&c.id)))
     }
 
     /// A cascade entry's time to dial came: the driver resolves its URI

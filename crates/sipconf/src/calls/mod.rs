@@ -17,7 +17,8 @@
 //! The files: `switchboard` (the state machine and the rules of the
 //! network's events), `membership` (joining and leaving conferences, the
 //! keypad's reports, the PIN lobby's wiring), `requests` (the API's
-//! requests), `audio` (playback and prompts), and the parts with state of
+//! requests), `audio` (playback and prompts), `cascade` (links to the same
+//! room on other bridges), and the parts with state of
 //! their own: `table` (live calls), `lobby` (PIN entry), `playback` (audio
 //! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets).
 
