@@ -1,13 +1,16 @@
-//! One room across two bridges, joined by a SIP call between them placed
-//! through the API (`POST /calls` with the room's `conferenceId`): the link
-//! is a member on each side, and each side sends it the mix of everyone but
-//! the link, so callers on either bridge hear those on the other at the
-//! level sent and never hear themselves come back.
+//! One room across two bridges, joined by a SIP call between them: kept up
+//! by the bridge itself from `[[room]] cascade`, or placed through the API
+//! (`POST /calls` with the room's `conferenceId`). The link is a member on
+//! each side, and each side sends it the mix of everyone but the link, so
+//! callers on either bridge hear those on the other at the level sent and
+//! never hear themselves come back. A cascade link has no keypad (a mix of
+//! two voices that looks like a key crosses it whole), comes back when it
+//! is cut, and two bridges that cascade to each other keep one link.
 
 mod common;
 
 use common::api::{start_with_api, Api};
-use common::{tempdir::TempDir, Daemon};
+use common::{free_port, tempdir::TempDir, Daemon};
 use serde_json::json;
 use sipconf::media::Codec;
 use sipconf_testkit::audio::onset;
@@ -190,4 +193,139 @@ async fn measure_the_delay_a_link_adds() {
         delays_ms[delays_ms.len() - 1],
         delays_ms.len()
     );
+}
+
+/// Room 1000's live conference on a bridge once it has `members` active
+/// members; its id.
+async fn conference_with(api: &Api, members: u64, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let conferences = api.get("/conferences").await.json();
+        let live = conferences
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["state"] == "active" && c["activeMembers"] == members);
+        if let Some(id) = live.and_then(|c| c["id"].as_str()) {
+            return id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room 1000 never had {members} members: {conferences}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every phone sends its tone at once: each hears the others within 1 dB
+/// and itself 40 dB below.
+async fn all_hear_each_other(phones: Vec<Phone>) -> Vec<Phone> {
+    let signals: Vec<_> = TONES_HZ.iter().map(|&f| sine(f)).collect();
+    let results = stream_together(phones, &signals, Duration::from_secs(2)).await;
+    assert_each_hears_the_others_and_not_itself(&results, &TONES_HZ);
+    results.into_iter().map(|(phone, _)| phone).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_link_from_the_config_joins_two_bridges_and_comes_back_when_cut() {
+    let dir = TempDir::new("sipconf-cascade");
+    let (b, b_api) = start_with_api(&dir.path().join("b.db"), "[[room]]\nnumber = \"1000\"\n");
+    let a = Daemon::start(
+        "",
+        &format!(
+            "[[room]]\nnumber = \"1000\"\ncascade = [\"sip:1000@{}\"]\n",
+            b.sip
+        ),
+    );
+    // A dials B at start: B's room 1000 has the link before any caller.
+    let conference = conference_with(&b_api, 1, Duration::from_secs(10)).await;
+    let members = b_api
+        .get(&format!("/conferences/{conference}/members"))
+        .await
+        .json();
+    let link = members[0]["id"]
+        .as_str()
+        .expect("the link member")
+        .to_string();
+
+    let phones = vec![
+        call(&a, "1000").await,
+        call(&a, "1000").await,
+        call(&b, "1000").await,
+        call(&b, "1000").await,
+    ];
+    // The link is not counted as a person, but is a member on each side.
+    conference_with(&b_api, 3, Duration::from_secs(5)).await;
+    let phones = all_hear_each_other(phones).await;
+
+    // A's two callers at 852 and 1209 Hz: across the link the mix is key 8's
+    // pair, which a keypad on the link would hold back. B hears both whole.
+    let signals = [sine(852.0), sine(1209.0), Signal::Silence, Signal::Silence];
+    let results = stream_together(phones, &signals, Duration::from_secs(2)).await;
+    for far in [2, 3] {
+        let heard = steady(&results[far].1.samples);
+        for freq in [852.0, 1209.0] {
+            let level_db = db_ratio(tone_amplitude(heard, freq), AMPLITUDE);
+            eprintln!("phone {far} on B hears {freq} Hz at {level_db:+.2} dB");
+            assert!(
+                level_db.abs() <= 1.0,
+                "phone {far} hears the {freq} Hz of a key-like pair at {level_db:.2} dB"
+            );
+        }
+    }
+    let phones: Vec<Phone> = results.into_iter().map(|(phone, _)| phone).collect();
+
+    // B's application removes the link: B hangs it up, A dials it again.
+    let removed = b_api
+        .post(
+            &format!("/conferences/{conference}/members/{link}"),
+            json!({"state": "completed"}),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.text);
+    assert!(
+        a.wait_for_log("cascade link down", Duration::from_secs(5)),
+        "A never saw its link drop"
+    );
+    conference_with(&b_api, 3, Duration::from_secs(15)).await;
+    all_hear_each_other(phones).await;
+    let metrics = b_api
+        .send(
+            b_api
+                .client
+                .get(format!("{}/metrics", b_api.base))
+                .basic_auth(common::api::TOKEN, Some(common::api::SECRET)),
+        )
+        .await;
+    for line in [
+        "sipconf_cascade_links 1\n",
+        "sipconf_cascade_links_ended_total 1\n",
+    ] {
+        assert!(metrics.text.contains(line), "{line}: {}", metrics.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_that_cascade_to_each_other_keep_one_link_and_refuse_the_other_with_482() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let room =
+        |to: u16| format!("[[room]]\nnumber = \"1000\"\ncascade = [\"sip:1000@127.0.0.1:{to}\"]\n");
+    let a = Daemon::start_on(port_a, "", &room(port_b));
+    let b = Daemon::start_on(port_b, "", &room(port_a));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = |d: &Daemon| d.logged("482 Loop Detected");
+    while !refused(&a) && !refused(&b) {
+        assert!(
+            Instant::now() < deadline,
+            "neither bridge was refused with 482"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One link: a caller on each side hears the other once (two links
+    // would double the level) and not itself (two links send it back).
+    let phones = vec![call(&a, "1000").await, call(&b, "1000").await];
+    let tones = [TONES_HZ[0], TONES_HZ[2]];
+    let signals: Vec<_> = tones.iter().map(|&f| sine(f)).collect();
+    let results = stream_together(phones, &signals, Duration::from_secs(2)).await;
+    assert_each_hears_the_others_and_not_itself(&results, &tones);
 }

@@ -174,6 +174,7 @@ impl Room {
                 flags: MemberFlags::default(),
                 keypad,
                 srtp: None,
+                link: false,
             };
             core.command(
                 Command::AddMember(Box::new(add)),

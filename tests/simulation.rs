@@ -344,6 +344,9 @@ impl Sim {
                     Action::Sip(command) => match command {
                         SipCommand::Ring(call) => self.endpoint.ring(now, call),
                         SipCommand::Accept(call, sdp) => self.endpoint.accept(now, call, sdp),
+                        SipCommand::AcceptLink(call, sdp, link) => {
+                            self.endpoint.accept_link(now, call, sdp, Some(link))
+                        }
                         SipCommand::Reject(call, code, reason) => {
                             self.endpoint.reject(now, call, code, &reason)
                         }
@@ -374,7 +377,8 @@ impl Sim {
                         let key = self.endpoint.invite(now, *call).ok();
                         inputs.push_back(Input::Invited { call_id, key });
                     }
-                    Action::Reply { .. } => {}
+                    // The simulated bridge has no `[[room]] cascade`.
+                    Action::Reply { .. } | Action::ResolveLink { .. } => {}
                 }
             }
         }

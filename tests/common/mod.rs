@@ -42,6 +42,15 @@ impl Daemon {
         ))
     }
 
+    pub fn start_on(port: u16, media_extra: &str, rooms: &str) -> Daemon {
+        Daemon(sipconf_testkit::daemon::Daemon::start_on(
+            program(),
+            port,
+            media_extra,
+            rooms,
+        ))
+    }
+
     pub fn start_with_addresses(addresses: Addresses, media_extra: &str, rooms: &str) -> Daemon {
         Daemon(sipconf_testkit::daemon::Daemon::start_with_addresses(
             program(),

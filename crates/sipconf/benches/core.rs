@@ -94,6 +94,7 @@ fn core_with_members(srtp: bool, start: Instant) -> MediaCore {
                     &BRIDGE_KEY,
                 ))
             }),
+            link: false,
         };
         core.command(
             Command::AddMember(Box::new(add)),

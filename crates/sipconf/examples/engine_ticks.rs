@@ -122,6 +122,7 @@ fn main() {
                 flags: MemberFlags::default(),
                 keypad: true,
                 srtp: None,
+                link: false,
             };
             commands
                 .push(Command::AddMember(Box::new(add)))

@@ -171,6 +171,28 @@ pub struct SipConfig {
     pub tcp: ConnectionLimits,
     /// `[sip.tls]`; `None` when `sip.tls.listen` is empty.
     pub tls: Option<TlsConfig>,
+    /// `sip.bridge_id`: this bridge's name in a cascade's `X-Sipconf-Link`;
+    /// `None`: derived from its SIP address (`SipConfig::bridge_id`).
+    pub bridge_id: Option<String>,
+}
+
+impl SipConfig {
+    /// This bridge's id in cascade links: `sip.bridge_id`, else the address
+    /// it advertises with its port, else (listening on a wildcard address)
+    /// the machine's host name with the port. Bridges of one cascade need
+    /// different ids, so boxes that share a host name set `sip.bridge_id`.
+    pub fn bridge_id(&self) -> String {
+        if let Some(id) = &self.bridge_id {
+            return id.clone();
+        }
+        let port = self.listen.port();
+        let ip = self.advertised_address.unwrap_or(self.listen.ip());
+        if !ip.is_unspecified() {
+            return std::net::SocketAddr::new(ip, port).to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}:{port}", host.trim())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +236,9 @@ pub struct Room {
     pub pin_prompt: String,
     /// Tell a joining caller how many people are already in the room.
     pub announce_count: bool,
+    /// `sip:` URIs of the same room on other bridges: the bridge keeps a
+    /// cascade link to each (docs/scaling.md "Cascading").
+    pub cascade: Vec<String>,
 }
 
 /// The prompt a room with a PIN speaks when `pin_prompt` is not set.
@@ -585,6 +610,7 @@ struct RawSip {
     tcp_max_connections_per_ip: Spanned<i64>,
     tcp_idle_timeout_s: Spanned<i64>,
     tls: RawTls,
+    bridge_id: Spanned<String>,
 }
 
 impl Default for RawSip {
@@ -610,6 +636,7 @@ impl Default for RawSip {
             tcp_max_connections_per_ip: unspanned(32),
             tcp_idle_timeout_s: unspanned(300),
             tls: RawTls::default(),
+            bridge_id: unspanned(String::new()),
         }
     }
 }
@@ -674,6 +701,8 @@ struct RawRoom {
     pin_prompt: Option<Spanned<String>>,
     #[serde(default)]
     announce_count: bool,
+    #[serde(default)]
+    cascade: Vec<Spanned<String>>,
 }
 
 /// `sip.session_expires` when the file does not set it: RFC 4028's recommended
@@ -833,6 +862,7 @@ impl RawConfig {
                 )? as u64),
             },
             tls: self.sip.tls.parse(listen)?,
+            bridge_id: bridge_id(&self.sip.bridge_id)?,
         };
         let gate = *self.media.gate_threshold_dbfs.get_ref();
         if !(-96.0..=0.0).contains(&gate) {
@@ -897,6 +927,7 @@ impl RawConfig {
                 pin: None,
                 pin_prompt: None,
                 announce_count: false,
+                cascade: Vec::new(),
             }]
         } else {
             self.room
@@ -960,6 +991,18 @@ impl RawConfig {
                 Some(v) => v.get_ref().trim().to_string(),
                 None => DEFAULT_PIN_PROMPT.to_string(),
             };
+            let mut cascade: Vec<String> = Vec::with_capacity(raw.cascade.len());
+            for target in &raw.cascade {
+                let uri = cascade_target(target)?;
+                if cascade.contains(&uri) {
+                    return Err(invalid(
+                        target,
+                        "room.cascade",
+                        format!("`{uri}` is listed twice"),
+                    ));
+                }
+                cascade.push(uri);
+            }
             rooms.push(Room {
                 number,
                 name,
@@ -968,6 +1011,7 @@ impl RawConfig {
                 pin,
                 pin_prompt,
                 announce_count: raw.announce_count,
+                cascade,
             });
         }
         let registrations = registration::validate(self.registration, &rooms)?;
@@ -1147,6 +1191,46 @@ fn default_store_path(state_directory: Option<std::ffi::OsString>) -> PathBuf {
     match first {
         Some(dir) => dir.join("sipconf.db"),
         None => PathBuf::from("./data/sipconf.db"),
+    }
+}
+
+/// `sip.bridge_id`: empty (derived), or a name of letters, digits and
+/// `. - _ : [ ]` (it is written in a comma-separated header).
+fn bridge_id(value: &Spanned<String>) -> Result<Option<String>, Invalid> {
+    let id = value.get_ref().trim();
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
+    {
+        return Err(invalid(
+            value,
+            "sip.bridge_id",
+            format!("`{id}` is not a bridge id (up to 64 letters, digits and . - _ : [ ])"),
+        ));
+    }
+    Ok(Some(id.to_string()))
+}
+
+/// One `[[room]] cascade` entry: a `sip:` URI with a host, and no spaces or
+/// commas.
+fn cascade_target(value: &Spanned<String>) -> Result<String, Invalid> {
+    let uri = value.get_ref().trim();
+    let host = uri
+        .strip_prefix("sip:")
+        .map(|rest| rest.split(';').next().unwrap_or_default())
+        .map(|address| address.rsplit_once('@').map_or(address, |(_, host)| host));
+    let fits = uri.chars().all(|c| c.is_ascii_graphic() && c != ',');
+    match host {
+        Some(host) if fits && !host.is_empty() && !host.starts_with(':') => Ok(uri.to_string()),
+        _ => Err(invalid(
+            value,
+            "room.cascade",
+            format!("`{uri}` is not a sip: URI of another bridge, like \"sip:1000@bridge-b:5060\""),
+        )),
     }
 }
 
@@ -1447,6 +1531,7 @@ mod tests {
                 pin: None,
                 pin_prompt: DEFAULT_PIN_PROMPT.into(),
                 announce_count: false,
+                cascade: Vec::new(),
             }
         );
         assert_eq!(c.rooms[1].name, "Room 2000");
@@ -1466,6 +1551,44 @@ mod tests {
             Config::parse(bad, "x").unwrap_err().key.as_deref(),
             Some("room.pin")
         );
+    }
+
+    #[test]
+    fn a_room_cascades_to_sip_uris_and_the_bridge_has_an_id() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5070\"\n[[room]]\nnumber = \"1\"\ncascade = [\"sip:1@bridge-b:5060\", \"sip:1@192.0.2.9\"]\n";
+        let c = Config::parse(text, "x").unwrap();
+        assert_eq!(
+            c.rooms[0].cascade,
+            ["sip:1@bridge-b:5060", "sip:1@192.0.2.9"]
+        );
+        assert_eq!(
+            c.sip.bridge_id(),
+            "127.0.0.1:5070",
+            "derived from the address"
+        );
+        let named = Config::parse("[sip]\nbridge_id = \"a-1\"\n", "x").unwrap();
+        assert_eq!(named.sip.bridge_id(), "a-1");
+        for (bad, key, line) in [
+            (
+                "[[room]]\nnumber = \"1\"\ncascade = [\"bridge-b\"]\n",
+                "room.cascade",
+                3,
+            ),
+            (
+                "[[room]]\nnumber = \"1\"\ncascade = [\"sip:1@\"]\n",
+                "room.cascade",
+                3,
+            ),
+            (
+                "[[room]]\nnumber = \"1\"\ncascade = [\"sip:b\", \"sip:b\"]\n",
+                "room.cascade",
+                3,
+            ),
+            ("[sip]\nbridge_id = \"a,b\"\n", "sip.bridge_id", 2),
+        ] {
+            let e = Config::parse(bad, "x").unwrap_err();
+            assert_eq!((e.key.as_deref(), e.line), (Some(key), Some(line)), "{bad}");
+        }
     }
 
     #[test]

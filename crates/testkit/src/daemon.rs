@@ -155,6 +155,19 @@ impl Daemon {
         Daemon::start_at(program, None, addresses, ("", media_extra, rooms), &[])
     }
 
+    /// As [`Daemon::start`], with SIP on loopback port `port` (bridges that
+    /// must know each other's address before they start, restarts).
+    pub fn start_on(program: &Path, port: u16, media_extra: &str, rooms: &str) -> Daemon {
+        Daemon::start_at_port(
+            program,
+            None,
+            Some(port),
+            Addresses::on(IpAddr::from([127, 0, 0, 1])),
+            ("", media_extra, rooms),
+            &[],
+        )
+    }
+
     /// As [`Daemon::start_with_addresses`], inside the network namespace
     /// `netns` (made by `ip netns add`): the program runs under
     /// `ip netns exec`, which execs it, so signals still reach it directly.
@@ -178,10 +191,21 @@ impl Daemon {
         program: &Path,
         netns: Option<&str>,
         addresses: Addresses,
+        extra: (&str, &str, &str),
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::start_at_port(program, netns, None, addresses, extra, env)
+    }
+
+    fn start_at_port(
+        program: &Path,
+        netns: Option<&str>,
+        port: Option<u16>,
+        addresses: Addresses,
         (sip_extra, media_extra, rooms): (&str, &str, &str),
         env: &[(&str, &str)],
     ) -> Daemon {
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let sip = SocketAddr::new(addresses.sip, port);
         let (low, high) = rtp_range();
         let dir = TempDir::new("sipconf-test");

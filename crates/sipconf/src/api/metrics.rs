@@ -296,6 +296,25 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
             ("{listener=\"api\"}", load(&api.closed_idle)),
         ],
     );
+    let links = &state.shared.links;
+    metric(
+        "sipconf_cascade_links",
+        "gauge",
+        "Cascade links to other bridges in a conference now (not people).",
+        &[("", load(&links.up))],
+    );
+    metric(
+        "sipconf_cascade_links_ended_total",
+        "counter",
+        "Cascade links that ended (dropped, cut or hung up); the ones this bridge keeps are dialled again.",
+        &[("", load(&links.ended))],
+    );
+    metric(
+        "sipconf_cascade_loops_refused_total",
+        "counter",
+        "Cascade link INVITEs refused with 482 because they named this bridge.",
+        &[("", load(&links.loops_refused))],
+    );
     let store = state.store.health();
     metric(
         "sipconf_store_writable",

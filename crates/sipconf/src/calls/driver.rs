@@ -6,7 +6,7 @@
 //! input at a time so the API sees records and callbacks change together.
 //! [`SwitchboardHandle`] is the API's side of it.
 
-use super::outbound::outbound_target;
+use super::outbound::{outbound_target, OutboundTarget};
 use super::{
     Action, ApiRequest, AudioRequest, AudioTarget, ConferenceChange, Input, MemberChange, Now,
     OutgoingRequest, PortPool, Reply, RequestId, RtpPorts, Shared, Switchboard,
@@ -178,6 +178,10 @@ pub struct Driver {
     next_request: RequestId,
     clips_tx: mpsc::UnboundedSender<(u64, Result<Clip, AudioError>)>,
     clips: mpsc::UnboundedReceiver<(u64, Result<Clip, AudioError>)>,
+    /// Cascade links' URIs, resolved.
+    link_targets_tx: mpsc::UnboundedSender<(usize, Result<OutboundTarget, String>)>,
+    link_targets: mpsc::UnboundedReceiver<(usize, Result<OutboundTarget, String>)>,
+    outbound_proxy: Option<String>,
 }
 
 impl Driver {
@@ -198,14 +202,17 @@ impl Driver {
         let library = Arc::new(Library::new(&config.audio));
         let (api_tx, api) = mpsc::channel(API_QUEUE_LEN);
         let (clips_tx, clips) = mpsc::unbounded_channel();
+        let (link_targets_tx, link_targets) = mpsc::unbounded_channel();
         let handle = SwitchboardHandle {
             requests: api_tx,
             library: library.clone(),
             outbound_proxy: config.sip.outbound.proxy.clone(),
         };
+        let outbound_proxy = config.sip.outbound.proxy.clone();
         let driver = Driver {
             switchboard: Switchboard::new(config, ports, Now::current())
-                .with_pin_stats(shared.pins.clone()),
+                .with_pin_stats(shared.pins.clone())
+                .with_link_stats(shared.links.clone()),
             shared,
             sip,
             media,
@@ -215,6 +222,9 @@ impl Driver {
             next_request: 0,
             clips_tx,
             clips,
+            link_targets_tx,
+            link_targets,
+            outbound_proxy,
         };
         (driver, handle)
     }
@@ -253,6 +263,9 @@ impl Driver {
                 }
                 Some((id, result)) = self.clips.recv() => {
                     self.handle(Input::Clip { id, result }).await;
+                }
+                Some((index, target)) = self.link_targets.recv() => {
+                    self.handle(Input::LinkTarget { index, target }).await;
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.handle(Input::Timeout).await;
@@ -316,6 +329,14 @@ impl Driver {
                         tokio::spawn(async move {
                             let result = library.clip(&source).await;
                             let _ = clips.send((id, result));
+                        });
+                    }
+                    Action::ResolveLink { index, uri } => {
+                        let proxy = self.outbound_proxy.clone();
+                        let targets = self.link_targets_tx.clone();
+                        tokio::spawn(async move {
+                            let target = outbound_target(&uri, proxy.as_deref()).await;
+                            let _ = targets.send((index, target));
                         });
                     }
                     Action::Reply { request, result } => {

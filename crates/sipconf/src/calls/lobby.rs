@@ -116,6 +116,7 @@ mod tests {
             pin: Some(pin.into()),
             pin_prompt: String::new(),
             announce_count: false,
+            cascade: Vec::new(),
         };
         let key = MemberKey {
             slot: 0,

@@ -23,16 +23,23 @@ use crate::sip::sdp;
 use crate::sip::transport::SipCommand;
 use crate::sip::CallKey;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Switchboard {
     /// Joins an answered call to its room's conference, creating one when none is active.
     pub(super) fn join_room(&mut self, records: &mut Registry, call: CallKey, room: &Room) {
-        let Some(call_id) = self.calls.answered.get(&call).map(|c| c.id.clone()) else {
+        let Some((call_id, link)) = self
+            .calls
+            .answered
+            .get(&call)
+            .map(|c| (c.id.clone(), c.link.is_some()))
+        else {
             return;
         };
+        let others = self.people_in_room(records, &room.number);
         let (conference_id, others) = match records.room_conference(&room.number) {
-            Some(c) => (c.id.clone(), c.active_members),
+            Some(c) => (c.id.clone(), others),
             None => {
                 let id = records
                     .create_conference(
@@ -56,7 +63,7 @@ impl Switchboard {
             options,
             Durability::BestEffort,
         ) {
-            Ok(_) if room.announce_count => self.announce_count(&call_id, others as u64),
+            Ok(_) if room.announce_count && !link => self.announce_count(&call_id, others as u64),
             Ok(_) => {}
             Err(e) => {
                 // Answered already: the caller hears why it cannot join only as a hang-up.
@@ -99,20 +106,30 @@ impl Switchboard {
         let conference = records
             .conference(conference_id)
             .ok_or_else(|| RecordError::ConferenceNotFound(conference_id.to_string()))?;
-        let keypad = conference.profile == Profile::InterpretDigits;
+        let link = call.link.is_some();
+        let keypad = conference.profile == Profile::InterpretDigits && !link;
         if conference.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted.into());
         }
+        // Links are not people: they do not count against the room's size,
+        // and a link is never refused for it (the media slots bound it).
         let max_members = self.max_members(&conference);
-        if conference.active_members >= max_members {
+        let links = self.links_in(conference_id);
+        let people = conference.active_members.saturating_sub(links);
+        if people >= max_members && !link {
             return Err(RecordError::ConferenceFull(max_members).into());
         }
+        let record_limit = if link {
+            usize::MAX
+        } else {
+            max_members + links
+        };
         let Ok(sockets) = call.ports.member_sockets(call.media_address) else {
             return Err(CallError::Busy(Busy::SocketNotShared));
         };
         let call_id = call.id.clone();
         let sip_held = call.held;
-        let add = |key, mix, flags| add_member(call, sockets, key, mix, flags, keypad);
+        let add = |key, mix, flags| add_member(call, sockets, key, mix, flags, keypad, link);
         let Some(media_key) = self.keys.allocate() else {
             tracing::warn!("every media slot is taken");
             return Err(CallError::Busy(Busy::NoMediaSlot));
@@ -126,7 +143,7 @@ impl Switchboard {
                 conference_id,
                 &call_id,
                 options,
-                max_members,
+                record_limit,
                 self.now.wall,
                 durability,
             )
@@ -142,7 +159,10 @@ impl Switchboard {
         let flags = effective_flags(records, &member_id, sip_held);
         self.media(Command::AddMember(Box::new(add(media_key, mix, flags))));
         self.member_event(records, &member_id);
-        tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, "member joined");
+        tracing::info!(conference = %conference_id, member = %member_id, call = %call_id, link, "member joined");
+        if link {
+            self.link_stats.up.fetch_add(1, Ordering::Relaxed);
+        }
         if options.join_tone {
             let tone = self.join_tone.clone();
             self.play_tone(records, conference_id, tone);
@@ -162,14 +182,17 @@ impl Switchboard {
     /// Takes a call out of its conference's mix and completes its member record
     /// (and the conference when it was the last); the call itself stays up.
     pub(super) fn detach(&mut self, records: &mut Registry, key: CallKey, reason: &str) {
-        let Some(joined) = self
+        let Some((joined, link)) = self
             .calls
             .answered
             .get_mut(&key)
-            .and_then(|c| c.joined.take())
+            .and_then(|c| c.joined.take().map(|j| (j, c.link.is_some())))
         else {
             return;
         };
+        if link {
+            self.link_stats.up.fetch_sub(1, Ordering::Relaxed);
+        }
         self.calls.by_media.remove(&joined.media);
         self.media(Command::RemoveMember { key: joined.media });
         self.keys.release(joined.media);
@@ -314,7 +337,7 @@ impl Switchboard {
             ..MemberFlags::default()
         };
         // Keys are the PIN here, never keypad commands.
-        let add = |key, mix| add_member(call, sockets, key, mix, flags, false);
+        let add = |key, mix| add_member(call, sockets, key, mix, flags, false, false);
         let Some(media) = self.keys.allocate() else {
             return Err("every media slot is taken");
         };
@@ -444,6 +467,7 @@ fn add_member(
     mix: u32,
     flags: MemberFlags,
     keypad: bool,
+    link: bool,
 ) -> AddMember {
     AddMember {
         key: media,
@@ -453,7 +477,8 @@ fn add_member(
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
         codec: media_codec(call.negotiated.codec),
-        telephone_event_pt: call.negotiated.telephone_event_pt,
+        // A link's keys are nobody's: its telephone-events are dropped.
+        telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
         flags,
         keypad,
         srtp: call.negotiated.srtp.map(|keys| {
@@ -463,6 +488,7 @@ fn add_member(
                 &keys.local,
             ))
         }),
+        link,
     }
 }
 

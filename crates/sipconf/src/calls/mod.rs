@@ -17,11 +17,13 @@
 //! The files: `switchboard` (the state machine and the rules of the
 //! network's events), `membership` (joining and leaving conferences, the
 //! keypad's reports, the PIN lobby's wiring), `requests` (the API's
-//! requests), `audio` (playback and prompts), and the parts with state of
+//! requests), `audio` (playback and prompts), `cascade` (links to the same
+//! room on other bridges), and the parts with state of
 //! their own: `table` (live calls), `lobby` (PIN entry), `playback` (audio
 //! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets).
 
 mod audio;
+mod cascade;
 pub mod dialogs;
 pub mod driver;
 mod lobby;
@@ -36,6 +38,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use cascade::LinkStats;
 pub use driver::SwitchboardHandle;
 pub use lobby::{PIN_FAILED, PIN_LOCKED_OUT, PIN_TRIES, WRONG_PIN};
 pub use outbound::{outbound_target, OutboundTarget};
@@ -131,6 +134,8 @@ pub struct Shared {
     /// SIP over TCP's and the API's connections, for `/metrics`.
     pub sip_connections: Arc<crate::net::connections::ConnectionStats>,
     pub api_connections: Arc<crate::net::connections::ConnectionStats>,
+    /// The switchboard's count of cascade links, for `/metrics`.
+    pub links: Arc<LinkStats>,
 }
 
 impl Shared {
@@ -143,6 +148,7 @@ impl Shared {
             sip_limits: Arc::default(),
             sip_connections: Arc::default(),
             api_connections: Arc::default(),
+            links: Arc::new(LinkStats::default()),
         }
     }
 
@@ -301,6 +307,12 @@ pub enum Input {
         id: u64,
         result: Result<Clip, AudioError>,
     },
+    /// A cascade link's URI asked for by [`Action::ResolveLink`], resolved
+    /// or not (why).
+    LinkTarget {
+        index: usize,
+        target: Result<OutboundTarget, String>,
+    },
     /// `poll_timeout`'s instant came.
     Timeout,
     /// The bridge is stopping: hang up every call.
@@ -326,5 +338,11 @@ pub enum Action {
     Reply {
         request: RequestId,
         result: Result<Reply, CallError>,
+    },
+    /// Resolve `[[room]] cascade` entry `index`'s URI and answer with
+    /// [`Input::LinkTarget`].
+    ResolveLink {
+        index: usize,
+        uri: String,
     },
 }

@@ -9,7 +9,7 @@
 
 use super::outbound::{outbound_from_uri, OutboundTarget, OFFERED_TELEPHONE_EVENT_PT};
 use super::switchboard::{fresh_master_key, new_sdp_session, Placing, Switchboard};
-use super::table::{Outgoing, Route};
+use super::table::{Link, Outgoing, Route};
 use super::{
     Action, ApiRequest, ConferenceChange, MemberChange, OutgoingRequest, Reply, RequestId,
     CALL_REJECTED, NORMAL_CLEARING, ORIGINATOR_CANCEL,
@@ -309,6 +309,20 @@ impl Switchboard {
         call: OutgoingRequest,
         target: OutboundTarget,
     ) -> Result<(), CallError> {
+        self.invite(records, Some(request), call, target, None)
+            .map(|_| ())
+    }
+
+    /// Places an outbound call (for an API request, or a cascade link);
+    /// returns its id. It is live once the endpoint took it (`on_invited`).
+    pub(super) fn invite(
+        &mut self,
+        records: &mut Registry,
+        request: Option<RequestId>,
+        call: OutgoingRequest,
+        target: OutboundTarget,
+        link: Option<Link>,
+    ) -> Result<String, CallError> {
         if let Some(conference_id) = &call.conference_id {
             let c = records
                 .conference(conference_id)
@@ -366,8 +380,9 @@ impl Switchboard {
             transport: target.transport,
             offer_sdp,
             credentials,
+            link: link.as_ref().map(|l| self.link_header(&l.room)),
         };
-        tracing::info!(call = %id, to = %target.request_uri, via = %target.destination, "placing an outbound call");
+        tracing::info!(call = %id, to = %target.request_uri, via = %target.destination, link = link.is_some(), "placing an outbound call");
         self.placing.insert(
             id.clone(),
             Placing {
@@ -381,15 +396,16 @@ impl Switchboard {
                     conference_id: call.conference_id,
                     timed_out: false,
                     srtp_key,
+                    link,
                 },
                 call_timeout: call.call_timeout,
             },
         );
         self.act(Action::Invite {
-            call_id: id,
+            call_id: id.clone(),
             call: Box::new(invite),
         });
-        Ok(())
+        Ok(id)
     }
 
     /// The endpoint took the outbound call's INVITE (`Some` key) or its
@@ -407,13 +423,18 @@ impl Switchboard {
             self.ports
                 .release(&placing.outgoing.ports, self.now.instant);
             records.end_call(call_id, CallState::Rejected, CALL_REJECTED, self.now.wall);
-            self.reply(placing.request, Err(CallError::Busy(Busy::SipTablesFull)));
+            if let Some(request) = placing.request {
+                self.reply(request, Err(CallError::Busy(Busy::SipTablesFull)));
+            }
+            self.link_down(placing.outgoing.link.as_ref(), call_id);
             return;
         };
         tracing::info!(call = %call_id, "outbound call placed");
         self.calls.by_id.insert(call_id.to_string(), key);
         self.calls.outgoing.insert(key, placing.outgoing);
         self.set_call_timeout(key, placing.call_timeout);
-        self.reply(placing.request, Ok(Reply::Created(call_id.to_string())));
+        if let Some(request) = placing.request {
+            self.reply(request, Ok(Reply::Created(call_id.to_string())));
+        }
     }
 }

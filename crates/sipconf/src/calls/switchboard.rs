@@ -23,11 +23,12 @@
 //! for members, the API's requests and audio are in `membership.rs`,
 //! `requests.rs` and `audio.rs`.
 
+use super::cascade::{bridge_ids, cascades, Cascade, LinkStats};
 use super::membership::effective_flags;
 use super::pin_guard::{PinGuard, PinStats};
 use super::playback::Playback;
 use super::ports::RtpPorts;
-use super::table::{Call, CallTable, MixPool, Outgoing, Ringing, Route};
+use super::table::{Call, CallTable, Link, MixPool, Outgoing, Ringing, Route};
 use super::{
     Action, Input, Now, RequestId, CALL_REJECTED, NORMAL_CLEARING, NO_ANSWER, ORIGINATOR_CANCEL,
     USER_BUSY,
@@ -60,10 +61,19 @@ enum Due {
     PinRetry,
 }
 
+/// What a timer is for: a call's, or a cascade link's next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Call(CallKey, Due),
+    /// Dial `[[room]] cascade` entry number this again.
+    Redial(usize),
+}
+
 /// An outbound call whose INVITE the endpoint is being asked to send.
 #[derive(Debug)]
 pub(super) struct Placing {
-    pub request: RequestId,
+    /// The API request to answer; `None` for a cascade link.
+    pub request: Option<RequestId>,
     pub outgoing: Outgoing,
     pub call_timeout: Duration,
 }
@@ -83,8 +93,15 @@ pub struct Switchboard {
     pub(super) join_tone: Clip,
     pub(super) leaving_tone: Clip,
     /// Due instants, in order (a sequence number keeps equal instants apart).
-    timers: BTreeMap<(Instant, u64), (CallKey, Due)>,
+    timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
+    /// The links `[[room]] cascade` asks this bridge to keep up.
+    pub(super) cascades: Vec<Cascade>,
+    /// This bridge's id in `X-Sipconf-Link` (`sip.bridge_id`).
+    pub(super) bridge_id: String,
+    /// Shutdown began: links are not dialled again.
+    pub(super) stopping: bool,
+    pub(super) link_stats: Arc<LinkStats>,
     /// The time of the input being handled.
     pub(super) now: Now,
     actions: VecDeque<Action>,
@@ -96,7 +113,9 @@ impl Switchboard {
     pub fn new(config: Arc<Config>, ports: Box<dyn RtpPorts>, now: Now) -> Switchboard {
         let capacity = config.media.max_members;
         let pin_limits = config.pin;
-        Switchboard {
+        let cascades = cascades(&config);
+        let bridge_id = config.sip.bridge_id();
+        let mut switchboard = Switchboard {
             config,
             ports,
             keys: MemberKeys::new(capacity),
@@ -109,9 +128,25 @@ impl Switchboard {
             leaving_tone: audio::leaving_tone(),
             timers: BTreeMap::new(),
             timer_seq: 0,
+            cascades,
+            bridge_id,
+            stopping: false,
+            link_stats: Arc::new(LinkStats::default()),
             now,
             actions: VecDeque::new(),
+        };
+        // Every link is dialled at once: a room that cascades is joined to
+        // its other bridges for as long as this one runs.
+        for index in 0..switchboard.cascades.len() {
+            switchboard.set_redial_timer(Duration::ZERO, index);
         }
+        switchboard
+    }
+
+    /// Counts cascade links into `stats` (the API's `/metrics`).
+    pub fn with_link_stats(mut self, stats: Arc<LinkStats>) -> Switchboard {
+        self.link_stats = stats;
+        self
     }
 
     /// Counts wrong PINs and lockouts into `stats` (the API's `/metrics`).
@@ -129,6 +164,7 @@ impl Switchboard {
             Input::Api { request, call } => self.on_api(records, request, call),
             Input::Invited { call_id, key } => self.on_invited(records, &call_id, key),
             Input::Clip { id, result } => self.on_clip_ready(records, id, result),
+            Input::LinkTarget { index, target } => self.on_link_target(records, index, target),
             Input::Timeout => self.on_timeout(records),
             Input::Shutdown => self.hang_up_all(records),
         }
@@ -181,8 +217,18 @@ impl Switchboard {
 
     fn set_timer(&mut self, after: Duration, call: CallKey, due: Due) {
         self.timer_seq += 1;
-        self.timers
-            .insert((self.now.instant + after, self.timer_seq), (call, due));
+        self.timers.insert(
+            (self.now.instant + after, self.timer_seq),
+            Timer::Call(call, due),
+        );
+    }
+
+    pub(super) fn set_redial_timer(&mut self, after: Duration, index: usize) {
+        self.timer_seq += 1;
+        self.timers.insert(
+            (self.now.instant + after, self.timer_seq),
+            Timer::Redial(index),
+        );
     }
 
     /// An outbound call is cancelled if nobody answers within `timeout`.
@@ -229,8 +275,18 @@ impl Switchboard {
                 to,
                 offer,
                 source,
+                link,
                 ..
-            } => self.on_incoming(records, call, &user, &from, &to, offer, source),
+            } => {
+                let incoming = Incoming {
+                    user: &user,
+                    from: &from,
+                    to: &to,
+                    source,
+                    link: link.as_deref(),
+                };
+                self.on_incoming(records, call, incoming, offer)
+            }
             SipEvent::Confirmed { call } => {
                 if let Some(c) = self.calls.answered.get(&call) {
                     tracing::debug!(call = %c.id, "call confirmed by ACK");
@@ -273,8 +329,8 @@ impl Switchboard {
                     tracing::info!(call = %o.id, code, "outbound call progressing");
                 }
             }
-            SipEvent::Answered { call, answer } => {
-                self.on_outgoing_answered(records, call, &answer)
+            SipEvent::Answered { call, answer, link } => {
+                self.on_outgoing_answered(records, call, &answer, link.as_deref())
             }
             SipEvent::Established { call, dialog } => {
                 // Kept with the record, so a run after a crash can end the call.
@@ -314,18 +370,30 @@ impl Switchboard {
     }
 
     /// A new INVITE: to a room, to the application, or 404.
-    #[allow(clippy::too_many_arguments)]
     fn on_incoming(
         &mut self,
         records: &mut Registry,
         call: CallKey,
-        user: &str,
-        from: &str,
-        to: &str,
+        incoming: Incoming<'_>,
         offer: Offer,
-        source: SocketAddr,
     ) {
+        let Incoming {
+            user,
+            from,
+            to,
+            source,
+            link,
+        } = incoming;
         let room = self.room(user);
+        let link = match link.map(|header| self.incoming_link(header, room.as_ref())) {
+            None => None,
+            Some(Ok(link)) => Some(link),
+            Some(Err((code, reason))) => {
+                tracing::info!(%from, number = user, code, "cascade link refused: {reason}");
+                self.reject(call, code, &reason);
+                return;
+            }
+        };
         let application = self.config.application.incoming_call_url.clone();
         if room.is_none() && application.is_none() {
             tracing::info!(%from, number = user, "no room with this number: 404");
@@ -346,12 +414,8 @@ impl Switchboard {
                 return;
             }
         }
-        if let Some(room) = &room {
-            let active_in_room = records
-                .room_conference(&room.number)
-                .map(|c| c.active_members)
-                .unwrap_or(0);
-            if active_in_room >= room.max_members {
+        if let Some(room) = room.as_ref().filter(|_| link.is_none()) {
+            if self.people_in_room(records, &room.number) >= room.max_members {
                 tracing::info!(room = %room.number, "room is full: 486");
                 self.reject(call, 486, "Busy Here (room full)");
                 return;
@@ -376,9 +440,10 @@ impl Switchboard {
             from: from.to_string(),
             offer,
             source,
+            link,
         };
         let (delay, due) = match &room {
-            Some(room) if room.answer_delay.is_zero() => {
+            Some(room) if room.answer_delay.is_zero() || ringing.link.is_some() => {
                 self.answer_room_call(records, call, ringing);
                 return;
             }
@@ -396,8 +461,10 @@ impl Switchboard {
             if entry.key().0 > self.now.instant {
                 break;
             }
-            let (call, due) = entry.remove();
-            self.on_due(records, call, due);
+            match entry.remove() {
+                Timer::Call(call, due) => self.on_due(records, call, due),
+                Timer::Redial(index) => self.redial(index),
+            }
         }
     }
 
@@ -462,15 +529,20 @@ impl Switchboard {
                         joined: None,
                         room_call: matches!(ringing.route, Route::Room(_)),
                         lobby: None,
+                        link: ringing.link.clone(),
                     };
                     let answer = sdp::build_answer(
                         record.session,
                         SocketAddr::new(record.media_address, record.ports.rtp_port),
                         &record.negotiated,
                     );
-                    tracing::info!(call = %record.id, from = %ringing.from, codec = ?record.negotiated.codec, "call answered");
+                    tracing::info!(call = %record.id, from = %ringing.from, codec = ?record.negotiated.codec, link = record.link.is_some(), "call answered");
+                    let link_header = record.link.as_ref().map(|l| self.link_header(&l.room));
                     self.calls.answered.insert(call, record);
-                    self.sip(SipCommand::Accept(call, answer));
+                    match link_header {
+                        Some(header) => self.sip(SipCommand::AcceptLink(call, answer, header)),
+                        None => self.sip(SipCommand::Accept(call, answer)),
+                    }
                     records.answer_call(&ringing.id, self.now.wall);
                     self.call_event(records, &ringing.id, "answer");
                     None
@@ -508,7 +580,7 @@ impl Switchboard {
         if !self.answer(records, call, &ringing) {
             return;
         }
-        if room.pin.is_some() {
+        if room.pin.is_some() && ringing.link.is_none() {
             if let Err(e) = self.enter_lobby(call, room) {
                 tracing::warn!(call = %ringing.id, "cannot ask for the PIN: {e}");
                 self.sip(SipCommand::Hangup(call));
@@ -517,6 +589,9 @@ impl Switchboard {
             return;
         }
         self.join_room(records, call, &room);
+        if ringing.link.is_some() {
+            self.drop_crossed_link(records, &room.number);
+        }
     }
 
     /// Ends a call everywhere: ringing state, mixer, ports, records, and the
@@ -529,11 +604,11 @@ impl Switchboard {
         cause: &str,
         why: &str,
     ) {
-        let id = if let Some(outgoing) = self.calls.outgoing.remove(&key) {
+        let (id, link) = if let Some(outgoing) = self.calls.outgoing.remove(&key) {
             self.ports.release(&outgoing.ports, self.now.instant);
-            outgoing.id
+            (outgoing.id, outgoing.link)
         } else if let Some(ringing) = self.calls.ringing.remove(&key) {
-            ringing.id
+            (ringing.id, ringing.link)
         } else if self.calls.answered.contains_key(&key) {
             self.detach(records, key, why);
             self.leave_lobby(key);
@@ -541,11 +616,12 @@ impl Switchboard {
                 return;
             };
             self.ports.release(&call.ports, self.now.instant);
-            call.id
+            (call.id, call.link)
         } else {
             return;
         };
         self.end_record(records, &id, state, cause, why);
+        self.link_down(link.as_ref(), &id);
     }
 
     /// Ends a call's record (once) and queues its `hangup` event.
@@ -661,7 +737,13 @@ impl Switchboard {
 
     /// An outbound call was answered: media as the answer says, the record,
     /// the `answer` event, and the conference it was placed for.
-    fn on_outgoing_answered(&mut self, records: &mut Registry, key: CallKey, answer: &Offer) {
+    fn on_outgoing_answered(
+        &mut self,
+        records: &mut Registry,
+        key: CallKey,
+        answer: &Offer,
+        link_header: Option<&str>,
+    ) {
         let Some(outgoing) = self.calls.outgoing.remove(&key) else {
             return;
         };
@@ -678,11 +760,16 @@ impl Switchboard {
                     NORMAL_CLEARING,
                     "unusable answer",
                 );
+                self.link_down(outgoing.link.as_ref(), &outgoing.id);
                 return;
             }
         };
         let id = outgoing.id.clone();
         tracing::info!(call = %id, codec = ?negotiated.codec, "outbound call answered");
+        let link = outgoing.link.map(|mut link| {
+            link.far = link_header.map(bridge_ids).unwrap_or_default();
+            link
+        });
         self.calls.answered.insert(
             key,
             Call {
@@ -694,12 +781,22 @@ impl Switchboard {
                 session: outgoing.session,
                 held: answer.is_hold(),
                 joined: None,
-                room_call: false,
+                room_call: link.is_some(),
                 lobby: None,
+                link: link.clone(),
             },
         );
         records.answer_call(&id, self.now.wall);
         self.call_event(records, &id, "answer");
+        if let Some(link) = link {
+            self.link_up(&link);
+            match self.room(&link.room) {
+                Some(room) => self.join_room(records, key, &room),
+                None => self.hang_up(records, key, NORMAL_CLEARING, "room gone"),
+            }
+            self.drop_crossed_link(records, &link.room);
+            return;
+        }
         if let Some(conference_id) = outgoing.conference_id {
             let options = MemberOptions::default();
             let joined = self.join(
@@ -718,6 +815,7 @@ impl Switchboard {
     /// Stopping: every call is hung up (BYE, CANCEL, or 503 while it rings)
     /// and its records completed.
     fn hang_up_all(&mut self, records: &mut Registry) {
+        self.stopping = true;
         let outgoing: Vec<CallKey> = self.calls.outgoing.keys().copied().collect();
         for key in outgoing {
             self.hang_up(records, key, NORMAL_CLEARING, "shutdown");
@@ -751,6 +849,51 @@ pub(super) fn fresh_master_key() -> MasterKey {
     // boot, long before a call; `rand::rng()` makes the same assumption.
     getrandom::fill(&mut bytes).expect("the OS random number generator works");
     MasterKey::from_concatenated(&bytes).expect("30 bytes are a key and a salt")
+}
+
+/// A new INVITE as the switchboard needs it.
+struct Incoming<'a> {
+    user: &'a str,
+    from: &'a str,
+    to: &'a str,
+    source: SocketAddr,
+    /// Its `X-Sipconf-Link`: a cascade link from another bridge.
+    link: Option<&'a str>,
+}
+
+impl Switchboard {
+    /// A cascade link's INVITE: the link it makes, or the refusal. It must
+    /// not name this bridge (482: a circle), and joins a room without a PIN
+    /// (the header is no credential).
+    fn incoming_link(&self, header: &str, room: Option<&Room>) -> Result<Link, (u16, String)> {
+        let far = bridge_ids(header);
+        if far.contains(&self.bridge_id) {
+            self.link_stats
+                .loops_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err((
+                482,
+                format!(
+                    "Loop Detected (bridge {} is in this cascade)",
+                    self.bridge_id
+                ),
+            ));
+        }
+        let Some(room) = room else {
+            return Err((404, "Not Found (a cascade link needs a room)".to_string()));
+        };
+        if room.pin.is_some() {
+            return Err((
+                403,
+                "Forbidden (a cascade link cannot enter a PIN)".to_string(),
+            ));
+        }
+        Ok(Link {
+            room: room.number.clone(),
+            dialled: None,
+            far,
+        })
+    }
 }
 
 /// A fresh SDP session (RFC 4566 5.2: the id is random).

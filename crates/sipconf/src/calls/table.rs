@@ -34,6 +34,21 @@ pub struct Call {
     pub room_call: bool,
     /// Waiting for its room's PIN.
     pub lobby: Option<Lobby>,
+    /// A cascade link to another bridge, not a person.
+    pub link: Option<Link>,
+}
+
+/// What marks a call as a cascade link (docs/scaling.md "Cascading").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The room it joins.
+    pub room: String,
+    /// The `[[room]] cascade` entry this bridge keeps up with it, by its
+    /// index in the switchboard's list; `None` for a link the far end placed.
+    pub dialled: Option<usize>,
+    /// The bridges on the far side, the far end's own id first: from the
+    /// INVITE's `X-Sipconf-Link`, or the 2xx's for a link we placed.
+    pub far: Vec<String>,
 }
 
 impl Call {
@@ -75,6 +90,8 @@ pub struct Ringing {
     pub from: String,
     pub offer: Offer,
     pub source: SocketAddr,
+    /// A cascade link from another bridge.
+    pub link: Option<Link>,
 }
 
 /// An outbound call waiting for its answer.
@@ -91,6 +108,8 @@ pub struct Outgoing {
     pub timed_out: bool,
     /// The key our offer's `a=crypto` carried, when it offered SRTP.
     pub srtp_key: Option<crate::media::srtp::MasterKey>,
+    /// A cascade link this bridge dials.
+    pub link: Option<Link>,
 }
 
 /// Every live call, by SIP key, with the indices that find one.

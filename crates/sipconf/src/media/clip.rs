@@ -361,6 +361,7 @@ mod tests {
                 flags: Default::default(),
                 keypad: false,
                 srtp: None,
+                link: false,
             };
             commands
                 .push(Command::AddMember(Box::new(add)))

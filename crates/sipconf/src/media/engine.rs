@@ -437,6 +437,7 @@ mod tests {
             flags,
             keypad: true,
             srtp: None,
+            link: false,
         };
         (add, phone)
     }
@@ -975,6 +976,7 @@ mod tests {
                 flags: MemberFlags::default(),
                 keypad: true,
                 srtp: None,
+                link: false,
             };
             self.command(Command::AddMember(Box::new(add)));
             (key, phone)

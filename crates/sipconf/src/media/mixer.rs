@@ -198,6 +198,12 @@ pub struct GateLevels {
 }
 
 impl GateLevels {
+    /// Open on every frame, digital silence included: a cascade link's.
+    pub const ALWAYS_OPEN: GateLevels = GateLevels {
+        open_mean_square: 0,
+        close_mean_square: 0,
+    };
+
     /// Opening at `threshold_dbfs`, closing `GATE_HYSTERESIS_DB` below.
     pub fn at(threshold_dbfs: f32) -> Self {
         GateLevels {

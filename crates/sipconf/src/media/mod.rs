@@ -117,6 +117,11 @@ pub struct AddMember {
     /// Some: the member's media is SRTP with these contexts (`sip/sdp.rs`
     /// negotiated the keys); boxed, and keyed, on the signalling side.
     pub srtp: Option<Box<srtp::MemberSrtp>>,
+    /// A cascade link to another bridge (docs/scaling.md "Cascading"): what
+    /// it sends is other people's mix, so no key is listened for (a mix of
+    /// two voices can look like a key's tone pair), nothing is held back,
+    /// and the noise gate never closes on it.
+    pub link: bool,
 }
 
 /// Where a member's RTP and RTCP come and go.

@@ -208,7 +208,12 @@ impl Slot {
         self.reception = ReceptionStats::default();
         self.sender = sender;
         self.gate.close();
-        self.gate.set_levels(self.default_gate);
+        // A link carries other bridges' talkers, gated there already.
+        self.gate.set_levels(if add.link {
+            GateLevels::ALWAYS_OPEN
+        } else {
+            self.default_gate
+        });
         self.pcm.fill(0);
         self.concealed_frames = 0;
         self.delayed.fill(0);
@@ -217,7 +222,9 @@ impl Slot {
         self.quiet_ticks = 0;
         self.contribution.fill(0);
         self.contributed = false;
-        self.dtmf.reset(add.telephone_event_pt.is_some());
+        // A cascade link's audio is other people's mix: no keys, so nothing
+        // held back, and no gate (docs/scaling.md "Cascading").
+        self.dtmf.reset(add.telephone_event_pt.is_some(), !add.link);
         self.keypad_enabled = add.keypad;
         self.keypad = Keypad::default();
         self.confirmation.stop();
@@ -677,6 +684,7 @@ mod tests {
             flags: MemberFlags::default(),
             keypad: true,
             srtp: None,
+            link: false,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
         slot.start(&add, RtpSender::new(1, 0, 0), 160, now, now);

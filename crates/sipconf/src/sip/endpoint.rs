@@ -92,6 +92,8 @@ pub struct OutgoingCall {
     pub offer_sdp: String,
     /// Answer digest challenges with these; without them a 401/407 fails the call.
     pub credentials: Option<Credentials>,
+    /// `X-Sipconf-Link` to send: the call is a cascade link.
+    pub link: Option<String>,
 }
 
 /// Why an outgoing call could not be started.
@@ -201,6 +203,8 @@ pub enum SipEvent {
         offer: sdp::Offer,
         source: SocketAddr,
         transport: Transport,
+        /// Its `X-Sipconf-Link` header: a cascade link from another bridge.
+        link: Option<String>,
     },
     /// ACK received for our 2xx: the call is up.
     Confirmed { call: CallKey },
@@ -218,7 +222,12 @@ pub enum SipEvent {
     /// A call we placed is ringing (180) or has early media (183); once per code.
     Progress { call: CallKey, code: u16 },
     /// A call we placed was answered with this SDP; we have already sent the ACK.
-    Answered { call: CallKey, answer: sdp::Offer },
+    Answered {
+        call: CallKey,
+        answer: sdp::Offer,
+        /// The 2xx's `X-Sipconf-Link`: the far end is a bridge, named there.
+        link: Option<String>,
+    },
     /// A call we placed failed: its non-2xx final response, 408 when nothing answered
     /// within 64*T1, 487 after our CANCEL, 488 for an unusable answer. `Ended` with
     /// reason `Rejected` follows.
@@ -383,6 +392,8 @@ struct Call {
     /// rather than re-INVITEs.
     peer_allows_update: bool,
     refresh: Option<RefreshInFlight>,
+    /// `X-Sipconf-Link` this call sends (its INVITE, or our 2xx): a cascade link.
+    link: Option<String>,
 }
 
 #[derive(Clone, Debug)]

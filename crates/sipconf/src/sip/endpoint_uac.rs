@@ -95,6 +95,7 @@ impl Endpoint {
                 session: None,
                 peer_allows_update: false,
                 refresh: None,
+                link: call.link,
             },
         );
         self.send_invite(now, call_key);
@@ -134,6 +135,9 @@ impl Endpoint {
             ("Session-Expires", session_expires.as_str()),
             ("Min-SE", min_se.as_str()),
         ];
+        if let Some(link) = &call.link {
+            extra.push((message::LINK_HEADER, link.as_str()));
+        }
         extra.extend(
             outgoing
                 .authorizations
@@ -342,6 +346,7 @@ impl Endpoint {
                 self.events.push_back(SipEvent::Answered {
                     call: call_key,
                     answer,
+                    link: message::link_value(&response.headers),
                 });
             }
             Err(reason) => {

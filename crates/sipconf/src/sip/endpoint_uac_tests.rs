@@ -41,6 +41,7 @@ pub(super) fn outgoing(credentials: Option<Credentials>) -> OutgoingCall {
         transport: Transport::Udp,
         offer_sdp: OFFER.to_owned(),
         credentials,
+        link: None,
     }
 }
 
@@ -284,6 +285,7 @@ fn answer_is_acked_along_the_dialog_and_reported_once() {
         [SipEvent::Answered {
             call: answered,
             answer,
+            ..
         }] => {
             assert_eq!(*answered, call);
             assert_eq!(answer.audio_port, 30000);

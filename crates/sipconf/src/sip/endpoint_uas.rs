@@ -91,9 +91,11 @@ impl Endpoint {
                 session: None,
                 peer_allows_update: message::allows(&request.headers, "UPDATE"),
                 refresh: None,
+                link: None,
             },
         );
         self.events.push_back(SipEvent::IncomingCall {
+            link: message::link_value(&request.headers),
             call: call_key,
             user: request.uri_user,
             from: request.from_uri,
@@ -288,6 +290,7 @@ impl Endpoint {
             Vec::new()
         };
         let timer_headers = timer_headers(timer);
+        let link = call.link.clone();
         let mut extra = vec![
             ("Contact", contact.as_str()),
             ("Allow", ALLOW),
@@ -295,6 +298,9 @@ impl Endpoint {
         ];
         extra.extend(record_routes.iter().map(|rr| ("Record-Route", rr.as_str())));
         extra.extend(timer_headers.iter().map(|(n, v)| (*n, v.as_str())));
+        if let Some(link) = &link {
+            extra.push((message::LINK_HEADER, link.as_str()));
+        }
         let body = Body {
             content_type: SDP_CONTENT_TYPE,
             text: sdp_text,
@@ -668,9 +674,22 @@ impl Endpoint {
 
     /// 200 OK with our SDP answer; retransmitted until ACK.
     pub fn accept(&mut self, now: Instant, call: CallKey, answer_sdp: String) {
+        self.accept_link(now, call, answer_sdp, None);
+    }
+
+    /// Answers like `accept`, marking the 2xx with `X-Sipconf-Link: link`
+    /// when given (a cascade link answered).
+    pub fn accept_link(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        answer_sdp: String,
+        link: Option<String>,
+    ) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        c.link = link;
         let Some(uas) = c
             .uas_invite
             .as_ref()

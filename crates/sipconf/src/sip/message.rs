@@ -425,6 +425,17 @@ fn record_routes(headers: &Headers) -> Vec<String> {
 
 /// Whether an Allow header lists `method` (RFC 3261 20.5). Without one we
 /// cannot tell, and say no.
+/// `X-Sipconf-Link`: marks a call between two bridges as a cascade link and
+/// lists the bridges the room already spans (docs/scaling.md "Cascading").
+pub const LINK_HEADER: &str = "X-Sipconf-Link";
+const LINK_NAME: Name = Name::custom(LINK_HEADER, &["x-sipconf-link"]);
+
+/// Every `X-Sipconf-Link` value, joined with commas; `None` when absent.
+pub fn link_value(headers: &Headers) -> Option<String> {
+    let values: Vec<&str> = headers.get_raw(&LINK_NAME).map(|v| v.trim()).collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
 pub fn allows(headers: &Headers, method: &str) -> bool {
     headers
         .get_raw(&Name::ALLOW)

@@ -54,6 +54,8 @@ const TLS_ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 pub enum SipCommand {
     Ring(CallKey),
     Accept(CallKey, String),
+    /// Accept a cascade link: the 2xx carries `X-Sipconf-Link` with this value.
+    AcceptLink(CallKey, String, String),
     Reject(CallKey, u16, String),
     AcceptReoffer(CallKey, String),
     RejectReoffer(CallKey, u16, String),
@@ -374,6 +376,7 @@ fn apply(endpoint: &mut Endpoint, now: std::time::Instant, command: SipCommand) 
     match command {
         SipCommand::Ring(call) => endpoint.ring(now, call),
         SipCommand::Accept(call, sdp) => endpoint.accept(now, call, sdp),
+        SipCommand::AcceptLink(call, sdp, link) => endpoint.accept_link(now, call, sdp, Some(link)),
         SipCommand::Reject(call, code, reason) => endpoint.reject(now, call, code, &reason),
         SipCommand::AcceptReoffer(call, sdp) => endpoint.accept_reoffer(now, call, sdp),
         SipCommand::RejectReoffer(call, code, reason) => {
@@ -961,6 +964,7 @@ mod tests {
                 transport: Transport::Tcp,
                 offer_sdp: "v=0\r\n".to_owned(),
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");
@@ -1041,6 +1045,7 @@ mod tests {
                 transport: Transport::Udp,
                 offer_sdp: offer,
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");
@@ -1080,6 +1085,7 @@ mod tests {
             SipEvent::Answered {
                 call: answered,
                 answer,
+                ..
             } => {
                 assert_eq!(answered, call);
                 assert_eq!(answer.audio_port, 30000);
@@ -1118,6 +1124,7 @@ mod tests {
                 transport: Transport::Tcp,
                 offer_sdp: "v=0\r\n".to_owned(),
                 credentials: None,
+                link: None,
             })
             .await
             .expect("call placed");

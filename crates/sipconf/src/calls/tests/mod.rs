@@ -9,6 +9,7 @@
 
 mod application;
 mod audio;
+mod cascade;
 mod outbound;
 mod rooms;
 
@@ -114,6 +115,7 @@ impl Bridge {
             offer: offer(4000 + 2 * key as u16, "sendrecv"),
             source,
             transport: Transport::Udp,
+            link: None,
         })
     }
 

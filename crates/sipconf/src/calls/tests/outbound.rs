@@ -42,6 +42,7 @@ fn an_outbound_call_is_placed_answered_and_joins_its_conference() {
     let actions = bridge.sip(SipEvent::Answered {
         call: CallKey(7),
         answer,
+        link: None,
     });
     assert_eq!(callbacks(&actions), ["answer", "conference-member:active"]);
     added(&actions);
@@ -216,6 +217,7 @@ fn an_outbound_call_over_tls_offers_srtp_and_joins_with_the_answerers_key() {
     let actions = bridge.sip(SipEvent::Answered {
         call: CallKey(7),
         answer: sdp::parse_answer(answer.as_bytes()).expect("answer"),
+        link: None,
     });
     let srtp = media_commands(&actions).into_iter().find_map(|c| match c {
         Command::AddMember(add) => Some(add.srtp.is_some()),

@@ -92,6 +92,7 @@ fn an_offer_without_a_common_codec_is_refused_with_488() {
         offer,
         source: SocketAddr::from(PHONE),
         transport: Transport::Udp,
+        link: None,
     });
     assert_eq!(
         sip_commands(&actions),
@@ -113,6 +114,7 @@ fn invite_with_sdp(bridge: &mut Bridge, key: u64, text: &str) -> Vec<Action> {
         offer: sdp::parse_offer(text.as_bytes()).expect("valid offer"),
         source: SocketAddr::from(PHONE),
         transport: Transport::Udp,
+        link: None,
     })
 }
 

@@ -47,6 +47,7 @@
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
 //!     srtp: None,
+//!     link: false,
 //! };
 //! let mut sent = Vec::new();
 //! let mut sink = |t: Transmit<'_>| sent.push((t.destination, t.contents.to_vec()));

@@ -101,6 +101,24 @@ impl Room {
         flags: MemberFlags,
         keypad: bool,
     ) -> MemberKey {
+        self.add_member(slot, sdp_rtp, flags, keypad, false)
+    }
+
+    /// Adds a cascade link (no keys, no gate) on the shared port.
+    fn add_link(&mut self) -> MemberKey {
+        let slot = self.phones.len() as u32;
+        let address = phone_address(slot);
+        self.add_member(slot, address, MemberFlags::default(), false, true)
+    }
+
+    fn add_member(
+        &mut self,
+        slot: u32,
+        sdp_rtp: SocketAddr,
+        flags: MemberFlags,
+        keypad: bool,
+        link: bool,
+    ) -> MemberKey {
         let key = MemberKey {
             slot,
             generation: 1,
@@ -117,6 +135,7 @@ impl Room {
             flags,
             keypad,
             srtp: None,
+            link,
         };
         let applied = self.command(Command::AddMember(Box::new(add)));
         assert!(matches!(applied, Applied::Started { key: started, .. } if started == key));
@@ -350,6 +369,37 @@ fn others_hear_at_most_20_ms_of_a_key_tone_held_back() {
         })
         .collect();
     assert_eq!(digits, [(room.phones[0].key, '5', DigitSource::InBand)]);
+}
+
+#[test]
+fn a_key_tone_pair_from_a_link_is_no_key_and_is_heard_whole() {
+    let mut room = Room::with_members(2);
+    room.add_link();
+    room.add(MemberFlags::default(), true);
+    room.run(&[Sound::Sine(VOICE_HZ), Sound::Silence], 10);
+    let before = room.phones[1].heard.len();
+    room.press_in_band(0, '8', Sound::Silence, 4);
+    let (low_hz, high_hz) = key_tones_hz('8').expect("a key");
+    // The 100 ms of the pair, every frame of it (a person's would be held back).
+    let key_samples: f64 = room.phones[1].heard[before..]
+        .chunks(FRAME)
+        .map(|frame| {
+            let power = (tone_power(frame, low_hz) + tone_power(frame, high_hz)) / 2.0;
+            2.0 * power.sqrt() / KEY_AMPLITUDE
+        })
+        .sum();
+    let heard_ms = key_samples / 8.0;
+    assert!(
+        (90.0..=110.0).contains(&heard_ms),
+        "the listener heard {heard_ms:.1} ms of 100"
+    );
+    assert!(
+        !room
+            .events
+            .iter()
+            .any(|event| matches!(event, Event::Digit { .. })),
+        "a link's audio is taken for a key"
+    );
 }
 
 #[test]
@@ -796,6 +846,7 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
         flags: MemberFlags::default(),
         keypad: true,
         srtp: None,
+        link: false,
     };
     let start = Instant::now();
     let mut sent = Vec::new();
@@ -871,6 +922,7 @@ fn an_srtp_member_and_a_plain_member_hear_each_other_and_forgeries_are_counted()
         flags: MemberFlags::default(),
         keypad: false,
         srtp: Some(Box::new(MemberSrtp::new(suite, &phone_key, &bridge_key))),
+        link: false,
     };
     assert!(matches!(
         room.command(Command::AddMember(Box::new(add))),

@@ -192,6 +192,8 @@ pub struct InbandDetector {
     /// The band filter's power gain at each tone, to compare tones with the band energy.
     band_gain: [f32; 8],
     min_tone_energy: f32,
+    /// `min_tone_energy` while the detector listens for keys (`listen`).
+    listening_min_tone_energy: f32,
 }
 
 impl Default for InbandDetector {
@@ -235,7 +237,19 @@ impl InbandDetector {
             step_rotation,
             omega_m,
             min_tone_energy: WINDOW_SAMPLES as f32 * amplitude * amplitude / 2.0,
+            listening_min_tone_energy: WINDOW_SAMPLES as f32 * amplitude * amplitude / 2.0,
         }
+    }
+
+    /// Whether any audio can be a key: off, no tone is loud enough to be
+    /// one, so nothing is detected or suspected (a cascade link's mix), at
+    /// no cost on the tick's path.
+    pub fn listen(&mut self, keys: bool) {
+        self.min_tone_energy = if keys {
+            self.listening_min_tone_energy
+        } else {
+            f32::INFINITY
+        };
     }
 
     /// Forgets everything heard; the clock restarts at `clock`.

@@ -102,9 +102,11 @@ impl DtmfReceiver {
         }
     }
 
-    /// Starts over for a new member.
-    pub fn reset(&mut self, rfc4733_negotiated: bool) {
+    /// Starts over for a new member; `keys`: whether its audio can carry
+    /// keys at all (not a cascade link's).
+    pub fn reset(&mut self, rfc4733_negotiated: bool, keys: bool) {
         self.inband.reset(0);
+        self.inband.listen(keys);
         self.rfc4733.reset();
         self.merger.reset(rfc4733_negotiated);
     }
