@@ -13,7 +13,7 @@ use ezk_sip_types::header::HeaderParse;
 use ezk_sip_types::msg::{Line, MessageLine, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::print::AppendCtx;
-use ezk_sip_types::uri::SipUriUserPart;
+use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_types::{Headers, Method, Name};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -59,6 +59,8 @@ pub enum ParseError {
     MalformedContentLength,
     #[error("Content-Length mismatch")]
     ContentLengthMismatch,
+    #[error("Malformed Record-Route")]
+    MalformedRecordRoute,
 }
 
 impl ParseError {
@@ -263,11 +265,15 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         cseq: raw_value(&headers, &Name::CSEQ),
     };
 
+    // The top Via is the first value of the first Via line as written: it is
+    // what a response echoes first, and what the transaction is matched on.
     let top_via = match headers.try_get_named::<Vec<Via>>() {
         None => return Err(Malformed::unanswerable(ParseError::MissingVia)),
-        Some(Ok(vias)) => vias
-            .into_iter()
-            .next()
+        Some(Ok(_)) => echo
+            .vias
+            .first()
+            .and_then(|first| split_top_via(first))
+            .map(|(via, _)| via)
             .ok_or(Malformed::unanswerable(ParseError::MalformedVia))?,
         Some(Err(_)) => return Err(Malformed::unanswerable(ParseError::MalformedVia)),
     };
@@ -337,6 +343,10 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         }
     };
 
+    if !record_routes_are_usable(&headers) {
+        return Err(fail(ParseError::MalformedRecordRoute));
+    }
+
     let branch = top_via
         .params
         .get_val("branch")
@@ -384,14 +394,21 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     }
 }
 
+/// The first Via of `value` (a Via line, which may hold several, comma-separated) and
+/// what follows it; `None` unless it parses up to a comma or the end. A header parser
+/// that skips values it cannot read must not let a later Via stand in for it.
+fn split_top_via(value: &str) -> Option<(Via, String)> {
+    let bytes = Bytes::copy_from_slice(value.as_bytes());
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (rest, via) = Via::parse(&bytes, text).ok()?;
+    let after = rest.trim_start();
+    (after.is_empty() || after.starts_with(',')).then(|| (via, rest.to_owned()))
+}
+
 /// Add `received` and fill `rport` on the first Via of `value` (which may hold several,
 /// comma-separated). Values we cannot parse are returned unchanged.
 fn stamp_received(value: &str, source: SocketAddr) -> String {
-    let bytes = Bytes::copy_from_slice(value.as_bytes());
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return value.to_owned();
-    };
-    let Ok((rest, mut via)) = Via::parse(&bytes, text) else {
+    let Some((mut via, rest)) = split_top_via(value) else {
         return value.to_owned();
     };
     let has_rport = via.params.get("rport").is_some();
@@ -421,6 +438,15 @@ fn record_routes(headers: &Headers) -> Vec<String> {
         .get_raw(&Name::RECORD_ROUTE)
         .flat_map(|v| split_commas(v.as_str()))
         .collect()
+}
+
+/// Every Record-Route entry names a SIP URI we can write back: each becomes a Route
+/// of the requests we send in the dialog, and the first may become their Request-URI
+/// (a strict router, RFC 3261 12.2.1.1), so one that is not a URI must stop here.
+fn record_routes_are_usable(headers: &Headers) -> bool {
+    record_routes(headers)
+        .iter()
+        .all(|entry| SipUri::parse_str(super::dialog::route_uri(entry)).is_ok())
 }
 
 /// Whether an Allow header lists `method` (RFC 3261 20.5). Without one we
@@ -750,6 +776,34 @@ mod tests {
         );
         let err = parse(text.as_bytes(), source()).expect_err("no via");
         assert_eq!(err, Malformed::unanswerable(ParseError::MissingVia));
+    }
+
+    #[test]
+    fn a_malformed_top_via_is_refused_even_when_a_later_one_parses() {
+        // Found by fuzz/sip_message: the header parser skipped the bad first Via and
+        // the second one named the transaction, while the 200 echoed the bad one.
+        let text = INVITE.replace(
+            "Via: SIP/2.0/UDP phone",
+            "Via: SIP/a=inactive2.0.2.7:5062;branch=z9hG4bKabc\r\nVia: SIP/2.0/UDP phone",
+        );
+        let err = parse(text.as_bytes(), source()).expect_err("bad top Via");
+        assert_eq!(err.error, ParseError::MalformedVia);
+    }
+
+    #[test]
+    fn a_record_route_that_is_no_uri_is_refused() {
+        // Found by fuzz/sip_endpoint: a Record-Route without its closing `>` became
+        // the Request-URI of our BYE, spaces and all.
+        let text = INVITE.replace(
+            "Record-Route: <sip:p1;lr>, <sip:p2;lr>",
+            "Record-Route: <sip:Allow: INVITE, ACK",
+        );
+        let err = parse(text.as_bytes(), source()).expect_err("unusable Record-Route");
+        assert_eq!(err.error, ParseError::MalformedRecordRoute);
+        assert_eq!(err.error.to_string(), "Malformed Record-Route");
+        assert!(err.echo.is_some(), "answered 400");
+        let display_name = INVITE.replace("<sip:p1;lr>,", "\"edge\" <sip:p1;lr>;x=1,");
+        assert!(parse(display_name.as_bytes(), source()).is_ok());
     }
 
     #[test]
