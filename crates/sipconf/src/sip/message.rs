@@ -317,15 +317,15 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     {
         return Err(fail(ParseError::MalformedCSeq));
     }
-    let from = match headers.try_get::<FromTo>(Name::FROM) {
+    // From and To are read from the values we echo, whole: a tag we add to a To
+    // with trailing text after its URI would be lost in that text.
+    let from = match echo.from.as_deref() {
         None => return Err(fail(ParseError::MissingFrom)),
-        Some(Ok(from)) => from,
-        Some(Err(_)) => return Err(fail(ParseError::MalformedFrom)),
+        Some(raw) => parse_whole::<FromTo>(raw).ok_or_else(|| fail(ParseError::MalformedFrom))?,
     };
-    let to = match headers.try_get::<FromTo>(Name::TO) {
+    let to = match echo.to.as_deref() {
         None => return Err(fail(ParseError::MissingTo)),
-        Some(Ok(to)) => to,
-        Some(Err(_)) => return Err(fail(ParseError::MalformedTo)),
+        Some(raw) => parse_whole::<FromTo>(raw).ok_or_else(|| fail(ParseError::MalformedTo))?,
     };
 
     let body = match headers.get_raw(&Name::CONTENT_LENGTH).next() {
@@ -392,6 +392,14 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
             cseq_method: cseq.method,
         }))),
     }
+}
+
+/// A header value parsed up to its end; `None` when the parser stops before it.
+fn parse_whole<T: HeaderParse>(value: &str) -> Option<T> {
+    let bytes = Bytes::copy_from_slice(value.as_bytes());
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (rest, parsed) = T::parse(&bytes, text).ok()?;
+    rest.trim().is_empty().then_some(parsed)
 }
 
 /// The first Via of `value` (a Via line, which may hold several, comma-separated) and
@@ -804,6 +812,19 @@ mod tests {
         assert!(err.echo.is_some(), "answered 400");
         let display_name = INVITE.replace("<sip:p1;lr>,", "\"edge\" <sip:p1;lr>;x=1,");
         assert!(parse(display_name.as_bytes(), source()).is_ok());
+    }
+
+    #[test]
+    fn a_to_with_text_after_its_uri_is_refused() {
+        // Found by fuzz/sip_message: `To: sip:b@h>` parsed as far as the URI, and the
+        // tag our answer added after the `>` was lost on the way back to the caller.
+        let text = INVITE.replace("To: <sip:1000@192.0.2.1>", "To: sip:1000@192.0.2.1>");
+        let err = parse(text.as_bytes(), source()).expect_err("trailing text");
+        assert_eq!(err.error, ParseError::MalformedTo);
+        // The same holds for From.
+        let text = INVITE.replace("tag=1928301774", "tag=1928301774>");
+        let err = parse(text.as_bytes(), source()).expect_err("trailing text");
+        assert_eq!(err.error, ParseError::MalformedFrom);
     }
 
     #[test]
