@@ -321,11 +321,15 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     // with trailing text after its URI would be lost in that text.
     let from = match echo.from.as_deref() {
         None => return Err(fail(ParseError::MissingFrom)),
-        Some(raw) => parse_whole::<FromTo>(raw).ok_or_else(|| fail(ParseError::MalformedFrom))?,
+        Some(raw) => parse_whole::<FromTo>(raw)
+            .filter(|_| has_one_tag_at_most(raw))
+            .ok_or_else(|| fail(ParseError::MalformedFrom))?,
     };
     let to = match echo.to.as_deref() {
         None => return Err(fail(ParseError::MissingTo)),
-        Some(raw) => parse_whole::<FromTo>(raw).ok_or_else(|| fail(ParseError::MalformedTo))?,
+        Some(raw) => parse_whole::<FromTo>(raw)
+            .filter(|_| has_one_tag_at_most(raw))
+            .ok_or_else(|| fail(ParseError::MalformedTo))?,
     };
 
     let body = match headers.get_raw(&Name::CONTENT_LENGTH).next() {
@@ -400,6 +404,26 @@ fn parse_whole<T: HeaderParse>(value: &str) -> Option<T> {
     let text = std::str::from_utf8(&bytes).ok()?;
     let (rest, parsed) = T::parse(&bytes, text).ok()?;
     rest.trim().is_empty().then_some(parsed)
+}
+
+/// A From or To value has at most one `tag` parameter, and it has a value
+/// (RFC 3261 25.1, `tag-param = "tag" EQUAL token`): a bare `;tag` would hide
+/// the tag we add to an answer from the caller. The parameters follow the `>`
+/// of a name-addr, or the first `;` of a bare URI (RFC 3261 20.10).
+fn has_one_tag_at_most(value: &str) -> bool {
+    let params = match value.rfind('>') {
+        Some(close) if value.contains('<') => &value[close + 1..],
+        _ => value.split_once(';').map_or("", |(_, params)| params),
+    };
+    let mut tags = params.split(';').filter_map(|param| {
+        let (name, tag) = param.split_once('=').unwrap_or((param, ""));
+        name.trim().eq_ignore_ascii_case("tag").then(|| tag.trim())
+    });
+    match (tags.next(), tags.next()) {
+        (None, _) => true,
+        (Some(tag), None) => !tag.is_empty(),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// The first Via of `value` (a Via line, which may hold several, comma-separated) and
@@ -825,6 +849,25 @@ mod tests {
         let text = INVITE.replace("tag=1928301774", "tag=1928301774>");
         let err = parse(text.as_bytes(), source()).expect_err("trailing text");
         assert_eq!(err.error, ParseError::MalformedFrom);
+    }
+
+    #[test]
+    fn a_tag_without_a_value_or_twice_is_refused() {
+        // Found by fuzz/sip_message: `To: <sip:2>;tag` read as no tag, and the
+        // caller read our `;tag;tag=ours` the same way.
+        for to in [
+            "To: <sip:1000@192.0.2.1>;tag",
+            "To: <sip:1000@192.0.2.1>;tag=a;TAG=b",
+        ] {
+            let text = INVITE.replace("To: <sip:1000@192.0.2.1>", to);
+            let err = parse(text.as_bytes(), source()).expect_err(to);
+            assert_eq!(err.error, ParseError::MalformedTo, "{to}");
+        }
+        let text = INVITE.replace(";tag=1928301774", ";tag");
+        let err = parse(text.as_bytes(), source()).expect_err("valueless From tag");
+        assert_eq!(err.error, ParseError::MalformedFrom);
+        let bare = INVITE.replace("To: <sip:1000@192.0.2.1>", "To: sip:1000@192.0.2.1;tag=x");
+        assert_eq!(request(&bare).to_tag.as_deref(), Some("x"));
     }
 
     #[test]
