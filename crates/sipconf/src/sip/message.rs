@@ -319,16 +319,16 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     }
     // From and To are read from the values we echo, whole: a tag we add to a To
     // with trailing text after its URI would be lost in that text.
-    let from = match echo.from.as_deref() {
+    let (from, from_tag) = match echo.from.as_deref() {
         None => return Err(fail(ParseError::MissingFrom)),
         Some(raw) => parse_whole::<FromTo>(raw)
-            .filter(|_| has_one_tag_at_most(raw))
+            .zip(tag_param(raw))
             .ok_or_else(|| fail(ParseError::MalformedFrom))?,
     };
-    let to = match echo.to.as_deref() {
+    let (to, to_tag) = match echo.to.as_deref() {
         None => return Err(fail(ParseError::MissingTo)),
         Some(raw) => parse_whole::<FromTo>(raw)
-            .filter(|_| has_one_tag_at_most(raw))
+            .zip(tag_param(raw))
             .ok_or_else(|| fail(ParseError::MalformedTo))?,
     };
 
@@ -377,9 +377,9 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
                 cseq: cseq.cseq,
                 cseq_method: cseq.method,
                 from_uri: uri_string(&from),
-                from_tag: from.tag.map(|t| t.to_string()),
+                from_tag,
                 to_uri: uri_string(&to),
-                to_tag: to.tag.map(|t| t.to_string()),
+                to_tag,
                 headers,
             })))
         }
@@ -387,7 +387,7 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
             code: line.code.into_u16(),
             reason: line.reason.map(|r| r.to_string()).unwrap_or_default(),
             to: echo.to.clone().unwrap_or_default(),
-            to_tag: to.tag.map(|t| t.to_string()),
+            to_tag,
             headers,
             body,
             branch,
@@ -406,11 +406,14 @@ fn parse_whole<T: HeaderParse>(value: &str) -> Option<T> {
     rest.trim().is_empty().then_some(parsed)
 }
 
-/// A From or To value has at most one `tag` parameter, and it has a value
-/// (RFC 3261 25.1, `tag-param = "tag" EQUAL token`): a bare `;tag` would hide
-/// the tag we add to an answer from the caller. The parameters follow the `>`
-/// of a name-addr, or the first `;` of a bare URI (RFC 3261 20.10).
-fn has_one_tag_at_most(value: &str) -> bool {
+/// The `tag` parameter of a From or To value: `Some(None)` without one,
+/// `None` when it has one without a value or more than one (RFC 3261 25.1,
+/// `tag-param = "tag" EQUAL token`; parameter names are case-insensitive,
+/// 7.3.1). Read here rather than by the header parser, which sees only a
+/// lower-case `tag`: a `Tag=x` we missed would get a second tag from us. The
+/// parameters follow the `>` of a name-addr, or the first `;` of a bare URI
+/// (RFC 3261 20.10).
+fn tag_param(value: &str) -> Option<Option<String>> {
     let params = match value.rfind('>') {
         Some(close) if value.contains('<') => &value[close + 1..],
         _ => value.split_once(';').map_or("", |(_, params)| params),
@@ -420,9 +423,9 @@ fn has_one_tag_at_most(value: &str) -> bool {
         name.trim().eq_ignore_ascii_case("tag").then(|| tag.trim())
     });
     match (tags.next(), tags.next()) {
-        (None, _) => true,
-        (Some(tag), None) => !tag.is_empty(),
-        (Some(_), Some(_)) => false,
+        (None, _) => Some(None),
+        (Some(tag), None) if !tag.is_empty() => Some(Some(tag.to_owned())),
+        _ => None,
     }
 }
 
@@ -617,11 +620,7 @@ pub fn write_response(
 }
 
 fn to_has_tag(to: &str) -> bool {
-    let bytes = Bytes::copy_from_slice(to.as_bytes());
-    std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|text| FromTo::parse(&bytes, text).ok())
-        .is_some_and(|(_, parsed)| parsed.tag.is_some())
+    !matches!(tag_param(to), Some(None))
 }
 
 fn finish_message(
@@ -849,6 +848,22 @@ mod tests {
         let text = INVITE.replace("tag=1928301774", "tag=1928301774>");
         let err = parse(text.as_bytes(), source()).expect_err("trailing text");
         assert_eq!(err.error, ParseError::MalformedFrom);
+    }
+
+    #[test]
+    fn tag_parameter_names_are_case_insensitive() {
+        // Found by fuzz/sip_message: `To: <sip:1>;Tag=1` read as no tag, so our
+        // answer carried a second one.
+        let text = INVITE.replace(
+            "To: <sip:1000@192.0.2.1>",
+            "To: <sip:1000@192.0.2.1>;Tag=t1",
+        );
+        let invite = request(&text);
+        assert_eq!(invite.to_tag.as_deref(), Some("t1"));
+        let ok = write_response(&invite.echo, 200, "OK", Some("ours"), &[], None, "sipconf");
+        assert!(std::str::from_utf8(&ok)
+            .expect("utf8")
+            .contains("To: <sip:1000@192.0.2.1>;Tag=t1\r\n"));
     }
 
     #[test]
