@@ -10,20 +10,14 @@ mod error;
 mod input;
 mod listener;
 mod metrics;
+pub mod requests;
 
-use error::ApiError;
+pub use error::{ApiError, CatapultError};
 pub use std::borrow::Cow;
 
-use crate::audio::Source;
-use crate::calls::{
-    AudioRequest, AudioTarget, ConferenceChange, MemberChange, OutgoingRequest, Shared,
-    SwitchboardHandle,
-};
+use crate::calls::{AudioTarget, ConferenceChange, MemberChange, Shared, SwitchboardHandle};
 use crate::conference::wire::{self, CallView, ConferenceView, MemberView, Uris};
-use crate::conference::{
-    CallState, CallbackMethod, Conference, ConferenceState, Member, MemberOptions, MemberState,
-    Profile, RecordError, MAX_CALLBACK_TIMEOUT_MS,
-};
+use crate::conference::{ConferenceState, Member, MemberState, RecordError};
 use crate::config::Config;
 use crate::media::MediaStats;
 use crate::net::connections::ConnectionGate;
@@ -36,7 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use input::Input;
+use requests::{CallUpdate, ConferenceCreate, ConferenceUpdate, MemberAdd};
 use serde::Serialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -209,9 +203,10 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
 
 type ApiResult = Result<Response, ApiError>;
 
-fn body_input(body: Result<Bytes, BytesRejection>) -> Result<Input, ApiError> {
+/// The body, or the error for one axum could not read (too large: 413).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     match body {
-        Ok(bytes) => Input::parse(&bytes),
+        Ok(bytes) => Ok(bytes),
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::TooLarge)
         }
@@ -242,63 +237,6 @@ fn created(location: String) -> ApiResult {
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
-/// The callback settings a request sets; `None` leaves one unchanged.
-struct CallbackInput {
-    url: Option<Option<String>>,
-    method: Option<CallbackMethod>,
-    timeout_ms: Option<u32>,
-    fallback_url: Option<Option<String>>,
-    tag: Option<String>,
-}
-
-fn callback_input(input: &Input) -> Result<CallbackInput, ApiError> {
-    let timeout_ms = match input.number("callbackTimeout")? {
-        None => None,
-        Some(ms) if ms >= 1 && ms <= u64::from(MAX_CALLBACK_TIMEOUT_MS) => Some(ms as u32),
-        Some(_) => {
-            return Err(ApiError::Validation(format!(
-                "The property callbackTimeout must be between 1 and {MAX_CALLBACK_TIMEOUT_MS}"
-            )))
-        }
-    };
-    Ok(CallbackInput {
-        url: input.url("callbackUrl")?,
-        method: input.choice("callbackHttpMethod", "GET, POST", CallbackMethod::parse)?,
-        timeout_ms,
-        fallback_url: input.url("fallbackUrl")?,
-        tag: input.string("tag")?,
-    })
-}
-
-impl CallbackInput {
-    /// The request sets none of them.
-    fn is_empty(&self) -> bool {
-        self.url.is_none()
-            && self.method.is_none()
-            && self.timeout_ms.is_none()
-            && self.fallback_url.is_none()
-            && self.tag.is_none()
-    }
-
-    fn apply(self, c: &mut Conference) {
-        if let Some(url) = self.url {
-            c.callback.url = url;
-        }
-        if let Some(method) = self.method {
-            c.callback.method = method;
-        }
-        if let Some(timeout_ms) = self.timeout_ms {
-            c.callback.timeout_ms = timeout_ms;
-        }
-        if let Some(url) = self.fallback_url {
-            c.callback.fallback_url = url;
-        }
-        if let Some(tag) = self.tag {
-            c.tag = (!tag.is_empty()).then_some(tag);
-        }
-    }
-}
-
 async fn list_conferences(State(state): State<ApiState>) -> ApiResult {
     let registry = state.shared.registry();
     let conferences = registry.conferences_newest_first();
@@ -310,16 +248,11 @@ async fn create_conference(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let from = input.required_string("from")?;
-    let profile = input
-        .choice(
-            "profile",
-            "interpret_digits, passthru_digits",
-            Profile::parse,
-        )?
-        .unwrap_or_default();
-    let callback = callback_input(&input)?;
+    let ConferenceCreate {
+        from,
+        profile,
+        callback,
+    } = ConferenceCreate::parse(&body_bytes(body)?)?;
     let id = {
         let mut registry = state.shared.registry();
         let now = crate::store::truncate_to_ms(SystemTime::now());
@@ -350,22 +283,7 @@ async fn update_conference(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let complete = match input.string("state")? {
-        None => false,
-        Some(s) if s.trim().eq_ignore_ascii_case("completed") => true,
-        Some(_) => {
-            return Err(ApiError::Validation(
-                "The property state can only be completed".into(),
-            ))
-        }
-    };
-    let change = ConferenceChange {
-        complete,
-        mute: input.boolean("mute")?,
-        hold: input.boolean("hold")?,
-    };
-    let callback = callback_input(&input)?;
+    let ConferenceUpdate { change, callback } = ConferenceUpdate::parse(&body_bytes(body)?)?;
     {
         let mut registry = state.shared.registry();
         let c = registry
@@ -405,14 +323,7 @@ async fn add_member(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let call_id = input.required_string("callId")?;
-    let options = MemberOptions {
-        join_tone: input.boolean("joinTone")?.unwrap_or(false),
-        leaving_tone: input.boolean("leavingTone")?.unwrap_or(false),
-        mute: input.boolean("mute")?.unwrap_or(false),
-        hold: input.boolean("hold")?.unwrap_or(false),
-    };
+    let MemberAdd { call_id, options } = MemberAdd::parse(&body_bytes(body)?)?;
     let member = state
         .switchboard
         .add_member(id.clone(), call_id, options)
@@ -449,24 +360,8 @@ async fn update_member(
     Path((_user, id, member)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let remove = match input.string("state")? {
-        None => false,
-        Some(s) if s.trim().eq_ignore_ascii_case("completed") => true,
-        Some(s) if s.trim().eq_ignore_ascii_case("active") => false,
-        Some(_) => {
-            return Err(ApiError::Validation(
-                "The property state must be active or completed".into(),
-            ))
-        }
-    };
-    let change = MemberChange {
-        remove,
-        mute: input.boolean("mute")?,
-        hold: input.boolean("hold")?,
-        join_tone: input.boolean("joinTone")?,
-        leaving_tone: input.boolean("leavingTone")?,
-    };
+    let change = requests::member_update(&body_bytes(body)?)?;
+    let remove = change.remove;
     {
         let registry = state.shared.registry();
         let m = member_in(&registry, &id, &member)?;
@@ -496,17 +391,11 @@ async fn update_call(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let target = input.choice(
-        "state",
-        "active, rejected, completed",
-        |s| match CallState::parse(s) {
-            Some(CallState::Started) | None => None,
-            other => other,
-        },
-    )?;
-    let callback_url = input.url("callbackUrl")?;
-    let tag = input.string("tag")?;
+    let CallUpdate {
+        target,
+        callback_url,
+        tag,
+    } = CallUpdate::parse(&body_bytes(body)?)?;
     {
         let mut registry = state.shared.registry();
         if registry.call(&id).is_none() {
@@ -533,74 +422,9 @@ async fn create_call(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let input = body_input(body)?;
-    let call_timeout = match input.number("callTimeout")? {
-        None => crate::calls::DEFAULT_CALL_TIMEOUT,
-        Some(s) if (1..=300).contains(&s) => Duration::from_secs(s),
-        Some(_) => {
-            return Err(ApiError::Validation(
-                "The property callTimeout must be between 1 and 300 seconds".into(),
-            ))
-        }
-    };
-    let request = OutgoingRequest {
-        from: input.required_string("from")?,
-        to: input.required_string("to")?,
-        callback_url: input.url("callbackUrl")?.flatten(),
-        conference_id: input.string("conferenceId")?.filter(|c| !c.is_empty()),
-        call_timeout,
-        tag: input.string("tag")?.filter(|t| !t.is_empty()),
-    };
+    let request = requests::call_create(&body_bytes(body)?)?;
     let id = state.switchboard.create_call(request).await?;
     created(state.uris.call(&id))
-}
-
-/// The audio request of docs/api.md: exactly one of `fileUrl` and `sentence`; an
-/// empty one stops what plays.
-fn audio_request(input: &Input) -> Result<AudioRequest, ApiError> {
-    let file_url = input.string("fileUrl")?;
-    let sentence = input.string("sentence")?;
-    let source = match (file_url, sentence) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::Validation(
-                "Give exactly one of the properties fileUrl and sentence".into(),
-            ))
-        }
-        (None, None) => return Err(ApiError::MissingProperty("fileUrl")),
-        (Some(url), None) if url.trim().is_empty() => None,
-        (None, Some(text)) if text.trim().is_empty() => None,
-        (Some(url), None) => {
-            let url = url.trim().to_string();
-            let valid = reqwest::Url::parse(&url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !valid {
-                return Err(ApiError::Validation(format!(
-                    "The property fileUrl must be an http or https URL, not {url}"
-                )));
-            }
-            Some(Source::File { url })
-        }
-        (None, Some(sentence)) => {
-            if sentence.chars().count() > crate::audio::tts::MAX_SENTENCE_CHARS {
-                return Err(ApiError::Validation(format!(
-                    "The property sentence must be at most {} characters",
-                    crate::audio::tts::MAX_SENTENCE_CHARS
-                )));
-            }
-            let voice = crate::audio::espeak_voice(
-                input.string("gender")?.as_deref(),
-                input.string("locale")?.as_deref(),
-                input.string("voice")?.as_deref(),
-            )
-            .map_err(|e| ApiError::Validation(e.to_string()))?;
-            Some(Source::Speech { sentence, voice })
-        }
-    };
-    Ok(AudioRequest {
-        source,
-        looped: input.boolean("loopEnabled")?.unwrap_or(false),
-        tag: input.string("tag")?.filter(|t| !t.is_empty()),
-    })
 }
 
 async fn conference_audio(
@@ -608,7 +432,7 @@ async fn conference_audio(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let request = audio_request(&body_input(body)?)?;
+    let request = requests::audio(&body_bytes(body)?)?;
     state
         .switchboard
         .audio(AudioTarget::Conference(id), request)
@@ -621,7 +445,7 @@ async fn member_audio(
     Path((_user, id, member)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let request = audio_request(&body_input(body)?)?;
+    let request = requests::audio(&body_bytes(body)?)?;
     member_in(&state.shared.registry(), &id, &member)?;
     state
         .switchboard
@@ -635,7 +459,7 @@ async fn call_audio(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let request = audio_request(&body_input(body)?)?;
+    let request = requests::audio(&body_bytes(body)?)?;
     state
         .switchboard
         .audio(AudioTarget::Call(id), request)

@@ -13,7 +13,7 @@ use ezk_sip_types::header::HeaderParse;
 use ezk_sip_types::msg::{Line, MessageLine, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::print::AppendCtx;
-use ezk_sip_types::uri::SipUriUserPart;
+use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_types::{Headers, Method, Name};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -59,6 +59,8 @@ pub enum ParseError {
     MalformedContentLength,
     #[error("Content-Length mismatch")]
     ContentLengthMismatch,
+    #[error("Malformed Record-Route")]
+    MalformedRecordRoute,
 }
 
 impl ParseError {
@@ -263,11 +265,15 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
         cseq: raw_value(&headers, &Name::CSEQ),
     };
 
+    // The top Via is the first value of the first Via line as written: it is
+    // what a response echoes first, and what the transaction is matched on.
     let top_via = match headers.try_get_named::<Vec<Via>>() {
         None => return Err(Malformed::unanswerable(ParseError::MissingVia)),
-        Some(Ok(vias)) => vias
-            .into_iter()
-            .next()
+        Some(Ok(_)) => echo
+            .vias
+            .first()
+            .and_then(|first| split_top_via(first))
+            .map(|(via, _)| via)
             .ok_or(Malformed::unanswerable(ParseError::MalformedVia))?,
         Some(Err(_)) => return Err(Malformed::unanswerable(ParseError::MalformedVia)),
     };
@@ -311,15 +317,19 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     {
         return Err(fail(ParseError::MalformedCSeq));
     }
-    let from = match headers.try_get::<FromTo>(Name::FROM) {
+    // From and To are read from the values we echo, whole: a tag we add to a To
+    // with trailing text after its URI would be lost in that text.
+    let (from, from_tag) = match echo.from.as_deref() {
         None => return Err(fail(ParseError::MissingFrom)),
-        Some(Ok(from)) => from,
-        Some(Err(_)) => return Err(fail(ParseError::MalformedFrom)),
+        Some(raw) => parse_whole::<FromTo>(raw)
+            .zip(tag_param(raw))
+            .ok_or_else(|| fail(ParseError::MalformedFrom))?,
     };
-    let to = match headers.try_get::<FromTo>(Name::TO) {
+    let (to, to_tag) = match echo.to.as_deref() {
         None => return Err(fail(ParseError::MissingTo)),
-        Some(Ok(to)) => to,
-        Some(Err(_)) => return Err(fail(ParseError::MalformedTo)),
+        Some(raw) => parse_whole::<FromTo>(raw)
+            .zip(tag_param(raw))
+            .ok_or_else(|| fail(ParseError::MalformedTo))?,
     };
 
     let body = match headers.get_raw(&Name::CONTENT_LENGTH).next() {
@@ -336,6 +346,10 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
             Bytes::copy_from_slice(body)
         }
     };
+
+    if !record_routes_are_usable(&headers) {
+        return Err(fail(ParseError::MalformedRecordRoute));
+    }
 
     let branch = top_via
         .params
@@ -363,9 +377,9 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
                 cseq: cseq.cseq,
                 cseq_method: cseq.method,
                 from_uri: uri_string(&from),
-                from_tag: from.tag.map(|t| t.to_string()),
+                from_tag,
                 to_uri: uri_string(&to),
-                to_tag: to.tag.map(|t| t.to_string()),
+                to_tag,
                 headers,
             })))
         }
@@ -373,7 +387,7 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
             code: line.code.into_u16(),
             reason: line.reason.map(|r| r.to_string()).unwrap_or_default(),
             to: echo.to.clone().unwrap_or_default(),
-            to_tag: to.tag.map(|t| t.to_string()),
+            to_tag,
             headers,
             body,
             branch,
@@ -384,14 +398,52 @@ pub fn parse(datagram: &[u8], source: SocketAddr) -> Result<Message, Malformed> 
     }
 }
 
+/// A header value parsed up to its end; `None` when the parser stops before it.
+fn parse_whole<T: HeaderParse>(value: &str) -> Option<T> {
+    let bytes = Bytes::copy_from_slice(value.as_bytes());
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (rest, parsed) = T::parse(&bytes, text).ok()?;
+    rest.trim().is_empty().then_some(parsed)
+}
+
+/// The `tag` parameter of a From or To value: `Some(None)` without one,
+/// `None` when it has one without a value or more than one (RFC 3261 25.1,
+/// `tag-param = "tag" EQUAL token`; parameter names are case-insensitive,
+/// 7.3.1). Read here rather than by the header parser, which sees only a
+/// lower-case `tag`: a `Tag=x` we missed would get a second tag from us. The
+/// parameters follow the `>` of a name-addr, or the first `;` of a bare URI
+/// (RFC 3261 20.10).
+fn tag_param(value: &str) -> Option<Option<String>> {
+    let params = match value.rfind('>') {
+        Some(close) if value.contains('<') => &value[close + 1..],
+        _ => value.split_once(';').map_or("", |(_, params)| params),
+    };
+    let mut tags = params.split(';').filter_map(|param| {
+        let (name, tag) = param.split_once('=').unwrap_or((param, ""));
+        name.trim().eq_ignore_ascii_case("tag").then(|| tag.trim())
+    });
+    match (tags.next(), tags.next()) {
+        (None, _) => Some(None),
+        (Some(tag), None) if !tag.is_empty() => Some(Some(tag.to_owned())),
+        _ => None,
+    }
+}
+
+/// The first Via of `value` (a Via line, which may hold several, comma-separated) and
+/// what follows it; `None` unless it parses up to a comma or the end. A header parser
+/// that skips values it cannot read must not let a later Via stand in for it.
+fn split_top_via(value: &str) -> Option<(Via, String)> {
+    let bytes = Bytes::copy_from_slice(value.as_bytes());
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (rest, via) = Via::parse(&bytes, text).ok()?;
+    let after = rest.trim_start();
+    (after.is_empty() || after.starts_with(',')).then(|| (via, rest.to_owned()))
+}
+
 /// Add `received` and fill `rport` on the first Via of `value` (which may hold several,
 /// comma-separated). Values we cannot parse are returned unchanged.
 fn stamp_received(value: &str, source: SocketAddr) -> String {
-    let bytes = Bytes::copy_from_slice(value.as_bytes());
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return value.to_owned();
-    };
-    let Ok((rest, mut via)) = Via::parse(&bytes, text) else {
+    let Some((mut via, rest)) = split_top_via(value) else {
         return value.to_owned();
     };
     let has_rport = via.params.get("rport").is_some();
@@ -421,6 +473,15 @@ fn record_routes(headers: &Headers) -> Vec<String> {
         .get_raw(&Name::RECORD_ROUTE)
         .flat_map(|v| split_commas(v.as_str()))
         .collect()
+}
+
+/// Every Record-Route entry names a SIP URI we can write back: each becomes a Route
+/// of the requests we send in the dialog, and the first may become their Request-URI
+/// (a strict router, RFC 3261 12.2.1.1), so one that is not a URI must stop here.
+fn record_routes_are_usable(headers: &Headers) -> bool {
+    record_routes(headers)
+        .iter()
+        .all(|entry| SipUri::parse_str(super::dialog::route_uri(entry)).is_ok())
 }
 
 /// Whether an Allow header lists `method` (RFC 3261 20.5). Without one we
@@ -570,11 +631,7 @@ pub fn write_response(
 }
 
 fn to_has_tag(to: &str) -> bool {
-    let bytes = Bytes::copy_from_slice(to.as_bytes());
-    std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|text| FromTo::parse(&bytes, text).ok())
-        .is_some_and(|(_, parsed)| parsed.tag.is_some())
+    !matches!(tag_param(to), Some(None))
 }
 
 fn finish_message(
@@ -761,6 +818,82 @@ mod tests {
         );
         let err = parse(text.as_bytes(), source()).expect_err("no via");
         assert_eq!(err, Malformed::unanswerable(ParseError::MissingVia));
+    }
+
+    #[test]
+    fn a_malformed_top_via_is_refused_even_when_a_later_one_parses() {
+        // Found by fuzz/sip_message: the header parser skipped the bad first Via and
+        // the second one named the transaction, while the 200 echoed the bad one.
+        let text = INVITE.replace(
+            "Via: SIP/2.0/UDP phone",
+            "Via: SIP/a=inactive2.0.2.7:5062;branch=z9hG4bKabc\r\nVia: SIP/2.0/UDP phone",
+        );
+        let err = parse(text.as_bytes(), source()).expect_err("bad top Via");
+        assert_eq!(err.error, ParseError::MalformedVia);
+    }
+
+    #[test]
+    fn a_record_route_that_is_no_uri_is_refused() {
+        // Found by fuzz/sip_endpoint: a Record-Route without its closing `>` became
+        // the Request-URI of our BYE, spaces and all.
+        let text = INVITE.replace(
+            "Record-Route: <sip:p1;lr>, <sip:p2;lr>",
+            "Record-Route: <sip:Allow: INVITE, ACK",
+        );
+        let err = parse(text.as_bytes(), source()).expect_err("unusable Record-Route");
+        assert_eq!(err.error, ParseError::MalformedRecordRoute);
+        assert_eq!(err.error.to_string(), "Malformed Record-Route");
+        assert!(err.echo.is_some(), "answered 400");
+        let display_name = INVITE.replace("<sip:p1;lr>,", "\"edge\" <sip:p1;lr>;x=1,");
+        assert!(parse(display_name.as_bytes(), source()).is_ok());
+    }
+
+    #[test]
+    fn a_to_with_text_after_its_uri_is_refused() {
+        // Found by fuzz/sip_message: `To: sip:b@h>` parsed as far as the URI, and the
+        // tag our answer added after the `>` was lost on the way back to the caller.
+        let text = INVITE.replace("To: <sip:1000@192.0.2.1>", "To: sip:1000@192.0.2.1>");
+        let err = parse(text.as_bytes(), source()).expect_err("trailing text");
+        assert_eq!(err.error, ParseError::MalformedTo);
+        // The same holds for From.
+        let text = INVITE.replace("tag=1928301774", "tag=1928301774>");
+        let err = parse(text.as_bytes(), source()).expect_err("trailing text");
+        assert_eq!(err.error, ParseError::MalformedFrom);
+    }
+
+    #[test]
+    fn tag_parameter_names_are_case_insensitive() {
+        // Found by fuzz/sip_message: `To: <sip:1>;Tag=1` read as no tag, so our
+        // answer carried a second one.
+        let text = INVITE.replace(
+            "To: <sip:1000@192.0.2.1>",
+            "To: <sip:1000@192.0.2.1>;Tag=t1",
+        );
+        let invite = request(&text);
+        assert_eq!(invite.to_tag.as_deref(), Some("t1"));
+        let ok = write_response(&invite.echo, 200, "OK", Some("ours"), &[], None, "sipconf");
+        assert!(std::str::from_utf8(&ok)
+            .expect("utf8")
+            .contains("To: <sip:1000@192.0.2.1>;Tag=t1\r\n"));
+    }
+
+    #[test]
+    fn a_tag_without_a_value_or_twice_is_refused() {
+        // Found by fuzz/sip_message: `To: <sip:2>;tag` read as no tag, and the
+        // caller read our `;tag;tag=ours` the same way.
+        for to in [
+            "To: <sip:1000@192.0.2.1>;tag",
+            "To: <sip:1000@192.0.2.1>;tag=a;TAG=b",
+        ] {
+            let text = INVITE.replace("To: <sip:1000@192.0.2.1>", to);
+            let err = parse(text.as_bytes(), source()).expect_err(to);
+            assert_eq!(err.error, ParseError::MalformedTo, "{to}");
+        }
+        let text = INVITE.replace(";tag=1928301774", ";tag");
+        let err = parse(text.as_bytes(), source()).expect_err("valueless From tag");
+        assert_eq!(err.error, ParseError::MalformedFrom);
+        let bare = INVITE.replace("To: <sip:1000@192.0.2.1>", "To: sip:1000@192.0.2.1;tag=x");
+        assert_eq!(request(&bare).to_tag.as_deref(), Some("x"));
     }
 
     #[test]

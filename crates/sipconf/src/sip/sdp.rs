@@ -656,7 +656,8 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
                             .trim()
                             .parse::<f32>()
                             .map_err(|_| SdpError::MalformedPtime(attr_value.to_owned()))?;
-                        if !(ptime_ms.is_finite() && ptime_ms > 0.0) {
+                        // Below 1 ms is no packet time (it would read as 0 ms).
+                        if !(ptime_ms.is_finite() && ptime_ms >= 1.0) {
                             return Err(SdpError::MalformedPtime(attr_value.to_owned()));
                         }
                         section.ptime_ms = Some(ptime_ms as u32);
@@ -1161,6 +1162,21 @@ mod tests {
                 suite: Suite::AesCm128HmacSha1_32,
                 key: offered_key()
             }
+        );
+    }
+
+    #[test]
+    fn a_ptime_under_one_ms_is_malformed() {
+        // Found by fuzz/sdp: `a=ptime:0.53` was read as a packet time of 0 ms.
+        let sdp = offer("m=audio 4000 RTP/AVP 0", "a=ptime:0.53\r\n");
+        assert_eq!(
+            parse_offer(sdp.as_bytes()),
+            Err(SdpError::MalformedPtime("0.53".to_owned()))
+        );
+        let sdp = offer("m=audio 4000 RTP/AVP 0", "a=ptime:1.5\r\n");
+        assert_eq!(
+            parse_offer(sdp.as_bytes()).expect("offer").ptime_ms,
+            Some(1)
         );
     }
 
