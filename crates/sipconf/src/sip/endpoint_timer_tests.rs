@@ -587,6 +587,37 @@ fn a_call_we_hang_up_stops_its_session_timer() {
     assert_eq!(endpoint.poll_timeout(), None);
 }
 
+/// A far end that answers our refresh re-INVITE with 180 and never a final
+/// response leaves no transaction behind once the call is over (an INVITE
+/// transaction in Proceeding has no timer of its own; found by fuzzing).
+#[test]
+fn a_refresh_left_ringing_is_forgotten_when_its_call_ends() {
+    let mut endpoint = endpoint();
+    let start = Instant::now();
+    let (call, _, _) = call_through_proxy(
+        &mut endpoint,
+        start,
+        "Supported: timer\r\nSession-Expires: 100\r\n",
+    );
+    let out = run_until(&mut endpoint, start + 50 * SECOND);
+    let [(_, reinvite)] = out.as_slice() else {
+        panic!("expected one re-INVITE, got {out:?}");
+    };
+    let at = start + 50 * SECOND;
+    endpoint.handle_datagram(
+        at,
+        Transport::Udp,
+        proxy(),
+        reply(reinvite, 180, "Ringing", None, "").as_bytes(),
+    );
+    endpoint.hangup(at, call);
+    run_until(&mut endpoint, start + 400 * SECOND);
+    let stats = endpoint.stats();
+    assert_eq!(stats.calls_in_use, 0, "{stats:?}");
+    assert_eq!(stats.transactions_in_use, 0, "{stats:?}");
+    assert_eq!(endpoint.poll_timeout(), None);
+}
+
 // ==== session timers as UAC ====
 
 #[test]

@@ -629,6 +629,14 @@ impl Endpoint {
     pub(super) fn end_call(&mut self, call_key: CallKey, reason: EndReason) {
         if let Some(call) = self.calls.remove(&call_key) {
             self.dialogs.remove(&call.dialog.id);
+            // An INVITE of ours that got a 1xx has no timer of its own (RFC 3261
+            // 17.1.1.2): with its call gone nothing would ever end it. Those
+            // still sending (timer B) or absorbing a final answer's
+            // retransmissions (timers D, M) end by their timers.
+            self.invite_txns.retain(|_, entry| {
+                entry.call != call_key
+                    || entry.txn.state != crate::sip::transaction::InviteClientState::Proceeding
+            });
             self.events.push_back(SipEvent::Ended {
                 call: call_key,
                 reason,
