@@ -9,12 +9,12 @@
 mod common;
 
 use common::kamailio::Kamailio;
-use common::{free_port, require_tool, tempdir::TempDir, Daemon};
+use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
 use sipconf_testkit::meter::tone_amplitude;
 use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TONE_HZ: f64 = 700.0;
 const AMPLITUDE: f64 = 8000.0;
@@ -77,51 +77,6 @@ request_route {{
     )
 }
 
-/// Starts Kamailio with [`kamailio_config`] on a free loopback port.
-fn start_proxy(dir: &TempDir, bridge: SocketAddr) -> Kamailio {
-    let port = free_port();
-    let config = dir.path().join("kamailio.cfg");
-    std::fs::write(&config, kamailio_config(port, bridge)).expect("write config");
-    Kamailio::start(
-        dir,
-        &config,
-        &[],
-        None,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-    )
-}
-
-/// Waits (at most 10 s) until the proxy relays an OPTIONS to the bridge and back.
-async fn wait_until_relaying(proxy: &Kamailio) {
-    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let local = probe.local_addr().expect("addr");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = vec![0u8; 4096];
-    for attempt in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "kamailio never relayed an OPTIONS; its log:\n{}",
-            proxy.log()
-        );
-        let options = format!(
-                "OPTIONS sip:1000@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKprobe{attempt}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:1000@{0}>\r\n\
-                 Call-ID: probe{attempt}@{local}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                proxy.addr
-            );
-        let _ = probe.send_to(options.as_bytes(), proxy.addr).await;
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_millis(300), probe.recv_from(&mut buf)).await
-        {
-            if buf[..n].starts_with(b"SIP/2.0 200") {
-                return;
-            }
-        }
-    }
-}
-
 fn sine() -> Signal {
     Signal::Sine {
         freq_hz: TONE_HZ,
@@ -156,8 +111,9 @@ async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
     }
     let daemon = Daemon::with_rooms();
     let dir = TempDir::new("sipconf-kamailio");
-    let proxy = start_proxy(&dir, daemon.sip);
-    wait_until_relaying(&proxy).await;
+    let proxy = Kamailio::start_on_loopback(&dir, |port| kamailio_config(port, daemon.sip));
+    // The proxy relays OPTIONS to the bridge: a 200 means both are up.
+    proxy.wait_until_answering().await;
 
     let mut listener = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
         .await
