@@ -106,6 +106,8 @@ impl Phone {
             "Content-Type: application/sdp\r\n"
         };
         let ip = self.sip.ip();
+        // A branch is a token (RFC 3261 25.1): the Call-ID's `@` may not be in it.
+        let branch = branch.replace('@', ".");
         format!(
             "{method} sip:1000@192.0.2.1 SIP/2.0\r\n\
              Via: SIP/2.0/UDP {}:5060;branch=z9hG4bK{branch};rport\r\n\
