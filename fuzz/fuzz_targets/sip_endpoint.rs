@@ -190,6 +190,7 @@ impl Harness {
                             username: "bridge".to_owned(),
                             password: "secret".to_owned(),
                         }),
+                        link: None,
                     },
                 );
                 if let Ok(call) = placed {
@@ -290,6 +291,9 @@ fuzz_target!(|data: &[u8]| {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             session_timer: TimerSettings::default(),
+            limits: sipconf::sip::source_guard::SourceLimits::default(),
+            limit_stats: std::sync::Arc::default(),
+            tls_port: None,
         }),
         now: Instant::now(),
         quotes: Quotes::default(),
@@ -298,6 +302,7 @@ fuzz_target!(|data: &[u8]| {
             SdpSession::new(1),
             SocketAddr::from(([192, 0, 2, 1], 20_000)),
             101,
+            None,
         ),
     };
     let mut rest = data;
