@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::sip::source_guard::Cidr;
+use crate::sip::source_guard::{LimitStats, SourceLimits};
 use std::sync::atomic::Ordering;
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\

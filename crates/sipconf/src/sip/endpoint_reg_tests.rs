@@ -6,6 +6,7 @@ use super::uac_tests::{branch, header, headers, reply, sent, sent_one, start_lin
 use super::*;
 use crate::sip::auth;
 use crate::sip::registration::{RegistrationConfig, RegistrationState, RegistrationStats};
+use crate::sip::session_timer::TimerSettings;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! Endpoint behaviour driven with literal SIP text and fake instants.
 
 use super::*;
+use crate::sip::session_timer::TimerSettings;
+use crate::sip::source_guard::SourceLimits;
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
     m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";

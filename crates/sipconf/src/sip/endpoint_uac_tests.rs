@@ -2,6 +2,8 @@
 //! responses are written here by hand from the requests the endpoint sends.
 
 use super::*;
+use crate::sip::session_timer::TimerSettings;
+use crate::sip::source_guard::SourceLimits;
 use md5::{Digest, Md5};
 
 const T1: Duration = Duration::from_millis(500);
