@@ -9,10 +9,10 @@
 mod common;
 
 use common::kamailio::Kamailio;
+use common::tone::heard_db;
 use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
-use sipconf_testkit::meter::tone_amplitude;
-use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
+use sipconf_testkit::testphone::{Phone, PhoneOptions};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -77,30 +77,6 @@ request_route {{
     )
 }
 
-fn sine() -> Signal {
-    Signal::Sine {
-        freq_hz: TONE_HZ,
-        amplitude: AMPLITUDE,
-    }
-}
-
-/// The listener's loudest half second of the tone, in dB against what was sent.
-async fn heard_db(listener: &mut Phone, talker: &mut Phone) -> f64 {
-    let tone = sine();
-    let (heard, sent) = tokio::join!(
-        listener.stream(&Signal::Silence, Duration::from_millis(1500)),
-        talker.stream(&tone, Duration::from_millis(1500)),
-    );
-    sent.expect("talker media");
-    let heard = heard.expect("listener media");
-    let loudest = heard
-        .samples
-        .chunks(4000)
-        .map(|window| tone_amplitude(window, TONE_HZ))
-        .fold(0.0f64, f64::max);
-    20.0 * (loudest.max(1e-9) / AMPLITUDE).log10()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
     if !require_tool(
@@ -132,7 +108,7 @@ async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
         "{route:?}"
     );
 
-    let before = heard_db(&mut listener, &mut phone).await;
+    let before = heard_db(&mut listener, &mut phone, TONE_HZ, AMPLITUDE).await;
     assert!(
         before.abs() <= 1.0,
         "the room hears the proxied phone at {before:.1} dB"
@@ -143,7 +119,7 @@ async fn a_phone_behind_a_record_routing_proxy_holds_and_hangs_up_through_it() {
         .await
         .unwrap_or_else(|e| panic!("hold through the proxy: {e}; its log:\n{}", proxy.log()));
     assert!(answer.contains("a=recvonly"), "hold answer: {answer}");
-    let held = heard_db(&mut listener, &mut phone).await;
+    let held = heard_db(&mut listener, &mut phone, TONE_HZ, AMPLITUDE).await;
     assert!(
         held < -40.0,
         "the held phone is still heard at {held:.1} dB"

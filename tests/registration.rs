@@ -13,10 +13,10 @@ mod common;
 
 use common::api::{api_sections, Api, SECRET, TOKEN};
 use common::kamailio::Kamailio;
+use common::tone::heard_db;
 use common::{free_port, require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
-use sipconf_testkit::meter::tone_amplitude;
-use sipconf_testkit::testphone::{CallError, Phone, PhoneOptions, Signal};
+use sipconf_testkit::testphone::{CallError, Phone, PhoneOptions};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "ext-2000-secret";
@@ -166,31 +166,6 @@ fn wait_for_registrar_log(
     }
 }
 
-fn sine() -> Signal {
-    Signal::Sine {
-        freq_hz: TONE_HZ,
-        amplitude: AMPLITUDE,
-    }
-}
-
-/// What `listener` hears of the tone `talker` sends: its loudest half second,
-/// in dB against what was sent.
-async fn heard_db(listener: &mut Phone, talker: &mut Phone) -> f64 {
-    let tone = sine();
-    let (heard, sent) = tokio::join!(
-        listener.stream(&Signal::Silence, Duration::from_millis(1500)),
-        talker.stream(&tone, Duration::from_millis(1500)),
-    );
-    sent.expect("talker media");
-    let heard = heard.expect("listener media");
-    let loudest = heard
-        .samples
-        .chunks(4000)
-        .map(|window| tone_amplitude(window, TONE_HZ))
-        .fold(0.0f64, f64::max);
-    20.0 * (loudest.max(1e-9) / AMPLITUDE).log10()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_registers_as_an_extension_and_calls_to_it_reach_the_room() {
     if !require_tool(
@@ -280,12 +255,12 @@ async fn the_bridge_registers_as_an_extension_and_calls_to_it_reach_the_room() {
         "{}",
         registrar.log()
     );
-    let room_hears = heard_db(&mut listener, &mut caller).await;
+    let room_hears = heard_db(&mut listener, &mut caller, TONE_HZ, AMPLITUDE).await;
     assert!(
         room_hears.abs() <= 1.0,
         "the room hears the extension's caller at {room_hears:.1} dB"
     );
-    let caller_hears = heard_db(&mut caller, &mut listener).await;
+    let caller_hears = heard_db(&mut caller, &mut listener, TONE_HZ, AMPLITUDE).await;
     assert!(
         caller_hears.abs() <= 1.0,
         "the extension's caller hears the room at {caller_hears:.1} dB"
@@ -415,7 +390,7 @@ async fn over_tcp_the_bridge_registers_and_the_pbx_relays_calls_over_tcp() {
         "{log}"
     );
     assert!(log.contains("REPLY 200 over tcp"), "{log}");
-    let room_hears = heard_db(&mut listener, &mut caller).await;
+    let room_hears = heard_db(&mut listener, &mut caller, TONE_HZ, AMPLITUDE).await;
     assert!(
         room_hears.abs() <= 1.0,
         "the room hears the extension's caller at {room_hears:.1} dB"

@@ -9,6 +9,7 @@ pub mod api;
 pub mod kamailio;
 pub mod netns;
 pub mod sipp;
+pub mod tone;
 
 pub use sipconf_testkit::daemon::{free_port, require_tool, Addresses};
 pub use sipconf_testkit::{room, tempdir};
