@@ -363,7 +363,8 @@ pub fn build_offer(
     sdp
 }
 
-fn write_crypto(sdp: &mut String, tag: u32, suite: Suite, key: &MasterKey) {
+/// Appends one `a=crypto` line (RFC 4568 9.1) carrying `key` for `suite`.
+pub fn write_crypto(sdp: &mut String, tag: u32, suite: Suite, key: &MasterKey) {
     let _ = write!(
         sdp,
         "a=crypto:{tag} {} inline:{}\r\n",
