@@ -345,9 +345,14 @@ impl G722Encoder {
         // The quantiser works on the magnitude, with negatives one's-complemented.
         let magnitude = i32::from(if error >= 0 { error } else { !error });
         let scale = i32::from(band.scale);
-        let interval = (1..30)
-            .find(|&m| magnitude < (Q6[m] * scale) >> 12)
-            .unwrap_or(30);
+        // The first interval m (1..=30) whose upper level lies above the
+        // magnitude: the levels rise with m, so it is one past the count of
+        // levels at or below it (counted without branches, which speech
+        // would mispredict).
+        let interval = 1 + Q6[1..]
+            .iter()
+            .filter(|&&level| magnitude >= (level * scale) >> 12)
+            .count();
         let code = if error < 0 {
             CODE_NEGATIVE[interval]
         } else {
