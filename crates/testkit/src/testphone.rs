@@ -97,12 +97,11 @@ impl PhoneCodec {
         }
     }
 
-    /// The `a=rtpmap` encoding name and clock rate.
-    pub fn rtpmap(self) -> &'static str {
+    /// The `a=rtpmap` encoding name and RTP clock rate (8000 for both).
+    pub fn rtpmap(self) -> String {
         match self {
-            PhoneCodec::G711(Codec::Pcmu) => "PCMU/8000",
-            PhoneCodec::G711(Codec::Pcma) => "PCMA/8000",
-            PhoneCodec::G722 => "G722/8000",
+            PhoneCodec::G711(codec) => format!("{}/8000", codec.encoding_name()),
+            PhoneCodec::G722 => "G722/8000".to_string(),
         }
     }
 
@@ -147,7 +146,7 @@ fn answered_codec(
         _ => return None,
     };
     match rtpmaps.get(&first_payload_type) {
-        Some(map) if !map.eq_ignore_ascii_case(codec.rtpmap()) => None,
+        Some(map) if !map.eq_ignore_ascii_case(&codec.rtpmap()) => None,
         _ => Some(codec),
     }
 }
