@@ -2,6 +2,7 @@
 //! engine can store per member and call without dynamic dispatch.
 
 pub mod g711;
+pub mod opus;
 
 /// A negotiated audio codec (RFC 3551 static payload types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
