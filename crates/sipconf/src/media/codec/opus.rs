@@ -235,6 +235,9 @@ pub struct OpusEncoder {
 // SAFETY: the encoder state is plain memory owned by this value alone;
 // libopus keeps no thread-local or shared state for it.
 unsafe impl Send for OpusEncoder {}
+// SAFETY: only `&mut self` methods reach the libopus state; through `&self`
+// nothing but the frame size can be read, so sharing references is harmless.
+unsafe impl Sync for OpusEncoder {}
 
 impl OpusEncoder {
     /// An encoder taking mono PCM at `rate_hz` in 20 ms frames, at
@@ -369,8 +372,11 @@ pub struct OpusDecoder {
     frame_samples: usize,
 }
 
-// SAFETY: as for the encoder, the state is plain memory owned by this value.
+// SAFETY: as for the encoder, the state is plain memory owned by this value,
+// and only `&mut self` methods reach it.
 unsafe impl Send for OpusDecoder {}
+// SAFETY: as for the encoder.
+unsafe impl Sync for OpusDecoder {}
 
 impl OpusDecoder {
     /// A decoder to mono PCM at `rate_hz` (any packet's rate is resampled by

@@ -276,7 +276,7 @@ fn settings_out_of_range_are_refused_by_name() {
 
 #[test]
 fn encoder_and_decoder_move_between_threads() {
-    fn send<T: Send>() {}
-    send::<OpusEncoder>();
-    send::<OpusDecoder>();
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<OpusEncoder>();
+    send_and_sync::<OpusDecoder>();
 }
