@@ -4,8 +4,8 @@
 //!
 //! Measurement only: it never decides what a level means.
 
-/// The rate of the audio phones send and hear.
-const RATE_HZ: f64 = 8000.0;
+/// The rate of the audio G.711 phones send and hear.
+const RATE_HZ: u32 = 8000;
 
 /// One Goertzel filter (a single DFT bin at an exact frequency), fed one
 /// sample at a time; `reset` starts a new block.
@@ -20,8 +20,13 @@ pub struct Goertzel {
 impl Goertzel {
     /// A filter at `freq_hz` for 8 kHz audio.
     pub fn new(freq_hz: f64) -> Goertzel {
+        Goertzel::at_rate(freq_hz, RATE_HZ)
+    }
+
+    /// A filter at `freq_hz` for audio at `rate_hz` (16 kHz from a wideband phone).
+    pub fn at_rate(freq_hz: f64, rate_hz: u32) -> Goertzel {
         Goertzel {
-            coefficient: 2.0 * (2.0 * std::f64::consts::PI * freq_hz / RATE_HZ).cos(),
+            coefficient: 2.0 * (2.0 * std::f64::consts::PI * freq_hz / f64::from(rate_hz)).cos(),
             s1: 0.0,
             s2: 0.0,
             samples: 0,
@@ -63,9 +68,9 @@ impl Goertzel {
     }
 }
 
-/// The filter at `freq_hz` run over all of `samples` (8 kHz).
-fn over(samples: &[i16], freq_hz: f64) -> Goertzel {
-    let mut filter = Goertzel::new(freq_hz);
+/// The filter at `freq_hz` run over all of `samples` at `rate_hz`.
+fn over(samples: &[i16], freq_hz: f64, rate_hz: u32) -> Goertzel {
+    let mut filter = Goertzel::at_rate(freq_hz, rate_hz);
     for &x in samples {
         filter.push(f64::from(x));
     }
@@ -75,13 +80,19 @@ fn over(samples: &[i16], freq_hz: f64) -> Goertzel {
 /// The amplitude (peak, 16-bit linear) of the `freq_hz` component of
 /// `samples` at 8 kHz, over the whole slice.
 pub fn tone_amplitude(samples: &[i16], freq_hz: f64) -> f64 {
-    over(samples, freq_hz).amplitude()
+    over(samples, freq_hz, RATE_HZ).amplitude()
+}
+
+/// As [`tone_amplitude`] for audio at `rate_hz` (a wideband phone's recording:
+/// [`crate::testphone::Recording::sample_rate_hz`]).
+pub fn tone_amplitude_at(samples: &[i16], freq_hz: f64, rate_hz: u32) -> f64 {
+    over(samples, freq_hz, rate_hz).amplitude()
 }
 
 /// The Goertzel power at `freq_hz` over the whole slice (see
 /// [`Goertzel::power`]): comparable only between slices of one length.
 pub fn tone_power(samples: &[i16], freq_hz: f64) -> f64 {
-    over(samples, freq_hz).power()
+    over(samples, freq_hz, RATE_HZ).power()
 }
 
 /// `20 log10(a / b)`, with a floor so silence compares as very quiet.

@@ -1,22 +1,28 @@
 //! A scriptable SIP phone for loopback tests and the load generator: it places a
-//! call over UDP, sends a known signal as G.711 RTP at real pace, and records and
-//! decodes what it receives.
+//! call over UDP, sends a known signal as G.711 or Opus RTP at real pace, and
+//! records and decodes what it receives (its codecs are in `voice.rs`).
 //!
 //! Its SIP side is deliberately independent of the bridge's parser (plain text in
 //! and out), so a test that uses it checks the bridge against a second reading of
 //! RFC 3261 rather than against itself. It borrows only the bridge's G.711
-//! codec and keypad table.
+//! and Opus codecs and keypad table.
 
+use crate::sip_text::{branch_of, request_uri_of, split_name_addrs};
+pub use crate::sip_text::{response_to, tag_param, uri_of, SipText};
+use crate::voice::{offer_media, read_answer, AnsweredCodec, Voice};
+pub use crate::voice::{OpusOffer, OPUS_PAYLOAD_TYPE};
+use sipconf::media::codec::opus::OpusError;
 use sipconf::media::Codec;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
 
-/// 8 kHz samples in one 20 ms frame.
-const SAMPLES_PER_FRAME: usize = 160;
+/// The most audio samples in one 20 ms frame (16 kHz Opus).
+const MAX_FRAME_SAMPLES: usize = 320;
+/// The largest Opus payload (RFC 6716 3.4), and more than any G.711 frame.
+const MAX_PAYLOAD_BYTES: usize = 1275;
 /// How long the phone waits for any one SIP answer.
 const SIP_WAIT: Duration = Duration::from_secs(5);
 
@@ -27,9 +33,13 @@ pub struct PhoneOptions {
     pub server: SocketAddr,
     /// The number dialled (Request-URI user).
     pub number: String,
-    /// Codecs offered, in order of preference.
+    /// G.711 codecs offered, in order of preference.
     pub codecs: Vec<Codec>,
-    /// Offer `telephone-event` with this payload type.
+    /// Offer Opus (`opus/48000/2`, in-band FEC) with this payload type at
+    /// this place among `codecs`.
+    pub opus: Option<OpusOffer>,
+    /// Offer `telephone-event` with this payload type (at 48000 Hz when Opus
+    /// is offered, and then at 8000 Hz as this + 1 when G.711 is offered too).
     pub telephone_event: Option<u8>,
     /// Local address for the phone's sockets (loopback in tests).
     pub local_ip: IpAddr,
@@ -48,11 +58,21 @@ impl PhoneOptions {
             server,
             number: number.to_string(),
             codecs: vec![codec],
+            opus: None,
             telephone_event: Some(101),
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             extra_sdp: Vec::new(),
             other_payloads: Vec::new(),
             advertised_rtp_port: None,
+        }
+    }
+
+    /// A phone offering only Opus (payload type 111) and telephone-event/48000.
+    pub fn opus(server: SocketAddr, number: &str) -> PhoneOptions {
+        PhoneOptions {
+            codecs: Vec::new(),
+            opus: Some(OpusOffer::first()),
+            ..PhoneOptions::new(server, number, Codec::Pcmu)
         }
     }
 }
@@ -76,94 +96,8 @@ pub enum CallError {
     Io(#[from] std::io::Error),
     #[error("unusable answer from the bridge: {0}")]
     BadResponse(String),
-}
-
-/// A SIP message as the phone reads it: enough of RFC 3261 to run a call.
-#[derive(Debug, Clone)]
-pub struct SipText {
-    /// `Some(code)` for responses.
-    pub status: Option<u16>,
-    pub reason: String,
-    /// The request method, for requests.
-    pub method: Option<String>,
-    headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl SipText {
-    /// Reads a message; `None` when it is not one.
-    pub fn parse(bytes: &[u8]) -> Option<SipText> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let mut lines = head.split("\r\n");
-        let first = lines.next()?;
-        let (status, reason, method) = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
-            let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-            (Some(code.parse().ok()?), reason.to_string(), None)
-        } else {
-            let method = first.split(' ').next()?.to_string();
-            (None, String::new(), Some(method))
-        };
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (long_header_name(n.trim()), v.trim().to_string()))
-            .collect();
-        Some(SipText {
-            status,
-            reason,
-            method,
-            headers,
-            body: body.to_string(),
-        })
-    }
-
-    /// The first value of a header (long or compact name, any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = long_header_name(name);
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All values of a header, in order.
-    pub fn headers(&self, name: &str) -> Vec<&str> {
-        let name = long_header_name(name);
-        self.headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    fn cseq_method(&self) -> Option<&str> {
-        self.header("CSeq")?.split_whitespace().nth(1)
-    }
-}
-
-fn long_header_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
-        "v" => "via",
-        "f" => "from",
-        "t" => "to",
-        "i" => "call-id",
-        "m" => "contact",
-        "l" => "content-length",
-        "c" => "content-type",
-        "k" => "supported",
-        other => other,
-    };
-    long.to_string()
-}
-
-/// The `tag` parameter of a From or To header value.
-pub fn tag_param(header: &str) -> Option<String> {
-    header
-        .split(';')
-        .skip(1)
-        .find_map(|p| p.trim().strip_prefix("tag="))
-        .map(str::to_string)
+    #[error("the phone's Opus codec: {0}")]
+    Opus(#[from] OpusError),
 }
 
 fn random_token() -> String {
@@ -185,11 +119,12 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn sample(&self, n: usize) -> i16 {
+    /// Sample `n` at `rate_hz` (`Samples` are taken at the phone's rate).
+    fn sample(&self, n: usize, rate_hz: u32) -> i16 {
         match self {
             Signal::Silence => 0,
             Signal::Sine { freq_hz, amplitude } => {
-                let phase = 2.0 * std::f64::consts::PI * freq_hz * n as f64 / 8000.0;
+                let phase = 2.0 * std::f64::consts::PI * freq_hz * n as f64 / f64::from(rate_hz);
                 (amplitude * phase.sin()).round() as i16
             }
             Signal::Samples(s) => s.get(n).copied().unwrap_or(0),
@@ -232,18 +167,18 @@ impl KeyPress {
 /// Peak of each tone of an in-band key: -6 dBm0 (0 dBm0 peaks at 22930).
 const KEY_TONE_PEAK: f64 = 11_493.0;
 
-fn key_tone_sample(digit: char, n: usize) -> i16 {
+fn key_tone_sample(digit: char, n: usize, rate_hz: u32) -> i16 {
     let Some((low, high)) = sipconf::media::dtmf::key_tones_hz(digit) else {
         return 0;
     };
-    let t = n as f64 / 8000.0;
+    let t = n as f64 / f64::from(rate_hz);
     let phase = 2.0 * std::f64::consts::PI * t;
     (KEY_TONE_PEAK * ((phase * low).sin() + (phase * high).sin())) as i16
 }
 
-/// A timestamp jump up to this far ahead (10 s) is a pause in the far end's
+/// A timestamp jump up to this far ahead is a pause in the far end's
 /// sending and plays as silence; a bigger one is a new timeline.
-const MAX_SILENCE_GAP_SAMPLES: i32 = 80_000;
+const MAX_SILENCE_GAP_MS: u32 = 10_000;
 
 /// What the phone received during a media run.
 #[derive(Debug, Clone, Default)]
@@ -251,11 +186,15 @@ pub struct Recording {
     /// Decoded audio, in arrival order; a forward jump in the RTP timestamp
     /// (silence suppression, RFC 3551) plays as that much silence, as on a phone.
     pub samples: Vec<i16>,
+    /// The rate of `samples`: 8000 (G.711) or 16000 (Opus).
+    pub sample_rate_hz: u32,
     /// SSRC and RTP timestamp the next packet is expected to carry.
     expected: Option<(u32, u32)>,
     pub packets: usize,
     /// Packets with a payload type other than the negotiated codec's.
     pub other_packets: usize,
+    /// Packets of the negotiated codec that did not decode (Opus only).
+    pub undecodable_packets: usize,
     /// Distinct source addresses RTP came from.
     pub sources: Vec<SocketAddr>,
 }
@@ -280,12 +219,16 @@ pub struct Phone {
     next_hop: SocketAddr,
     /// Where the bridge said to send RTP.
     pub remote_rtp: SocketAddr,
-    /// The codec the bridge chose.
+    /// The G.711 codec the bridge chose (the first offered when it chose Opus).
     pub codec: Codec,
+    /// What the phone sends and decodes with: the answer's codec.
+    voice: Voice,
     /// The bridge's SDP answer.
     pub answer_sdp: String,
     /// The telephone-event payload type the bridge answered, if any.
     pub telephone_event: Option<u8>,
+    /// The clock rate of the answered telephone-event (8000 or 48000).
+    pub telephone_event_rate_hz: u32,
     /// Requests the bridge sent to the phone (methods), answered with 200.
     pub requests_seen: Vec<String>,
     ssrc: u32,
@@ -357,8 +300,10 @@ impl Phone {
             next_hop: options.server,
             remote_rtp: options.server,
             codec,
+            voice: Voice::G711(codec),
             answer_sdp: String::new(),
             telephone_event: None,
+            telephone_event_rate_hz: 8000,
             requests_seen: Vec::new(),
             ssrc: rand::rng().random(),
             seq: rand::rng().random(),
@@ -396,21 +341,13 @@ impl Phone {
         } else {
             ip.to_string()
         };
-        let mut pts: Vec<String> = self
-            .options
-            .codecs
-            .iter()
-            .map(|c| c.payload_type().to_string())
-            .collect();
-        pts.extend(
-            self.options
-                .other_payloads
-                .iter()
-                .map(|(pt, _)| pt.to_string()),
+        let media = offer_media(
+            &self.options.codecs,
+            self.options.opus,
+            &self.options.other_payloads,
+            self.options.telephone_event,
         );
-        if let Some(te) = self.options.telephone_event {
-            pts.push(te.to_string());
-        }
+        let pts: Vec<String> = media.payload_types.iter().map(u8::to_string).collect();
         let mut sdp = format!(
             "v=0\r\no=testphone 1 {} IN {family} {ip}\r\ns=-\r\nc=IN {family} {connection}\r\nt=0 0\r\nm=audio {} RTP/AVP {}\r\n",
             self.sdp_version,
@@ -419,20 +356,9 @@ impl Phone {
                 .unwrap_or_else(|| self.rtp_addr().port()),
             pts.join(" ")
         );
-        for c in &self.options.codecs {
-            let name = match c {
-                Codec::Pcmu => "PCMU",
-                Codec::Pcma => "PCMA",
-            };
-            sdp.push_str(&format!("a=rtpmap:{} {name}/8000\r\n", c.payload_type()));
-        }
-        for (pt, name) in &self.options.other_payloads {
-            sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
-        }
-        if let Some(te) = self.options.telephone_event {
-            sdp.push_str(&format!(
-                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
-            ));
+        for attribute in &media.attributes {
+            sdp.push_str(attribute);
+            sdp.push_str("\r\n");
         }
         sdp.push_str("a=ptime:20\r\n");
         if direction != "hold-c0" {
@@ -673,28 +599,23 @@ impl Phone {
             .lines()
             .find_map(|l| l.strip_prefix("m=audio "))
             .ok_or_else(|| bad("no m=audio line"))?;
-        let mut fields = media.split_whitespace();
-        let port: u16 = fields
+        let port: u16 = media
+            .split_whitespace()
             .next()
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| bad("no port"))?;
-        let pts: Vec<u8> = fields.skip(1).filter_map(|p| p.parse().ok()).collect();
-        let first = *pts.first().ok_or_else(|| bad("no payload type"))?;
-        self.codec = match first {
-            0 => Codec::Pcmu,
-            8 => Codec::Pcma,
-            _ => return Err(bad("an unexpected first payload type")),
-        };
-        let rtpmaps: HashMap<u8, String> = sdp
-            .lines()
-            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
-            .filter_map(|l| l.split_once(' '))
-            .filter_map(|(pt, name)| Some((pt.parse().ok()?, name.trim().to_string())))
-            .collect();
-        self.telephone_event = rtpmaps
-            .iter()
-            .find(|(_, n)| n.to_ascii_lowercase().starts_with("telephone-event"))
-            .map(|(pt, _)| *pt);
+        let answered = read_answer(sdp).map_err(|why| bad(&why))?;
+        if let AnsweredCodec::Opus { payload_type } = answered.codec {
+            if self.options.opus.is_none() {
+                return Err(bad(&format!("Opus ({payload_type}) not offered")));
+            }
+        }
+        self.voice = Voice::new(answered.codec)?;
+        if let AnsweredCodec::G711(codec) = answered.codec {
+            self.codec = codec;
+        }
+        self.telephone_event = answered.telephone_event.map(|(pt, _)| pt);
+        self.telephone_event_rate_hz = answered.telephone_event.map_or(8000, |(_, hz)| hz);
         self.remote_rtp = SocketAddr::new(ip, port);
         self.answer_sdp = sdp.clone();
         Ok(())
@@ -755,9 +676,14 @@ impl Phone {
         keys: &[KeyPress],
     ) -> Result<Recording, CallError> {
         let frames = (duration.as_millis() / 20) as usize;
-        let mut recording = Recording::default();
-        let mut pcm = [0i16; SAMPLES_PER_FRAME];
-        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        let mut recording = Recording {
+            sample_rate_hz: self.voice.audio_rate_hz(),
+            ..Recording::default()
+        };
+        let rate_hz = self.voice.audio_rate_hz();
+        let mut pcm_frame = [0i16; MAX_FRAME_SAMPLES];
+        let pcm = &mut pcm_frame[..self.voice.frame_samples()];
+        let mut packet = [0u8; 12 + MAX_PAYLOAD_BYTES];
         let mut buf = [0u8; 2048];
         // Packets that arrived before this run are not part of it: the
         // recording's sample index is then time since the run started.
@@ -775,8 +701,10 @@ impl Phone {
                 for (i, s) in pcm.iter_mut().enumerate() {
                     let n = self.sent_samples + i;
                     *s = match pressed {
-                        Some(key) if key.mode != KeyMode::Rfc4733 => key_tone_sample(key.digit, n),
-                        _ => signal.sample(n),
+                        Some(key) if key.mode != KeyMode::Rfc4733 => {
+                            key_tone_sample(key.digit, n, rate_hz)
+                        }
+                        _ => signal.sample(n, rate_hz),
                     };
                 }
                 let audio = pressed.is_none_or(|key| key.mode != KeyMode::Rfc4733);
@@ -792,13 +720,13 @@ impl Phone {
                     self.send_telephone_event(key, frame_ms, end).await?;
                 }
                 if audio {
-                    self.build_rtp(&pcm, &mut packet);
-                    self.rtp.send_to(&packet, self.remote_rtp).await?;
+                    let length = self.build_rtp(pcm, &mut packet)?;
+                    self.rtp.send_to(&packet[..length], self.remote_rtp).await?;
                 } else {
                     // No packet, but the RTP clock runs on.
-                    self.timestamp = self.timestamp.wrapping_add(SAMPLES_PER_FRAME as u32);
+                    self.timestamp = self.timestamp.wrapping_add(self.voice.frame_ticks());
                 }
-                self.sent_samples += SAMPLES_PER_FRAME;
+                self.sent_samples += pcm.len();
             }
             let next = start + Duration::from_millis(20 * (frame as u64 + 1));
             loop {
@@ -831,13 +759,15 @@ impl Phone {
         } else {
             frame_ms - key.at_ms + 20
         };
-        let duration = (elapsed_ms * 8).min(0xffff) as u16;
+        // Events run on the audio's RTP clock (RFC 4733 2.1): 48000 with Opus.
+        let ticks_per_ms = u64::from(self.voice.rtp_clock_hz() / 1000);
+        let duration = (elapsed_ms * ticks_per_ms).min(0xffff) as u16;
         // The event's timestamp is the press start on the phone's RTP clock;
         // `self.timestamp` is this frame's.
         let frames_since_start = ((frame_ms - key.at_ms) / 20) as u32;
         let timestamp = self
             .timestamp
-            .wrapping_sub(frames_since_start * SAMPLES_PER_FRAME as u32);
+            .wrapping_sub(frames_since_start * self.voice.frame_ticks());
         let first = !end && frame_ms == key.at_ms;
         let copies = if end { 3 } else { 1 };
         for _ in 0..copies {
@@ -863,18 +793,20 @@ impl Phone {
         Ok(())
     }
 
-    fn build_rtp(&mut self, pcm: &[i16], packet: &mut [u8]) {
+    /// One RTP packet of the negotiated codec in `packet`; returns its length.
+    fn build_rtp(&mut self, pcm: &[i16], packet: &mut [u8]) -> Result<usize, CallError> {
         packet[0] = 0x80;
-        packet[1] = self.codec.payload_type();
+        packet[1] = self.voice.payload_type();
         packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
         packet[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
         packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        self.codec.encode(pcm, &mut packet[12..12 + pcm.len()]);
+        let payload = self.voice.encode(pcm, &mut packet[12..])?;
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(pcm.len() as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.voice.frame_ticks());
+        Ok(12 + payload)
     }
 
-    fn record(&self, packet: &[u8], from: SocketAddr, recording: &mut Recording) {
+    fn record(&mut self, packet: &[u8], from: SocketAddr, recording: &mut Recording) {
         if packet.len() < 12 || packet[0] >> 6 != 2 {
             return;
         }
@@ -884,7 +816,7 @@ impl Phone {
         let pt = packet[1] & 0x7f;
         let csrc = (packet[0] & 0x0f) as usize;
         let header = 12 + 4 * csrc;
-        if pt != self.codec.payload_type() || packet.len() < header {
+        if pt != self.voice.payload_type() || packet.len() < header {
             recording.other_packets += 1;
             return;
         }
@@ -893,101 +825,103 @@ impl Phone {
         let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
         if let Some((expected_ssrc, expected)) = recording.expected {
             let ahead = timestamp.wrapping_sub(expected) as i32;
-            if expected_ssrc == ssrc && (1..=MAX_SILENCE_GAP_SAMPLES).contains(&ahead) {
-                let silence_until = recording.samples.len() + ahead as usize;
+            let max_gap = (MAX_SILENCE_GAP_MS * self.voice.rtp_clock_hz() / 1000) as i32;
+            if expected_ssrc == ssrc && (1..=max_gap).contains(&ahead) {
+                let silence_until = recording.samples.len() + self.voice.samples_for(ahead as u32);
                 recording.samples.resize(silence_until, 0);
             }
         }
-        recording.expected = Some((ssrc, timestamp.wrapping_add(payload.len() as u32)));
-        let start = recording.samples.len();
-        recording.samples.resize(start + payload.len(), 0);
-        self.codec.decode(payload, &mut recording.samples[start..]);
+        let Ok(decoded) = self.voice.decode(payload, &mut recording.samples) else {
+            recording.undecodable_packets += 1;
+            return;
+        };
+        let ticks = self.voice.ticks_for(decoded);
+        recording.expected = Some((ssrc, timestamp.wrapping_add(ticks)));
         recording.packets += 1;
     }
-}
-
-fn branch_of(request: &str) -> String {
-    request
-        .lines()
-        .find(|l| l.starts_with("Via:"))
-        .and_then(|v| v.split(';').find_map(|p| p.strip_prefix("branch=")))
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn request_uri_of(request: &str) -> String {
-    request
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The name-addrs of a header value that may hold several (`<a>, <b>`),
-/// split at the commas outside angle brackets.
-fn split_name_addrs(value: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut inside = false;
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        match c {
-            '<' => inside = true,
-            '>' => inside = false,
-            ',' if !inside => {
-                parts.push(value[start..i].trim().to_string());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(value[start..].trim().to_string());
-    parts.retain(|p| !p.is_empty());
-    parts
-}
-
-/// The URI inside a name-addr (`"Bob" <sip:b@h>;x` -> `sip:b@h`).
-pub fn uri_of(name_addr: &str) -> String {
-    match (name_addr.find('<'), name_addr.find('>')) {
-        (Some(a), Some(b)) if a < b => name_addr[a + 1..b].to_string(),
-        _ => name_addr
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
-
-/// A response to a request, copying Via, From, To, Call-ID and CSeq.
-pub fn response_to(request: &[u8], code: u16, reason: &str) -> String {
-    let text = String::from_utf8_lossy(request);
-    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-    for line in text.split("\r\n").skip(1) {
-        if line.is_empty() {
-            break;
-        }
-        let name = line.split(':').next().unwrap_or_default().trim();
-        let long = long_header_name(name);
-        if ["via", "from", "to", "call-id", "cseq"].contains(&long.as_str()) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meter::{db_ratio, tone_amplitude_at};
 
-    #[test]
-    fn parses_responses_with_compact_headers() {
-        let m = SipText::parse(b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP x;branch=z9hG4bK1\r\nt: <sip:a@b>;tag=xyz\r\nCSeq: 1 INVITE\r\n\r\nbody").unwrap();
-        assert_eq!(m.status, Some(200));
-        assert_eq!(tag_param(m.header("To").unwrap()).as_deref(), Some("xyz"));
-        assert_eq!(m.cseq_method(), Some("INVITE"));
-        assert_eq!(m.body, "body");
+    /// A peer that answers the phone's INVITE with Opus, then sends every RTP
+    /// packet back and notes its payload type and timestamp.
+    async fn opus_answerer(sip: UdpSocket, rtp: UdpSocket) -> (String, Vec<(u8, u32)>) {
+        let mut buf = [0u8; 4096];
+        let (n, phone) = sip.recv_from(&mut buf).await.expect("INVITE");
+        let invite = String::from_utf8_lossy(&buf[..n]).to_string();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\n",
+            rtp.local_addr().expect("rtp").port()
+        );
+        let ok = response_to(&buf[..n], 200, "OK").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        );
+        sip.send_to(ok.as_bytes(), phone).await.expect("200");
+        let mut seen = Vec::new();
+        while seen.len() < 50 {
+            let Ok(Ok((n, from))) =
+                tokio::time::timeout(Duration::from_secs(2), rtp.recv_from(&mut buf)).await
+            else {
+                break;
+            };
+            if n >= 12 {
+                let timestamp = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                seen.push((buf[1] & 0x7f, timestamp));
+            }
+            rtp.send_to(&buf[..n], from).await.expect("echo");
+        }
+        (invite, seen)
+    }
+
+    #[tokio::test]
+    async fn an_opus_call_sends_a_48000_clock_and_records_16_khz_audio() {
+        if !crate::voice::opus_here("an_opus_call_sends_a_48000_clock_and_records_16_khz_audio") {
+            return;
+        }
+        let sip = UdpSocket::bind("127.0.0.1:0").await.expect("sip");
+        let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("rtp");
+        let server = sip.local_addr().expect("sip");
+        let peer = tokio::spawn(opus_answerer(sip, rtp));
+
+        let mut phone = Phone::call(PhoneOptions::opus(server, "1000"))
+            .await
+            .expect("call");
+        assert_eq!(phone.voice.payload_type(), 111);
+        assert_eq!(phone.telephone_event, Some(101));
+        assert_eq!(phone.telephone_event_rate_hz, 48000);
+        let tone = Signal::Sine {
+            freq_hz: 1000.0,
+            amplitude: 8000.0,
+        };
+        let heard = phone
+            .stream(&tone, Duration::from_secs(1))
+            .await
+            .expect("stream");
+        let (invite, seen) = peer.await.expect("peer");
+
+        assert!(invite.contains("m=audio "), "{invite}");
+        assert!(invite.contains(" RTP/AVP 111 101\r\n"), "{invite}");
+        assert!(invite.contains("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n"));
+        assert!(invite.contains("a=rtpmap:101 telephone-event/48000\r\n"));
+        assert!(seen.len() >= 45, "{} packets", seen.len());
+        assert!(seen.iter().all(|(pt, _)| *pt == 111));
+        assert!(seen.windows(2).all(|w| w[1].1.wrapping_sub(w[0].1) == 960));
+
+        assert_eq!(heard.sample_rate_hz, 16000);
+        assert_eq!(heard.undecodable_packets, 0);
+        assert!(heard.packets >= 45, "{} packets heard", heard.packets);
+        // Past the first 300 ms (the codec's delay and the loop's start), the
+        // tone is back at its level.
+        let tail = heard.samples.get(4800..).unwrap_or_default();
+        assert!(tail.len() >= 8000, "{} samples heard", heard.samples.len());
+        let level_db = db_ratio(tone_amplitude_at(tail, 1000.0, 16000), 8000.0);
+        assert!(level_db.abs() < 1.0, "1 kHz heard at {level_db:.2} dB");
     }
 }
