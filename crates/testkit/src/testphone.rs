@@ -9,8 +9,8 @@
 
 use crate::sip_text::{branch_of, request_uri_of, split_name_addrs};
 pub use crate::sip_text::{response_to, tag_param, uri_of, SipText};
-use crate::voice::{offer_media, read_answer, AnsweredCodec, Voice};
-pub use crate::voice::{OpusOffer, OPUS_PAYLOAD_TYPE};
+use crate::voice::{offer_media, read_answer, Voice};
+pub use crate::voice::{AnsweredCodec, OpusOffer, OPUS_PAYLOAD_TYPE};
 use sipconf::media::codec::opus::OpusError;
 use sipconf::media::Codec;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -582,6 +582,16 @@ impl Phone {
         self.route_set = routes;
     }
 
+    /// The codec the bridge answered (G.711 or Opus with its payload type).
+    pub fn answered_codec(&self) -> AnsweredCodec {
+        self.voice.codec()
+    }
+
+    /// The rate of the audio the phone sends and records (8000, or 16000 with Opus).
+    pub fn audio_rate_hz(&self) -> u32 {
+        self.voice.audio_rate_hz()
+    }
+
     /// The route set the phone follows in this call (empty without Record-Route).
     pub fn route_set(&self) -> &[String] {
         &self.route_set
@@ -893,7 +903,11 @@ mod tests {
         let mut phone = Phone::call(PhoneOptions::opus(server, "1000"))
             .await
             .expect("call");
-        assert_eq!(phone.voice.payload_type(), 111);
+        assert_eq!(
+            phone.answered_codec(),
+            AnsweredCodec::Opus { payload_type: 111 }
+        );
+        assert_eq!(phone.audio_rate_hz(), 16000);
         assert_eq!(phone.telephone_event, Some(101));
         assert_eq!(phone.telephone_event_rate_hz, 48000);
         let tone = Signal::Sine {

@@ -175,6 +175,16 @@ impl Voice {
         })
     }
 
+    /// The answered codec this state speaks.
+    pub fn codec(&self) -> AnsweredCodec {
+        match self {
+            Voice::G711(codec) => AnsweredCodec::G711(*codec),
+            Voice::Opus { payload_type, .. } => AnsweredCodec::Opus {
+                payload_type: *payload_type,
+            },
+        }
+    }
+
     /// The payload type of its RTP packets.
     pub fn payload_type(&self) -> u8 {
         match self {
