@@ -91,12 +91,13 @@ pub enum OpusError {
     OutputTooSmall { needed: usize, got: usize },
     #[error("empty Opus payload")]
     EmptyPayload,
-    /// libopus returned an error code; `message` is its `opus_strerror`.
+    /// libopus returned an error code; `message` is its `opus_strerror`
+    /// (a static string, so a hostile packet costs no allocation).
     #[error("libopus {operation} failed: {message} ({code})")]
     Library {
         operation: &'static str,
         code: i32,
-        message: String,
+        message: &'static str,
     },
 }
 
@@ -206,13 +207,14 @@ fn load() -> Result<Library, String> {
 impl Library {
     /// An error for a negative libopus return code.
     fn error(&self, operation: &'static str, code: c_int) -> OpusError {
-        // SAFETY: opus_strerror accepts any int and returns a static
-        // NUL-terminated string (never null).
-        let message = unsafe { CStr::from_ptr((self.strerror)(code)) };
+        // SAFETY: opus_strerror accepts any int and returns a NUL-terminated
+        // string in the library's static data (never null); the library is
+        // never unloaded, so the string lives as long as the process.
+        let message: &'static CStr = unsafe { CStr::from_ptr((self.strerror)(code)) };
         OpusError::Library {
             operation,
             code,
-            message: message.to_string_lossy().into_owned(),
+            message: message.to_str().unwrap_or("unknown error"),
         }
     }
 }
