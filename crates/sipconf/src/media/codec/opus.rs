@@ -165,10 +165,19 @@ fn load() -> Result<Library, String> {
             Ok(address)
         }
     };
+    // SAFETY: opus_get_version_string is `const char *(void)` in opus.h.
+    let version_string = unsafe {
+        std::mem::transmute::<*mut c_void, VersionString>(symbol(c"opus_get_version_string")?)
+    };
+    // SAFETY: it returns a NUL-terminated string in the library's static
+    // data, and the library is never unloaded.
+    let version: &'static str = unsafe { CStr::from_ptr(version_string()) }
+        .to_str()
+        .unwrap_or("libopus (unreadable version)");
     // SAFETY (all transmutes below): each address is libopus's exported
     // function of that name, whose C prototype in opus.h is the one the
     // target type spells (opus_int32 = i32, opus_int16 = i16, int = c_int).
-    let library = unsafe {
+    Ok(unsafe {
         Library {
             encoder_create: std::mem::transmute::<*mut c_void, EncoderCreate>(symbol(
                 c"opus_encoder_create",
@@ -191,17 +200,9 @@ fn load() -> Result<Library, String> {
                 c"opus_decoder_ctl",
             )?),
             strerror: std::mem::transmute::<*mut c_void, StrError>(symbol(c"opus_strerror")?),
-            version: "",
+            version,
         }
-    };
-    let version_string =
-        // SAFETY: as above, opus_get_version_string's prototype is `const char *(void)`.
-        unsafe { std::mem::transmute::<*mut c_void, VersionString>(symbol(c"opus_get_version_string")?) };
-    // SAFETY: libopus returns a pointer to a static NUL-terminated string.
-    let version = unsafe { CStr::from_ptr(version_string()) }
-        .to_str()
-        .unwrap_or("libopus (unreadable version)");
-    Ok(Library { version, ..library })
+    })
 }
 
 impl Library {
