@@ -3,6 +3,7 @@
 
 pub mod g711;
 pub mod g722;
+pub mod opus;
 
 /// A negotiated audio codec (RFC 3551 static payload types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
