@@ -215,15 +215,28 @@ impl ReceptionStats {
         self.packets_received = self.packets_received.wrapping_add(1);
     }
 
+    /// Packets the sequence numbers say were sent since the first one.
+    fn expected(&self) -> u32 {
+        self.highest_sequence
+            .wrapping_sub(self.base_sequence)
+            .wrapping_add(1)
+    }
+
+    /// Packets expected and not received since the stream started (RFC
+    /// 3550 §6.4.1 "cumulative number of packets lost"); negative when
+    /// duplicates outnumber losses; 0 before the first packet.
+    pub fn cumulative_lost(&self) -> i64 {
+        if self.ssrc.is_none() {
+            return 0;
+        }
+        i64::from(self.expected()) - i64::from(self.packets_received)
+    }
+
     /// The report block for the next SR/RR, and resets the interval counts.
     pub fn report_block(&mut self) -> Option<ReportBlock> {
         let ssrc = self.ssrc?;
-        let expected = self
-            .highest_sequence
-            .wrapping_sub(self.base_sequence)
-            .wrapping_add(1);
-        let cumulative_lost = (i64::from(expected) - i64::from(self.packets_received))
-            .clamp(-0x80_0000, 0x7F_FFFF) as i32;
+        let expected = self.expected();
+        let cumulative_lost = self.cumulative_lost().clamp(-0x80_0000, 0x7F_FFFF) as i32;
         let expected_interval = expected.wrapping_sub(self.expected_prior);
         let received_interval = self.packets_received.wrapping_sub(self.received_prior);
         self.expected_prior = expected;

@@ -20,6 +20,7 @@ use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad, MAX_STEPS};
 use crate::media::latch::{Admit, Latch};
 use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::quality::{Interarrival, Quality};
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
 };
@@ -100,6 +101,7 @@ pub struct Slot {
     latch: Latch,
     jitter: JitterBuffer,
     reception: ReceptionStats,
+    interarrival: Interarrival,
     sender: RtpSender,
     gate: NoiseGate,
     /// The gate's levels before any key moved them.
@@ -161,6 +163,7 @@ impl Slot {
             latch: Latch::new(unspecified, unspecified, None),
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
+            interarrival: Interarrival::default(),
             sender: RtpSender::new(0, 0, 0),
             default_gate: gate.levels(),
             gate,
@@ -206,6 +209,7 @@ impl Slot {
         self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
+        self.interarrival = Interarrival::default();
         self.sender = sender;
         self.gate.close();
         // A link carries other bridges' talkers, gated there already.
@@ -304,6 +308,15 @@ impl Slot {
         self.reception.ssrc
     }
 
+    /// How the member's stream arrives (`media/quality.rs`).
+    pub fn quality(&self) -> Quality {
+        Quality {
+            packets_received: u64::from(self.reception.packets_received),
+            packets_lost: self.reception.cumulative_lost(),
+            jitter_us: self.interarrival.jitter_us(),
+        }
+    }
+
     /// The member's talking state as last reported.
     pub fn is_talking(&self) -> bool {
         self.talking_reported
@@ -349,6 +362,9 @@ impl Slot {
         }
         self.last_heard_at = now;
         self.timeout_reported = false;
+        if self.reception.ssrc != Some(ssrc) {
+            self.interarrival = Interarrival::default();
+        }
         self.reception.on_packet(ssrc, sequence);
         let event_end = packet
             .payload()
@@ -369,6 +385,9 @@ impl Slot {
             return Received::TelephoneEvent;
         }
         let pushed = self.jitter.push(packet.timestamp(), ssrc, packet.payload());
+        let clock_hz = self.codec.sample_rate_hz();
+        self.interarrival
+            .on_packet(self.age(now), packet.timestamp(), clock_hz);
         Received::Audio(pushed)
     }
 
