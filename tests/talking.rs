@@ -72,6 +72,13 @@ async fn a_conference_with_talking_events_is_told_talking_true_then_false() {
     let dir = TempDir::new("talking");
     let app = CallbackServer::start().await;
     let (daemon, api) = bridge(&dir, &app);
+    let bad = api
+        .post(
+            "/conferences",
+            json!({"from": "+1555", "talkingEvents": "often"}),
+        )
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "validation-error".into()));
     let (mut asking, conference, member) = member_of_new_conference(
         &daemon,
         &api,

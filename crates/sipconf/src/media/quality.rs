@@ -14,43 +14,44 @@ use std::time::Duration;
 use crate::media::MemberKey;
 
 /// Interarrival jitter of one RTP stream, RFC 3550 A.8: the mean deviation
-/// of the transit time, smoothed over 16 packets. Arrival times are the
-/// ticks' (the engine reads its sockets once a tick), so the figure
-/// resolves what a jitter buffer cares about (tens of milliseconds), not
-/// single milliseconds.
+/// of the transit time, smoothed over 16 packets, kept in RTP timestamp
+/// units so a packet costs no division. Arrival times are the ticks' (the
+/// engine reads its sockets once a tick), so the figure resolves what a
+/// jitter buffer cares about (tens of milliseconds), not single milliseconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Interarrival {
-    /// The last packet's transit time (arrival minus its timestamp), in µs.
-    last_transit_us: Option<i64>,
-    /// Jitter in µs, times 16 (A.8 keeps it scaled to avoid division).
-    jitter_us_x16: i64,
+    /// The last packet's transit time (arrival minus its timestamp), in
+    /// timestamp units, wrapping like the timestamps.
+    last_transit: Option<u32>,
+    /// Jitter in timestamp units, times 16 (A.8 keeps it scaled).
+    jitter_x16: u64,
 }
 
 impl Interarrival {
     /// Accounts one audio packet that arrived `arrival` after the stream's
     /// epoch, carrying `rtp_timestamp` on a `clock_hz` RTP clock.
     pub fn on_packet(&mut self, arrival: Duration, rtp_timestamp: u32, clock_hz: u32) {
-        if clock_hz == 0 {
-            return;
+        let clock = u64::from(clock_hz);
+        let arrival_units = arrival
+            .as_secs()
+            .wrapping_mul(clock)
+            .wrapping_add(u64::from(arrival.subsec_nanos()) * clock / 1_000_000_000)
+            as u32;
+        let transit = arrival_units.wrapping_sub(rtp_timestamp);
+        if let Some(last) = self.last_transit {
+            // Wrapping differences: a timestamp wrap is no jitter.
+            let deviation = u64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
+            self.jitter_x16 = self.jitter_x16 + deviation - ((self.jitter_x16 + 8) >> 4);
         }
-        let sent_us = i64::from(rtp_timestamp) * 1_000_000 / i64::from(clock_hz);
-        let transit_us = arrival.as_micros().min(i64::MAX as u128) as i64 - sent_us;
-        if let Some(last) = self.last_transit_us {
-            // The timestamp wraps (2^32 samples); a difference past half of
-            // it is a wrap or a new stream, not jitter.
-            let wrap_us = (1i64 << 32) * 1_000_000 / i64::from(clock_hz);
-            let mut deviation = (transit_us - last).abs();
-            if deviation > wrap_us / 2 {
-                deviation = (deviation - wrap_us).abs();
-            }
-            self.jitter_us_x16 += deviation - (self.jitter_us_x16 + 8) / 16;
-        }
-        self.last_transit_us = Some(transit_us);
+        self.last_transit = Some(transit);
     }
 
-    /// The jitter in microseconds.
-    pub fn jitter_us(&self) -> u32 {
-        ((self.jitter_us_x16 + 8) / 16).clamp(0, i64::from(u32::MAX)) as u32
+    /// The jitter in microseconds, on a `clock_hz` RTP clock.
+    pub fn jitter_us(&self, clock_hz: u32) -> u32 {
+        if clock_hz == 0 {
+            return 0;
+        }
+        ((self.jitter_x16 >> 4) * 1_000_000 / u64::from(clock_hz)).min(u64::from(u32::MAX)) as u32
     }
 }
 
@@ -150,7 +151,7 @@ mod tests {
         for n in 0..100u32 {
             stream.on_packet(MS * (20 * n + 7), 160 * n, 8000);
         }
-        assert_eq!(stream.jitter_us(), 0);
+        assert_eq!(stream.jitter_us(8000), 0);
     }
 
     #[test]
@@ -163,9 +164,9 @@ mod tests {
             stream.on_packet(MS * (20 * n + late), 160 * n, 8000);
         }
         assert!(
-            (19_000..=20_000).contains(&stream.jitter_us()),
+            (19_000..=20_000).contains(&stream.jitter_us(8000)),
             "{}",
-            stream.jitter_us()
+            stream.jitter_us(8000)
         );
     }
 
@@ -176,7 +177,7 @@ mod tests {
         for n in 0..10u32 {
             stream.on_packet(MS * (20 * n), start.wrapping_add(160 * n), 8000);
         }
-        assert_eq!(stream.jitter_us(), 0);
+        assert_eq!(stream.jitter_us(8000), 0);
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Slot {
         Quality {
             packets_received: u64::from(self.reception.packets_received),
             packets_lost: self.reception.cumulative_lost(),
-            jitter_us: self.interarrival.jitter_us(),
+            jitter_us: self.interarrival.jitter_us(self.codec.sample_rate_hz()),
         }
     }
 
