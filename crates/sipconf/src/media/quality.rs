@@ -7,37 +7,31 @@
 //! Owns: the jitter estimator of one stream, the per-slot table. Never
 //! touches: a socket, the clock (arrival times come in), a lock.
 
+use crate::media::MemberKey;
 use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
-
-use crate::media::MemberKey;
 
 /// Interarrival jitter of one RTP stream, RFC 3550 A.8: the mean deviation
-/// of the transit time, smoothed over 16 packets, kept in RTP timestamp
-/// units so a packet costs no division. Arrival times are the ticks' (the
-/// engine reads its sockets once a tick), so the figure resolves what a
-/// jitter buffer cares about (tens of milliseconds), not single milliseconds.
+/// of the transit time, smoothed over 16 packets, in RTP timestamp units.
+/// Arrival times are given in the same units, counted by the tick (the
+/// engine reads its sockets once a tick): the figure resolves what a jitter
+/// buffer cares about (tens of milliseconds), not single milliseconds, and
+/// a packet costs a few additions.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Interarrival {
-    /// The last packet's transit time (arrival minus its timestamp), in
-    /// timestamp units, wrapping like the timestamps.
+    /// The last packet's transit time (arrival minus its timestamp),
+    /// wrapping like the timestamps.
     last_transit: Option<u32>,
-    /// Jitter in timestamp units, times 16 (A.8 keeps it scaled).
+    /// Jitter times 16 (A.8 keeps it scaled).
     jitter_x16: u64,
 }
 
 impl Interarrival {
-    /// Accounts one audio packet that arrived `arrival` after the stream's
-    /// epoch, carrying `rtp_timestamp` on a `clock_hz` RTP clock.
-    pub fn on_packet(&mut self, arrival: Duration, rtp_timestamp: u32, clock_hz: u32) {
-        let clock = u64::from(clock_hz);
-        let arrival_units = arrival
-            .as_secs()
-            .wrapping_mul(clock)
-            .wrapping_add(u64::from(arrival.subsec_nanos()) * clock / 1_000_000_000)
-            as u32;
-        let transit = arrival_units.wrapping_sub(rtp_timestamp);
+    /// Accounts one audio packet carrying `rtp_timestamp` that arrived at
+    /// `arrival`, both on the stream's RTP clock.
+    #[inline]
+    pub fn on_packet(&mut self, arrival: u32, rtp_timestamp: u32) {
+        let transit = arrival.wrapping_sub(rtp_timestamp);
         if let Some(last) = self.last_transit {
             // Wrapping differences: a timestamp wrap is no jitter.
             let deviation = u64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
@@ -143,13 +137,16 @@ impl QualityTable {
 mod tests {
     use super::*;
 
-    const MS: Duration = Duration::from_millis(1);
+    /// Milliseconds on an 8 kHz clock.
+    fn ms(ms: u32) -> u32 {
+        8 * ms
+    }
 
     #[test]
     fn packets_on_a_steady_clock_have_no_jitter() {
         let mut stream = Interarrival::default();
         for n in 0..100u32 {
-            stream.on_packet(MS * (20 * n + 7), 160 * n, 8000);
+            stream.on_packet(ms(20 * n + 7), 160 * n);
         }
         assert_eq!(stream.jitter_us(8000), 0);
     }
@@ -161,7 +158,7 @@ mod tests {
         let mut stream = Interarrival::default();
         for n in 0..400u32 {
             let late = if n % 2 == 1 { 20 } else { 0 };
-            stream.on_packet(MS * (20 * n + late), 160 * n, 8000);
+            stream.on_packet(ms(20 * n + late), 160 * n);
         }
         assert!(
             (19_000..=20_000).contains(&stream.jitter_us(8000)),
@@ -175,7 +172,7 @@ mod tests {
         let mut stream = Interarrival::default();
         let start = u32::MAX - 160 * 5;
         for n in 0..10u32 {
-            stream.on_packet(MS * (20 * n), start.wrapping_add(160 * n), 8000);
+            stream.on_packet(ms(20 * n), start.wrapping_add(160 * n));
         }
         assert_eq!(stream.jitter_us(8000), 0);
     }

@@ -184,6 +184,8 @@ impl RtpSender {
 #[derive(Clone, Debug, Default)]
 pub struct ReceptionStats {
     pub ssrc: Option<u32>,
+    /// Interarrival jitter of the audio (RFC 3550 A.8); a new SSRC starts it afresh.
+    pub interarrival: crate::media::quality::Interarrival,
     base_sequence: u32,
     /// Highest sequence seen, extended with the wrap count in the upper 16 bits.
     highest_sequence: u32,
