@@ -40,12 +40,18 @@ impl Interarrival {
         self.last_transit = Some(transit);
     }
 
+    /// The jitter in timestamp units, as an RTCP report block carries it.
+    pub fn jitter_units(&self) -> u32 {
+        (self.jitter_x16 >> 4).min(u64::from(u32::MAX)) as u32
+    }
+
     /// The jitter in microseconds, on a `clock_hz` RTP clock.
     pub fn jitter_us(&self, clock_hz: u32) -> u32 {
         if clock_hz == 0 {
             return 0;
         }
-        ((self.jitter_x16 >> 4) * 1_000_000 / u64::from(clock_hz)).min(u64::from(u32::MAX)) as u32
+        (u64::from(self.jitter_units()) * 1_000_000 / u64::from(clock_hz)).min(u64::from(u32::MAX))
+            as u32
     }
 }
 

@@ -254,11 +254,12 @@ impl ReceptionStats {
             fraction_lost,
             cumulative_lost,
             highest_sequence: self.highest_sequence,
+            jitter: self.interarrival.jitter_units(),
         })
     }
 }
 
-/// One RTCP reception report block. Interarrival jitter, LSR and DLSR are sent as zero.
+/// One RTCP reception report block. LSR and DLSR are sent as zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReportBlock {
     pub ssrc: u32,
@@ -266,6 +267,8 @@ pub struct ReportBlock {
     /// 24-bit signed on the wire.
     pub cumulative_lost: i32,
     pub highest_sequence: u32,
+    /// Interarrival jitter in timestamp units (RFC 3550 §6.4.1, A.8).
+    pub jitter: u32,
 }
 
 /// RTCP packet types (RFC 3550 §12.1).
@@ -318,7 +321,7 @@ pub fn write_rtcp_report(
         let lost = (block.cumulative_lost as u32) & 0x00FF_FFFF;
         writer.u32((u32::from(block.fraction_lost) << 24) | lost)?;
         writer.u32(block.highest_sequence)?;
-        writer.u32(0)?; // interarrival jitter: not estimated
+        writer.u32(block.jitter)?;
         writer.u32(0)?; // LSR
         writer.u32(0)?; // DLSR
     }
@@ -559,6 +562,7 @@ mod tests {
             fraction_lost: 25,
             cumulative_lost: -1,
             highest_sequence: 0x1_0005,
+            jitter: 7,
         };
         let mut out = [0u8; RTCP_COMPOUND_MAX_BYTES];
         let len = write_rtcp_report(0xABCD_0123, Some(&info), Some(&block), true, &mut out)
@@ -575,6 +579,7 @@ mod tests {
         );
         assert_eq!(&out[8..12], &[1, 2, 3, 4]);
         assert_eq!(&out[32..36], &[25, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(&out[40..44], &[0, 0, 0, 7], "jitter");
         assert_eq!(&out[70..78], b"abcd0123");
     }
 
