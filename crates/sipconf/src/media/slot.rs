@@ -20,6 +20,7 @@ use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad, MAX_STEPS};
 use crate::media::latch::{Admit, Latch};
 use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::quality::Quality;
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
 };
@@ -100,6 +101,11 @@ pub struct Slot {
     latch: Latch,
     jitter: JitterBuffer,
     reception: ReceptionStats,
+    /// Ticks played since the member started, in its RTP clock's units:
+    /// when a packet arrived, for its interarrival jitter.
+    arrival_units: u32,
+    /// One frame in its RTP clock's units.
+    frame_units: u32,
     sender: RtpSender,
     gate: NoiseGate,
     /// The gate's levels before any key moved them.
@@ -161,6 +167,8 @@ impl Slot {
             latch: Latch::new(unspecified, unspecified, None),
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
+            arrival_units: 0,
+            frame_units: 160,
             sender: RtpSender::new(0, 0, 0),
             default_gate: gate.levels(),
             gate,
@@ -206,6 +214,8 @@ impl Slot {
         self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
+        self.arrival_units = 0;
+        self.frame_units = frame_samples;
         self.sender = sender;
         self.gate.close();
         // A link carries other bridges' talkers, gated there already.
@@ -304,6 +314,18 @@ impl Slot {
         self.reception.ssrc
     }
 
+    /// How the member's stream arrives (`media/quality.rs`).
+    pub fn quality(&self) -> Quality {
+        Quality {
+            packets_received: u64::from(self.reception.packets_received),
+            packets_lost: self.reception.cumulative_lost(),
+            jitter_us: self
+                .reception
+                .interarrival
+                .jitter_us(self.codec.sample_rate_hz()),
+        }
+    }
+
     /// The member's talking state as last reported.
     pub fn is_talking(&self) -> bool {
         self.talking_reported
@@ -368,7 +390,11 @@ impl Slot {
                 .on_telephone_event(ssrc, packet.timestamp(), packet.payload());
             return Received::TelephoneEvent;
         }
-        let pushed = self.jitter.push(packet.timestamp(), ssrc, packet.payload());
+        let timestamp = packet.timestamp();
+        let pushed = self.jitter.push(timestamp, ssrc, packet.payload());
+        self.reception
+            .interarrival
+            .on_packet(self.arrival_units, timestamp);
         Received::Audio(pushed)
     }
 
@@ -421,6 +447,7 @@ impl Slot {
     /// Fills the member's frame for this tick from its jitter buffer:
     /// decoded, concealed, or silence.
     pub fn play_frame(&mut self, frame_samples: usize) -> Played {
+        self.arrival_units = self.arrival_units.wrapping_add(self.frame_units);
         let pcm = &mut self.pcm[..frame_samples];
         let played = match self.jitter.pop() {
             Pop::Frame(payload) => {
