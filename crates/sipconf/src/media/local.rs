@@ -66,6 +66,12 @@ impl SampleRing {
         self.len() == 0
     }
 
+    /// Samples ever written (wrapping): a reader that sees it stand still
+    /// knows its writer stopped.
+    pub fn total_written(&self) -> usize {
+        self.written.load(Ordering::Acquire)
+    }
+
     /// Writer: appends what fits of `samples`; returns how many did.
     pub fn push(&self, samples: &[i16]) -> usize {
         let written = self.written.load(Ordering::Relaxed);
