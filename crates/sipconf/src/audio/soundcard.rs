@@ -39,8 +39,8 @@ pub const CAPTURE_TARGET_FRAMES: f64 = 2.0;
 /// to ride out a late period of this thread.
 pub const PLAYBACK_TARGET_MS: f64 = 60.0;
 /// A ring this many periods above its target has fallen behind for good
-/// (the thread or the device stalled): the excess is dropped at once
-/// rather than corrected over seconds.
+/// (its reader stalled, or was not there yet): nothing more is written to
+/// it until it is back at its target, rather than correcting over minutes.
 const RESYNC_PERIODS: f64 = 4.0;
 /// The time a fill error takes to be corrected, in seconds: slow enough
 /// that the ratio moves by parts per million, not audibly.
@@ -92,6 +92,8 @@ pub fn gain_of(db: f32) -> f32 {
 pub struct FillControl {
     target: f64,
     smoothed: f64,
+    /// The ring was found too full: written again once back at its target.
+    draining: bool,
     /// Correction per sample of error: the error is taken up in `SETTLE_S`.
     ppm_per_sample: f64,
 }
@@ -102,6 +104,7 @@ impl FillControl {
         FillControl {
             target,
             smoothed: target,
+            draining: false,
             ppm_per_sample: 1e6 / (f64::from(rate_hz) * SETTLE_S),
         }
     }
@@ -114,9 +117,18 @@ impl FillControl {
         (-error * self.ppm_per_sample).clamp(-MAX_CORRECTION_PPM, MAX_CORRECTION_PPM)
     }
 
-    /// Samples above target beyond which the excess is dropped.
-    fn too_full(&self, period_samples: f64) -> usize {
-        (self.target + RESYNC_PERIODS * period_samples) as usize
+    /// Whether to write to the ring now, its fill being `fill`: not from
+    /// `RESYNC_PERIODS` above the target until it is back at the target
+    /// (and the smoothed fill with it, so the ratio is not bent for it).
+    fn may_write(&mut self, fill: usize, period_samples: f64) -> bool {
+        let fill = fill as f64;
+        if fill > self.target + RESYNC_PERIODS * period_samples {
+            self.draining = true;
+        } else if self.draining && fill <= self.target {
+            self.draining = false;
+            self.smoothed = self.target;
+        }
+        !self.draining
     }
 }
 
@@ -207,7 +219,6 @@ impl Pump {
         port.stats
             .capture_correction_ppm
             .store(ppm.round() as i64, Ordering::Relaxed);
-        let too_full = self.capture_control.too_full(member_period);
         loop {
             let got = microphone.pop(&mut self.device_buffer);
             if got == 0 {
@@ -219,10 +230,13 @@ impl Pump {
                 let (taken, made) = self
                     .capture
                     .process(&self.device_buffer[offset..got], &mut self.member_buffer);
-                let pushed = if port.capture.len() > too_full {
-                    0
-                } else {
+                let pushed = if self
+                    .capture_control
+                    .may_write(port.capture.len(), member_period)
+                {
                     port.capture.push(&self.member_buffer[..made])
+                } else {
+                    0
                 };
                 let lost = (made - pushed) as u64;
                 if lost > 0 {
@@ -245,7 +259,6 @@ impl Pump {
         port.stats
             .playback_correction_ppm
             .store(ppm.round() as i64, Ordering::Relaxed);
-        let too_full = self.playback_control.too_full(device_period);
         loop {
             let got = port.playback.pop(&mut self.member_buffer);
             if got == 0 {
@@ -257,10 +270,13 @@ impl Pump {
                 let (taken, made) = self
                     .playback
                     .process(&self.member_buffer[offset..got], &mut self.device_buffer);
-                let pushed = if loudspeaker.len() > too_full {
-                    0
-                } else {
+                let pushed = if self
+                    .playback_control
+                    .may_write(loudspeaker.len(), device_period)
+                {
                     loudspeaker.push(&self.device_buffer[..made])
+                } else {
+                    0
                 };
                 if pushed < made {
                     port.stats.playback_overruns.fetch_add(1, Ordering::Relaxed);

@@ -229,26 +229,27 @@ fn find(host: &cpal::Host, name: &str, capture: bool) -> Result<cpal::Device, St
         .ok_or_else(|| format!("no {what} device `{name}` (see `sipconf soundcard --list`)"))
 }
 
-/// The stream settings to try: mono 16-bit at 48 kHz first, then the
-/// device's own default.
-fn configs(device: &cpal::Device, capture: bool) -> Vec<(StreamConfig, SampleFormat)> {
-    let mut tried = vec![(
-        StreamConfig {
-            channels: 1,
-            sample_rate: PREFERRED_DEVICE_RATE_HZ,
-            buffer_size: cpal::BufferSize::Default,
-        },
-        SampleFormat::I16,
-    )];
+/// The stream settings tried first: mono 16-bit at 48 kHz.
+fn preferred() -> (StreamConfig, SampleFormat) {
+    let config = StreamConfig {
+        channels: 1,
+        sample_rate: PREFERRED_DEVICE_RATE_HZ,
+        buffer_size: cpal::BufferSize::Default,
+    };
+    (config, SampleFormat::I16)
+}
+
+/// The device's own default settings, tried when it refuses `preferred`
+/// (asked only then: asking opens the device).
+fn device_default(device: &cpal::Device, capture: bool) -> Option<(StreamConfig, SampleFormat)> {
     let default = if capture {
         device.default_input_config()
     } else {
         device.default_output_config()
     };
-    if let Ok(default) = default {
-        tried.push((default.config(), default.sample_format()));
-    }
-    tried
+    default
+        .ok()
+        .map(|default| (default.config(), default.sample_format()))
 }
 
 fn ring_for(rate_hz: u32) -> Arc<SampleRing> {
@@ -264,7 +265,14 @@ fn open_capture(
     stats: Arc<LocalStats>,
 ) -> Result<(cpal::Stream, Arc<SampleRing>, u32), String> {
     let mut last = String::from("no configuration to try");
-    for (config, format) in configs(device, true) {
+    let mut tries = vec![preferred()];
+    for attempt in 0..2 {
+        if attempt == 1 {
+            tries.extend(device_default(device, true));
+        }
+        let Some((config, format)) = tries.get(attempt).cloned() else {
+            break;
+        };
         let ring = ring_for(config.sample_rate);
         let failed = Arc::clone(&failed);
         let on_error = move |_| failed.store(true, Ordering::Relaxed);
@@ -309,7 +317,14 @@ fn open_playback(
     stats: Arc<LocalStats>,
 ) -> Result<(cpal::Stream, Arc<SampleRing>, u32), String> {
     let mut last = String::from("no configuration to try");
-    for (config, format) in configs(device, false) {
+    let mut tries = vec![preferred()];
+    for attempt in 0..2 {
+        if attempt == 1 {
+            tries.extend(device_default(device, false));
+        }
+        let Some((config, format)) = tries.get(attempt).cloned() else {
+            break;
+        };
         let ring = ring_for(config.sample_rate);
         let failed = Arc::clone(&failed);
         let on_error = move |_| failed.store(true, Ordering::Relaxed);
