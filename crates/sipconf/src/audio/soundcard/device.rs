@@ -126,18 +126,10 @@ impl Card {
         let input = find(&host, &config.capture, true)?;
         let output = find(&host, &config.playback, false)?;
         let failed = Arc::new(AtomicBool::new(false));
-        let (capture, microphone, capture_hz) = open_capture(
-            &input,
-            &config.capture,
-            Arc::clone(&failed),
-            Arc::clone(stats),
-        )?;
-        let (playback, loudspeaker, playback_hz) = open_playback(
-            &output,
-            &config.playback,
-            Arc::clone(&failed),
-            Arc::clone(stats),
-        )?;
+        let (capture, microphone, capture_hz) =
+            open_stream(&input, &config.capture, true, &failed, stats)?;
+        let (playback, loudspeaker, playback_hz) =
+            open_stream(&output, &config.playback, false, &failed, stats)?;
         capture
             .play()
             .map_err(|e| format!("cannot start capture on `{}`: {e}", config.capture))?;
@@ -258,108 +250,103 @@ fn ring_for(rate_hz: u32) -> Arc<SampleRing> {
     ))
 }
 
-fn open_capture(
+/// Opens `device` for capture or playback: mono 16-bit at 48 kHz if it
+/// takes that, else its own default settings. Returns the stream, the ring
+/// its callback fills or empties, and its rate.
+fn open_stream(
     device: &cpal::Device,
     name: &str,
-    failed: Arc<AtomicBool>,
-    stats: Arc<LocalStats>,
+    capture: bool,
+    failed: &Arc<AtomicBool>,
+    stats: &Arc<LocalStats>,
 ) -> Result<(cpal::Stream, Arc<SampleRing>, u32), String> {
+    let what = if capture { "capture" } else { "playback" };
     let mut last = String::from("no configuration to try");
     let mut tries = vec![preferred()];
     for attempt in 0..2 {
         if attempt == 1 {
-            tries.extend(device_default(device, true));
+            tries.extend(device_default(device, capture));
         }
-        let Some((config, format)) = tries.get(attempt).cloned() else {
+        let Some(&(config, format)) = tries.get(attempt) else {
             break;
         };
         let ring = ring_for(config.sample_rate);
-        let failed = Arc::clone(&failed);
-        let on_error = move |_| failed.store(true, Ordering::Relaxed);
-        let channels = usize::from(config.channels.max(1));
-        let (ring_in, stats_in) = (Arc::clone(&ring), Arc::clone(&stats));
-        let built = match format {
-            SampleFormat::I16 => device.build_input_stream(
-                config.clone(),
-                capture_callback::<i16>(ring_in, channels, stats_in),
-                on_error,
-                None,
-            ),
-            SampleFormat::F32 => device.build_input_stream(
-                config.clone(),
-                capture_callback::<f32>(ring_in, channels, stats_in),
-                on_error,
-                None,
-            ),
-            SampleFormat::I32 => device.build_input_stream(
-                config.clone(),
-                capture_callback::<i32>(ring_in, channels, stats_in),
-                on_error,
-                None,
-            ),
-            other => {
-                last = format!("sample format {other:?} is not supported");
-                continue;
-            }
+        let streams = Streams {
+            ring: Arc::clone(&ring),
+            failed: Arc::clone(failed),
+            stats: Arc::clone(stats),
         };
-        match built {
+        match streams.build(device, config, format, capture) {
             Ok(stream) => return Ok((stream, ring, config.sample_rate)),
-            Err(e) => last = e.to_string(),
+            Err(why) => last = why,
         }
     }
-    Err(format!("cannot open capture on `{name}`: {last}"))
+    Err(format!("cannot open {what} on `{name}`: {last}"))
 }
 
-fn open_playback(
-    device: &cpal::Device,
-    name: &str,
+/// What a stream's callbacks share with the sound card's thread.
+struct Streams {
+    ring: Arc<SampleRing>,
     failed: Arc<AtomicBool>,
     stats: Arc<LocalStats>,
-) -> Result<(cpal::Stream, Arc<SampleRing>, u32), String> {
-    let mut last = String::from("no configuration to try");
-    let mut tries = vec![preferred()];
-    for attempt in 0..2 {
-        if attempt == 1 {
-            tries.extend(device_default(device, false));
-        }
-        let Some((config, format)) = tries.get(attempt).cloned() else {
-            break;
-        };
-        let ring = ring_for(config.sample_rate);
-        let failed = Arc::clone(&failed);
+}
+
+impl Streams {
+    fn build(
+        self,
+        device: &cpal::Device,
+        config: StreamConfig,
+        format: SampleFormat,
+        capture: bool,
+    ) -> Result<cpal::Stream, String> {
+        let Streams {
+            ring,
+            failed,
+            stats,
+        } = self;
         let on_error = move |_| failed.store(true, Ordering::Relaxed);
         let channels = usize::from(config.channels.max(1));
-        let (ring_out, stats_out) = (Arc::clone(&ring), Arc::clone(&stats));
-        let built = match format {
-            SampleFormat::I16 => device.build_output_stream(
-                config.clone(),
-                playback_callback::<i16>(ring_out, channels, stats_out),
+        let built = match (capture, format) {
+            (true, SampleFormat::I16) => device.build_input_stream(
+                config,
+                capture_callback::<i16>(ring, channels, stats),
                 on_error,
                 None,
             ),
-            SampleFormat::F32 => device.build_output_stream(
-                config.clone(),
-                playback_callback::<f32>(ring_out, channels, stats_out),
+            (true, SampleFormat::F32) => device.build_input_stream(
+                config,
+                capture_callback::<f32>(ring, channels, stats),
                 on_error,
                 None,
             ),
-            SampleFormat::I32 => device.build_output_stream(
-                config.clone(),
-                playback_callback::<i32>(ring_out, channels, stats_out),
+            (true, SampleFormat::I32) => device.build_input_stream(
+                config,
+                capture_callback::<i32>(ring, channels, stats),
                 on_error,
                 None,
             ),
-            other => {
-                last = format!("sample format {other:?} is not supported");
-                continue;
-            }
+            (false, SampleFormat::I16) => device.build_output_stream(
+                config,
+                playback_callback::<i16>(ring, channels, stats),
+                on_error,
+                None,
+            ),
+            (false, SampleFormat::F32) => device.build_output_stream(
+                config,
+                playback_callback::<f32>(ring, channels, stats),
+                on_error,
+                None,
+            ),
+            (false, SampleFormat::I32) => device.build_output_stream(
+                config,
+                playback_callback::<i32>(ring, channels, stats),
+                on_error,
+                None,
+            ),
+            (_, other) => return Err(format!("sample format {other:?} is not supported")),
         };
-        match built {
-            Ok(stream) => return Ok((stream, ring, config.sample_rate)),
-            Err(e) => last = e.to_string(),
-        }
+        built.map_err(|e| e.to_string())
     }
-    Err(format!("cannot open playback on `{name}`: {last}"))
 }
 
 /// The microphone's callback: the first channel of each frame into the
