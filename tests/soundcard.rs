@@ -10,11 +10,22 @@
 //! Run with `cargo test --features soundcard --test soundcard` (CI does);
 //! without the feature this file only says so.
 
+/// Without the feature there is no sound card, and the command says why.
 #[cfg(not(feature = "soundcard"))]
 #[test]
-fn the_sound_card_tests_need_the_soundcard_feature() {
+fn without_the_feature_the_device_list_says_the_build_lacks_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipconf"))
+        .args(["soundcard", "--list"])
+        .output()
+        .expect("run sipconf");
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("without the `soundcard` feature"),
+        "sipconf said: {said}"
+    );
     eprintln!(
-        "skipped: the sound card tests run with `cargo test --features soundcard --test soundcard`"
+        "the sound card's own tests run with `cargo test --features soundcard --test soundcard`"
     );
 }
 
@@ -284,6 +295,47 @@ mod card {
             "the room hears its own microphone: {echo:.0}"
         );
         assert_eq!(phone.hangup().await.expect("bye"), 200);
+    }
+
+    #[test]
+    fn the_device_list_names_the_alsa_devices_the_configuration_takes() {
+        let home = AlsaHome::new();
+        let out = std::process::Command::new(super::common::program())
+            .args(["soundcard", "--list"])
+            .env("HOME", home.path())
+            .output()
+            .expect("run sipconf");
+        assert!(out.status.success());
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for name in ["sipconf_mic", "sipconf_speaker", "default"] {
+            assert!(
+                listed
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}\t"))),
+                "{name} is not listed:\n{listed}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_sound_card_is_logged_and_the_phones_talk() {
+        let room = ROOM.replace("sipconf_mic", "no_such_microphone");
+        let daemon = Daemon::start_with_env("", &room, &[("HOME", "/nonexistent")]);
+        assert!(
+            daemon.wait_for_log("cannot open the sound card", Duration::from_secs(5)),
+            "the missing device was not logged; log:\n{}",
+            daemon.log.lock().expect("log").join("\n")
+        );
+        assert!(daemon.logged("no_such_microphone"));
+        let mut phones = Vec::new();
+        for _ in 0..2 {
+            let options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu);
+            phones.push(Phone::call(options).await.expect("the room answers"));
+        }
+        let freqs = [500.0, 1300.0];
+        let signals: Vec<_> = freqs.iter().map(|&f| sine(f)).collect();
+        let results = stream_together(phones, &signals, Duration::from_secs(2)).await;
+        assert_each_hears_the_others_and_not_itself(&results, &freqs);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,9 +289,9 @@ impl Pump {
         }
     }
 
-    /// The device is gone: what the media thread sends is dropped and the
-    /// member hears... nothing from the room (a frame of silence a period,
-    /// so the media thread counts no underrun for a device it knows is down).
+    /// A period while the device is gone: what the media thread sends the
+    /// room is dropped, and the room says nothing (a frame of silence, so the
+    /// media thread counts no underrun for a device known to be down).
     pub fn idle_period(port: &LocalPort) {
         let frame = period_samples(local_rate_hz());
         port.playback.skip(usize::MAX);

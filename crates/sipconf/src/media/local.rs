@@ -130,11 +130,13 @@ impl SampleRing {
 pub struct LocalStats {
     /// Ticks that found less than a frame captured: the member sent silence.
     pub capture_underruns: AtomicU64,
-    /// Captured samples dropped because the media thread's ring was full.
+    /// Captured samples dropped for a full ring (the device's, or the
+    /// media thread's).
     pub capture_overruns: AtomicU64,
     /// Device periods the playback callback could not fill (played silence).
     pub playback_underruns: AtomicU64,
-    /// Frames the media thread could not hand the sound card (ring full).
+    /// Frames (from the media thread) or blocks (to the device) of the
+    /// room's playback dropped for a full ring.
     pub playback_overruns: AtomicU64,
     /// The device was opened (the first time, and after each loss).
     pub device_opens: AtomicU64,

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use crate::media::core::{add, Port, Stream, Transmit, TransmitSink};
 use crate::media::local::{local_rate_hz, LocalPort, LOCAL_CODEC};
 use crate::media::mixer::frame_samples;
-use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket, RTP_HEADER_BYTES};
+use crate::media::rtp::{write_rtp, RtpHeader, RTP_HEADER_BYTES};
 use crate::media::{MediaStats, MemberKey, MemberSockets};
 use crate::net::udp::{
     disconnect, receive_buffer_bytes, set_buffer_bytes, RawAddr, ReceiveBatch, SendBatch,
@@ -291,12 +291,16 @@ impl LocalPair {
         (&self.datagram[..len], self.source)
     }
 
-    /// The core's RTP for the member: decoded into the playback ring.
+    /// The core's RTP for the member: decoded into the playback ring. The
+    /// core wrote it with a bare 12-byte header (`write_rtp`: no CSRC, no
+    /// extension, never SRTP for a local member), so the payload follows
+    /// at once; not parsed again, so the RTP reader keeps its one call
+    /// site on the receive path, inlined there.
     fn play(&mut self, datagram: &[u8]) {
-        let Ok(packet) = RtpPacket::new_checked(datagram) else {
+        let Some(payload) = datagram.get(RTP_HEADER_BYTES..) else {
             return;
         };
-        let samples = LOCAL_CODEC.decode(packet.payload(), &mut self.pcm);
+        let samples = LOCAL_CODEC.decode(payload, &mut self.pcm);
         self.push_playback(samples);
         self.heard = true;
     }
@@ -462,9 +466,7 @@ impl TransmitSink for SocketSink<'_> {
             Port::Member(key) => {
                 let Some(pair) = self.own.get_mut(key.slot as usize).and_then(Option::as_mut)
                 else {
-                    if stream == Stream::Rtp {
-                        play_local(self.local, key, contents);
-                    }
+                    play_local(self.local, key, stream, contents);
                     return;
                 };
                 match stream {
@@ -504,7 +506,10 @@ impl TransmitSink for SocketSink<'_> {
 /// RTP the core sent a local member (its RTCP goes nowhere).
 #[cold]
 #[inline(never)]
-fn play_local(local: &mut [LocalPair], key: MemberKey, datagram: &[u8]) {
+fn play_local(local: &mut [LocalPair], key: MemberKey, stream: Stream, datagram: &[u8]) {
+    if stream != Stream::Rtp {
+        return;
+    }
     if let Some(pair) = local.iter_mut().find(|pair| pair.key == key) {
         pair.play(datagram);
     }
