@@ -307,7 +307,7 @@ mod card {
             .expect("run sipconf");
         assert!(out.status.success());
         let listed = String::from_utf8_lossy(&out.stdout);
-        for name in ["sipconf_mic", "sipconf_speaker", "default"] {
+        for name in ["sipconf_mic", "sipconf_speaker"] {
             assert!(
                 listed
                     .lines()

@@ -219,11 +219,16 @@ impl Pump {
         port.stats
             .capture_correction_ppm
             .store(ppm.round() as i64, Ordering::Relaxed);
-        loop {
-            let got = microphone.pop(&mut self.device_buffer);
+        // What is there now, no more: a device delivering faster than the
+        // thread converts (a broken one spinning) cannot hold it here.
+        let mut budget = microphone.len();
+        while budget > 0 {
+            let want = budget.min(self.device_buffer.len());
+            let got = microphone.pop(&mut self.device_buffer[..want]);
             if got == 0 {
                 return;
             }
+            budget -= got;
             apply(&mut self.device_buffer[..got], self.talk_gain);
             let mut offset = 0;
             while offset < got {
@@ -259,11 +264,14 @@ impl Pump {
         port.stats
             .playback_correction_ppm
             .store(ppm.round() as i64, Ordering::Relaxed);
-        loop {
-            let got = port.playback.pop(&mut self.member_buffer);
+        let mut budget = port.playback.len();
+        while budget > 0 {
+            let want = budget.min(self.member_buffer.len());
+            let got = port.playback.pop(&mut self.member_buffer[..want]);
             if got == 0 {
                 return;
             }
+            budget -= got;
             apply(&mut self.member_buffer[..got], self.listen_gain);
             let mut offset = 0;
             while offset < got {
