@@ -67,3 +67,35 @@ fn without_a_soundcard_section_no_local_member_joins() {
     let actions = bridge.advance(CHECK_EVERY * 2);
     assert!(local_member_added(&actions).is_none());
 }
+
+#[test]
+fn the_api_mutes_and_holds_the_sound_card_like_a_phone() {
+    let mut bridge = Bridge::with_soundcard(CARD);
+    let actions = bridge.advance(Duration::from_millis(1));
+    let (card, _) = local_member_added(&actions).expect("the card joins at once");
+    let conference = bridge.room_conference("1000");
+    let member = bridge
+        .records
+        .members_of(&conference.id)
+        .into_iter()
+        .map(|m| m.id.clone())
+        .next()
+        .expect("the card's member");
+    let (reply, actions) = bridge.api(ApiRequest::UpdateMember {
+        member_id: member.clone(),
+        change: MemberChange {
+            mute: Some(true),
+            hold: Some(true),
+            ..MemberChange::default()
+        },
+    });
+    assert_eq!(reply, Ok(Reply::Done));
+    let flags = MemberFlags {
+        muted: true,
+        held: true,
+        ..MemberFlags::default()
+    };
+    assert_eq!(flags_sent(&actions), [(card, flags)]);
+    let record = bridge.records.member(&member).expect("member");
+    assert!(record.mute && record.hold);
+}
