@@ -38,8 +38,9 @@ mod card {
         assert_each_hears_the_others_and_not_itself, sine, steady, stream_together, AMPLITUDE,
     };
     use super::common::tempdir::TempDir;
-    use super::common::Daemon;
+    use super::common::{free_port, Daemon};
     use sipconf::media::Codec;
+    use sipconf_testkit::api::{api_sections, Api, SECRET, TOKEN};
     use sipconf_testkit::meter::db_ratio;
     use sipconf_testkit::testphone::{Phone, PhoneOptions};
     use std::io::{Read, Write};
@@ -202,15 +203,18 @@ mod card {
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
 
-    fn daemon(home: &AlsaHome) -> Daemon {
+    /// The daemon with the API on (its records beside the `.asoundrc`).
+    fn daemon(home: &AlsaHome) -> (Daemon, Api) {
+        let port = free_port();
+        let sections = api_sections(port, &home.path().join("sipconf.db"), ROOM);
         let home = home.path().to_str().expect("a UTF-8 temp path");
-        let daemon = Daemon::start_with_env("", ROOM, &[("HOME", home)]);
+        let daemon = Daemon::start_with_env("", &sections, &[("HOME", home)]);
         assert!(
             daemon.wait_for_log("sound card open", Duration::from_secs(10)),
             "the sound card did not open; log:\n{}",
             daemon.log.lock().expect("log").join("\n")
         );
-        daemon
+        (daemon, Api::new(port))
     }
 
     /// `freq_hz`'s amplitude in each 100 ms window of `samples` at `rate_hz`:
@@ -249,7 +253,7 @@ mod card {
     async fn the_rooms_microphone_is_heard_by_a_phone_and_the_phone_in_the_rooms_loudspeaker() {
         let home = AlsaHome::new();
         let device = Device::plug(&home);
-        let daemon = daemon(&home);
+        let (daemon, api) = daemon(&home);
         let mut phone = Phone::call(PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu))
             .await
             .expect("the room answers");
@@ -257,6 +261,29 @@ mod card {
             .stream(&sine(400.0), Duration::from_secs(3))
             .await
             .expect("phone media");
+        // The sound card is a member of the room's conference, in the API.
+        let conferences = api.get("/conferences").await.json();
+        let id = conferences[0]["id"]
+            .as_str()
+            .expect("the room's conference");
+        let members = api.get(&format!("/conferences/{id}/members")).await.json();
+        let active = members
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|m| m["state"] == "active")
+            .count();
+        assert_eq!(active, 2, "the phone and the sound card: {members}");
+        let metrics = api
+            .send(
+                api.client
+                    .get(format!("{}/metrics", api.base))
+                    .basic_auth(TOKEN, Some(SECRET)),
+            )
+            .await
+            .text;
+        assert!(metrics.contains("sipconf_soundcard_up 1"), "{metrics}");
+        assert!(metrics.contains("sipconf_soundcard_drift_correction_ppm{direction=\"capture\"}"));
         // The loudspeaker's pipe holds up to 0.7 s: let it drain.
         std::thread::sleep(Duration::from_millis(1500));
         let played = device.played();
@@ -342,7 +369,7 @@ mod card {
     async fn a_sound_card_that_goes_away_is_logged_and_retried_and_the_phones_keep_talking() {
         let home = AlsaHome::new();
         let device = Device::plug(&home);
-        let daemon = daemon(&home);
+        let (daemon, _api) = daemon(&home);
         let mut phones = Vec::new();
         for _ in 0..2 {
             let options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcmu);
