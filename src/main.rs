@@ -35,6 +35,12 @@ enum Commands {
     },
     /// Simulate phones calling a running bridge and report what it did (exit 2 if a call failed).
     Loadtest(sipconf_loadtest::LoadtestArgs),
+    /// The room's sound card (`[soundcard]`, built with the feature `soundcard`).
+    Soundcard {
+        /// List the capture and playback devices: the names `[soundcard]` takes.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Commands::Dtmf { file }) => return dtmf(file),
         Some(Commands::Loadtest(args)) => return sipconf_loadtest::main(args),
+        Some(Commands::Soundcard { list }) => return soundcard(*list),
         _ => {}
     }
     let path = config::resolve_path(cli.config);
@@ -69,6 +76,28 @@ fn main() -> ExitCode {
         Commands::Run => run(config),
         Commands::Dtmf { file } => dtmf(&file),
         Commands::Loadtest(args) => sipconf_loadtest::main(&args),
+        Commands::Soundcard { list } => soundcard(list),
+    }
+}
+
+/// `sipconf soundcard --list`: the devices `[soundcard]` can name.
+fn soundcard(list: bool) -> ExitCode {
+    if !list {
+        eprintln!("sipconf soundcard: say what to do: --list");
+        return ExitCode::from(2);
+    }
+    match sipconf::audio::soundcard::list_devices() {
+        Ok(devices) => {
+            println!("name\tdirection\tdescription");
+            for device in devices {
+                println!("{device}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("sipconf soundcard: {why}");
+            ExitCode::from(1)
+        }
     }
 }
 

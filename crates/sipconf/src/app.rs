@@ -101,6 +101,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let media_config = media_config(&config);
     let (media, media_thread) = media::spawn(media_config).map_err(StartError::Media)?;
     let stats = media.stats();
+    let soundcard = config.soundcard.as_ref().and_then(|card| {
+        crate::audio::soundcard::start(card)
+            .inspect_err(|why| tracing::warn!("[soundcard] is set, but {why}"))
+            .ok()
+    });
 
     let advertised = advertised_sip_address(&config);
     let sip_limits = Arc::new(LimitStats::default());
@@ -150,6 +155,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         sip_limits,
         sip_connections,
         api_connections,
+        soundcard,
         ..Shared::new(registry, events)
     };
     shared.registrations = config

@@ -18,8 +18,10 @@ mod registration;
 mod sip;
 pub use media::MediaSettings;
 use media::RawMedia;
+mod soundcard;
 pub use registration::RegistrationEntry;
 use sip::RawSip;
+pub use soundcard::SoundcardConfig;
 
 /// The path `sipconf` reads when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/sipconf.toml";
@@ -67,6 +69,8 @@ pub struct Config {
     pub pin: PinLimits,
     /// `[[registration]]`: registrars the bridge registers with.
     pub registrations: Vec<RegistrationEntry>,
+    /// `[soundcard]`: the room's own speakerphone, a member of one room.
+    pub soundcard: Option<SoundcardConfig>,
 }
 
 /// PIN guessing per source address (`[pin]`, docs/security.md): each wrong
@@ -319,6 +323,7 @@ struct RawConfig {
     audio: RawAudio,
     pin: RawPin,
     registration: Vec<registration::RawRegistration>,
+    soundcard: Option<soundcard::RawSoundcard>,
 }
 
 #[derive(Deserialize)]
@@ -674,7 +679,9 @@ impl RawConfig {
             });
         }
         let registrations = registration::validate(self.registration, &rooms)?;
+        let soundcard = soundcard::validate(self.soundcard, &rooms)?;
         Ok(Config {
+            soundcard,
             sip,
             media,
             log,

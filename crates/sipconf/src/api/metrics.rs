@@ -38,6 +38,53 @@ fn write_histogram(
     let _ = writeln!(text, "{name}_count {cumulative}");
 }
 
+/// `[soundcard]`'s device and its rings (`media/local.rs`).
+fn soundcard_metrics(
+    metric: &mut impl FnMut(&str, &str, &str, &[(&str, f64)]),
+    stats: &crate::media::local::LocalStats,
+) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    metric(
+        "sipconf_soundcard_up",
+        "gauge",
+        "1 while the sound card is open and running; 0 while it is missing or lost (tried again every 5 s).",
+        &[("", if stats.device_up.load(Ordering::Relaxed) { 1.0 } else { 0.0 })],
+    );
+    metric(
+        "sipconf_soundcard_device_errors_total",
+        "counter",
+        "Times the sound card could not be opened, failed or went quiet.",
+        &[("", load(&stats.device_errors))],
+    );
+    metric(
+        "sipconf_soundcard_underruns_total",
+        "counter",
+        "Capture: ticks the media thread found less than a frame from the microphone. Playback: device periods the loudspeaker ran short.",
+        &[
+            ("{direction=\"capture\"}", load(&stats.capture_underruns)),
+            ("{direction=\"playback\"}", load(&stats.playback_underruns)),
+        ],
+    );
+    metric(
+        "sipconf_soundcard_overruns_total",
+        "counter",
+        "Capture: microphone samples dropped for a full ring. Playback: frames dropped for a full ring.",
+        &[
+            ("{direction=\"capture\"}", load(&stats.capture_overruns)),
+            ("{direction=\"playback\"}", load(&stats.playback_overruns)),
+        ],
+    );
+    metric(
+        "sipconf_soundcard_drift_correction_ppm",
+        "gauge",
+        "The resampling ratio's correction against the sound card's clock drift, in parts per million.",
+        &[
+            ("{direction=\"capture\"}", stats.capture_correction_ppm.load(Ordering::Relaxed) as f64),
+            ("{direction=\"playback\"}", stats.playback_correction_ppm.load(Ordering::Relaxed) as f64),
+        ],
+    );
+}
+
 /// Each `[[registration]]`, labelled by its address of record: one gauge per
 /// state (1 for the state it is in), and its counters.
 fn write_registrations(text: &mut String, registrations: &[(String, Arc<RegistrationStats>)]) {
@@ -315,6 +362,9 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
         "Cascade link INVITEs refused with 482 because they named this bridge.",
         &[("", load(&links.loops_refused))],
     );
+    if let Some(card) = &state.shared.soundcard {
+        soundcard_metrics(&mut metric, &card.stats);
+    }
     let store = state.store.health();
     metric(
         "sipconf_store_writable",

@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod fetch;
+pub mod soundcard;
 pub mod tts;
 pub mod voices;
 pub mod wav;

@@ -212,7 +212,8 @@ impl Driver {
         let driver = Driver {
             switchboard: Switchboard::new(config, ports, Now::current())
                 .with_pin_stats(shared.pins.clone())
-                .with_link_stats(shared.links.clone()),
+                .with_link_stats(shared.links.clone())
+                .with_soundcard(shared.soundcard.clone()),
             shared,
             sip,
             media,

@@ -20,7 +20,8 @@
 //! requests), `audio` (playback and prompts), `cascade` (links to the same
 //! room on other bridges), and the parts with state of
 //! their own: `table` (live calls), `lobby` (PIN entry), `playback` (audio
-//! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets).
+//! bookkeeping), `ports` (RTP ports), `outbound` (outbound targets), and
+//! `soundcard` (the room's own speakerphone as a member).
 
 mod audio;
 mod cascade;
@@ -33,6 +34,7 @@ mod pin_guard;
 mod playback;
 mod ports;
 mod requests;
+mod soundcard;
 mod switchboard;
 mod table;
 mod talking;
@@ -137,6 +139,9 @@ pub struct Shared {
     pub api_connections: Arc<crate::net::connections::ConnectionStats>,
     /// The switchboard's count of cascade links, for `/metrics`.
     pub links: Arc<LinkStats>,
+    /// `[soundcard]`: the room's speakerphone's rings and counters (the
+    /// switchboard joins it to its room; `/metrics` reads its counters).
+    pub soundcard: Option<crate::media::local::LocalPort>,
 }
 
 impl Shared {
@@ -150,6 +155,7 @@ impl Shared {
             sip_connections: Arc::default(),
             api_connections: Arc::default(),
             links: Arc::new(LinkStats::default()),
+            soundcard: None,
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::media::local::LocalPort;
 use crate::media::MemberSockets;
 
 /// RTP ports and media addresses for the switchboard's calls.
@@ -41,6 +42,9 @@ pub struct CallPorts {
     /// Kept here while the media plane has clones, so the ports stay bound when
     /// the call leaves the mixer and can join again.
     own: Option<(UdpSocket, UdpSocket)>,
+    /// No port at all: the room's sound card, whose audio stays in the
+    /// process (`MemberSockets::Local`).
+    local: Option<LocalPort>,
 }
 
 impl CallPorts {
@@ -50,6 +54,16 @@ impl CallPorts {
         CallPorts {
             rtp_port,
             own: None,
+            local: None,
+        }
+    }
+
+    /// The sound card's rings in place of a port (`rtp_port` 0).
+    pub fn local(port: LocalPort) -> CallPorts {
+        CallPorts {
+            rtp_port: 0,
+            own: None,
+            local: Some(port),
         }
     }
 
@@ -58,6 +72,9 @@ impl CallPorts {
     /// connect them to the phone at `sdp_ip`, the address our SDP gave it),
     /// or the shared port.
     pub fn member_sockets(&self, sdp_ip: IpAddr) -> std::io::Result<MemberSockets> {
+        if let Some(port) = &self.local {
+            return Ok(MemberSockets::Local(port.clone()));
+        }
         match &self.own {
             Some((rtp, rtcp)) => Ok(MemberSockets::Own {
                 rtp: rtp.try_clone()?,
@@ -145,6 +162,7 @@ impl PortPool {
         Some(CallPorts {
             rtp_port: port,
             own: Some((rtp, rtcp)),
+            local: None,
         })
     }
 

@@ -69,6 +69,8 @@ enum Timer {
     Call(CallKey, Due),
     /// Dial `[[room]] cascade` entry number this again.
     Redial(usize),
+    /// See that the room's sound card is in its room (`calls/soundcard.rs`).
+    Soundcard,
 }
 
 /// An outbound call whose INVITE the endpoint is being asked to send.
@@ -106,6 +108,8 @@ pub struct Switchboard {
     /// Shutdown began: links are not dialled again.
     pub(super) stopping: bool,
     pub(super) link_stats: Arc<LinkStats>,
+    /// `[soundcard]`'s rings: the room's speakerphone, kept in its room.
+    pub(super) soundcard: Option<crate::media::local::LocalPort>,
     /// The time of the input being handled.
     pub(super) now: Now,
     actions: VecDeque<Action>,
@@ -138,6 +142,7 @@ impl Switchboard {
             bridge_id,
             stopping: false,
             link_stats: Arc::new(LinkStats::default()),
+            soundcard: None,
             now,
             actions: VecDeque::new(),
         };
@@ -227,6 +232,12 @@ impl Switchboard {
             (self.now.instant + after, self.timer_seq),
             Timer::Call(call, due),
         );
+    }
+
+    pub(super) fn set_soundcard_timer(&mut self, after: Duration) {
+        self.timer_seq += 1;
+        self.timers
+            .insert((self.now.instant + after, self.timer_seq), Timer::Soundcard);
     }
 
     pub(super) fn set_redial_timer(&mut self, after: Duration, index: usize) {
@@ -475,6 +486,7 @@ impl Switchboard {
             match entry.remove() {
                 Timer::Call(call, due) => self.on_due(records, call, due),
                 Timer::Redial(index) => self.redial(index),
+                Timer::Soundcard => self.keep_soundcard_in_room(records),
             }
         }
     }

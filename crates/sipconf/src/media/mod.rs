@@ -16,6 +16,7 @@ pub mod engine;
 pub mod jitter;
 pub mod keypad;
 pub mod latch;
+pub mod local;
 pub mod mixer;
 pub mod quality;
 pub mod resample;
@@ -154,6 +155,10 @@ pub enum MemberSockets {
     /// The media thread's shared port (`MediaConfig::shared_port`): datagrams
     /// are told apart by their source address.
     Shared,
+    /// No socket: audio in and out through in-process rings (the room's
+    /// sound card, `media/local.rs`). The engine wraps each captured frame
+    /// as RTP from `remote_rtp` and unwraps what the core sends it.
+    Local(local::LocalPort),
 }
 
 #[derive(Debug)]

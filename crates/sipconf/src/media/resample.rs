@@ -6,7 +6,12 @@
 //! back into the band (a DTMF tone or speech).
 //!
 //! It allocates its output and its kernel table: it runs once per clip or
-//! recording, off the media thread, never on the 20 ms path.
+//! recording, off the media thread, never on the 20 ms path. The same
+//! kernel streams a sound card's audio at a ratio corrected for its clock
+//! drift in `DriftingResampler` (`resample/drifting.rs`).
+
+mod drifting;
+pub use drifting::{DriftingResampler, MAX_CORRECTION_PPM};
 
 /// Zero crossings of the sinc on each side of the centre. With the Blackman
 /// window this puts the stop band (below -58 dB) within about 20 % of the

@@ -93,8 +93,9 @@ pub struct Slot {
     codec: Codec,
     telephone_event_pt: Option<u8>,
     flags: MemberFlags,
-    /// The member brought its own socket pair (the engine keeps it); without
-    /// one it is on the shared port and filed in its demultiplexer.
+    /// The member brought its own socket pair or local rings (the engine
+    /// keeps them); without, it is on the shared port and filed in its
+    /// demultiplexer.
     own_sockets: bool,
     /// Its addresses: where RTP is taken from and sent to (its SDP
     /// address, or a stream learned with evidence), and RTCP's.
@@ -210,7 +211,7 @@ impl Slot {
         self.codec = add.codec;
         self.telephone_event_pt = add.telephone_event_pt;
         self.flags = add.flags;
-        self.own_sockets = matches!(add.sockets, MemberSockets::Own { .. });
+        self.own_sockets = !matches!(add.sockets, MemberSockets::Shared);
         self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
         self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();

@@ -12,6 +12,7 @@ mod audio;
 mod cascade;
 mod outbound;
 mod rooms;
+mod soundcard;
 mod talking;
 
 use super::*;
@@ -67,6 +68,26 @@ impl Bridge {
     /// A bridge with `config` (TOML, like the file) and as many RTP ports as asked for.
     fn new(config: &str) -> Bridge {
         Bridge::with_ports(config, None)
+    }
+
+    /// A bridge whose `[soundcard]` (if `config` has one) has rings to join with.
+    fn with_soundcard(config: &str) -> Bridge {
+        let mut bridge = Bridge::new(config);
+        let port = Some(crate::media::local::LocalPort::new());
+        let switchboard = std::mem::replace(
+            &mut bridge.switchboard,
+            Switchboard::new(
+                Arc::new(Config::default_config()),
+                Box::new(FakePorts {
+                    next: 0,
+                    in_use: Arc::default(),
+                    left: None,
+                }),
+                bridge.now,
+            ),
+        );
+        bridge.switchboard = switchboard.with_soundcard(port);
+        bridge
     }
 
     fn with_ports(config: &str, ports: Option<usize>) -> Bridge {

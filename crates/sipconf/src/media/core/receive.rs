@@ -18,6 +18,7 @@ use crate::media::demux::Sender;
 use crate::media::rtp::check_rtcp;
 use crate::media::slot::Received;
 use crate::media::srtp::{MemberSrtp, SrtpError};
+use crate::media::MemberKey;
 
 /// On the shared port, RTP from an unknown port at a member's IP counts
 /// toward learning its stream only once the member is this old: in its
@@ -58,6 +59,22 @@ impl MediaCore {
             }
             (Port::Shared, Stream::Rtp) => self.receive_shared_rtp(contents, source, now),
             (Port::Shared, Stream::Rtcp) => self.receive_shared_rtcp(contents, source, now),
+        }
+    }
+
+    /// RTP of a local member (`MemberSockets::Local`, the room's sound
+    /// card): a frame the engine wrapped from its capture ring. Out of
+    /// line, apart from `receive`, so the phones' path is compiled as it was.
+    #[inline(never)]
+    pub fn receive_local(
+        &mut self,
+        key: MemberKey,
+        contents: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) {
+        if let Some(index) = self.slot_of(key) {
+            self.receive_member_rtp(index, contents, source, now);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The engine's sockets: each member's own RTP/RTCP pair (with its
 //! connection to the phone) and the shared pair with its `recvmmsg` and
-//! `sendmmsg` batches, and the sink through which the core's datagrams leave.
+//! `sendmmsg` batches, the rings of local members (the room's sound card,
+//! `media/local.rs`), and the sink through which the core's datagrams leave.
 //!
 //! Owns: every socket of the media plane and the system calls on them. Never
 //! touches: member state beyond what the core exposes (`live_rtp_source`),
@@ -11,6 +12,9 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use crate::media::core::{add, Port, Stream, Transmit, TransmitSink};
+use crate::media::local::{local_rate_hz, LocalPort, LOCAL_CODEC};
+use crate::media::mixer::frame_samples;
+use crate::media::rtp::{write_rtp, RtpHeader, RTP_HEADER_BYTES};
 use crate::media::{MediaStats, MemberKey, MemberSockets};
 use crate::net::udp::{
     disconnect, receive_buffer_bytes, set_buffer_bytes, RawAddr, ReceiveBatch, SendBatch,
@@ -224,6 +228,106 @@ impl SharedPort {
     }
 }
 
+/// Local members (`MemberSockets::Local`) the engine serves at once: a
+/// box has one sound card, rarely two.
+pub const LOCAL_MEMBERS_MAX: usize = 4;
+
+/// A local member's rings, with the RTP its captured frames are wrapped in
+/// for the core and the buffers to do it without allocating.
+pub struct LocalPair {
+    pub key: MemberKey,
+    port: LocalPort,
+    /// The member's `remote_rtp`: its frames come "from" there, so the
+    /// core's latch takes them as the member's stream.
+    source: SocketAddr,
+    sequence: u16,
+    timestamp: u32,
+    pcm: Box<[i16]>,
+    datagram: Box<[u8]>,
+    /// The core sent the member a frame this tick.
+    heard: bool,
+}
+
+impl LocalPair {
+    fn new(key: MemberKey, port: LocalPort, source: SocketAddr) -> LocalPair {
+        let frame = frame_samples(local_rate_hz());
+        LocalPair {
+            key,
+            port,
+            source,
+            sequence: 0,
+            timestamp: 0,
+            pcm: vec![0; frame].into_boxed_slice(),
+            datagram: vec![0; RTP_HEADER_BYTES + frame * LOCAL_CODEC.bytes_per_sample()]
+                .into_boxed_slice(),
+            heard: false,
+        }
+    }
+
+    /// This tick's captured frame as the member's next RTP packet, and where
+    /// it comes from. Less than a frame captured: silence, counted, and
+    /// what there is waits for the next tick.
+    pub fn captured_rtp(&mut self) -> (&[u8], SocketAddr) {
+        let frame = self.pcm.len();
+        if self.port.capture.len() >= frame {
+            self.port.capture.pop(&mut self.pcm);
+        } else {
+            add(&self.port.stats.capture_underruns, 1);
+            self.pcm.fill(0);
+        }
+        let mut payload = [0u8; FRAME_PAYLOAD_MAX];
+        let len = LOCAL_CODEC.encode(&self.pcm, &mut payload);
+        let header = RtpHeader {
+            payload_type: LOCAL_CODEC.payload_type(),
+            marker: false,
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            ssrc: LOCAL_SSRC,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(frame as u32);
+        // The buffer holds a header and a frame of the local codec.
+        let len = write_rtp(&header, &payload[..len], &mut self.datagram).unwrap_or(0);
+        (&self.datagram[..len], self.source)
+    }
+
+    /// The core's RTP for the member: decoded into the playback ring. The
+    /// core wrote it with a bare 12-byte header (`write_rtp`: no CSRC, no
+    /// extension, never SRTP for a local member), so the payload follows
+    /// at once; not parsed again, so the RTP reader keeps its one call
+    /// site on the receive path, inlined there.
+    fn play(&mut self, datagram: &[u8]) {
+        let Some(payload) = datagram.get(RTP_HEADER_BYTES..) else {
+            return;
+        };
+        let samples = LOCAL_CODEC.decode(payload, &mut self.pcm);
+        self.push_playback(samples);
+        self.heard = true;
+    }
+
+    /// A tick in which the core sent the member nothing (it is alone, or
+    /// held): the sound card plays a frame of silence, so its clock still
+    /// sees one frame a tick.
+    pub fn end_tick(&mut self) {
+        if !std::mem::take(&mut self.heard) {
+            self.pcm.fill(0);
+            self.push_playback(self.pcm.len());
+        }
+    }
+
+    fn push_playback(&mut self, samples: usize) {
+        if self.port.playback.push(&self.pcm[..samples]) < samples {
+            add(&self.port.stats.playback_overruns, 1);
+        }
+    }
+}
+
+/// The largest local frame's payload (one byte per sample at most, as
+/// `ENCODED_FRAME_BYTES_MAX`).
+const FRAME_PAYLOAD_MAX: usize = crate::media::mixer::ENCODED_FRAME_BYTES_MAX;
+/// The SSRC of every local member's stream: it never leaves the process.
+const LOCAL_SSRC: u32 = 0x50C4_CA7D;
+
 /// Every socket of the media thread.
 pub struct Sockets {
     /// Per slot, the member's own pair while it has one.
@@ -235,6 +339,8 @@ pub struct Sockets {
     pub receive_batch: ReceiveBatch,
     /// `media.shared_port`: the pair every `MemberSockets::Shared` member uses.
     pub shared: Option<SharedPort>,
+    /// Local members' rings (capacity `LOCAL_MEMBERS_MAX`, reserved at start).
+    pub local: Vec<LocalPair>,
 }
 
 impl Sockets {
@@ -244,6 +350,7 @@ impl Sockets {
             own_slots: Vec::with_capacity(max_members),
             receive_batch: ReceiveBatch::new(batch),
             shared,
+            local: Vec::with_capacity(LOCAL_MEMBERS_MAX),
         }
     }
 
@@ -256,13 +363,16 @@ impl Sockets {
                 .and_then(|()| rtcp.set_nonblocking(true))
                 .is_ok(),
             MemberSockets::Shared => self.shared.is_some(),
+            MemberSockets::Local(_) => self.local.len() < LOCAL_MEMBERS_MAX,
         }
     }
 
-    /// A member started in `key.slot` with `sockets`; a pair left there by
-    /// the slot's previous member is dissolved and closed.
-    pub fn start(&mut self, key: MemberKey, sockets: MemberSockets) {
+    /// A member started in `key.slot` with `sockets` (`remote_rtp`: where
+    /// the core takes its stream from); a pair left there by the slot's
+    /// previous member is dissolved and closed.
+    pub fn start(&mut self, key: MemberKey, sockets: MemberSockets, remote_rtp: SocketAddr) {
         let index = key.slot as usize;
+        self.local.retain(|pair| pair.key.slot != key.slot);
         let pair = match sockets {
             MemberSockets::Own { rtp, rtcp, sdp_ip } => Some(OwnPair {
                 key,
@@ -272,6 +382,11 @@ impl Sockets {
                 connected_to: None,
             }),
             MemberSockets::Shared => None,
+            MemberSockets::Local(port) => {
+                // Within the capacity reserved at start (`can_serve`).
+                self.local.push(LocalPair::new(key, port, remote_rtp));
+                None
+            }
         };
         let Some(entry) = self.own.get_mut(index) else {
             return;
@@ -284,6 +399,7 @@ impl Sockets {
     /// The member in `slot` left: its pair's connection is dissolved and the
     /// pair closed (the call keeps its own handles to the sockets).
     pub fn stop(&mut self, slot: usize) {
+        self.local.retain(|pair| pair.key.slot as usize != slot);
         if let Some(entry) = self.own.get_mut(slot) {
             *entry = None;
             self.list(slot, false);
@@ -321,6 +437,7 @@ impl Sockets {
         SocketSink {
             own: &mut self.own,
             shared: self.shared.as_mut(),
+            local: &mut self.local,
             stats,
         }
     }
@@ -331,6 +448,7 @@ impl Sockets {
 pub struct SocketSink<'a> {
     own: &'a mut [Option<OwnPair>],
     shared: Option<&'a mut SharedPort>,
+    local: &'a mut [LocalPair],
     stats: &'a MediaStats,
 }
 
@@ -348,6 +466,7 @@ impl TransmitSink for SocketSink<'_> {
             Port::Member(key) => {
                 let Some(pair) = self.own.get_mut(key.slot as usize).and_then(Option::as_mut)
                 else {
+                    play_local(self.local, key, stream, contents);
                     return;
                 };
                 match stream {
@@ -381,5 +500,17 @@ impl TransmitSink for SocketSink<'_> {
         if let Some(shared) = self.shared.as_deref_mut() {
             shared.flush(self.stats);
         }
+    }
+}
+
+/// RTP the core sent a local member (its RTCP goes nowhere).
+#[cold]
+#[inline(never)]
+fn play_local(local: &mut [LocalPair], key: MemberKey, stream: Stream, datagram: &[u8]) {
+    if stream != Stream::Rtp {
+        return;
+    }
+    if let Some(pair) = local.iter_mut().find(|pair| pair.key == key) {
+        pair.play(datagram);
     }
 }
