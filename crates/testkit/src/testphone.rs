@@ -400,7 +400,7 @@ impl Phone {
             .options
             .codecs
             .iter()
-            .map(|c| c.payload_type().to_string())
+            .map(|c| payload_type(*c).to_string())
             .collect();
         pts.extend(
             self.options
@@ -420,11 +420,13 @@ impl Phone {
             pts.join(" ")
         );
         for c in &self.options.codecs {
-            let name = match c {
-                Codec::Pcmu => "PCMU",
-                Codec::Pcma => "PCMA",
-            };
-            sdp.push_str(&format!("a=rtpmap:{} {name}/8000\r\n", c.payload_type()));
+            let (name, clock) = (c.encoding_name(), c.rtp_clock_hz());
+            // RFC 7587: Opus is always announced as two channels.
+            let channels = if *c == Codec::Opus { "/2" } else { "" };
+            sdp.push_str(&format!(
+                "a=rtpmap:{} {name}/{clock}{channels}\r\n",
+                payload_type(*c)
+            ));
         }
         for (pt, name) in &self.options.other_payloads {
             sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
@@ -865,7 +867,7 @@ impl Phone {
 
     fn build_rtp(&mut self, pcm: &[i16], packet: &mut [u8]) {
         packet[0] = 0x80;
-        packet[1] = self.codec.payload_type();
+        packet[1] = payload_type(self.codec);
         packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
         packet[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
         packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
@@ -884,7 +886,7 @@ impl Phone {
         let pt = packet[1] & 0x7f;
         let csrc = (packet[0] & 0x0f) as usize;
         let header = 12 + 4 * csrc;
-        if pt != self.codec.payload_type() || packet.len() < header {
+        if pt != payload_type(self.codec) || packet.len() < header {
             recording.other_packets += 1;
             return;
         }
@@ -976,6 +978,12 @@ pub fn response_to(request: &[u8], code: u16, reason: &str) -> String {
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     out
+}
+
+/// The payload type the test phone offers and sends `codec` with: its
+/// static type, or 96 for Opus (dynamic).
+pub fn payload_type(codec: Codec) -> u8 {
+    codec.static_payload_type().unwrap_or(96)
 }
 
 #[cfg(test)]

@@ -477,8 +477,13 @@ fn add_member(
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
         codec: media_codec(call.negotiated.codec),
+        // Every codec the SDP layer negotiates today has a static type.
+        payload_type: media_codec(call.negotiated.codec)
+            .static_payload_type()
+            .unwrap_or(0),
         // A link's keys are nobody's: its telephone-events are dropped.
         telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
+        telephone_event_rate_hz: 8000,
         flags,
         keypad,
         srtp: call.negotiated.srtp.map(|keys| {

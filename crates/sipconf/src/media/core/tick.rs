@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::{add, MediaCore, Stream, Transmit, TransmitSink, CONFERENCE_RATE_HZ};
+use super::{add, MediaCore, Stream, Transmit, TransmitSink};
 use crate::media::dtmf::DigitPress;
 use crate::media::mixer::apply_gain;
 use crate::media::slot::Played;
@@ -28,7 +28,8 @@ impl MediaCore {
         }
         for &mix in &self.active_mixes {
             let index = mix as usize;
-            self.clips.add_to_mix(index, &mut self.mixes[index]);
+            self.clips
+                .add_to_mix(index, &mut self.mixes[index], &self.kernel);
         }
         for position in 0..self.active_slots.len() {
             let index = self.active_slots[position] as usize;
@@ -37,6 +38,9 @@ impl MediaCore {
                 self.send_rtcp(index, ntp_timestamp, false, out);
                 self.slots[index].schedule_rtcp(now + self.config.rtcp_interval);
             }
+        }
+        for &mix in &self.active_mixes {
+            self.mixes[mix as usize].end_tick(&self.kernel);
         }
         out.flush();
         self.emit_clip_ends();
@@ -48,11 +52,11 @@ impl MediaCore {
     /// the mix if it talks; reports talking changes and an RTP timeout.
     fn play_and_mix(&mut self, index: usize, now: Instant) {
         let slot = &mut self.slots[index];
-        let frame = self.mixes[slot.mix_index()].frame_samples();
-        if slot.play_frame(frame) == Played::Lost {
+        let mix_rate_hz = self.mixes[slot.mix_index()].rate_hz();
+        if slot.play_frame(mix_rate_hz, &self.kernel) == Played::Lost {
             self.counts.packets_lost += 1;
         }
-        let suspected_now = slot.listen_for_keys(frame);
+        let suspected_now = slot.listen_for_keys(&self.kernel);
         // Presses act before this tick's contribution, so a key takes effect at once.
         while let Some(press) = self.slots[index].poll_press() {
             self.on_press(index, press, now);
@@ -78,7 +82,7 @@ impl MediaCore {
     fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
         let slot = &mut self.slots[index];
         let key = slot.key();
-        let pressed = slot.press(press.digit, &self.gate_steps, CONFERENCE_RATE_HZ, now);
+        let pressed = slot.press(press.digit, &self.gate_steps, now);
         self.emit(Event::Digit {
             key,
             digit: press.digit,
@@ -107,15 +111,18 @@ impl MediaCore {
             send_buffer,
             payload_buffer,
             render_buffer,
+            codec_rate_buffer,
             clips,
             mix_members,
+            kernel,
             ..
         } = self;
         let slot = &mut slots[index];
         let mix_index = slot.mix_index();
         let mix = &mut mixes[mix_index];
         let frame = mix.frame_samples();
-        let frame_samples = frame as u32;
+        let codec = slot.codec();
+        let frame_samples = codec.rtp_frame_ticks();
         let flags = slot.flags();
         if flags.held {
             slot.skip_frame(frame_samples);
@@ -133,12 +140,19 @@ impl MediaCore {
         } else {
             slot.hears_something();
         }
-        let codec = slot.codec();
         let receive_gain = slot.receive_gain();
-        let own_rendering =
-            receive_gain.is_some() || slot.hears_confirmation() || clips.member_is_playing(index);
+        // G.711 at the mix's rate: a talker's mix is encoded straight from
+        // the sum, and a deaf member's silence is a byte (the 8 kHz room's path).
+        let plain = codec.is_g711() && codec.sample_rate_hz() == mix.rate_hz();
+        let talked = slot.contribution(frame).is_some();
+        let own_rendering = receive_gain.is_some()
+            || slot.hears_confirmation()
+            || clips.member_is_playing(index)
+            || (!plain && (talked || flags.deaf));
         let payload: &[u8] = if own_rendering {
-            // A confirmation tone or a receive gain: this member gets a mix of its own.
+            // A confirmation tone or a receive gain (or a talker or deaf
+            // member of a codec or rate the sum cannot be encoded in
+            // directly): this member gets a mix of its own.
             let heard = &mut render_buffer[..frame];
             if flags.deaf {
                 heard.fill(0);
@@ -151,11 +165,17 @@ impl MediaCore {
                     apply_gain(heard, gain);
                 }
             }
+            let heard: &mut [i16] = if plain {
+                heard
+            } else {
+                let len = slot.own_rendering_at_codec_rate(mix, heard, codec_rate_buffer, kernel);
+                &mut codec_rate_buffer[..len]
+            };
             // A deaf member still hears its own keys answered.
             slot.mix_confirmation_into(heard);
             // So does a clip played to this member alone.
-            clips.add_to_member(index, heard);
-            let len = codec.encode(heard, payload_buffer);
+            clips.add_to_member(index, heard, kernel);
+            let len = slot.encode_own(heard, payload_buffer);
             &payload_buffer[..len]
         } else if flags.deaf {
             payload_buffer[..frame].fill(codec.silence_byte());
@@ -164,7 +184,8 @@ impl MediaCore {
             let len = mix.encode_for_talker(own, codec, payload_buffer);
             &payload_buffer[..len]
         } else {
-            mix.encoded_for_listener(codec)
+            slot.heard_shared();
+            mix.encoded_for_listener(codec, kernel)
         };
         let Ok(mut len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
             add(&stats.send_errors, 1);
