@@ -45,10 +45,17 @@ async fn pcmu_and_pcma_phones_in_one_room_hear_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_offered_supported_codec_wins() {
+async fn the_answer_takes_the_first_of_media_codecs_that_the_offer_carries() {
+    // The default order puts PCMU before PCMA, whatever the phone's order.
     let daemon = Daemon::with_rooms();
     let mut options = PhoneOptions::new(daemon.sip, "1000", Codec::Pcma);
     options.codecs = vec![Codec::Pcma, Codec::Pcmu];
+    let mut phone = Phone::call(options.clone()).await.expect("answered");
+    assert_eq!(phone.codec, Codec::Pcmu);
+    phone.hangup().await.expect("bye");
+    // With `media.codecs` turned round, the same offer gets PCMA.
+    let daemon = Daemon::start("codecs = [\"pcma\", \"pcmu\"]\n", "");
+    options.server = daemon.sip;
     let mut phone = Phone::call(options).await.expect("answered");
     assert_eq!(phone.codec, Codec::Pcma);
     assert_eq!(

@@ -301,6 +301,7 @@ fuzz_target!(|data: &[u8]| {
         answer_sdp: sdp::build_offer(
             SdpSession::new(1),
             SocketAddr::from(([192, 0, 2, 1], 20_000)),
+            &sdp::SdpCodec::DEFAULT_ORDER,
             101,
             None,
         ),

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod media;
 mod registration;
 mod sip;
+pub use media::MediaSettings;
+use media::RawMedia;
 pub use registration::RegistrationEntry;
 use sip::RawSip;
 
@@ -195,27 +198,6 @@ impl SipConfig {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}:{port}", host.trim())
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct MediaSettings {
-    /// Address written in SDP answers; `None` = the local address that routes to the caller.
-    pub address: Option<IpAddr>,
-    /// Local address RTP sockets are bound to.
-    pub bind_address: IpAddr,
-    /// RTP ports (even ones carry RTP, the odd port above carries RTCP).
-    pub rtp_ports: Range<u16>,
-    pub max_members: usize,
-    /// No RTP (nor RTCP, nor a session refresh) for this long hangs a call up;
-    /// `None` (`media.rtp_timeout = 0`): never.
-    pub rtp_timeout: Option<Duration>,
-    pub jitter_frames: usize,
-    pub gate_threshold_dbfs: f32,
-    /// Every call uses one RTP/RTCP port pair (the first even port of
-    /// `rtp_ports` and the next), demultiplexed by source address.
-    pub shared_port: bool,
-    /// `media.srtp`: whether calls may or must use SRTP (SDES keys).
-    pub srtp: crate::sip::sdp::SrtpPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -505,36 +487,6 @@ impl Default for RawEvents {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RawMedia {
-    address: Spanned<String>,
-    bind_address: Spanned<String>,
-    rtp_ports: Spanned<String>,
-    max_members: Spanned<i64>,
-    rtp_timeout: Spanned<i64>,
-    jitter_frames: Spanned<i64>,
-    gate_threshold_dbfs: Spanned<f64>,
-    shared_port: Spanned<bool>,
-    srtp: Spanned<String>,
-}
-
-impl Default for RawMedia {
-    fn default() -> Self {
-        RawMedia {
-            address: unspanned(String::new()),
-            bind_address: unspanned("0.0.0.0".to_string()),
-            rtp_ports: unspanned("20000-29999".to_string()),
-            max_members: unspanned(1000),
-            rtp_timeout: unspanned(30),
-            jitter_frames: unspanned(1),
-            gate_threshold_dbfs: unspanned(-55.0),
-            shared_port: unspanned(false),
-            srtp: unspanned("offer".to_string()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
 struct RawLog {
     level: Spanned<String>,
 }
@@ -601,20 +553,6 @@ fn in_range(value: &Spanned<i64>, key: &str, min: i64, max: i64) -> Result<i64, 
     Ok(v)
 }
 
-fn parse_srtp_policy(value: &Spanned<String>) -> Result<crate::sip::sdp::SrtpPolicy, Invalid> {
-    use crate::sip::sdp::SrtpPolicy;
-    match value.get_ref().as_str() {
-        "off" => Ok(SrtpPolicy::Off),
-        "offer" => Ok(SrtpPolicy::Offer),
-        "require" => Ok(SrtpPolicy::Require),
-        other => Err(invalid(
-            value,
-            "media.srtp",
-            format!("`{other}` is not one of \"off\", \"offer\", \"require\""),
-        )),
-    }
-}
-
 fn optional_ip(value: &Spanned<String>, key: &str) -> Result<Option<IpAddr>, Invalid> {
     let text = value.get_ref().trim();
     if text.is_empty() {
@@ -625,76 +563,10 @@ fn optional_ip(value: &Spanned<String>, key: &str) -> Result<Option<IpAddr>, Inv
         .map_err(|_| invalid(value, key, format!("`{text}` is not an IP address")))
 }
 
-fn parse_port_range(value: &Spanned<String>) -> Result<Range<u16>, Invalid> {
-    const KEY: &str = "media.rtp_ports";
-    let text = value.get_ref().trim();
-    let bad = || {
-        invalid(
-            value,
-            KEY,
-            format!("`{text}` is not a port range like \"20000-29999\""),
-        )
-    };
-    let (low, high) = text.split_once('-').ok_or_else(bad)?;
-    let low: u16 = low.trim().parse().map_err(|_| bad())?;
-    let high: u16 = high.trim().parse().map_err(|_| bad())?;
-    if low < 1024 || high <= low || high - low < 1 {
-        return Err(invalid(
-            value,
-            KEY,
-            format!("{text}: need 1024 <= first < last (one call takes an even port and the odd one above it)"),
-        ));
-    }
-    Ok(low..high.saturating_add(1))
-}
-
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let sip = self.sip.validate(&self.media.max_members)?;
-        let gate = *self.media.gate_threshold_dbfs.get_ref();
-        if !(-96.0..=0.0).contains(&gate) {
-            return Err(invalid(
-                &self.media.gate_threshold_dbfs,
-                "media.gate_threshold_dbfs",
-                format!("{gate} is out of range: must be -96..=0"),
-            ));
-        }
-        let media = MediaSettings {
-            address: optional_ip(&self.media.address, "media.address")?,
-            bind_address: optional_ip(&self.media.bind_address, "media.bind_address")?.ok_or_else(
-                || {
-                    invalid(
-                        &self.media.bind_address,
-                        "media.bind_address",
-                        "must not be empty",
-                    )
-                },
-            )?,
-            rtp_ports: parse_port_range(&self.media.rtp_ports)?,
-            max_members: in_range(&self.media.max_members, "media.max_members", 2, 100_000)?
-                as usize,
-            rtp_timeout: match in_range(&self.media.rtp_timeout, "media.rtp_timeout", 0, 3600)? {
-                0 => None,
-                seconds => Some(Duration::from_secs(seconds as u64)),
-            },
-            jitter_frames: in_range(&self.media.jitter_frames, "media.jitter_frames", 0, 10)?
-                as usize,
-            gate_threshold_dbfs: gate as f32,
-            shared_port: *self.media.shared_port.get_ref(),
-            srtp: parse_srtp_policy(&self.media.srtp)?,
-        };
-        if media.shared_port && media.rtp_ports.start.next_multiple_of(2) + 1 >= media.rtp_ports.end
-        {
-            return Err(invalid(
-                &self.media.shared_port,
-                "media.shared_port",
-                format!(
-                    "media.rtp_ports {}-{} holds no even port with the odd one above it to share",
-                    media.rtp_ports.start,
-                    media.rtp_ports.end - 1
-                ),
-            ));
-        }
+        let sip = self.sip.validate(self.media.max_members())?;
+        let media = self.media.validate()?;
         let log = LogConfig {
             level: self.log.level.get_ref().clone(),
         };
@@ -1196,6 +1068,34 @@ mod tests {
         assert!(e.to_string().contains("`mandatory` is not one of"), "{e}");
         let e = Config::parse("[media]\nsrtp = true\n", "x.toml").unwrap_err();
         assert!(e.to_string().contains("srtp"), "{e}");
+    }
+
+    #[test]
+    fn codecs_default_to_opus_g722_pcmu_pcma_and_are_checked() {
+        use crate::sip::sdp::SdpCodec;
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.media.codecs, SdpCodec::DEFAULT_ORDER.to_vec());
+        assert_eq!(
+            (c.media.opus_bitrate_bps, c.media.opus_complexity),
+            (32_000, 5)
+        );
+        let c = Config::parse("[media]\ncodecs = [\"PCMA\", \"g722\"]\n", "t").unwrap();
+        assert_eq!(c.media.codecs, vec![SdpCodec::Pcma, SdpCodec::G722]);
+        let e = Config::parse("[media]\n\ncodecs = [\"pcmu\", \"g729\"]\n", "x.toml").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("media.codecs"), Some(3)),
+            "{e}"
+        );
+        assert!(e.to_string().contains("`g729` is not one of"), "{e}");
+        let e = Config::parse("[media]\ncodecs = [\"pcmu\", \"PCMU\"]\n", "x").unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = Config::parse("[media]\ncodecs = []\n", "x").unwrap_err();
+        assert!(e.to_string().contains("at least one codec"), "{e}");
+        let e = Config::parse("[media]\nopus_bitrate = 1000\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("media.opus_bitrate"), "{e}");
+        let e = Config::parse("[media]\nopus_complexity = 11\n", "x").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("media.opus_complexity"), "{e}");
     }
 
     #[test]

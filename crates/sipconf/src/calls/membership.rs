@@ -476,14 +476,11 @@ fn add_member(
         remote_rtp: call.negotiated.remote_rtp_addr,
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
-        codec: media_codec(call.negotiated.codec),
-        // Every codec the SDP layer negotiates today has a static type.
-        payload_type: media_codec(call.negotiated.codec)
-            .static_payload_type()
-            .unwrap_or(0),
+        codec: media_codec(call.negotiated.codec).unwrap_or(media::Codec::Pcmu),
+        payload_type: call.negotiated.codec_pt,
         // A link's keys are nobody's: its telephone-events are dropped.
         telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
-        telephone_event_rate_hz: 8000,
+        telephone_event_rate_hz: call.negotiated.telephone_event_rate_hz,
         flags,
         keypad,
         srtp: call.negotiated.srtp.map(|keys| {
@@ -517,9 +514,21 @@ pub(super) fn effective_flags(records: &Registry, member_id: &str, sip_held: boo
     }
 }
 
-fn media_codec(codec: sdp::SdpCodec) -> media::Codec {
+fn media_codec(codec: sdp::SdpCodec) -> Option<media::Codec> {
     match codec {
-        sdp::SdpCodec::Pcmu => media::Codec::Pcmu,
-        sdp::SdpCodec::Pcma => media::Codec::Pcma,
+        sdp::SdpCodec::Pcmu => Some(media::Codec::Pcmu),
+        sdp::SdpCodec::Pcma => Some(media::Codec::Pcma),
+        // INTERIM until the media plane mixes them.
+        sdp::SdpCodec::G722 | sdp::SdpCodec::Opus => None,
     }
+}
+
+/// `media.codecs` less what this bridge cannot run.
+pub(super) fn usable_codecs(media: &crate::config::MediaSettings) -> Vec<sdp::SdpCodec> {
+    media
+        .codecs
+        .iter()
+        .copied()
+        .filter(|&codec| media_codec(codec).is_some())
+        .collect()
 }

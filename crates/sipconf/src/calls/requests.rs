@@ -347,6 +347,7 @@ impl Switchboard {
         let offer_sdp = sdp::build_offer(
             session,
             SocketAddr::new(media_address, ports.rtp_port),
+            &self.codecs,
             OFFERED_TELEPHONE_EVENT_PT,
             srtp_key.as_ref(),
         );

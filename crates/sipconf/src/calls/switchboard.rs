@@ -24,7 +24,7 @@
 //! `requests.rs` and `audio.rs`.
 
 use super::cascade::{bridge_ids, cascades, Cascade, LinkStats};
-use super::membership::effective_flags;
+use super::membership::{effective_flags, usable_codecs};
 use super::pin_guard::{PinGuard, PinStats};
 use super::playback::Playback;
 use super::ports::RtpPorts;
@@ -81,6 +81,8 @@ pub(super) struct Placing {
 /// Routes calls to rooms and applications and keeps records and media in step with SIP.
 pub struct Switchboard {
     pub(super) config: Arc<Config>,
+    /// `media.codecs` less those this bridge cannot run (Opus without libopus).
+    pub(super) codecs: Vec<sdp::SdpCodec>,
     pub(super) ports: Box<dyn RtpPorts>,
     pub(super) keys: MemberKeys,
     pub(super) mixes: MixPool,
@@ -115,7 +117,9 @@ impl Switchboard {
         let pin_limits = config.pin;
         let cascades = cascades(&config);
         let bridge_id = config.sip.bridge_id();
+        let codecs = usable_codecs(&config.media);
         let mut switchboard = Switchboard {
+            codecs,
             config,
             ports,
             keys: MemberKeys::new(capacity),
@@ -400,7 +404,12 @@ impl Switchboard {
             self.reject(call, 404, "Not Found");
             return;
         }
-        if let Err(e) = sdp::negotiate(&offer, self.config.media.srtp, fresh_master_key()) {
+        if let Err(e) = sdp::negotiate(
+            &offer,
+            &self.codecs,
+            self.config.media.srtp,
+            fresh_master_key(),
+        ) {
             tracing::info!(%from, "offer not acceptable ({e}): 488");
             self.reject(call, 488, &format!("Not Acceptable Here ({e})"));
             return;
@@ -508,7 +517,12 @@ impl Switchboard {
         ringing: &Ringing,
     ) -> bool {
         let offer = &ringing.offer;
-        let failure = match sdp::negotiate(offer, self.config.media.srtp, fresh_master_key()) {
+        let failure = match sdp::negotiate(
+            offer,
+            &self.codecs,
+            self.config.media.srtp,
+            fresh_master_key(),
+        ) {
             Err(e) => Some((488, format!("Not Acceptable Here ({e})"))),
             Ok(mut negotiated) => match self.ports.bind_pair(self.now.instant) {
                 None => {
@@ -646,7 +660,9 @@ impl Switchboard {
         self.finish(records, key, CallState::Completed, cause, why);
     }
 
-    /// A re-INVITE: hold, resume or a new address; the codec stays.
+    /// A re-INVITE: hold, resume, a new address, or a new codec. The codec
+    /// stays while the re-offer still carries it (a hold and resume change
+    /// nothing in the media); else the best the re-offer carries is taken.
     fn on_reoffer(&mut self, records: &Registry, key: CallKey, offer: &Offer) {
         let Some(call) = self.calls.answered.get_mut(&key) else {
             self.sip(SipCommand::RejectReoffer(
@@ -656,18 +672,20 @@ impl Switchboard {
             ));
             return;
         };
-        // The codec stays what was first negotiated (the media slot is set up for
-        // it); a re-offer that no longer carries it is refused.
-        let Some(payload) = offer.payloads.iter().find(|p| {
-            p.encoding_name
-                .eq_ignore_ascii_case(call.negotiated.codec.encoding_name())
-        }) else {
-            self.sip(SipCommand::RejectReoffer(
-                key,
-                488,
-                "Not Acceptable Here".into(),
-            ));
-            return;
+        let current = call.negotiated.codec;
+        let chosen = match sdp::choose_codec(offer, std::slice::from_ref(&current))
+            .or_else(|_| sdp::choose_codec(offer, &self.codecs))
+        {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                tracing::info!(call = %call.id, "re-offer refused: {e}");
+                self.sip(SipCommand::RejectReoffer(
+                    key,
+                    488,
+                    format!("Not Acceptable Here ({e})"),
+                ));
+                return;
+            }
         };
         // The media slot keeps the SRTP contexts it was given: a re-offer
         // must go on with the same key and suite (only the tag may change),
@@ -703,7 +721,25 @@ impl Switchboard {
         call.negotiated.secure_profile = srtp.is_some() && offer.secure_profile;
         let held = offer.is_hold();
         call.held = held;
-        call.negotiated.codec_pt = payload.pt;
+        let codec_changed = (chosen.codec, chosen.codec_pt, chosen.telephone_event_pt)
+            != (
+                current,
+                call.negotiated.codec_pt,
+                call.negotiated.telephone_event_pt,
+            );
+        if codec_changed && chosen.codec != current {
+            // INTERIM until the media plane takes Command::SetCodec.
+            self.sip(SipCommand::RejectReoffer(
+                key,
+                488,
+                "Not Acceptable Here (codec change)".into(),
+            ));
+            return;
+        }
+        call.negotiated.codec = chosen.codec;
+        call.negotiated.codec_pt = chosen.codec_pt;
+        call.negotiated.telephone_event_pt = chosen.telephone_event_pt;
+        call.negotiated.telephone_event_rate_hz = chosen.telephone_event_rate_hz;
         call.negotiated.direction = answer_direction(offer);
         if !offer.connection_addr.is_unspecified() {
             call.negotiated.remote_rtp_addr = offer.remote_rtp_addr();
@@ -717,7 +753,7 @@ impl Switchboard {
             SocketAddr::new(call.media_address, call.ports.rtp_port),
             &call.negotiated,
         );
-        tracing::info!(call = %call.id, held, "re-offer");
+        tracing::info!(call = %call.id, held, codec = ?call.negotiated.codec, "re-offer");
         if let Some((member, media_key)) = joined {
             let flags = effective_flags(records, &member, held);
             if !held {
@@ -747,7 +783,7 @@ impl Switchboard {
         let Some(outgoing) = self.calls.outgoing.remove(&key) else {
             return;
         };
-        let negotiated = match sdp::negotiate_answer(answer, outgoing.srtp_key) {
+        let negotiated = match sdp::negotiate_answer(answer, &self.codecs, outgoing.srtp_key) {
             Ok(n) => n,
             Err(e) => {
                 tracing::info!(call = %outgoing.id, "unusable answer ({e}): hanging up");

@@ -291,7 +291,8 @@ fn answer_is_acked_along_the_dialog_and_reported_once() {
         }] => {
             assert_eq!(*answered, call);
             assert_eq!(answer.audio_port, 30000);
-            let negotiated = sdp::negotiate_answer(answer, None).expect("codec");
+            let negotiated =
+                sdp::negotiate_answer(answer, &sdp::SdpCodec::DEFAULT_ORDER, None).expect("codec");
             assert_eq!(negotiated.codec, sdp::SdpCodec::Pcma);
         }
         other => panic!("expected Answered, got {other:?}"),

@@ -77,7 +77,8 @@ pub struct Offer {
     pub audio_port: u16,
     /// Payloads in the caller's order of preference.
     pub payloads: Vec<OfferedPayload>,
-    /// The offered `telephone-event/8000` payload type (RFC 4733), if any.
+    /// The offered `telephone-event/8000` payload type (RFC 4733), if any
+    /// (`telephone_event_at` finds one at another clock).
     pub telephone_event_pt: Option<u8>,
     /// Media-level direction, else session-level, else sendrecv.
     pub direction: Direction,
@@ -118,6 +119,19 @@ impl Offer {
         SocketAddr::new(self.connection_addr, self.audio_port)
     }
 
+    /// The offered `telephone-event` payload type at RTP clock `rate_hz`, if any.
+    pub fn telephone_event_at(&self, rate_hz: u32) -> Option<u8> {
+        self.payloads
+            .iter()
+            .find(|payload| {
+                payload
+                    .encoding_name
+                    .eq_ignore_ascii_case("telephone-event")
+                    && payload.clock_rate_hz == rate_hz
+            })
+            .map(|payload| payload.pt)
+    }
+
     /// The far end puts us on hold: it will not receive (sendonly/inactive) or sends
     /// the old-style `c=0.0.0.0` (RFC 3264 section 8.4).
     pub fn is_hold(&self) -> bool {
@@ -149,42 +163,126 @@ pub enum SdpError {
     MalformedPtime(String),
 }
 
-/// A codec the mixer can encode and decode. Add G.722 here (static pt 9, RTP clock
-/// 8000 Hz per RFC 3551 although it samples at 16 kHz).
+/// A codec the mixer can encode and decode, as SDP names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SdpCodec {
     Pcmu,
     Pcma,
+    /// G.722 (RFC 3551 4.5.2): 16 kHz audio on an 8000 Hz RTP clock, static type 9.
+    G722,
+    /// Opus (RFC 7587): always `opus/48000/2` in SDP, whatever is sent.
+    Opus,
 }
 
-impl SdpCodec {
-    /// Codecs we accept, in the order we would offer them.
-    pub const SUPPORTED: [SdpCodec; 2] = [SdpCodec::Pcmu, SdpCodec::Pcma];
+/// The payload type our offers give Opus (a dynamic one; answers take the offerer's).
+pub const OPUS_OFFER_PT: u8 = 111;
 
-    pub fn static_pt(self) -> u8 {
+impl SdpCodec {
+    /// Every codec, in the bridge's default order of preference (`media.codecs`).
+    pub const DEFAULT_ORDER: [SdpCodec; 4] = [
+        SdpCodec::Opus,
+        SdpCodec::G722,
+        SdpCodec::Pcmu,
+        SdpCodec::Pcma,
+    ];
+
+    /// The RFC 3551 static payload type, if the codec has one.
+    pub fn static_pt(self) -> Option<u8> {
         match self {
-            SdpCodec::Pcmu => 0,
-            SdpCodec::Pcma => 8,
+            SdpCodec::Pcmu => Some(0),
+            SdpCodec::Pcma => Some(8),
+            SdpCodec::G722 => Some(9),
+            SdpCodec::Opus => None,
         }
+    }
+
+    /// The payload type our offers list it under.
+    pub fn offer_pt(self) -> u8 {
+        self.static_pt().unwrap_or(OPUS_OFFER_PT)
     }
 
     pub fn encoding_name(self) -> &'static str {
         match self {
             SdpCodec::Pcmu => "PCMU",
             SdpCodec::Pcma => "PCMA",
+            SdpCodec::G722 => "G722",
+            SdpCodec::Opus => "opus",
         }
     }
 
+    /// The RTP clock (not always the sampling rate: G.722 samples at 16 kHz).
     pub fn rtp_clock_rate_hz(self) -> u32 {
-        8000
+        match self {
+            SdpCodec::Opus => 48_000,
+            _ => 8000,
+        }
+    }
+
+    /// Channels as `a=rtpmap` writes them (RFC 7587 6.1: Opus is always `/2`).
+    pub fn rtpmap_channels(self) -> u8 {
+        match self {
+            SdpCodec::Opus => 2,
+            _ => 1,
+        }
+    }
+
+    /// The name `media.codecs` uses.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            SdpCodec::Pcmu => "pcmu",
+            SdpCodec::Pcma => "pcma",
+            SdpCodec::G722 => "g722",
+            SdpCodec::Opus => "opus",
+        }
+    }
+
+    /// The codec `media.codecs` names (case-insensitive).
+    pub fn from_config_name(name: &str) -> Option<SdpCodec> {
+        SdpCodec::DEFAULT_ORDER
+            .into_iter()
+            .find(|codec| codec.config_name().eq_ignore_ascii_case(name))
     }
 
     fn matches(self, payload: &OfferedPayload) -> bool {
+        let channels_ok = match self {
+            // RFC 7587 says `/2`; a bare `opus/48000` (one channel) is the same stream.
+            SdpCodec::Opus => matches!(payload.channels, 1 | 2),
+            _ => payload.channels == 1,
+        };
         payload
             .encoding_name
             .eq_ignore_ascii_case(self.encoding_name())
             && payload.clock_rate_hz == self.rtp_clock_rate_hz()
-            && payload.channels == 1
+            && channels_ok
+    }
+
+    /// The `a=fmtp` parameters we write for it, if any: for Opus, that we
+    /// send and want in-band FEC and never use more than the 16 kHz the mix
+    /// carries (RFC 7587 7.1), so the far end spends no bits above it.
+    fn fmtp(self) -> Option<&'static str> {
+        match self {
+            SdpCodec::Opus => {
+                Some("useinbandfec=1;maxplaybackrate=16000;sprop-maxcapturerate=16000")
+            }
+            _ => None,
+        }
+    }
+
+    /// `a=rtpmap` (and `a=fmtp`) lines for the codec under payload type `pt`.
+    fn write_rtpmap(self, sdp: &mut String, pt: u8) {
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{pt} {}/{}",
+            self.encoding_name(),
+            self.rtp_clock_rate_hz()
+        );
+        if self.rtpmap_channels() != 1 {
+            let _ = write!(sdp, "/{}", self.rtpmap_channels());
+        }
+        sdp.push_str("\r\n");
+        if let Some(fmtp) = self.fmtp() {
+            let _ = write!(sdp, "a=fmtp:{pt} {fmtp}\r\n");
+        }
     }
 }
 
@@ -208,6 +306,9 @@ pub struct Negotiated {
     /// The payload type the caller used for the codec (equals the static one for 0/8).
     pub codec_pt: u8,
     pub telephone_event_pt: Option<u8>,
+    /// The RTP clock of `telephone_event_pt`'s events: the codec's where the
+    /// offer had one at it (RFC 4733 2.1), else 8000.
+    pub telephone_event_rate_hz: u32,
     pub remote_rtp_addr: SocketAddr,
     /// Direction of our answer.
     pub direction: Direction,
@@ -220,8 +321,8 @@ pub struct Negotiated {
 /// Why an offer cannot be answered; the call layer answers 488 with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotAcceptable {
-    #[error("no common codec (we support PCMU and PCMA)")]
-    NoCommonCodec,
+    #[error("no common codec (we take {0})")]
+    NoCommonCodec(String),
     #[error("SRTP is off here (media.srtp): offer RTP/AVP")]
     SrtpOff,
     #[error("SRTP is required here: offer a=crypto with AES_CM_128_HMAC_SHA1_80 or _32")]
@@ -230,10 +331,12 @@ pub enum NotAcceptable {
     NoUsableCrypto(String),
 }
 
-/// Pick the first offered payload we support (the offerer's preference wins, RFC 3264 6.1)
-/// and, as `policy` allows, the first usable `a=crypto` line, answered with `local_key`.
+/// Pick the first codec of `codecs` (the bridge's order of preference,
+/// `media.codecs`) that the offer carries, and, as `policy` allows, the first
+/// usable `a=crypto` line, answered with `local_key`.
 pub fn negotiate(
     offer: &Offer,
+    codecs: &[SdpCodec],
     policy: SrtpPolicy,
     local_key: MasterKey,
 ) -> Result<Negotiated, NotAcceptable> {
@@ -254,33 +357,50 @@ pub fn negotiate(
         (SrtpPolicy::Require, None) => return Err(NotAcceptable::SrtpRequired),
         (SrtpPolicy::Offer, None) => None,
     };
-    let mut negotiated = negotiate_codec(offer)?;
+    let mut negotiated = choose_codec(offer, codecs)?;
     negotiated.srtp = srtp;
     negotiated.secure_profile = offer.secure_profile && srtp.is_some();
     Ok(negotiated)
 }
 
-/// The codec, telephone events, address and direction of an offer or answer.
-fn negotiate_codec(offer: &Offer) -> Result<Negotiated, NotAcceptable> {
-    let (codec, codec_pt) = offer
-        .payloads
+/// The first codec of `codecs` that the offer carries, with the telephone
+/// events, address and direction that go with it (no SRTP).
+pub fn choose_codec(offer: &Offer, codecs: &[SdpCodec]) -> Result<Negotiated, NotAcceptable> {
+    codecs
         .iter()
-        .find_map(|payload| {
-            SdpCodec::SUPPORTED
-                .into_iter()
-                .find(|codec| codec.matches(payload))
-                .map(|codec| (codec, payload.pt))
+        .find_map(|&codec| {
+            offer
+                .payloads
+                .iter()
+                .find(|payload| codec.matches(payload))
+                .map(|payload| negotiated_with(offer, codec, payload.pt))
         })
-        .ok_or(NotAcceptable::NoCommonCodec)?;
-    Ok(Negotiated {
+        .ok_or_else(|| no_common_codec(codecs))
+}
+
+fn no_common_codec(codecs: &[SdpCodec]) -> NotAcceptable {
+    let names: Vec<&str> = codecs.iter().map(|codec| codec.encoding_name()).collect();
+    NotAcceptable::NoCommonCodec(names.join(", "))
+}
+
+/// The telephone events, address and direction that go with `codec`.
+fn negotiated_with(offer: &Offer, codec: SdpCodec, codec_pt: u8) -> Negotiated {
+    let codec_clock = codec.rtp_clock_rate_hz();
+    let (telephone_event_pt, telephone_event_rate_hz) = match offer.telephone_event_at(codec_clock)
+    {
+        Some(pt) => (Some(pt), codec_clock),
+        None => (offer.telephone_event_pt, 8000),
+    };
+    Negotiated {
         codec,
         codec_pt,
-        telephone_event_pt: offer.telephone_event_pt,
+        telephone_event_pt,
+        telephone_event_rate_hz,
         remote_rtp_addr: offer.remote_rtp_addr(),
         direction: offer.direction.answer_to(),
         secure_profile: false,
         srtp: None,
-    })
+    }
 }
 
 /// Our `o=` line identity. The version must grow with every new answer in the same
@@ -321,46 +441,73 @@ fn write_session_head(sdp: &mut String, session: SdpSession, local_rtp_addr: Soc
 pub const OFFERED_SUITE: Suite = Suite::AesCm128HmacSha1_80;
 const OFFERED_CRYPTO_TAG: u32 = 1;
 
-/// Write the SDP offer of an outbound call: every codec we mix, in our order of
-/// preference, plus RFC 4733 telephone events, 20 ms packets, sendrecv; with
+/// Write the SDP offer of an outbound call: `codecs` in our order of
+/// preference, RFC 4733 telephone events at 8000 Hz (and at 48000 Hz under
+/// the next payload type when Opus is offered), 20 ms packets, sendrecv; with
 /// `srtp_key`, on RTP/SAVP with one `a=crypto` line carrying it.
 pub fn build_offer(
     session: SdpSession,
     local_rtp_addr: SocketAddr,
+    codecs: &[SdpCodec],
     telephone_event_pt: u8,
     srtp_key: Option<&MasterKey>,
 ) -> String {
-    let mut sdp = String::with_capacity(400);
+    let mut sdp = String::with_capacity(512);
     write_session_head(&mut sdp, session, local_rtp_addr);
     let profile = if srtp_key.is_some() {
         "RTP/SAVP"
     } else {
         "RTP/AVP"
     };
+    let wideband_events = codecs
+        .contains(&SdpCodec::Opus)
+        .then(|| wideband_event_pt(telephone_event_pt));
     let _ = write!(sdp, "m=audio {} {profile}", local_rtp_addr.port());
-    for codec in SdpCodec::SUPPORTED {
-        let _ = write!(sdp, " {}", codec.static_pt());
+    for codec in codecs {
+        let _ = write!(sdp, " {}", codec.offer_pt());
     }
-    let _ = write!(sdp, " {telephone_event_pt}\r\n");
-    for codec in SdpCodec::SUPPORTED {
-        let _ = write!(
-            sdp,
-            "a=rtpmap:{} {}/{}\r\n",
-            codec.static_pt(),
-            codec.encoding_name(),
-            codec.rtp_clock_rate_hz()
-        );
+    let _ = write!(sdp, " {telephone_event_pt}");
+    if let Some(pt) = wideband_events {
+        let _ = write!(sdp, " {pt}");
+    }
+    sdp.push_str("\r\n");
+    for codec in codecs {
+        codec.write_rtpmap(&mut sdp, codec.offer_pt());
+    }
+    write_telephone_event(&mut sdp, telephone_event_pt, 8000);
+    if let Some(pt) = wideband_events {
+        write_telephone_event(&mut sdp, pt, SdpCodec::Opus.rtp_clock_rate_hz());
     }
     let _ = write!(
         sdp,
-        "a=rtpmap:{telephone_event_pt} telephone-event/8000\r\na=fmtp:{telephone_event_pt} 0-15\r\n\
-         a=ptime:{PTIME_MS}\r\na={}\r\n",
+        "a=ptime:{PTIME_MS}\r\na={}\r\n",
         Direction::SendRecv.as_str()
     );
     if let Some(key) = srtp_key {
         write_crypto(&mut sdp, OFFERED_CRYPTO_TAG, OFFERED_SUITE, key);
     }
     sdp
+}
+
+/// The payload type our offers give telephone events at 48000 Hz: the one
+/// after the 8000 Hz type's, never Opus's.
+fn wideband_event_pt(telephone_event_pt: u8) -> u8 {
+    let mut pt = if telephone_event_pt >= 127 {
+        96
+    } else {
+        telephone_event_pt + 1
+    };
+    if pt == OPUS_OFFER_PT {
+        pt += 1;
+    }
+    pt
+}
+
+fn write_telephone_event(sdp: &mut String, pt: u8, rate_hz: u32) {
+    let _ = write!(
+        sdp,
+        "a=rtpmap:{pt} telephone-event/{rate_hz}\r\na=fmtp:{pt} 0-15\r\n"
+    );
 }
 
 /// Appends one `a=crypto` line (RFC 4568 9.1) carrying `key` for `suite`.
@@ -379,16 +526,27 @@ pub fn parse_answer(body: &[u8]) -> Result<Offer, SdpError> {
     parse_offer(body)
 }
 
-/// What an answer to our offer settles: the answerer's first codec we support (RFC 3264
-/// 6.1 lets the answerer order them), its telephone-event type, and the direction we send
-/// in, mirrored from the answer's.
+/// What an answer to our offer settles: the answerer's first codec of those we
+/// offered, `codecs` (RFC 3264 6.1 lets the answerer order them), its
+/// telephone-event type, and the direction we send in, mirrored from the answer's.
 /// When we offered SRTP with `offered_key`, the answer must take our line
 /// (tag 1, our suite) and give its own key (RFC 4568 7.1.2).
 pub fn negotiate_answer(
     answer: &Offer,
+    codecs: &[SdpCodec],
     offered_key: Option<MasterKey>,
 ) -> Result<Negotiated, NotAcceptable> {
-    let mut negotiated = negotiate_codec(answer)?;
+    let (codec, codec_pt) = answer
+        .payloads
+        .iter()
+        .find_map(|payload| {
+            codecs
+                .iter()
+                .find(|codec| codec.matches(payload))
+                .map(|&codec| (codec, payload.pt))
+        })
+        .ok_or_else(|| no_common_codec(codecs))?;
+    let mut negotiated = negotiated_with(answer, codec, codec_pt);
     if let Some(local) = offered_key {
         let crypto = answer
             .crypto
@@ -435,18 +593,10 @@ pub fn build_answer(
     if let Some(pt) = negotiated.telephone_event_pt {
         let _ = write!(sdp, " {pt}");
     }
-    let _ = write!(
-        sdp,
-        "\r\na=rtpmap:{} {}/{}\r\n",
-        negotiated.codec_pt,
-        negotiated.codec.encoding_name(),
-        negotiated.codec.rtp_clock_rate_hz()
-    );
+    sdp.push_str("\r\n");
+    negotiated.codec.write_rtpmap(&mut sdp, negotiated.codec_pt);
     if let Some(pt) = negotiated.telephone_event_pt {
-        let _ = write!(
-            sdp,
-            "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
-        );
+        write_telephone_event(&mut sdp, pt, negotiated.telephone_event_rate_hz);
     }
     let _ = write!(
         sdp,
@@ -733,6 +883,9 @@ pub const HOLD_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 mod tests {
     use super::*;
 
+    /// Every codec, in the default order of preference.
+    const ALL: &[SdpCodec] = &SdpCodec::DEFAULT_ORDER;
+
     /// Our key in answers: 30 bytes of 0x11.
     const KEY: MasterKey = MasterKey {
         key: [0x11; 16],
@@ -746,15 +899,19 @@ mod tests {
     }
 
     #[test]
-    fn first_offered_supported_codec_wins() {
+    fn our_first_preferred_codec_that_the_offer_carries_wins() {
         let sdp = offer(
             "m=audio 4000 RTP/AVP 18 8 0 101",
             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
         );
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
-        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("codec");
-        assert_eq!(negotiated.codec, SdpCodec::Pcma);
-        assert_eq!(negotiated.codec_pt, 8);
+        let negotiated = negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY).expect("codec");
+        // PCMU before PCMA in our order, whatever the offer's.
+        assert_eq!(negotiated.codec, SdpCodec::Pcmu);
+        assert_eq!(negotiated.codec_pt, 0);
+        let pcma_first = [SdpCodec::Pcma, SdpCodec::Pcmu];
+        let negotiated = negotiate(&parsed, &pcma_first, SrtpPolicy::Offer, KEY).expect("codec");
+        assert_eq!((negotiated.codec, negotiated.codec_pt), (SdpCodec::Pcma, 8));
         assert_eq!(negotiated.telephone_event_pt, Some(101));
         assert_eq!(
             negotiated.remote_rtp_addr,
@@ -764,6 +921,7 @@ mod tests {
         let sdp = offer("m=audio 4000 RTP/AVP 0 8", "");
         let negotiated = negotiate(
             &parse_offer(sdp.as_bytes()).expect("offer"),
+            ALL,
             SrtpPolicy::Offer,
             KEY,
         )
@@ -781,7 +939,7 @@ mod tests {
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(parsed.telephone_event_pt, Some(96));
         assert_eq!(parsed.ptime_ms, Some(30));
-        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("codec");
+        let negotiated = negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY).expect("codec");
         let answer = build_answer(
             SdpSession::new(7),
             "198.51.100.1:20000".parse().expect("addr"),
@@ -810,15 +968,138 @@ mod tests {
     }
 
     #[test]
-    fn no_common_codec_is_an_error() {
+    fn no_common_codec_is_an_error_naming_ours() {
         let sdp = offer(
-            "m=audio 4000 RTP/AVP 18 9 101",
+            "m=audio 4000 RTP/AVP 18 3 101",
             "a=rtpmap:101 telephone-event/8000\r\n",
         );
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(
-            negotiate(&parsed, SrtpPolicy::Offer, KEY),
-            Err(NotAcceptable::NoCommonCodec)
+            negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY),
+            Err(NotAcceptable::NoCommonCodec(
+                "opus, G722, PCMU, PCMA".into()
+            ))
+        );
+        // G.722 offered but not in `media.codecs`.
+        let sdp = offer("m=audio 4000 RTP/AVP 9", "");
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        assert_eq!(
+            negotiate(&parsed, &[SdpCodec::Pcmu], SrtpPolicy::Offer, KEY),
+            Err(NotAcceptable::NoCommonCodec("PCMU".into()))
+        );
+    }
+
+    /// baresip's offer (G.722 first) and linphone's (Opus first), answered in
+    /// our order for several `media.codecs` orders.
+    #[test]
+    fn codec_choice_follows_media_codecs_for_offers_in_any_order() {
+        let baresip = offer(
+            "m=audio 4000 RTP/AVP 9 0 8 101",
+            "a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let linphone = offer(
+            "m=audio 4000 RTP/AVP 96 97 98 0 8 101 100",
+            "a=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\na=rtpmap:97 speex/16000\r\n\
+             a=rtpmap:98 speex/8000\r\na=rtpmap:101 telephone-event/48000\r\n\
+             a=rtpmap:100 telephone-event/8000\r\n",
+        );
+        let pcmu_only = offer("m=audio 4000 RTP/AVP 0", "");
+        use SdpCodec::{Opus, Pcma, Pcmu, G722};
+        let cases: [(&[SdpCodec], &str, (SdpCodec, u8)); 8] = [
+            (ALL, &baresip, (G722, 9)),
+            (ALL, &linphone, (Opus, 96)),
+            (ALL, &pcmu_only, (Pcmu, 0)),
+            (&[G722, Opus, Pcmu], &linphone, (Opus, 96)),
+            (&[Pcma, G722], &baresip, (Pcma, 8)),
+            (&[Pcmu, Opus], &linphone, (Pcmu, 0)),
+            (&[G722, Opus], &baresip, (G722, 9)),
+            (&[Opus, Pcma], &baresip, (Pcma, 8)),
+        ];
+        for (codecs, sdp, expected) in cases {
+            let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+            let negotiated = negotiate(&parsed, codecs, SrtpPolicy::Offer, KEY).expect("codec");
+            assert_eq!(
+                (negotiated.codec, negotiated.codec_pt),
+                expected,
+                "{codecs:?} {sdp}"
+            );
+        }
+    }
+
+    #[test]
+    fn telephone_events_follow_the_codec_clock() {
+        let sdp = offer(
+            "m=audio 4000 RTP/AVP 111 0 101 110",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=rtpmap:110 telephone-event/48000\r\n",
+        );
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        let opus = negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY).expect("codec");
+        assert_eq!(
+            (opus.telephone_event_pt, opus.telephone_event_rate_hz),
+            (Some(110), 48_000)
+        );
+        let pcmu = negotiate(&parsed, &[SdpCodec::Pcmu], SrtpPolicy::Offer, KEY).expect("codec");
+        assert_eq!(
+            (pcmu.telephone_event_pt, pcmu.telephone_event_rate_hz),
+            (Some(101), 8000)
+        );
+        let answer = build_answer(
+            SdpSession::new(7),
+            "198.51.100.1:20000".parse().expect("addr"),
+            &opus,
+        );
+        assert!(
+            answer.contains(
+                "m=audio 20000 RTP/AVP 111 110\r\na=rtpmap:111 opus/48000/2\r\n\
+                 a=fmtp:111 useinbandfec=1;maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n\
+                 a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n"
+            ),
+            "{answer}"
+        );
+        // Opus with events at 8000 only: those are taken, at their clock.
+        let sdp = offer(
+            "m=audio 4000 RTP/AVP 111 101",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let parsed = parse_offer(sdp.as_bytes()).expect("offer");
+        let opus = negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY).expect("codec");
+        assert_eq!(
+            (opus.telephone_event_pt, opus.telephone_event_rate_hz),
+            (Some(101), 8000)
+        );
+    }
+
+    #[test]
+    fn our_offer_lists_media_codecs_in_order_with_events_at_both_clocks() {
+        let sdp = build_offer(
+            SdpSession::new(9),
+            "198.51.100.1:20002".parse().expect("addr"),
+            ALL,
+            101,
+            None,
+        );
+        assert!(
+            sdp.contains(
+                "m=audio 20002 RTP/AVP 111 9 0 8 101 102\r\na=rtpmap:111 opus/48000/2\r\n\
+                 a=fmtp:111 useinbandfec=1;maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n\
+                 a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+                 a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-15\r\n"
+            ),
+            "{sdp}"
+        );
+        // A callee answering with any of them is understood, in its order.
+        let answer = offer(
+            "m=audio 5000 RTP/AVP 9 102",
+            "a=rtpmap:102 telephone-event/48000\r\n",
+        );
+        let parsed = parse_answer(answer.as_bytes()).expect("answer");
+        let agreed = negotiate_answer(&parsed, ALL, None).expect("codec");
+        assert_eq!((agreed.codec, agreed.codec_pt), (SdpCodec::G722, 9));
+        assert_eq!(
+            agreed.telephone_event_pt, None,
+            "events at 48000 do not go with G.722"
         );
     }
 
@@ -827,6 +1108,7 @@ mod tests {
         let sdp = offer("m=audio 4000 RTP/AVP 110", "a=rtpmap:110 pcmu/8000\r\n");
         let negotiated = negotiate(
             &parse_offer(sdp.as_bytes()).expect("offer"),
+            ALL,
             SrtpPolicy::Offer,
             KEY,
         )
@@ -844,7 +1126,7 @@ mod tests {
         assert_eq!(parsed.direction, Direction::SendOnly);
         assert!(parsed.is_hold());
         assert_eq!(
-            negotiate(&parsed, SrtpPolicy::Offer, KEY)
+            negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY)
                 .expect("codec")
                 .direction,
             Direction::RecvOnly
@@ -858,7 +1140,7 @@ mod tests {
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(parsed.direction, Direction::Inactive);
         assert_eq!(
-            negotiate(&parsed, SrtpPolicy::Offer, KEY)
+            negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY)
                 .expect("codec")
                 .direction,
             Direction::Inactive
@@ -927,6 +1209,7 @@ mod tests {
         let sdp = build_offer(
             SdpSession::new(9),
             "198.51.100.1:20002".parse().expect("addr"),
+            &[SdpCodec::Pcmu, SdpCodec::Pcma],
             101,
             None,
         );
@@ -949,7 +1232,7 @@ mod tests {
             "a=rtpmap:96 telephone-event/8000\r\na=recvonly\r\n",
         );
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
-        let negotiated = negotiate_answer(&answer, None).expect("codec");
+        let negotiated = negotiate_answer(&answer, ALL, None).expect("codec");
         assert_eq!(negotiated.codec, SdpCodec::Pcma);
         assert_eq!(negotiated.codec_pt, 8);
         assert_eq!(negotiated.telephone_event_pt, Some(96));
@@ -963,8 +1246,10 @@ mod tests {
         let sdp = offer("m=audio 5004 RTP/AVP 18", "");
         let answer = parse_answer(sdp.as_bytes()).expect("answer");
         assert_eq!(
-            negotiate_answer(&answer, None),
-            Err(NotAcceptable::NoCommonCodec)
+            negotiate_answer(&answer, ALL, None),
+            Err(NotAcceptable::NoCommonCodec(
+                "opus, G722, PCMU, PCMA".into()
+            ))
         );
     }
 
@@ -993,7 +1278,7 @@ mod tests {
             parsed.crypto_skipped.as_deref(),
             Some("an MKI in a=crypto is not supported")
         );
-        let negotiated = negotiate(&parsed, SrtpPolicy::Offer, KEY).expect("answer");
+        let negotiated = negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY).expect("answer");
         assert_eq!(
             negotiated.srtp,
             Some(SrtpKeys {
@@ -1026,6 +1311,7 @@ mod tests {
         let sdp = build_offer(
             SdpSession::new(9),
             "198.51.100.1:20002".parse().expect("addr"),
+            &[SdpCodec::Pcmu, SdpCodec::Pcma],
             101,
             Some(&KEY),
         );
@@ -1038,14 +1324,16 @@ mod tests {
             &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{OFFERED_KEY}\r\n"),
         );
         let answer = parse_answer(answer.as_bytes()).expect("answer");
-        let keys = negotiate_answer(&answer, Some(KEY)).expect("srtp").srtp;
+        let keys = negotiate_answer(&answer, ALL, Some(KEY))
+            .expect("srtp")
+            .srtp;
         assert_eq!(
             keys.map(|k| (k.remote, k.local)),
             Some((offered_key(), KEY))
         );
         let plain = parse_answer(offer("m=audio 5004 RTP/AVP 0", "").as_bytes()).expect("answer");
         assert_eq!(
-            negotiate_answer(&plain, Some(KEY)),
+            negotiate_answer(&plain, ALL, Some(KEY)),
             Err(NotAcceptable::NoUsableCrypto(
                 "the answer has no a=crypto:1".into()
             ))
@@ -1073,7 +1361,7 @@ mod tests {
         )
         .expect("offer");
         let srtp_of = |offer: &Offer, policy| {
-            negotiate(offer, policy, KEY).map(|n| (n.secure_profile, n.srtp.map(|k| k.tag)))
+            negotiate(offer, ALL, policy, KEY).map(|n| (n.secure_profile, n.srtp.map(|k| k.tag)))
         };
         assert_eq!(srtp_of(&plain, SrtpPolicy::Off), Ok((false, None)));
         assert_eq!(
@@ -1106,7 +1394,7 @@ mod tests {
         );
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(
-            negotiate(&parsed, SrtpPolicy::Offer, KEY),
+            negotiate(&parsed, ALL, SrtpPolicy::Offer, KEY),
             Err(NotAcceptable::NoUsableCrypto(
                 "suite AES_256_CM_HMAC_SHA1_80 is not supported".into()
             ))
@@ -1114,7 +1402,7 @@ mod tests {
         let sdp = offer("m=audio 4000 RTP/SAVP 0", "");
         let parsed = parse_offer(sdp.as_bytes()).expect("offer");
         assert_eq!(
-            negotiate(&parsed, SrtpPolicy::Require, KEY),
+            negotiate(&parsed, ALL, SrtpPolicy::Require, KEY),
             Err(NotAcceptable::NoUsableCrypto("none offered".into()))
         );
     }

@@ -1033,6 +1033,7 @@ mod tests {
         let offer = crate::sip::sdp::build_offer(
             crate::sip::sdp::SdpSession::new(1),
             "127.0.0.1:20000".parse().expect("addr"),
+            &crate::sip::sdp::SdpCodec::DEFAULT_ORDER,
             101,
             None,
         );

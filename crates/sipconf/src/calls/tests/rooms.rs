@@ -94,13 +94,15 @@ fn an_offer_without_a_common_codec_is_refused_with_488() {
         transport: Transport::Udp,
         link: None,
     });
-    assert_eq!(
-        sip_commands(&actions),
-        [&SipCommand::Reject(
-            CallKey(1),
-            488,
-            "Not Acceptable Here (no common codec (we support PCMU and PCMA))".into()
-        )]
+    // The reason names what this bridge takes (Opus only where libopus loads).
+    let commands = sip_commands(&actions);
+    let [SipCommand::Reject(CallKey(1), 488, reason)] = commands.as_slice() else {
+        panic!("{commands:?}");
+    };
+    assert!(
+        reason.starts_with("Not Acceptable Here (no common codec (we take ")
+            && reason.contains("PCMU, PCMA"),
+        "{reason}"
     );
 }
 
