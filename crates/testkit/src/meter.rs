@@ -4,8 +4,9 @@
 //!
 //! Measurement only: it never decides what a level means.
 
-/// The rate of the audio phones send and hear.
-const RATE_HZ: f64 = 8000.0;
+/// The rate of the audio G.711 phones send and hear; G.722 phones use
+/// 16000 (the `_at` functions and [`Goertzel::at_rate`]).
+const RATE_HZ: u32 = 8000;
 
 /// One Goertzel filter (a single DFT bin at an exact frequency), fed one
 /// sample at a time; `reset` starts a new block.
@@ -20,8 +21,14 @@ pub struct Goertzel {
 impl Goertzel {
     /// A filter at `freq_hz` for 8 kHz audio.
     pub fn new(freq_hz: f64) -> Goertzel {
+        Goertzel::at_rate(freq_hz, RATE_HZ)
+    }
+
+    /// A filter at `freq_hz` for audio at `rate_hz` (16000 for G.722 calls).
+    pub fn at_rate(freq_hz: f64, rate_hz: u32) -> Goertzel {
+        let normalised = freq_hz / f64::from(rate_hz);
         Goertzel {
-            coefficient: 2.0 * (2.0 * std::f64::consts::PI * freq_hz / RATE_HZ).cos(),
+            coefficient: 2.0 * (2.0 * std::f64::consts::PI * normalised).cos(),
             s1: 0.0,
             s2: 0.0,
             samples: 0,
@@ -63,9 +70,9 @@ impl Goertzel {
     }
 }
 
-/// The filter at `freq_hz` run over all of `samples` (8 kHz).
-fn over(samples: &[i16], freq_hz: f64) -> Goertzel {
-    let mut filter = Goertzel::new(freq_hz);
+/// The filter at `freq_hz` run over all of `samples` at `rate_hz`.
+fn over(samples: &[i16], freq_hz: f64, rate_hz: u32) -> Goertzel {
+    let mut filter = Goertzel::at_rate(freq_hz, rate_hz);
     for &x in samples {
         filter.push(f64::from(x));
     }
@@ -75,13 +82,19 @@ fn over(samples: &[i16], freq_hz: f64) -> Goertzel {
 /// The amplitude (peak, 16-bit linear) of the `freq_hz` component of
 /// `samples` at 8 kHz, over the whole slice.
 pub fn tone_amplitude(samples: &[i16], freq_hz: f64) -> f64 {
-    over(samples, freq_hz).amplitude()
+    tone_amplitude_at(samples, freq_hz, RATE_HZ)
+}
+
+/// As [`tone_amplitude`], for audio at `rate_hz` (16000 on a G.722 call,
+/// where tones up to 7 kHz pass).
+pub fn tone_amplitude_at(samples: &[i16], freq_hz: f64, rate_hz: u32) -> f64 {
+    over(samples, freq_hz, rate_hz).amplitude()
 }
 
 /// The Goertzel power at `freq_hz` over the whole slice (see
 /// [`Goertzel::power`]): comparable only between slices of one length.
 pub fn tone_power(samples: &[i16], freq_hz: f64) -> f64 {
-    over(samples, freq_hz).power()
+    over(samples, freq_hz, RATE_HZ).power()
 }
 
 /// `20 log10(a / b)`, with a floor so silence compares as very quiet.
@@ -126,6 +139,18 @@ mod tests {
             (from_power - amplitude).abs() < 1e-9,
             "{from_power} {amplitude}"
         );
+    }
+
+    #[test]
+    fn the_meter_measures_a_6_khz_tone_in_16_khz_audio() {
+        let s: Vec<i16> = (0..16_000)
+            .map(|n| {
+                (5000.0 * (2.0 * std::f64::consts::PI * 6000.0 * n as f64 / 16_000.0).sin()) as i16
+            })
+            .collect();
+        let a = tone_amplitude_at(&s, 6000.0, 16_000);
+        assert!((a - 5000.0).abs() < 20.0, "{a}");
+        assert!(tone_amplitude_at(&s, 2000.0, 16_000) < 50.0);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! A scriptable SIP phone for loopback tests and the load generator: it places a
-//! call over UDP, sends a known signal as G.711 RTP at real pace, and records and
-//! decodes what it receives.
+//! call over UDP, sends a known signal as G.711 or G.722 RTP at real pace, and
+//! records and decodes what it receives.
 //!
 //! Its SIP side is deliberately independent of the bridge's parser (plain text in
 //! and out), so a test that uses it checks the bridge against a second reading of
-//! RFC 3261 rather than against itself. It borrows only the bridge's G.711
-//! codec and keypad table.
+//! RFC 3261 rather than against itself. It borrows only the bridge's G.711 and
+//! G.722 codecs and keypad table.
 
+use sipconf::media::codec::g722::{G722Decoder, G722Encoder};
 use sipconf::media::Codec;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,8 +16,16 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
 
-/// 8 kHz samples in one 20 ms frame.
-const SAMPLES_PER_FRAME: usize = 160;
+/// RTP clock ticks in one 20 ms frame: 8000 Hz for G.711 and, by RFC 3551's
+/// historic rule, for G.722 too (§4.5.2), though G.722 carries 16 kHz audio.
+const RTP_TICKS_PER_FRAME: usize = 160;
+/// Payload octets in one 20 ms frame: G.711 one per 8 kHz sample, G.722 at
+/// 64 kbit/s one per pair of 16 kHz samples.
+const PAYLOAD_BYTES_PER_FRAME: usize = 160;
+/// The most audio samples in one 20 ms frame (16 kHz).
+const MAX_SAMPLES_PER_FRAME: usize = 320;
+/// G.722's static payload type (RFC 3551 table 4).
+pub const G722_PAYLOAD_TYPE: u8 = 9;
 /// How long the phone waits for any one SIP answer.
 const SIP_WAIT: Duration = Duration::from_secs(5);
 
@@ -27,8 +36,10 @@ pub struct PhoneOptions {
     pub server: SocketAddr,
     /// The number dialled (Request-URI user).
     pub number: String,
-    /// Codecs offered, in order of preference.
+    /// G.711 codecs offered, in order of preference.
     pub codecs: Vec<Codec>,
+    /// Whether and where G.722 is offered among `codecs` (none by default).
+    pub g722: Option<G722Offer>,
     /// Offer `telephone-event` with this payload type.
     pub telephone_event: Option<u8>,
     /// Local address for the phone's sockets (loopback in tests).
@@ -48,12 +59,97 @@ impl PhoneOptions {
             server,
             number: number.to_string(),
             codecs: vec![codec],
+            g722: None,
             telephone_event: Some(101),
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             extra_sdp: Vec::new(),
             other_payloads: Vec::new(),
             advertised_rtp_port: None,
         }
+    }
+}
+
+/// Where a phone lists G.722 (payload type 9, `G722/8000`) in its offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum G722Offer {
+    /// Before its G.711 codecs, as HD desk phones offer it.
+    First,
+    /// After its G.711 codecs.
+    Last,
+    /// Alone: the phone offers no G.711 at all.
+    Only,
+}
+
+/// The audio codec a call runs on, as the phone sees it: G.711 (the bridge's
+/// own `Codec`) or G.722, for which the phone keeps its coder state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhoneCodec {
+    G711(Codec),
+    G722,
+}
+
+impl PhoneCodec {
+    /// The RTP payload type (RFC 3551 static types).
+    pub fn payload_type(self) -> u8 {
+        match self {
+            PhoneCodec::G711(codec) => payload_type(codec),
+            PhoneCodec::G722 => G722_PAYLOAD_TYPE,
+        }
+    }
+
+    /// The `a=rtpmap` encoding name and clock rate.
+    pub fn rtpmap(self) -> &'static str {
+        match self {
+            PhoneCodec::G711(Codec::Pcmu) => "PCMU/8000",
+            PhoneCodec::G711(Codec::Pcma) => "PCMA/8000",
+            PhoneCodec::G722 | PhoneCodec::G711(Codec::G722) => "G722/8000",
+            PhoneCodec::G711(Codec::Opus) => "opus/48000/2",
+        }
+    }
+
+    /// The rate of the audio the phone sends and records.
+    pub fn sample_rate_hz(self) -> u32 {
+        match self {
+            PhoneCodec::G711(_) => 8000,
+            PhoneCodec::G722 => 16_000,
+        }
+    }
+
+    /// Audio samples in one 20 ms frame.
+    pub fn samples_per_frame(self) -> usize {
+        self.sample_rate_hz() as usize / 50
+    }
+}
+
+/// The codecs of an offer in the order listed: G.711 as `options.codecs`,
+/// with G.722 placed as `options.g722` says.
+fn offered_codecs(options: &PhoneOptions) -> Vec<PhoneCodec> {
+    let g711 = options.codecs.iter().map(|&c| PhoneCodec::G711(c));
+    match options.g722 {
+        None => g711.collect(),
+        Some(G722Offer::First) => std::iter::once(PhoneCodec::G722).chain(g711).collect(),
+        Some(G722Offer::Last) => g711.chain(std::iter::once(PhoneCodec::G722)).collect(),
+        Some(G722Offer::Only) => vec![PhoneCodec::G722],
+    }
+}
+
+/// The codec an SDP answer chose (its first payload type, RFC 3264 §6.1),
+/// given its `a=rtpmap` lines by payload type; `None` if the phone did not
+/// offer it or the rtpmap contradicts the static type.
+fn answered_codec(
+    first_payload_type: u8,
+    rtpmaps: &HashMap<u8, String>,
+    offered: &[PhoneCodec],
+) -> Option<PhoneCodec> {
+    let codec = match first_payload_type {
+        0 => PhoneCodec::G711(Codec::Pcmu),
+        8 => PhoneCodec::G711(Codec::Pcma),
+        G722_PAYLOAD_TYPE if offered.contains(&PhoneCodec::G722) => PhoneCodec::G722,
+        _ => return None,
+    };
+    match rtpmaps.get(&first_payload_type) {
+        Some(map) if !map.eq_ignore_ascii_case(codec.rtpmap()) => None,
+        _ => Some(codec),
     }
 }
 
@@ -181,15 +277,16 @@ pub enum Signal {
         amplitude: f64,
     },
     /// Given samples, then silence.
+    /// At the rate of the call's codec (8 kHz, 16 kHz with G.722).
     Samples(Arc<[i16]>),
 }
 
 impl Signal {
-    fn sample(&self, n: usize) -> i16 {
+    fn sample(&self, n: usize, rate_hz: u32) -> i16 {
         match self {
             Signal::Silence => 0,
             Signal::Sine { freq_hz, amplitude } => {
-                let phase = 2.0 * std::f64::consts::PI * freq_hz * n as f64 / 8000.0;
+                let phase = 2.0 * std::f64::consts::PI * freq_hz * n as f64 / f64::from(rate_hz);
                 (amplitude * phase.sin()).round() as i16
             }
             Signal::Samples(s) => s.get(n).copied().unwrap_or(0),
@@ -232,25 +329,28 @@ impl KeyPress {
 /// Peak of each tone of an in-band key: -6 dBm0 (0 dBm0 peaks at 22930).
 const KEY_TONE_PEAK: f64 = 11_493.0;
 
-fn key_tone_sample(digit: char, n: usize) -> i16 {
+fn key_tone_sample(digit: char, n: usize, rate_hz: u32) -> i16 {
     let Some((low, high)) = sipconf::media::dtmf::key_tones_hz(digit) else {
         return 0;
     };
-    let t = n as f64 / 8000.0;
+    let t = n as f64 / f64::from(rate_hz);
     let phase = 2.0 * std::f64::consts::PI * t;
     (KEY_TONE_PEAK * ((phase * low).sin() + (phase * high).sin())) as i16
 }
 
-/// A timestamp jump up to this far ahead (10 s) is a pause in the far end's
-/// sending and plays as silence; a bigger one is a new timeline.
-const MAX_SILENCE_GAP_SAMPLES: i32 = 80_000;
+/// A timestamp jump up to this far ahead (10 s of the 8000 Hz RTP clock) is a
+/// pause in the far end's sending and plays as silence; a bigger one is a new
+/// timeline.
+const MAX_SILENCE_GAP_TICKS: i32 = 80_000;
 
 /// What the phone received during a media run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Recording {
     /// Decoded audio, in arrival order; a forward jump in the RTP timestamp
     /// (silence suppression, RFC 3551) plays as that much silence, as on a phone.
     pub samples: Vec<i16>,
+    /// The rate of `samples`: 8000, or 16000 on a G.722 call.
+    pub rate_hz: u32,
     /// SSRC and RTP timestamp the next packet is expected to carry.
     expected: Option<(u32, u32)>,
     pub packets: usize,
@@ -258,6 +358,30 @@ pub struct Recording {
     pub other_packets: usize,
     /// Distinct source addresses RTP came from.
     pub sources: Vec<SocketAddr>,
+}
+
+impl Default for Recording {
+    fn default() -> Recording {
+        Recording {
+            samples: Vec::new(),
+            rate_hz: 8000,
+            expected: None,
+            packets: 0,
+            other_packets: 0,
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl Recording {
+    /// The amplitude (peak, 16-bit linear) of `freq_hz` in the samples from
+    /// `from_s` to `to_s` seconds into the recording, at its own rate.
+    pub fn tone_amplitude(&self, freq_hz: f64, from_s: f64, to_s: f64) -> f64 {
+        let at =
+            |seconds: f64| ((seconds * f64::from(self.rate_hz)) as usize).min(self.samples.len());
+        let (from, to) = (at(from_s), at(to_s));
+        crate::meter::tone_amplitude_at(&self.samples[from..to.max(from)], freq_hz, self.rate_hz)
+    }
 }
 
 /// One call in progress.
@@ -280,8 +404,11 @@ pub struct Phone {
     next_hop: SocketAddr,
     /// Where the bridge said to send RTP.
     pub remote_rtp: SocketAddr,
-    /// The codec the bridge chose.
+    /// The G.711 codec the bridge chose; on a G.722 call (see `answered`), the
+    /// first G.711 codec offered, unused.
     pub codec: Codec,
+    /// The codec the bridge chose, G.711 or G.722.
+    pub answered: PhoneCodec,
     /// The bridge's SDP answer.
     pub answer_sdp: String,
     /// The telephone-event payload type the bridge answered, if any.
@@ -291,7 +418,10 @@ pub struct Phone {
     ssrc: u32,
     seq: u16,
     timestamp: u32,
+    /// Audio samples sent so far, at the codec's rate (the signals' time base).
     sent_samples: usize,
+    g722_encoder: G722Encoder,
+    g722_decoder: G722Decoder,
     sdp_version: u32,
 }
 
@@ -343,6 +473,10 @@ impl Phone {
         let sip = UdpSocket::bind((options.local_ip, 0)).await?;
         let rtp = Arc::new(UdpSocket::bind((options.local_ip, 0)).await?);
         let codec = options.codecs.first().copied().unwrap_or(Codec::Pcmu);
+        let answered = offered_codecs(&options)
+            .first()
+            .copied()
+            .unwrap_or(PhoneCodec::G711(codec));
         use rand::Rng;
         Ok(Phone {
             sip,
@@ -357,6 +491,7 @@ impl Phone {
             next_hop: options.server,
             remote_rtp: options.server,
             codec,
+            answered,
             answer_sdp: String::new(),
             telephone_event: None,
             requests_seen: Vec::new(),
@@ -364,6 +499,8 @@ impl Phone {
             seq: rand::rng().random(),
             timestamp: rand::rng().random(),
             sent_samples: 0,
+            g722_encoder: G722Encoder::new(),
+            g722_decoder: G722Decoder::new(),
             sdp_version: 1,
             options,
         })
@@ -396,11 +533,10 @@ impl Phone {
         } else {
             ip.to_string()
         };
-        let mut pts: Vec<String> = self
-            .options
-            .codecs
+        let codecs = offered_codecs(&self.options);
+        let mut pts: Vec<String> = codecs
             .iter()
-            .map(|c| payload_type(*c).to_string())
+            .map(|c| c.payload_type().to_string())
             .collect();
         pts.extend(
             self.options
@@ -419,14 +555,8 @@ impl Phone {
                 .unwrap_or_else(|| self.rtp_addr().port()),
             pts.join(" ")
         );
-        for c in &self.options.codecs {
-            let (name, clock) = (c.encoding_name(), c.rtp_clock_hz());
-            // RFC 7587: Opus is always announced as two channels.
-            let channels = if *c == Codec::Opus { "/2" } else { "" };
-            sdp.push_str(&format!(
-                "a=rtpmap:{} {name}/{clock}{channels}\r\n",
-                payload_type(*c)
-            ));
+        for c in &codecs {
+            sdp.push_str(&format!("a=rtpmap:{} {}\r\n", c.payload_type(), c.rtpmap()));
         }
         for (pt, name) in &self.options.other_payloads {
             sdp.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
@@ -682,17 +812,23 @@ impl Phone {
             .ok_or_else(|| bad("no port"))?;
         let pts: Vec<u8> = fields.skip(1).filter_map(|p| p.parse().ok()).collect();
         let first = *pts.first().ok_or_else(|| bad("no payload type"))?;
-        self.codec = match first {
-            0 => Codec::Pcmu,
-            8 => Codec::Pcma,
-            _ => return Err(bad("an unexpected first payload type")),
-        };
         let rtpmaps: HashMap<u8, String> = sdp
             .lines()
             .filter_map(|l| l.strip_prefix("a=rtpmap:"))
             .filter_map(|l| l.split_once(' '))
             .filter_map(|(pt, name)| Some((pt.parse().ok()?, name.trim().to_string())))
             .collect();
+        let answered = answered_codec(first, &rtpmaps, &offered_codecs(&self.options))
+            .ok_or_else(|| bad("an unexpected first payload type"))?;
+        if answered != self.answered {
+            // A new codec starts from its reset state (RFC 3264 §8.3.2 re-offer).
+            self.g722_encoder.reset();
+            self.g722_decoder.reset();
+        }
+        self.answered = answered;
+        if let PhoneCodec::G711(codec) = answered {
+            self.codec = codec;
+        }
         self.telephone_event = rtpmaps
             .iter()
             .find(|(_, n)| n.to_ascii_lowercase().starts_with("telephone-event"))
@@ -738,7 +874,8 @@ impl Phone {
     }
 
     /// Sends `signal` at real pace (one packet per 20 ms on an absolute schedule)
-    /// for `duration`, while recording what arrives. Returns the recording.
+    /// for `duration`, while recording what arrives. Returns the recording. On a
+    /// G.722 call the signal is made and the recording decoded at 16 kHz.
     pub async fn stream(
         &mut self,
         signal: &Signal,
@@ -757,9 +894,14 @@ impl Phone {
         keys: &[KeyPress],
     ) -> Result<Recording, CallError> {
         let frames = (duration.as_millis() / 20) as usize;
-        let mut recording = Recording::default();
-        let mut pcm = [0i16; SAMPLES_PER_FRAME];
-        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        let rate_hz = self.answered.sample_rate_hz();
+        let mut recording = Recording {
+            rate_hz,
+            ..Recording::default()
+        };
+        let mut pcm_frame = [0i16; MAX_SAMPLES_PER_FRAME];
+        let pcm = &mut pcm_frame[..self.answered.samples_per_frame()];
+        let mut packet = [0u8; 12 + PAYLOAD_BYTES_PER_FRAME];
         let mut buf = [0u8; 2048];
         // Packets that arrived before this run are not part of it: the
         // recording's sample index is then time since the run started.
@@ -777,8 +919,10 @@ impl Phone {
                 for (i, s) in pcm.iter_mut().enumerate() {
                     let n = self.sent_samples + i;
                     *s = match pressed {
-                        Some(key) if key.mode != KeyMode::Rfc4733 => key_tone_sample(key.digit, n),
-                        _ => signal.sample(n),
+                        Some(key) if key.mode != KeyMode::Rfc4733 => {
+                            key_tone_sample(key.digit, n, rate_hz)
+                        }
+                        _ => signal.sample(n, rate_hz),
                     };
                 }
                 let audio = pressed.is_none_or(|key| key.mode != KeyMode::Rfc4733);
@@ -794,13 +938,13 @@ impl Phone {
                     self.send_telephone_event(key, frame_ms, end).await?;
                 }
                 if audio {
-                    self.build_rtp(&pcm, &mut packet);
+                    self.build_rtp(pcm, &mut packet);
                     self.rtp.send_to(&packet, self.remote_rtp).await?;
                 } else {
                     // No packet, but the RTP clock runs on.
-                    self.timestamp = self.timestamp.wrapping_add(SAMPLES_PER_FRAME as u32);
+                    self.timestamp = self.timestamp.wrapping_add(RTP_TICKS_PER_FRAME as u32);
                 }
-                self.sent_samples += SAMPLES_PER_FRAME;
+                self.sent_samples += pcm.len();
             }
             let next = start + Duration::from_millis(20 * (frame as u64 + 1));
             loop {
@@ -839,7 +983,7 @@ impl Phone {
         let frames_since_start = ((frame_ms - key.at_ms) / 20) as u32;
         let timestamp = self
             .timestamp
-            .wrapping_sub(frames_since_start * SAMPLES_PER_FRAME as u32);
+            .wrapping_sub(frames_since_start * RTP_TICKS_PER_FRAME as u32);
         let first = !end && frame_ms == key.at_ms;
         let copies = if end { 3 } else { 1 };
         for _ in 0..copies {
@@ -865,18 +1009,24 @@ impl Phone {
         Ok(())
     }
 
+    /// One 20 ms frame of audio (at the codec's rate) into `packet`, a
+    /// 12-octet header and a payload of `PAYLOAD_BYTES_PER_FRAME`.
     fn build_rtp(&mut self, pcm: &[i16], packet: &mut [u8]) {
         packet[0] = 0x80;
-        packet[1] = payload_type(self.codec);
+        packet[1] = self.answered.payload_type();
         packet[2..4].copy_from_slice(&self.seq.to_be_bytes());
         packet[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
         packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        self.codec.encode(pcm, &mut packet[12..12 + pcm.len()]);
+        let payload = &mut packet[12..12 + PAYLOAD_BYTES_PER_FRAME];
+        match self.answered {
+            PhoneCodec::G711(codec) => codec.encode(pcm, payload),
+            PhoneCodec::G722 => self.g722_encoder.encode(pcm, payload),
+        };
         self.seq = self.seq.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(pcm.len() as u32);
+        self.timestamp = self.timestamp.wrapping_add(RTP_TICKS_PER_FRAME as u32);
     }
 
-    fn record(&self, packet: &[u8], from: SocketAddr, recording: &mut Recording) {
+    fn record(&mut self, packet: &[u8], from: SocketAddr, recording: &mut Recording) {
         if packet.len() < 12 || packet[0] >> 6 != 2 {
             return;
         }
@@ -886,24 +1036,33 @@ impl Phone {
         let pt = packet[1] & 0x7f;
         let csrc = (packet[0] & 0x0f) as usize;
         let header = 12 + 4 * csrc;
-        if pt != payload_type(self.codec) || packet.len() < header {
+        if pt != self.answered.payload_type() || packet.len() < header {
             recording.other_packets += 1;
             return;
         }
         let payload = &packet[header..];
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
         let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        // Both codecs spend one payload octet per tick of the 8000 Hz RTP clock;
+        // G.722 decodes each to two 16 kHz samples.
+        let samples_per_tick = (self.answered.sample_rate_hz() / 8000) as usize;
         if let Some((expected_ssrc, expected)) = recording.expected {
             let ahead = timestamp.wrapping_sub(expected) as i32;
-            if expected_ssrc == ssrc && (1..=MAX_SILENCE_GAP_SAMPLES).contains(&ahead) {
-                let silence_until = recording.samples.len() + ahead as usize;
+            if expected_ssrc == ssrc && (1..=MAX_SILENCE_GAP_TICKS).contains(&ahead) {
+                let silence_until = recording.samples.len() + ahead as usize * samples_per_tick;
                 recording.samples.resize(silence_until, 0);
             }
         }
         recording.expected = Some((ssrc, timestamp.wrapping_add(payload.len() as u32)));
         let start = recording.samples.len();
-        recording.samples.resize(start + payload.len(), 0);
-        self.codec.decode(payload, &mut recording.samples[start..]);
+        recording
+            .samples
+            .resize(start + payload.len() * samples_per_tick, 0);
+        let out = &mut recording.samples[start..];
+        match self.answered {
+            PhoneCodec::G711(codec) => codec.decode(payload, out),
+            PhoneCodec::G722 => self.g722_decoder.decode(payload, out),
+        };
         recording.packets += 1;
     }
 }
@@ -997,5 +1156,149 @@ mod tests {
         assert_eq!(tag_param(m.header("To").unwrap()).as_deref(), Some("xyz"));
         assert_eq!(m.cseq_method(), Some("INVITE"));
         assert_eq!(m.body, "body");
+    }
+
+    /// A phone that has not called yet (its sockets bound on loopback).
+    async fn phone(g722: Option<G722Offer>, codecs: Vec<Codec>) -> Phone {
+        let server = SocketAddr::from(([127, 0, 0, 1], 5060));
+        let mut options = PhoneOptions::new(server, "1000", Codec::Pcmu);
+        options.codecs = codecs;
+        options.g722 = g722;
+        Phone::new(options).await.expect("loopback sockets")
+    }
+
+    fn media_line(sdp: &str) -> &str {
+        sdp.lines()
+            .find(|l| l.starts_with("m=audio "))
+            .unwrap_or("")
+    }
+
+    /// A 200 OK whose SDP answer lists `payload_types` with `rtpmaps`.
+    fn answer(payload_types: &str, rtpmaps: &str) -> SipText {
+        let sdp = format!(
+            "v=0\r\no=bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 40000 RTP/AVP {payload_types}\r\n{rtpmaps}a=sendrecv\r\n"
+        );
+        SipText::parse(format!("SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n{sdp}").as_bytes())
+            .expect("a response")
+    }
+
+    #[tokio::test]
+    async fn a_g722_first_offer_lists_payload_type_9_first_with_its_rtpmap() {
+        let mut phone = phone(Some(G722Offer::First), vec![Codec::Pcmu, Codec::Pcma]).await;
+        let sdp = phone.offer("sendrecv");
+        assert!(media_line(&sdp).ends_with("RTP/AVP 9 0 8 101"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:9 G722/8000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"), "{sdp}");
+    }
+
+    #[tokio::test]
+    async fn g722_offered_last_or_only_sits_where_asked() {
+        let mut last = phone(Some(G722Offer::Last), vec![Codec::Pcma]).await;
+        assert!(media_line(&last.offer("sendrecv")).ends_with("RTP/AVP 8 9 101"));
+        let mut only = phone(Some(G722Offer::Only), vec![Codec::Pcmu]).await;
+        let sdp = only.offer("sendrecv");
+        assert!(media_line(&sdp).ends_with("RTP/AVP 9 101"), "{sdp}");
+        assert!(!sdp.contains("PCMU"), "{sdp}");
+    }
+
+    #[tokio::test]
+    async fn without_g722_the_offer_is_g711_as_before() {
+        let mut phone = phone(None, vec![Codec::Pcmu]).await;
+        let sdp = phone.offer("sendrecv");
+        assert!(media_line(&sdp).ends_with("RTP/AVP 0 101"), "{sdp}");
+        assert!(!sdp.contains("G722"), "{sdp}");
+        assert_eq!(phone.answered, PhoneCodec::G711(Codec::Pcmu));
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_payload_type_9_makes_a_g722_call_at_16_khz() {
+        let mut phone = phone(Some(G722Offer::First), vec![Codec::Pcmu]).await;
+        let response = answer(
+            "9 101",
+            "a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        phone.accept_answer(&response).expect("a usable answer");
+        assert_eq!(phone.answered, PhoneCodec::G722);
+        assert_eq!(phone.answered.sample_rate_hz(), 16_000);
+        assert_eq!(phone.answered.samples_per_frame(), 320);
+        assert_eq!(phone.telephone_event, Some(101));
+        assert_eq!(phone.remote_rtp.port(), 40000);
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_rtpmap_for_the_static_type_is_g722_too() {
+        let mut phone = phone(Some(G722Offer::Only), vec![]).await;
+        phone
+            .accept_answer(&answer("9", ""))
+            .expect("a usable answer");
+        assert_eq!(phone.answered, PhoneCodec::G722);
+    }
+
+    #[tokio::test]
+    async fn an_answer_choosing_pcmu_over_offered_g722_is_a_g711_call() {
+        let mut phone = phone(Some(G722Offer::First), vec![Codec::Pcmu]).await;
+        phone
+            .accept_answer(&answer("0 101", "a=rtpmap:0 PCMU/8000\r\n"))
+            .expect("a usable answer");
+        assert_eq!(phone.answered, PhoneCodec::G711(Codec::Pcmu));
+        assert_eq!(phone.codec, Codec::Pcmu);
+    }
+
+    #[tokio::test]
+    async fn g722_the_phone_did_not_offer_or_under_another_name_is_refused() {
+        let mut g711_only = phone(None, vec![Codec::Pcmu]).await;
+        assert!(g711_only.accept_answer(&answer("9", "")).is_err());
+        let mut wideband = phone(Some(G722Offer::First), vec![Codec::Pcmu]).await;
+        let renamed = answer("9", "a=rtpmap:9 G7221/16000\r\n");
+        assert!(wideband.accept_answer(&renamed).is_err());
+    }
+
+    #[tokio::test]
+    async fn g722_frames_tick_the_rtp_clock_160_and_decode_to_320_samples() {
+        let mut phone = phone(Some(G722Offer::Only), vec![]).await;
+        phone
+            .accept_answer(&answer("9", ""))
+            .expect("a usable answer");
+        let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let tone = Signal::Sine {
+            freq_hz: 6000.0,
+            amplitude: 8000.0,
+        };
+        let mut recording = Recording {
+            rate_hz: 16_000,
+            ..Recording::default()
+        };
+        let mut timestamps = Vec::new();
+        for frame in 0..25 {
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| tone.sample(frame * 320 + i, 16_000))
+                .collect();
+            let mut packet = [0u8; 12 + PAYLOAD_BYTES_PER_FRAME];
+            phone.build_rtp(&pcm, &mut packet);
+            assert_eq!(packet[1], 9);
+            timestamps.push(u32::from_be_bytes([
+                packet[4], packet[5], packet[6], packet[7],
+            ]));
+            if frame == 20 {
+                continue; // lost: the next one plays a frame of silence in its place
+            }
+            phone.record(&packet, from, &mut recording);
+        }
+        assert!(timestamps
+            .windows(2)
+            .all(|w| w[1].wrapping_sub(w[0]) == 160));
+        assert_eq!(recording.packets, 24);
+        assert_eq!(recording.samples.len(), 25 * 320);
+        assert!(recording.samples[20 * 320..21 * 320]
+            .iter()
+            .all(|&s| s == 0));
+        // The phone's encoder and decoder are a G.722 pair: the 6 kHz tone,
+        // above narrowband's 4 kHz, comes back within 1 dB.
+        let heard = recording.tone_amplitude(6000.0, 0.1, 0.4);
+        assert!(
+            (crate::meter::db_ratio(heard, 8000.0)).abs() < 1.0,
+            "{heard}"
+        );
     }
 }

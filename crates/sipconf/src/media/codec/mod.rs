@@ -11,6 +11,7 @@
 //! are the mix's (`mixer.rs`).
 
 pub mod g711;
+pub mod g722;
 
 use std::fmt;
 
