@@ -514,13 +514,18 @@ pub(super) fn effective_flags(records: &Registry, member_id: &str, sip_held: boo
     }
 }
 
+/// The media plane's codec for an SDP one, when the media plane can serve
+/// it in this build (`CodecState::available`).
 fn media_codec(codec: sdp::SdpCodec) -> Option<media::Codec> {
-    match codec {
-        sdp::SdpCodec::Pcmu => Some(media::Codec::Pcmu),
-        sdp::SdpCodec::Pcma => Some(media::Codec::Pcma),
-        // INTERIM until the media plane mixes them.
-        sdp::SdpCodec::G722 | sdp::SdpCodec::Opus => None,
-    }
+    let codec = match codec {
+        sdp::SdpCodec::Pcmu => media::Codec::Pcmu,
+        sdp::SdpCodec::Pcma => media::Codec::Pcma,
+        sdp::SdpCodec::G722 => media::Codec::G722,
+        sdp::SdpCodec::Opus => media::Codec::Opus,
+    };
+    media::codec::CodecState::available(codec)
+        .ok()
+        .map(|()| codec)
 }
 
 /// `media.codecs` less what this bridge cannot run.

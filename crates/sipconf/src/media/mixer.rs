@@ -10,7 +10,7 @@
 //! shared payload is the limited mix decimated once (`Decimator2x`, state
 //! kept here) and encoded once per codec.
 
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, SharedEncoders};
 use crate::media::resample::{Decimator2x, Kernel2x, NARROW_RATE_HZ, WIDE_RATE_HZ};
 
 /// The mix runs on a 20 ms tick.
@@ -83,6 +83,10 @@ pub struct Mix {
     narrow_ready: bool,
     decimator: Decimator2x,
     decimator_at_tick_start: Decimator2x,
+    /// The stateful shared payloads' encoders (G.722), and their states
+    /// before this tick's frame, for a listener that starts a mix of its own.
+    encoders: SharedEncoders,
+    encoders_at_tick_start: SharedEncoders,
 }
 
 impl Mix {
@@ -107,6 +111,8 @@ impl Mix {
             narrow_ready: false,
             decimator: Decimator2x::default(),
             decimator_at_tick_start: Decimator2x::default(),
+            encoders: SharedEncoders::default(),
+            encoders_at_tick_start: SharedEncoders::default(),
         };
         mix.set_rate(rate_hz)?;
         Ok(mix)
@@ -116,6 +122,10 @@ impl Mix {
     /// mix to 16 kHz. Returns whether the rate changed.
     pub fn join(&mut self, codec: Codec) -> bool {
         self.codec_members[codec.index()] += 1;
+        if self.codec_members[codec.index()] == 1 {
+            // Its first listener's decoder starts from the reset state too.
+            self.encoders.reset(codec);
+        }
         self.follow_members()
     }
 
@@ -190,8 +200,31 @@ impl Mix {
     /// decimator runs on every tick's mix, even one nobody listened to (all
     /// talked), so the shared stream stays continuous.
     pub fn end_tick(&mut self, kernel: &Kernel2x) {
-        if self.rate_hz != NARROW_RATE_HZ && !self.narrow_ready && self.has_narrowband_members() {
+        if self.rate_hz != NARROW_RATE_HZ {
+            self.end_wideband_tick(kernel);
+        }
+    }
+
+    /// The same for the stateful shared encoders (G.722): one that nobody
+    /// listened to this tick still codes the tick's mix.
+    #[cold]
+    fn end_wideband_tick(&mut self, kernel: &Kernel2x) {
+        if !self.narrow_ready && self.has_narrowband_members() {
             self.narrow_listeners(kernel);
+        }
+        let g722 = Codec::G722.index();
+        if self.codec_members[g722] > 0 && !self.shared[g722].ready {
+            self.encoded_for_listener(Codec::G722, kernel);
+        }
+    }
+
+    /// The listeners' shared encoders as they were before this tick's frame
+    /// (see `listeners_decimator`).
+    pub fn listeners_encoders(&self) -> &SharedEncoders {
+        if self.shared[Codec::G722.index()].ready {
+            &self.encoders_at_tick_start
+        } else {
+            &self.encoders
         }
     }
 
@@ -279,9 +312,10 @@ impl Mix {
         codec.encode(&self.limited[..frame], out)
     }
 
-    /// The payload every non-talking listener with `codec` (G.711) receives,
-    /// encoded on first request in a tick and shared by all later ones; in a
-    /// 16 kHz mix, from the mix decimated once for every narrowband codec.
+    /// The payload every non-talking listener with `codec` receives, encoded
+    /// on first request in a tick and shared by all later ones; in a 16 kHz
+    /// mix, G.711 from the mix decimated once for both laws, G.722 by the
+    /// mix's own encoder.
     pub fn encoded_for_listener(&mut self, codec: Codec, kernel: &Kernel2x) -> &[u8] {
         let index = codec.index();
         if !self.shared[index].ready {
@@ -296,7 +330,13 @@ impl Mix {
             } else if codec_rate == self.rate_hz {
                 self.limit_listeners();
                 let pcm = &self.limited[..frame];
-                codec.encode(pcm, &mut self.shared[index].bytes)
+                if codec.is_g711() {
+                    codec.encode(pcm, &mut self.shared[index].bytes)
+                } else {
+                    self.encoders_at_tick_start.clone_from(&self.encoders);
+                    self.encoders
+                        .encode(codec, pcm, &mut self.shared[index].bytes)
+                }
             } else {
                 self.narrow_listeners(kernel);
                 codec.encode(&self.narrow[..frame], &mut self.shared[index].bytes)

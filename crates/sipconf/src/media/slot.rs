@@ -725,6 +725,8 @@ impl Slot {
         let codec_frame = frame_samples(self.codec.sample_rate_hz());
         if !self.rendered_own {
             self.down.clone_from(mix.listeners_decimator());
+            self.codec_state
+                .continue_from_shared(mix.listeners_encoders());
             self.rendered_own = true;
         }
         if codec_frame == heard.len() {

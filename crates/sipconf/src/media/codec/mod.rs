@@ -15,6 +15,8 @@ pub mod g722;
 
 use std::fmt;
 
+use g722::{G722Decoder, G722Encoder};
+
 /// A codec the media plane cannot serve in this build or on this host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodecUnavailable(pub Codec);
@@ -34,10 +36,18 @@ impl std::error::Error for CodecUnavailable {}
 /// One member's codec state: its decoder and the encoder of the mix it
 /// hears when it talks (or has a mix of its own). Coding through it is the
 /// same call for every codec; G.711 keeps nothing.
+// Held inline in every slot, allocated once at start: boxing G.722's plain
+// state to shrink G.711's would put a heap allocation on each join.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum CodecState {
     /// PCMU or PCMA: stateless.
     G711(Codec),
+    /// G.722: ADPCM states, plain values.
+    G722 {
+        decoder: G722Decoder,
+        encoder: G722Encoder,
+    },
 }
 
 impl CodecState {
@@ -46,8 +56,12 @@ impl CodecState {
     pub fn new(codec: Codec) -> Result<CodecState, CodecUnavailable> {
         match codec {
             Codec::Pcmu | Codec::Pcma => Ok(CodecState::G711(codec)),
-            // Wired when the G.722 and Opus modules land.
-            Codec::G722 | Codec::Opus => Err(CodecUnavailable(codec)),
+            Codec::G722 => Ok(CodecState::G722 {
+                decoder: G722Decoder::new(),
+                encoder: G722Encoder::new(),
+            }),
+            // Wired when the Opus module lands.
+            Codec::Opus => Err(CodecUnavailable(codec)),
         }
     }
 
@@ -59,6 +73,7 @@ impl CodecState {
     pub fn codec(&self) -> Codec {
         match self {
             CodecState::G711(codec) => *codec,
+            CodecState::G722 { .. } => Codec::G722,
         }
     }
 
@@ -68,6 +83,7 @@ impl CodecState {
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
         match self {
             CodecState::G711(codec) => codec.decode(payload, out),
+            CodecState::G722 { decoder, .. } => decoder.decode(payload, out),
         }
     }
 
@@ -77,6 +93,43 @@ impl CodecState {
     pub fn encode_own(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
         match self {
             CodecState::G711(codec) => codec.encode(pcm, out),
+            CodecState::G722 { encoder, .. } => encoder.encode(pcm, out),
+        }
+    }
+
+    /// The member starts hearing a mix of its own after the listeners'
+    /// shared stream: its encoder continues from the shared one's state
+    /// (`shared`, before this tick's frame), so the phone's decoder, which
+    /// followed the shared stream, stays in step.
+    pub fn continue_from_shared(&mut self, shared: &SharedEncoders) {
+        if let CodecState::G722 { encoder, .. } = self {
+            *encoder = shared.g722;
+        }
+    }
+}
+
+/// The encoders of one mix's shared payloads (stateful codecs only: G.711
+/// needs none), kept by the mix, one per codec.
+#[derive(Clone, Debug, Default)]
+pub struct SharedEncoders {
+    pub g722: G722Encoder,
+}
+
+impl SharedEncoders {
+    /// Encodes the listeners' frame (at the codec's rate) for `codec`;
+    /// returns the bytes written. G.711 goes through `Codec::encode`.
+    pub fn encode(&mut self, codec: Codec, pcm: &[i16], out: &mut [u8]) -> usize {
+        match codec {
+            Codec::G722 => self.g722.encode(pcm, out),
+            Codec::Pcmu | Codec::Pcma | Codec::Opus => codec.encode(pcm, out),
+        }
+    }
+
+    /// The shared stream of `codec` starts (its first listener joined): from
+    /// the reset state, as the phone's decoder starts.
+    pub fn reset(&mut self, codec: Codec) {
+        if codec == Codec::G722 {
+            self.g722.reset();
         }
     }
 }

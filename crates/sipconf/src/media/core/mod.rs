@@ -351,6 +351,13 @@ impl MediaCore {
         })
     }
 
+    /// The rate mix `mix` runs at (8000, or 16000 with a wideband member),
+    /// while it has members.
+    pub fn mix_rate_hz(&self, mix: u32) -> Option<u32> {
+        let index = usize::try_from(mix).ok()?;
+        (self.mix_members.get(index).copied().unwrap_or(0) > 0).then(|| self.mixes[index].rate_hz())
+    }
+
     /// Where the member's own RTP socket may be connected (see
     /// `Slot::live_rtp_source`): the engine keeps it connected there, and
     /// unconnected while None.
