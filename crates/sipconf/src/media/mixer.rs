@@ -316,36 +316,58 @@ impl Mix {
     /// on first request in a tick and shared by all later ones; in a 16 kHz
     /// mix, G.711 from the mix decimated once for both laws, G.722 by the
     /// mix's own encoder.
+    #[inline]
     pub fn encoded_for_listener(&mut self, codec: Codec, kernel: &Kernel2x) -> &[u8] {
         let index = codec.index();
         if !self.shared[index].ready {
-            let codec_rate = codec.sample_rate_hz();
-            let frame = frame_samples(codec_rate);
-            let len = if self.talkers == 0 && codec.is_g711() {
-                if codec_rate != self.rate_hz {
-                    self.narrow_listeners(kernel);
-                }
-                self.shared[index].bytes[..frame].fill(codec.silence_byte());
-                frame
-            } else if codec_rate == self.rate_hz {
-                self.limit_listeners();
-                let pcm = &self.limited[..frame];
-                if codec.is_g711() {
-                    codec.encode(pcm, &mut self.shared[index].bytes)
+            let len = if self.rate_hz == NARROW_RATE_HZ && codec.is_g711() {
+                // The 8 kHz room's path, as before wideband existed.
+                let frame = self.frame_samples;
+                if self.talkers == 0 {
+                    self.shared[index].bytes[..frame].fill(codec.silence_byte());
                 } else {
-                    self.encoders_at_tick_start.clone_from(&self.encoders);
-                    self.encoders
-                        .encode(codec, pcm, &mut self.shared[index].bytes)
+                    self.limit_listeners();
+                    let bytes = &mut self.shared[index].bytes[..frame];
+                    codec.encode(&self.limited[..frame], bytes);
                 }
+                frame
             } else {
-                self.narrow_listeners(kernel);
-                codec.encode(&self.narrow[..frame], &mut self.shared[index].bytes)
+                self.encode_wideband_listeners(codec, kernel)
             };
             self.shared[index].len = len;
             self.shared[index].ready = true;
         }
         let shared = &self.shared[index];
         &shared.bytes[..shared.len]
+    }
+
+    /// `encoded_for_listener` in a 16 kHz mix (or for a wideband codec).
+    #[cold]
+    #[inline(never)]
+    fn encode_wideband_listeners(&mut self, codec: Codec, kernel: &Kernel2x) -> usize {
+        let index = codec.index();
+        let codec_rate = codec.sample_rate_hz();
+        let frame = frame_samples(codec_rate);
+        if self.talkers == 0 && codec.is_g711() {
+            if codec_rate != self.rate_hz {
+                self.narrow_listeners(kernel);
+            }
+            self.shared[index].bytes[..frame].fill(codec.silence_byte());
+            frame
+        } else if codec_rate == self.rate_hz {
+            self.limit_listeners();
+            let pcm = &self.limited[..frame];
+            if codec.is_g711() {
+                codec.encode(pcm, &mut self.shared[index].bytes)
+            } else {
+                self.encoders_at_tick_start.clone_from(&self.encoders);
+                self.encoders
+                    .encode(codec, pcm, &mut self.shared[index].bytes)
+            }
+        } else {
+            self.narrow_listeners(kernel);
+            codec.encode(&self.narrow[..frame], &mut self.shared[index].bytes)
+        }
     }
 }
 

@@ -95,6 +95,11 @@ pub struct Slot {
     codec: Codec,
     /// The member's decoder and own-mix encoder (`codec/mod.rs`).
     codec_state: CodecState,
+    /// `codec`'s audio rate, RTP units per frame, and whether it is G.711,
+    /// kept at hand: the tick asks every member every frame.
+    codec_rate_hz: u32,
+    rtp_frame_ticks: u32,
+    g711: bool,
     /// A cascade link (`AddMember::link`).
     link: bool,
     /// The negotiated payload type of `codec`, both ways.
@@ -117,8 +122,13 @@ pub struct Slot {
     pcm: Box<[i16]>,
     /// The frame at the codec's rate, when that is not the mix's (`resampled`).
     decoded: Box<[i16]>,
-    /// This tick's frame went through `up` (or `down`) from `decoded` into `pcm`.
+    /// The rate of the member's mix (`follow_mix_rate`).
+    mix_rate_hz: u32,
+    /// The codec's rate is not the mix's: frames go through `up` (or `down`)
+    /// from `decoded` into `pcm`.
     resampled: bool,
+    /// G.711 in an 8 kHz mix: the narrowband path.
+    narrowband: bool,
     /// A narrowband member's frame into a 16 kHz mix.
     up: Interpolator2x,
     /// A narrowband member's own mix from 16 kHz (it talked, or has a gain,
@@ -180,6 +190,9 @@ impl Slot {
             mix: 0,
             codec: Codec::Pcmu,
             codec_state: CodecState::G711(Codec::Pcmu),
+            codec_rate_hz: 8000,
+            rtp_frame_ticks: 160,
+            g711: true,
             link: false,
             payload_type: 0,
             telephone_event_pt: None,
@@ -193,7 +206,9 @@ impl Slot {
             gate,
             pcm: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             decoded: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            mix_rate_hz: NARROW_RATE_HZ,
             resampled: false,
+            narrowband: true,
             up: Interpolator2x::default(),
             down: Decimator2x::default(),
             rendered_own: false,
@@ -282,13 +297,16 @@ impl Slot {
         let previous = self.codec;
         self.codec = codec_state.codec();
         self.codec_state = codec_state;
+        self.codec_rate_hz = self.codec.sample_rate_hz();
+        self.rtp_frame_ticks = self.codec.rtp_frame_ticks();
+        self.g711 = self.codec.is_g711();
+        self.follow_mix_rate(self.mix_rate_hz);
         self.payload_type = payload_type;
         self.telephone_event_pt = telephone_event_pt;
         self.jitter
             .reset(self.codec.rtp_frame_ticks(), self.codec.silence_byte());
         self.concealed_frames = 0;
         self.decoded.fill(0);
-        self.resampled = false;
         self.up.reset();
         self.down.reset();
         self.rendered_own = false;
@@ -346,6 +364,30 @@ impl Slot {
 
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    /// RTP timestamp units in one 20 ms frame of the member's codec.
+    #[inline(always)]
+    pub fn rtp_frame_ticks(&self) -> u32 {
+        self.rtp_frame_ticks
+    }
+
+    /// G.711 in a mix at 8 kHz: the narrowband path (shared payloads and
+    /// talkers' mixes encoded straight from the sum).
+    #[inline(always)]
+    pub fn narrowband(&self) -> bool {
+        self.narrowband
+    }
+
+    /// The member's mix runs at `mix_rate_hz` from now on (it joined, or
+    /// the mix changed rate): its resamplers start over.
+    pub fn follow_mix_rate(&mut self, mix_rate_hz: u32) {
+        self.mix_rate_hz = mix_rate_hz;
+        self.resampled = self.codec_rate_hz != mix_rate_hz;
+        self.narrowband = self.g711 && mix_rate_hz == NARROW_RATE_HZ;
+        self.up.reset();
+        self.down.reset();
+        self.rendered_own = false;
     }
 
     pub fn flags(&self) -> MemberFlags {
@@ -489,11 +531,9 @@ impl Slot {
 
     /// Fills the member's frame for this tick from its jitter buffer
     /// (decoded, concealed, or silence) at the codec's rate, and brings it
-    /// to the mix's `mix_rate_hz` when that differs.
-    pub fn play_frame(&mut self, mix_rate_hz: u32, kernel: &Kernel2x) -> Played {
-        let codec_rate_hz = self.codec.sample_rate_hz();
-        let codec_frame = frame_samples(codec_rate_hz);
-        self.resampled = codec_rate_hz != mix_rate_hz;
+    /// to the mix's rate when that differs.
+    pub fn play_frame(&mut self, kernel: &Kernel2x) -> Played {
+        let codec_frame = frame_samples(self.codec_rate_hz);
         let pcm = if self.resampled {
             &mut self.decoded[..codec_frame]
         } else {
@@ -501,7 +541,12 @@ impl Slot {
         };
         let played = match self.jitter.pop() {
             Pop::Frame(payload) => {
-                let decoded = self.codec_state.decode(payload, pcm);
+                let decoded = if self.g711 {
+                    // Stateless: no need to reach the codec state.
+                    self.codec.decode(payload, pcm)
+                } else {
+                    self.codec_state.decode(payload, pcm)
+                };
                 pcm[decoded..].fill(0);
                 self.concealed_frames = 0;
                 Played::Frame
@@ -520,7 +565,7 @@ impl Slot {
             self.concealed_frames = self.concealed_frames.saturating_add(1);
         }
         if self.resampled {
-            self.resample_to_mix(mix_rate_hz, kernel);
+            self.resample_to_mix(self.mix_rate_hz, kernel);
         }
         played
     }
@@ -543,22 +588,26 @@ impl Slot {
     /// wideband member's decimated for it); true while it suspects a key's
     /// tone (the frame may hold the start of one).
     pub fn listen_for_keys(&mut self, kernel: &Kernel2x) -> bool {
-        if self.codec.is_wideband() {
+        let frame = frame_samples(NARROW_RATE_HZ);
+        let wideband = self.codec_rate_hz > NARROW_RATE_HZ;
+        if wideband {
             self.decimate_for_keys(kernel);
-            self.dtmf.on_audio(&self.keys_frame);
-        } else {
-            let frame = frame_samples(NARROW_RATE_HZ);
-            let pcm = if self.resampled {
-                &self.decoded[..frame]
-            } else {
-                &self.pcm[..frame]
-            };
-            self.dtmf.on_audio(pcm);
         }
+        // A narrowband member's own frame before it went up into a 16 kHz
+        // mix, or a wideband member's decimated.
+        let pcm: &[i16] = if !self.resampled && !wideband {
+            &self.pcm[..frame]
+        } else if wideband {
+            &self.keys_frame
+        } else {
+            &self.decoded[..frame]
+        };
+        self.dtmf.on_audio(pcm);
         self.dtmf.tone_suspected()
     }
 
     #[cold]
+    #[inline(never)]
     fn decimate_for_keys(&mut self, kernel: &Kernel2x) {
         let wide = frame_samples(self.codec.sample_rate_hz());
         let frame: &[i16] = if self.resampled {
@@ -940,8 +989,8 @@ mod tests {
             Received::TelephoneEvent
         );
         slot.receive_rtp(&rtp_at(0, 3, 320, &[0xFF; 160]), from, now);
-        assert_eq!(slot.play_frame(8000, &Kernel2x::new()), Played::Frame);
-        assert_eq!(slot.play_frame(8000, &Kernel2x::new()), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
         assert!(slot.pcm[..160].iter().all(|&sample| sample == 0));
         assert_eq!(slot.jitter.stats.lost, 0);
     }
@@ -953,11 +1002,11 @@ mod tests {
         let from = SocketAddr::from(PHONE);
         slot.receive_rtp(&rtp(0, 1, &[0x80; 160]), from, now); // u-law 0x80 = 32124
         slot.receive_rtp(&rtp(0, 6, &[0x80; 160]), from, now);
-        assert_eq!(slot.play_frame(8000, &Kernel2x::new()), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
         assert_eq!(slot.pcm[0], 32124);
         let mut levels = Vec::new();
         for _ in 0..4 {
-            assert_eq!(slot.play_frame(8000, &Kernel2x::new()), Played::Lost);
+            assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Lost);
             levels.push(slot.pcm[0]);
         }
         assert_eq!(levels, [16062, 8031, 4015, 0]);

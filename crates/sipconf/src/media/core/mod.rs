@@ -213,6 +213,13 @@ struct TickCounts {
     srtp_replayed: u64,
 }
 
+/// A member's own rendering of its mix: at the mix's rate, and at its
+/// codec's when that differs.
+struct RenderBuffers {
+    mix_rate: Box<[i16]>,
+    codec_rate: Box<[i16]>,
+}
+
 pub struct MediaCore {
     config: MediaConfig,
     /// `config.rtp_timeout`, with "never" as a silence no clock reaches, so
@@ -251,9 +258,7 @@ pub struct MediaCore {
     unprotect_buffer: Box<[u8]>,
     payload_buffer: Box<[u8]>,
     /// A member's own rendering of its mix, when it cannot share the listeners' payload.
-    render_buffer: Box<[i16]>,
-    /// That rendering at the member's codec rate, when it is not the mix's.
-    codec_rate_buffer: Box<[i16]>,
+    render: RenderBuffers,
     /// The 8 <-> 16 kHz filter's taps, lent to every member's and mix's resampler.
     kernel: Kernel2x,
     rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
@@ -308,8 +313,10 @@ impl MediaCore {
                 .into_boxed_slice(),
             unprotect_buffer: vec![0; DATAGRAM_MAX_BYTES].into_boxed_slice(),
             payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
-            render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
-            codec_rate_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            render: RenderBuffers {
+                mix_rate: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+                codec_rate: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            },
             kernel: Kernel2x::new(),
             rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
@@ -519,7 +526,7 @@ impl MediaCore {
                 .rtcp_interval
                 .mul_f64(self.rng.random_range(0.5..1.5));
         self.slots[index].start(&add, codec_state, sender, now, first_rtcp_at);
-        self.mixes[mix].join(add.codec);
+        self.join_mix(index, mix, add.codec);
         self.slots[index].use_srtp(add.srtp.take());
         if let Err(position) = self.active_slots.binary_search(&(index as u32)) {
             // Within the capacity reserved at start: there are no more slots than that.
@@ -569,13 +576,43 @@ impl MediaCore {
             telephone_event_pt,
             telephone_event_rate_hz,
         );
+        let rate_before = self.mixes[mix].rate_hz();
         self.mixes[mix].join(codec);
         self.mixes[mix].leave(previous);
+        if self.mixes[mix].rate_hz() != rate_before {
+            self.mix_rate_changed(mix);
+        }
+        let rate_hz = self.mixes[mix].rate_hz();
+        self.slots[index].follow_mix_rate(rate_hz);
+    }
+
+    /// Member `index` joins mix `mix` speaking `codec` and follows its
+    /// rate; when that changed, so does every member of the mix.
+    fn join_mix(&mut self, index: usize, mix: usize, codec: Codec) {
+        if self.mixes[mix].join(codec) {
+            self.mix_rate_changed(mix);
+        }
+        let rate_hz = self.mixes[mix].rate_hz();
+        self.slots[index].follow_mix_rate(rate_hz);
+    }
+
+    /// Mix `mix` changed rate: its members follow (a command, not the tick:
+    /// a walk of the active members is fine here).
+    fn mix_rate_changed(&mut self, mix: usize) {
+        let rate_hz = self.mixes[mix].rate_hz();
+        for &slot in &self.active_slots {
+            let slot = &mut self.slots[slot as usize];
+            if slot.mix_index() == mix {
+                slot.follow_mix_rate(rate_hz);
+            }
+        }
     }
 
     fn stop_slot(&mut self, index: usize) {
         let mix = self.slots[index].mix_index();
-        self.mixes[mix].leave(self.slots[index].codec());
+        if self.mixes[mix].leave(self.slots[index].codec()) {
+            self.mix_rate_changed(mix);
+        }
         self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
         self.slots[index].stop();
         if let Ok(position) = self.active_slots.binary_search(&(index as u32)) {

@@ -7,10 +7,14 @@
 
 use std::time::Instant;
 
-use super::{add, MediaCore, Stream, Transmit, TransmitSink};
+use super::{add, MediaCore, RenderBuffers, Stream, Transmit, TransmitSink};
+use crate::media::clip::Clips;
 use crate::media::dtmf::DigitPress;
 use crate::media::mixer::apply_gain;
+use crate::media::mixer::Mix;
+use crate::media::resample::Kernel2x;
 use crate::media::slot::Played;
+use crate::media::slot::Slot;
 use crate::media::srtp::MemberSrtp;
 use crate::media::Event;
 
@@ -52,8 +56,7 @@ impl MediaCore {
     /// the mix if it talks; reports talking changes and an RTP timeout.
     fn play_and_mix(&mut self, index: usize, now: Instant) {
         let slot = &mut self.slots[index];
-        let mix_rate_hz = self.mixes[slot.mix_index()].rate_hz();
-        if slot.play_frame(mix_rate_hz, &self.kernel) == Played::Lost {
+        if slot.play_frame(&self.kernel) == Played::Lost {
             self.counts.packets_lost += 1;
         }
         let suspected_now = slot.listen_for_keys(&self.kernel);
@@ -110,8 +113,7 @@ impl MediaCore {
             stats,
             send_buffer,
             payload_buffer,
-            render_buffer,
-            codec_rate_buffer,
+            render,
             clips,
             mix_members,
             kernel,
@@ -122,7 +124,7 @@ impl MediaCore {
         let mix = &mut mixes[mix_index];
         let frame = mix.frame_samples();
         let codec = slot.codec();
-        let frame_samples = codec.rtp_frame_ticks();
+        let frame_samples = slot.rtp_frame_ticks();
         let flags = slot.flags();
         if flags.held {
             slot.skip_frame(frame_samples);
@@ -141,19 +143,16 @@ impl MediaCore {
             slot.hears_something();
         }
         let receive_gain = slot.receive_gain();
-        // G.711 at the mix's rate: a talker's mix is encoded straight from
-        // the sum, and a deaf member's silence is a byte (the 8 kHz room's path).
-        let plain = codec.is_g711() && codec.sample_rate_hz() == mix.rate_hz();
-        let talked = slot.contribution(frame).is_some();
-        let own_rendering = receive_gain.is_some()
-            || slot.hears_confirmation()
-            || clips.member_is_playing(index)
-            || (!plain && (talked || flags.deaf));
-        let payload: &[u8] = if own_rendering {
-            // A confirmation tone or a receive gain (or a talker or deaf
-            // member of a codec or rate the sum cannot be encoded in
-            // directly): this member gets a mix of its own.
-            let heard = &mut render_buffer[..frame];
+        let own_rendering =
+            receive_gain.is_some() || slot.hears_confirmation() || clips.member_is_playing(index);
+        // The member's own payload in `payload_buffer`, or None: the
+        // listeners' shared one. Anyone but G.711 in an 8 kHz mix goes out
+        // of line, so the narrowband path stays as short as it was.
+        let own_len = if !slot.narrowband() {
+            render_wideband(slot, mix, index, clips, render, payload_buffer, kernel)
+        } else if own_rendering {
+            // A confirmation tone or a receive gain: this member gets a mix of its own.
+            let heard = &mut render.mix_rate[..frame];
             if flags.deaf {
                 heard.fill(0);
             } else {
@@ -165,27 +164,22 @@ impl MediaCore {
                     apply_gain(heard, gain);
                 }
             }
-            let heard: &mut [i16] = if plain {
-                heard
-            } else {
-                let len = slot.own_rendering_at_codec_rate(mix, heard, codec_rate_buffer, kernel);
-                &mut codec_rate_buffer[..len]
-            };
             // A deaf member still hears its own keys answered.
             slot.mix_confirmation_into(heard);
             // So does a clip played to this member alone.
             clips.add_to_member(index, heard, kernel);
-            let len = slot.encode_own(heard, payload_buffer);
-            &payload_buffer[..len]
+            Some(codec.encode(heard, payload_buffer))
         } else if flags.deaf {
             payload_buffer[..frame].fill(codec.silence_byte());
-            &payload_buffer[..frame]
-        } else if let Some(own) = slot.contribution(frame) {
-            let len = mix.encode_for_talker(own, codec, payload_buffer);
-            &payload_buffer[..len]
+            Some(frame)
         } else {
-            slot.heard_shared();
-            mix.encoded_for_listener(codec, kernel)
+            // A talker hears everyone but itself; a listener, the shared payload.
+            slot.contribution(frame)
+                .map(|own| mix.encode_for_talker(own, codec, payload_buffer))
+        };
+        let payload: &[u8] = match own_len {
+            Some(len) => &payload_buffer[..len],
+            None => mix.encoded_for_listener(codec, kernel),
         };
         let Ok(mut len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
             add(&stats.send_errors, 1);
@@ -239,6 +233,54 @@ impl MediaCore {
             contents: &self.rtcp_buffer[..len],
         });
     }
+}
+
+/// The payload of a member that is not G.711 in an 8 kHz mix, when it needs
+/// a rendering of its own (it talked, is deaf, or has a receive gain, a
+/// tone or a clip of its own): rendered at the mix's rate, brought to its
+/// codec's rate, encoded by its own encoder into `payload_buffer`; returns
+/// its length. None: it hears the listeners' shared payload.
+#[cold]
+#[inline(never)]
+fn render_wideband(
+    slot: &mut Slot,
+    mix: &Mix,
+    index: usize,
+    clips: &mut Clips,
+    render: &mut RenderBuffers,
+    payload_buffer: &mut [u8],
+    kernel: &Kernel2x,
+) -> Option<usize> {
+    let frame = mix.frame_samples();
+    let flags = slot.flags();
+    let receive_gain = slot.receive_gain();
+    let own_rendering = receive_gain.is_some()
+        || slot.hears_confirmation()
+        || clips.member_is_playing(index)
+        || flags.deaf
+        || slot.contribution(frame).is_some();
+    if !own_rendering {
+        slot.heard_shared();
+        return None;
+    }
+    let heard = &mut render.mix_rate[..frame];
+    if flags.deaf {
+        heard.fill(0);
+    } else {
+        match slot.contribution(frame) {
+            Some(own) => mix.render_for_talker(own, heard),
+            None => mix.render_for_listener(heard),
+        }
+        if let Some(gain) = receive_gain {
+            apply_gain(heard, gain);
+        }
+    }
+    let len = slot.own_rendering_at_codec_rate(mix, heard, &mut render.codec_rate, kernel);
+    let heard = &mut render.codec_rate[..len];
+    // A deaf member still hears its own keys answered, and a clip played to it alone.
+    slot.mix_confirmation_into(heard);
+    clips.add_to_member(index, heard, kernel);
+    Some(slot.encode_own(heard, payload_buffer))
 }
 
 /// Encrypts a member's packet in place; out of line, so the plain RTP path
