@@ -207,7 +207,7 @@ impl Clips {
             mix.add_clip(frame);
         } else {
             let wide = &mut self.wide_frame[..mix.frame_samples()];
-            self.mixes_up[mix_index].process(kernel, frame, wide);
+            upsample(&mut self.mixes_up[mix_index], kernel, frame, wide);
             mix.add_clip(wide);
         }
         self.record_end(ended, ClipEnd::Finished);
@@ -229,7 +229,7 @@ impl Clips {
             frame
         } else {
             let wide = &mut self.wide_frame[..heard.len()];
-            self.members_up[slot].process(kernel, frame, wide);
+            upsample(&mut self.members_up[slot], kernel, frame, wide);
             wide
         };
         for (sample, &clip) in heard.iter_mut().zip(clip.iter()) {
@@ -246,6 +246,13 @@ impl Clips {
     pub fn clear_ended(&mut self) {
         self.ended.clear();
     }
+}
+
+/// A clip's frame up to 16 kHz; out of line, off the 8 kHz room's path.
+#[cold]
+#[inline(never)]
+fn upsample(up: &mut Interpolator2x, kernel: &Kernel2x, frame: &[i16], wide: &mut [i16]) {
+    up.process(kernel, frame, wide);
 }
 
 /// A `ClipTarget` the engine checked: the mix index, or the member's slot index.

@@ -78,8 +78,9 @@ impl CodecState {
     }
 
     /// Decodes one frame's payload into `out` (at `codec().sample_rate_hz()`);
-    /// returns the samples written.
-    #[inline]
+    /// returns the samples written. Out of line: the tick decodes G.711
+    /// through `Codec::decode` itself.
+    #[inline(never)]
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
         match self {
             CodecState::G711(codec) => codec.decode(payload, out),
@@ -89,7 +90,7 @@ impl CodecState {
 
     /// Encodes the member's own frame (at the codec's rate) into `out`;
     /// returns the bytes written.
-    #[inline]
+    #[inline(never)]
     pub fn encode_own(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
         match self {
             CodecState::G711(codec) => codec.encode(pcm, out),
