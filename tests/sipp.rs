@@ -8,7 +8,7 @@ use common::sipp::scenario;
 use common::{require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
 use sipconf_testkit::meter::tone_amplitude;
-use sipconf_testkit::testphone::{payload_type, Phone, PhoneOptions, Signal};
+use sipconf_testkit::testphone::{Phone, PhoneOptions, Signal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +46,7 @@ fn write_audio_pcap(path: &Path, codec: Codec, samples: &[i16]) {
     for frame in 0..frames {
         let start = frame as usize * 160;
         pcm.copy_from_slice(&samples[start..start + 160]);
-        let mut rtp = vec![0x80, payload_type(codec)];
+        let mut rtp = vec![0x80, codec.payload_type()];
         rtp.extend_from_slice(&(frame as u16).to_be_bytes());
         rtp.extend_from_slice(&(frame * 160).to_be_bytes());
         rtp.extend_from_slice(&0x5150_0001u32.to_be_bytes());
@@ -157,7 +157,7 @@ async fn sipp_plays_a_tone_the_room_hears(codec: Codec, test: &str) {
     let dir = TempDir::new("sipconf-pcap");
     let pcap = dir.path().join("tone.pcap");
     write_tone_pcap(&pcap, codec, 3);
-    let (heard, ok, log) = sipp_call_with_listener(pcap, payload_type(codec), 3).await;
+    let (heard, ok, log) = sipp_call_with_listener(pcap, codec.payload_type(), 3).await;
     assert!(ok, "sipp failed:\n{log}");
     let loudest = heard
         .chunks(4000)

@@ -1,5 +1,5 @@
 //! The per-packet and per-frame kernels of the media and signalling paths, one
-//! bench each: G.711 both laws both ways, the noise gate, the jitter buffer,
+//! bench each: G.711 both laws both ways, G.722 both ways, the noise gate, the jitter buffer,
 //! RTP parse and build, and SIP parse; and, for scale, the loopback socket
 //! calls the engine makes per member per tick. The mixer tick with 10/100/1000 members
 //! is `benches/mixer.rs` (`cargo bench --bench mixer`); it is not repeated here.
@@ -8,6 +8,7 @@
 //! Run: `cargo bench --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use sipconf::media::codec::g722::{G722Decoder, G722Encoder};
 use sipconf::media::jitter::{JitterBuffer, Pop};
 use sipconf::media::mixer::NoiseGate;
 use sipconf::media::rtp::{write_rtp, RtpHeader, RtpPacket, RtpSender, RTP_HEADER_BYTES};
@@ -40,6 +41,34 @@ fn g711(criterion: &mut Criterion) {
             bench.iter(|| codec.decode(black_box(&encoded), &mut decoded))
         });
     }
+}
+
+/// 16 kHz samples in one 20 ms frame, and the G.722 octets they code to.
+const WIDEBAND_FRAME_SAMPLES: usize = 320;
+const G722_FRAME_OCTETS: usize = 160;
+
+/// One 20 ms frame at 16 kHz: a 440 Hz tone plus a 5 kHz one, so both
+/// sub-bands carry signal.
+fn wideband_frame() -> [i16; WIDEBAND_FRAME_SAMPLES] {
+    std::array::from_fn(|n| {
+        let t = n as f64 / 16_000.0;
+        let tau = 2.0 * std::f64::consts::PI;
+        (9_000.0 * (tau * 440.0 * t).sin() + 3_000.0 * (tau * 5000.0 * t).sin()) as i16
+    })
+}
+
+fn g722(criterion: &mut Criterion) {
+    let pcm = wideband_frame();
+    let mut encoder = G722Encoder::new();
+    let mut encoded = [0u8; G722_FRAME_OCTETS];
+    criterion.bench_function("g722_encode_320", |bench| {
+        bench.iter(|| encoder.encode(black_box(&pcm), &mut encoded))
+    });
+    let mut decoder = G722Decoder::new();
+    let mut decoded = [0i16; WIDEBAND_FRAME_SAMPLES];
+    criterion.bench_function("g722_decode_320", |bench| {
+        bench.iter(|| decoder.decode(black_box(&encoded), &mut decoded))
+    });
 }
 
 fn noise_gate(criterion: &mut Criterion) {
@@ -194,6 +223,7 @@ fn socket_batches(criterion: &mut Criterion) {
 criterion_group!(
     benches,
     g711,
+    g722,
     noise_gate,
     jitter_buffer,
     rtp,

@@ -4,20 +4,22 @@
 //! Encoder and decoder are plain `Copy` values on caller buffers: no heap, so a
 //! state can be copied (a mix encoded once and forked) and nothing allocates.
 //!
-//! Written from the Recommendation's block descriptions (§3 and §6: QUANTL,
-//! INVQAL, LOGSCL, SCALEL, the adaptive predictor of block 4, and their
-//! higher-band twins) with its fixed-point arithmetic: 16-bit saturating adds
-//! and `(a * b) >> 15` products. Bit-exact against the Appendix II digital test
-//! sequences; see `tests/g722.rs` and `tests/data/g722/README.md`.
+//! Written from the Recommendation's block descriptions (QUANTL, INVQAL,
+//! LOGSCL, SCALEL, the adaptive predictor of block 4, and their higher-band
+//! twins) with its fixed-point arithmetic: 16-bit saturating adds and
+//! `(a * b) >> 15` products. Bit-exact against the Appendix II digital test
+//! sequences, and with the QMFs against ffmpeg; see `tests/g722.rs` and
+//! `tests/data/g722/README.md`.
 
-/// The QMF coefficients h0..h23 (§3.1, Table 3), scaled by 2^13; the filter is
-/// symmetric (h_i = h_(23-i)) and each of its even and odd halves sums to 4096.
+/// The coefficients h0..h23 of the transmit and receive QMFs, scaled by 2^13;
+/// the filter is symmetric (h_i = h_(23-i)) and each of its even and odd
+/// halves sums to 4096.
 const QMF: [i32; 24] = [
     3, -11, -11, 53, 12, -156, 32, 362, -210, -805, 951, 3876, 3876, 951, -805, -210, 362, 32,
     -156, 12, 53, -11, -11, 3,
 ];
 
-/// Lower-band decision levels of the 6-bit quantiser (QUANTL, Table 7), scaled
+/// Lower-band decision levels of the 6-bit quantiser (QUANTL), scaled
 /// by 2^3 relative to DETL: level `m` lies at `Q6[m] * DETL >> 12`.
 const Q6: [i32; 30] = [
     0, 35, 72, 110, 150, 190, 233, 276, 323, 370, 422, 473, 530, 587, 650, 714, 786, 858, 940,
@@ -37,7 +39,7 @@ const CODE_POSITIVE: [u8; 31] = [
 ];
 
 /// Inverse quantiser outputs for the full 6-bit lower-band code (INVQBL in
-/// mode 1, Table 6), scaled so `QM6[code] * DETL >> 15` is the difference.
+/// mode 1), scaled so `QM6[code] * DETL >> 15` is the difference.
 const QM6: [i32; 64] = [
     -136, -136, -136, -136, -24808, -21904, -19008, -16704, -14984, -13512, -12280, -11192, -10232,
     -9360, -8576, -7856, -7192, -6576, -6000, -5456, -4944, -4464, -4008, -3576, -3168, -2776,
@@ -46,23 +48,23 @@ const QM6: [i32; 64] = [
     2400, 2032, 1688, 1360, 1040, 728, 432, 136, -432, -136,
 ];
 
-/// Inverse quantiser outputs for the code truncated to 4 bits (INVQAL, Table 6):
+/// Inverse quantiser outputs for the code truncated to 4 bits (INVQAL):
 /// the predictor sees only these, so it runs the same in every mode.
 const QM4: [i32; 16] = [
     0, -20456, -12896, -8968, -6288, -4240, -2584, -1200, 20456, 12896, 8968, 6288, 4240, 2584,
     1200, 0,
 ];
 
-/// Higher-band inverse quantiser outputs for the 2-bit code (INVQAH, Table 4).
+/// Higher-band inverse quantiser outputs for the 2-bit code (INVQAH).
 const QM2: [i32; 4] = [-7408, -1616, 7408, 1616];
 
-/// Lower-band log scale factor multipliers (LOGSCL, Table 8), by magnitude class.
+/// Lower-band log scale factor multipliers (LOGSCL), by magnitude class.
 const WL: [i32; 8] = [-60, -30, 58, 172, 334, 538, 1198, 3042];
 
 /// The magnitude class of each 4-bit lower-band code, indexing `WL`.
 const MAGNITUDE_CLASS_4: [usize; 16] = [0, 7, 6, 5, 4, 3, 2, 1, 7, 6, 5, 4, 3, 2, 1, 0];
 
-/// Higher-band log scale factor multipliers (LOGSCH, Table 5), by magnitude class.
+/// Higher-band log scale factor multipliers (LOGSCH), by magnitude class.
 const WH: [i32; 3] = [0, -214, 798];
 
 /// The magnitude class of each 2-bit higher-band code, indexing `WH`.
@@ -109,7 +111,7 @@ enum SubBand {
 }
 
 impl SubBand {
-    /// DETL/DETH after reset (§6.2.1.2: the smallest scale factor).
+    /// DETL/DETH after reset: the smallest scale factor.
     fn initial_scale(self) -> i16 {
         match self {
             SubBand::Lower => 32,
@@ -285,7 +287,7 @@ impl Default for G722Encoder {
 }
 
 impl G722Encoder {
-    /// An encoder in the reset state (§6.2.1.2).
+    /// An encoder in the reset state.
     pub fn new() -> G722Encoder {
         G722Encoder {
             low: BandState::new(SubBand::Lower),
@@ -311,7 +313,7 @@ impl G722Encoder {
         written
     }
 
-    /// The transmit QMF (§3.1): the lower and higher sub-band samples, in the
+    /// The transmit QMF: the lower and higher sub-band samples, in the
     /// codec's 15-bit range, for the next two input samples (`older` first).
     #[inline]
     fn analyse(&mut self, older: i16, newer: i16) -> (i16, i16) {
@@ -345,9 +347,14 @@ impl G722Encoder {
         // The quantiser works on the magnitude, with negatives one's-complemented.
         let magnitude = i32::from(if error >= 0 { error } else { !error });
         let scale = i32::from(band.scale);
-        let interval = (1..30)
-            .find(|&m| magnitude < (Q6[m] * scale) >> 12)
-            .unwrap_or(30);
+        // The first interval m (1..=30) whose upper level lies above the
+        // magnitude: the levels rise with m, so it is one past the count of
+        // levels at or below it (counted without branches, which speech
+        // would mispredict).
+        let interval = 1 + Q6[1..]
+            .iter()
+            .filter(|&&level| magnitude >= (level * scale) >> 12)
+            .count();
         let code = if error < 0 {
             CODE_NEGATIVE[interval]
         } else {
@@ -397,7 +404,7 @@ impl Default for G722Decoder {
 }
 
 impl G722Decoder {
-    /// A decoder in the reset state (§6.2.1.2).
+    /// A decoder in the reset state.
     pub fn new() -> G722Decoder {
         G722Decoder {
             low: BandState::new(SubBand::Lower),
@@ -450,7 +457,7 @@ impl G722Decoder {
         (low_out, high_out)
     }
 
-    /// The receive QMF (§4.4): two 16 kHz output samples, earlier first.
+    /// The receive QMF: two 16 kHz output samples, earlier first.
     #[inline]
     fn synthesise(&mut self, low: i16, high: i16) -> (i16, i16) {
         let (low, high) = (i32::from(low), i32::from(high));

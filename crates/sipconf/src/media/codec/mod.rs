@@ -12,6 +12,7 @@
 
 pub mod g711;
 pub mod g722;
+pub mod opus;
 
 use std::fmt;
 
