@@ -10,8 +10,7 @@ use common::api::{
 use common::tempdir::TempDir;
 use common::{free_port, Daemon};
 use serde_json::{json, Value};
-use sipconf::media::Codec;
-use sipconf_testkit::testphone::{Phone, PhoneOptions};
+use sipconf_testkit::testphone::Phone;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,22 +26,7 @@ fn app_section(app: &CallbackServer) -> String {
 /// Places a call to an unmatched number and answers it through the API;
 /// returns the phone and the call id.
 async fn answered_call(daemon: &Daemon, api: &Api, app: &CallbackServer) -> (Phone, String) {
-    let before = app.wait_for("/incoming", 0, Duration::ZERO).await.len();
-    let task = tokio::spawn(Phone::call(PhoneOptions::new(
-        daemon.sip,
-        "5555",
-        Codec::Pcmu,
-    )));
-    let got = app.wait_for("/incoming", before + 1, WAIT).await;
-    let call_id = got[before].event()["callId"]
-        .as_str()
-        .expect("callId")
-        .to_string();
-    let answer = api
-        .post(&format!("/calls/{call_id}"), json!({"state": "active"}))
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    (task.await.expect("task").expect("answered"), call_id)
+    common::api::answered_call(daemon.sip, "5555", api, app).await
 }
 
 fn store(dir: &TempDir) -> std::path::PathBuf {

@@ -65,6 +65,7 @@ fn media_config(config: &Config) -> MediaConfig {
         rtp_timeout: config.media.rtp_timeout,
         jitter_frames: config.media.jitter_frames,
         gate_threshold_dbfs: config.media.gate_threshold_dbfs,
+        gate_hangover_frames: media::hangover_frames(config.media.gate_hangover),
         // Room for a talking change and a timeout of every member at once.
         event_queue_len: (2 * config.media.max_members).max(MediaConfig::default().event_queue_len),
         // The first even port of media.rtp_ports carries RTP, the next RTCP.

@@ -628,6 +628,7 @@ fn conferences_where(
             room,
             member_ids: Vec::new(),
             active_members: n.max(0) as usize,
+            talking_events: false,
         });
     }
     Ok(records)
@@ -679,6 +680,7 @@ fn members_where(
             join_tone,
             leaving_tone,
             talking: false,
+            media: None,
         });
     }
     Ok(records)

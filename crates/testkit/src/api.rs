@@ -324,3 +324,36 @@ pub fn names(list: &[&str]) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Places a call to `number` (one no room matches) at the bridge's `sip`
+/// address, waits for its `incomingcall` at `app`'s `/incoming` (the
+/// daemon's `application.incoming_call_url`) and answers it through the
+/// API; returns the phone and the call id.
+pub async fn answered_call(
+    sip: SocketAddr,
+    number: &str,
+    api: &Api,
+    app: &CallbackServer,
+) -> (crate::testphone::Phone, String) {
+    use crate::testphone::{Phone, PhoneOptions};
+    const WAIT: Duration = Duration::from_secs(5);
+    let before = app.wait_for("/incoming", 0, Duration::ZERO).await.len();
+    let task = tokio::spawn(Phone::call(PhoneOptions::new(
+        sip,
+        number,
+        sipconf::media::Codec::Pcmu,
+    )));
+    let got = app.wait_for("/incoming", before + 1, WAIT).await;
+    let call_id = got[before].event()["callId"]
+        .as_str()
+        .expect("callId")
+        .to_string();
+    let answer = api
+        .post(
+            &format!("/calls/{call_id}"),
+            serde_json::json!({"state": "active"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    (task.await.expect("task").expect("answered"), call_id)
+}

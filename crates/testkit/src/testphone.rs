@@ -267,6 +267,11 @@ pub struct Phone {
     timestamp: u32,
     sent_samples: usize,
     sdp_version: u32,
+    /// Every this many audio packets one is lost on the way (`lose_every`).
+    lose_every: Option<usize>,
+    /// Audio packets built and lost on the way, never sent.
+    pub packets_lost: usize,
+    audio_packets_built: usize,
 }
 
 impl Phone {
@@ -340,6 +345,9 @@ impl Phone {
             seq: rand::rng().random(),
             timestamp: rand::rng().random(),
             sent_samples: 0,
+            lose_every: None,
+            packets_lost: 0,
+            audio_packets_built: 0,
             sdp_version: 1,
             options,
         })
@@ -773,7 +781,11 @@ impl Phone {
                 }
                 if audio {
                     let length = self.build_rtp(pcm, &mut packet)?;
-                    self.rtp.send_to(&packet[..length], self.remote_rtp).await?;
+                    if self.loses_this_packet() {
+                        self.packets_lost += 1;
+                    } else {
+                        self.rtp.send_to(&packet[..length], self.remote_rtp).await?;
+                    }
                 } else {
                     // No packet, but the RTP clock runs on.
                     self.timestamp = self.timestamp.wrapping_add(self.voice.frame_ticks());
@@ -836,6 +848,20 @@ impl Phone {
             self.seq = self.seq.wrapping_add(1);
         }
         Ok(())
+    }
+
+    /// From now on every `n`th audio packet `stream` builds is lost on the
+    /// way: its sequence number and timestamp are used, the packet is not
+    /// sent (counted in `packets_lost`). `None` sends them all again.
+    pub fn lose_every(&mut self, n: Option<usize>) {
+        self.lose_every = n.filter(|&n| n > 0);
+    }
+
+    /// Counts the audio packet just built; whether `lose_every` loses it.
+    fn loses_this_packet(&mut self) -> bool {
+        self.audio_packets_built += 1;
+        self.lose_every
+            .is_some_and(|n| self.audio_packets_built.is_multiple_of(n))
     }
 
     /// Sends one RTP packet with an arbitrary payload type and payload (for

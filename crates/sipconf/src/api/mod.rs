@@ -77,6 +77,14 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// An active member's reception figures, as the media thread last
+    /// published them (no wait on it).
+    fn quality_of(&self, m: &Member) -> Option<crate::media::quality::Quality> {
+        self.media_stats.member_quality.read(m.media?)
+    }
+}
+
 /// Binds `api.listen`; the server runs until `shutdown` resolves.
 pub async fn serve(
     state: ApiState,
@@ -252,12 +260,16 @@ async fn create_conference(
         from,
         profile,
         callback,
+        talking_events,
     } = ConferenceCreate::parse(&body_bytes(body)?)?;
     let id = {
         let mut registry = state.shared.registry();
         let now = crate::store::truncate_to_ms(SystemTime::now());
         let id = registry
-            .create_conference_stored(&from, profile, now, |c| callback.apply(c))?
+            .create_conference_stored(&from, profile, now, |c| {
+                callback.apply(c);
+                c.talking_events = talking_events;
+            })?
             .id
             .clone();
         state.shared.conference_event(&registry, &id);
@@ -283,7 +295,11 @@ async fn update_conference(
     Path((_user, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let ConferenceUpdate { change, callback } = ConferenceUpdate::parse(&body_bytes(body)?)?;
+    let ConferenceUpdate {
+        change,
+        callback,
+        talking_events,
+    } = ConferenceUpdate::parse(&body_bytes(body)?)?;
     {
         let mut registry = state.shared.registry();
         let c = registry
@@ -292,8 +308,13 @@ async fn update_conference(
         if c.state == ConferenceState::Completed {
             return Err(RecordError::ConferenceCompleted.into());
         }
-        if !callback.is_empty() {
-            registry.update_conference_stored(&id, |c| callback.apply(c))?;
+        if !callback.is_empty() || talking_events.is_some() {
+            registry.update_conference_stored(&id, |c| {
+                callback.apply(c);
+                if let Some(on) = talking_events {
+                    c.talking_events = on;
+                }
+            })?;
         }
     }
     if change != ConferenceChange::default() {
@@ -313,7 +334,7 @@ async fn list_members(
     let members = registry.members_of(&id);
     let list: Vec<MemberView> = members
         .iter()
-        .map(|m| MemberView::new(&state.uris, m))
+        .map(|m| MemberView::new(&state.uris, m).with_quality(state.quality_of(m)))
         .collect();
     Ok(json_response(&list))
 }
@@ -352,7 +373,8 @@ async fn get_member(
 ) -> ApiResult {
     let registry = state.shared.registry();
     let m = member_in(&registry, &id, &member)?;
-    Ok(json_response(&MemberView::new(&state.uris, &m)))
+    let view = MemberView::new(&state.uris, &m).with_quality(state.quality_of(&m));
+    Ok(json_response(&view))
 }
 
 async fn update_member(

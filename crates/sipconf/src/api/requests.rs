@@ -73,6 +73,9 @@ pub struct ConferenceCreate {
     pub from: String,
     pub profile: Profile,
     pub callback: CallbackInput,
+    /// `talkingEvents` (an extension): members' talking changes are sent
+    /// as `conference-member` events.
+    pub talking_events: bool,
 }
 
 impl ConferenceCreate {
@@ -88,6 +91,7 @@ impl ConferenceCreate {
                 )?
                 .unwrap_or_default(),
             callback: CallbackInput::read(&input)?,
+            talking_events: input.boolean("talkingEvents")?.unwrap_or(false),
         })
     }
 }
@@ -97,6 +101,8 @@ impl ConferenceCreate {
 pub struct ConferenceUpdate {
     pub change: ConferenceChange,
     pub callback: CallbackInput,
+    /// `talkingEvents` turned on or off (a room's conference, say).
+    pub talking_events: Option<bool>,
 }
 
 impl ConferenceUpdate {
@@ -118,6 +124,7 @@ impl ConferenceUpdate {
                 hold: input.boolean("hold")?,
             },
             callback: CallbackInput::read(&input)?,
+            talking_events: input.boolean("talkingEvents")?,
         })
     }
 }

@@ -156,6 +156,7 @@ impl Switchboard {
                 return Err(e.into());
             }
         };
+        records.set_media(&member_id, media_key);
         let flags = effective_flags(records, &member_id, sip_held);
         self.media(Command::AddMember(Box::new(add(media_key, mix, flags))));
         self.member_event(records, &member_id);
@@ -174,6 +175,7 @@ impl Switchboard {
                 member_id: member_id.clone(),
                 media: media_key,
                 mix,
+                talking_notice: Default::default(),
             });
         }
         Ok(member_id)
@@ -254,11 +256,7 @@ impl Switchboard {
                     self.hang_up(records, call, NORMAL_CLEARING, "RTP timeout");
                 }
             }
-            Event::Talking { key, talking } => {
-                if let Some((_, _, joined)) = self.calls.member_of(key) {
-                    records.set_talking(&joined.member_id, talking);
-                }
-            }
+            Event::Talking { key, talking } => self.on_talking(records, key, talking),
             Event::ClipDone { id, end } => self.on_clip_done(records, id, end),
             Event::Digit { key, digit, .. } if self.calls.in_lobby(key) => {
                 self.on_pin_digit(records, key, digit)

@@ -35,6 +35,7 @@ mod ports;
 mod requests;
 mod switchboard;
 mod table;
+mod talking;
 #[cfg(test)]
 mod tests;
 

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 /// What a timer set for a call asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Due {
+pub(super) enum Due {
     /// A room's `answer_delay_ms` is over.
     Answer,
     /// Nobody answered within `application.answer_timeout`: 480.
@@ -59,6 +59,8 @@ enum Due {
     /// A caller who entered a wrong PIN has waited its address's delay:
     /// it may try again.
     PinRetry,
+    /// A member's talking may be told again (`talking.rs`).
+    TalkingEvent,
 }
 
 /// What a timer is for: a call's, or a cascade link's next attempt.
@@ -216,10 +218,10 @@ impl Switchboard {
 
     /// A caller in a PIN lobby may try again after `after`.
     pub(super) fn set_pin_retry(&mut self, after: Duration, call: CallKey) {
-        self.set_timer(after, call, Due::PinRetry);
+        self.set_call_timer(after, call, Due::PinRetry);
     }
 
-    fn set_timer(&mut self, after: Duration, call: CallKey, due: Due) {
+    pub(super) fn set_call_timer(&mut self, after: Duration, call: CallKey, due: Due) {
         self.timer_seq += 1;
         self.timers.insert(
             (self.now.instant + after, self.timer_seq),
@@ -237,7 +239,7 @@ impl Switchboard {
 
     /// An outbound call is cancelled if nobody answers within `timeout`.
     pub(super) fn set_call_timeout(&mut self, call: CallKey, timeout: Duration) {
-        self.set_timer(timeout, call, Due::CallTimeout);
+        self.set_call_timer(timeout, call, Due::CallTimeout);
     }
 
     /// Queues the `conference-member` event for a member as it is now.
@@ -462,7 +464,7 @@ impl Switchboard {
         tracing::info!(call = %ringing.id, number = user, %from, "ringing");
         self.sip(SipCommand::Ring(call));
         self.calls.ringing.insert(call, ringing);
-        self.set_timer(delay, call, due);
+        self.set_call_timer(delay, call, due);
     }
 
     fn on_timeout(&mut self, records: &mut Registry) {
@@ -498,6 +500,7 @@ impl Switchboard {
                 }
             }
             Due::PinRetry => self.pin_retry(call),
+            Due::TalkingEvent => self.on_talking_due(records, call),
             Due::CallTimeout => {
                 if let Some(o) = self.calls.outgoing.get_mut(&call) {
                     tracing::info!(call = %o.id, "outbound call not answered within callTimeout: CANCEL");

@@ -72,6 +72,8 @@ pub struct Joined {
     pub member_id: String,
     pub media: MemberKey,
     pub mix: u32,
+    /// What the application was last told of the member's talking.
+    pub talking_notice: super::talking::TalkingNotice,
 }
 
 /// Where a ringing call goes once answered.

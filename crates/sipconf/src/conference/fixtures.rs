@@ -36,6 +36,7 @@ pub fn full_conference() -> Conference {
         completed_reason: Some("completed through the API".into()),
         member_ids: vec!["member-full".into()],
         active_members: 0,
+        talking_events: false,
     }
 }
 
@@ -59,6 +60,7 @@ pub fn active_conference() -> Conference {
         completed_reason: None,
         member_ids: vec!["member-active".into()],
         active_members: 1,
+        talking_events: false,
     }
 }
 
@@ -79,6 +81,7 @@ pub fn bare_conference() -> Conference {
         completed_reason: None,
         member_ids: Vec::new(),
         active_members: 0,
+        talking_events: false,
     }
 }
 
@@ -97,6 +100,7 @@ pub fn full_member() -> Member {
         join_tone: true,
         leaving_tone: false,
         talking: false,
+        media: None,
         removed_reason: Some("removed through the API".into()),
     }
 }
@@ -116,6 +120,7 @@ pub fn active_member() -> Member {
         join_tone: false,
         leaving_tone: true,
         talking: true,
+        media: None,
         removed_reason: None,
     }
 }

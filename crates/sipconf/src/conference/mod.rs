@@ -177,6 +177,10 @@ pub struct Conference {
     /// Members in join order (oldest first), including completed ones.
     pub member_ids: Vec<String>,
     pub active_members: usize,
+    /// `talkingEvents`: members' talking changes are sent as
+    /// `conference-member` events (runtime only: a conference outlives no
+    /// restart as active, and a completed one sends no events).
+    pub talking_events: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +199,9 @@ pub struct Member {
     /// Whether the member's voice is being mixed right now (runtime only).
     pub talking: bool,
     pub removed_reason: Option<String>,
+    /// The member's media slot while it is active (runtime only): where
+    /// the API reads its reception figures.
+    pub media: Option<crate::media::MemberKey>,
 }
 
 /// The flags a conference applies to a new member (`POST .../members`).

@@ -508,6 +508,7 @@ impl Registry {
             leaving_tone: options.leaving_tone,
             talking: false,
             removed_reason: None,
+            media: None,
         };
         let call = self.calls.get(call_id).map(|call| CallRecord {
             conference_id: Some(conference_id.to_string()),
@@ -569,6 +570,13 @@ impl Registry {
         }
     }
 
+    /// Runtime-only: the media slot serving the member (not written to the store).
+    pub fn set_media(&mut self, member_id: &str, key: crate::media::MemberKey) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.media = Some(key);
+        }
+    }
+
     /// Records why a member is (about to be) removed.
     pub fn set_removed_reason(&mut self, member_id: &str, reason: &str) {
         if let Some(member) = self.members.get_mut(member_id) {
@@ -607,6 +615,7 @@ impl Registry {
         member.state = MemberState::Completed;
         member.removed_time = Some(now);
         member.talking = false;
+        member.media = None;
         let conference_id = member.conference_id.clone();
         self.persist_member(member_id);
         let Some(conference) = self.conferences.get_mut(&conference_id) else {
@@ -828,6 +837,7 @@ fn new_conference(
         completed_reason: None,
         member_ids: Vec::new(),
         active_members: 0,
+        talking_events: false,
     }
 }
 

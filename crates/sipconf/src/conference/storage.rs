@@ -120,6 +120,7 @@ fn is_over(call: &CallRecord) -> bool {
 fn without_member_ids(c: &Conference) -> Conference {
     Conference {
         member_ids: Vec::new(),
+        talking_events: false,
         ..c.clone()
     }
 }
@@ -127,6 +128,7 @@ fn without_member_ids(c: &Conference) -> Conference {
 fn as_read_back(m: &Member) -> Member {
     Member {
         talking: false,
+        media: None,
         ..m.clone()
     }
 }
@@ -221,6 +223,7 @@ impl RecordStore for MemoryStore {
                 .collect();
             Conference {
                 member_ids,
+                talking_events: false,
                 ..c.clone()
             }
         }))

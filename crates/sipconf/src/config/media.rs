@@ -23,6 +23,9 @@ pub struct MediaSettings {
     pub rtp_timeout: Option<Duration>,
     pub jitter_frames: usize,
     pub gate_threshold_dbfs: f32,
+    /// How long the gate stays open, and a member talking, after its voice
+    /// falls under the threshold (`media.gate_hangover_ms`).
+    pub gate_hangover: Duration,
     /// Every call uses one RTP/RTCP port pair (the first even port of
     /// `rtp_ports` and the next), demultiplexed by source address.
     pub shared_port: bool,
@@ -47,6 +50,7 @@ pub(super) struct RawMedia {
     rtp_timeout: Spanned<i64>,
     jitter_frames: Spanned<i64>,
     gate_threshold_dbfs: Spanned<f64>,
+    gate_hangover_ms: Spanned<i64>,
     shared_port: Spanned<bool>,
     srtp: Spanned<String>,
     codecs: Spanned<Vec<Spanned<String>>>,
@@ -64,6 +68,7 @@ impl Default for RawMedia {
             rtp_timeout: unspanned(30),
             jitter_frames: unspanned(1),
             gate_threshold_dbfs: unspanned(-55.0),
+            gate_hangover_ms: unspanned(200),
             shared_port: unspanned(false),
             srtp: unspanned("offer".to_string()),
             codecs: unspanned(
@@ -111,6 +116,12 @@ impl RawMedia {
             },
             jitter_frames: in_range(&self.jitter_frames, "media.jitter_frames", 0, 10)? as usize,
             gate_threshold_dbfs: gate as f32,
+            gate_hangover: Duration::from_millis(in_range(
+                &self.gate_hangover_ms,
+                "media.gate_hangover_ms",
+                0,
+                2000,
+            )? as u64),
             shared_port: *self.shared_port.get_ref(),
             srtp: parse_srtp_policy(&self.srtp)?,
             codecs: parse_codecs(&self.codecs)?,

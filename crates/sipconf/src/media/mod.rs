@@ -17,6 +17,7 @@ pub mod jitter;
 pub mod keypad;
 pub mod latch;
 pub mod mixer;
+pub mod quality;
 pub mod resample;
 pub mod rtp;
 pub mod slot;
@@ -62,7 +63,8 @@ pub struct MediaConfig {
     pub jitter_frames: usize,
     /// Noise gate opening level; -50 dBFS is about -47 dBm0 for G.711.
     pub gate_threshold_dbfs: f32,
-    /// Frames the gate stays open after speech falls below the closing level.
+    /// Frames the gate stays open after speech falls below the opening
+    /// level (`hangover_frames` of `media.gate_hangover_ms`).
     pub gate_hangover_frames: u32,
     /// Interval between RTCP reports per member (RFC 3550 suggests 5 s minimum).
     pub rtcp_interval: Duration,
@@ -96,6 +98,15 @@ impl Default for MediaConfig {
             opus_complexity: 5,
         }
     }
+}
+
+/// A hangover in whole 20 ms frames, rounded up.
+pub fn hangover_frames(hangover: Duration) -> u32 {
+    let frame_ms = 1000 / mixer::TICKS_PER_SECOND as u128;
+    hangover
+        .as_millis()
+        .div_ceil(frame_ms)
+        .min(u128::from(u32::MAX)) as u32
 }
 
 /// Everything the media thread needs to start serving a member.
@@ -287,6 +298,9 @@ pub struct MediaStats {
     /// buckets; sum in `lateness_ns_total`.
     pub lateness_histogram: [AtomicU64; TICK_BUCKETS_NS.len() + 1],
     pub lateness_ns_total: AtomicU64,
+    /// Each member's packets received and lost and jitter, published by
+    /// the media thread about once a second.
+    pub member_quality: quality::QualityTable,
 }
 
 /// Upper bounds of the tick-duration histogram buckets (50 us to the whole 20 ms tick).

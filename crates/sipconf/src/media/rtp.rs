@@ -184,6 +184,8 @@ impl RtpSender {
 #[derive(Clone, Debug, Default)]
 pub struct ReceptionStats {
     pub ssrc: Option<u32>,
+    /// Interarrival jitter of the audio (RFC 3550 A.8); a new SSRC starts it afresh.
+    pub interarrival: crate::media::quality::Interarrival,
     base_sequence: u32,
     /// Highest sequence seen, extended with the wrap count in the upper 16 bits.
     highest_sequence: u32,
@@ -215,15 +217,28 @@ impl ReceptionStats {
         self.packets_received = self.packets_received.wrapping_add(1);
     }
 
+    /// Packets the sequence numbers say were sent since the first one.
+    fn expected(&self) -> u32 {
+        self.highest_sequence
+            .wrapping_sub(self.base_sequence)
+            .wrapping_add(1)
+    }
+
+    /// Packets expected and not received since the stream started (RFC
+    /// 3550 §6.4.1 "cumulative number of packets lost"); negative when
+    /// duplicates outnumber losses; 0 before the first packet.
+    pub fn cumulative_lost(&self) -> i64 {
+        if self.ssrc.is_none() {
+            return 0;
+        }
+        i64::from(self.expected()) - i64::from(self.packets_received)
+    }
+
     /// The report block for the next SR/RR, and resets the interval counts.
     pub fn report_block(&mut self) -> Option<ReportBlock> {
         let ssrc = self.ssrc?;
-        let expected = self
-            .highest_sequence
-            .wrapping_sub(self.base_sequence)
-            .wrapping_add(1);
-        let cumulative_lost = (i64::from(expected) - i64::from(self.packets_received))
-            .clamp(-0x80_0000, 0x7F_FFFF) as i32;
+        let expected = self.expected();
+        let cumulative_lost = self.cumulative_lost().clamp(-0x80_0000, 0x7F_FFFF) as i32;
         let expected_interval = expected.wrapping_sub(self.expected_prior);
         let received_interval = self.packets_received.wrapping_sub(self.received_prior);
         self.expected_prior = expected;
@@ -239,11 +254,12 @@ impl ReceptionStats {
             fraction_lost,
             cumulative_lost,
             highest_sequence: self.highest_sequence,
+            jitter: self.interarrival.jitter_units(),
         })
     }
 }
 
-/// One RTCP reception report block. Interarrival jitter, LSR and DLSR are sent as zero.
+/// One RTCP reception report block. LSR and DLSR are sent as zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReportBlock {
     pub ssrc: u32,
@@ -251,6 +267,8 @@ pub struct ReportBlock {
     /// 24-bit signed on the wire.
     pub cumulative_lost: i32,
     pub highest_sequence: u32,
+    /// Interarrival jitter in timestamp units (RFC 3550 §6.4.1, A.8).
+    pub jitter: u32,
 }
 
 /// RTCP packet types (RFC 3550 §12.1).
@@ -303,7 +321,7 @@ pub fn write_rtcp_report(
         let lost = (block.cumulative_lost as u32) & 0x00FF_FFFF;
         writer.u32((u32::from(block.fraction_lost) << 24) | lost)?;
         writer.u32(block.highest_sequence)?;
-        writer.u32(0)?; // interarrival jitter: not estimated
+        writer.u32(block.jitter)?;
         writer.u32(0)?; // LSR
         writer.u32(0)?; // DLSR
     }
@@ -544,6 +562,7 @@ mod tests {
             fraction_lost: 25,
             cumulative_lost: -1,
             highest_sequence: 0x1_0005,
+            jitter: 7,
         };
         let mut out = [0u8; RTCP_COMPOUND_MAX_BYTES];
         let len = write_rtcp_report(0xABCD_0123, Some(&info), Some(&block), true, &mut out)
@@ -560,6 +579,7 @@ mod tests {
         );
         assert_eq!(&out[8..12], &[1, 2, 3, 4]);
         assert_eq!(&out[32..36], &[25, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(&out[40..44], &[0, 0, 0, 7], "jitter");
         assert_eq!(&out[70..78], b"abcd0123");
     }
 

@@ -22,6 +22,7 @@ use crate::media::latch::{Admit, Latch};
 use crate::media::mixer::{
     apply_gain, frame_samples, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX,
 };
+use crate::media::quality::Quality;
 use crate::media::resample::{Decimator2x, Interpolator2x, Kernel2x, NARROW_RATE_HZ};
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
@@ -114,6 +115,11 @@ pub struct Slot {
     latch: Latch,
     jitter: JitterBuffer,
     reception: ReceptionStats,
+    /// Ticks played since the member started, in its RTP clock's units:
+    /// when a packet arrived, for its interarrival jitter.
+    arrival_units: u32,
+    /// One frame in its RTP clock's units.
+    frame_units: u32,
     sender: RtpSender,
     gate: NoiseGate,
     /// The gate's levels before any key moved them.
@@ -201,6 +207,8 @@ impl Slot {
             latch: Latch::new(unspecified, unspecified, None),
             jitter: JitterBuffer::new(jitter_frames, 160),
             reception: ReceptionStats::default(),
+            arrival_units: 0,
+            frame_units: 160,
             sender: RtpSender::new(0, 0, 0),
             default_gate: gate.levels(),
             gate,
@@ -253,6 +261,7 @@ impl Slot {
         self.own_sockets = matches!(add.sockets, MemberSockets::Own { .. });
         self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
         self.reception = ReceptionStats::default();
+        self.arrival_units = 0;
         self.sender = sender;
         self.gate.close();
         // A link carries other bridges' talkers, gated there already.
@@ -300,6 +309,7 @@ impl Slot {
         self.codec_rate_hz = self.codec.sample_rate_hz();
         self.rtp_frame_ticks = self.codec.rtp_frame_ticks();
         self.g711 = self.codec.is_g711();
+        self.frame_units = self.rtp_frame_ticks;
         self.follow_mix_rate(self.mix_rate_hz);
         self.payload_type = payload_type;
         self.telephone_event_pt = telephone_event_pt;
@@ -415,6 +425,18 @@ impl Slot {
         self.reception.ssrc
     }
 
+    /// How the member's stream arrives (`media/quality.rs`).
+    pub fn quality(&self) -> Quality {
+        Quality {
+            packets_received: u64::from(self.reception.packets_received),
+            packets_lost: self.reception.cumulative_lost(),
+            jitter_us: self
+                .reception
+                .interarrival
+                .jitter_us(self.codec.sample_rate_hz()),
+        }
+    }
+
     /// The member's talking state as last reported.
     pub fn is_talking(&self) -> bool {
         self.talking_reported
@@ -479,7 +501,11 @@ impl Slot {
                 .on_telephone_event(ssrc, packet.timestamp(), packet.payload());
             return Received::TelephoneEvent;
         }
-        let pushed = self.jitter.push(packet.timestamp(), ssrc, packet.payload());
+        let timestamp = packet.timestamp();
+        let pushed = self.jitter.push(timestamp, ssrc, packet.payload());
+        self.reception
+            .interarrival
+            .on_packet(self.arrival_units, timestamp);
         Received::Audio(pushed)
     }
 
@@ -533,6 +559,7 @@ impl Slot {
     /// (decoded, concealed, or silence) at the codec's rate, and brings it
     /// to the mix's rate when that differs.
     pub fn play_frame(&mut self, kernel: &Kernel2x) -> Played {
+        self.arrival_units = self.arrival_units.wrapping_add(self.frame_units);
         let codec_frame = frame_samples(self.codec_rate_hz);
         let pcm = if self.resampled {
             &mut self.decoded[..codec_frame]

@@ -12,6 +12,7 @@ mod audio;
 mod cascade;
 mod outbound;
 mod rooms;
+mod talking;
 
 use super::*;
 use crate::conference::{Conference, ConferenceState, MemberState, Profile};

@@ -16,6 +16,7 @@ use super::{
     CallDirection, CallRecord, CallState, CallbackMethod, Conference, ConferenceState, Member,
     MemberState, Profile,
 };
+use crate::media::quality::Quality;
 use serde::{Serialize, Serializer};
 use std::time::SystemTime;
 
@@ -149,6 +150,29 @@ pub struct MemberView<'a> {
     call: String,
     talking: bool,
     deaf: bool,
+    /// While active, once the media thread published them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    quality: Option<QualityView>,
+}
+
+/// A member's reception figures (`media/quality.rs`), read-only extras.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityView {
+    packets_received: u64,
+    packets_lost: i64,
+    /// RFC 3550 interarrival jitter, in milliseconds with one decimal.
+    jitter_ms: f64,
+}
+
+impl From<Quality> for QualityView {
+    fn from(q: Quality) -> QualityView {
+        QualityView {
+            packets_received: q.packets_received,
+            packets_lost: q.packets_lost,
+            jitter_ms: (f64::from(q.jitter_us) / 100.0).round() / 10.0,
+        }
+    }
 }
 
 impl<'a> MemberView<'a> {
@@ -165,6 +189,16 @@ impl<'a> MemberView<'a> {
             call: uris.call(&m.call_id),
             talking: m.talking,
             deaf: m.deaf,
+            quality: None,
+        }
+    }
+
+    /// With the member's reception figures (`packetsReceived`,
+    /// `packetsLost`, `jitterMs`).
+    pub fn with_quality(self, quality: Option<Quality>) -> MemberView<'a> {
+        MemberView {
+            quality: quality.map(QualityView::from),
+            ..self
         }
     }
 }
@@ -269,6 +303,10 @@ pub struct MemberEvent<'a> {
     time: EventTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     tag: Option<&'a str>,
+    /// Only in a conference created with `talkingEvents` (v1 clients see
+    /// the events they always saw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    talking: Option<bool>,
 }
 
 impl<'a> MemberEvent<'a> {
@@ -285,6 +323,7 @@ impl<'a> MemberEvent<'a> {
             mute: m.mute || c.mute,
             time: EventTime(now),
             tag: c.tag.as_deref(),
+            talking: c.talking_events.then_some(m.talking),
         }
     }
 }
@@ -525,5 +564,32 @@ mod tests {
             "{}",
             to_json(&event)
         );
+    }
+
+    /// The reception figures join the member's fields when there are some.
+    #[test]
+    fn a_member_with_figures_shows_packets_and_jitter() {
+        let m = active_member();
+        let figures = Quality {
+            packets_received: 1498,
+            packets_lost: 3,
+            jitter_us: 12_345,
+        };
+        let json = to_json(&MemberView::new(&uris(), &m).with_quality(Some(figures)));
+        assert!(
+            json.contains(r#""hold":true,"id":"member-active","jitterMs":12.3,"joinTone":false,"leavingTone":true,"mute":false,"packetsLost":3,"packetsReceived":1498,"state":"active""#),
+            "{json}"
+        );
+    }
+
+    /// `talking` is in member events only for a conference that asked.
+    #[test]
+    fn member_events_carry_talking_only_when_asked() {
+        let (mut c, m) = (active_conference(), active_member());
+        let event = to_json(&MemberEvent::new(&uris(), &c, &m, at(0)));
+        assert!(!event.contains("talking"), "{event}");
+        c.talking_events = true;
+        let event = to_json(&MemberEvent::new(&uris(), &c, &m, at(0)));
+        assert!(event.contains(r#""talking":true"#), "{event}");
     }
 }

@@ -73,6 +73,7 @@
 //! assert_eq!(core.poll_event(), None::<Event>);
 //! ```
 
+mod quality;
 mod receive;
 mod tick;
 
@@ -267,6 +268,8 @@ pub struct MediaCore {
     gate_steps: GateSteps,
     /// Files, speech and tones playing into mixes and to single members.
     clips: Clips,
+    /// Which share of the members `publish_quality` publishes this tick.
+    quality_phase: usize,
 }
 
 impl MediaCore {
@@ -288,6 +291,7 @@ impl MediaCore {
         events: rtrb::Producer<Event>,
     ) -> MediaCore {
         let now = Instant::now();
+        stats.member_quality.size_for(config.max_members);
         let gate = NoiseGate::new(config.gate_threshold_dbfs, config.gate_hangover_frames);
         let slots = (0..config.max_members)
             .map(|_| Slot::new(now, config.jitter_frames, gate.clone()))
@@ -326,6 +330,7 @@ impl MediaCore {
                 GateLevels::at(config.gate_threshold_dbfs + STEP_DB * step)
             }),
             rtp_timeout: config.rtp_timeout.unwrap_or(Duration::MAX),
+            quality_phase: 0,
             config,
         }
     }

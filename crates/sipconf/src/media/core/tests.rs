@@ -894,5 +894,8 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
 #[path = "tests_srtp.rs"]
 mod srtp;
 
+#[path = "tests_talking.rs"]
+mod talking;
+
 #[path = "tests_wideband.rs"]
 mod wideband;

@@ -50,6 +50,7 @@ impl MediaCore {
         self.emit_clip_ends();
         self.rtcp_ssrc_scans = 0;
         self.publish_counts();
+        self.publish_quality();
     }
 
     /// Plays the member's frame, carries out its key presses, and adds it to
