@@ -71,7 +71,7 @@ fn pcm_at_any_rate_and_g711_files_give_the_keys_and_their_times() {
             &wav_pcm16(&keys_at(rate_hz), 1, rate_hz),
         );
     }
-    for codec in Codec::ALL {
+    for codec in Codec::G711 {
         let pcm = keys_at(8000);
         let mut encoded = vec![0u8; pcm.len()];
         codec.encode(&pcm, &mut encoded);

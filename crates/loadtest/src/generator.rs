@@ -563,7 +563,7 @@ impl Generator {
                     (None, None) => self.sounds.noise_frame(phone.frames_sent),
                 };
                 let (pt, seq, ts, ssrc) = (
-                    self.codec.payload_type(),
+                    g711_payload_type(self.codec),
                     phone.sequence,
                     phone.timestamp,
                     phone.ssrc,
@@ -621,7 +621,7 @@ impl Generator {
         for i in 0..count {
             let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(udp::realtime_ns);
             let Some((ssrc, sequence, timestamp, payload)) =
-                rtp_fields(rtp_in.datagram(i), codec.payload_type())
+                rtp_fields(rtp_in.datagram(i), g711_payload_type(*codec))
             else {
                 continue;
             };
@@ -969,6 +969,11 @@ fn bridge_rss_kb(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The load test speaks G.711 only (`parse_codec`): its static payload type.
+fn g711_payload_type(codec: Codec) -> u8 {
+    codec.static_payload_type().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -72,7 +72,8 @@ impl Dialog {
             IpAddr::V4(ip) => ("IP4", ip.to_string()),
             IpAddr::V6(ip) => ("IP6", ip.to_string()),
         };
-        let pt = codec.payload_type();
+        // The load test speaks G.711 only (`parse_codec`): static payload types.
+        let pt = codec.static_payload_type().unwrap_or(0);
         let sdp = format!(
             "v=0\r\no=loadtest 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\na=ptime:20\r\na=sendrecv\r\n",
             rtp.port(),
@@ -156,7 +157,7 @@ pub fn answer_rtp_address(sdp: &str, codec: Codec) -> Result<SocketAddr, &'stati
         .and_then(|p| p.parse().ok())
         .ok_or("no port in the SDP answer")?;
     let first_pt: Option<u8> = media.nth(1).and_then(|p| p.parse().ok());
-    if first_pt != Some(codec.payload_type()) {
+    if first_pt != codec.static_payload_type() {
         return Err("the SDP answer chose another codec");
     }
     Ok(SocketAddr::new(ip, port))

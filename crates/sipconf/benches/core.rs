@@ -84,7 +84,9 @@ fn core_with_members(srtp: bool, start: Instant) -> MediaCore {
             remote_rtcp: address(slot),
             signalling_ip: Some(address(slot).ip()),
             codec: Codec::Pcmu,
+            payload_type: 0,
             telephone_event_pt: Some(101),
+            telephone_event_rate_hz: 8000,
             flags: MemberFlags::default(),
             keypad: true,
             srtp: srtp.then(|| {

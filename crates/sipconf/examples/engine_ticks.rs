@@ -11,12 +11,16 @@
 //! ```
 //! Instructions per member per tick: the total over `ticks * members`.
 //! Mode `own`: every member has its own socket pair (connected to its phone);
-//! `shared`: all share one port pair (`media.shared_port`).
+//! `shared`: all share one port pair (`media.shared_port`). A fifth argument
+//! picks the codecs: `pcmu` (the default: an 8 kHz room), `g722` (every
+//! member G.722: a 16 kHz room), `mixed` (the first member G.722, the rest
+//! PCMU: a 16 kHz room of narrowband listeners).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sipconf::media::codec::g722::G722Encoder;
 use sipconf::media::engine::{Continue, Engine, TICK};
 use sipconf::media::rtp::{write_rtp, RtpHeader};
 use sipconf::media::{
@@ -29,21 +33,29 @@ struct Phone {
     socket: UdpSocket,
     bridge: SocketAddr,
     tone_hz: Option<f64>,
+    codec: Codec,
+    g722: G722Encoder,
 }
 
 impl Phone {
-    fn send(&self, frame: u32, datagram: &mut [u8]) {
-        let mut pcm = [0i16; 160];
+    fn send(&mut self, frame: u32, datagram: &mut [u8]) {
+        let rate_hz = self.codec.sample_rate_hz();
+        let samples = rate_hz / 50;
+        let mut pcm = [0i16; 320];
+        let pcm = &mut pcm[..samples as usize];
         if let Some(hz) = self.tone_hz {
             for (n, sample) in pcm.iter_mut().enumerate() {
-                let t = f64::from(frame * 160 + n as u32) / 8000.0;
+                let t = f64::from(frame * samples + n as u32) / f64::from(rate_hz);
                 *sample = (6000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
             }
         }
         let mut payload = [0u8; 160];
-        Codec::Pcmu.encode(&pcm, &mut payload);
+        match self.codec {
+            Codec::G722 => self.g722.encode(pcm, &mut payload),
+            codec => codec.encode(pcm, &mut payload),
+        };
         let header = RtpHeader {
-            payload_type: 0,
+            payload_type: self.codec.static_payload_type().expect("a static type"),
             marker: frame == 0,
             sequence: frame as u16,
             timestamp: frame * 160,
@@ -75,6 +87,11 @@ fn main() {
     let talkers = number(3) as usize;
     let ticks = number(500);
     let shared = std::env::args().nth(4).as_deref() == Some("shared");
+    let codec_of = |slot: usize| match std::env::args().nth(5).as_deref() {
+        Some("g722") => Codec::G722,
+        Some("mixed") if slot == 0 => Codec::G722,
+        _ => Codec::Pcmu,
+    };
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let (mut commands, commands_out) = rtrb::RingBuffer::new(members + 16);
     let (events_in, mut events) = rtrb::RingBuffer::new(4096);
@@ -88,7 +105,7 @@ fn main() {
         Engine::new(config, commands_out, events_in, Arc::clone(&stats)).expect("engine");
     let shared_port = engine.shared_port();
     let tones = [300.0, 700.0, 1100.0, 1500.0, 1900.0];
-    let phones: Vec<Phone> = (0..members)
+    let mut phones: Vec<Phone> = (0..members)
         .map(|slot| {
             let phone = UdpSocket::bind((loopback, 0)).expect("bind phone");
             phone.set_nonblocking(true).expect("nonblocking");
@@ -117,8 +134,10 @@ fn main() {
                 remote_rtp: phone_address,
                 remote_rtcp: SocketAddr::new(loopback, phone_address.port().wrapping_add(1)),
                 signalling_ip: Some(loopback),
-                codec: Codec::Pcmu,
+                codec: codec_of(slot),
+                payload_type: codec_of(slot).static_payload_type().expect("a static type"),
                 telephone_event_pt: Some(101),
+                telephone_event_rate_hz: 8000,
                 flags: MemberFlags::default(),
                 keypad: true,
                 srtp: None,
@@ -131,6 +150,8 @@ fn main() {
                 socket: phone,
                 bridge,
                 tone_hz: (slot < talkers).then(|| tones[slot % tones.len()]),
+                codec: codec_of(slot),
+                g722: G722Encoder::new(),
             }
         })
         .collect();
@@ -139,7 +160,7 @@ fn main() {
     let mut buffer = [0u8; 1500];
     let mut run = |engine: &mut Engine, from: u32, to: u32| {
         for frame in from..to {
-            for phone in &phones {
+            for phone in phones.iter_mut() {
                 phone.send(frame, &mut datagram);
             }
             let outcome = one_tick(engine, start + TICK * frame);

@@ -15,7 +15,7 @@ const G711: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
 /// The static payload type of a G.711 codec (RFC 3551 table 4): the one
 /// place the kit asks the library for it.
 fn g711_payload_type(codec: Codec) -> u8 {
-    codec.payload_type()
+    codec.static_payload_type().unwrap_or(0)
 }
 
 /// The clock of G.711's and G.722's RTP timestamps and of the

@@ -42,10 +42,12 @@ pub fn wav_pcm16(samples: &[i16], channels: u16, rate_hz: u32) -> Vec<u8> {
 }
 
 /// G.711 bytes as a mono 8 kHz WAV file (u-law: format 7, A-law: format 6).
+/// Panics on another codec: WAV has no format code for its bytes here.
 pub fn wav_g711(codec: Codec, encoded: &[u8]) -> Vec<u8> {
     let format = match codec {
         Codec::Pcmu => FORMAT_ULAW,
         Codec::Pcma => FORMAT_ALAW,
+        Codec::G722 | Codec::Opus => panic!("wav_g711 takes G.711, not {}", codec.encoding_name()),
     };
     wav(format, 1, 8000, 8, encoded)
 }

@@ -26,7 +26,8 @@ pub use voices::{espeak_voice, EspeakVoice, VoiceError};
 /// Mono 16-bit samples at `CLIP_RATE_HZ`, shared read-only with the media thread.
 pub type Clip = Arc<[i16]>;
 
-/// Every conference mixes at 8 kHz (`media::engine::CONFERENCE_RATE_HZ`).
+/// Clips are made at 8 kHz (`media::engine::CONFERENCE_RATE_HZ`); the media
+/// plane brings them up to a 16 kHz mix as they play.
 pub const CLIP_RATE_HZ: u32 = crate::media::engine::CONFERENCE_RATE_HZ;
 
 /// `[audio]` settings.

@@ -475,8 +475,10 @@ fn add_member(
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
         codec: media_codec(call.negotiated.codec).unwrap_or(media::Codec::Pcmu),
+        payload_type: call.negotiated.codec_pt,
         // A link's keys are nobody's: its telephone-events are dropped.
         telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
+        telephone_event_rate_hz: call.negotiated.telephone_event_rate_hz,
         flags,
         keypad,
         srtp: call.negotiated.srtp.map(|keys| {
@@ -510,13 +512,18 @@ pub(super) fn effective_flags(records: &Registry, member_id: &str, sip_held: boo
     }
 }
 
+/// The media plane's codec for an SDP one, when the media plane can serve
+/// it in this build (`CodecState::available`).
 fn media_codec(codec: sdp::SdpCodec) -> Option<media::Codec> {
-    match codec {
-        sdp::SdpCodec::Pcmu => Some(media::Codec::Pcmu),
-        sdp::SdpCodec::Pcma => Some(media::Codec::Pcma),
-        // INTERIM until the media plane mixes them.
-        sdp::SdpCodec::G722 | sdp::SdpCodec::Opus => None,
-    }
+    let codec = match codec {
+        sdp::SdpCodec::Pcmu => media::Codec::Pcmu,
+        sdp::SdpCodec::Pcma => media::Codec::Pcma,
+        sdp::SdpCodec::G722 => media::Codec::G722,
+        sdp::SdpCodec::Opus => media::Codec::Opus,
+    };
+    media::codec::CodecState::available(codec)
+        .ok()
+        .map(|()| codec)
 }
 
 /// `media.codecs` less what this bridge cannot run.

@@ -4,13 +4,18 @@
 //! conference mix and per member slot, allocated at start; playing reads the
 //! shared `Arc<[i16]>` and copies one frame per tick, nothing more.
 //!
+//! Clips are made at 8 kHz (`CONFERENCE_RATE_HZ`); into a 16 kHz mix, or to
+//! a wideband member, a frame is brought up with the streaming
+//! interpolator, whose state each player keeps: same pitch, same level.
+//!
 //! The signalling side keeps its own reference to every clip until it has
 //! seen the clip's `Event::ClipDone`, so the last reference is never dropped
 //! here and the tick never frees memory.
 
 use std::sync::Arc;
 
-use crate::media::mixer::{soft_limit, Mix, FRAME_SAMPLES_MAX};
+use crate::media::mixer::{frame_samples, soft_limit, Mix, FRAME_SAMPLES_MAX};
+use crate::media::resample::{Interpolator2x, Kernel2x, NARROW_RATE_HZ};
 use crate::media::MemberKey;
 
 /// Where a clip plays.
@@ -100,7 +105,12 @@ impl ClipPlayer {
 pub struct Clips {
     mixes: Box<[ClipPlayer]>,
     members: Box<[ClipPlayer]>,
+    /// Each player's interpolator, for a frame that goes out at 16 kHz.
+    mixes_up: Box<[Interpolator2x]>,
+    members_up: Box<[Interpolator2x]>,
     frame: Box<[i16]>,
+    /// A frame brought up to 16 kHz.
+    wide_frame: Box<[i16]>,
     /// Ends seen this tick, drained into `Event::ClipDone`s at its end;
     /// allocated at start for the most a tick can produce.
     ended: Vec<(u64, ClipEnd)>,
@@ -115,7 +125,14 @@ impl Clips {
         Clips {
             mixes: (0..max_members).map(|_| ClipPlayer::default()).collect(),
             members: (0..max_members).map(|_| ClipPlayer::default()).collect(),
+            mixes_up: (0..max_members)
+                .map(|_| Interpolator2x::default())
+                .collect(),
+            members_up: (0..max_members)
+                .map(|_| Interpolator2x::default())
+                .collect(),
             frame: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            wide_frame: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             ended: Vec::with_capacity(2 * max_members + ENDS_FROM_COMMANDS),
         }
     }
@@ -142,6 +159,15 @@ impl Clips {
         looped: bool,
         id: u64,
     ) {
+        match target {
+            Some(ResolvedTarget::Mix(mix)) if mix < self.mixes_up.len() => {
+                self.mixes_up[mix].reset()
+            }
+            Some(ResolvedTarget::Slot(slot)) if slot < self.members_up.len() => {
+                self.members_up[slot].reset()
+            }
+            _ => {}
+        }
         match target.and_then(|t| self.player(t)) {
             Some(player) => {
                 let replaced = player.start(clip, looped, id);
@@ -167,30 +193,46 @@ impl Clips {
 
     /// Adds this tick's frame of the conference clip to the mix, so listeners'
     /// shared payload and every talker's own mix carry it.
-    pub fn add_to_mix(&mut self, mix_index: usize, mix: &mut Mix) {
+    pub fn add_to_mix(&mut self, mix_index: usize, mix: &mut Mix, kernel: &Kernel2x) {
         let Some(player) = self.mixes.get_mut(mix_index) else {
             return;
         };
         if !player.is_playing() {
             return;
         }
-        let frame = &mut self.frame[..mix.frame_samples()];
+        let narrow = frame_samples(NARROW_RATE_HZ);
+        let frame = &mut self.frame[..narrow];
         let ended = player.next_frame(frame);
-        mix.add_clip(frame);
+        if mix.frame_samples() == narrow {
+            mix.add_clip(frame);
+        } else {
+            let wide = &mut self.wide_frame[..mix.frame_samples()];
+            upsample(&mut self.mixes_up[mix_index], kernel, frame, wide);
+            mix.add_clip(wide);
+        }
         self.record_end(ended, ClipEnd::Finished);
     }
 
-    /// Adds this tick's frame of the member's own clip to what it hears.
-    pub fn add_to_member(&mut self, slot: usize, heard: &mut [i16]) {
+    /// Adds this tick's frame of the member's own clip to what it hears
+    /// (8 or 16 kHz, by `heard`'s length).
+    pub fn add_to_member(&mut self, slot: usize, heard: &mut [i16], kernel: &Kernel2x) {
         let Some(player) = self.members.get_mut(slot) else {
             return;
         };
         if !player.is_playing() {
             return;
         }
-        let frame = &mut self.frame[..heard.len()];
+        let narrow = frame_samples(NARROW_RATE_HZ);
+        let frame = &mut self.frame[..narrow];
         let ended = player.next_frame(frame);
-        for (sample, &clip) in heard.iter_mut().zip(frame.iter()) {
+        let clip: &[i16] = if heard.len() == narrow {
+            frame
+        } else {
+            let wide = &mut self.wide_frame[..heard.len()];
+            upsample(&mut self.members_up[slot], kernel, frame, wide);
+            wide
+        };
+        for (sample, &clip) in heard.iter_mut().zip(clip.iter()) {
             *sample = soft_limit(i32::from(*sample) + i32::from(clip));
         }
         self.record_end(ended, ClipEnd::Finished);
@@ -204,6 +246,13 @@ impl Clips {
     pub fn clear_ended(&mut self) {
         self.ended.clear();
     }
+}
+
+/// A clip's frame up to 16 kHz; out of line, off the 8 kHz room's path.
+#[cold]
+#[inline(never)]
+fn upsample(up: &mut Interpolator2x, kernel: &Kernel2x, frame: &[i16], wide: &mut [i16]) {
+    up.process(kernel, frame, wide);
 }
 
 /// A `ClipTarget` the engine checked: the mix index, or the member's slot index.
@@ -270,7 +319,7 @@ mod tests {
         mix.begin_tick();
         let talker = [300i16; 160];
         mix.add_talker(&talker);
-        clips.add_to_mix(0, &mut mix);
+        clips.add_to_mix(0, &mut mix, &Kernel2x::new());
         assert!(clips.ended().is_empty());
         let mut heard = [0i16; FRAME_SAMPLES_MAX];
         mix.render_for_talker(&talker, &mut heard);
@@ -278,7 +327,7 @@ mod tests {
         mix.render_for_listener(&mut heard);
         assert!(heard[..160].iter().all(|&s| s == 1300));
         mix.begin_tick();
-        clips.add_to_mix(0, &mut mix);
+        clips.add_to_mix(0, &mut mix, &Kernel2x::new());
         assert_eq!(clips.ended(), &[(5, ClipEnd::Finished)]);
         mix.render_for_listener(&mut heard);
         assert!(heard[..160].iter().all(|&s| s == 1000));
@@ -292,10 +341,10 @@ mod tests {
         assert!(clips.member_is_playing(1));
         assert!(!clips.member_is_playing(0));
         let mut heard = [100i16; 160];
-        clips.add_to_member(1, &mut heard);
+        clips.add_to_member(1, &mut heard, &Kernel2x::new());
         assert!(heard.iter().all(|&s| s == 600));
         let mut other = [100i16; 160];
-        clips.add_to_member(0, &mut other);
+        clips.add_to_member(0, &mut other, &Kernel2x::new());
         assert!(other.iter().all(|&s| s == 100));
         clips.play(Some(ResolvedTarget::Slot(0)), Arc::clone(&clip), true, 10);
         clips.play(Some(ResolvedTarget::Slot(0)), Arc::clone(&clip), true, 11);
@@ -357,7 +406,9 @@ mod tests {
                 remote_rtcp: phone.local_addr().expect("addr"),
                 signalling_ip: None,
                 codec: Codec::Pcmu,
+                payload_type: 0,
                 telephone_event_pt: None,
+                telephone_event_rate_hz: 8000,
                 flags: Default::default(),
                 keypad: false,
                 srtp: None,

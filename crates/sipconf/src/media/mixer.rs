@@ -4,8 +4,14 @@
 //! talkers, not with listeners squared. Also the per-member noise gate that
 //! decides who is a talker. It never sees a packet or a member's flags: the
 //! core decides who talks and who hears.
+//!
+//! A mix runs at 8 kHz, or at 16 kHz while any of its members speaks a
+//! wideband codec (`join`, `leave`). At 16 kHz the narrowband listeners'
+//! shared payload is the limited mix decimated once (`Decimator2x`, state
+//! kept here) and encoded once per codec.
 
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, SharedEncoders};
+use crate::media::resample::{Decimator2x, Kernel2x, NARROW_RATE_HZ, WIDE_RATE_HZ};
 
 /// The mix runs on a 20 ms tick.
 pub const TICKS_PER_SECOND: u32 = 50;
@@ -53,11 +59,13 @@ pub fn soft_limit(sample: i32) -> i16 {
 
 struct SharedPayload {
     ready: bool,
+    len: usize,
     bytes: Box<[u8]>,
 }
 
 /// One conference's mix for the current tick.
 pub struct Mix {
+    rate_hz: u32,
     frame_samples: usize,
     sum: Box<[i32]>,
     talkers: u32,
@@ -65,6 +73,20 @@ pub struct Mix {
     sum_dirty: bool,
     shared: [SharedPayload; Codec::ALL.len()],
     limited: Box<[i16]>,
+    /// `limited` holds this tick's whole mix.
+    limited_ready: bool,
+    /// Members per codec (`Codec::index`): the rate follows them.
+    codec_members: [u32; Codec::ALL.len()],
+    /// At 16 kHz: the whole mix at 8 kHz for narrowband listeners, and the
+    /// decimator's state before and after this tick's frame.
+    narrow: Box<[i16]>,
+    narrow_ready: bool,
+    decimator: Decimator2x,
+    decimator_at_tick_start: Decimator2x,
+    /// The stateful shared payloads' encoders (G.722), and their states
+    /// before this tick's frame, for a listener that starts a mix of its own.
+    encoders: SharedEncoders,
+    encoders_at_tick_start: SharedEncoders,
 }
 
 impl Mix {
@@ -72,18 +94,72 @@ impl Mix {
     pub fn new(rate_hz: u32) -> Result<Self, MixError> {
         let shared = || SharedPayload {
             ready: false,
+            len: 0,
             bytes: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
         };
         let mut mix = Mix {
+            rate_hz,
             frame_samples: 0,
             sum: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             talkers: 0,
             sum_dirty: false,
-            shared: [shared(), shared()],
+            shared: std::array::from_fn(|_| shared()),
             limited: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            limited_ready: false,
+            codec_members: [0; Codec::ALL.len()],
+            narrow: vec![0; frame_samples(NARROW_RATE_HZ)].into_boxed_slice(),
+            narrow_ready: false,
+            decimator: Decimator2x::default(),
+            decimator_at_tick_start: Decimator2x::default(),
+            encoders: SharedEncoders::default(),
+            encoders_at_tick_start: SharedEncoders::default(),
         };
         mix.set_rate(rate_hz)?;
         Ok(mix)
+    }
+
+    /// A member speaking `codec` joined: the first wideband member takes the
+    /// mix to 16 kHz. Returns whether the rate changed.
+    pub fn join(&mut self, codec: Codec) -> bool {
+        self.codec_members[codec.index()] += 1;
+        if self.codec_members[codec.index()] == 1 {
+            // Its first listener's decoder starts from the reset state too.
+            self.encoders.reset(codec);
+        }
+        self.follow_members()
+    }
+
+    /// A member speaking `codec` left (or changed codec): when the last
+    /// wideband member is gone the mix goes back to 8 kHz. Returns whether
+    /// the rate changed.
+    pub fn leave(&mut self, codec: Codec) -> bool {
+        let members = &mut self.codec_members[codec.index()];
+        *members = members.saturating_sub(1);
+        self.follow_members()
+    }
+
+    /// The rate its members need: 16 kHz while any speaks a wideband codec.
+    fn follow_members(&mut self) -> bool {
+        let wideband = Codec::ALL
+            .iter()
+            .any(|codec| codec.is_wideband() && self.codec_members[codec.index()] > 0);
+        let rate_hz = if wideband {
+            WIDE_RATE_HZ
+        } else {
+            NARROW_RATE_HZ
+        };
+        if rate_hz == self.rate_hz {
+            return false;
+        }
+        // Both rates are supported: this cannot fail.
+        let _ = self.set_rate(rate_hz);
+        self.decimator.reset();
+        true
+    }
+
+    /// The mix's sample rate (8000 or 16000).
+    pub fn rate_hz(&self) -> u32 {
+        self.rate_hz
     }
 
     pub fn set_rate(&mut self, rate_hz: u32) -> Result<(), MixError> {
@@ -91,6 +167,7 @@ impl Mix {
         {
             return Err(MixError::UnsupportedRate { rate_hz });
         }
+        self.rate_hz = rate_hz;
         self.frame_samples = frame_samples(rate_hz);
         self.sum_dirty = true;
         Ok(())
@@ -112,8 +189,90 @@ impl Mix {
             self.sum_dirty = false;
         }
         self.talkers = 0;
+        self.limited_ready = false;
+        self.narrow_ready = false;
         for shared in self.shared.iter_mut() {
             shared.ready = false;
+        }
+    }
+
+    /// Ends a tick: at 16 kHz with narrowband members, the listeners'
+    /// decimator runs on every tick's mix, even one nobody listened to (all
+    /// talked), so the shared stream stays continuous.
+    pub fn end_tick(&mut self, kernel: &Kernel2x) {
+        if self.rate_hz != NARROW_RATE_HZ {
+            self.end_wideband_tick(kernel);
+        }
+    }
+
+    /// The same for the stateful shared encoders (G.722): one that nobody
+    /// listened to this tick still codes the tick's mix.
+    #[cold]
+    fn end_wideband_tick(&mut self, kernel: &Kernel2x) {
+        if !self.narrow_ready && self.has_narrowband_members() {
+            self.narrow_listeners(kernel);
+        }
+        let g722 = Codec::G722.index();
+        if self.codec_members[g722] > 0 && !self.shared[g722].ready {
+            self.encoded_for_listener(Codec::G722, kernel);
+        }
+    }
+
+    /// The listeners' shared encoders as they were before this tick's frame
+    /// (see `listeners_decimator`).
+    pub fn listeners_encoders(&self) -> &SharedEncoders {
+        if self.shared[Codec::G722.index()].ready {
+            &self.encoders_at_tick_start
+        } else {
+            &self.encoders
+        }
+    }
+
+    fn has_narrowband_members(&self) -> bool {
+        Codec::ALL
+            .iter()
+            .any(|codec| !codec.is_wideband() && self.codec_members[codec.index()] > 0)
+    }
+
+    /// The whole mix limited to 16 bits, once a tick.
+    fn limit_listeners(&mut self) {
+        if !self.limited_ready {
+            let frame = self.frame_samples;
+            for (sample, &total) in self.limited[..frame].iter_mut().zip(&self.sum[..frame]) {
+                *sample = soft_limit(total);
+            }
+            self.limited_ready = true;
+        }
+    }
+
+    /// At 16 kHz: the whole mix at 8 kHz, decimated once a tick; a silent
+    /// tick forgets the decimator's history (as a frame of zeros would).
+    fn narrow_listeners(&mut self, kernel: &Kernel2x) -> &[i16] {
+        let narrow_frame = frame_samples(NARROW_RATE_HZ);
+        if !self.narrow_ready {
+            self.decimator_at_tick_start.clone_from(&self.decimator);
+            if self.talkers == 0 {
+                self.decimator.reset();
+                self.narrow.fill(0);
+            } else {
+                self.limit_listeners();
+                let frame = self.frame_samples;
+                self.decimator
+                    .process(kernel, &self.limited[..frame], &mut self.narrow);
+            }
+            self.narrow_ready = true;
+        }
+        &self.narrow[..narrow_frame]
+    }
+
+    /// The listeners' decimator as it was before this tick's frame: a
+    /// narrowband member that starts hearing a mix of its own (it talked)
+    /// continues from it, so its stream has no seam.
+    pub fn listeners_decimator(&self) -> &Decimator2x {
+        if self.narrow_ready {
+            &self.decimator_at_tick_start
+        } else {
+            &self.decimator
         }
     }
 
@@ -153,24 +312,62 @@ impl Mix {
         codec.encode(&self.limited[..frame], out)
     }
 
-    /// The payload every non-talking listener with `codec` receives, encoded on
-    /// first request in a tick and shared by all later ones.
-    pub fn encoded_for_listener(&mut self, codec: Codec) -> &[u8] {
-        let frame = self.frame_samples;
+    /// The payload every non-talking listener with `codec` receives, encoded
+    /// on first request in a tick and shared by all later ones; in a 16 kHz
+    /// mix, G.711 from the mix decimated once for both laws, G.722 by the
+    /// mix's own encoder.
+    #[inline]
+    pub fn encoded_for_listener(&mut self, codec: Codec, kernel: &Kernel2x) -> &[u8] {
         let index = codec.index();
         if !self.shared[index].ready {
-            let bytes = &mut self.shared[index].bytes;
-            if self.talkers == 0 {
-                bytes[..frame].fill(codec.silence_byte());
-            } else {
-                for (sample, &total) in self.limited[..frame].iter_mut().zip(&self.sum[..frame]) {
-                    *sample = soft_limit(total);
+            let len = if self.rate_hz == NARROW_RATE_HZ && codec.is_g711() {
+                // The 8 kHz room's path, as before wideband existed.
+                let frame = self.frame_samples;
+                if self.talkers == 0 {
+                    self.shared[index].bytes[..frame].fill(codec.silence_byte());
+                } else {
+                    self.limit_listeners();
+                    let bytes = &mut self.shared[index].bytes[..frame];
+                    codec.encode(&self.limited[..frame], bytes);
                 }
-                codec.encode(&self.limited[..frame], &mut bytes[..frame]);
-            }
+                frame
+            } else {
+                self.encode_wideband_listeners(codec, kernel)
+            };
+            self.shared[index].len = len;
             self.shared[index].ready = true;
         }
-        &self.shared[index].bytes[..frame * codec.bytes_per_sample()]
+        let shared = &self.shared[index];
+        &shared.bytes[..shared.len]
+    }
+
+    /// `encoded_for_listener` in a 16 kHz mix (or for a wideband codec).
+    #[cold]
+    #[inline(never)]
+    fn encode_wideband_listeners(&mut self, codec: Codec, kernel: &Kernel2x) -> usize {
+        let index = codec.index();
+        let codec_rate = codec.sample_rate_hz();
+        let frame = frame_samples(codec_rate);
+        if self.talkers == 0 && codec.is_g711() {
+            if codec_rate != self.rate_hz {
+                self.narrow_listeners(kernel);
+            }
+            self.shared[index].bytes[..frame].fill(codec.silence_byte());
+            frame
+        } else if codec_rate == self.rate_hz {
+            self.limit_listeners();
+            let pcm = &self.limited[..frame];
+            if codec.is_g711() {
+                codec.encode(pcm, &mut self.shared[index].bytes)
+            } else {
+                self.encoders_at_tick_start.clone_from(&self.encoders);
+                self.encoders
+                    .encode(codec, pcm, &mut self.shared[index].bytes)
+            }
+        } else {
+            self.narrow_listeners(kernel);
+            codec.encode(&self.narrow[..frame], &mut self.shared[index].bytes)
+        }
     }
 }
 
@@ -372,14 +569,15 @@ mod tests {
         mix.begin_tick();
         mix.add_talker(&a);
         mix.add_talker(&b);
-        let first = mix.encoded_for_listener(Codec::Pcmu).as_ptr();
-        let second = mix.encoded_for_listener(Codec::Pcmu);
+        let kernel = Kernel2x::new();
+        let first = mix.encoded_for_listener(Codec::Pcmu, &kernel).as_ptr();
+        let second = mix.encoded_for_listener(Codec::Pcmu, &kernel);
         assert_eq!(first, second.as_ptr(), "encoded once, shared");
         let expected: Vec<i16> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         let mut encoded = [0u8; 160];
         Codec::Pcmu.encode(&expected, &mut encoded);
         assert_eq!(second, &encoded[..]);
-        assert_eq!(mix.encoded_for_listener(Codec::Pcma).len(), 160);
+        assert_eq!(mix.encoded_for_listener(Codec::Pcma, &kernel).len(), 160);
     }
 
     #[test]
@@ -404,7 +602,7 @@ mod tests {
         mix.add_talker(&sine(300.0, 3000.0, 8000));
         mix.begin_tick();
         assert!(mix
-            .encoded_for_listener(Codec::Pcmu)
+            .encoded_for_listener(Codec::Pcmu, &Kernel2x::new())
             .iter()
             .all(|&byte| byte == 0xFF));
         let mut heard = [1i16; FRAME_SAMPLES_MAX];
@@ -422,13 +620,41 @@ mod tests {
         let mut heard = [0i16; FRAME_SAMPLES_MAX];
         mix.render_for_listener(&mut heard);
         assert_eq!(&heard[..], &tone[..]);
-        assert_eq!(mix.encoded_for_listener(Codec::Pcmu).len(), 320);
+        // Narrowband listeners get the mix decimated to 8 kHz.
+        assert_eq!(
+            mix.encoded_for_listener(Codec::Pcmu, &Kernel2x::new())
+                .len(),
+            160
+        );
         assert_eq!(
             Mix::new(44_100).err(),
             Some(MixError::UnsupportedRate { rate_hz: 44_100 })
         );
         assert!(mix.set_rate(8000).is_ok());
         assert_eq!(mix.frame_samples(), 160);
+    }
+
+    #[test]
+    fn the_first_wideband_member_takes_the_mix_to_16_khz_and_the_last_takes_it_back() {
+        let mut mix = Mix::new(8000).expect("rate");
+        assert!(!mix.join(Codec::Pcmu));
+        assert_eq!(mix.rate_hz(), 8000);
+        assert!(mix.join(Codec::G722));
+        assert!(!mix.join(Codec::Opus));
+        assert_eq!((mix.rate_hz(), mix.frame_samples()), (16_000, 320));
+        assert!(!mix.leave(Codec::G722));
+        assert!(mix.leave(Codec::Opus));
+        assert_eq!((mix.rate_hz(), mix.frame_samples()), (8000, 160));
+        // A narrowband room's payload is the same bytes as before wideband existed.
+        let tone = sine(1000.0, 3000.0, 8000);
+        mix.begin_tick();
+        mix.add_talker(&tone);
+        let mut expected = [0u8; 160];
+        Codec::Pcmu.encode(&tone, &mut expected);
+        assert_eq!(
+            mix.encoded_for_listener(Codec::Pcmu, &Kernel2x::new()),
+            &expected[..]
+        );
     }
 
     #[test]

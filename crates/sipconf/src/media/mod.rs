@@ -77,6 +77,10 @@ pub struct MediaConfig {
     /// Serve members added with `MemberSockets::Shared` on one RTP socket bound
     /// here and one RTCP socket on the port above (port 0: any free pair).
     pub shared_port: Option<SocketAddr>,
+    /// Opus encoders' target bitrate (`media.opus_bitrate`).
+    pub opus_bitrate_bps: u32,
+    /// Opus encoders' complexity, 0..=10 (`media.opus_complexity`).
+    pub opus_complexity: u8,
 }
 
 impl Default for MediaConfig {
@@ -91,6 +95,8 @@ impl Default for MediaConfig {
             command_queue_len: 256,
             event_queue_len: 1024,
             shared_port: None,
+            opus_bitrate_bps: 32_000,
+            opus_complexity: 5,
         }
     }
 }
@@ -120,7 +126,13 @@ pub struct AddMember {
     /// None: only the SDP address's IP.
     pub signalling_ip: Option<IpAddr>,
     pub codec: Codec,
+    /// The payload type SDP negotiated for `codec`: what the member's RTP
+    /// must carry, and what ours carries.
+    pub payload_type: u8,
     pub telephone_event_pt: Option<u8>,
+    /// The telephone-event's RTP clock (8000, or 48000 beside Opus): RFC
+    /// 4733 durations count its units.
+    pub telephone_event_rate_hz: u32,
     pub flags: MemberFlags,
     /// Keys act on the member as the README's keypad table says (profile
     /// `interpret_digits`, the default); false for `passthru_digits`. Every
@@ -178,6 +190,15 @@ pub enum Command {
     /// session refresh): its RTP timeout starts again.
     SignOfLife {
         key: MemberKey,
+    },
+    /// A re-INVITE changed the member's codec: its codec state and jitter
+    /// buffer start over, and its conference's mix rate follows.
+    SetCodec {
+        key: MemberKey,
+        codec: Codec,
+        payload_type: u8,
+        telephone_event_pt: Option<u8>,
+        telephone_event_rate_hz: u32,
     },
     /// Sends RTCP BYE and frees the slot.
     RemoveMember {

@@ -13,14 +13,17 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, CodecState};
 use crate::media::demux::Filed;
 use crate::media::dtmf::{DigitPress, DtmfReceiver};
 use crate::media::jitter::{JitterBuffer, Pop, Push};
 use crate::media::keypad::{ConfirmationPlayer, Keypad, MAX_STEPS};
 use crate::media::latch::{Admit, Latch};
-use crate::media::mixer::{apply_gain, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX};
+use crate::media::mixer::{
+    apply_gain, frame_samples, GateLevels, Mix, NoiseGate, FRAME_SAMPLES_MAX,
+};
 use crate::media::quality::Quality;
+use crate::media::resample::{Decimator2x, Interpolator2x, Kernel2x, NARROW_RATE_HZ};
 use crate::media::rtp::{
     write_rtcp_report, BuildError, ReceptionStats, RtpPacket, RtpSender, SenderInfo,
 };
@@ -91,6 +94,17 @@ pub struct Slot {
     active: bool,
     mix: u32,
     codec: Codec,
+    /// The member's decoder and own-mix encoder (`codec/mod.rs`).
+    codec_state: CodecState,
+    /// `codec`'s audio rate, RTP units per frame, and whether it is G.711,
+    /// kept at hand: the tick asks every member every frame.
+    codec_rate_hz: u32,
+    rtp_frame_ticks: u32,
+    g711: bool,
+    /// A cascade link (`AddMember::link`).
+    link: bool,
+    /// The negotiated payload type of `codec`, both ways.
+    payload_type: u8,
     telephone_event_pt: Option<u8>,
     flags: MemberFlags,
     /// The member brought its own socket pair or local rings (the engine
@@ -111,8 +125,28 @@ pub struct Slot {
     gate: NoiseGate,
     /// The gate's levels before any key moved them.
     default_gate: GateLevels,
-    /// This tick's decoded or concealed frame.
+    /// This tick's decoded or concealed frame, at the mix's rate.
     pcm: Box<[i16]>,
+    /// The frame at the codec's rate, when that is not the mix's (`resampled`).
+    decoded: Box<[i16]>,
+    /// The rate of the member's mix (`follow_mix_rate`).
+    mix_rate_hz: u32,
+    /// The codec's rate is not the mix's: frames go through `up` (or `down`)
+    /// from `decoded` into `pcm`.
+    resampled: bool,
+    /// G.711 in an 8 kHz mix: the narrowband path.
+    narrowband: bool,
+    /// A narrowband member's frame into a 16 kHz mix.
+    up: Interpolator2x,
+    /// A narrowband member's own mix from 16 kHz (it talked, or has a gain,
+    /// a tone or a clip of its own); continues the mix's listeners'
+    /// decimator when it starts (`own_rendering_since`).
+    down: Decimator2x,
+    /// The member was sent a rendering of its own last tick.
+    rendered_own: bool,
+    /// A wideband member's frame at 8 kHz for the digit receiver.
+    keys_down: Decimator2x,
+    keys_frame: Box<[i16]>,
     concealed_frames: u32,
     /// Last tick's frame, while the member is heard one frame late (`lagging`),
     /// so a key's tone found in it can still be kept out of the mix (docs/dtmf.md, "Bleed").
@@ -162,6 +196,12 @@ impl Slot {
             active: false,
             mix: 0,
             codec: Codec::Pcmu,
+            codec_state: CodecState::G711(Codec::Pcmu),
+            codec_rate_hz: 8000,
+            rtp_frame_ticks: 160,
+            g711: true,
+            link: false,
+            payload_type: 0,
             telephone_event_pt: None,
             flags: MemberFlags::default(),
             own_sockets: false,
@@ -174,6 +214,15 @@ impl Slot {
             default_gate: gate.levels(),
             gate,
             pcm: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            decoded: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            mix_rate_hz: NARROW_RATE_HZ,
+            resampled: false,
+            narrowband: true,
+            up: Interpolator2x::default(),
+            down: Decimator2x::default(),
+            rendered_own: false,
+            keys_down: Decimator2x::default(),
+            keys_frame: vec![0; frame_samples(NARROW_RATE_HZ)].into_boxed_slice(),
             concealed_frames: 0,
             delayed: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
             delayed_is_tone: false,
@@ -195,12 +244,12 @@ impl Slot {
     }
 
     /// Sets the slot up for a new member (its sockets, if it brought any,
-    /// stay with the caller).
+    /// stay with the caller) speaking through `codec_state`.
     pub fn start(
         &mut self,
         add: &AddMember,
+        codec_state: CodecState,
         sender: RtpSender,
-        frame_samples: u32,
         now: Instant,
         first_rtcp_at: Instant,
     ) {
@@ -208,15 +257,12 @@ impl Slot {
         self.active = true;
         self.started_at = now;
         self.mix = add.mix;
-        self.codec = add.codec;
-        self.telephone_event_pt = add.telephone_event_pt;
         self.flags = add.flags;
+        self.link = add.link;
         self.own_sockets = !matches!(add.sockets, MemberSockets::Shared);
         self.latch = Latch::new(add.remote_rtp, add.remote_rtcp, add.signalling_ip);
-        self.jitter.reset(frame_samples, add.codec.silence_byte());
         self.reception = ReceptionStats::default();
         self.arrival_units = 0;
-        self.frame_units = frame_samples;
         self.sender = sender;
         self.gate.close();
         // A link carries other bridges' talkers, gated there already.
@@ -226,16 +272,12 @@ impl Slot {
             self.default_gate
         });
         self.pcm.fill(0);
-        self.concealed_frames = 0;
         self.delayed.fill(0);
         self.delayed_is_tone = false;
         self.lagging = false;
         self.quiet_ticks = 0;
         self.contribution.fill(0);
         self.contributed = false;
-        // A cascade link's audio is other people's mix: no keys, so nothing
-        // held back, and no gate (docs/scaling.md "Cascading").
-        self.dtmf.reset(add.telephone_event_pt.is_some(), !add.link);
         self.keypad_enabled = add.keypad;
         self.keypad = Keypad::default();
         self.confirmation.stop();
@@ -243,6 +285,51 @@ impl Slot {
         self.last_heard_at = now;
         self.timeout_reported = false;
         self.next_rtcp_at = first_rtcp_at;
+        self.use_codec(
+            codec_state,
+            add.payload_type,
+            add.telephone_event_pt,
+            add.telephone_event_rate_hz,
+        );
+    }
+
+    /// The member speaks through `codec_state` from now on (it joined, or a
+    /// re-INVITE changed its codec): the jitter buffer, the resamplers and
+    /// the digit receiver start over in the new codec's clocks. Returns the
+    /// codec it spoke before.
+    pub fn use_codec(
+        &mut self,
+        codec_state: CodecState,
+        payload_type: u8,
+        telephone_event_pt: Option<u8>,
+        telephone_event_rate_hz: u32,
+    ) -> Codec {
+        let previous = self.codec;
+        self.codec = codec_state.codec();
+        self.codec_state = codec_state;
+        self.codec_rate_hz = self.codec.sample_rate_hz();
+        self.rtp_frame_ticks = self.codec.rtp_frame_ticks();
+        self.g711 = self.codec.is_g711();
+        self.frame_units = self.rtp_frame_ticks;
+        self.follow_mix_rate(self.mix_rate_hz);
+        self.payload_type = payload_type;
+        self.telephone_event_pt = telephone_event_pt;
+        self.jitter
+            .reset(self.codec.rtp_frame_ticks(), self.codec.silence_byte());
+        self.concealed_frames = 0;
+        self.decoded.fill(0);
+        self.up.reset();
+        self.down.reset();
+        self.rendered_own = false;
+        self.keys_down.reset();
+        // A cascade link's audio is other people's mix: no keys, so nothing
+        // held back, and no gate (docs/scaling.md "Cascading").
+        self.dtmf.reset_at(
+            telephone_event_pt.is_some(),
+            telephone_event_rate_hz,
+            !self.link,
+        );
+        previous
     }
 
     /// The member's SRTP contexts from its `AddMember` (None: plain RTP).
@@ -288,6 +375,30 @@ impl Slot {
 
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    /// RTP timestamp units in one 20 ms frame of the member's codec.
+    #[inline(always)]
+    pub fn rtp_frame_ticks(&self) -> u32 {
+        self.rtp_frame_ticks
+    }
+
+    /// G.711 in a mix at 8 kHz: the narrowband path (shared payloads and
+    /// talkers' mixes encoded straight from the sum).
+    #[inline(always)]
+    pub fn narrowband(&self) -> bool {
+        self.narrowband
+    }
+
+    /// The member's mix runs at `mix_rate_hz` from now on (it joined, or
+    /// the mix changed rate): its resamplers start over.
+    pub fn follow_mix_rate(&mut self, mix_rate_hz: u32) {
+        self.mix_rate_hz = mix_rate_hz;
+        self.resampled = self.codec_rate_hz != mix_rate_hz;
+        self.narrowband = self.g711 && mix_rate_hz == NARROW_RATE_HZ;
+        self.up.reset();
+        self.down.reset();
+        self.rendered_own = false;
     }
 
     pub fn flags(&self) -> MemberFlags {
@@ -354,7 +465,7 @@ impl Slot {
         };
         let payload_type = packet.payload_type();
         let is_event = Some(payload_type) == self.telephone_event_pt;
-        if payload_type != self.codec.payload_type() && !is_event {
+        if payload_type != self.payload_type && !is_event {
             return Received::UnexpectedPayloadType(payload_type);
         }
         let (ssrc, sequence) = (packet.ssrc(), packet.sequence());
@@ -445,38 +556,94 @@ impl Slot {
         }
     }
 
-    /// Fills the member's frame for this tick from its jitter buffer:
-    /// decoded, concealed, or silence.
-    pub fn play_frame(&mut self, frame_samples: usize) -> Played {
+    /// Fills the member's frame for this tick from its jitter buffer
+    /// (decoded, concealed, or silence) at the codec's rate, and brings it
+    /// to the mix's rate when that differs.
+    pub fn play_frame(&mut self, kernel: &Kernel2x) -> Played {
         self.arrival_units = self.arrival_units.wrapping_add(self.frame_units);
-        let pcm = &mut self.pcm[..frame_samples];
+        let codec_frame = frame_samples(self.codec_rate_hz);
+        let pcm = if self.resampled {
+            &mut self.decoded[..codec_frame]
+        } else {
+            &mut self.pcm[..codec_frame]
+        };
         let played = match self.jitter.pop() {
             Pop::Frame(payload) => {
-                let decoded = self.codec.decode(payload, pcm);
+                let decoded = if self.g711 {
+                    // Stateless: no need to reach the codec state.
+                    self.codec.decode(payload, pcm)
+                } else {
+                    self.codec_state.decode(payload, pcm)
+                };
                 pcm[decoded..].fill(0);
                 self.concealed_frames = 0;
-                return Played::Frame;
+                Played::Frame
             }
             Pop::Lost => Played::Lost,
             Pop::Empty => Played::Empty,
         };
-        if self.concealed_frames < CONCEAL_REPEAT_FRAMES {
-            for sample in pcm.iter_mut() {
-                *sample /= 2;
+        if played != Played::Frame {
+            if self.concealed_frames < CONCEAL_REPEAT_FRAMES {
+                for sample in pcm.iter_mut() {
+                    *sample /= 2;
+                }
+            } else {
+                pcm.fill(0);
             }
-        } else {
-            pcm.fill(0);
+            self.concealed_frames = self.concealed_frames.saturating_add(1);
         }
-        self.concealed_frames = self.concealed_frames.saturating_add(1);
+        if self.resampled {
+            self.resample_to_mix(self.mix_rate_hz, kernel);
+        }
         played
     }
 
-    /// Runs this tick's frame through the digit receiver; true while it
-    /// suspects a key's tone (the frame may hold the start of one).
-    pub fn listen_for_keys(&mut self, frame_samples: usize) -> bool {
-        // Every codec today is narrowband, so the frame is already at the receiver's 8 kHz.
-        self.dtmf.on_audio(&self.pcm[..frame_samples]);
+    /// `decoded` (the codec's rate) into `pcm` (the mix's). A wideband
+    /// member is never in an 8 kHz mix; were it, it is decimated.
+    #[cold]
+    fn resample_to_mix(&mut self, mix_rate_hz: u32, kernel: &Kernel2x) {
+        let codec_frame = frame_samples(self.codec.sample_rate_hz());
+        let mix_frame = frame_samples(mix_rate_hz);
+        let (decoded, pcm) = (&self.decoded[..codec_frame], &mut self.pcm[..mix_frame]);
+        if codec_frame < mix_frame {
+            self.up.process(kernel, decoded, pcm);
+        } else {
+            self.keys_down.process(kernel, decoded, pcm);
+        }
+    }
+
+    /// Runs this tick's frame through the digit receiver (at 8 kHz: a
+    /// wideband member's decimated for it); true while it suspects a key's
+    /// tone (the frame may hold the start of one).
+    pub fn listen_for_keys(&mut self, kernel: &Kernel2x) -> bool {
+        let frame = frame_samples(NARROW_RATE_HZ);
+        let wideband = self.codec_rate_hz > NARROW_RATE_HZ;
+        if wideband {
+            self.decimate_for_keys(kernel);
+        }
+        // A narrowband member's own frame before it went up into a 16 kHz
+        // mix, or a wideband member's decimated.
+        let pcm: &[i16] = if !self.resampled && !wideband {
+            &self.pcm[..frame]
+        } else if wideband {
+            &self.keys_frame
+        } else {
+            &self.decoded[..frame]
+        };
+        self.dtmf.on_audio(pcm);
         self.dtmf.tone_suspected()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn decimate_for_keys(&mut self, kernel: &Kernel2x) {
+        let wide = frame_samples(self.codec.sample_rate_hz());
+        let frame: &[i16] = if self.resampled {
+            &self.decoded[..wide]
+        } else {
+            &self.pcm[..wide]
+        };
+        self.keys_down.process(kernel, frame, &mut self.keys_frame);
     }
 
     /// The next key press the receiver counted, once it ended.
@@ -487,13 +654,7 @@ impl Slot {
     /// Carries out a press on a keypad conference (the README's keypad table):
     /// gains, gate and flags change, and a confirmation tone starts for this
     /// member alone. None on a `passthru_digits` conference, where keys do nothing.
-    pub fn press(
-        &mut self,
-        digit: char,
-        gate_steps: &GateSteps,
-        confirmation_rate_hz: u32,
-        now: Instant,
-    ) -> Option<Pressed> {
+    pub fn press(&mut self, digit: char, gate_steps: &GateSteps, now: Instant) -> Option<Pressed> {
         if !self.keypad_enabled {
             return None;
         }
@@ -503,7 +664,9 @@ impl Slot {
             self.gate.set_levels(gate_steps[step]);
         }
         if let Some(confirmation) = outcome.confirmation {
-            self.confirmation.start(confirmation, confirmation_rate_hz);
+            // Added to what the member hears at its codec's rate.
+            self.confirmation
+                .start(confirmation, self.codec.sample_rate_hz());
         }
         let flags_changed = outcome.flags.filter(|&flags| flags != self.flags);
         if let Some(flags) = flags_changed {
@@ -624,6 +787,43 @@ impl Slot {
         self.confirmation.mix_into(heard);
     }
 
+    /// The member is sent a rendering of its own this tick, `heard` at the
+    /// mix's rate: brought to the codec's rate into `out` (a narrowband
+    /// member in a 16 kHz mix decimated, continuing the listeners'
+    /// decimator if it heard the shared stream last tick). Returns the
+    /// samples at the codec's rate.
+    pub fn own_rendering_at_codec_rate(
+        &mut self,
+        mix: &Mix,
+        heard: &[i16],
+        out: &mut [i16],
+        kernel: &Kernel2x,
+    ) -> usize {
+        let codec_frame = frame_samples(self.codec.sample_rate_hz());
+        if !self.rendered_own {
+            self.down.clone_from(mix.listeners_decimator());
+            self.codec_state
+                .continue_from_shared(mix.listeners_encoders());
+            self.rendered_own = true;
+        }
+        if codec_frame == heard.len() {
+            out[..codec_frame].copy_from_slice(heard);
+        } else {
+            self.down.process(kernel, heard, &mut out[..codec_frame]);
+        }
+        codec_frame
+    }
+
+    /// The member was sent the listeners' shared payload this tick.
+    pub fn heard_shared(&mut self) {
+        self.rendered_own = false;
+    }
+
+    /// Encodes the member's own rendering (at its codec's rate).
+    pub fn encode_own(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
+        self.codec_state.encode_own(pcm, out)
+    }
+
     /// The member's receive gain (keys 4, 5, 6), when it is not 0 dB.
     pub fn receive_gain(&self) -> Option<f32> {
         (self.keypad.receive_step != 0).then(|| self.keypad.receive_gain())
@@ -657,7 +857,7 @@ impl Slot {
         out: &mut [u8],
     ) -> Result<usize, BuildError> {
         self.sender
-            .write_next(self.codec.payload_type(), payload, frame_samples, out)
+            .write_next(self.payload_type, payload, frame_samples, out)
     }
 
     /// An RTCP report is due (`schedule_rtcp` set when).
@@ -708,14 +908,17 @@ mod tests {
             remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
             signalling_ip: Some(SocketAddr::from(PHONE).ip()),
             codec: Codec::Pcmu,
+            payload_type: 0,
             telephone_event_pt: Some(101),
+            telephone_event_rate_hz: 8000,
             flags: MemberFlags::default(),
             keypad: true,
             srtp: None,
             link: false,
         };
         let mut slot = Slot::new(now, 1, NoiseGate::new(-50.0, 0));
-        slot.start(&add, RtpSender::new(1, 0, 0), 160, now, now);
+        let state = CodecState::new(add.codec).expect("G.711");
+        slot.start(&add, state, RtpSender::new(1, 0, 0), now, now);
         slot
     }
 
@@ -814,8 +1017,8 @@ mod tests {
             Received::TelephoneEvent
         );
         slot.receive_rtp(&rtp_at(0, 3, 320, &[0xFF; 160]), from, now);
-        assert_eq!(slot.play_frame(160), Played::Frame);
-        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
         assert!(slot.pcm[..160].iter().all(|&sample| sample == 0));
         assert_eq!(slot.jitter.stats.lost, 0);
     }
@@ -827,11 +1030,11 @@ mod tests {
         let from = SocketAddr::from(PHONE);
         slot.receive_rtp(&rtp(0, 1, &[0x80; 160]), from, now); // u-law 0x80 = 32124
         slot.receive_rtp(&rtp(0, 6, &[0x80; 160]), from, now);
-        assert_eq!(slot.play_frame(160), Played::Frame);
+        assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Frame);
         assert_eq!(slot.pcm[0], 32124);
         let mut levels = Vec::new();
         for _ in 0..4 {
-            assert_eq!(slot.play_frame(160), Played::Lost);
+            assert_eq!(slot.play_frame(&Kernel2x::new()), Played::Lost);
             levels.push(slot.pcm[0]);
         }
         assert_eq!(levels, [16062, 8031, 4015, 0]);

@@ -43,7 +43,9 @@
 //!     remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
 //!     signalling_ip: Some(phone.ip()),
 //!     codec: Codec::Pcmu,
+//!     payload_type: 0,
 //!     telephone_event_pt: Some(101),
+//!     telephone_event_rate_hz: 8000,
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
 //!     srtp: None,
@@ -86,11 +88,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
+use crate::media::codec::{Codec, CodecState};
 use crate::media::demux::Demux;
 use crate::media::keypad::{MAX_STEPS, STEP_DB};
-use crate::media::mixer::{
-    frame_samples, GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX,
-};
+use crate::media::mixer::{GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX};
+use crate::media::resample::Kernel2x;
 use crate::media::rtp::{RtpSender, RTCP_COMPOUND_MAX_BYTES, RTP_HEADER_BYTES};
 use crate::media::slot::{GateSteps, Slot};
 use crate::media::srtp::{MAX_TAG_BYTES, SRTCP_OVERHEAD_BYTES};
@@ -100,8 +102,12 @@ use crate::media::{
 
 /// One tick of audio: the core's frames are 20 ms, whoever keeps the clock.
 pub const TICK: Duration = Duration::from_millis(20);
-/// Every codec we speak today is narrowband, so every conference mixes at 8 kHz.
+/// A conference mixes at this rate until a wideband member joins (then at
+/// `WIDEBAND_RATE_HZ`); clips are made at this rate and brought up to a
+/// wideband mix's as they play.
 pub const CONFERENCE_RATE_HZ: u32 = 8000;
+/// The rate of a conference with a wideband member (G.722, Opus).
+pub const WIDEBAND_RATE_HZ: u32 = crate::media::resample::WIDE_RATE_HZ;
 /// The longest datagram the engine reads (an Ethernet MTU's worth).
 pub const DATAGRAM_MAX_BYTES: usize = 1500;
 
@@ -208,6 +214,13 @@ struct TickCounts {
     srtp_replayed: u64,
 }
 
+/// A member's own rendering of its mix: at the mix's rate, and at its
+/// codec's when that differs.
+struct RenderBuffers {
+    mix_rate: Box<[i16]>,
+    codec_rate: Box<[i16]>,
+}
+
 pub struct MediaCore {
     config: MediaConfig,
     /// `config.rtp_timeout`, with "never" as a silence no clock reaches, so
@@ -246,7 +259,9 @@ pub struct MediaCore {
     unprotect_buffer: Box<[u8]>,
     payload_buffer: Box<[u8]>,
     /// A member's own rendering of its mix, when it cannot share the listeners' payload.
-    render_buffer: Box<[i16]>,
+    render: RenderBuffers,
+    /// The 8 <-> 16 kHz filter's taps, lent to every member's and mix's resampler.
+    kernel: Kernel2x,
     rtcp_buffer: [u8; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
     rng: SmallRng,
     /// Gate levels for keypad steps -4..=4 (keys 7, 8, 9), computed at start.
@@ -302,7 +317,11 @@ impl MediaCore {
                 .into_boxed_slice(),
             unprotect_buffer: vec![0; DATAGRAM_MAX_BYTES].into_boxed_slice(),
             payload_buffer: vec![0; ENCODED_FRAME_BYTES_MAX].into_boxed_slice(),
-            render_buffer: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            render: RenderBuffers {
+                mix_rate: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+                codec_rate: vec![0; FRAME_SAMPLES_MAX].into_boxed_slice(),
+            },
+            kernel: Kernel2x::new(),
             rtcp_buffer: [0; RTCP_COMPOUND_MAX_BYTES + SRTCP_OVERHEAD_BYTES],
             rng: SmallRng::from_rng(&mut rand::rng()),
             clips: Clips::new(config.max_members),
@@ -342,6 +361,13 @@ impl MediaCore {
             remote_rtcp: slot.remote_rtcp(),
             talking: slot.is_talking(),
         })
+    }
+
+    /// The rate mix `mix` runs at (8000, or 16000 with a wideband member),
+    /// while it has members.
+    pub fn mix_rate_hz(&self, mix: u32) -> Option<u32> {
+        let index = usize::try_from(mix).ok()?;
+        (self.mix_members.get(index).copied().unwrap_or(0) > 0).then(|| self.mixes[index].rate_hz())
     }
 
     /// Where the member's own RTP socket may be connected (see
@@ -386,6 +412,25 @@ impl MediaCore {
                     Applied::Nothing
                 }
             },
+            Command::SetCodec {
+                key,
+                codec,
+                payload_type,
+                telephone_event_pt,
+                telephone_event_rate_hz,
+            } => {
+                match (self.slot_of(key), CodecState::new(codec)) {
+                    (Some(index), Ok(state)) => self.set_codec(
+                        index,
+                        state,
+                        payload_type,
+                        telephone_event_pt,
+                        telephone_event_rate_hz,
+                    ),
+                    _ => self.count_dropped_command(),
+                }
+                Applied::Nothing
+            }
             Command::SignOfLife { key } => {
                 match self.slot_of(key) {
                     Some(index) => self.slots[index].heard_from(now),
@@ -462,12 +507,17 @@ impl MediaCore {
     fn add_member(&mut self, mut add: AddMember, now: Instant) -> Applied {
         let index = add.key.slot as usize;
         let mix = add.mix as usize;
-        if index >= self.slots.len() || mix >= self.mixes.len() {
+        let codec_state = CodecState::new(add.codec);
+        let Some(codec_state) = codec_state
+            .ok()
+            .filter(|_| index < self.slots.len() && mix < self.mixes.len())
+        else {
+            // Beyond `max_members`, or a codec this build cannot serve.
             self.count_dropped_command();
             return Applied::Refused {
                 sockets: add.sockets,
             };
-        }
+        };
         if self.slots[index].is_active() {
             // The caller reused a slot without removing its member first.
             self.count_dropped_command();
@@ -480,8 +530,8 @@ impl MediaCore {
                 .config
                 .rtcp_interval
                 .mul_f64(self.rng.random_range(0.5..1.5));
-        let frame_samples = frame_samples(add.codec.sample_rate_hz()) as u32;
-        self.slots[index].start(&add, sender, frame_samples, now, first_rtcp_at);
+        self.slots[index].start(&add, codec_state, sender, now, first_rtcp_at);
+        self.join_mix(index, mix, add.codec);
         self.slots[index].use_srtp(add.srtp.take());
         if let Err(position) = self.active_slots.binary_search(&(index as u32)) {
             // Within the capacity reserved at start: there are no more slots than that.
@@ -512,8 +562,62 @@ impl MediaCore {
         self.stop_slot(index);
     }
 
+    /// A re-INVITE changed member `index`'s codec: it starts over in the new
+    /// one, and its mix follows (to 16 kHz or back).
+    fn set_codec(
+        &mut self,
+        index: usize,
+        state: CodecState,
+        payload_type: u8,
+        telephone_event_pt: Option<u8>,
+        telephone_event_rate_hz: u32,
+    ) {
+        let codec = state.codec();
+        let slot = &mut self.slots[index];
+        let mix = slot.mix_index();
+        let previous: Codec = slot.use_codec(
+            state,
+            payload_type,
+            telephone_event_pt,
+            telephone_event_rate_hz,
+        );
+        let rate_before = self.mixes[mix].rate_hz();
+        self.mixes[mix].join(codec);
+        self.mixes[mix].leave(previous);
+        if self.mixes[mix].rate_hz() != rate_before {
+            self.mix_rate_changed(mix);
+        }
+        let rate_hz = self.mixes[mix].rate_hz();
+        self.slots[index].follow_mix_rate(rate_hz);
+    }
+
+    /// Member `index` joins mix `mix` speaking `codec` and follows its
+    /// rate; when that changed, so does every member of the mix.
+    fn join_mix(&mut self, index: usize, mix: usize, codec: Codec) {
+        if self.mixes[mix].join(codec) {
+            self.mix_rate_changed(mix);
+        }
+        let rate_hz = self.mixes[mix].rate_hz();
+        self.slots[index].follow_mix_rate(rate_hz);
+    }
+
+    /// Mix `mix` changed rate: its members follow (a command, not the tick:
+    /// a walk of the active members is fine here).
+    fn mix_rate_changed(&mut self, mix: usize) {
+        let rate_hz = self.mixes[mix].rate_hz();
+        for &slot in &self.active_slots {
+            let slot = &mut self.slots[slot as usize];
+            if slot.mix_index() == mix {
+                slot.follow_mix_rate(rate_hz);
+            }
+        }
+    }
+
     fn stop_slot(&mut self, index: usize) {
         let mix = self.slots[index].mix_index();
+        if self.mixes[mix].leave(self.slots[index].codec()) {
+            self.mix_rate_changed(mix);
+        }
         self.mix_members[mix] = self.mix_members[mix].saturating_sub(1);
         self.slots[index].stop();
         if let Ok(position) = self.active_slots.binary_search(&(index as u32)) {

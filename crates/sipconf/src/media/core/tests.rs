@@ -131,7 +131,9 @@ impl Room {
             remote_rtcp: SocketAddr::new(sdp_rtp.ip(), sdp_rtp.port() + 1),
             signalling_ip: Some(sdp_rtp.ip()),
             codec: Codec::Pcmu,
+            payload_type: 0,
             telephone_event_pt: Some(EVENT_PT),
+            telephone_event_rate_hz: 8000,
             flags,
             keypad,
             srtp: None,
@@ -842,7 +844,9 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
         remote_rtcp: SocketAddr::from(([192, 0, 2, 10], 4001)),
         signalling_ip: Some(phone.ip()),
         codec: Codec::Pcmu,
+        payload_type: 0,
         telephone_event_pt: None,
+        telephone_event_rate_hz: 8000,
         flags: MemberFlags::default(),
         keypad: true,
         srtp: None,
@@ -892,3 +896,6 @@ mod srtp;
 
 #[path = "tests_talking.rs"]
 mod talking;
+
+#[path = "tests_wideband.rs"]
+mod wideband;

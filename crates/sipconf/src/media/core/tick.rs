@@ -7,10 +7,14 @@
 
 use std::time::Instant;
 
-use super::{add, MediaCore, Stream, Transmit, TransmitSink, CONFERENCE_RATE_HZ};
+use super::{add, MediaCore, RenderBuffers, Stream, Transmit, TransmitSink};
+use crate::media::clip::Clips;
 use crate::media::dtmf::DigitPress;
 use crate::media::mixer::apply_gain;
+use crate::media::mixer::Mix;
+use crate::media::resample::Kernel2x;
 use crate::media::slot::Played;
+use crate::media::slot::Slot;
 use crate::media::srtp::MemberSrtp;
 use crate::media::Event;
 
@@ -28,7 +32,8 @@ impl MediaCore {
         }
         for &mix in &self.active_mixes {
             let index = mix as usize;
-            self.clips.add_to_mix(index, &mut self.mixes[index]);
+            self.clips
+                .add_to_mix(index, &mut self.mixes[index], &self.kernel);
         }
         for position in 0..self.active_slots.len() {
             let index = self.active_slots[position] as usize;
@@ -37,6 +42,9 @@ impl MediaCore {
                 self.send_rtcp(index, ntp_timestamp, false, out);
                 self.slots[index].schedule_rtcp(now + self.config.rtcp_interval);
             }
+        }
+        for &mix in &self.active_mixes {
+            self.mixes[mix as usize].end_tick(&self.kernel);
         }
         out.flush();
         self.emit_clip_ends();
@@ -49,11 +57,10 @@ impl MediaCore {
     /// the mix if it talks; reports talking changes and an RTP timeout.
     fn play_and_mix(&mut self, index: usize, now: Instant) {
         let slot = &mut self.slots[index];
-        let frame = self.mixes[slot.mix_index()].frame_samples();
-        if slot.play_frame(frame) == Played::Lost {
+        if slot.play_frame(&self.kernel) == Played::Lost {
             self.counts.packets_lost += 1;
         }
-        let suspected_now = slot.listen_for_keys(frame);
+        let suspected_now = slot.listen_for_keys(&self.kernel);
         // Presses act before this tick's contribution, so a key takes effect at once.
         while let Some(press) = self.slots[index].poll_press() {
             self.on_press(index, press, now);
@@ -79,7 +86,7 @@ impl MediaCore {
     fn on_press(&mut self, index: usize, press: DigitPress, now: Instant) {
         let slot = &mut self.slots[index];
         let key = slot.key();
-        let pressed = slot.press(press.digit, &self.gate_steps, CONFERENCE_RATE_HZ, now);
+        let pressed = slot.press(press.digit, &self.gate_steps, now);
         self.emit(Event::Digit {
             key,
             digit: press.digit,
@@ -107,16 +114,18 @@ impl MediaCore {
             stats,
             send_buffer,
             payload_buffer,
-            render_buffer,
+            render,
             clips,
             mix_members,
+            kernel,
             ..
         } = self;
         let slot = &mut slots[index];
         let mix_index = slot.mix_index();
         let mix = &mut mixes[mix_index];
         let frame = mix.frame_samples();
-        let frame_samples = frame as u32;
+        let codec = slot.codec();
+        let frame_samples = slot.rtp_frame_ticks();
         let flags = slot.flags();
         if flags.held {
             slot.skip_frame(frame_samples);
@@ -134,13 +143,17 @@ impl MediaCore {
         } else {
             slot.hears_something();
         }
-        let codec = slot.codec();
         let receive_gain = slot.receive_gain();
         let own_rendering =
             receive_gain.is_some() || slot.hears_confirmation() || clips.member_is_playing(index);
-        let payload: &[u8] = if own_rendering {
+        // The member's own payload in `payload_buffer`, or None: the
+        // listeners' shared one. Anyone but G.711 in an 8 kHz mix goes out
+        // of line, so the narrowband path stays as short as it was.
+        let own_len = if !slot.narrowband() {
+            render_wideband(slot, mix, index, clips, render, payload_buffer, kernel)
+        } else if own_rendering {
             // A confirmation tone or a receive gain: this member gets a mix of its own.
-            let heard = &mut render_buffer[..frame];
+            let heard = &mut render.mix_rate[..frame];
             if flags.deaf {
                 heard.fill(0);
             } else {
@@ -155,17 +168,19 @@ impl MediaCore {
             // A deaf member still hears its own keys answered.
             slot.mix_confirmation_into(heard);
             // So does a clip played to this member alone.
-            clips.add_to_member(index, heard);
-            let len = codec.encode(heard, payload_buffer);
-            &payload_buffer[..len]
+            clips.add_to_member(index, heard, kernel);
+            Some(codec.encode(heard, payload_buffer))
         } else if flags.deaf {
             payload_buffer[..frame].fill(codec.silence_byte());
-            &payload_buffer[..frame]
-        } else if let Some(own) = slot.contribution(frame) {
-            let len = mix.encode_for_talker(own, codec, payload_buffer);
-            &payload_buffer[..len]
+            Some(frame)
         } else {
-            mix.encoded_for_listener(codec)
+            // A talker hears everyone but itself; a listener, the shared payload.
+            slot.contribution(frame)
+                .map(|own| mix.encode_for_talker(own, codec, payload_buffer))
+        };
+        let payload: &[u8] = match own_len {
+            Some(len) => &payload_buffer[..len],
+            None => mix.encoded_for_listener(codec, kernel),
         };
         let Ok(mut len) = slot.write_rtp(payload, frame_samples, send_buffer) else {
             add(&stats.send_errors, 1);
@@ -219,6 +234,54 @@ impl MediaCore {
             contents: &self.rtcp_buffer[..len],
         });
     }
+}
+
+/// The payload of a member that is not G.711 in an 8 kHz mix, when it needs
+/// a rendering of its own (it talked, is deaf, or has a receive gain, a
+/// tone or a clip of its own): rendered at the mix's rate, brought to its
+/// codec's rate, encoded by its own encoder into `payload_buffer`; returns
+/// its length. None: it hears the listeners' shared payload.
+#[cold]
+#[inline(never)]
+fn render_wideband(
+    slot: &mut Slot,
+    mix: &Mix,
+    index: usize,
+    clips: &mut Clips,
+    render: &mut RenderBuffers,
+    payload_buffer: &mut [u8],
+    kernel: &Kernel2x,
+) -> Option<usize> {
+    let frame = mix.frame_samples();
+    let flags = slot.flags();
+    let receive_gain = slot.receive_gain();
+    let own_rendering = receive_gain.is_some()
+        || slot.hears_confirmation()
+        || clips.member_is_playing(index)
+        || flags.deaf
+        || slot.contribution(frame).is_some();
+    if !own_rendering {
+        slot.heard_shared();
+        return None;
+    }
+    let heard = &mut render.mix_rate[..frame];
+    if flags.deaf {
+        heard.fill(0);
+    } else {
+        match slot.contribution(frame) {
+            Some(own) => mix.render_for_talker(own, heard),
+            None => mix.render_for_listener(heard),
+        }
+        if let Some(gain) = receive_gain {
+            apply_gain(heard, gain);
+        }
+    }
+    let len = slot.own_rendering_at_codec_rate(mix, heard, &mut render.codec_rate, kernel);
+    let heard = &mut render.codec_rate[..len];
+    // A deaf member still hears its own keys answered, and a clip played to it alone.
+    slot.mix_confirmation_into(heard);
+    clips.add_to_member(index, heard, kernel);
+    Some(slot.encode_own(heard, payload_buffer))
 }
 
 /// Encrypts a member's packet in place; out of line, so the plain RTP path

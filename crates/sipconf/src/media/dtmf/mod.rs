@@ -105,9 +105,15 @@ impl DtmfReceiver {
     /// Starts over for a new member; `keys`: whether its audio can carry
     /// keys at all (not a cascade link's).
     pub fn reset(&mut self, rfc4733_negotiated: bool, keys: bool) {
+        self.reset_at(rfc4733_negotiated, 8000, keys);
+    }
+
+    /// `reset`, with telephone-events on an RTP clock of `event_rate_hz`
+    /// (8000, or 48000 beside Opus).
+    pub fn reset_at(&mut self, rfc4733_negotiated: bool, event_rate_hz: u32, keys: bool) {
         self.inband.reset(0);
         self.inband.listen(keys);
-        self.rfc4733.reset();
+        self.rfc4733.reset_at(event_rate_hz);
         self.merger.reset(rfc4733_negotiated);
     }
 

@@ -10,6 +10,9 @@
 //! - events quieter than -55 dBm0 (volume field > 55) are ignored.
 //!
 //! Times are the receiver's 8 kHz sample clock, passed in by the caller.
+//! Timestamps and durations in the packets count the event's own RTP clock
+//! (8000 Hz, or 48000 Hz beside Opus, RFC 4733 §2.5.1.1): they are compared
+//! in those units and converted to 8 kHz samples where they become times.
 
 use heapless::Deque;
 
@@ -88,7 +91,7 @@ struct Press {
     digit: char,
     /// Receiver clock when the first packet arrived.
     start: u64,
-    /// Duration of the segments before the current one.
+    /// Duration of the segments before the current one, in event clock units.
     earlier_segments: u64,
     segment_duration: u16,
     last_packet_at: u64,
@@ -101,8 +104,13 @@ impl Press {
     }
 }
 
+/// The receiver's clock rate; an event clock is a whole multiple of it.
+const RECEIVER_RATE_HZ: u32 = 8000;
+
 /// One member's telephone-event receiver.
 pub struct Rfc4733Receiver {
+    /// Event clock units per 8 kHz sample (1, or 6 at 48000 Hz).
+    ticks_per_sample: u32,
     press: Option<Press>,
     finished: [Option<SegmentKey>; REMEMBERED_KEYS],
     next_finished: usize,
@@ -118,6 +126,7 @@ impl Default for Rfc4733Receiver {
 impl Rfc4733Receiver {
     pub fn new() -> Self {
         Rfc4733Receiver {
+            ticks_per_sample: 1,
             press: None,
             finished: [None; REMEMBERED_KEYS],
             next_finished: 0,
@@ -128,6 +137,15 @@ impl Rfc4733Receiver {
     /// Forgets every press (a new member in the slot).
     pub fn reset(&mut self) {
         *self = Self::new();
+    }
+
+    /// Forgets every press and counts the events' timestamps and durations
+    /// at `event_rate_hz` (a multiple of 8000; anything else counts as 8000).
+    pub fn reset_at(&mut self, event_rate_hz: u32) {
+        *self = Self::new();
+        if event_rate_hz >= RECEIVER_RATE_HZ && event_rate_hz.is_multiple_of(RECEIVER_RATE_HZ) {
+            self.ticks_per_sample = event_rate_hz / RECEIVER_RATE_HZ;
+        }
     }
 
     /// A press is in progress.
@@ -166,7 +184,8 @@ impl Rfc4733Receiver {
                 .wrapping_add(u32::from(press.segment_duration));
             if same_stream && press.key.timestamp == timestamp {
                 if packet.duration > press.segment_duration {
-                    let step = u64::from(packet.duration - press.segment_duration);
+                    let step = u64::from(packet.duration - press.segment_duration)
+                        / u64::from(self.ticks_per_sample);
                     press.update_interval =
                         step.clamp(UPDATE_INTERVAL_RANGE.0, UPDATE_INTERVAL_RANGE.1);
                     press.segment_duration = packet.duration;
@@ -176,7 +195,7 @@ impl Rfc4733Receiver {
                 && timestamp
                     .wrapping_sub(segment_end)
                     .min(segment_end.wrapping_sub(timestamp))
-                    <= SEGMENT_TOLERANCE_SAMPLES
+                    <= SEGMENT_TOLERANCE_SAMPLES * self.ticks_per_sample
             {
                 // §2.5.1.3: a long event goes on under a new timestamp.
                 let previous = press.key;
@@ -235,7 +254,7 @@ impl Rfc4733Receiver {
         let _ = self.events.push_back(ToneEvent::End {
             digit: press.digit,
             start: press.start,
-            end: press.start + press.duration(),
+            end: press.start + press.duration() / u64::from(self.ticks_per_sample),
         });
     }
 
@@ -278,6 +297,50 @@ mod tests {
             }
         );
         assert_eq!(TelephoneEvent::parse(&[1, 2]), Err(EventError::TooShort(2)));
+    }
+
+    #[test]
+    fn durations_on_a_48_khz_event_clock_count_in_its_units() {
+        // Beside Opus the event clock is 48000 Hz: 80 ms is 3840 units, and
+        // a press whose updates come every 20 ms (960 units) still times out
+        // after three of them, not eighteen.
+        let mut receiver = Rfc4733Receiver::new();
+        receiver.reset_at(48_000);
+        let mut now = 1000;
+        for duration in [960, 1920, 2880] {
+            receiver
+                .on_packet(now, 7, 48_000, &payload(5, false, 10, duration))
+                .expect("ok");
+            now += 160;
+        }
+        receiver
+            .on_packet(now, 7, 48_000, &payload(5, true, 10, 3840))
+            .expect("ok");
+        assert_eq!(
+            drain(&mut receiver),
+            [
+                ToneEvent::Start {
+                    digit: '5',
+                    at: 1000
+                },
+                ToneEvent::End {
+                    digit: '5',
+                    start: 1000,
+                    end: 1000 + 640
+                }
+            ]
+        );
+        receiver
+            .on_packet(now, 7, 96_000, &payload(6, false, 10, 960))
+            .expect("ok");
+        receiver
+            .on_packet(now + 160, 7, 96_000, &payload(6, false, 10, 1920))
+            .expect("ok");
+        receiver.poll_timeout(now + 160 + 3 * 160);
+        assert!(matches!(
+            drain(&mut receiver)[..],
+            [ToneEvent::Start { .. }, ToneEvent::End { .. }]
+        ));
     }
 
     #[test]

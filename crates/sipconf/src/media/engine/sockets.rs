@@ -258,8 +258,8 @@ impl LocalPair {
             sequence: 0,
             timestamp: 0,
             pcm: vec![0; frame].into_boxed_slice(),
-            datagram: vec![0; RTP_HEADER_BYTES + frame * LOCAL_CODEC.bytes_per_sample()]
-                .into_boxed_slice(),
+            // G.711: one byte a sample.
+            datagram: vec![0; RTP_HEADER_BYTES + frame].into_boxed_slice(),
             heard: false,
         }
     }
@@ -278,7 +278,8 @@ impl LocalPair {
         let mut payload = [0u8; FRAME_PAYLOAD_MAX];
         let len = LOCAL_CODEC.encode(&self.pcm, &mut payload);
         let header = RtpHeader {
-            payload_type: LOCAL_CODEC.payload_type(),
+            // G.711 has a static type, so the default is never taken.
+            payload_type: LOCAL_CODEC.static_payload_type().unwrap_or(0),
             marker: false,
             sequence: self.sequence,
             timestamp: self.timestamp,
