@@ -474,7 +474,7 @@ fn add_member(
         remote_rtp: call.negotiated.remote_rtp_addr,
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
-        codec: media_codec(call.negotiated.codec).unwrap_or(media::Codec::Pcmu),
+        codec: media_codec(call.negotiated.codec),
         payload_type: call.negotiated.codec_pt,
         // A link's keys are nobody's: its telephone-events are dropped.
         telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
@@ -514,16 +514,28 @@ pub(super) fn effective_flags(records: &Registry, member_id: &str, sip_held: boo
 
 /// The media plane's codec for an SDP one, when the media plane can serve
 /// it in this build (`CodecState::available`).
-fn media_codec(codec: sdp::SdpCodec) -> Option<media::Codec> {
-    let codec = match codec {
+fn media_codec(codec: sdp::SdpCodec) -> media::Codec {
+    match codec {
         sdp::SdpCodec::Pcmu => media::Codec::Pcmu,
         sdp::SdpCodec::Pcma => media::Codec::Pcma,
         sdp::SdpCodec::G722 => media::Codec::G722,
         sdp::SdpCodec::Opus => media::Codec::Opus,
-    };
-    media::codec::CodecState::available(codec)
-        .ok()
-        .map(|()| codec)
+    }
+}
+
+/// The media plane's order to carry on with the codec a re-offer settled.
+pub(super) fn set_codec(call: &Call, media: MemberKey) -> Command {
+    Command::SetCodec {
+        key: media,
+        codec: media_codec(call.negotiated.codec),
+        payload_type: call.negotiated.codec_pt,
+        // A link's keys are nobody's, as when it joined.
+        telephone_event_pt: call
+            .negotiated
+            .telephone_event_pt
+            .filter(|_| call.link.is_none()),
+        telephone_event_rate_hz: call.negotiated.telephone_event_rate_hz,
+    }
 }
 
 /// `media.codecs` less what this bridge cannot run.
@@ -532,6 +544,6 @@ pub(super) fn usable_codecs(media: &crate::config::MediaSettings) -> Vec<sdp::Sd
         .codecs
         .iter()
         .copied()
-        .filter(|&codec| media_codec(codec).is_some())
+        .filter(|&codec| media::codec::CodecState::available(media_codec(codec)).is_ok())
         .collect()
 }

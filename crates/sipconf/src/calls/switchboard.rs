@@ -24,7 +24,7 @@
 //! `requests.rs` and `audio.rs`.
 
 use super::cascade::{bridge_ids, cascades, Cascade, LinkStats};
-use super::membership::{effective_flags, usable_codecs};
+use super::membership::{effective_flags, set_codec, usable_codecs};
 use super::pin_guard::{PinGuard, PinStats};
 use super::playback::Playback;
 use super::ports::RtpPorts;
@@ -742,15 +742,6 @@ impl Switchboard {
                 call.negotiated.codec_pt,
                 call.negotiated.telephone_event_pt,
             );
-        if codec_changed && chosen.codec != current {
-            // INTERIM until the media plane takes Command::SetCodec.
-            self.sip(SipCommand::RejectReoffer(
-                key,
-                488,
-                "Not Acceptable Here (codec change)".into(),
-            ));
-            return;
-        }
         call.negotiated.codec = chosen.codec;
         call.negotiated.codec_pt = chosen.codec_pt;
         call.negotiated.telephone_event_pt = chosen.telephone_event_pt;
@@ -768,7 +759,14 @@ impl Switchboard {
             SocketAddr::new(call.media_address, call.ports.rtp_port),
             &call.negotiated,
         );
+        let set_codec = joined
+            .as_ref()
+            .filter(|_| codec_changed)
+            .map(|(_, media_key)| set_codec(call, *media_key));
         tracing::info!(call = %call.id, held, codec = ?call.negotiated.codec, "re-offer");
+        if let Some(set_codec) = set_codec {
+            self.media(set_codec);
+        }
         if let Some((member, media_key)) = joined {
             let flags = effective_flags(records, &member, held);
             if !held {

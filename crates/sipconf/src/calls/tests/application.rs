@@ -346,6 +346,78 @@ fn the_phone_holding_the_call_holds_its_member_and_is_answered() {
     assert_eq!(flags_sent(&actions), [(media, MemberFlags::default())]);
 }
 
+/// A re-offer of `payloads` (an `m=` line's types and their rtpmap lines).
+fn reoffer_of(media: &str, rtpmaps: &str) -> sdp::Offer {
+    let text = format!(
+        "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+         m=audio 4002 RTP/AVP {media}\r\n{rtpmaps}a=sendrecv\r\n"
+    );
+    sdp::parse_offer(text.as_bytes()).expect("valid offer")
+}
+
+fn codecs_set(actions: &[Action]) -> Vec<(MemberKey, crate::media::Codec, u8)> {
+    media_commands(actions)
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::SetCodec {
+                key,
+                codec,
+                payload_type,
+                ..
+            } => Some((*key, *codec, *payload_type)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reoffer_keeps_a_codec_it_still_carries_and_moves_the_media_to_a_new_one() {
+    let mut bridge = Bridge::new(ROOM);
+    let (_, media) = room_member(&mut bridge, 1);
+    // PCMU is still offered (after G.722): kept, nothing for the media plane.
+    let actions = bridge.sip(SipEvent::Reoffer {
+        call: CallKey(1),
+        offer: reoffer_of("9 0 101", "a=rtpmap:101 telephone-event/8000\r\n"),
+    });
+    assert!(
+        matches!(
+            sip_commands(&actions)[..],
+            [SipCommand::AcceptReoffer(CallKey(1), answer)] if answer.contains(" RTP/AVP 0 101\r\n")
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(codecs_set(&actions), []);
+    // G.722 only: the answer and the media plane move to it.
+    let actions = bridge.sip(SipEvent::Reoffer {
+        call: CallKey(1),
+        offer: reoffer_of("9 101", "a=rtpmap:101 telephone-event/8000\r\n"),
+    });
+    assert!(
+        matches!(
+            sip_commands(&actions)[..],
+            [SipCommand::AcceptReoffer(CallKey(1), answer)] if answer.contains(" RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\n")
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(
+        codecs_set(&actions),
+        [(media, crate::media::Codec::G722, 9)]
+    );
+    // Nothing we take: refused, the call stays on G.722.
+    let actions = bridge.sip(SipEvent::Reoffer {
+        call: CallKey(1),
+        offer: reoffer_of("18", ""),
+    });
+    assert!(
+        matches!(
+            sip_commands(&actions)[..],
+            [SipCommand::RejectReoffer(CallKey(1), 488, reason)] if reason.contains("no common codec")
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(codecs_set(&actions), []);
+}
+
 #[test]
 fn a_reoffer_for_an_unknown_call_gets_481() {
     let mut bridge = Bridge::new(ROOM);
