@@ -1,13 +1,19 @@
 //! Wideband end to end on loopback: G.722 test phones and G.711 ones in one
-//! room of the real daemon, each decoding what it receives with its own codec.
+//! room of the real daemon, each decoding what it receives with its own codec;
+//! in-band keys from a G.722 phone; and a real third-party phone, baresip
+//! (Debian `baresip-core`, whose G.722 is spandsp's), offering G.722 first.
 
 mod common;
 
 use common::room::{sine, stream_together, AMPLITUDE};
-use common::Daemon;
+use common::{free_port, require_tool, tempdir::TempDir, Daemon};
 use sipconf::media::Codec;
 use sipconf_testkit::meter::{db_ratio, tone_amplitude_at};
-use sipconf_testkit::testphone::{AnsweredCodec, G722Offer, Phone, PhoneOptions, Recording};
+use sipconf_testkit::testphone::{
+    AnsweredCodec, G722Offer, KeyMode, KeyPress, Phone, PhoneOptions, Recording, Signal,
+};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 async fn g722_phone(daemon: &Daemon) -> Phone {
@@ -93,4 +99,152 @@ async fn six_khz_from_a_g722_phone_reaches_g722_and_not_pcmu() {
     for (mut phone, _) in results {
         assert_eq!(phone.hangup().await.expect("bye"), 200);
     }
+}
+
+/// The level of `freq_hz` between two times of a recording (ms from its start).
+fn level_between(recording: &Recording, freq_hz: f64, from_ms: usize, to_ms: usize) -> f64 {
+    let per_ms = recording.sample_rate_hz as usize / 1000;
+    let samples = &recording.samples;
+    let window =
+        &samples[(from_ms * per_ms).min(samples.len())..(to_ms * per_ms).min(samples.len())];
+    tone_amplitude_at(window, freq_hz, recording.sample_rate_hz)
+}
+
+/// The keypad reads a G.722 phone's keys from its decimated audio: an
+/// in-band 0 (mute, the README's keypad table) from a G.722 phone takes its
+/// voice out of what a PCMU phone hears, and a second 0 brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_band_keys_from_a_g722_phone_drive_the_keypad() {
+    let daemon = Daemon::with_rooms();
+    let mut presser = g722_phone(&daemon).await;
+    let mut listener = pcmu_phone(&daemon).await;
+    let voice = Signal::Sine {
+        freq_hz: 600.0,
+        amplitude: 3000.0,
+    };
+    let keys = [
+        KeyPress::new(1000, '0', KeyMode::InBand),
+        KeyPress::new(2500, '0', KeyMode::InBand),
+    ];
+    let duration = Duration::from_millis(3800);
+    let (_, heard) = tokio::join!(
+        presser.stream_with_keys(&voice, duration, &keys),
+        listener.stream(&Signal::Silence, duration)
+    );
+    let heard = heard.expect("listener media");
+    let before = level_between(&heard, 600.0, 300, 900);
+    let muted = level_between(&heard, 600.0, 1500, 2300);
+    let after = level_between(&heard, 600.0, 3000, 3700);
+    assert!(
+        before > 1500.0,
+        "the listener heard the G.722 voice at {before:.0}"
+    );
+    assert!(
+        db_ratio(muted, before) < -40.0,
+        "muted by its in-band 0, the G.722 phone is still heard at {:.1} dB",
+        db_ratio(muted, before)
+    );
+    assert!(
+        db_ratio(after, before).abs() < 1.0,
+        "unmuted by a second 0, it is heard at {:.1} dB",
+        db_ratio(after, before)
+    );
+    presser.hangup().await.expect("bye");
+    listener.hangup().await.expect("bye");
+}
+
+/// baresip with G.722 first, then PCMU, sending a 5 kHz sine (a tone only
+/// wideband carries), for `seconds`, dialling `uri`.
+fn run_baresip_g722(dir: &Path, uri: &str, seconds: u32) -> std::process::Child {
+    let (sip_port, low) = (free_port(), free_port());
+    let config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\n\
+         audio_player aubridge,sink\naudio_alert aubridge,alert\n\
+         audio_source ausine,5000\n\
+         ausrc_srate 48000\nausrc_channels 2\n\
+         rtp_ports {low}-{}\n\
+         module_path /usr/lib/baresip/modules\n\
+         module g722.so\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\n\
+         module_app account.so\nmodule_app menu.so\n",
+        u32::from(low) + 20,
+    );
+    std::fs::write(dir.join("config"), config).expect("baresip config");
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;\
+             audio_codecs=G722/16000/1,PCMU/8000/1;answermode=manual\n"
+        ),
+    )
+    .expect("baresip accounts");
+    Command::new("baresip")
+        .arg("-s")
+        .arg("-f")
+        .arg(dir)
+        .arg("-e")
+        .arg(format!("/dial {uri}"))
+        .arg("-t")
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start baresip")
+}
+
+/// A real phone offering G.722 first gets G.722, and its 5 kHz tone, coded
+/// by another G.722 implementation, reaches a G.722 test phone in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_offering_g722_first_is_answered_with_g722_and_heard_wideband() {
+    if !require_tool(
+        "baresip",
+        "baresip_offering_g722_first_is_answered_with_g722_and_heard_wideband",
+    ) {
+        return;
+    }
+    let daemon = Daemon::with_rooms();
+    let mut listener = g722_phone(&daemon).await;
+    let dir = TempDir::new("sipconf-baresip-g722");
+    let baresip = run_baresip_g722(dir.path(), &format!("sip:1000@{}", daemon.sip), 5);
+    let heard = listener
+        .stream(&Signal::Silence, Duration::from_millis(4000))
+        .await
+        .expect("the listener's media");
+    let output = tokio::task::spawn_blocking(move || baresip.wait_with_output())
+        .await
+        .expect("join")
+        .expect("baresip ran");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        log.contains("Call established"),
+        "baresip's call was not established:\n{log}"
+    );
+    let answer_at = log
+        .find("SIP/2.0 200 OK")
+        .expect("a 200 in baresip's trace");
+    let answer = &log[answer_at..];
+    assert!(
+        answer.contains("RTP/AVP 9") && answer.contains("a=rtpmap:9 G722/8000"),
+        "the answer is not G.722:\n{answer}"
+    );
+    // The loudest half second of 5 kHz the G.722 phone heard.
+    let loudest = heard
+        .samples
+        .chunks(8000)
+        .map(|half| tone_amplitude_at(half, 5000.0, heard.sample_rate_hz))
+        .fold(0.0f64, f64::max);
+    let off_tone = heard
+        .samples
+        .chunks(8000)
+        .map(|half| tone_amplitude_at(half, 3000.0, heard.sample_rate_hz))
+        .fold(0.0f64, f64::max);
+    assert!(
+        loudest > 1000.0 && loudest > 30.0 * off_tone,
+        "the G.722 phone heard baresip's 5 kHz at amplitude {loudest:.0} (3 kHz: {off_tone:.0})"
+    );
+    listener.hangup().await.expect("bye");
 }
