@@ -344,10 +344,19 @@ impl Switchboard {
             sdp::SrtpPolicy::Require => true,
         };
         let srtp_key = offers_srtp.then(fresh_master_key);
+        // A cascade link carries a whole room's mix: G.722's ADPCM, coded
+        // twice on the way, leaves products 38 dB under the tones, heard as
+        // echo; links stay on G.711 (docs/scaling.md "Cascading").
+        let link_codecs = [sdp::SdpCodec::Pcmu, sdp::SdpCodec::Pcma];
+        let codecs: &[sdp::SdpCodec] = if link.is_some() {
+            &link_codecs
+        } else {
+            &self.codecs
+        };
         let offer_sdp = sdp::build_offer(
             session,
             SocketAddr::new(media_address, ports.rtp_port),
-            &self.codecs,
+            codecs,
             OFFERED_TELEPHONE_EVENT_PT,
             srtp_key.as_ref(),
         );
