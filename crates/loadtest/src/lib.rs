@@ -1,5 +1,5 @@
 //! `sipconf loadtest`: N simulated phones against a running bridge, each a real
-//! SIP call over UDP with real-paced G.711 RTP, driven from one thread so the
+//! SIP call over UDP with real-paced G.711 or G.722 RTP, driven from one thread so the
 //! generator stays far cheaper than what it measures.
 //!
 //! One loop does everything: it places calls at `--ramp` per second, and on an
