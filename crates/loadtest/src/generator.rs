@@ -6,11 +6,12 @@
 //! Everything runs on the calling thread over nonblocking sockets; the bridge
 //! is reached only over SIP and RTP.
 
-use crate::audio::{Hearing, Sounds, FRAME_SAMPLES, PIP_FRAMES};
+use crate::audio::{Hearing, Say, Sounds, FRAME_BYTES, MAX_FRAME_SAMPLES, PIP_FRAMES};
 use crate::report::{self, Histogram, Reception, Report, Spread};
 use crate::sip::{self, Dialog, T1_MS, TRANSACTION_TIMEOUT_MS};
 use crate::system;
 use crate::{LoadError, LoadtestArgs};
+use sipconf::media::codec::g722::{G722Decoder, G722Encoder};
 use sipconf::media::Codec;
 use sipconf::net::poller::Poller;
 use sipconf::net::udp::{self, RawAddr, ReceiveBatch, SendBatch};
@@ -104,6 +105,10 @@ struct Phone {
     timestamp: u32,
     frames_sent: u64,
     reception: Reception,
+    /// A G.722 talker's encoder (docs in `audio`); None otherwise.
+    g722_out: Option<G722Encoder>,
+    /// Decodes what the bridge sends a G.722 phone (unused for G.711).
+    g722: G722Decoder,
     hearing: Hearing,
     hung_up_by_bridge: bool,
     hangup_failed: bool,
@@ -223,7 +228,9 @@ impl Generator {
                 timestamp: rng.random(),
                 frames_sent: 0,
                 reception: Reception::default(),
-                hearing: Hearing::default(),
+                g722_out: (talker.is_some() && args.codec == Codec::G722).then(G722Encoder::new),
+                g722: G722Decoder::new(),
+                hearing: Hearing::new(args.codec.sample_rate_hz()),
                 hung_up_by_bridge: false,
                 hangup_failed: false,
             });
@@ -527,6 +534,7 @@ impl Generator {
         {
             self.late_ticks_in_window += 1;
         }
+        let frame_ticks = self.codec.rtp_frame_ticks();
         for member in 0..self.phase_members[phase].len() {
             let index = self.phase_members[phase][member];
             let phone = &mut self.phones[index];
@@ -554,16 +562,23 @@ impl Generator {
                             .then_some(part as usize)
                     })
                     .flatten();
-                let payload = match (pip_part, phone.talker) {
+                let say = match (pip_part, phone.talker) {
                     (Some(part), _) => {
                         pip_sent |= part == 0;
-                        self.sounds.pip_frame(part)
+                        Say::Pip(part)
                     }
-                    (None, Some(talker)) => self.sounds.voice_frame(talker, phone.frames_sent),
-                    (None, None) => self.sounds.noise_frame(phone.frames_sent),
+                    (None, Some(talker)) => Say::Voice(talker),
+                    (None, None) => Say::Noise,
                 };
+                let mut payload = [0u8; FRAME_BYTES];
+                self.sounds.frame(
+                    phone.g722_out.as_mut(),
+                    say,
+                    phone.frames_sent,
+                    &mut payload,
+                );
                 let (pt, seq, ts, ssrc) = (
-                    g711_payload_type(self.codec),
+                    payload_type(self.codec),
                     phone.sequence,
                     phone.timestamp,
                     phone.ssrc,
@@ -574,12 +589,11 @@ impl Generator {
                     buf[2..4].copy_from_slice(&seq.to_be_bytes());
                     buf[4..8].copy_from_slice(&ts.to_be_bytes());
                     buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                    buf[RTP_HEADER_BYTES..RTP_HEADER_BYTES + FRAME_SAMPLES]
-                        .copy_from_slice(payload);
-                    RTP_HEADER_BYTES + FRAME_SAMPLES
+                    buf[RTP_HEADER_BYTES..RTP_HEADER_BYTES + FRAME_BYTES].copy_from_slice(&payload);
+                    RTP_HEADER_BYTES + FRAME_BYTES
                 });
                 phone.sequence = phone.sequence.wrapping_add(1);
-                phone.timestamp = phone.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                phone.timestamp = phone.timestamp.wrapping_add(frame_ticks);
                 phone.frames_sent += 1;
             }
             let accepted = self.rtp_out.send(phone.socket.as_raw_fd());
@@ -617,11 +631,11 @@ impl Generator {
         } = self;
         let phone = &mut phones[index];
         let count = rtp_in.receive(phone.socket.as_raw_fd(), READ_PER_TICK)?;
-        let mut pcm = [0i16; FRAME_SAMPLES];
+        let mut pcm = [0i16; MAX_FRAME_SAMPLES];
         for i in 0..count {
             let arrival_ns = rtp_in.arrival_ns(i).unwrap_or_else(udp::realtime_ns);
             let Some((ssrc, sequence, timestamp, payload)) =
-                rtp_fields(rtp_in.datagram(i), g711_payload_type(*codec))
+                rtp_fields(rtp_in.datagram(i), payload_type(*codec))
             else {
                 continue;
             };
@@ -639,7 +653,7 @@ impl Generator {
             if let Some(late) = lateness {
                 arrival_lateness.record(late);
             }
-            let samples = sounds.decode(payload, &mut pcm);
+            let samples = sounds.decode(&mut phone.g722, payload, &mut pcm);
             let onset = phone.hearing.hear(&pcm[..samples], arrival_ns);
             if let (Some(onset), Some((sent_ns, sender))) = (onset, pip_sent[phone.room]) {
                 let delay_ns = onset - sent_ns;
@@ -971,8 +985,8 @@ fn bridge_rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// The load test speaks G.711 only (`parse_codec`): its static payload type.
-fn g711_payload_type(codec: Codec) -> u8 {
+/// The load test speaks PCMU, PCMA or G.722 (`parse_codec`): its static payload type.
+fn payload_type(codec: Codec) -> u8 {
     codec.static_payload_type().unwrap_or(0)
 }
 

@@ -1,5 +1,5 @@
 //! `sipconf loadtest`: N simulated phones against a running bridge, each a real
-//! SIP call over UDP with real-paced G.711 RTP, driven from one thread so the
+//! SIP call over UDP with real-paced G.711 or G.722 RTP, driven from one thread so the
 //! generator stays far cheaper than what it measures.
 //!
 //! One loop does everything: it places calls at `--ramp` per second, and on an
@@ -57,7 +57,7 @@ pub struct LoadtestArgs {
     /// Members are spread round-robin over rooms `room`, `room+1`, ...
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
-    /// pcmu or pcma.
+    /// pcmu, pcma or g722 (wideband: the bridge mixes at 16 kHz).
     #[arg(long, default_value = "pcmu", value_parser = parse_codec)]
     pub codec: Codec,
     /// Seconds measured once every call is up.
@@ -102,7 +102,8 @@ fn parse_codec(text: &str) -> Result<Codec, String> {
     match text.to_ascii_lowercase().as_str() {
         "pcmu" | "ulaw" => Ok(Codec::Pcmu),
         "pcma" | "alaw" => Ok(Codec::Pcma),
-        other => Err(format!("unknown codec {other:?} (pcmu or pcma)")),
+        "g722" | "g.722" => Ok(Codec::G722),
+        other => Err(format!("unknown codec {other:?} (pcmu, pcma or g722)")),
     }
 }
 
@@ -214,6 +215,7 @@ mod tests {
     fn codec_names_parse_in_either_case() {
         assert_eq!(parse_codec("PCMA"), Ok(Codec::Pcma));
         assert_eq!(parse_codec("pcmu"), Ok(Codec::Pcmu));
+        assert_eq!(parse_codec("G722"), Ok(Codec::G722));
         assert!(parse_codec("g729").is_err());
     }
 }

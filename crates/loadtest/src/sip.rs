@@ -66,18 +66,19 @@ impl Dialog {
     }
 
     /// Builds the INVITE (kept in `self.invite` for retransmission) offering one
-    /// G.711 codec at `rtp`.
+    /// codec at `rtp`: PCMU, PCMA or G.722, all with static payload types and
+    /// an 8000 Hz RTP clock (G.722's too, RFC 3551 4.5.2).
     pub fn build_invite(&mut self, rtp: SocketAddr, codec: Codec) {
         let (family, ip) = match rtp.ip() {
             IpAddr::V4(ip) => ("IP4", ip.to_string()),
             IpAddr::V6(ip) => ("IP6", ip.to_string()),
         };
-        // The load test speaks G.711 only (`parse_codec`): static payload types.
         let pt = codec.static_payload_type().unwrap_or(0);
         let sdp = format!(
-            "v=0\r\no=loadtest 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+            "v=0\r\no=loadtest 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/{}\r\na=ptime:20\r\na=sendrecv\r\n",
             rtp.port(),
-            codec.encoding_name()
+            codec.encoding_name(),
+            codec.rtp_clock_hz()
         );
         self.invite_branch = format!("z9hG4bK{}", token());
         let uri = self.request_uri.clone();
@@ -219,5 +220,27 @@ mod tests {
             Ok("127.0.0.1:30002".parse().unwrap())
         );
         assert!(answer_rtp_address(sdp, Codec::Pcma).is_err());
+        assert!(answer_rtp_address(sdp, Codec::G722).is_err());
+    }
+
+    #[test]
+    fn a_g722_phone_offers_payload_type_9_at_8000_and_wants_it_answered() {
+        let local = SocketAddr::from(([127, 0, 0, 1], 5070));
+        let mut dialog = Dialog::new(7, "1000", "127.0.0.1:5060".parse().unwrap(), local);
+        dialog.build_invite(SocketAddr::from(([127, 0, 0, 1], 40000)), Codec::G722);
+        let invite = SipText::parse(dialog.invite.as_bytes()).expect("a SIP message");
+        assert!(invite.body.contains("m=audio 40000 RTP/AVP 9\r\n"));
+        assert!(invite.body.contains("a=rtpmap:9 G722/8000\r\n"));
+        let g722 =
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30004 RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\n";
+        assert_eq!(
+            answer_rtp_address(g722, Codec::G722),
+            Ok("127.0.0.1:30004".parse().unwrap())
+        );
+        let pcmu = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30004 RTP/AVP 0\r\n";
+        assert_eq!(
+            answer_rtp_address(pcmu, Codec::G722),
+            Err("the SDP answer chose another codec")
+        );
     }
 }
