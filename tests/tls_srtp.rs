@@ -14,7 +14,7 @@ use sipconf::media::Codec;
 use sipconf_testkit::meter::tone_amplitude;
 use sipconf_testkit::testphone::{CallError, Phone, PhoneOptions, Signal};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const TONE_HZ: f64 = 700.0;
@@ -44,23 +44,6 @@ fn write_baresip_config(dir: &Path, sip_port: u16, mediaenc: &str, ca: Option<&P
          audio_codecs=PCMU/8000/1;answermode=manual\n"
     );
     std::fs::write(dir.join("accounts"), account).expect("baresip accounts");
-}
-
-/// Starts baresip for `seconds`, dialling `uri` at once, its SIP traced to stdout.
-fn run_baresip(dir: &Path, uri: &str, seconds: u32) -> std::process::Child {
-    Command::new("baresip")
-        .arg("-s")
-        .arg("-f")
-        .arg(dir)
-        .arg("-e")
-        .arg(format!("/dial {uri}"))
-        .arg("-t")
-        .arg(seconds.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start baresip")
 }
 
 /// A test CA and a certificate for 127.0.0.1 it signed, made with the
@@ -149,30 +132,14 @@ async fn baresip_is_heard(daemon: &Daemon, uri: &str, ca: Option<&Path>) -> Stri
         .expect("the plain phone calls the room");
     let dir = TempDir::new("sipconf-baresip");
     write_baresip_config(dir.path(), free_port(), "srtp-mand", ca);
-    let baresip = run_baresip(dir.path(), uri, 5);
+    let baresip = common::baresip::run(dir.path(), uri, 5);
     // The call is set up within a second or two; then the tone plays.
     let heard = listener
         .stream(&Signal::Silence, Duration::from_millis(4000))
         .await
         .expect("the listener's media");
-    let output = tokio::task::spawn_blocking(move || baresip.wait_with_output())
-        .await
-        .expect("join")
-        .expect("baresip ran");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        log.contains("Call established"),
-        "baresip's call was not established:\n{log}"
-    );
-    // The bridge answered SRTP: RTP/SAVP with its own a=crypto.
-    let answer_at = log
-        .find("SIP/2.0 200 OK")
-        .expect("a 200 in baresip's trace");
-    let answer = &log[answer_at..];
+    let (log, answer) = common::baresip::established_call(baresip).await;
+    let answer = &answer;
     assert!(
         answer.contains("RTP/SAVP"),
         "answer not on RTP/SAVP:\n{answer}"

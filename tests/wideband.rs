@@ -13,7 +13,6 @@ use sipconf_testkit::testphone::{
     AnsweredCodec, G722Offer, KeyMode, KeyPress, Phone, PhoneOptions, Recording, Signal,
 };
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 async fn g722_phone(daemon: &Daemon) -> Phone {
@@ -177,19 +176,7 @@ fn run_baresip_g722(dir: &Path, uri: &str, seconds: u32) -> std::process::Child 
         ),
     )
     .expect("baresip accounts");
-    Command::new("baresip")
-        .arg("-s")
-        .arg("-f")
-        .arg(dir)
-        .arg("-e")
-        .arg(format!("/dial {uri}"))
-        .arg("-t")
-        .arg(seconds.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start baresip")
+    common::baresip::run(dir, uri, seconds)
 }
 
 /// A real phone offering G.722 first gets G.722, and its 5 kHz tone, coded
@@ -210,23 +197,7 @@ async fn baresip_offering_g722_first_is_answered_with_g722_and_heard_wideband() 
         .stream(&Signal::Silence, Duration::from_millis(4000))
         .await
         .expect("the listener's media");
-    let output = tokio::task::spawn_blocking(move || baresip.wait_with_output())
-        .await
-        .expect("join")
-        .expect("baresip ran");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        log.contains("Call established"),
-        "baresip's call was not established:\n{log}"
-    );
-    let answer_at = log
-        .find("SIP/2.0 200 OK")
-        .expect("a 200 in baresip's trace");
-    let answer = &log[answer_at..];
+    let (_, answer) = common::baresip::established_call(baresip).await;
     assert!(
         answer.contains("RTP/AVP 9") && answer.contains("a=rtpmap:9 G722/8000"),
         "the answer is not G.722:\n{answer}"

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod baresip;
 pub mod kamailio;
 pub mod netns;
 pub mod sipp;
