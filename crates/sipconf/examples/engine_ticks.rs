@@ -140,6 +140,7 @@ fn main() {
                 telephone_event_rate_hz: 8000,
                 flags: MemberFlags::default(),
                 keypad: true,
+                opus: None,
                 srtp: None,
                 link: false,
             };
