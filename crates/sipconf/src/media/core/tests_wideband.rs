@@ -156,14 +156,19 @@ impl Room {
         phone.codec = codec;
         phone.encoder.reset();
         phone.decoder.reset();
+        phone.opus = (codec == Codec::Opus).then(|| {
+            let encoder = OpusEncoder::new(16_000, 32_000, 5).expect("encoder");
+            (encoder, OpusDecoder::new(16_000).expect("decoder"))
+        });
         let key = phone.key;
         self.command(Command::SetCodec {
             key,
             codec,
             payload_type: payload_type_of(codec),
             telephone_event_pt: Some(EVENT_PT),
-            telephone_event_rate_hz: 8000,
-            opus: None,
+            telephone_event_rate_hz: codec.rtp_clock_hz(),
+            opus: (codec == Codec::Opus)
+                .then(|| OpusStates::new(32_000, 5).expect("libopus (checked by the test)")),
         });
     }
 
@@ -699,4 +704,83 @@ fn a_lost_opus_packet_is_concealed_when_no_later_one_is_buffered() {
         "1 kHz frame by frame around the loss: {levels:.1?}"
     );
     assert_eq!(quality.packets_lost, 1, "{quality:?}");
+}
+
+#[test]
+fn a_re_invite_to_opus_takes_the_mix_to_16_khz_and_back() {
+    if !opus_here("a_re_invite_to_opus_takes_the_mix_to_16_khz_and_back") {
+        return;
+    }
+    let mut room = Room::new(2);
+    room.add(Codec::Pcmu);
+    room.add(Codec::Pcmu);
+    room.run(&[Sound::Silence, Sound::Silence], 5);
+    room.set_codec(1, Codec::Opus);
+    assert_eq!(room.mix_rate_hz(), Some(16_000));
+    let heard_before = room.phones[1].heard.len();
+    room.run(&[Sound::Sine(1000.0), Sound::Silence], 40);
+    let heard = room.phones[1].heard_since(heard_before + SETTLE_TICKS);
+    let level_db = tone_db(&heard, 16_000, 1000.0);
+    assert!(
+        level_db.abs() < 1.0,
+        "after the re-INVITE to Opus: {level_db:.2} dB"
+    );
+    room.set_codec(1, Codec::Pcma);
+    assert_eq!(room.mix_rate_hz(), Some(8000));
+}
+
+#[test]
+fn an_opus_member_without_its_libopus_states_is_refused() {
+    let mut room = Room::new(1);
+    let address = SocketAddr::from(([192, 0, 2, 10], 4000));
+    let add = AddMember {
+        key: MemberKey {
+            slot: 0,
+            generation: 1,
+        },
+        mix: 0,
+        sockets: MemberSockets::Shared,
+        remote_rtp: address,
+        remote_rtcp: SocketAddr::new(address.ip(), 4001),
+        signalling_ip: Some(address.ip()),
+        codec: Codec::Opus,
+        payload_type: OPUS_PT,
+        telephone_event_pt: None,
+        telephone_event_rate_hz: 48_000,
+        flags: MemberFlags::default(),
+        keypad: true,
+        // The media thread never builds them itself (libopus allocates).
+        opus: None,
+        srtp: None,
+        link: false,
+    };
+    let applied = room.command(Command::AddMember(Box::new(add)));
+    assert!(matches!(applied, Applied::Refused { .. }), "{applied:?}");
+}
+
+#[test]
+fn in_band_keys_from_an_opus_member_are_detected_at_8_khz() {
+    if !opus_here("in_band_keys_from_an_opus_member_are_detected_at_8_khz") {
+        return;
+    }
+    let mut room = Room::new(2);
+    let key = room.add(Codec::Opus);
+    room.add(Codec::Pcmu);
+    room.run(&[Sound::Silence, Sound::Silence], 10);
+    room.run(&[Sound::Key('5'), Sound::Silence], 5);
+    room.run(&[Sound::Silence, Sound::Silence], 10);
+    let digits: Vec<(char, DigitSource)> = room
+        .events
+        .iter()
+        .filter_map(|event| match *event {
+            Event::Digit {
+                key: pressed,
+                digit,
+                source,
+                ..
+            } if pressed == key => Some((digit, source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, [('5', DigitSource::InBand)]);
 }
