@@ -48,6 +48,7 @@
 //!     telephone_event_rate_hz: 8000,
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
+//!     opus: None,
 //!     srtp: None,
 //!     link: false,
 //! };
