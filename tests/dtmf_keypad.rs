@@ -175,6 +175,7 @@ impl Room {
                 telephone_event_rate_hz: 8000,
                 flags: MemberFlags::default(),
                 keypad,
+                opus: None,
                 srtp: None,
                 link: false,
             };

@@ -1,7 +1,8 @@
-//! Wideband end to end on loopback: G.722 test phones and G.711 ones in one
-//! room of the real daemon, each decoding what it receives with its own codec;
-//! in-band keys from a G.722 phone; and a real third-party phone, baresip
-//! (Debian `baresip-core`, whose G.722 is spandsp's), offering G.722 first.
+//! Wideband end to end on loopback: G.722 and Opus test phones and G.711
+//! ones in one room of the real daemon, each decoding what it receives with
+//! its own codec; in-band keys from a G.722 phone; and a real third-party
+//! phone, baresip (Debian `baresip-core`, whose G.722 is spandsp's),
+//! offering G.722 first.
 
 mod common;
 
@@ -20,6 +21,33 @@ async fn g722_phone(daemon: &Daemon) -> Phone {
     options.g722 = Some(G722Offer::First);
     let phone = Phone::call(options).await.expect("G.722 phone answered");
     assert_eq!(phone.answered_codec(), AnsweredCodec::G722);
+    phone
+}
+
+/// Whether libopus loads here: in CI (`CI` set) its absence fails the
+/// test; elsewhere the test says why it skipped.
+fn opus_here(test: &str) -> bool {
+    match sipconf::media::codec::opus::available() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: libopus is required in CI (.ci/run installs libopus0): {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+async fn opus_phone(daemon: &Daemon) -> Phone {
+    let phone = Phone::call(PhoneOptions::opus(daemon.sip, "1000"))
+        .await
+        .expect("Opus phone answered");
+    assert!(
+        matches!(phone.answered_codec(), AnsweredCodec::Opus { .. }),
+        "{:?}",
+        phone.answered_codec()
+    );
     phone
 }
 
@@ -218,4 +246,67 @@ async fn baresip_offering_g722_first_is_answered_with_g722_and_heard_wideband() 
         "the G.722 phone heard baresip's 5 kHz at amplitude {loudest:.0} (3 kHz: {off_tone:.0})"
     );
     listener.hangup().await.expect("bye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_phone_and_a_pcmu_phone_hear_each_other_within_1_db() {
+    if !opus_here("an_opus_phone_and_a_pcmu_phone_hear_each_other_within_1_db") {
+        return;
+    }
+    let daemon = Daemon::with_rooms();
+    let phones = vec![opus_phone(&daemon).await, pcmu_phone(&daemon).await];
+    let results = stream_together(
+        phones,
+        &[sine(1000.0), sine(600.0)],
+        Duration::from_millis(1500),
+    )
+    .await;
+    let (wide, narrow) = (&results[0].1, &results[1].1);
+    assert_eq!(wide.sample_rate_hz, 16_000);
+    let (from_narrow, from_wide) = (heard_db(wide, 600.0), heard_db(narrow, 1000.0));
+    assert!(
+        from_narrow.abs() <= 1.0,
+        "Opus heard PCMU at {from_narrow:.2} dB"
+    );
+    assert!(
+        from_wide.abs() <= 1.0,
+        "PCMU heard Opus at {from_wide:.2} dB"
+    );
+    for (mut phone, _) in results {
+        assert_eq!(phone.hangup().await.expect("bye"), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_khz_from_an_opus_phone_reaches_opus_and_not_pcmu() {
+    if !opus_here("six_khz_from_an_opus_phone_reaches_opus_and_not_pcmu") {
+        return;
+    }
+    let daemon = Daemon::with_rooms();
+    let phones = vec![
+        opus_phone(&daemon).await,
+        opus_phone(&daemon).await,
+        pcmu_phone(&daemon).await,
+    ];
+    let silence = sipconf_testkit::testphone::Signal::Silence;
+    let results = stream_together(
+        phones,
+        &[sine(6000.0), silence.clone(), silence],
+        Duration::from_millis(1500),
+    )
+    .await;
+    let wide_db = heard_db(&results[1].1, 6000.0);
+    assert!(wide_db.abs() <= 1.0, "Opus heard 6 kHz at {wide_db:.2} dB");
+    let narrow = &results[2].1.samples;
+    let steady = &narrow[4000..narrow.len().min(8000)];
+    let rms =
+        (steady.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / steady.len() as f64).sqrt();
+    let narrow_db = db_ratio(rms * 2f64.sqrt(), AMPLITUDE);
+    assert!(
+        narrow_db < -40.0,
+        "PCMU heard {narrow_db:.1} dB of the 6 kHz tone"
+    );
+    for (mut phone, _) in results {
+        assert_eq!(phone.hangup().await.expect("bye"), 200);
+    }
 }

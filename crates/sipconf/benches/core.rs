@@ -89,6 +89,7 @@ fn core_with_members(srtp: bool, start: Instant) -> MediaCore {
             telephone_event_rate_hz: 8000,
             flags: MemberFlags::default(),
             keypad: true,
+            opus: None,
             srtp: srtp.then(|| {
                 Box::new(MemberSrtp::new(
                     Suite::AesCm128HmacSha1_80,

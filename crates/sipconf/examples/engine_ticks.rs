@@ -14,13 +14,16 @@
 //! `shared`: all share one port pair (`media.shared_port`). A fifth argument
 //! picks the codecs: `pcmu` (the default: an 8 kHz room), `g722` (every
 //! member G.722: a 16 kHz room), `mixed` (the first member G.722, the rest
-//! PCMU: a 16 kHz room of narrowband listeners).
+//! PCMU: a 16 kHz room of narrowband listeners), `opus` (every member Opus
+//! at 32 kbit/s, complexity 5: a 16 kHz room; needs libopus).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
 use sipconf::media::codec::g722::G722Encoder;
+use sipconf::media::codec::opus::OpusEncoder;
+use sipconf::media::codec::OpusStates;
 use sipconf::media::engine::{Continue, Engine, TICK};
 use sipconf::media::rtp::{write_rtp, RtpHeader};
 use sipconf::media::{
@@ -35,7 +38,11 @@ struct Phone {
     tone_hz: Option<f64>,
     codec: Codec,
     g722: G722Encoder,
+    opus: Option<OpusEncoder>,
 }
+
+/// The dynamic payload type the workload's Opus members use.
+const OPUS_PT: u8 = 111;
 
 impl Phone {
     fn send(&mut self, frame: u32, datagram: &mut [u8]) {
@@ -50,18 +57,20 @@ impl Phone {
             }
         }
         let mut payload = [0u8; 160];
-        match self.codec {
-            Codec::G722 => self.g722.encode(pcm, &mut payload),
-            codec => codec.encode(pcm, &mut payload),
+        let len = match (self.codec, self.opus.as_mut()) {
+            (Codec::G722, _) => self.g722.encode(pcm, &mut payload),
+            (Codec::Opus, Some(opus)) => opus.encode(pcm, &mut payload).expect("encode"),
+            (codec, _) => codec.encode(pcm, &mut payload),
         };
+        let payload = &payload[..len];
         let header = RtpHeader {
-            payload_type: self.codec.static_payload_type().expect("a static type"),
+            payload_type: self.codec.static_payload_type().unwrap_or(OPUS_PT),
             marker: frame == 0,
             sequence: frame as u16,
-            timestamp: frame * 160,
+            timestamp: frame * self.codec.rtp_frame_ticks(),
             ssrc: 0x5EED,
         };
-        let len = write_rtp(&header, &payload, datagram).expect("fits");
+        let len = write_rtp(&header, payload, datagram).expect("fits");
         // A full buffer on the bridge side is the bridge's loss, not the workload's.
         let _ = self.socket.send_to(&datagram[..len], self.bridge);
     }
@@ -90,6 +99,7 @@ fn main() {
     let codec_of = |slot: usize| match std::env::args().nth(5).as_deref() {
         Some("g722") => Codec::G722,
         Some("mixed") if slot == 0 => Codec::G722,
+        Some("opus") => Codec::Opus,
         _ => Codec::Pcmu,
     };
     let loopback = IpAddr::from([127, 0, 0, 1]);
@@ -135,11 +145,13 @@ fn main() {
                 remote_rtcp: SocketAddr::new(loopback, phone_address.port().wrapping_add(1)),
                 signalling_ip: Some(loopback),
                 codec: codec_of(slot),
-                payload_type: codec_of(slot).static_payload_type().expect("a static type"),
+                payload_type: codec_of(slot).static_payload_type().unwrap_or(OPUS_PT),
                 telephone_event_pt: Some(101),
-                telephone_event_rate_hz: 8000,
+                telephone_event_rate_hz: codec_of(slot).rtp_clock_hz(),
                 flags: MemberFlags::default(),
                 keypad: true,
+                opus: (codec_of(slot) == Codec::Opus)
+                    .then(|| OpusStates::new(32_000, 5).expect("libopus")),
                 srtp: None,
                 link: false,
             };
@@ -152,6 +164,8 @@ fn main() {
                 tone_hz: (slot < talkers).then(|| tones[slot % tones.len()]),
                 codec: codec_of(slot),
                 g722: G722Encoder::new(),
+                opus: (codec_of(slot) == Codec::Opus)
+                    .then(|| OpusEncoder::new(16_000, 32_000, 5).expect("libopus")),
             }
         })
         .collect();

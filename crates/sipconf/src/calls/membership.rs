@@ -129,7 +129,8 @@ impl Switchboard {
         };
         let call_id = call.id.clone();
         let sip_held = call.held;
-        let add = |key, mix, flags| add_member(call, sockets, key, mix, flags, keypad, link);
+        let media = &self.config.media;
+        let add = |key, mix, flags| add_member(call, media, sockets, key, mix, flags, keypad, link);
         let Some(media_key) = self.keys.allocate() else {
             tracing::warn!("every media slot is taken");
             return Err(CallError::Busy(Busy::NoMediaSlot));
@@ -335,7 +336,8 @@ impl Switchboard {
             ..MemberFlags::default()
         };
         // Keys are the PIN here, never keypad commands.
-        let add = |key, mix| add_member(call, sockets, key, mix, flags, false, false);
+        let media = &self.config.media;
+        let add = |key, mix| add_member(call, media, sockets, key, mix, flags, false, false);
         let Some(media) = self.keys.allocate() else {
             return Err("every media slot is taken");
         };
@@ -458,8 +460,10 @@ impl Switchboard {
 }
 
 /// The media plane's order to serve an answered call in slot `media` of mix `mix`.
+#[allow(clippy::too_many_arguments)]
 fn add_member(
     call: &Call,
+    settings: &crate::config::MediaSettings,
     sockets: MemberSockets,
     media: MemberKey,
     mix: u32,
@@ -467,6 +471,7 @@ fn add_member(
     keypad: bool,
     link: bool,
 ) -> AddMember {
+    let codec = media_codec(call.negotiated.codec);
     AddMember {
         key: media,
         mix,
@@ -474,7 +479,8 @@ fn add_member(
         remote_rtp: call.negotiated.remote_rtp_addr,
         remote_rtcp: call.remote_rtcp(),
         signalling_ip: Some(call.signalling_ip),
-        codec: media_codec(call.negotiated.codec),
+        codec,
+        opus: opus_states(codec, settings),
         payload_type: call.negotiated.codec_pt,
         // A link's keys are nobody's: its telephone-events are dropped.
         telephone_event_pt: call.negotiated.telephone_event_pt.filter(|_| !link),
@@ -524,10 +530,16 @@ fn media_codec(codec: sdp::SdpCodec) -> media::Codec {
 }
 
 /// The media plane's order to carry on with the codec a re-offer settled.
-pub(super) fn set_codec(call: &Call, media: MemberKey) -> Command {
+pub(super) fn set_codec(
+    call: &Call,
+    media: MemberKey,
+    settings: &crate::config::MediaSettings,
+) -> Command {
+    let codec = media_codec(call.negotiated.codec);
     Command::SetCodec {
         key: media,
-        codec: media_codec(call.negotiated.codec),
+        codec,
+        opus: opus_states(codec, settings),
         payload_type: call.negotiated.codec_pt,
         // A link's keys are nobody's, as when it joined.
         telephone_event_pt: call
@@ -536,6 +548,22 @@ pub(super) fn set_codec(call: &Call, media: MemberKey) -> Command {
             .filter(|_| call.link.is_none()),
         telephone_event_rate_hz: call.negotiated.telephone_event_rate_hz,
     }
+}
+
+/// An Opus member's libopus states, built here on the signalling side (the
+/// media thread never allocates them); None for other codecs. Should
+/// libopus refuse after loading, the media plane refuses the member and
+/// says so in its dropped-command count; this logs why.
+pub(super) fn opus_states(
+    codec: media::Codec,
+    settings: &crate::config::MediaSettings,
+) -> Option<Box<media::codec::OpusStates>> {
+    if codec != media::Codec::Opus {
+        return None;
+    }
+    media::codec::OpusStates::new(settings.opus_bitrate_bps, settings.opus_complexity)
+        .inspect_err(|e| tracing::warn!("an Opus member cannot be served: {e}"))
+        .ok()
 }
 
 /// `media.codecs` less what this bridge cannot run.

@@ -762,7 +762,7 @@ impl Switchboard {
         let set_codec = joined
             .as_ref()
             .filter(|_| codec_changed)
-            .map(|(_, media_key)| set_codec(call, *media_key));
+            .map(|(_, media_key)| set_codec(call, *media_key, &self.config.media));
         tracing::info!(call = %call.id, held, codec = ?call.negotiated.codec, "re-offer");
         if let Some(set_codec) = set_codec {
             self.media(set_codec);

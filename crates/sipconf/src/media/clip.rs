@@ -411,6 +411,7 @@ mod tests {
                 telephone_event_rate_hz: 8000,
                 flags: Default::default(),
                 keypad: false,
+                opus: None,
                 srtp: None,
                 link: false,
             };

@@ -480,6 +480,7 @@ mod tests {
             telephone_event_rate_hz: 8000,
             flags,
             keypad: true,
+            opus: None,
             srtp: None,
             link: false,
         };
@@ -1021,6 +1022,7 @@ mod tests {
                 telephone_event_rate_hz: 8000,
                 flags: MemberFlags::default(),
                 keypad: true,
+                opus: None,
                 srtp: None,
                 link: false,
             };

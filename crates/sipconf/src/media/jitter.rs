@@ -5,14 +5,24 @@
 //! Keying on the timestamp rather than the sequence number means packets that
 //! carry no audio (RFC 4733 events, which reuse the stream's sequence numbers
 //! but not its audio clock) take no place in the audio, and a pause in the
-//! far end's audio adds no delay. It assumes one payload byte per RTP clock
-//! tick, which holds for G.711 and G.722 (RFC 3551 §4.5.2).
+//! far end's audio adds no delay. In byte mode (G.711, G.722) it assumes one
+//! payload byte per RTP clock tick (RFC 3551 §4.5.2), so packets of any
+//! length fill frames byte-wise. In packet mode (Opus, `reset_packets`) each
+//! packet is one 20 ms frame of variable length, kept whole with its length
+//! for the decoder, and a lost frame's successor can be read (`peek_next`)
+//! for its in-band FEC.
 //!
 //! Sans-IO: the caller pushes what arrived and pops once per tick; wall time is
 //! never read.
 
 /// Largest frame: 20 ms of G.711 or G.722 (160 bytes).
 pub const FRAME_BYTES_MAX: usize = 160;
+
+/// Largest packet kept in packet mode: 20 ms of Opus voice at up to
+/// 160 kbit/s. libopus allows 1275 bytes, but nothing a phone sends for
+/// voice comes near; a bigger packet is refused as `Oversize` rather than
+/// every slot carrying room for it.
+pub const PACKET_BYTES_MAX: usize = 400;
 
 /// Frames the buffer can hold; 320 ms of reordering or delay.
 pub const CAPACITY_FRAMES: usize = 16;
@@ -70,9 +80,15 @@ pub enum Pop<'a> {
 struct Tag {
     /// The frame number this entry holds (valid while `segments != 0`).
     frame: u32,
-    /// Bit `i` set: segment `i` of the frame arrived.
+    /// Bit `i` set: segment `i` of the frame arrived (all of them at once
+    /// in packet mode).
     segments: u8,
+    /// Packet mode: the packet's length in bytes.
+    len: u16,
 }
+
+/// Every segment of a frame: a packet-mode frame arrives whole.
+const WHOLE_FRAME: u8 = (1 << SEGMENTS_PER_FRAME) - 1;
 
 /// Counters a caller may export.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,10 +107,14 @@ pub struct JitterStats {
 
 pub struct JitterBuffer {
     tags: Box<[Tag]>,
-    payloads: Box<[[u8; FRAME_BYTES_MAX]]>,
+    /// Byte mode uses the first `frame_samples` bytes of an entry; packet
+    /// mode up to `PACKET_BYTES_MAX`.
+    payloads: Box<[[u8; PACKET_BYTES_MAX]]>,
     playout_delay_frames: usize,
     frame_samples: u32,
     silence_byte: u8,
+    /// Each packet is one frame of any length (Opus), not one byte per tick.
+    packet_mode: bool,
     ssrc: Option<u32>,
     /// RTP timestamp of the frame the next pop plays.
     next_timestamp: u32,
@@ -116,10 +136,11 @@ impl JitterBuffer {
     pub fn new(playout_delay_frames: usize, frame_samples: u32) -> Self {
         JitterBuffer {
             tags: vec![Tag::default(); CAPACITY_FRAMES].into_boxed_slice(),
-            payloads: vec![[0; FRAME_BYTES_MAX]; CAPACITY_FRAMES].into_boxed_slice(),
+            payloads: vec![[0; PACKET_BYTES_MAX]; CAPACITY_FRAMES].into_boxed_slice(),
             playout_delay_frames: playout_delay_frames.clamp(1, CAPACITY_FRAMES - 1),
             frame_samples: frame_samples.clamp(SEGMENTS_PER_FRAME as u32, FRAME_BYTES_MAX as u32),
             silence_byte: 0,
+            packet_mode: false,
             ssrc: None,
             next_timestamp: 0,
             next_frame: 0,
@@ -138,6 +159,17 @@ impl JitterBuffer {
         self.ssrc = None;
         self.frame_samples = frame_samples.clamp(SEGMENTS_PER_FRAME as u32, FRAME_BYTES_MAX as u32);
         self.silence_byte = silence_byte;
+        self.packet_mode = false;
+        self.stats = JitterStats::default();
+    }
+
+    /// Forgets the stream and keeps whole packets from now on, one per
+    /// frame of `frame_ticks` RTP units (960 for 20 ms of Opus).
+    pub fn reset_packets(&mut self, frame_ticks: u32) {
+        self.clear();
+        self.ssrc = None;
+        self.frame_samples = frame_ticks.max(1);
+        self.packet_mode = true;
         self.stats = JitterStats::default();
     }
 
@@ -187,13 +219,27 @@ impl JitterBuffer {
 
     pub fn push(&mut self, timestamp: u32, ssrc: u32, payload: &[u8]) -> Push {
         let frame = self.frame_len();
-        let len = payload.len() as i64;
+        // The RTP units the payload covers.
+        let len = if self.packet_mode {
+            if payload.len() > PACKET_BYTES_MAX {
+                self.stats.oversize += 1;
+                return Push::Oversize;
+            }
+            frame
+        } else {
+            payload.len() as i64
+        };
         if len > (CAPACITY_FRAMES as i64 - 1) * frame {
             self.stats.oversize += 1;
             return Push::Oversize;
         }
         let jump = RESYNC_JUMP_FRAMES * frame;
         let mut offset = i64::from(timestamp.wrapping_sub(self.next_timestamp) as i32);
+        if self.packet_mode {
+            // A packet is a whole frame: one a little off the frame grid
+            // belongs to the nearest frame.
+            offset = (offset + frame / 2).div_euclid(frame) * frame;
+        }
         let mut outcome = Push::Stored;
         if self.ssrc != Some(ssrc) || offset >= jump || offset + len <= -jump {
             self.resync(ssrc, timestamp);
@@ -226,8 +272,12 @@ impl JitterBuffer {
             self.shift_playout(1);
             offset -= frame;
         }
-        let skip = (-offset).max(0);
-        let added = self.write(offset + skip, &payload[skip as usize..]);
+        let added = if self.packet_mode {
+            self.write_packet(offset, payload)
+        } else {
+            let skip = (-offset).max(0);
+            self.write(offset + skip, &payload[skip as usize..])
+        };
         if !added {
             self.stats.duplicates += 1;
             return Push::Duplicate;
@@ -244,6 +294,39 @@ impl JitterBuffer {
             .find(|&k| self.holds(self.next_frame.wrapping_add(k)))
             .map_or(0, i64::from);
         last - frames < CAPACITY_FRAMES as i64
+    }
+
+    /// Packet mode: keeps `packet` as the frame `offset` (>= 0, a whole
+    /// number of frames) clock ticks after the playout point; returns
+    /// whether it was new.
+    fn write_packet(&mut self, offset: i64, packet: &[u8]) -> bool {
+        let frame = self
+            .next_frame
+            .wrapping_add((offset / self.frame_len()) as u32);
+        let index = Self::entry_index(frame);
+        let tag = &mut self.tags[index];
+        if tag.segments != 0 && tag.frame == frame {
+            return false;
+        }
+        *tag = Tag {
+            frame,
+            segments: WHOLE_FRAME,
+            len: packet.len() as u16,
+        };
+        self.payloads[index][..packet.len()].copy_from_slice(packet);
+        true
+    }
+
+    /// Packet mode: the packet of the frame the next pop plays, if it has
+    /// arrived, left in place. After `Pop::Lost` it is the lost frame's
+    /// successor, whose in-band FEC may carry the lost one.
+    pub fn peek_next(&self) -> Option<&[u8]> {
+        let frame = self.next_frame;
+        if !self.packet_mode || !self.holds(frame) {
+            return None;
+        }
+        let index = Self::entry_index(frame);
+        Some(&self.payloads[index][..usize::from(self.tags[index].len)])
     }
 
     /// Writes `bytes` starting `offset` (>= 0) clock ticks after the playout
@@ -324,8 +407,14 @@ impl JitterBuffer {
         self.played_since_resync = true;
         if self.holds(frame) {
             let index = Self::entry_index(frame);
-            self.tags[index].segments = 0;
-            Pop::Frame(&self.payloads[index][..frame_len])
+            let tag = &mut self.tags[index];
+            tag.segments = 0;
+            let len = if self.packet_mode {
+                usize::from(tag.len)
+            } else {
+                frame_len
+            };
+            Pop::Frame(&self.payloads[index][..len])
         } else {
             self.stats.lost += 1;
             Pop::Lost
@@ -644,5 +733,80 @@ mod tests {
         let big = vec![0u8; CAPACITY_FRAMES * FRAME as usize];
         assert_eq!(buffer.push(0, SSRC, &big), Push::Oversize);
         assert_eq!(buffer.buffered_frames(), 0);
+    }
+
+    /// Opus-like frames: 960 RTP units, packets of any length.
+    const OPUS_FRAME: u32 = 960;
+
+    fn packet_buffer(delay: usize) -> JitterBuffer {
+        let mut buffer = JitterBuffer::new(delay, FRAME);
+        buffer.reset_packets(OPUS_FRAME);
+        buffer
+    }
+
+    /// Packet `n`: `n + 1` bytes, all `n`, timestamp continuous across the wrap.
+    fn push_packet(buffer: &mut JitterBuffer, n: u32) -> Push {
+        let timestamp = (u32::MAX - 20 * OPUS_FRAME).wrapping_add(n * OPUS_FRAME);
+        buffer.push(timestamp, SSRC, &vec![n as u8; n as usize + 1])
+    }
+
+    #[test]
+    fn packet_mode_plays_each_packet_whole_with_its_own_length() {
+        let mut buffer = packet_buffer(2);
+        for n in [10, 12, 11] {
+            push_packet(&mut buffer, n);
+        }
+        for n in 10..13u8 {
+            assert_eq!(buffer.pop(), Pop::Frame(&vec![n; usize::from(n) + 1][..]));
+        }
+    }
+
+    #[test]
+    fn packet_mode_lets_a_lost_frame_read_its_successor_for_fec() {
+        let mut buffer = packet_buffer(1);
+        push_packet(&mut buffer, 1);
+        push_packet(&mut buffer, 3);
+        assert_eq!(buffer.pop(), Pop::Frame(&[1, 1][..]));
+        assert_eq!(buffer.pop(), Pop::Lost);
+        assert_eq!(buffer.peek_next(), Some(&[3, 3, 3, 3][..]));
+        assert_eq!(buffer.pop(), Pop::Frame(&[3, 3, 3, 3][..]));
+        assert_eq!(buffer.peek_next(), None);
+        assert_eq!(buffer.stats.lost, 1);
+    }
+
+    #[test]
+    fn packet_mode_drops_duplicates_late_and_oversize_packets() {
+        let mut buffer = packet_buffer(1);
+        push_packet(&mut buffer, 5);
+        assert_eq!(push_packet(&mut buffer, 5), Push::Duplicate);
+        assert!(matches!(buffer.pop(), Pop::Frame(_)));
+        assert_eq!(push_packet(&mut buffer, 4), Push::Late);
+        let big = vec![0u8; PACKET_BYTES_MAX + 1];
+        let timestamp = (u32::MAX - 20 * OPUS_FRAME).wrapping_add(6 * OPUS_FRAME);
+        assert_eq!(buffer.push(timestamp, SSRC, &big), Push::Oversize);
+        let most = vec![7u8; PACKET_BYTES_MAX];
+        assert_eq!(buffer.push(timestamp, SSRC, &most), Push::Stored);
+        assert_eq!(buffer.pop(), Pop::Frame(&most[..]));
+        let stats = buffer.stats;
+        assert_eq!((stats.duplicates, stats.late, stats.oversize), (1, 1, 1));
+    }
+
+    #[test]
+    fn packet_mode_puts_a_packet_slightly_off_the_grid_in_the_nearest_frame() {
+        let mut buffer = packet_buffer(2);
+        push_packet(&mut buffer, 0);
+        let timestamp = (u32::MAX - 20 * OPUS_FRAME).wrapping_add(OPUS_FRAME + 10);
+        assert_eq!(buffer.push(timestamp, SSRC, &[9]), Push::Stored);
+        assert!(matches!(buffer.pop(), Pop::Frame(_)));
+        assert_eq!(buffer.pop(), Pop::Frame(&[9][..]));
+    }
+
+    #[test]
+    fn back_in_byte_mode_after_packet_mode_frames_fill_byte_wise_again() {
+        let mut buffer = packet_buffer(1);
+        push_packet(&mut buffer, 2);
+        buffer.reset(FRAME, 0xFF);
+        assert_eq!(push(&mut buffer, 1), Push::Resynced);
+        assert_eq!(pop_frame(&mut buffer), Some(1));
     }
 }

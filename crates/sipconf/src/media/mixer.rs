@@ -10,6 +10,7 @@
 //! shared payload is the limited mix decimated once (`Decimator2x`, state
 //! kept here) and encoded once per codec.
 
+use crate::media::codec::opus::OpusEncoder;
 use crate::media::codec::{Codec, SharedEncoders};
 use crate::media::resample::{Decimator2x, Kernel2x, NARROW_RATE_HZ, WIDE_RATE_HZ};
 
@@ -87,6 +88,12 @@ pub struct Mix {
     /// before this tick's frame, for a listener that starts a mix of its own.
     encoders: SharedEncoders,
     encoders_at_tick_start: SharedEncoders,
+    /// The shared Opus stream's encoder, brought by the mix's first Opus
+    /// member (libopus allocates: never on the media thread) and kept for
+    /// later ones. Not in `SharedEncoders`: a libopus state is not a value
+    /// to copy each tick, and an Opus talker's own encoder needs no
+    /// hand-over from it.
+    opus: Option<Box<OpusEncoder>>,
 }
 
 impl Mix {
@@ -113,6 +120,7 @@ impl Mix {
             decimator_at_tick_start: Decimator2x::default(),
             encoders: SharedEncoders::default(),
             encoders_at_tick_start: SharedEncoders::default(),
+            opus: None,
         };
         mix.set_rate(rate_hz)?;
         Ok(mix)
@@ -125,6 +133,10 @@ impl Mix {
         if self.codec_members[codec.index()] == 1 {
             // Its first listener's decoder starts from the reset state too.
             self.encoders.reset(codec);
+            if let (Codec::Opus, Some(encoder)) = (codec, self.opus.as_mut()) {
+                // OPUS_RESET_STATE: no allocation.
+                let _ = encoder.reset();
+            }
         }
         self.follow_members()
     }
@@ -155,6 +167,22 @@ impl Mix {
         let _ = self.set_rate(rate_hz);
         self.decimator.reset();
         true
+    }
+
+    /// An Opus member brings an encoder for the shared Opus stream: the mix
+    /// keeps the first; a spare comes back for the caller to drop (in
+    /// command handling, never in the tick).
+    pub fn offer_opus_encoder(&mut self, encoder: Box<OpusEncoder>) -> Option<Box<OpusEncoder>> {
+        if self.opus.is_some() {
+            return Some(encoder);
+        }
+        self.opus = Some(encoder);
+        None
+    }
+
+    /// The shared Opus encoder, given up when the mix empties.
+    pub fn take_opus_encoder(&mut self) -> Option<Box<OpusEncoder>> {
+        self.opus.take()
     }
 
     /// The mix's sample rate (8000 or 16000).
@@ -359,6 +387,14 @@ impl Mix {
             let pcm = &self.limited[..frame];
             if codec.is_g711() {
                 codec.encode(pcm, &mut self.shared[index].bytes)
+            } else if codec == Codec::Opus {
+                // An encoder refusing (or none handed in): an empty payload,
+                // which the phone conceals.
+                self.opus.as_mut().map_or(0, |encoder| {
+                    encoder
+                        .encode(pcm, &mut self.shared[index].bytes)
+                        .unwrap_or(0)
+                })
             } else {
                 self.encoders_at_tick_start.clone_from(&self.encoders);
                 self.encoders

@@ -141,6 +141,11 @@ pub struct AddMember {
     /// Some: the member's media is SRTP with these contexts (`sip/sdp.rs`
     /// negotiated the keys); boxed, and keyed, on the signalling side.
     pub srtp: Option<Box<srtp::MemberSrtp>>,
+    /// Opus (`codec` is `Codec::Opus`): the member's libopus states and an
+    /// encoder for its mix's shared stream, built on the signalling side
+    /// (`OpusStates::new`); an Opus member without them is refused. None
+    /// for every other codec.
+    pub opus: Option<Box<codec::OpusStates>>,
     /// A cascade link to another bridge (docs/scaling.md "Cascading"): what
     /// it sends is other people's mix, so no key is listened for (a mix of
     /// two voices can look like a key's tone pair), nothing is held back,
@@ -199,6 +204,8 @@ pub enum Command {
         payload_type: u8,
         telephone_event_pt: Option<u8>,
         telephone_event_rate_hz: u32,
+        /// As `AddMember::opus`: Some when `codec` is Opus.
+        opus: Option<Box<codec::OpusStates>>,
     },
     /// Sends RTCP BYE and frees the slot.
     RemoveMember {

@@ -314,8 +314,12 @@ impl Slot {
         self.follow_mix_rate(self.mix_rate_hz);
         self.payload_type = payload_type;
         self.telephone_event_pt = telephone_event_pt;
-        self.jitter
-            .reset(self.codec.rtp_frame_ticks(), self.codec.silence_byte());
+        if self.codec == Codec::Opus {
+            self.jitter.reset_packets(self.codec.rtp_frame_ticks());
+        } else {
+            self.jitter
+                .reset(self.codec.rtp_frame_ticks(), self.codec.silence_byte());
+        }
         self.concealed_frames = 0;
         self.decoded.fill(0);
         self.up.reset();
@@ -353,6 +357,10 @@ impl Slot {
     /// Frees the slot for the next member.
     pub fn stop(&mut self) {
         self.active = false;
+        if matches!(self.codec_state, CodecState::Opus(_)) {
+            // libopus's states freed here, in command handling.
+            self.codec_state = CodecState::G711(Codec::Pcmu);
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -434,7 +442,7 @@ impl Slot {
             jitter_us: self
                 .reception
                 .interarrival
-                .jitter_us(self.codec.sample_rate_hz()),
+                .jitter_us(self.codec.rtp_clock_hz()),
         }
     }
 
@@ -582,7 +590,25 @@ impl Slot {
             Pop::Lost => Played::Lost,
             Pop::Empty => Played::Empty,
         };
-        if played != Played::Frame {
+        if played != Played::Frame && self.codec == Codec::Opus {
+            // Out of line: a lost frame from the in-band FEC of the next
+            // packet when it is here (a playout delay of two frames or
+            // more), else libopus's concealment, which fades by itself; an
+            // underrun (the lost packet was the only one due) is concealed
+            // as long as G.711's repeat would be, then silence.
+            let next = match played {
+                Played::Lost => self.jitter.peek_next(),
+                _ => None,
+            };
+            let recovered =
+                if played == Played::Lost || self.concealed_frames < CONCEAL_REPEAT_FRAMES {
+                    self.codec_state.recover(next, pcm)
+                } else {
+                    0
+                };
+            pcm[recovered..].fill(0);
+            self.concealed_frames = self.concealed_frames.saturating_add(1);
+        } else if played != Played::Frame {
             if self.concealed_frames < CONCEAL_REPEAT_FRAMES {
                 for sample in pcm.iter_mut() {
                     *sample /= 2;
@@ -913,6 +939,7 @@ mod tests {
             telephone_event_rate_hz: 8000,
             flags: MemberFlags::default(),
             keypad: true,
+            opus: None,
             srtp: None,
             link: false,
         };

@@ -17,6 +17,7 @@ pub mod opus;
 use std::fmt;
 
 use g722::{G722Decoder, G722Encoder};
+use opus::{OpusDecoder, OpusEncoder, OpusError};
 
 /// A codec the media plane cannot serve in this build or on this host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,53 @@ pub enum CodecState {
         decoder: G722Decoder,
         encoder: G722Encoder,
     },
+    /// Opus: libopus states on the heap, made on the signalling side
+    /// (`OpusStates::new`).
+    Opus(Box<OpusCodec>),
+}
+
+/// An Opus member's decoder and the encoder of its own mix, both at 16 kHz.
+pub struct OpusCodec {
+    pub decoder: OpusDecoder,
+    pub encoder: OpusEncoder,
+}
+
+impl fmt::Debug for OpusCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OpusCodec")
+    }
+}
+
+/// What an Opus member brings to the media plane, all allocated by libopus
+/// on the signalling side so the media thread never does: its own states,
+/// and an encoder for its mix's shared Opus stream, which a mix without one
+/// keeps (`Mix::offer_opus_encoder`) and any other drops while handling the
+/// command (as SRTP contexts are).
+pub struct OpusStates {
+    pub member: CodecState,
+    pub mix_encoder: Box<OpusEncoder>,
+}
+
+impl fmt::Debug for OpusStates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OpusStates")
+    }
+}
+
+impl OpusStates {
+    /// Everything an Opus member needs, at `bitrate_bps` and `complexity`
+    /// (`MediaConfig::opus_bitrate_bps`, `opus_complexity`).
+    pub fn new(bitrate_bps: u32, complexity: u8) -> Result<Box<OpusStates>, OpusError> {
+        let rate_hz = Codec::Opus.sample_rate_hz();
+        let encoder = || OpusEncoder::new(rate_hz, bitrate_bps, complexity);
+        Ok(Box::new(OpusStates {
+            member: CodecState::Opus(Box::new(OpusCodec {
+                decoder: OpusDecoder::new(rate_hz)?,
+                encoder: encoder()?,
+            })),
+            mix_encoder: Box::new(encoder()?),
+        }))
+    }
 }
 
 impl CodecState {
@@ -61,20 +109,25 @@ impl CodecState {
                 decoder: G722Decoder::new(),
                 encoder: G722Encoder::new(),
             }),
-            // Wired when the Opus module lands.
+            // On the heap: `OpusStates::new`, off the media thread.
             Codec::Opus => Err(CodecUnavailable(codec)),
         }
     }
 
-    /// Whether the media plane can serve `codec` here.
+    /// Whether the media plane can serve `codec` here (Opus: whether
+    /// libopus loads).
     pub fn available(codec: Codec) -> Result<(), CodecUnavailable> {
-        CodecState::new(codec).map(|_| ())
+        match codec {
+            Codec::Opus => opus::available().map_err(|_| CodecUnavailable(codec)),
+            _ => CodecState::new(codec).map(|_| ()),
+        }
     }
 
     pub fn codec(&self) -> Codec {
         match self {
             CodecState::G711(codec) => *codec,
             CodecState::G722 { .. } => Codec::G722,
+            CodecState::Opus(_) => Codec::Opus,
         }
     }
 
@@ -86,7 +139,32 @@ impl CodecState {
         match self {
             CodecState::G711(codec) => codec.decode(payload, out),
             CodecState::G722 { decoder, .. } => decoder.decode(payload, out),
+            // A packet libopus refuses is concealed like a lost one.
+            CodecState::Opus(opus) => opus
+                .decoder
+                .decode(payload, out)
+                .or_else(|_| opus.decoder.conceal(out))
+                .unwrap_or(0),
         }
+    }
+
+    /// A frame was lost: Opus recovers it from `next` (the following
+    /// packet, when it has arrived) by its in-band FEC, else conceals it
+    /// (PLC); returns the samples written, none for a codec that cannot
+    /// (the caller fades the last frame out).
+    #[cold]
+    #[inline(never)]
+    pub fn recover(&mut self, next: Option<&[u8]>, out: &mut [i16]) -> usize {
+        let CodecState::Opus(opus) = self else {
+            return 0;
+        };
+        let recovered = match next {
+            Some(next) => opus.decoder.decode_fec(next, out),
+            None => opus.decoder.conceal(out),
+        };
+        recovered
+            .or_else(|_| opus.decoder.conceal(out))
+            .unwrap_or(0)
     }
 
     /// Encodes the member's own frame (at the codec's rate) into `out`;
@@ -96,13 +174,16 @@ impl CodecState {
         match self {
             CodecState::G711(codec) => codec.encode(pcm, out),
             CodecState::G722 { encoder, .. } => encoder.encode(pcm, out),
+            CodecState::Opus(opus) => opus.encoder.encode(pcm, out).unwrap_or(0),
         }
     }
 
     /// The member starts hearing a mix of its own after the listeners'
     /// shared stream: its encoder continues from the shared one's state
     /// (`shared`, before this tick's frame), so the phone's decoder, which
-    /// followed the shared stream, stays in step.
+    /// followed the shared stream, stays in step. Opus needs no such
+    /// hand-over: each packet carries its own mode and the decoder follows
+    /// a change of encoder with at most a short transition.
     pub fn continue_from_shared(&mut self, shared: &SharedEncoders) {
         if let CodecState::G722 { encoder, .. } = self {
             *encoder = shared.g722;

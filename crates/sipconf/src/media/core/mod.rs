@@ -48,6 +48,7 @@
 //!     telephone_event_rate_hz: 8000,
 //!     flags: MemberFlags::default(),
 //!     keypad: true,
+//!     opus: None,
 //!     srtp: None,
 //!     link: false,
 //! };
@@ -88,7 +89,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::media::clip::{ClipEnd, ClipTarget, Clips, ResolvedTarget};
-use crate::media::codec::{Codec, CodecState};
+use crate::media::codec::{Codec, CodecState, OpusStates};
 use crate::media::demux::Demux;
 use crate::media::keypad::{MAX_STEPS, STEP_DB};
 use crate::media::mixer::{GateLevels, Mix, NoiseGate, ENCODED_FRAME_BYTES_MAX, FRAME_SAMPLES_MAX};
@@ -418,9 +419,15 @@ impl MediaCore {
                 payload_type,
                 telephone_event_pt,
                 telephone_event_rate_hz,
+                opus,
             } => {
-                match (self.slot_of(key), CodecState::new(codec)) {
-                    (Some(index), Ok(state)) => self.set_codec(
+                let index = self.slot_of(key);
+                let state = match index {
+                    Some(index) => self.codec_state(codec, opus, self.slots[index].mix_index()),
+                    None => None,
+                };
+                match (index, state) {
+                    (Some(index), Some(state)) => self.set_codec(
                         index,
                         state,
                         payload_type,
@@ -507,11 +514,12 @@ impl MediaCore {
     fn add_member(&mut self, mut add: AddMember, now: Instant) -> Applied {
         let index = add.key.slot as usize;
         let mix = add.mix as usize;
-        let codec_state = CodecState::new(add.codec);
-        let Some(codec_state) = codec_state
-            .ok()
-            .filter(|_| index < self.slots.len() && mix < self.mixes.len())
-        else {
+        let codec_state = if index < self.slots.len() && mix < self.mixes.len() {
+            self.codec_state(add.codec, add.opus.take(), mix)
+        } else {
+            None
+        };
+        let Some(codec_state) = codec_state else {
             // Beyond `max_members`, or a codec this build cannot serve.
             self.count_dropped_command();
             return Applied::Refused {
@@ -555,6 +563,28 @@ impl MediaCore {
     /// addresses (or nowhere, when it is free or has its own sockets).
     fn refile(&mut self, index: usize) {
         self.demux.file(index, self.slots[index].filed_as());
+    }
+
+    /// The state a member joining (or moving to) `codec` in mix `mix`
+    /// speaks through: Opus's came built in `opus` (the mix keeps its
+    /// shared encoder if it has none; what is left over is freed here, in
+    /// command handling, not in the tick). None: a codec this build cannot
+    /// serve, or Opus without its states.
+    fn codec_state(
+        &mut self,
+        codec: Codec,
+        opus: Option<Box<OpusStates>>,
+        mix: usize,
+    ) -> Option<CodecState> {
+        if codec != Codec::Opus {
+            return CodecState::new(codec).ok();
+        }
+        let OpusStates {
+            member,
+            mix_encoder,
+        } = *opus?;
+        drop(self.mixes[mix].offer_opus_encoder(mix_encoder));
+        Some(member)
     }
 
     fn remove_member<S: TransmitSink>(&mut self, index: usize, ntp_timestamp: u64, out: &mut S) {
@@ -631,6 +661,8 @@ impl MediaCore {
             }
             // The mix index may serve another conference next.
             self.clips.stop(ResolvedTarget::Mix(mix), ClipEnd::Gone);
+            // Freed here, in command handling; the next Opus member brings one.
+            drop(self.mixes[mix].take_opus_encoder());
         }
     }
 

@@ -136,6 +136,7 @@ impl Room {
             telephone_event_rate_hz: 8000,
             flags,
             keypad,
+            opus: None,
             srtp: None,
             link,
         };
@@ -849,6 +850,7 @@ fn a_member_with_its_own_sockets_is_fed_by_key_and_its_sockets_handed_back() {
         telephone_event_rate_hz: 8000,
         flags: MemberFlags::default(),
         keypad: true,
+        opus: None,
         srtp: None,
         link: false,
     };

@@ -39,6 +39,7 @@ fn an_srtp_member_and_a_plain_member_hear_each_other_and_forgeries_are_counted()
         telephone_event_rate_hz: 8000,
         flags: MemberFlags::default(),
         keypad: false,
+        opus: None,
         srtp: Some(Box::new(MemberSrtp::new(suite, &phone_key, &bridge_key))),
         link: false,
     };

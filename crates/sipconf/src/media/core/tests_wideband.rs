@@ -8,12 +8,16 @@ use std::time::Instant;
 
 use super::*;
 use crate::media::codec::g722::{G722Decoder, G722Encoder};
-use crate::media::codec::Codec;
+use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
+use crate::media::codec::{Codec, OpusStates};
 use crate::media::dtmf::key_tones_hz;
+use crate::media::quality::Quality;
 use crate::media::rtp::{write_rtp, RtpHeader, RtpPacket};
 use crate::media::{DigitSource, MemberFlags};
 
 const EVENT_PT: u8 = 101;
+/// The dynamic payload type the Opus phones negotiated.
+const OPUS_PT: u8 = 111;
 /// A tone at about -15 dBFS: well above the gate, well below the limiter.
 const TONE_AMPLITUDE: f64 = 6000.0;
 /// Each key tone at -6 dBm0 (as in tests.rs).
@@ -39,6 +43,8 @@ struct Phone {
     samples_sent: u64,
     encoder: G722Encoder,
     decoder: G722Decoder,
+    /// An Opus phone's coder (at 16 kHz, as the bridge's).
+    opus: Option<(OpusEncoder, OpusDecoder)>,
     /// Everything it was sent, decoded at its codec's rate, one Vec per packet.
     heard: Vec<Vec<i16>>,
     /// The raw payload of every packet it was sent, and its RTP timestamp.
@@ -68,14 +74,15 @@ struct Room {
 
 impl Room {
     fn new(members: usize) -> Room {
+        Room::with_config(MediaConfig {
+            max_members: members,
+            ..MediaConfig::default()
+        })
+    }
+
+    fn with_config(config: MediaConfig) -> Room {
         let stats = Arc::new(MediaStats::default());
-        let mut core = MediaCore::new(
-            MediaConfig {
-                max_members: members,
-                ..MediaConfig::default()
-            },
-            stats,
-        );
+        let mut core = MediaCore::new(config, stats);
         core.seed(17);
         Room {
             core,
@@ -105,11 +112,13 @@ impl Room {
             remote_rtcp: SocketAddr::new(address.ip(), 4001),
             signalling_ip: Some(address.ip()),
             codec,
-            payload_type: codec.static_payload_type().expect("a static type"),
+            payload_type: payload_type_of(codec),
             telephone_event_pt: Some(EVENT_PT),
-            telephone_event_rate_hz: 8000,
+            telephone_event_rate_hz: if codec == Codec::Opus { 48_000 } else { 8000 },
             flags: MemberFlags::default(),
             keypad: true,
+            opus: (codec == Codec::Opus)
+                .then(|| OpusStates::new(32_000, 5).expect("libopus (checked by the test)")),
             srtp: None,
             link: false,
         };
@@ -124,6 +133,10 @@ impl Room {
             samples_sent: 0,
             encoder: G722Encoder::new(),
             decoder: G722Decoder::new(),
+            opus: (codec == Codec::Opus).then(|| {
+                let encoder = OpusEncoder::new(16_000, 32_000, 5).expect("encoder");
+                (encoder, OpusDecoder::new(16_000).expect("decoder"))
+            }),
             heard: Vec::new(),
             payloads: Vec::new(),
             sent: Vec::new(),
@@ -143,30 +156,45 @@ impl Room {
         phone.codec = codec;
         phone.encoder.reset();
         phone.decoder.reset();
+        phone.opus = (codec == Codec::Opus).then(|| {
+            let encoder = OpusEncoder::new(16_000, 32_000, 5).expect("encoder");
+            (encoder, OpusDecoder::new(16_000).expect("decoder"))
+        });
         let key = phone.key;
         self.command(Command::SetCodec {
             key,
             codec,
-            payload_type: codec.static_payload_type().expect("a static type"),
+            payload_type: payload_type_of(codec),
             telephone_event_pt: Some(EVENT_PT),
-            telephone_event_rate_hz: 8000,
+            telephone_event_rate_hz: codec.rtp_clock_hz(),
+            opus: (codec == Codec::Opus)
+                .then(|| OpusStates::new(32_000, 5).expect("libopus (checked by the test)")),
         });
     }
 
     fn send(&mut self, who: usize, sound: Sound) {
+        self.send_or_lose(who, sound, false);
+    }
+
+    /// Phone `who` codes its next frame of `sound`; `lost`: the packet
+    /// never reaches the bridge.
+    fn send_or_lose(&mut self, who: usize, sound: Sound, lost: bool) {
         let phone = &mut self.phones[who];
         let rate_hz = phone.rate_hz();
         let pcm: Vec<i16> = (0..rate_hz as u64 / 50)
             .map(|n| sample_of(sound, phone.samples_sent + n, rate_hz))
             .collect();
-        let mut payload = vec![0u8; 160];
-        let len = match phone.codec {
-            Codec::G722 => phone.encoder.encode(&pcm, &mut payload),
-            codec => codec.encode(&pcm, &mut payload),
+        let mut payload = vec![0u8; 400];
+        let len = match (phone.codec, phone.opus.as_mut()) {
+            (Codec::G722, _) => phone.encoder.encode(&pcm, &mut payload),
+            (Codec::Opus, Some((encoder, _))) => {
+                encoder.encode(&pcm, &mut payload).expect("encode")
+            }
+            (codec, _) => codec.encode(&pcm, &mut payload),
         };
         payload.truncate(len);
         let header = RtpHeader {
-            payload_type: phone.codec.static_payload_type().expect("a static type"),
+            payload_type: payload_type_of(phone.codec),
             marker: false,
             sequence: phone.sequence,
             timestamp: phone.timestamp,
@@ -178,6 +206,9 @@ impl Room {
         phone.sequence = phone.sequence.wrapping_add(1);
         phone.timestamp = phone.timestamp.wrapping_add(phone.codec.rtp_frame_ticks());
         phone.samples_sent += rate_hz as u64 / 50;
+        if lost {
+            return;
+        }
         let datagram = Datagram {
             port: Port::Shared,
             stream: Stream::Rtp,
@@ -226,14 +257,20 @@ fn deliver(phones: &mut [Phone], t: Transmit<'_>) {
     }
     let packet = RtpPacket::new_checked(t.contents).expect("valid RTP");
     let payload = packet.payload();
-    let mut pcm = vec![0i16; 2 * payload.len()];
-    let len = match phone.codec {
-        Codec::G722 => phone.decoder.decode(payload, &mut pcm),
-        codec => codec.decode(payload, &mut pcm),
+    assert_eq!(packet.payload_type(), payload_type_of(phone.codec));
+    let mut pcm = vec![0i16; 960];
+    let len = match (phone.codec, phone.opus.as_mut()) {
+        (Codec::G722, _) => phone.decoder.decode(payload, &mut pcm),
+        (Codec::Opus, Some((_, decoder))) => decoder.decode(payload, &mut pcm).expect("decode"),
+        (codec, _) => codec.decode(payload, &mut pcm),
     };
     pcm.truncate(len);
     phone.heard.push(pcm);
     phone.payloads.push((packet.timestamp(), payload.to_vec()));
+}
+
+fn payload_type_of(codec: Codec) -> u8 {
+    codec.static_payload_type().unwrap_or(OPUS_PT)
 }
 
 fn sample_of(sound: Sound, n: u64, rate_hz: u32) -> i16 {
@@ -512,4 +549,238 @@ fn a_g722_member_going_back_to_the_shared_stream_hears_no_lasting_error() {
         frames[16..].iter().all(|&db| db < -38.0),
         "still off after 100 ms: {frames:?}"
     );
+}
+
+/// Whether libopus is here: in CI (`CI` set) its absence fails the test;
+/// elsewhere the test says why it skipped.
+fn opus_here(test: &str) -> bool {
+    match crate::media::codec::opus::available() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: libopus is required in CI (.ci/run installs libopus0): {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+#[test]
+fn an_opus_member_and_a_pcmu_member_hear_each_others_1_khz_within_1_db() {
+    if !opus_here("an_opus_member_and_a_pcmu_member_hear_each_others_1_khz_within_1_db") {
+        return;
+    }
+    let mut room = Room::new(2);
+    room.add(Codec::Opus);
+    room.add(Codec::Pcmu);
+    assert_eq!(room.mix_rate_hz(), Some(16_000));
+    let tone = Sound::Sine(1000.0);
+    room.run(&[tone, Sound::Silence], 50);
+    room.run(&[Sound::Silence, tone], 50);
+    let (wide, narrow) = (&room.phones[0], &room.phones[1]);
+    let from_wide: Vec<i16> = narrow.heard[SETTLE_TICKS..45].concat();
+    let from_narrow: Vec<i16> = wide.heard[50 + SETTLE_TICKS..95].concat();
+    let (narrow_db, wide_db) = (
+        tone_db(&from_wide, 8000, 1000.0),
+        tone_db(&from_narrow, 16_000, 1000.0),
+    );
+    assert!(
+        narrow_db.abs() < 1.0,
+        "PCMU heard Opus's 1 kHz at {narrow_db:.2} dB"
+    );
+    assert!(
+        wide_db.abs() < 1.0,
+        "Opus heard PCMU's 1 kHz at {wide_db:.2} dB"
+    );
+    // RFC 7587: the RTP clock runs at 48 kHz whatever the audio rate, 960 a
+    // 20 ms packet; and the packets are Opus's own length, not G.711's.
+    let steps: Vec<u32> = wide
+        .payloads
+        .windows(2)
+        .map(|pair| pair[1].0.wrapping_sub(pair[0].0))
+        .collect();
+    assert!(steps.iter().all(|&step| step == 960), "{steps:?}");
+    assert!(wide
+        .payloads
+        .iter()
+        .all(|(_, payload)| !payload.is_empty() && payload.len() < 160));
+}
+
+#[test]
+fn six_khz_from_an_opus_member_reaches_g722_and_opus_and_stays_out_of_pcmu() {
+    if !opus_here("six_khz_from_an_opus_member_reaches_g722_and_opus_and_stays_out_of_pcmu") {
+        return;
+    }
+    let mut room = Room::new(4);
+    room.add(Codec::Opus);
+    room.add(Codec::Opus);
+    room.add(Codec::G722);
+    room.add(Codec::Pcmu);
+    let silence = Sound::Silence;
+    room.run(&[Sound::Sine(6000.0), silence, silence, silence], 50);
+    for (who, name) in [(1, "Opus"), (2, "G.722")] {
+        let wide = room.phones[who].heard_since(SETTLE_TICKS);
+        let wide_db = tone_db(&wide, 16_000, 6000.0);
+        assert!(wide_db.abs() < 1.0, "{name} heard 6 kHz at {wide_db:.2} dB");
+    }
+    let narrow = room.phones[3].heard_since(SETTLE_TICKS);
+    let narrow_db = rms_db(&narrow);
+    assert!(narrow_db < -40.0, "PCMU heard {narrow_db:.1} dB of it");
+}
+
+/// The 1 kHz level of each frame a phone heard in `frames`, in dB.
+fn frame_levels_db(phone: &Phone, frames: std::ops::Range<usize>) -> Vec<f64> {
+    frames
+        .map(|frame| tone_db(&phone.heard[frame], phone.rate_hz(), 1000.0))
+        .collect()
+}
+
+/// An Opus phone sends 1 kHz and loses packet `LOST_TICK`; the PCMU phone's
+/// 1 kHz frame by frame, from the settled stream to 20 frames after.
+fn heard_around_a_lost_opus_packet(jitter_frames: usize) -> (Vec<f64>, Quality) {
+    let mut room = Room::with_config(MediaConfig {
+        max_members: 2,
+        jitter_frames,
+        ..MediaConfig::default()
+    });
+    room.add(Codec::Opus);
+    room.add(Codec::Pcmu);
+    if let Some((encoder, _)) = room.phones[0].opus.as_mut() {
+        // The phone sends in-band FEC only for a loss it expects.
+        encoder.set_expected_loss_percent(20).expect("ctl");
+    }
+    let tone = Sound::Sine(1000.0);
+    room.run(&[tone, Sound::Silence], LOST_TICK as u32);
+    room.send_or_lose(0, tone, true);
+    room.send(1, Sound::Silence);
+    room.tick();
+    room.run(&[tone, Sound::Silence], 20);
+    (
+        frame_levels_db(&room.phones[1], SETTLE_TICKS..LOST_TICK + 20),
+        room.core.slots[0].quality(),
+    )
+}
+
+const LOST_TICK: usize = 30;
+
+#[test]
+fn a_lost_opus_packet_is_recovered_from_the_next_packets_fec() {
+    if !opus_here("a_lost_opus_packet_is_recovered_from_the_next_packets_fec") {
+        return;
+    }
+    // Two frames of playout delay: the next packet is there when the lost
+    // one is due. libopus's concealment alone would give about -5 dB, then
+    // -12 dB as it glues back on; the FEC copy leaves no mark.
+    let (levels, quality) = heard_around_a_lost_opus_packet(2);
+    assert!(
+        levels.iter().all(|db| db.abs() < 1.0),
+        "1 kHz frame by frame around the loss: {levels:.1?}"
+    );
+    assert_eq!(quality.packets_lost, 1, "{quality:?}");
+    // One packet a tick, read at the tick: no jitter, in 48 kHz units or any.
+    assert_eq!(quality.jitter_us, 0, "{quality:?}");
+}
+
+#[test]
+fn a_lost_opus_packet_is_concealed_when_no_later_one_is_buffered() {
+    if !opus_here("a_lost_opus_packet_is_concealed_when_no_later_one_is_buffered") {
+        return;
+    }
+    let (levels, quality) = heard_around_a_lost_opus_packet(1);
+    let at = LOST_TICK - SETTLE_TICKS;
+    // No gap: the lost frame is libopus's concealment (a gap would be
+    // silence), and two frames later the stream is as before.
+    assert!(
+        levels[at] > -8.0,
+        "the lost frame at {:.1} dB: {levels:.1?}",
+        levels[at]
+    );
+    assert!(
+        levels[..at]
+            .iter()
+            .chain(&levels[at + 3..])
+            .all(|db| db.abs() < 1.5),
+        "1 kHz frame by frame around the loss: {levels:.1?}"
+    );
+    assert_eq!(quality.packets_lost, 1, "{quality:?}");
+}
+
+#[test]
+fn a_re_invite_to_opus_takes_the_mix_to_16_khz_and_back() {
+    if !opus_here("a_re_invite_to_opus_takes_the_mix_to_16_khz_and_back") {
+        return;
+    }
+    let mut room = Room::new(2);
+    room.add(Codec::Pcmu);
+    room.add(Codec::Pcmu);
+    room.run(&[Sound::Silence, Sound::Silence], 5);
+    room.set_codec(1, Codec::Opus);
+    assert_eq!(room.mix_rate_hz(), Some(16_000));
+    let heard_before = room.phones[1].heard.len();
+    room.run(&[Sound::Sine(1000.0), Sound::Silence], 40);
+    let heard = room.phones[1].heard_since(heard_before + SETTLE_TICKS);
+    let level_db = tone_db(&heard, 16_000, 1000.0);
+    assert!(
+        level_db.abs() < 1.0,
+        "after the re-INVITE to Opus: {level_db:.2} dB"
+    );
+    room.set_codec(1, Codec::Pcma);
+    assert_eq!(room.mix_rate_hz(), Some(8000));
+}
+
+#[test]
+fn an_opus_member_without_its_libopus_states_is_refused() {
+    let mut room = Room::new(1);
+    let address = SocketAddr::from(([192, 0, 2, 10], 4000));
+    let add = AddMember {
+        key: MemberKey {
+            slot: 0,
+            generation: 1,
+        },
+        mix: 0,
+        sockets: MemberSockets::Shared,
+        remote_rtp: address,
+        remote_rtcp: SocketAddr::new(address.ip(), 4001),
+        signalling_ip: Some(address.ip()),
+        codec: Codec::Opus,
+        payload_type: OPUS_PT,
+        telephone_event_pt: None,
+        telephone_event_rate_hz: 48_000,
+        flags: MemberFlags::default(),
+        keypad: true,
+        // The media thread never builds them itself (libopus allocates).
+        opus: None,
+        srtp: None,
+        link: false,
+    };
+    let applied = room.command(Command::AddMember(Box::new(add)));
+    assert!(matches!(applied, Applied::Refused { .. }), "{applied:?}");
+}
+
+#[test]
+fn in_band_keys_from_an_opus_member_are_detected_at_8_khz() {
+    if !opus_here("in_band_keys_from_an_opus_member_are_detected_at_8_khz") {
+        return;
+    }
+    let mut room = Room::new(2);
+    let key = room.add(Codec::Opus);
+    room.add(Codec::Pcmu);
+    room.run(&[Sound::Silence, Sound::Silence], 10);
+    room.run(&[Sound::Key('5'), Sound::Silence], 5);
+    room.run(&[Sound::Silence, Sound::Silence], 10);
+    let digits: Vec<(char, DigitSource)> = room
+        .events
+        .iter()
+        .filter_map(|event| match *event {
+            Event::Digit {
+                key: pressed,
+                digit,
+                source,
+                ..
+            } if pressed == key => Some((digit, source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, [('5', DigitSource::InBand)]);
 }

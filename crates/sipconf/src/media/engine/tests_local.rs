@@ -41,6 +41,7 @@ fn member(slot: u32, sockets: MemberSockets, remote_rtp: SocketAddr) -> AddMembe
         telephone_event_rate_hz: 8000,
         flags: MemberFlags::default(),
         keypad: false,
+        opus: None,
         srtp: None,
         link: false,
     }
