@@ -64,6 +64,7 @@ fuzz_target!(|datagram: &[u8]| {
         fraction_lost: word(datagram, 8) as u8,
         cumulative_lost: word(datagram, 9) as i32,
         highest_sequence: word(datagram, 10),
+        jitter: word(datagram, 11),
     });
     let bye = flags & 4 != 0;
     let mut out = [0u8; RTCP_COMPOUND_MAX_BYTES];
