@@ -154,17 +154,7 @@ impl MediaCore {
         } else if own_rendering {
             // A confirmation tone or a receive gain: this member gets a mix of its own.
             let heard = &mut render.mix_rate[..frame];
-            if flags.deaf {
-                heard.fill(0);
-            } else {
-                match slot.contribution(frame) {
-                    Some(own) => mix.render_for_talker(own, heard),
-                    None => mix.render_for_listener(heard),
-                }
-                if let Some(gain) = receive_gain {
-                    apply_gain(heard, gain);
-                }
-            }
+            render_heard(slot, mix, heard);
             // A deaf member still hears its own keys answered.
             slot.mix_confirmation_into(heard);
             // So does a clip played to this member alone.
@@ -236,6 +226,24 @@ impl MediaCore {
     }
 }
 
+/// What a member hears at the mix's rate, before its tone and clip: nothing
+/// if deaf, else everyone but itself if it talked (everyone if not), at its
+/// receive gain.
+#[inline(always)]
+fn render_heard(slot: &Slot, mix: &Mix, heard: &mut [i16]) {
+    if slot.flags().deaf {
+        heard.fill(0);
+        return;
+    }
+    match slot.contribution(heard.len()) {
+        Some(own) => mix.render_for_talker(own, heard),
+        None => mix.render_for_listener(heard),
+    }
+    if let Some(gain) = slot.receive_gain() {
+        apply_gain(heard, gain);
+    }
+}
+
 /// The payload of a member that is not G.711 in an 8 kHz mix, when it needs
 /// a rendering of its own (it talked, is deaf, or has a receive gain, a
 /// tone or a clip of its own): rendered at the mix's rate, brought to its
@@ -265,17 +273,7 @@ fn render_wideband(
         return None;
     }
     let heard = &mut render.mix_rate[..frame];
-    if flags.deaf {
-        heard.fill(0);
-    } else {
-        match slot.contribution(frame) {
-            Some(own) => mix.render_for_talker(own, heard),
-            None => mix.render_for_listener(heard),
-        }
-        if let Some(gain) = receive_gain {
-            apply_gain(heard, gain);
-        }
-    }
+    render_heard(slot, mix, heard);
     let len = slot.own_rendering_at_codec_rate(mix, heard, &mut render.codec_rate, kernel);
     let heard = &mut render.codec_rate[..len];
     // A deaf member still hears its own keys answered, and a clip played to it alone.
